@@ -1,0 +1,40 @@
+# cnnlab developer entry points. `make demo` and `make test` work on a fresh machine
+# with Python >= 3.10, pip, gcc and make: everything else is installed here.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# The CPU wheel of torch that lies on this disk; an unpinned torch would pull a multi-GB CUDA build.
+TORCH_PIN ?= torch==2.13.0
+DEMO_EPOCHS ?= 6
+DEMO_RUNS ?= runs/demo
+
+.PHONY: setup demo test bench lint data clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_PIN)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+data: setup
+	bash scripts/get_fashion_mnist.sh $(PY)
+
+demo: setup data
+	$(VENV)/bin/cnnlab compare lecture-simple lecture-inception lecture-residual \
+		--data fashion-mnist --epochs $(DEMO_EPOCHS) --out $(DEMO_RUNS) --overwrite
+
+test: setup
+	$(PY) -m pytest -n 2 tests
+
+bench: setup
+	$(PY) benchmarks/run_all.py
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

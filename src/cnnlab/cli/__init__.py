@@ -1,0 +1,76 @@
+"""The ``cnnlab`` command: a thin layer over the library.
+
+Each module of this package adds its subcommands with ``register(subparsers)`` and handles them
+with one library call. Errors the user can fix (:class:`cnnlab.errors.CnnlabError`) print one line,
+``cnnlab: error: ...``, and exit with status 2 (usage) or 1 (failure); argparse's own usage errors
+exit 2 as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from cnnlab.errors import CnnlabError
+
+# Subcommand modules, in the order `cnnlab --help` lists them.
+COMMAND_MODULES = (
+    "cnnlab.cli.models",
+    "cnnlab.cli.train",
+    "cnnlab.cli.data",
+    "cnnlab.cli.analysis",
+    "cnnlab.cli.experiments",
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``cnnlab <cmd>: error: ...`` and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, with every subcommand registered."""
+    from cnnlab import __version__
+
+    parser = _Parser(
+        prog="cnnlab",
+        description="Classic CNNs faithful to their papers: models, analysis, training, experiments.",
+    )
+    parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    subparsers.required = True
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name == module_name:  # a command family not built yet
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``cnnlab`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CnnlabError as err:
+        print(f"cnnlab: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("cnnlab: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `cnnlab models | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""The small layer vocabulary every family shares, and shape helpers for any input size.
+
+* :class:`ConvNormAct` - convolution, optional batch norm, optional activation (the post-activation
+  unit of AlexNet, VGG, GoogLeNet, ResNet); :class:`NormActConv` - the pre-activation unit
+  (He et al. 2016, DenseNet).
+* :class:`ClassifierHead` - global pooling (optional), flatten, dropout, linear.
+* :class:`ClassifierModel` - base class: ``forward = forward_head(forward_features(x))``; auxiliary
+  outputs only through :meth:`ClassifierModel.forward_aux`.
+* :func:`feature_shape`, :func:`smallest_input_size` - shapes derived on the meta device, so heads
+  sized from the input (the lecture nets' ``fc``, VGG's ``fc6``) work for any input size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from cnnlab.errors import UsageError
+
+_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": lambda: nn.ReLU(inplace=True),
+    "relu6": lambda: nn.ReLU6(inplace=True),
+    "leaky_relu": lambda: nn.LeakyReLU(0.1, inplace=True),
+    "gelu": nn.GELU,
+    "silu": lambda: nn.SiLU(inplace=True),
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+}
+
+
+def make_activation(name: str | None) -> nn.Module:
+    """An activation module by name (``relu``, ``gelu`` ...); ``None`` gives identity."""
+    if name is None:
+        return nn.Identity()
+    try:
+        return _ACTIVATIONS[name]()
+    except KeyError:
+        from cnnlab.errors import unknown_choice
+
+        raise unknown_choice("activation", name, _ACTIVATIONS) from None
+
+
+def pair(value: int | Sequence[int]) -> tuple[int, int]:
+    """``3 -> (3, 3)``; a pair stays a pair."""
+    if isinstance(value, int):
+        return (value, value)
+    a, b = value
+    return (int(a), int(b))
+
+
+def same_padding(kernel_size: int | Sequence[int], dilation: int = 1) -> tuple[int, int]:
+    """Padding that keeps the spatial size at stride 1 for odd kernels: ``(k - 1) // 2`` per side."""
+    kh, kw = pair(kernel_size)
+    return ((kh - 1) // 2 * dilation, (kw - 1) // 2 * dilation)
+
+
+class ConvNormAct(nn.Sequential):
+    """conv -> [batch norm] -> [activation], named ``conv``, ``bn``, ``act``.
+
+    ``padding=None`` keeps the size at stride 1 (``(k - 1) // 2``); ``bias`` defaults to
+    "only without norm", since a bias before batch norm is cancelled by its mean.
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        kernel_size: int | Sequence[int] = 3,
+        stride: int | Sequence[int] = 1,
+        padding: int | Sequence[int] | None = None,
+        groups: int = 1,
+        norm: bool = False,
+        act: str | None = "relu",
+        bias: bool | None = None,
+        bn_eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        padding = same_padding(kernel_size) if padding is None else padding
+        bias = (not norm) if bias is None else bias
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, groups=groups, bias=bias)
+        if norm:
+            self.bn = nn.BatchNorm2d(out_chs, eps=bn_eps)
+        if act is not None:
+            self.act = make_activation(act)
+
+
+class NormActConv(nn.Sequential):
+    """batch norm -> activation -> conv: the pre-activation unit (He et al. 2016 Fig. 4e, DenseNet)."""
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        kernel_size: int | Sequence[int] = 3,
+        stride: int | Sequence[int] = 1,
+        padding: int | Sequence[int] | None = None,
+        act: str | None = "relu",
+        bias: bool = False,
+    ) -> None:
+        super().__init__()
+        padding = same_padding(kernel_size) if padding is None else padding
+        self.bn = nn.BatchNorm2d(in_chs)
+        self.act = make_activation(act)
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, bias=bias)
+
+
+class ClassifierHead(nn.Module):
+    """[global average pool] -> flatten -> [dropout] -> linear, returning logits.
+
+    ``pool=False`` flattens the feature map as it is (heads sized from the input, as in the
+    lecture nets and VGG's first FC layer).
+    """
+
+    def __init__(self, in_features: int, num_classes: int, drop_rate: float = 0.0, pool: bool = True):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1) if pool else nn.Identity()
+        self.flatten = nn.Flatten(1)
+        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.fc = nn.Linear(in_features, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.drop(self.flatten(self.pool(x))))
+
+
+class ClassifierModel(nn.Module):
+    """Base class of every cnnlab network.
+
+    Subclasses define :meth:`forward_features` (image -> feature map) and :meth:`forward_head`
+    (feature map -> logits). :meth:`forward` always returns logits, in training and evaluation
+    alike; networks with auxiliary classifiers return them from :meth:`forward_aux`.
+    """
+
+    #: loss weight of each auxiliary output of :meth:`forward_aux`, in order (GoogLeNet: 0.3, 0.3)
+    aux_loss_weights: tuple[float, ...] = ()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Image batch -> final feature map."""
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        """Final feature map -> logits."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Main logits and the list of auxiliary logits (empty for networks without aux heads)."""
+        return self.forward(x), []
+
+
+def _meta_output_shape(fn: Callable[[torch.Tensor], torch.Tensor], input_shape: Sequence[int]) -> torch.Size:
+    with torch.device("meta"):
+        x = torch.empty(*input_shape)
+    return fn(x).shape
+
+
+class _BoundCall(nn.Module):
+    """Wrapper whose forward calls ``fn`` (a method of ``inner``), so functional_call can reach it."""
+
+    def __init__(self, inner: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.inner = inner
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+def meta_call(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor] | None = None):
+    """Wrap ``module`` (or its bound method ``fn``) so it runs on meta tensors without touching its weights."""
+    wrapper = _BoundCall(module, fn or module)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        state = {
+            f"inner.{k}": torch.empty_like(v, device="meta")
+            for k, v in module.state_dict(keep_vars=True).items()
+        }
+        return torch.func.functional_call(wrapper, state, (x,), strict=False)
+
+    return run
+
+
+def feature_shape(
+    module: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    in_chans: int,
+    img_size: int | Sequence[int],
+    what: str = "this network",
+) -> torch.Size:
+    """Shape ``(C, H, W)`` that ``module`` produces from one ``in_chans x img_size`` image.
+
+    Runs on the meta device (no arithmetic, no memory). An input too small for the network
+    raises a :class:`UsageError` naming the smallest size that works.
+    """
+    h, w = pair(img_size)
+    fn = meta_call(module) if isinstance(module, nn.Module) else module
+    try:
+        return _meta_output_shape(fn, (1, in_chans, h, w))[1:]
+    except RuntimeError as err:
+        smallest = smallest_input_size(fn, in_chans)
+        if smallest is None or smallest <= min(h, w):
+            raise
+        raise UsageError(
+            f"input {in_chans}x{h}x{w} is too small for {what}: the smallest input that works is "
+            f"{in_chans}x{smallest}x{smallest}"
+        ) from err
+
+
+def smallest_input_size(
+    module: nn.Module | Callable[[torch.Tensor], torch.Tensor], in_chans: int, limit: int = 4096
+) -> int | None:
+    """Smallest square side ``s`` such that the network runs on ``in_chans x s x s`` (bisection, meta device).
+
+    ``None`` if even ``limit`` fails (the failure is not about size).
+    """
+    fn = meta_call(module) if isinstance(module, nn.Module) else module
+
+    def works(size: int) -> bool:
+        try:
+            _meta_output_shape(fn, (1, in_chans, size, size))
+            return True
+        except RuntimeError:
+            return False
+
+    if not works(limit):
+        return None
+    lo, hi = 0, limit  # invariant: lo fails (or is 0), hi works
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if works(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def check_input_size(model: nn.Module, input_shape: Sequence[int]) -> torch.Size:
+    """Output shape of ``model`` on ``input_shape`` (``C, H, W`` or ``N, C, H, W``), or a clear :class:`UsageError`.
+
+    The message names the smallest input that works, or, for heads sized from the input, the
+    size the model was built for.
+    """
+    shape = tuple(input_shape)
+    if len(shape) == 3:
+        shape = (1, *shape)
+    if len(shape) != 4:
+        raise UsageError(f"input shape must be CxHxW, got {'x'.join(map(str, input_shape))}")
+    try:
+        return _meta_output_shape(meta_call(model), shape)
+    except RuntimeError as err:
+        name = getattr(model, "model_name", type(model).__name__)
+        built_for = getattr(model, "img_size", None)
+        c, h, w = shape[1:]
+        expected_c = _first_conv_in_channels(model)
+        if expected_c is not None and expected_c != c:
+            raise UsageError(f"{name} takes {expected_c}-channel input, got {c} channels") from err
+        features = getattr(model, "forward_features", None)
+        smallest = smallest_input_size(meta_call(model, features) if features else model, c)
+        if smallest is not None and smallest > min(h, w):
+            raise UsageError(
+                f"input {c}x{h}x{w} is too small for {name}: the smallest input that works is "
+                f"{c}x{smallest}x{smallest}"
+            ) from err
+        if built_for is not None:
+            bh, bw = pair(built_for)
+            raise UsageError(
+                f"{name} was built for {c}x{bh}x{bw} input (its classifier is sized from it), got "
+                f"{c}x{h}x{w}; build it with img_size={h if h == w else (h, w)} to use this size"
+            ) from err
+        raise UsageError(f"{name} cannot run on input {c}x{h}x{w}: {str(err).splitlines()[0]}") from err
+
+
+def _first_conv_in_channels(model: nn.Module) -> int | None:
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            return module.in_channels
+    return None
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameter elements (all, or only those with ``requires_grad``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

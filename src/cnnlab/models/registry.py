@@ -1,0 +1,160 @@
+"""The model registry: one name, one builder, its metadata as data.
+
+Every network in cnnlab is registered here with :func:`register_model` and built with
+:func:`create_model`, as in timm. A builder is a function
+``builder(num_classes, in_chans, drop_rate, **options) -> nn.Module``; its metadata
+(:class:`ModelInfo`) records the paper, default input, pinned parameter count and the
+source of that count, so the registry-wide test checks each model against a figure
+derived independently of the code.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from cnnlab.errors import UsageError, unknown_choice
+
+Builder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Metadata of one registered model.
+
+    ``num_params`` is the parameter count at the default ``num_classes`` and ``in_chans``
+    (taken from the paper or derived by hand from its table; ``params_source`` says which),
+    and ``macs`` the multiply-accumulates of one image at ``input_size`` where pinned.
+    """
+
+    name: str
+    builder: Builder = field(repr=False, compare=False)
+    family: str
+    paper: str
+    input_size: tuple[int, int, int]
+    num_classes: int
+    num_params: int | None = None
+    params_source: str = ""
+    macs: int | None = None
+    aux_loss_weights: tuple[float, ...] = ()
+    default_options: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def in_chans(self) -> int:
+        """Default number of input channels."""
+        return self.input_size[0]
+
+    def options(self) -> list[str]:
+        """Keyword options the builder accepts beyond num_classes, in_chans and drop_rate."""
+        params = inspect.signature(self.builder).parameters
+        return [p for p in params if p not in ("num_classes", "in_chans", "drop_rate", "kwargs")]
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+def register_model(
+    name: str,
+    *,
+    family: str,
+    paper: str,
+    input_size: tuple[int, int, int],
+    num_classes: int = 1000,
+    num_params: int | None = None,
+    params_source: str = "",
+    macs: int | None = None,
+    aux_loss_weights: tuple[float, ...] = (),
+    description: str = "",
+    **default_options: Any,
+) -> Callable[[Builder], Builder]:
+    """Decorator registering ``builder`` under ``name``; a name can be registered only once.
+
+    Extra keyword arguments become default options passed to the builder, so one builder
+    can serve several names (``vgg16`` and ``vgg16-bn`` differ by ``batch_norm=True``).
+    """
+
+    def decorator(builder: Builder) -> Builder:
+        if name in _REGISTRY:
+            raise ValueError(f"model name {name!r} is already registered")
+        _REGISTRY[name] = ModelInfo(
+            name=name,
+            builder=builder,
+            family=family,
+            paper=paper,
+            input_size=tuple(input_size),
+            num_classes=num_classes,
+            num_params=num_params,
+            params_source=params_source,
+            macs=macs,
+            aux_loss_weights=tuple(aux_loss_weights),
+            default_options=dict(default_options),
+            description=description or (builder.__doc__ or "").strip().split("\n")[0],
+        )
+        return builder
+
+    return decorator
+
+
+def list_models(pattern: str | None = None, family: str | None = None) -> list[str]:
+    """Registered model names, sorted; ``pattern`` is a shell-style filter such as ``'resnet*'``."""
+    import fnmatch
+
+    names = sorted(_REGISTRY)
+    if pattern:
+        names = [n for n in names if fnmatch.fnmatch(n, pattern)]
+    if family:
+        names = [n for n in names if _REGISTRY[n].family == family]
+    return names
+
+
+def model_info(name: str) -> ModelInfo:
+    """The :class:`ModelInfo` of ``name``; an unknown name raises a :class:`UsageError` with close matches."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise unknown_choice("model", name, _REGISTRY) from None
+
+
+def create_model(
+    name: str,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    drop_rate: float | None = None,
+    **options: Any,
+) -> nn.Module:
+    """Build the registered model ``name``.
+
+    ``num_classes`` and ``in_chans`` default to the model's own (10 and 1 for the lecture nets,
+    1000 and 3 for the ImageNet papers); ``drop_rate`` to the paper's dropout. Further keyword
+    options are the family's named deviations and sizes (``img_size``, ``batch_norm`` ...);
+    an option the builder does not know is a :class:`UsageError` listing the valid ones.
+    """
+    info = model_info(name)
+    num_classes = info.num_classes if num_classes is None else num_classes
+    in_chans = info.in_chans if in_chans is None else in_chans
+    for label, value in (("num_classes", num_classes), ("in_chans", in_chans)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UsageError(f"{label} must be a whole number of at least 1, got {value!r}")
+    if drop_rate is not None and not 0.0 <= drop_rate < 1.0:
+        raise UsageError(f"drop_rate must be in [0, 1), got {drop_rate}")
+    valid = info.options()
+    accepts_any = any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(info.builder).parameters.values()
+    )
+    for key in options:
+        if key not in valid and not accepts_any:
+            raise UsageError(
+                f"model {name!r} has no option {key!r}; its options are: {', '.join(valid) or 'none'}"
+            )
+    kwargs = {**info.default_options, **options, "num_classes": num_classes, "in_chans": in_chans}
+    if drop_rate is not None:
+        kwargs["drop_rate"] = drop_rate
+    model = info.builder(**kwargs)
+    model.model_info = info  # metadata travels with the module (checkpoints, analysis, aux losses)
+    model.model_name = name
+    return model

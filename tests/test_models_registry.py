@@ -1,0 +1,89 @@
+"""One parametrised test over the whole registry, as torchvision and timm do.
+
+For every registered model: the parameter count at its defaults equals the figure pinned in its
+metadata (from the paper or derived by hand, see docs/models.md); with other class and channel
+counts the output has the right shape, holds no NaN, and every parameter receives a gradient.
+Heavy models run at their smallest valid input.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cnnlab.errors import UsageError
+from cnnlab.models import count_params, create_model, list_models, model_info, smallest_input_size
+from cnnlab.models.layers import meta_call
+
+ALL_MODELS = list_models()
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_param_count_matches_pinned_figure(name: str) -> None:
+    info = model_info(name)
+    assert info.num_params is not None, f"{name} has no pinned parameter count"
+    with torch.device("meta"):
+        model = create_model(name)
+    assert count_params(model) == info.num_params
+
+
+def smallest_model(name: str, **kwargs) -> tuple[torch.nn.Module, int]:
+    """The model built for its smallest valid square input, and that size."""
+    info = model_info(name)
+    with torch.device("meta"):
+        probe = create_model(name, **kwargs)
+    in_chans = kwargs.get("in_chans", info.in_chans)
+    size = smallest_input_size(meta_call(probe, probe.forward_features), in_chans)
+    assert size is not None
+    options = {"img_size": size} if "img_size" in info.options() else {}
+    return create_model(name, **kwargs, **options), size
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_shapes_and_gradients_with_other_classes_and_channels(name: str) -> None:
+    torch.manual_seed(0)
+    model, size = smallest_model(name, num_classes=7, in_chans=1)
+    model.train()
+    x = torch.randn(2, 1, size, size)
+    out = model(x)
+    assert out.shape == (2, 7)
+    assert torch.isfinite(out).all()
+    main, aux = model.forward_aux(x)
+    loss = main.logsumexp(1).mean() + sum(a.logsumexp(1).mean() for a in aux)
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"parameters without gradient: {missing[:5]}"
+    # eval mode gives logits of the same shape (no auxiliary outputs leak into forward)
+    model.eval()
+    with torch.no_grad():
+        assert model(x).shape == (2, 7)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_three_channel_input_and_channels_last(name: str) -> None:
+    model, size = smallest_model(name, num_classes=5, in_chans=3)
+    model.eval()
+    x = torch.randn(2, 3, size, size).contiguous(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert model(x).shape == (2, 5)
+
+
+@pytest.mark.parametrize("bad", [{"num_classes": 0}, {"in_chans": 0}, {"num_classes": -3}, {"drop_rate": 1.5}])
+def test_invalid_constructor_arguments_are_usage_errors(bad: dict) -> None:
+    with pytest.raises(UsageError):
+        create_model("lecture-simple", **bad)
+
+
+def test_unknown_model_and_option_name_the_valid_choices() -> None:
+    with pytest.raises(UsageError, match="Did you mean 'lecture-simple'"):
+        create_model("lecture-simpel")
+    with pytest.raises(UsageError, match="img_size"):
+        create_model("lecture-simple", no_such_option=1)
+
+
+def test_duplicate_registration_is_refused() -> None:
+    from cnnlab.models import register_model
+
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("lecture-simple", family="x", paper="x", input_size=(1, 28, 28))(lambda **kw: None)
