@@ -16,8 +16,18 @@ from cnnlab.models.layers import (
 )
 from cnnlab.models.registry import ModelInfo, create_model, list_models, model_info, register_model
 
-# Families: importing a module registers its models.
-from cnnlab.models import lecture  # noqa: E402,F401  isort: skip
+
+def _import_families() -> None:
+    """Import every family module of this package; each registers its models on import."""
+    import importlib
+    import pkgutil
+
+    for module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if module.name not in ("layers", "registry") and not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+_import_families()
 
 __all__ = [
     "ClassifierHead",
