@@ -14,7 +14,16 @@ from cnnlab.models.layers import (
     feature_shape,
     smallest_input_size,
 )
-from cnnlab.models.registry import ModelInfo, create_model, list_models, model_info, register_model
+from cnnlab.models.registry import (
+    ModelInfo,
+    create_model,
+    list_model_patterns,
+    list_models,
+    make_model_info,
+    model_info,
+    register_model,
+    register_model_pattern,
+)
 
 
 def _import_families() -> None:
@@ -39,8 +48,11 @@ __all__ = [
     "count_params",
     "create_model",
     "feature_shape",
+    "list_model_patterns",
     "list_models",
+    "make_model_info",
     "model_info",
     "register_model",
+    "register_model_pattern",
     "smallest_input_size",
 ]

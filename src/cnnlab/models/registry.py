@@ -11,6 +11,7 @@ derived independently of the code.
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,40 @@ class ModelInfo:
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
+# Families that accept any valid size by name (``wrn-34-2``, ``resnet74-cifar``): (regex, resolver, example)
+_PATTERNS: list[tuple[re.Pattern[str], Callable[[str, re.Match[str]], ModelInfo], str]] = []
+
+
+def make_model_info(
+    name: str,
+    builder: Builder,
+    *,
+    family: str,
+    paper: str,
+    input_size: tuple[int, int, int],
+    num_classes: int = 1000,
+    num_params: int | None = None,
+    params_source: str = "",
+    macs: int | None = None,
+    aux_loss_weights: tuple[float, ...] = (),
+    description: str = "",
+    **default_options: Any,
+) -> ModelInfo:
+    """A :class:`ModelInfo` record (what :func:`register_model` stores; pattern resolvers return one)."""
+    return ModelInfo(
+        name=name,
+        builder=builder,
+        family=family,
+        paper=paper,
+        input_size=tuple(input_size),
+        num_classes=num_classes,
+        num_params=num_params,
+        params_source=params_source,
+        macs=macs,
+        aux_loss_weights=tuple(aux_loss_weights),
+        default_options=dict(default_options),
+        description=description or (builder.__doc__ or "").strip().split("\n")[0],
+    )
 
 
 def register_model(
@@ -81,23 +116,45 @@ def register_model(
     def decorator(builder: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"model name {name!r} is already registered")
-        _REGISTRY[name] = ModelInfo(
-            name=name,
-            builder=builder,
+        _REGISTRY[name] = make_model_info(
+            name,
+            builder,
             family=family,
             paper=paper,
-            input_size=tuple(input_size),
+            input_size=input_size,
             num_classes=num_classes,
             num_params=num_params,
             params_source=params_source,
             macs=macs,
-            aux_loss_weights=tuple(aux_loss_weights),
-            default_options=dict(default_options),
-            description=description or (builder.__doc__ or "").strip().split("\n")[0],
+            aux_loss_weights=aux_loss_weights,
+            description=description,
+            **default_options,
         )
         return builder
 
     return decorator
+
+
+def register_model_pattern(pattern: str, example: str) -> Callable:
+    """Decorator registering a resolver for a family of names, e.g. ``r"wrn-(\\d+)-(\\d+)"``.
+
+    ``resolver(name, match) -> ModelInfo`` (see :func:`make_model_info`) builds the metadata of
+    any name the regex matches in full, or raises a :class:`UsageError` naming the valid rule
+    (``wrn-27-10``: "depth must be 6n+4"). Fixed names registered with :func:`register_model`
+    take precedence; ``example`` is shown in error messages and ``cnnlab models``.
+    """
+    compiled = re.compile(pattern)
+
+    def decorator(resolver: Callable[[str, re.Match[str]], ModelInfo]) -> Callable:
+        _PATTERNS.append((compiled, resolver, example))
+        return resolver
+
+    return decorator
+
+
+def list_model_patterns() -> list[tuple[str, str]]:
+    """``(regex, example)`` of every name family registered with :func:`register_model_pattern`."""
+    return [(p.pattern, example) for p, _, example in _PATTERNS]
 
 
 def list_models(pattern: str | None = None, family: str | None = None) -> list[str]:
@@ -114,10 +171,13 @@ def list_models(pattern: str | None = None, family: str | None = None) -> list[s
 
 def model_info(name: str) -> ModelInfo:
     """The :class:`ModelInfo` of ``name``; an unknown name raises a :class:`UsageError` with close matches."""
-    try:
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        raise unknown_choice("model", name, _REGISTRY) from None
+    for pattern, resolver, _ in _PATTERNS:
+        match = pattern.fullmatch(name)
+        if match:
+            return resolver(name, match)
+    raise unknown_choice("model", name, _REGISTRY)
 
 
 def create_model(
