@@ -16,7 +16,9 @@ HERE = Path(__file__).resolve().parent
 def main() -> int:
     """Run each ``benchmarks/*.py`` except this one; the exit status is the first failure's."""
     status = 0
-    scripts = sorted(p for p in HERE.glob("*.py") if p.name != Path(__file__).name and not p.name.startswith("_"))
+    scripts = sorted(
+        p for p in HERE.glob("*.py") if p.name != Path(__file__).name and not p.name.startswith("_")
+    )
     only = set(sys.argv[1:])
     for script in scripts:
         if only and script.stem not in only:

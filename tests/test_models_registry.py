@@ -69,7 +69,9 @@ def test_three_channel_input_and_channels_last(name: str) -> None:
         assert model(x).shape == (2, 5)
 
 
-@pytest.mark.parametrize("bad", [{"num_classes": 0}, {"in_chans": 0}, {"num_classes": -3}, {"drop_rate": 1.5}])
+@pytest.mark.parametrize(
+    "bad", [{"num_classes": 0}, {"in_chans": 0}, {"num_classes": -3}, {"drop_rate": 1.5}]
+)
 def test_invalid_constructor_arguments_are_usage_errors(bad: dict) -> None:
     with pytest.raises(UsageError):
         create_model("lecture-simple", **bad)

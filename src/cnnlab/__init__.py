@@ -1,9 +1,9 @@
 """cnnlab: classic convolutional networks, faithful to their papers.
 
-    >>> import cnnlab
-    >>> model = cnnlab.create_model("lecture-simple")          # 10 classes, 1x28x28 input
-    >>> cnnlab.list_models("lecture-*")
-    ['lecture-inception', 'lecture-residual', 'lecture-simple']
+>>> import cnnlab
+>>> model = cnnlab.create_model("lecture-simple")          # 10 classes, 1x28x28 input
+>>> cnnlab.list_models("lecture-*")
+['lecture-inception', 'lecture-residual', 'lecture-simple']
 """
 
 from cnnlab.errors import CnnlabError, UsageError
