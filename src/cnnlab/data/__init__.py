@@ -1,0 +1,43 @@
+"""Datasets of the MNIST family: registry, IDX reading, verified loading, fast in-memory batches.
+
+>>> from cnnlab.data import dataset_info, load_dataset, BatchLoader, Augment
+>>> info = dataset_info("fashion-mnist")
+>>> data = load_dataset("fashion-mnist", val_fraction=0.1, seed=0)          # doctest: +SKIP
+>>> loader = BatchLoader(data.train, 128, shuffle=True, augment=Augment(flip=True),
+...                      mean=info.mean, std=info.std)                        # doctest: +SKIP
+
+Tests with synthetic files pass ``verify=False`` (or set ``CNNLAB_NO_VERIFY=1``), or register their own
+:class:`DatasetInfo` with :func:`register_dataset`.
+"""
+
+from cnnlab.data.catalog import (
+    DATASETS,
+    ROLES,
+    DataFile,
+    DatasetInfo,
+    dataset_info,
+    locate_dataset,
+    register_dataset,
+    user_cache_dir,
+)
+from cnnlab.data.idx import read_idx, write_idx
+from cnnlab.data.load import DatasetSplits, Split, load_dataset
+from cnnlab.data.loader import Augment, BatchLoader
+
+__all__ = [
+    "DATASETS",
+    "ROLES",
+    "Augment",
+    "BatchLoader",
+    "DataFile",
+    "DatasetInfo",
+    "DatasetSplits",
+    "Split",
+    "dataset_info",
+    "load_dataset",
+    "locate_dataset",
+    "read_idx",
+    "register_dataset",
+    "user_cache_dir",
+    "write_idx",
+]

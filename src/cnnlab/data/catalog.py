@@ -1,0 +1,310 @@
+"""The dataset registry and where datasets are looked for on disk.
+
+Each dataset of the MNIST family is four IDX files under fixed names. A file is trusted by the SHA-256
+of its *decompressed* content (``raw_sha256``), because re-packagers such as Debian re-gzip the files:
+their .gz bytes differ from the official ones while the IDX content is identical. The official .gz
+SHA-256 (``gz_sha256``) is kept as well, to check a fresh download before it is decompressed.
+
+Lookup order (first hit wins): an explicit ``data_dir``, ``$CNNLAB_DATA``, the user cache
+(``$XDG_CACHE_HOME/cnnlab``, default ``~/.cache/cnnlab``), then system locations such as
+``/usr/share/datasets`` (where Debian's ``dataset-fashion-mnist`` package installs). In each place
+the files are looked for in ``<place>/<name>/``; an explicit ``data_dir`` may also hold them directly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cnnlab.errors import DataError, UsageError, unknown_choice
+
+# Places shipped by operating-system packages; a module attribute so that tests can replace it.
+SYSTEM_DATA_DIRS: tuple[str, ...] = ("/usr/share/datasets", "/usr/local/share/datasets")
+ROLES = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One IDX file of a dataset: its name (without .gz) and the checksums that identify it.
+
+    ``raw_sha256``: SHA-256 of the decompressed IDX bytes (None where it could not be established).
+    ``gz_sha256`` / ``gz_md5``: of the official .gz as distributed by the publisher's mirrors.
+    """
+
+    name: str
+    raw_sha256: str | None = None
+    gz_sha256: str | None = None
+    gz_md5: str | None = None
+
+    @property
+    def gz_name(self) -> str:
+        """The file name as distributed (gzip-compressed)."""
+        return self.name + ".gz"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Everything known about one dataset without reading it."""
+
+    name: str
+    title: str
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    image_size: tuple[int, int]
+    train_size: int
+    test_size: int
+    files: dict[str, DataFile]
+    mirrors: tuple[str, ...] = ()
+    homepage: str = ""
+    license: str = ""
+    paper: str = ""
+    debian_package: str | None = None
+    stats_source: str = ""
+    in_chans: int = 1
+    description: str = field(default="", compare=False)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (labels are 0 .. num_classes - 1)."""
+        return len(self.classes)
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image as a model sees it."""
+        return (self.in_chans, *self.image_size)
+
+    def install_hint(self) -> str:
+        """How to get this dataset, for error messages."""
+        hint = f"run `cnnlab data fetch {self.name}`"
+        if self.debian_package:
+            hint += f", or on Debian `apt-get install {self.debian_package}`"
+        return hint + ", or pass --data-dir / set CNNLAB_DATA to a directory holding the four IDX files"
+
+
+def _mnist_files(raw: tuple, gz: tuple, md5: tuple) -> dict[str, DataFile]:
+    """The four standard files (same names across the family) with their checksums, in ROLES order."""
+    names = (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    )
+    return {role: DataFile(n, r, g, m) for role, n, r, g, m in zip(ROLES, names, raw, gz, md5)}
+
+
+DATASETS: dict[str, DatasetInfo] = {}
+
+
+def register_dataset(info: DatasetInfo, *, replace: bool = False) -> DatasetInfo:
+    """Add ``info`` to the registry (tests may register synthetic datasets); returns it."""
+    if info.name in DATASETS and not replace:
+        raise UsageError(f"dataset {info.name!r} is already registered (pass replace=True to override)")
+    if set(info.files) != set(ROLES):
+        raise UsageError(f"dataset {info.name!r} must name exactly the files {', '.join(ROLES)}")
+    if len(info.mean) != info.in_chans or len(info.std) != info.in_chans:
+        raise UsageError(f"dataset {info.name!r}: mean and std need one value per channel ({info.in_chans})")
+    DATASETS[info.name] = info
+    return info
+
+
+# MNIST (LeCun, Cortes, Burges). gz SHA-256: the files served by the mirrors below (identical on all);
+# raw SHA-256: the decompressed files, as recorded by several independent projects (not measured here:
+# this machine has no copy). mean/std over the 60k training pixels, the values the PyTorch examples use.
+register_dataset(
+    DatasetInfo(
+        name="mnist",
+        title="MNIST handwritten digits",
+        classes=tuple("0123456789"),
+        mean=(0.1307,),
+        std=(0.3081,),
+        image_size=(28, 28),
+        train_size=60_000,
+        test_size=10_000,
+        files=_mnist_files(
+            raw=(
+                "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+                "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+                "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+                "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+            ),
+            gz=(
+                "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+                "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+                "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+                "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+            ),
+            md5=(
+                "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                "d53e105ee54ea40749a09fcbcd1e9432",
+                "9fb629c4189551a2d022fa330f9573f3",
+                "ec29112dd5afa0611ce80d1b7f02629c",
+            ),
+        ),
+        mirrors=(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+            "http://yann.lecun.com/exdb/mnist/",
+        ),
+        homepage="http://yann.lecun.com/exdb/mnist/",
+        license="CC BY-SA 3.0",
+        paper="LeCun et al. 1998, Gradient-based learning applied to document recognition",
+        stats_source="commonly used values (PyTorch MNIST example); not re-measured here",
+    )
+)
+
+# Fashion-MNIST (Xiao, Rasul, Vollgraf 2017). raw SHA-256 measured here on Debian's files; official
+# .gz SHA-256 and MD5 as published with the dataset (README, "Get the data"); mean/std measured here
+# over the 60k training pixels (0.28604, 0.35302).
+register_dataset(
+    DatasetInfo(
+        name="fashion-mnist",
+        title="Fashion-MNIST (Zalando article images)",
+        classes=(
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
+        mean=(0.2860,),
+        std=(0.3530,),
+        image_size=(28, 28),
+        train_size=60_000,
+        test_size=10_000,
+        files=_mnist_files(
+            raw=(
+                "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+                "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+                "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+                "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+            ),
+            gz=(
+                "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+                "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+                "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+                "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+            ),
+            md5=(
+                "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                "25c81989df183df01b3e8a0aad5dffbe",
+                "bef4ecab320f06d8554ea6380940ec79",
+                "bb300cfdad3c16e7a12a480ee83cd310",
+            ),
+        ),
+        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        homepage="https://github.com/zalandoresearch/fashion-mnist",
+        license="MIT",
+        paper="Xiao, Rasul, Vollgraf 2017, arXiv:1708.07747",
+        debian_package="dataset-fashion-mnist",
+        stats_source="measured by cnnlab on the 60k training images (0.28604, 0.35302)",
+    )
+)
+
+# Kuzushiji-MNIST (Clanuwat et al. 2018): ten hiragana, romanised. Only the official .gz hashes could be
+# established (raw SHA-256 unknown), so an uncompressed KMNIST file is validated structurally only.
+register_dataset(
+    DatasetInfo(
+        name="kmnist",
+        title="Kuzushiji-MNIST (cursive Japanese hiragana)",
+        classes=("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+        mean=(0.1918,),
+        std=(0.3483,),
+        image_size=(28, 28),
+        train_size=60_000,
+        test_size=10_000,
+        files=_mnist_files(
+            raw=(None, None, None, None),
+            gz=(
+                "51467d22d8cc72929e2a028a0428f2086b092bb31cfb79c69cc0a90ce135fde4",
+                "e38f9ebcd0f3ebcdec7fc8eabdcdaef93bb0df8ea12bee65224341c8183d8e17",
+                "edd7a857845ad6bb1d0ba43fe7e794d164fe2dce499a1694695a792adfac43c5",
+                "20bb9a0ef54c7db3efc55a92eef5582c109615df22683c380526788f98e42a1c",
+            ),
+            md5=(
+                "bdb82020997e1d708af4cf47b453dcf7",
+                "e144d726b3acfaa3e44228e80efcd344",
+                "5c965bf0a639b31b8f53240b1b52f4d7",
+                "7320c461ea6c1c855c0b718fb2a4b134",
+            ),
+        ),
+        mirrors=("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
+        homepage="https://github.com/rois-codh/kmnist",
+        license="CC BY-SA 4.0",
+        paper="Clanuwat et al. 2018, Deep Learning for Classical Japanese Literature, arXiv:1812.01718",
+        stats_source="commonly used values; not re-measured here",
+    )
+)
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The registry entry for ``name``; UsageError with close matches if unknown."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise unknown_choice("dataset", name, DATASETS) from None
+
+
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/cnnlab``, or ``~/.cache/cnnlab``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "cnnlab"
+
+
+def default_fetch_dir() -> Path:
+    """Where ``cnnlab data fetch`` puts data without --data-dir: ``$CNNLAB_DATA`` or the user cache."""
+    return Path(os.environ["CNNLAB_DATA"]) if os.environ.get("CNNLAB_DATA") else user_cache_dir()
+
+
+def search_roots(data_dir: str | os.PathLike | None = None) -> list[tuple[str, Path]]:
+    """The places searched, in order, each labelled by where it came from."""
+    roots: list[tuple[str, Path]] = []
+    if data_dir is not None:
+        roots.append(("--data-dir", Path(data_dir)))
+    if os.environ.get("CNNLAB_DATA"):
+        roots.append(("$CNNLAB_DATA", Path(os.environ["CNNLAB_DATA"])))
+    roots.append(("user cache", user_cache_dir()))
+    roots.extend(("system", Path(d)) for d in SYSTEM_DATA_DIRS)
+    return roots
+
+
+def candidate_dirs(name: str, data_dir: str | os.PathLike | None = None) -> Iterator[tuple[str, Path]]:
+    """Directories that may hold ``name``'s files, in lookup order (an explicit data_dir also as is)."""
+    for label, root in search_roots(data_dir):
+        yield label, root / name
+        if label == "--data-dir":
+            yield label, root
+
+
+def find_file(directory: Path, file: DataFile) -> Path | None:
+    """The file in ``directory``, uncompressed preferred (faster to read), else the .gz; None if absent."""
+    for candidate in (directory / file.name, directory / file.gz_name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def dataset_files(directory: Path, info: DatasetInfo) -> dict[str, Path] | None:
+    """Role -> path when ``directory`` holds all four files of ``info``, else None."""
+    found = {role: find_file(directory, f) for role, f in info.files.items()}
+    return found if all(found.values()) else None  # type: ignore[return-value]
+
+
+def locate_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """The first directory in lookup order holding all four files of ``name``; DataError saying how to get it."""
+    info = dataset_info(name)
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise DataError(f"data directory {data_dir} does not exist; {info.install_hint()}")
+    searched = []
+    for _, directory in candidate_dirs(name, data_dir):
+        if dataset_files(directory, info) is not None:
+            return directory
+        searched.append(str(directory))
+    raise DataError(f"dataset {name!r} not found (searched {', '.join(searched)}); {info.install_hint()}")

@@ -1,0 +1,195 @@
+"""Batches from an in-memory split: sliced, augmented and normalised as whole tensors.
+
+No per-sample Python work: a batch is one index gather on the uint8 images, an optional crop-and-flip
+done as a single advanced-indexing gather over the whole batch, and one fused multiply-add that converts
+to float32 and normalises with precomputed scale and shift. Order and augmentation are drawn from a
+generator seeded by (seed, epoch) alone, so resuming at an epoch boundary reproduces the rest exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cnnlab.data.load import Split
+from cnnlab.errors import UsageError, check_positive
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Training-time augmentation: random crop after zero-padding by ``crop_padding`` pixels, random h-flip.
+
+    Padding is with raw 0 (the background of the MNIST family). Defaults: no augmentation.
+    """
+
+    crop_padding: int = 0
+    flip: bool = False
+
+    def __post_init__(self) -> None:
+        check_positive("crop_padding", self.crop_padding, allow_zero=True)
+
+    @property
+    def active(self) -> bool:
+        """Whether this augments anything."""
+        return self.crop_padding > 0 or self.flip
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A generator determined by (seed, epoch) alone, well mixed for neighbouring values."""
+    state = np.random.SeedSequence([seed & 0xFFFFFFFF, epoch & 0xFFFFFFFF]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+class BatchLoader:
+    """Iterate ``(x, y)`` batches over ``split``: x float32 [B, C, H, W] normalised, y int64 [B].
+
+    ``pad_to``: zero-pad (raw 0, centred) to a square of this side, e.g. 28 -> 32 for 32x32 models.
+    ``out_chans``: repeat a single channel, e.g. 3 for models built for RGB. ``mean``/``std``: per input
+    channel (one value is broadcast). Each ``iter()`` runs the epoch set by :meth:`set_epoch` and then
+    advances it by one, so a training loop works with or without calling ``set_epoch``.
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int = 128,
+        shuffle: bool = False,
+        seed: int = 0,
+        augment: Augment | None = None,
+        mean: Sequence[float] = (0.0,),
+        std: Sequence[float] = (1.0,),
+        drop_last: bool = False,
+        device: str | torch.device = "cpu",
+        channels_last: bool = False,
+        pad_to: int | None = None,
+        out_chans: int | None = None,
+    ) -> None:
+        check_positive("batch_size", batch_size)
+        images = split.images if split.images.ndim == 4 else split.images.unsqueeze(1)
+        if images.dtype != torch.uint8:
+            raise UsageError(f"BatchLoader expects uint8 images, got {images.dtype}")
+        self.split, self.images, self.labels = split, images, split.labels
+        self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
+        self.augment = augment or Augment()
+        self.device = torch.device(device)
+        self.channels_last = channels_last
+        self.epoch = 0
+        in_chans, height, width = images.shape[1:]
+        self.out_chans = out_chans or in_chans
+        if self.out_chans != in_chans and in_chans != 1:
+            raise UsageError(
+                f"out_chans={out_chans} needs single-channel images; these have {in_chans} channels"
+            )
+        self.pad = self._centre_padding(pad_to, height, width)
+        self.out_size = (height + self.pad[2] + self.pad[3], width + self.pad[0] + self.pad[1])
+        mean_t, std_t = self._per_channel("mean", mean, in_chans), self._per_channel("std", std, in_chans)
+        if (std_t <= 0).any():
+            raise UsageError(f"std must be positive, got {tuple(std)}")
+        # x_norm = (x / 255 - mean) / std = x * scale + shift, one fused op per batch.
+        scale, shift = 1.0 / (255.0 * std_t), -mean_t / std_t
+        repeat = self.out_chans // in_chans
+        self.scale = scale.repeat(repeat).view(1, -1, 1, 1).to(self.device)
+        self.shift = shift.repeat(repeat).view(1, -1, 1, 1).to(self.device)
+
+    @staticmethod
+    def _per_channel(what: str, values: Sequence[float], chans: int) -> torch.Tensor:
+        values = tuple(values) if isinstance(values, Sequence) else (float(values),)
+        if len(values) == 1:
+            values = values * chans
+        if len(values) != chans:
+            raise UsageError(f"{what} needs 1 or {chans} values (one per channel), got {len(values)}")
+        return torch.tensor(values, dtype=torch.float32)
+
+    @staticmethod
+    def _centre_padding(pad_to: int | None, height: int, width: int) -> tuple[int, int, int, int]:
+        """(left, right, top, bottom) zero padding that centres an HxW image in pad_to x pad_to."""
+        if pad_to is None:
+            return (0, 0, 0, 0)
+        if pad_to < max(height, width):
+            raise UsageError(
+                f"pad_to={pad_to} is smaller than the {height}x{width} images; use at least {max(height, width)}"
+            )
+        top, left = (pad_to - height) // 2, (pad_to - width) // 2
+        return (left, pad_to - width - left, top, pad_to - height - top)
+
+    @property
+    def num_samples(self) -> int:
+        """Samples in the split (all of them, including a dropped last partial batch)."""
+        return len(self.labels)
+
+    def __len__(self) -> int:
+        rounding = math.floor if self.drop_last else math.ceil
+        return rounding(self.num_samples / self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch the next iteration runs; order and augmentation depend on (seed, epoch) only."""
+        check_positive("epoch", epoch, allow_zero=True)
+        self.epoch = int(epoch)
+
+    def _geometry(
+        self, batch: torch.Tensor, offsets: torch.Tensor | None, flips: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Pad (pad_to and crop padding) with raw 0, then crop and flip every image with one gather."""
+        p = self.augment.crop_padding
+        left, right, top, bottom = self.pad
+        if any(self.pad) or p:
+            n, c, h, w = batch.shape
+            # A zeroed canvas and one slice copy: several times faster than F.pad on uint8.
+            canvas = batch.new_zeros(n, c, h + top + bottom + 2 * p, w + left + right + 2 * p)
+            canvas[:, :, top + p : top + p + h, left + p : left + p + w] = batch
+            batch = canvas
+        if offsets is None and flips is None:
+            return batch
+        n, c, height, width = batch.shape
+        out_h, out_w = self.out_size
+        rows = torch.arange(out_h).expand(n, out_h)
+        cols = torch.arange(out_w).expand(n, out_w)
+        if offsets is not None:
+            rows = rows + offsets[:, :1]
+            cols = cols + offsets[:, 1:]
+        if flips is not None:
+            cols = torch.where(flips[:, None], cols.flip(1), cols)
+        # Flat indices into the contiguous canvas: one torch.take crops and flips the whole batch.
+        flat = (
+            (torch.arange(n) * (c * height * width))[:, None, None, None]
+            + (torch.arange(c) * (height * width))[None, :, None, None]
+            + (rows * width)[:, None, :, None]
+            + cols[:, None, None, :]
+        )
+        return torch.take(batch, flat)
+
+    def _to_float(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, C, H, W] -> normalised float32 on the device, channels repeated and laid out as asked."""
+        batch = batch.to(self.device, non_blocking=True)
+        if self.out_chans != batch.shape[1]:
+            batch = batch.expand(-1, self.out_chans, -1, -1)
+        x = torch.addcmul(self.shift, batch, self.scale)  # uint8 -> float32, scaled and shifted, one kernel
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch, n = self.epoch, self.num_samples
+        self.epoch += 1
+        generator = epoch_generator(self.seed, epoch)
+        order = torch.randperm(n, generator=generator) if self.shuffle else None
+        # All of the epoch's randomness is drawn up front, per position in the epoch's order.
+        p = self.augment.crop_padding
+        offsets = torch.randint(0, 2 * p + 1, (n, 2), generator=generator) if p else None
+        flips = torch.rand(n, generator=generator) < 0.5 if self.augment.flip else None
+        for batch_index in range(len(self)):
+            start = batch_index * self.batch_size
+            stop = min(start + self.batch_size, n)
+            if order is not None:
+                index = order[start:stop]
+                images, labels = self.images.index_select(0, index), self.labels.index_select(0, index)
+            else:
+                images, labels = self.images[start:stop], self.labels[start:stop]
+            batch = self._geometry(
+                images,
+                offsets[start:stop] if offsets is not None else None,
+                flips[start:stop] if flips is not None else None,
+            )
+            yield self._to_float(batch), labels.to(self.device, non_blocking=True)
