@@ -1,0 +1,110 @@
+"""``cnnlab data list | fetch | check``: where the datasets are, getting them, verifying them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from cnnlab.data.catalog import DATASETS, candidate_dirs, dataset_files, dataset_info
+from cnnlab.data.fetch import fetch_dataset
+from cnnlab.data.load import load_dataset, read_verified
+from cnnlab.errors import DataError
+
+
+def dataset_status(name: str, data_dir: str | None = None, verify: bool = True) -> dict:
+    """Where ``name`` is found (first hit in lookup order) and whether its files verify."""
+    info = dataset_info(name)
+    for source, directory in candidate_dirs(name, data_dir):
+        paths = dataset_files(directory, info)
+        if paths is None:
+            continue
+        status = "not checked"
+        if verify:
+            try:
+                checks = {read_verified(p, info.files[r], verify=True)[1] for r, p in paths.items()}
+                status = (
+                    "verified"
+                    if all(c.endswith(("sha256", "(cached)")) for c in checks)
+                    else ", ".join(checks)
+                )
+            except DataError as err:
+                status = f"FAILED: {err}"
+        return {"name": name, "present": True, "where": str(directory), "source": source, "status": status}
+    return {"name": name, "present": False, "where": None, "source": None, "status": "missing"}
+
+
+def _list(args: argparse.Namespace) -> int:
+    rows = [dataset_status(n, args.data_dir, verify=not args.no_verify) for n in sorted(DATASETS)]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'dataset':<15} {'status':<12} where")
+    for r in rows:
+        where = (
+            f"{r['where']} ({r['source']})" if r["present"] else f"-  (get it: cnnlab data fetch {r['name']})"
+        )
+        print(f"{r['name']:<15} {r['status']:<12} {where}")
+    return 0
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    directory = fetch_dataset(args.name, args.data_dir, args.mirror, progress=not args.quiet)
+    print(f"{args.name}: verified files in {directory}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    data = load_dataset(args.name, data_dir=args.data_dir, verify=True)
+    info = data.info
+    print(f"{info.name}: {data.directory}")
+    for role, how in data.checks.items():
+        print(f"  {info.files[role].name:<26} {how}")
+    pixels = data.train.images.float().div_(255)
+    print(
+        f"  train {len(data.train)}, test {len(data.test)}, {info.num_classes} classes, images {'x'.join(map(str, info.image_size))}"
+    )
+    print(
+        f"  train pixel mean {pixels.mean():.4f} std {pixels.std():.4f} "
+        f"(registry: {info.mean[0]:.4f}, {info.std[0]:.4f})"
+    )
+    counts = torch.bincount(data.train.labels, minlength=info.num_classes).tolist()
+    print("  train labels per class: " + " ".join(map(str, counts)))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``cnnlab data`` with ``list``, ``fetch`` and ``check``."""
+    p = subparsers.add_parser(
+        "data",
+        help="list, fetch and verify the datasets (mnist, fashion-mnist, kmnist)",
+        description="Datasets are looked for in --data-dir, $CNNLAB_DATA, the user cache "
+        "($XDG_CACHE_HOME/cnnlab or ~/.cache/cnnlab), then system locations (/usr/share/datasets).",
+    )
+    sub = p.add_subparsers(dest="data_command", metavar="ACTION", parser_class=type(p))
+    sub.required = True
+    names = sorted(DATASETS)
+
+    q = sub.add_parser("list", help="which datasets are present, where, and whether they verify")
+    q.add_argument("--data-dir", help="directory searched first")
+    q.add_argument("--no-verify", action="store_true", help="only look for the files, do not hash them")
+    q.add_argument("--format", choices=("table", "json"), default="table")
+    q.set_defaults(func=_list)
+
+    q = sub.add_parser("fetch", help="download a dataset (SHA-256 checked, atomic)")
+    q.add_argument("name", metavar="NAME", help=f"one of {', '.join(names)}")
+    q.add_argument(
+        "--mirror", metavar="URL", help="base URL holding the four .gz files (default: known mirrors)"
+    )
+    q.add_argument(
+        "--data-dir",
+        help="target directory (default: $CNNLAB_DATA or the user cache); files go in <dir>/NAME/",
+    )
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(func=_fetch)
+
+    q = sub.add_parser("check", help="verify a dataset: checksums, IDX structure, counts, labels")
+    q.add_argument("name", metavar="NAME", help=f"one of {', '.join(names)}")
+    q.add_argument("--data-dir", help="directory searched first")
+    q.set_defaults(func=_check)

@@ -1,0 +1,181 @@
+"""The dataset registry, lookup order, verification and the user-facing errors of loading and `cnnlab data`."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import shutil
+
+import numpy as np
+import pytest
+
+from cnnlab.cli import main
+from cnnlab.data import (
+    DATASETS,
+    DataFile,
+    catalog,
+    dataset_info,
+    load_dataset,
+    locate_dataset,
+    register_dataset,
+)
+from cnnlab.data.idx import read_raw_bytes, write_idx
+from cnnlab.data.load import decoded_cache_path
+from cnnlab.errors import DataError, UsageError
+
+
+@pytest.fixture
+def no_system_data(monkeypatch, tmp_path):
+    """No system dataset directories (this machine has /usr/share/datasets/fashion-mnist)."""
+    monkeypatch.setattr(catalog, "SYSTEM_DATA_DIRS", (str(tmp_path / "system"),))
+    return tmp_path / "system"
+
+
+@pytest.fixture
+def copy_tiny(tiny_dataset_dir, tmp_path):
+    """A private, modifiable copy of the tiny dataset; returns its root."""
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_dataset_dir, root)
+    return root
+
+
+@pytest.fixture
+def hashed_tiny(copy_tiny):
+    """A registered dataset 'hashed-tiny' whose registry hashes are those of the tiny files."""
+    base = dataset_info("fashion-mnist")
+    src = copy_tiny / "fashion-mnist"
+    (copy_tiny / "hashed-tiny").mkdir()
+    files = {}
+    for role, f in base.files.items():
+        shutil.copy(src / f.gz_name, copy_tiny / "hashed-tiny" / f.gz_name)
+        packed = (src / f.gz_name).read_bytes()
+        raw = gzip.decompress(packed)
+        files[role] = DataFile(f.name, hashlib.sha256(raw).hexdigest(), hashlib.sha256(packed).hexdigest())
+    register_dataset(dataclasses.replace(base, name="hashed-tiny", files=files))
+    yield copy_tiny
+    DATASETS.pop("hashed-tiny", None)
+
+
+def test_registry_entries_are_complete():
+    assert set(DATASETS) >= {"mnist", "fashion-mnist", "kmnist"}
+    for name in ("mnist", "fashion-mnist", "kmnist"):
+        info = dataset_info(name)
+        assert info.num_classes == len(info.classes) == 10
+        assert info.input_size == (1, 28, 28) and len(info.mean) == len(info.std) == 1
+        for f in info.files.values():
+            assert f.gz_sha256 and len(f.gz_sha256) == 64
+            assert f.raw_sha256 is None or len(f.raw_sha256) == 64
+    assert dataset_info("fashion-mnist").classes[9] == "Ankle boot"
+    assert dataset_info("fashion-mnist").debian_package == "dataset-fashion-mnist"
+
+
+def test_unknown_dataset_name_lists_close_matches():
+    with pytest.raises(
+        UsageError,
+        match=r"unknown dataset 'fashion_mnist'\. Did you mean 'fashion-mnist'.*Valid datasets: fashion-mnist, kmnist, mnist",
+    ):
+        load_dataset("fashion_mnist")
+
+
+def test_missing_dataset_says_how_to_get_it(no_system_data, tmp_path):
+    with pytest.raises(DataError) as err:
+        load_dataset("fashion-mnist", data_dir=tmp_path)
+    message = str(err.value)
+    assert "not found" in message and "cnnlab data fetch fashion-mnist" in message
+    assert "apt-get install dataset-fashion-mnist" in message
+    with pytest.raises(DataError, match="does not exist"):
+        locate_dataset("mnist", data_dir=tmp_path / "absent")
+
+
+def test_lookup_order(no_system_data, copy_tiny, tmp_path, monkeypatch):
+    env_dir, cache_root = tmp_path / "env", tmp_path / "xdg"
+    shutil.copytree(copy_tiny, env_dir)
+    shutil.copytree(copy_tiny, cache_root / "cnnlab")
+    shutil.copytree(copy_tiny, no_system_data)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_root))
+    assert locate_dataset("fashion-mnist") == cache_root / "cnnlab" / "fashion-mnist"
+    monkeypatch.setenv("CNNLAB_DATA", str(env_dir))
+    assert locate_dataset("fashion-mnist") == env_dir / "fashion-mnist"
+    assert locate_dataset("fashion-mnist", copy_tiny) == copy_tiny / "fashion-mnist"
+    # An explicit directory may hold the four files directly.
+    assert locate_dataset("fashion-mnist", copy_tiny / "fashion-mnist") == copy_tiny / "fashion-mnist"
+    shutil.rmtree(env_dir / "fashion-mnist")
+    shutil.rmtree(cache_root / "cnnlab" / "fashion-mnist")
+    assert locate_dataset("fashion-mnist") == no_system_data / "fashion-mnist"
+
+
+def test_checksum_mismatch_is_reported_unless_verification_is_off(tiny_dataset_dir, monkeypatch):
+    with pytest.raises(DataError, match="checksum mismatch") as err:
+        load_dataset("fashion-mnist", data_dir=tiny_dataset_dir)
+    assert "train-images-idx3-ubyte.gz" in str(err.value) and "CNNLAB_NO_VERIFY=1" in str(err.value)
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    assert len(load_dataset("fashion-mnist", data_dir=tiny_dataset_dir).train) == 600
+    with pytest.raises(DataError, match="checksum mismatch"):  # an explicit verify=True wins
+        load_dataset("fashion-mnist", data_dir=tiny_dataset_dir, verify=True)
+
+
+def test_verified_load_and_decoded_cache(hashed_tiny):
+    first = load_dataset("hashed-tiny", data_dir=hashed_tiny)
+    assert set(first.checks.values()) == {"raw sha256"}
+    second = load_dataset("hashed-tiny", data_dir=hashed_tiny)
+    assert set(second.checks.values()) == {"raw sha256 (cached)"}
+    assert np.array_equal(first.train.images.numpy(), second.train.images.numpy())
+    # A tampered cache entry is not trusted: the source is decoded again and the entry rewritten.
+    cached = decoded_cache_path(dataset_info("hashed-tiny").files["train_images"].raw_sha256)
+    cached.write_bytes(cached.read_bytes()[:-1] + b"\x07")
+    third = load_dataset("hashed-tiny", data_dir=hashed_tiny)
+    assert third.checks["train_images"] == "raw sha256"
+    assert np.array_equal(third.train.images.numpy(), first.train.images.numpy())
+    assert load_dataset("hashed-tiny", data_dir=hashed_tiny).checks["train_images"] == "raw sha256 (cached)"
+
+
+def test_corrupt_dataset_file_is_named(copy_tiny):
+    path = copy_tiny / "fashion-mnist" / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(DataError, match="corrupt or truncated gzip") as err:
+        load_dataset("fashion-mnist", data_dir=copy_tiny, verify=False)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "role, array, message",
+    [
+        ("train_labels", np.full(600, 10, np.uint8), "600 labels outside 0..9"),
+        ("train_labels", np.zeros(599, np.uint8), "holds 600 images but .* holds 599 labels"),
+        (
+            "test_images",
+            np.zeros((200, 32, 32), np.uint8),
+            "expected uint8 images of 28x28, found uint8 images of 32x32",
+        ),
+        ("test_labels", np.zeros(200, np.int32), "expected a 1-D uint8 label file"),
+    ],
+)
+def test_inconsistent_files_are_data_errors(copy_tiny, role, array, message):
+    f = dataset_info("fashion-mnist").files[role]
+    write_idx(copy_tiny / "fashion-mnist" / f.gz_name, array, compress="gzip")
+    with pytest.raises(DataError, match=message):
+        load_dataset("fashion-mnist", data_dir=copy_tiny, verify=False)
+
+
+def test_uncompressed_file_is_preferred(copy_tiny):
+    f = dataset_info("fashion-mnist").files["test_labels"]
+    gz = copy_tiny / "fashion-mnist" / f.gz_name
+    (copy_tiny / "fashion-mnist" / f.name).write_bytes(read_raw_bytes(gz))
+    gz.write_bytes(b"broken")  # not read: the raw file is used
+    assert len(load_dataset("fashion-mnist", data_dir=copy_tiny, verify=False).test) == 200
+
+
+def test_cli_list_and_check(no_system_data, hashed_tiny, capsys):
+    assert main(["data", "list", "--data-dir", str(hashed_tiny)]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert "verified" in lines["hashed-tiny"] and str(hashed_tiny / "hashed-tiny") in lines["hashed-tiny"]
+    assert "FAILED" in lines["fashion-mnist"] and "checksum mismatch" in lines["fashion-mnist"]
+    assert "missing" in lines["kmnist"] and "cnnlab data fetch kmnist" in lines["kmnist"]
+    assert main(["data", "check", "fashion-mnist", "--data-dir", str(hashed_tiny)]) == 1
+    assert "checksum mismatch" in capsys.readouterr().err
+    assert main(["data", "check", "kmnist"]) == 1
+    assert "cnnlab data fetch kmnist" in capsys.readouterr().err
+    assert main(["data", "check", "hashed-tiny", "--data-dir", str(hashed_tiny)]) == 0
+    assert "train 600, test 200" in capsys.readouterr().out

@@ -1,0 +1,202 @@
+"""`cnnlab data fetch` against a loopback HTTP server in this process: success, truncation, wrong checksum,
+server errors. Nothing here contacts any address other than 127.0.0.1."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from cnnlab.cli import main
+from cnnlab.data import DATASETS, DataFile, dataset_info, load_dataset, register_dataset
+from cnnlab.data.fetch import fetch_dataset
+from cnnlab.data.idx import encode_idx
+from cnnlab.data.synthetic import synthetic_images
+from cnnlab.errors import DataError
+
+NAME = "loopback-mnist"
+
+
+def _files() -> dict[str, bytes]:
+    """Generated raw IDX content of the four files, by file name."""
+    rng = np.random.default_rng(1)
+    out = {}
+    for prefix, n in (("train", 40), ("t10k", 20)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        out[f"{prefix}-images-idx3-ubyte"] = encode_idx(synthetic_images(labels, seed=n))
+        out[f"{prefix}-labels-idx1-ubyte"] = encode_idx(labels)
+    return out
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Serves ``server.routes``: path -> (status, body, declared length or None)."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server API)
+        self.server.hits.append(self.path)
+        status, body, declared = self.server.routes.get(self.path, (404, b"not here", None))
+        self.send_response(status)
+        self.send_header("Content-Length", str(declared if declared is not None else len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+
+    def log_message(self, *args) -> None:  # keep test output clean
+        pass
+
+
+@pytest.fixture
+def server():
+    """A ThreadingHTTPServer on 127.0.0.1 (port chosen by the OS) in a daemon thread; stops after the test,
+    or by itself after 60 s at the latest."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.routes, httpd.hits = {}, []
+    httpd.timeout = 1
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    watchdog = threading.Timer(60, httpd.shutdown)
+    watchdog.daemon = True
+    watchdog.start()
+    httpd.base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield httpd
+    watchdog.cancel()
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(5)
+
+
+@pytest.fixture
+def loopback_dataset(monkeypatch):
+    """Register NAME with the generated files' real checksums; serve gzip content under /good/."""
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    raw = _files()
+    packed = {name: gzip.compress(content, mtime=0) for name, content in raw.items()}
+    base = dataset_info("mnist")
+    files = {
+        role: DataFile(
+            f.name, hashlib.sha256(raw[f.name]).hexdigest(), hashlib.sha256(packed[f.name]).hexdigest(), None
+        )
+        for role, f in base.files.items()
+    }
+    info = dataclasses.replace(base, name=NAME, files=files, mirrors=(), train_size=40, test_size=20)
+    register_dataset(info)
+    yield info, packed
+    DATASETS.pop(NAME, None)
+
+
+def _serve(server, packed: dict[str, bytes], prefix: str = "/good") -> None:
+    for name, body in packed.items():
+        server.routes[f"{prefix}/{name}.gz"] = (200, body, None)
+
+
+def test_fetch_downloads_verifies_and_loads(server, loopback_dataset, tmp_path):
+    info, packed = loopback_dataset
+    _serve(server, packed)
+    directory = fetch_dataset(NAME, tmp_path, server.base + "/good/", progress=False, timeout=5)
+    assert directory == tmp_path / NAME
+    assert sorted(p.name for p in directory.iterdir()) == sorted(n + ".gz" for n in packed)  # no .part left
+    for name, body in packed.items():
+        assert (directory / f"{name}.gz").read_bytes() == body  # kept as downloaded
+    data = load_dataset(NAME, data_dir=tmp_path, verify=True, use_cache=False)
+    assert len(data.train) == 40 and len(data.test) == 20
+    assert set(data.checks.values()) == {"raw sha256"}
+    # A second fetch finds valid files and downloads nothing.
+    hits = len(server.hits)
+    fetch_dataset(NAME, tmp_path, server.base + "/good/", progress=False, timeout=5)
+    assert len(server.hits) == hits
+
+
+def test_fetch_accepts_regzipped_file_by_raw_content(server, loopback_dataset, tmp_path):
+    info, packed = loopback_dataset
+    regzipped = {
+        n: gzip.compress(gzip.decompress(b), compresslevel=1, mtime=12345) for n, b in packed.items()
+    }
+    assert regzipped != packed
+    _serve(server, regzipped)
+    fetch_dataset(NAME, tmp_path, server.base + "/good", progress=False, timeout=5)
+    checks = load_dataset(NAME, data_dir=tmp_path, use_cache=False).checks
+    assert set(checks.values()) == {"raw sha256"}
+
+
+@pytest.mark.parametrize(
+    "defect, message",
+    [
+        ("truncated", "truncated"),
+        ("wrong-checksum", "checksum mismatch"),
+        ("server-error", "HTTP 500"),
+        ("not-found", "HTTP 404"),
+    ],
+)
+def test_failed_download_leaves_no_file(server, loopback_dataset, tmp_path, defect, message):
+    info, packed = loopback_dataset
+    _serve(server, packed)
+    target = info.files["train_images"].gz_name
+    body = packed[info.files["train_images"].name]
+    route = f"/good/{target}"
+    if defect == "truncated":  # the server promises the full length, sends half, closes
+        server.routes[route] = (200, body[: len(body) // 2], len(body))
+    elif defect == "wrong-checksum":  # a well-formed gzip of different content
+        server.routes[route] = (200, gzip.compress(b"\0" * 100, mtime=0), None)
+    elif defect == "server-error":
+        server.routes[route] = (500, b"boom", None)
+    else:
+        del server.routes[route]
+    with pytest.raises(DataError, match=message) as err:
+        fetch_dataset(NAME, tmp_path, server.base + "/good/", progress=False, timeout=5)
+    assert target in str(err.value)
+    directory = tmp_path / NAME
+    leftovers = sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+    assert target not in leftovers and not [n for n in leftovers if n.endswith(".part")]
+
+
+def test_corrupt_download_never_replaces_a_valid_file(server, loopback_dataset, tmp_path):
+    info, packed = loopback_dataset
+    _serve(server, packed)
+    fetch_dataset(NAME, tmp_path, server.base + "/good/", progress=False, timeout=5)
+    name = info.files["test_labels"].name
+    good = tmp_path / NAME / f"{name}.gz"
+    good.write_bytes(good.read_bytes()[:-9])  # damage the local copy so fetch tries again
+    server.routes[f"/good/{name}.gz"] = (200, b"\x1f\x8b garbage", None)
+    with pytest.raises(DataError, match="corrupt or truncated gzip"):
+        fetch_dataset(NAME, tmp_path, server.base + "/good/", progress=False, timeout=5)
+    assert [p.name for p in good.parent.iterdir() if p.name.endswith(".part")] == []
+
+
+def test_cli_fetch_reports_server_error_in_one_line(server, loopback_dataset, tmp_path, capsys):
+    assert (
+        main(
+            [
+                "data",
+                "fetch",
+                NAME,
+                "--mirror",
+                server.base + "/missing/",
+                "--data-dir",
+                str(tmp_path),
+                "--quiet",
+            ]
+        )
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert err.startswith("cnnlab: error: could not fetch") and "HTTP 404" in err and err.count("\n") == 1
+    assert not (tmp_path / NAME).exists()  # no empty directory left behind
+
+
+def test_cli_fetch_then_check(server, loopback_dataset, tmp_path, capsys):
+    _serve(server, loopback_dataset[1])
+    assert (
+        main(
+            ["data", "fetch", NAME, "--mirror", server.base + "/good", "--data-dir", str(tmp_path), "--quiet"]
+        )
+        == 0
+    )
+    assert main(["data", "check", NAME, "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "raw sha256" in out and "train 40, test 20" in out
