@@ -1,0 +1,260 @@
+"""The structured result of :func:`cnnlab.analysis.summarize` and its renderings (table, markdown, CSV, JSON)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+@dataclass
+class LayerRow:
+    """One operation of the forward pass (or a group of them, see :meth:`Summary.at_depth`).
+
+    ``macs`` counts multiply-accumulates of convolutions, linear layers and matrix products only;
+    ``other_ops`` holds normalisation, activation, pooling and element-wise work. ``activation_*`` is the
+    output the operation allocates (0 for views and in-place results). ``jump`` and ``receptive_field``
+    are per spatial axis (height, width), ``None`` where the operation loses track of the input grid.
+    """
+
+    name: str
+    type: str
+    kind: str
+    output_shape: tuple[int, ...]
+    weight_params: int = 0
+    bias_params: int = 0
+    trainable_params: int = 0
+    frozen_params: int = 0
+    macs: int = 0
+    other_ops: int = 0
+    activation_elements: int = 0
+    activation_bytes: int = 0
+    jump: tuple[int, ...] | None = None
+    receptive_field: tuple[int, ...] | None = None
+
+    @property
+    def params(self) -> int:
+        """Weights and biases this row uses first."""
+        return self.weight_params + self.bias_params
+
+    @property
+    def depth(self) -> int:
+        """Nesting level of the row's name (``features.conv1`` is 2)."""
+        return len(self.name.split("."))
+
+
+@dataclass
+class Totals:
+    """Whole-network figures for the batch summarised (``per_image`` divides by the batch size).
+
+    FLOPs are always ``2 x macs`` (one multiply and one add per MAC) and labelled as such. Training memory
+    per image is ``2 x activation_bytes / batch`` (every activation kept for backward plus its gradient);
+    the fixed part is ``param_bytes x (2 + optimizer_states)`` (weights, gradients, optimiser state).
+    """
+
+    params: int
+    trainable_params: int
+    frozen_params: int
+    weight_params: int
+    bias_params: int
+    unused_params: int
+    macs: int
+    other_ops: int
+    activation_elements: int
+    activation_bytes: int
+    param_bytes: int
+    batch_size: int
+    optimizer_states: int = 1
+
+    @property
+    def flops(self) -> int:
+        """FLOPs = 2 x MACs."""
+        return 2 * self.macs
+
+    @property
+    def training_bytes_per_image(self) -> int:
+        """Activations kept for backward and their gradients, per image."""
+        return 2 * self.activation_bytes // self.batch_size
+
+    @property
+    def training_fixed_bytes(self) -> int:
+        """Weights, their gradients and ``optimizer_states`` copies (1 for SGD momentum, 2 for Adam)."""
+        return self.param_bytes * (2 + self.optimizer_states)
+
+    def training_bytes(self, batch_size: int) -> int:
+        """Estimated training memory at ``batch_size``: fixed part + batch x per-image part."""
+        return self.training_fixed_bytes + batch_size * self.training_bytes_per_image
+
+
+def _shape(shape: tuple[int, ...] | None) -> str:
+    return "x".join(map(str, shape)) if shape else "-"
+
+
+def _axes(value: tuple[int, ...] | None) -> str:
+    if not value:
+        return "-"
+    return str(value[0]) if len(set(value)) == 1 else "x".join(map(str, value))
+
+
+def human(value: float, unit: str = "", base: int = 1000) -> str:
+    """``1_234_567 -> '1.23M'``; ``base=1024`` for memory."""
+    for prefix in ("", "K", "M", "G", "T"):
+        if abs(value) < base or prefix == "T":
+            return f"{value:.0f}{unit}" if prefix == "" else f"{value:.2f}{prefix}{unit}"
+        value /= base
+    return str(value)
+
+
+COLUMNS = (
+    ("layer", lambda r: r.name),
+    ("type", lambda r: r.type),
+    ("output", lambda r: _shape(r.output_shape)),
+    ("weights", lambda r: f"{r.weight_params:,}"),
+    ("biases", lambda r: f"{r.bias_params:,}"),
+    ("frozen", lambda r: f"{r.frozen_params:,}"),
+    ("MACs", lambda r: f"{r.macs:,}"),
+    ("other ops", lambda r: f"{r.other_ops:,}"),
+    ("act. elems", lambda r: f"{r.activation_elements:,}"),
+    ("act. bytes", lambda r: human(r.activation_bytes, "B", 1024)),
+    ("jump", lambda r: _axes(r.jump)),
+    ("RF", lambda r: _axes(r.receptive_field)),
+)
+
+
+@dataclass
+class Summary:
+    """Per-operation rows and totals of one model on one input; render with ``to_*``."""
+
+    model: str
+    input_size: tuple[int, ...]
+    dtype: str
+    device: str
+    rows: list[LayerRow]
+    totals: Totals
+    module_types: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def row(self, name: str) -> LayerRow:
+        """The row called ``name`` (KeyError if none)."""
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def at_depth(self, depth: int | None) -> list[LayerRow]:
+        """Rows grouped to ``depth`` name levels: consecutive rows under one module become one row.
+
+        Counts add up; the output shape, jump and receptive field are those of the group's last row.
+        ``None`` keeps every row.
+        """
+        if depth is None:
+            return list(self.rows)
+        groups: list[LayerRow] = []
+        for r in self.rows:
+            key = ".".join(r.name.split(".")[:depth])
+            if groups and groups[-1].name == key and r.depth > depth:
+                g = groups[-1]
+                for f in ("weight_params", "bias_params", "trainable_params", "frozen_params", "macs"):
+                    setattr(g, f, getattr(g, f) + getattr(r, f))
+                for f in ("other_ops", "activation_elements", "activation_bytes"):
+                    setattr(g, f, getattr(g, f) + getattr(r, f))
+                g.output_shape, g.jump, g.receptive_field = r.output_shape, r.jump, r.receptive_field
+                continue
+            g = LayerRow(**{f.name: getattr(r, f.name) for f in fields(LayerRow)})
+            if r.depth > depth:
+                g.name, g.type, g.kind = key, self.module_types.get(key, r.type), "module"
+            groups.append(g)
+        return groups
+
+    def totals_lines(self) -> list[str]:
+        """The totals as ``label: value`` lines, MACs and FLOPs labelled apart."""
+        t = self.totals
+        return [
+            f"parameters: {t.params:,} (weights {t.weight_params:,}, biases {t.bias_params:,}; "
+            f"trainable {t.trainable_params:,}, frozen {t.frozen_params:,}; not used by forward {t.unused_params:,})",
+            f"MACs (multiply-accumulates, conv + linear): {t.macs:,} ({human(t.macs)})",
+            f"FLOPs (= 2 x MACs): {t.flops:,} ({human(t.flops)})",
+            f"other ops (norm, activation, pooling, element-wise; not in MACs): {t.other_ops:,}",
+            f"forward activations: {t.activation_elements:,} elements, {human(t.activation_bytes, 'B', 1024)}",
+            f"parameter memory: {human(t.param_bytes, 'B', 1024)}",
+            f"training memory estimate: {human(t.training_fixed_bytes, 'B', 1024)} fixed (weights, grads, "
+            f"{t.optimizer_states} optimizer state) + {human(t.training_bytes_per_image, 'B', 1024)} per image",
+        ]
+
+    def _header(self) -> str:
+        return f"{self.model} on {_shape(self.input_size)} ({self.dtype}, traced on {self.device})"
+
+    def _cells(self, depth: int | None) -> list[list[str]]:
+        return [[fmt(r) for _, fmt in COLUMNS] for r in self.at_depth(depth)]
+
+    def to_table(self, depth: int | None = None) -> str:
+        """Aligned plain-text table followed by the totals."""
+        heads = [h for h, _ in COLUMNS]
+        cells = self._cells(depth)
+        widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(heads)]
+        line = lambda cols: "  ".join(  # noqa: E731
+            c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cols, widths))
+        )
+        out = [self._header(), line(heads), "-" * (sum(widths) + 2 * (len(widths) - 1))]
+        out += [line(c) for c in cells]
+        return "\n".join(out + [""] + self.totals_lines())
+
+    def to_markdown(self, depth: int | None = None) -> str:
+        """GitHub markdown table followed by the totals as a list."""
+        heads = [h for h, _ in COLUMNS]
+        out = [f"**{self._header()}**", "", "| " + " | ".join(heads) + " |"]
+        out.append("| " + " | ".join("---" if i < 3 else "---:" for i in range(len(heads))) + " |")
+        out += ["| " + " | ".join(c) + " |" for c in self._cells(depth)]
+        return "\n".join(out + [""] + [f"- {t}" for t in self.totals_lines()])
+
+    def to_dict(self, depth: int | None = None) -> dict[str, Any]:
+        """Plain data: model, input, rows and totals (with ``flops`` and the training estimates)."""
+        t = self.totals
+        totals = asdict(t) | {
+            "flops": t.flops,
+            "training_bytes_per_image": t.training_bytes_per_image,
+            "training_fixed_bytes": t.training_fixed_bytes,
+        }
+        rows = [asdict(r) | {"params": r.params} for r in self.at_depth(depth)]
+        return {
+            "model": self.model,
+            "input_size": list(self.input_size),
+            "dtype": self.dtype,
+            "device": self.device,
+            "rows": rows,
+            "totals": totals,
+        }
+
+    def to_json(self, depth: int | None = None) -> str:
+        """:meth:`to_dict` as indented JSON."""
+        return json.dumps(self.to_dict(depth), indent=2)
+
+    def to_csv(self, depth: int | None = None) -> str:
+        """One CSV line per row with raw numbers (shapes as ``1x64x112x112``)."""
+        buffer = io.StringIO()
+        names = [f.name for f in fields(LayerRow)]
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(names)
+        for r in self.at_depth(depth):
+            writer.writerow(
+                [
+                    _shape(v) if n in ("output_shape", "jump", "receptive_field") else v
+                    for n, v in asdict(r).items()
+                ]
+            )
+        return buffer.getvalue()
+
+    def render(self, fmt: str, depth: int | None = None) -> str:
+        """Render as ``table``, ``markdown``, ``csv`` or ``json``."""
+        from cnnlab.errors import unknown_choice
+
+        renderers = {
+            "table": self.to_table,
+            "markdown": self.to_markdown,
+            "csv": self.to_csv,
+            "json": self.to_json,
+        }
+        if fmt not in renderers:
+            raise unknown_choice("format", fmt, renderers)
+        return renderers[fmt](depth)

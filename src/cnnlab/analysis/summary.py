@@ -1,0 +1,211 @@
+"""``summarize(model, input_size)``: the layer-by-layer account of a network, and clear failures.
+
+A forward pass that fails on the given input is reported as the layer it failed in, the shape that
+arrived there, the shape that layer expects, and input sizes that would fit (lecture 10's
+"size mismatch, m1: [64 x 320], m2: [100 x 10]" becomes one readable line).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from cnnlab.analysis.engine import Attempt, Tracer
+from cnnlab.analysis.report import Summary, Totals
+from cnnlab.errors import CnnlabError, UsageError
+from cnnlab.models.layers import _BoundCall, pair, smallest_input_size
+
+DEVICES = ("meta", "cpu")
+
+
+def _model_label(model: nn.Module) -> str:
+    return getattr(model, "model_name", type(model).__name__)
+
+
+def _input_shape(input_size: Sequence[int], batch_size: int) -> tuple[int, ...]:
+    shape = tuple(int(s) for s in input_size)
+    if len(shape) != 3 or min(shape) < 1:
+        raise UsageError(f"input size must be three positive numbers C, H, W, got {input_size!r}")
+    if batch_size < 1:
+        raise UsageError(f"batch size must be at least 1, got {batch_size}")
+    return (batch_size, *shape)
+
+
+def _stand_ins(
+    model: nn.Module, device: str, dtype: torch.dtype
+) -> tuple[dict[str, torch.Tensor], dict[int, tuple[str, bool]]]:
+    """Meta copies of parameters and buffers (``device="meta"``), or the real ones, with their names."""
+    state: dict[str, torch.Tensor] = {}
+    params: dict[int, tuple[str, bool]] = {}
+    for name, p in model.named_parameters():
+        t = (
+            torch.empty_like(p, device="meta", dtype=dtype if p.is_floating_point() else p.dtype)
+            if device == "meta"
+            else p
+        )
+        state[name] = t
+        params[id(t)] = (name, p.requires_grad)
+    if device == "meta":
+        for name, b in model.named_buffers():
+            state[name] = torch.empty_like(
+                b, device="meta", dtype=dtype if b.is_floating_point() else b.dtype
+            )
+    return state, params
+
+
+def _run(
+    model: nn.Module, x: torch.Tensor, device: str, method: str, tracer: Tracer | None, dtype: torch.dtype
+):
+    state, params = _stand_ins(model, device, dtype)
+    wrapper = _BoundCall(model, getattr(model, method))
+    if tracer is not None:
+        tracer.params = params
+        tracer.add_root(wrapper, model)
+    if device == "meta":
+        state = {f"inner.{k}": v for k, v in state.items()}
+        call = lambda: torch.func.functional_call(wrapper, state, (x,), strict=False)  # noqa: E731
+    else:
+        call = lambda: wrapper(x)  # noqa: E731
+    if tracer is None:
+        return call()
+    handles = tracer.hooks()
+    try:
+        with tracer, torch.no_grad():
+            return call()
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def summarize(
+    model: nn.Module,
+    input_size: Sequence[int],
+    *,
+    batch_size: int = 1,
+    dtype: torch.dtype = torch.float32,
+    device: str = "meta",
+    method: str = "forward",
+    optimizer_states: int = 1,
+) -> Summary:
+    """Trace one forward pass of ``model`` on a ``batch_size x C x H x W`` input and account for every operation.
+
+    ``device="meta"`` (default) propagates shapes without arithmetic and without reading the weights;
+    ``"cpu"`` runs for real (for models whose forward needs values). ``method`` is the bound method to
+    trace (``"forward_aux"`` includes auxiliary heads). ``optimizer_states`` sizes the training-memory
+    estimate (1 for SGD with momentum, 2 for Adam). A forward pass that fails raises a
+    :class:`UsageError` naming the layer, the shape that arrived, what it expects and the inputs that fit.
+    """
+    if device not in DEVICES:
+        from cnnlab.errors import unknown_choice
+
+        raise unknown_choice("device", device, DEVICES)
+    if not hasattr(model, method):
+        raise UsageError(f"{_model_label(model)} has no method {method!r} to trace")
+    shape = _input_shape(input_size, batch_size)
+    x = torch.zeros(shape, dtype=dtype, device=device)
+    tracer = Tracer(model, {})
+    tracer.start(x)
+    try:
+        _run(model, x, device, method, tracer, dtype)
+    except CnnlabError:
+        raise
+    except (RuntimeError, ValueError, IndexError) as err:
+        raise explain_failure(model, shape[1:], tracer.attempt, err) from err
+    rows = tracer.rows
+    all_params = list(model.parameters())
+    used = sum(r.params for r in rows)
+    total = sum(p.numel() for p in all_params)
+    totals = Totals(
+        params=total,
+        trainable_params=sum(p.numel() for p in all_params if p.requires_grad),
+        frozen_params=sum(p.numel() for p in all_params if not p.requires_grad),
+        weight_params=sum(r.weight_params for r in rows),
+        bias_params=sum(r.bias_params for r in rows),
+        unused_params=total - used,
+        macs=sum(r.macs for r in rows),
+        other_ops=sum(r.other_ops for r in rows),
+        activation_elements=sum(r.activation_elements for r in rows),
+        activation_bytes=sum(r.activation_bytes for r in rows),
+        param_bytes=sum(
+            p.numel() * (x.element_size() if p.is_floating_point() else p.element_size()) for p in all_params
+        ),
+        batch_size=batch_size,
+        optimizer_states=optimizer_states,
+    )
+    return Summary(
+        model=_model_label(model),
+        input_size=tuple(shape[1:]),
+        dtype=str(dtype).replace("torch.", ""),
+        device=device,
+        rows=rows,
+        totals=totals,
+        module_types=tracer.depth_types,
+    )
+
+
+def _runs(model: nn.Module, shape: tuple[int, ...]) -> bool:
+    try:
+        _run(model, torch.zeros((1, *shape), device="meta"), "meta", "forward", None, torch.float32)
+        return True
+    except (RuntimeError, ValueError, IndexError):
+        return False
+
+
+def fitting_sizes(model: nn.Module, in_chans: int, start: int, limit: int, max_tries: int = 600) -> list[int]:
+    """Square sides in ``[start, limit]`` on which ``model`` runs: the first contiguous run found (meta device)."""
+    found: list[int] = []
+    for side in range(max(start, 1), min(limit, start + max_tries) + 1):
+        if _runs(model, (in_chans, side, side)):
+            found.append(side)
+        elif found:
+            break
+    return found
+
+
+def _expected(attempt: Attempt) -> str | None:
+    w = attempt.weight
+    if w is None:
+        return None
+    if attempt.op == "linear":
+        return f"{w[1]} input features"
+    if attempt.op.startswith("conv") and len(w) > 2:
+        return f"{w[1]} input channels per group (weight {'x'.join(map(str, w))})"
+    return f"a shape compatible with weight {'x'.join(map(str, w))}"
+
+
+def explain_failure(
+    model: nn.Module, input_size: Sequence[int], attempt: Attempt | None, err: Exception
+) -> UsageError:
+    """The one-line :class:`UsageError` for a forward pass that failed on ``input_size`` (C, H, W)."""
+    c, h, w = input_size
+    name = _model_label(model)
+    where = ""
+    if attempt is not None:
+        arrived = ", ".join("x".join(map(str, s)) for s in attempt.inputs) or "?"
+        layer = f"{attempt.module_path or '<top>'} ({attempt.module_type}, {attempt.op})"
+        expected = _expected(attempt)
+        where = f" layer {layer} received {arrived}" + (f" but expects {expected}" if expected else "")
+    features = getattr(model, "forward_features", None)
+    probe = _BoundCall(model, features) if features is not None else model
+    smallest = smallest_input_size(lambda t: _run(probe, t, "meta", "forward", None, t.dtype), c)
+    if smallest is None:
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return UsageError(f"{name} cannot run on input {c}x{h}x{w}:{where} ({detail})")
+    if smallest > min(h, w):
+        return UsageError(
+            f"input {c}x{h}x{w} is too small for {name}:{where}; the smallest input that works is "
+            f"{c}x{smallest}x{smallest}"
+        )
+    fits = fitting_sizes(model, c, smallest, max(2 * max(h, w), 64))
+    hint = (
+        f"inputs that fit: {c}x{fits[0]}x{fits[0]}"
+        + (f" to {c}x{fits[-1]}x{fits[-1]}" if len(fits) > 1 else "")
+        if fits
+        else "no square input up to twice this size fits"
+    )
+    built_for = getattr(model, "img_size", None)
+    if built_for is not None:
+        hint += f" (it was built for {'x'.join(map(str, pair(built_for)))}; build it with img_size={h if h == w else (h, w)})"
+    return UsageError(f"{name} cannot run on input {c}x{h}x{w}:{where}; {hint}")
