@@ -49,3 +49,11 @@ def test_size_errors_name_what_works() -> None:
     with pytest.raises(UsageError, match="too small"):
         create_model("lecture-residual", img_size=10)
     assert count_params(model) == 8490
+
+
+def test_shape_checks_leave_the_weights_untouched() -> None:
+    model = create_model("lecture-residual")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    check_input_size(model, (1, 28, 28))
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -163,10 +163,11 @@ class _BoundCall(nn.Module):
     def __init__(self, inner: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         super().__init__()
         self.inner = inner
-        self.fn = fn
+        # kept out of the module tree: registering ``inner`` twice would alias its parameters
+        self._call = None if fn is inner else fn
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x)
+        return self.inner(x) if self._call is None else self._call(x)
 
 
 def meta_call(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor] | None = None):

@@ -1,0 +1,1 @@
+"""The lectures' experiments as library calls: model comparison, plain vs residual degradation."""

@@ -1,0 +1,116 @@
+"""Train several models with one recipe and compare them: the lectures' "which net is better" experiment.
+
+    >>> from cnnlab.experiments.compare import compare
+    >>> table = compare(["lecture-simple", "lecture-inception", "lecture-residual"], TrainConfig(epochs=10), "runs/compare")
+
+Each model trains into ``<out>/<model>/`` (a full run directory); the comparison writes
+``comparison.md``, ``comparison.json`` and ``comparison.png`` (test accuracy per epoch) in ``<out>``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cnnlab.errors import UsageError
+from cnnlab.models import model_info
+from cnnlab.train.checkpoint import atomic_write_text
+from cnnlab.train.config import TrainConfig
+from cnnlab.train.engine import RunResult, Trainer, ensure_writable_dir
+from cnnlab.train.plots import plot_comparison
+
+COLUMNS = ("model", "params", "final test acc", "best test acc", "s/epoch", "images/s")
+
+
+@dataclasses.dataclass
+class Comparison:
+    """Runs of several models with one recipe, and where their table and plot were written."""
+
+    runs: list[RunResult]
+    table_path: Path
+    plot_path: Path
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per model: parameters, final and best test accuracy, mean seconds per epoch, images/s."""
+        rows = []
+        for run in self.runs:
+            history = run.history
+            n = max(len(history), 1)
+            rows.append(
+                {
+                    "model": run.config.model,
+                    "params": run.num_params,
+                    "final_test_acc": history[-1]["test_acc"] if history else None,
+                    "best_test_acc": max((r["test_acc"] for r in history), default=None),
+                    "seconds_per_epoch": sum(r["epoch_seconds"] for r in history) / n,
+                    "images_per_s": sum(r["train_images_per_s"] for r in history) / n,
+                    "epochs": len(history),
+                    "status": run.status,
+                }
+            )
+        return rows
+
+    def markdown(self) -> str:
+        """The comparison table in Markdown."""
+        lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        for r in self.rows():
+            acc = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+            lines.append(
+                f"| {r['model']} | {r['params']:,} | {acc(r['final_test_acc'])} | {acc(r['best_test_acc'])} "
+                f"| {r['seconds_per_epoch']:.1f} | {r['images_per_s']:.0f} |"
+            )
+        return "\n".join(lines)
+
+
+def compare(
+    models: Sequence[str],
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+) -> Comparison:
+    """Train each of ``models`` with ``cfg`` (its ``model`` field replaced) and write the comparison."""
+    if not models:
+        raise UsageError("name at least one model to compare")
+    if len(set(models)) != len(models):
+        raise UsageError("each model may be named only once in a comparison")
+    for name in models:
+        model_info(name)  # unknown names fail before any training starts
+    out = Path(out_dir)
+    if out.exists() and (out / "comparison.json").exists() and not (overwrite or resume):
+        raise UsageError(
+            f"comparison folder {out} already exists; use --overwrite to replace it or --resume to continue it"
+        )
+    ensure_writable_dir(out)  # per-model runs check their own overwrite rules
+    data = None
+    runs = []
+    for name in models:
+        model_cfg = dataclasses.replace(cfg, model=name)
+        run_dir = out / name
+        can_resume = resume and (run_dir / "checkpoints" / "last.json").is_file()
+        if progress:
+            print(f"== {name}", flush=True)
+        trainer = Trainer(
+            model_cfg, run_dir, overwrite=overwrite, resume=can_resume, progress=progress, data=data
+        )
+        data = trainer.data  # load the dataset once for all models
+        result = trainer.fit()
+        runs.append(result)
+        if result.status != "completed":
+            break
+    plot = plot_comparison(
+        {r.config.model: [100 * row["test_acc"] for row in r.history] for r in runs},
+        out / "comparison.png",
+        title=f"test accuracy on {cfg.data}",
+    )
+    comparison = Comparison(runs, out / "comparison.md", plot)
+    atomic_write_text(comparison.table_path, comparison.markdown() + "\n")
+    atomic_write_text(
+        out / "comparison.json", json.dumps({"config": cfg.to_dict(), "rows": comparison.rows()}, indent=2)
+    )
+    return comparison

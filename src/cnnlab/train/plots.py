@@ -1,0 +1,82 @@
+"""Figures of a run: loss and accuracy curves, confusion matrix, accuracy of several runs.
+
+Matplotlib's Agg backend (no display needed); every figure is written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from cnnlab.train.checkpoint import atomic_write_bytes  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+    return Path(path)
+
+
+def plot_curves(rows: Sequence[Mapping[str, float]], path: Path, title: str = "") -> Path:
+    """Loss and accuracy per epoch (train, and val/test where present) side by side."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = [r["epoch"] for r in rows]
+    for split, style in (("train", "-"), ("val", "--"), ("test", ":")):
+        if rows and rows[0].get(f"{split}_loss") not in (None, ""):
+            ax_loss.plot(epochs, [r[f"{split}_loss"] for r in rows], style, marker="o", label=split)
+            ax_acc.plot(epochs, [100 * r[f"{split}_acc"] for r in rows], style, marker="o", label=split)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_confusion(
+    matrix: Sequence[Sequence[int]], classes: Sequence[str], path: Path, title: str = ""
+) -> Path:
+    """Confusion matrix (rows: true class, columns: predicted), with counts in the cells."""
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.8 + 0.6 * n))
+    ax.imshow(matrix, cmap="Blues")
+    peak = max(max(row) for row in matrix) or 1
+    for i in range(n):
+        for j in range(n):
+            value = matrix[i][j]
+            ax.text(
+                j,
+                i,
+                str(value),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if value > peak / 2 else "black",
+            )
+    ax.set_xticks(range(n), classes, rotation=45, ha="right")
+    ax.set_yticks(range(n), classes)
+    ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
+    return _save(fig, path)
+
+
+def plot_comparison(
+    series: Mapping[str, Sequence[float]], path: Path, ylabel: str = "test accuracy (%)", title: str = ""
+) -> Path:
+    """One line per run: a metric per epoch (test accuracy for ``cnnlab compare``)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, values in series.items():
+        ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
