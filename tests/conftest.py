@@ -16,6 +16,7 @@ def _isolated_data_environment(tmp_path_factory: pytest.TempPathFactory):
         mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
         mp.delenv("CNNLAB_DATA", raising=False)
         mp.delenv("CNNLAB_NO_VERIFY", raising=False)
+        mp.delenv("CNNLAB_SYSTEM_DATA_DIRS", raising=False)
         yield
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from cnnlab.errors import DataError, UsageError, unknown_choice
 
-# Places shipped by operating-system packages; a module attribute so that tests can replace it.
+# Places shipped by operating-system packages; $CNNLAB_SYSTEM_DATA_DIRS (colon-separated, may be empty)
+# replaces them, e.g. to test the behaviour of a machine without them.
 SYSTEM_DATA_DIRS: tuple[str, ...] = ("/usr/share/datasets", "/usr/local/share/datasets")
 ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 
@@ -263,6 +264,14 @@ def default_fetch_dir() -> Path:
     return Path(os.environ["CNNLAB_DATA"]) if os.environ.get("CNNLAB_DATA") else user_cache_dir()
 
 
+def system_data_dirs() -> tuple[str, ...]:
+    """System locations searched last: ``$CNNLAB_SYSTEM_DATA_DIRS`` if set, else :data:`SYSTEM_DATA_DIRS`."""
+    override = os.environ.get("CNNLAB_SYSTEM_DATA_DIRS")
+    if override is not None:
+        return tuple(d for d in override.split(os.pathsep) if d)
+    return SYSTEM_DATA_DIRS
+
+
 def search_roots(data_dir: str | os.PathLike | None = None) -> list[tuple[str, Path]]:
     """The places searched, in order, each labelled by where it came from."""
     roots: list[tuple[str, Path]] = []
@@ -271,7 +280,7 @@ def search_roots(data_dir: str | os.PathLike | None = None) -> list[tuple[str, P
     if os.environ.get("CNNLAB_DATA"):
         roots.append(("$CNNLAB_DATA", Path(os.environ["CNNLAB_DATA"])))
     roots.append(("user cache", user_cache_dir()))
-    roots.extend(("system", Path(d)) for d in SYSTEM_DATA_DIRS)
+    roots.extend(("system", Path(d)) for d in system_data_dirs())
     return roots
 
 
