@@ -106,7 +106,13 @@ class InceptionNet(ClassifierModel):
             y = self.run_stages(x, until=stage)[0]
             return then(y) if then is not None else y
 
-        return feature_shape(meta_call(self, run), in_chans, img_size, what=what)
+        # evaluation mode: batch norm in training mode refuses a 1x1 map of one image (a ValueError)
+        was_training = self.training
+        self.eval()
+        try:
+            return feature_shape(meta_call(self, run), in_chans, img_size, what=what)
+        finally:
+            self.train(was_training)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.run_stages(x)[0]
