@@ -143,7 +143,8 @@ class PlainConvNet(ClassifierModel):
     The first FC layer's width is derived from the feature map at ``img_size`` (``feature_shape``),
     so any input above the minimum works once the model is built for it; ``adaptive_pool=True``
     pools every input to that map size instead (torchvision's layout), so one model runs on any size.
-    FC layers are numbered after the convolutions (conv1-5 -> fc6-8), as the papers name them.
+    FC layers are numbered after the convolutions (conv1-5 -> fc6-8, OverFeat-accurate's conv1-6 ->
+    fc7-9), as the papers name them, or from ``first_fc`` (VGG's released models: always fc6-8).
     """
 
     def __init__(
@@ -156,6 +157,7 @@ class PlainConvNet(ClassifierModel):
         drop_rate: float,
         adaptive_pool: bool,
         name: str,
+        first_fc: int | None = None,
     ) -> None:
         super().__init__()
         self.img_size = pair(img_size)
@@ -163,7 +165,8 @@ class PlainConvNet(ClassifierModel):
         c, h, w = feature_shape(features, in_chans, self.img_size, what=name)
         self.avgpool = nn.AdaptiveAvgPool2d((h, w)) if adaptive_pool else nn.Identity()
         num_convs = sum(isinstance(m, nn.Conv2d) for m in features.modules())
-        self.classifier = fc_stack(c * h * w, hidden, num_classes, drop_rate, first=num_convs + 1)
+        first_fc = num_convs + 1 if first_fc is None else first_fc
+        self.classifier = fc_stack(c * h * w, hidden, num_classes, drop_rate, first=first_fc)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)

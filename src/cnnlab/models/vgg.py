@@ -155,7 +155,9 @@ def vgg(
         raise unknown_choice("VGG init", init, VGG_INITS)
     name = f"vgg-{config.lower()}" + ("-bn" if batch_norm else "")
     features = vgg_features(VGG_CONFIGS[config], in_chans, batch_norm)
-    model = PlainConvNet(features, VGG_FC, num_classes, in_chans, img_size, drop_rate, adaptive_pool, name)
+    model = PlainConvNet(
+        features, VGG_FC, num_classes, in_chans, img_size, drop_rate, adaptive_pool, name, first_fc=6
+    )
     init_vgg(model, init)
     return model
 
