@@ -162,6 +162,10 @@ def vgg(
     return model
 
 
+#: VGG-16 multiply-accumulates of one 224x224 image, derived by hand in docs/models/vgg.md
+VGG16_MACS = 15_470_264_320
+
+
 def _register(name: str, config: str, num_params: int, source: str, batch_norm: bool = False) -> None:
     weight_layers = sum(not isinstance(r, str) for r in VGG_CONFIGS[config]) + len(VGG_FC) + 1
     register_model(
@@ -171,6 +175,7 @@ def _register(name: str, config: str, num_params: int, source: str, batch_norm: 
         input_size=(3, 224, 224),
         num_params=num_params,
         params_source=source,
+        macs=VGG16_MACS if config == "D" and not batch_norm else None,
         description=f"VGG configuration {config} ({weight_layers} weight layers)"
         + (", batch norm" if batch_norm else ""),
         config=config,
