@@ -122,3 +122,9 @@ def test_vgg16_pinned_macs_equal_the_layers_multiply_accumulates() -> None:
         m.register_forward_hook(count)
     model(torch.empty(1, 3, 224, 224, device="meta"))
     assert sum(macs) == model_info("vgg16").macs == 15_470_264_320
+
+
+def test_batch_norm_variant_too_small_is_a_usage_error_not_a_batch_norm_error() -> None:
+    with pytest.raises(UsageError, match="smallest input that works is 3x32x32"):
+        meta_model("vgg16-bn", img_size=16)
+    assert meta_model("vgg16-bn", img_size=32).training

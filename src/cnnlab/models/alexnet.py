@@ -108,12 +108,11 @@ def conv_stack(
             chs, row.out_chs, row.kernel, row.stride, row.padding, groups=row.groups
         )
         modules[f"relu{i}"] = nn.ReLU(inplace=True)
-        steps = [("norm", row.lrn), ("pool", row.pool is not None)]
-        for kind, present in reversed(steps) if lrn_after_pool else steps:
-            if present and kind == "norm":
-                modules[f"norm{i}"] = local_response_norm()
-            elif present:
-                modules[f"pool{i}"] = nn.MaxPool2d(row.pool.kernel, row.pool.stride, ceil_mode=ceil_mode)
+        norm = {f"norm{i}": local_response_norm()} if row.lrn else {}
+        pool = {}
+        if row.pool is not None:
+            pool[f"pool{i}"] = nn.MaxPool2d(row.pool.kernel, row.pool.stride, ceil_mode=ceil_mode)
+        modules.update({**pool, **norm} if lrn_after_pool else {**norm, **pool})
         chs = row.out_chs
     return nn.Sequential(modules)
 
@@ -162,7 +161,13 @@ class PlainConvNet(ClassifierModel):
         super().__init__()
         self.img_size = pair(img_size)
         self.features = features
-        c, h, w = feature_shape(features, in_chans, self.img_size, what=name)
+        # evaluation mode: batch norm in training mode refuses a 1x1 map of one image (ValueError),
+        # which would hide the "smallest input" message of an img_size that is too small
+        features.eval()
+        try:
+            c, h, w = feature_shape(features, in_chans, self.img_size, what=name)
+        finally:
+            features.train()
         self.avgpool = nn.AdaptiveAvgPool2d((h, w)) if adaptive_pool else nn.Identity()
         num_convs = sum(isinstance(m, nn.Conv2d) for m in features.modules())
         first_fc = num_convs + 1 if first_fc is None else first_fc
