@@ -143,6 +143,7 @@ class Attempt:
     op: str
     inputs: list[tuple[int, ...]]
     weight: tuple[int, ...] | None
+    groups: int = 1
 
 
 @dataclass
@@ -211,6 +212,7 @@ class Tracer(TorchFunctionMode):
             name,
             [tuple(t.shape) for t in inputs if id(t) not in self.params],
             tuple(weight.shape) if weight is not None else None,
+            int((dict(zip(WINDOW_ARGS["conv"], args)) | kwargs).get("groups", 1)) if name in CONV else 1,
         )
         out = func(*args, **kwargs)
         result = next(_tensors(out), None)
@@ -219,13 +221,15 @@ class Tracer(TorchFunctionMode):
         return out
 
     def _row_name(self, frame: _Frame, op: str) -> tuple[str, str]:
+        """A leaf module's first operation is named after the module; others ``module.op``; repeats ``#2``."""
         frame.ops += 1
         if frame.leaf and frame.ops == 1:
-            return frame.path or op, type(frame.module).__name__
-        base = f"{frame.path}.{op}" if frame.path else op
+            base, kind = frame.path or op, type(frame.module).__name__
+        else:
+            base, kind = (f"{frame.path}.{op}" if frame.path else op), op
         count = self.used_names.get(base, 0) + 1
         self.used_names[base] = count
-        return (base if count == 1 else f"{base}_{count}"), op
+        return (base if count == 1 else f"{base}#{count}"), kind
 
     def _record(self, frame, name, args, kwargs, inputs, out) -> None:
         row_name, row_type = self._row_name(frame, name)

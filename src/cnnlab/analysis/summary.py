@@ -88,6 +88,7 @@ def summarize(
     device: str = "meta",
     method: str = "forward",
     optimizer_states: int = 1,
+    train_mode: bool = False,
 ) -> Summary:
     """Trace one forward pass of ``model`` on a ``batch_size x C x H x W`` input and account for every operation.
 
@@ -107,12 +108,17 @@ def summarize(
     x = torch.zeros(shape, dtype=dtype, device=device)
     tracer = Tracer(model, {})
     tracer.start(x)
+    modes = [(m, m.training) for m in model.modules()]
+    model.train(train_mode)
     try:
         _run(model, x, device, method, tracer, dtype)
     except CnnlabError:
         raise
     except (RuntimeError, ValueError, IndexError) as err:
         raise explain_failure(model, shape[1:], tracer.attempt, err) from err
+    finally:
+        for m, training in modes:
+            m.training = training
     rows = tracer.rows
     all_params = list(model.parameters())
     used = sum(r.params for r in rows)
@@ -171,7 +177,10 @@ def _expected(attempt: Attempt) -> str | None:
     if attempt.op == "linear":
         return f"{w[1]} input features"
     if attempt.op.startswith("conv") and len(w) > 2:
-        return f"{w[1]} input channels per group (weight {'x'.join(map(str, w))})"
+        channels = attempt.inputs[0][1] if attempt.inputs and len(attempt.inputs[0]) > 1 else None
+        if channels == w[1] * attempt.groups:  # channels fit: the map is smaller than the kernel
+            return f"a map no smaller than its {'x'.join(map(str, w[2:]))} kernel after padding"
+        return f"{w[1] * attempt.groups} input channels (weight {'x'.join(map(str, w))}, groups {attempt.groups})"
     return f"a shape compatible with weight {'x'.join(map(str, w))}"
 
 
@@ -193,19 +202,25 @@ def explain_failure(
     if smallest is None:
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         return UsageError(f"{name} cannot run on input {c}x{h}x{w}:{where} ({detail})")
-    if smallest > min(h, w):
+    built_for = getattr(model, "img_size", None)
+    built = pair(built_for) if built_for is not None else (0, 0)
+    fits = fitting_sizes(model, c, smallest, max(2 * max(h, w), smallest + 64, 2 * max(built)))
+    first = fits[0] if fits else smallest  # heads sized from the input can need more than the features
+    rebuild = ""
+    if built_for is not None:
+        rebuild = f" (it was built for {'x'.join(map(str, built))}; build it with img_size={h if h == w else (h, w)})"
+    if first > min(h, w):
+        also = ""
+        if built_for is not None and smallest < first:
+            also = f" ({c}x{smallest}x{smallest} if built with img_size={smallest})"
         return UsageError(
             f"input {c}x{h}x{w} is too small for {name}:{where}; the smallest input that works is "
-            f"{c}x{smallest}x{smallest}"
+            f"{c}x{first}x{first}" + (rebuild if smallest <= min(h, w) else also)
         )
-    fits = fitting_sizes(model, c, smallest, max(2 * max(h, w), 64))
     hint = (
         f"inputs that fit: {c}x{fits[0]}x{fits[0]}"
         + (f" to {c}x{fits[-1]}x{fits[-1]}" if len(fits) > 1 else "")
         if fits
         else "no square input up to twice this size fits"
     )
-    built_for = getattr(model, "img_size", None)
-    if built_for is not None:
-        hint += f" (it was built for {'x'.join(map(str, pair(built_for)))}; build it with img_size={h if h == w else (h, w)})"
-    return UsageError(f"{name} cannot run on input {c}x{h}x{w}:{where}; {hint}")
+    return UsageError(f"{name} cannot run on input {c}x{h}x{w}:{where}; {hint}{rebuild}")

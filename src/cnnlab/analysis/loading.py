@@ -1,0 +1,107 @@
+"""What ``cnnlab summary`` and ``cnnlab rf`` analyse: a registry name or ``path/to/file.py:Name``, and an input size."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import inspect
+import re
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cnnlab.errors import UsageError
+
+_SIZE = re.compile(r"\d+(x\d+){2}")
+
+
+def parse_input_size(text: str) -> tuple[int, int, int]:
+    """``"3x224x224" -> (3, 224, 224)``; anything else is a :class:`UsageError` showing the expected form."""
+    cleaned = text.strip().lower().replace("×", "x").replace(",", "x")
+    if not _SIZE.fullmatch(cleaned):
+        raise UsageError(f"--input must be CxHxW, three whole numbers such as 3x224x224; got {text!r}")
+    c, h, w = (int(v) for v in cleaned.split("x"))
+    if min(c, h, w) < 1:
+        raise UsageError(f"--input must have C, H and W of at least 1, got {text!r}")
+    return c, h, w
+
+
+def parse_options(pairs: list[str] | None) -> dict[str, object]:
+    """``["img_size=32", "stride_in=3x3"]`` -> keyword options (values read as Python literals when they are)."""
+    options: dict[str, object] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--opt takes KEY=VALUE, got {pair!r}")
+        try:
+            options[key.strip()] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[key.strip()] = value
+    return options
+
+
+def _load_from_file(spec: str) -> nn.Module:
+    path_text, _, name = spec.rpartition(":")
+    path = Path(path_text)
+    if not path.is_file():
+        raise UsageError(f"no such Python file: {path_text!r} (write path/to/file.py:Name)")
+    module_name = f"_cnnlab_user_{abs(hash(str(path.resolve())))}"
+    loader_spec = importlib.util.spec_from_file_location(module_name, path)
+    if loader_spec is None or loader_spec.loader is None:
+        raise UsageError(f"cannot import {path_text!r} as a Python module")
+    module = importlib.util.module_from_spec(loader_spec)
+    sys.modules[module_name] = module
+    try:
+        loader_spec.loader.exec_module(module)
+    except Exception as err:  # the user's file: report its first line of failure, not our traceback
+        raise UsageError(f"importing {path_text!r} failed: {type(err).__name__}: {err}") from err
+    candidates = sorted(
+        n
+        for n, v in vars(module).items()
+        if not n.startswith("_")
+        and getattr(v, "__module__", None) == module_name
+        and (
+            (inspect.isclass(v) and issubclass(v, nn.Module))
+            or inspect.isfunction(v)
+            or isinstance(v, nn.Module)
+        )
+    )
+    if not hasattr(module, name):
+        raise UsageError(
+            f"{path_text!r} defines no {name!r}; modules and functions it defines: {', '.join(candidates) or 'none'}"
+        )
+    target = getattr(module, name)
+    if isinstance(target, nn.Module):
+        model = target
+    elif callable(target):
+        try:
+            model = target()
+        except TypeError as err:
+            raise UsageError(f"{name} must be constructible without arguments to be analysed: {err}") from err
+    else:
+        raise UsageError(f"{name} in {path_text!r} is not an nn.Module class, instance or factory function")
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"{name}() returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def load_model(
+    spec: str, options: dict[str, object] | None = None
+) -> tuple[nn.Module, tuple[int, int, int] | None]:
+    """The model named by ``spec`` and its default input size (``None`` for a user's file).
+
+    ``spec`` is a registry name (built on the meta device, no memory) or ``path/to/file.py:Name`` naming an
+    ``nn.Module`` class, instance or factory function; ``options`` go to the registry builder.
+    """
+    from cnnlab.models import create_model, model_info
+
+    if ".py:" in spec or spec.endswith(".py"):
+        if ":" not in spec:
+            raise UsageError(f"name the module inside the file: {spec}:ClassName")
+        return _load_from_file(spec), None
+    info = model_info(spec)  # unknown names: close matches and the valid ones
+    with torch.device("meta"):
+        model = create_model(spec, **(options or {}))
+    return model, info.input_size

@@ -1,0 +1,168 @@
+"""``cnnlab summary``, ``cnnlab cost``, ``cnnlab rf`` and ``cnnlab paper-tables``: architecture analysis."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from cnnlab.errors import UsageError
+
+CONVENTIONS = """conventions (docs/analysis.md):
+  MACs   multiply-accumulates of convolutions, linear layers and matrix products only:
+         conv = k_h * k_w * (c_in / groups) * c_out * h_out * w_out, linear = in * out per sample
+  FLOPs  always 2 x MACs, labelled as such
+  other ops  normalisation, activation, pooling and element-wise work, in their own column, not in MACs
+  params weights and biases apart, trainable and frozen apart; shared weights counted once
+  RF     receptive field r and jump j per output: r_out = r_in + d(k-1) j_in, j_out = j_in s; through
+         concatenation and addition the largest incoming field wins
+  memory activation bytes of each newly allocated output (views and in-place results allocate none);
+         training per image ~ 2 x forward activations, fixed ~ params x (2 + optimizer states)
+"""
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from cnnlab.analysis import summarize
+    from cnnlab.analysis.loading import load_model, parse_input_size, parse_options
+
+    if args.depth is not None and args.depth < 1:
+        raise UsageError(f"--depth must be at least 1, got {args.depth}")
+    options = parse_options(args.opt)
+    if options and ".py:" in args.model:
+        raise UsageError("--opt applies to registry models; set options in your own file")
+    model, default_input = load_model(args.model, options)
+    if args.input is None and default_input is None:
+        raise UsageError(f"give the input size of {args.model} with --input CxHxW, e.g. --input 3x224x224")
+    input_size = parse_input_size(args.input) if args.input is not None else default_input
+    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
+    summary = summarize(
+        model,
+        input_size,
+        batch_size=args.batch,
+        dtype=dtype,
+        device=args.device,
+        method="forward_aux" if args.aux else "forward",
+        optimizer_states=args.optimizer_states,
+    )
+    print(summary.render(args.format, args.depth))
+    return 0
+
+
+def _cost(args: argparse.Namespace) -> int:
+    from cnnlab.analysis.cost import conv_cost
+
+    print("\n".join(conv_cost(args.in_chs, args.out_chs, args.kernel, args.size, args.reduce).lines()))
+    return 0
+
+
+def _rf(args: argparse.Namespace) -> int:
+    from cnnlab.analysis.receptive import parse_layers, receptive_fields
+
+    spec = args.target
+    if spec.lower().startswith(("conv", "pool")) and ".py:" not in spec:
+        if args.input is not None:
+            raise UsageError("--input is for models; give a layer list the input side with --size N")
+        steps = receptive_fields(parse_layers(spec), args.size)
+        print(
+            "n_out = floor((n_in + 2p - d(k-1) - 1) / s) + 1;  j_out = j_in * s;  r_out = r_in + d(k-1) * j_in"
+        )
+        print(f"{'layer':<16} {'output':>7} {'jump':>6} {'RF':>6}")
+        print(f"{'input':<16} {args.size if args.size else '-':>7} {1:>6} {1:>6}")
+        for step in steps:
+            size = step.size if step.size is not None else "-"
+            print(f"{step.layer.spec():<16} {size:>7} {step.jump:>6} {step.receptive_field:>6}")
+        return 0
+    from cnnlab.analysis import summarize
+    from cnnlab.analysis.loading import load_model, parse_input_size
+
+    if args.size is not None:
+        raise UsageError("--size is for layer lists; give a model its input with --input CxHxW")
+    model, default_input = load_model(spec)
+    if args.input is None and default_input is None:
+        raise UsageError(f"give the input size of {spec} with --input CxHxW, e.g. --input 3x224x224")
+    input_size = parse_input_size(args.input) if args.input is not None else default_input
+    summary = summarize(model, input_size)
+    print(f"{spec} on {'x'.join(map(str, input_size))}: output size, jump and receptive field per layer")
+    print(f"{'layer':<40} {'type':<18} {'output':>18} {'jump':>7} {'RF':>7}")
+    for row in summary.at_depth(args.depth):
+        if row.kind in ("activation", "norm", "elementwise", "shape") and args.depth is None:
+            continue  # these keep the grid: only layers that change it (or end it) are listed
+        out = "x".join(map(str, row.output_shape[1:]))
+        jump = "x".join(map(str, sorted(set(row.jump)))) if row.jump else "-"
+        field = "x".join(map(str, sorted(set(row.receptive_field)))) if row.receptive_field else "-"
+        print(f"{row.name:<40} {row.type:<18} {out:>18} {jump:>7} {field:>7}")
+    return 0
+
+
+def _paper_tables(args: argparse.Namespace) -> int:
+    from cnnlab.analysis.papers import paper_tables
+
+    tables = paper_tables(args.names)
+    print("\n\n".join(t.render() for t in tables))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``summary``, ``cost``, ``rf`` and ``paper-tables``."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = subparsers.add_parser(
+        "summary",
+        help="layer-by-layer parameters, MACs, memory and receptive field of a model",
+        description="Trace one forward pass (on the meta device: no arithmetic, no memory) and account for "
+        "every operation, functional ones included (F.relu, torch.cat, +).",
+        epilog=CONVENTIONS,
+        formatter_class=fmt,
+    )
+    p.add_argument("model", help="registry name (see 'cnnlab models') or path/to/file.py:Name")
+    p.add_argument("--input", help="input size CxHxW (default: the model's own)")
+    p.add_argument("--depth", type=int, help="group rows to this many name levels (default: every operation)")
+    p.add_argument("--format", default="table", help="table, markdown, csv or json (default: table)")
+    p.add_argument("--batch", type=int, default=1, help="batch size traced (default 1)")
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    p.add_argument(
+        "--device", choices=("meta", "cpu"), default="meta", help="cpu runs the arithmetic for real"
+    )
+    p.add_argument("--aux", action="store_true", help="trace forward_aux (auxiliary heads included)")
+    p.add_argument(
+        "--optimizer-states", type=int, default=1, help="for the training estimate (SGD 1, Adam 2)"
+    )
+    p.add_argument("--opt", action="append", metavar="KEY=VALUE", help="builder option, e.g. stride_in=3x3")
+    p.set_defaults(func=_summary)
+
+    c = subparsers.add_parser(
+        "cost",
+        help="the cost arithmetic of a convolution, with and without a 1x1 reduction",
+        description="Multiplications of a stride-1 'same' convolution: k^2 x size^2 x c_in x c_out.",
+    )
+    kinds = c.add_subparsers(dest="kind", metavar="KIND", required=True)
+    conv = kinds.add_parser("conv", help="k x k convolution, optionally after a 1x1 reduction")
+    conv.add_argument("--in", dest="in_chs", type=int, required=True, help="input channels")
+    conv.add_argument("--out", dest="out_chs", type=int, required=True, help="output channels")
+    conv.add_argument("--kernel", type=int, required=True, help="kernel side k")
+    conv.add_argument("--size", type=int, required=True, help="feature map side (stride 1, same padding)")
+    conv.add_argument("--reduce", type=int, help="channels of a 1x1 reduction before the convolution")
+    conv.set_defaults(func=_cost)
+
+    r = subparsers.add_parser(
+        "rf",
+        help="output size, jump and receptive field, layer by layer",
+        description="TARGET is a layer list such as 'conv3s2p1,conv3s2p1' (conv|pool, kernel, then optional "
+        "s<stride> p<padding> d<dilation>; pool stride defaults to its kernel) or a model (registry name or "
+        "path/to/file.py:Name).",
+        epilog=CONVENTIONS,
+        formatter_class=fmt,
+    )
+    r.add_argument("target", help="layer list or model")
+    r.add_argument("--size", type=int, help="input side for a layer list (prints output sizes)")
+    r.add_argument("--input", help="input size CxHxW for a model (default: the model's own)")
+    r.add_argument("--depth", type=int, help="group a model's rows to this many name levels")
+    r.set_defaults(func=_rf)
+
+    t = subparsers.add_parser(
+        "paper-tables",
+        help="the papers' tables reproduced beside our counts",
+        description="GoogLeNet Table 1, VGG-16 per layer, ResNet FLOPs, AlexNet neurons, the 1x1 arithmetic "
+        "and the receptive-field example, each figure beside the paper's with the difference.",
+    )
+    t.add_argument("names", nargs="*", help="googlenet, vgg16, resnet, alexnet, 1x1, rf (default: all)")
+    t.set_defaults(func=_paper_tables)

@@ -1,0 +1,243 @@
+"""The summary engine on small reference networks: counts against hand formulas and FlopCounterMode."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import cnnlab
+from cnnlab.analysis import summarize
+from cnnlab.errors import UsageError
+
+
+class Branching(nn.Module):
+    """Two paths (3x3 then 3x3, and 5x5) concatenated, a residual +, functional relu and pooling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.a1 = nn.Conv2d(8, 8, 3, padding=1)
+        self.a2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 8, 5, padding=2)
+        self.fuse = nn.Conv2d(16, 8, 1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.stem(x))
+        y = torch.cat([self.a2(F.relu(self.a1(x))), self.b(x)], dim=1)
+        x = x + self.fuse(y)
+        x = F.avg_pool2d(x, 2)
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+class Grouped(nn.Module):
+    """Grouped and depthwise convolutions with batch norm, dilation and a frozen, shared layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(4, 16, 3, padding=1, groups=2, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.dw = nn.Conv2d(16, 16, 3, padding=2, dilation=2, groups=16)
+        self.pw = nn.Conv2d(16, 16, 1)
+        self.pw.requires_grad_(False)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.pw(self.dw(x))
+        x = self.pw(x)  # the same weights used twice: counted once
+        return self.head(x.mean((2, 3)))
+
+
+def flop_counter_macs(model: nn.Module, shape: tuple[int, ...]) -> int:
+    """Independent count: FlopCounterMode's FLOPs (2 per MAC) of a real forward, halved."""
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(1, *shape))
+    return counter.get_total_flops() // 2
+
+
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (Branching, (3, 32, 32)),
+        (Grouped, (4, 20, 20)),
+        (lambda: cnnlab.create_model("lecture-inception"), (1, 28, 28)),
+        (lambda: cnnlab.create_model("lecture-residual"), (1, 28, 28)),
+    ],
+)
+def test_macs_agree_with_flop_counter(make, shape) -> None:
+    torch.manual_seed(0)
+    model = make().eval()
+    assert summarize(model, shape).totals.macs == flop_counter_macs(model, shape)
+
+
+def test_hand_derived_counts_of_the_grouped_net() -> None:
+    s = summarize(Grouped(), (4, 20, 20))
+    # conv: k_h k_w (c_in / groups) c_out h_out w_out
+    assert s.row("conv1").macs == 3 * 3 * (4 // 2) * 16 * 20 * 20
+    assert s.row("dw").macs == 3 * 3 * 1 * 16 * 20 * 20
+    assert s.row("pw").macs == 16 * 16 * 20 * 20
+    assert s.row("head").macs == 16 * 3
+    # the shared pointwise layer: its parameters once, its MACs twice
+    assert s.row("pw").params == 16 * 16 + 16 and s.row("pw#2").params == 0
+    assert s.row("pw#2").macs == 16 * 16 * 20 * 20
+    t = s.totals
+    assert t.params == sum(p.numel() for p in Grouped().parameters())
+    assert t.frozen_params == 16 * 16 + 16 and t.trainable_params == t.params - t.frozen_params
+    assert t.bias_params == 16 + 16 + 16 + 3  # bn1, dw, pw, head
+    assert t.flops == 2 * t.macs
+    # batch norm and activations are counted apart from MACs
+    assert s.row("bn1").macs == 0 and s.row("bn1").other_ops == 2 * 16 * 20 * 20
+    assert s.row("relu").other_ops == 16 * 20 * 20
+
+
+def test_functional_operations_are_rows() -> None:
+    s = summarize(Branching(), (3, 32, 32))
+    names = [r.name for r in s.rows]
+    for op in ("relu", "cat", "add", "avg_pool2d", "adaptive_avg_pool2d", "flatten"):
+        assert op in names, names
+    assert s.row("add").other_ops == 8 * 16 * 16
+    assert s.row("avg_pool2d").other_ops == 4 * 8 * 8 * 8
+    assert s.row("cat").output_shape == (1, 16, 16, 16)
+
+
+def test_receptive_field_through_branches_is_the_largest_path() -> None:
+    s = summarize(Branching(), (3, 32, 32))
+    assert s.row("stem").receptive_field == (3, 3) and s.row("stem").jump == (2, 2)
+    assert s.row("a2").receptive_field == (3 + 2 * 2 + 2 * 2,) * 2  # 11
+    assert s.row("b").receptive_field == (3 + 4 * 2,) * 2  # 11
+    assert s.row("cat").receptive_field == (11, 11)
+    assert s.row("add").receptive_field == (11, 11)  # max(3 through the identity, 11 through the branches)
+    assert s.row("avg_pool2d").receptive_field == (13, 13) and s.row("avg_pool2d").jump == (4, 4)
+    # global pooling: every output sees the whole 8x8 map, 13 + 7 * 4 = 41
+    assert s.row("adaptive_avg_pool2d").receptive_field == (41, 41)
+
+
+def test_dilated_depthwise_receptive_field() -> None:
+    s = summarize(Grouped(), (4, 20, 20))
+    assert s.row("dw").receptive_field == (3 + 2 * 2, 3 + 2 * 2)
+
+
+def test_activation_memory_skips_views_and_in_place_results() -> None:
+    s = summarize(cnnlab.create_model("lecture-residual"), (1, 28, 28))
+    assert s.row("head.flatten").activation_elements == 0
+    conv1 = s.row("features.conv1")
+    assert conv1.activation_elements == 16 * 24 * 24 and conv1.activation_bytes == 4 * 16 * 24 * 24
+    t = s.totals
+    assert t.activation_bytes == 4 * t.activation_elements
+    assert t.training_bytes_per_image == 2 * t.activation_bytes
+    assert t.training_fixed_bytes == 3 * 4 * t.params
+    half = summarize(cnnlab.create_model("lecture-residual"), (1, 28, 28), dtype=torch.float16)
+    assert half.totals.activation_bytes == 2 * t.activation_elements
+
+
+def test_meta_and_cpu_tracing_agree_and_leave_the_model_alone() -> None:
+    model = Grouped().train()
+    before = {n: (p.device, p.requires_grad) for n, p in model.named_parameters()}
+    meta = summarize(model, (4, 20, 20))
+    cpu = summarize(model, (4, 20, 20), device="cpu")
+    assert [(r.name, r.macs, r.params, r.output_shape) for r in meta.rows] == [
+        (r.name, r.macs, r.params, r.output_shape) for r in cpu.rows
+    ]
+    assert {n: (p.device, p.requires_grad) for n, p in model.named_parameters()} == before
+    assert model.training and model.bn1.training
+
+
+def test_batch_scales_counts_but_not_parameters() -> None:
+    one = summarize(Branching(), (3, 32, 32))
+    four = summarize(Branching(), (3, 32, 32), batch_size=4)
+    assert four.totals.macs == 4 * one.totals.macs and four.totals.params == one.totals.params
+    assert four.totals.training_bytes_per_image == one.totals.training_bytes_per_image
+
+
+def test_depth_groups_rows_and_keeps_totals() -> None:
+    s = summarize(cnnlab.create_model("lecture-inception"), (1, 28, 28))
+    grouped = s.at_depth(2)
+    incep = next(r for r in grouped if r.name == "features.incep1")
+    assert incep.type == "InceptionA" and incep.output_shape == (1, 88, 12, 12)
+    assert incep.receptive_field == (14, 14)
+    assert sum(r.macs for r in grouped) == s.totals.macs
+    assert sum(r.params for r in s.at_depth(1)) == s.totals.params
+    assert [r.name for r in s.at_depth(1)] == ["features", "head"]
+
+
+def test_renderings() -> None:
+    s = summarize(Branching(), (3, 32, 32))
+    data = json.loads(s.to_json())
+    assert data["totals"]["macs"] == s.totals.macs and data["totals"]["flops"] == 2 * s.totals.macs
+    assert len(data["rows"]) == len(s.rows)
+    rows = list(csv.DictReader(io.StringIO(s.to_csv())))
+    assert rows[0]["name"] == "stem" and int(rows[0]["macs"]) == s.rows[0].macs
+    assert rows[0]["output_shape"] == "1x8x16x16"
+    table = s.to_table()
+    assert "FLOPs (= 2 x MACs)" in table and "stem" in table
+    markdown = s.to_markdown(depth=1)
+    assert markdown.count("\n| ") == len(s.at_depth(1)) + 2  # header, rule, rows
+    with pytest.raises(UsageError, match="unknown format 'xml'"):
+        s.render("xml")
+
+
+def test_aux_heads_are_traced_only_through_forward_aux() -> None:
+    class WithAux(cnnlab.models.layers.ClassifierModel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Conv2d(1, 4, 3)
+            self.aux = nn.Linear(4, 2)
+            self.fc = nn.Linear(4, 2)
+
+        def forward_features(self, x):
+            return self.body(x).mean((2, 3))
+
+        def forward_head(self, x):
+            return self.fc(x)
+
+        def forward_aux(self, x):
+            f = self.forward_features(x)
+            return self.forward_head(f), [self.aux(f)]
+
+    plain = summarize(WithAux(), (1, 8, 8))
+    assert plain.totals.unused_params == 4 * 2 + 2
+    aux = summarize(WithAux(), (1, 8, 8), method="forward_aux")
+    assert aux.totals.unused_params == 0 and aux.totals.macs == plain.totals.macs + 8
+
+
+def test_size_mismatch_names_the_layer_shapes_and_sizes_that_fit() -> None:
+    model = cnnlab.create_model("lecture-simple")
+    with pytest.raises(UsageError) as err:
+        summarize(model, (1, 32, 32))
+    message = str(err.value)
+    assert "head.fc" in message and "1x500" in message and "320 input features" in message
+    assert "1x28x28 to 1x31x31" in message and "img_size=32" in message
+
+
+def test_too_small_input_names_the_smallest_that_works() -> None:
+    with pytest.raises(
+        UsageError, match=r"too small for lecture-simple: .*smallest input that works is 1x28x28"
+    ):
+        summarize(cnnlab.create_model("lecture-simple"), (1, 8, 8))
+    with torch.device("meta"):
+        vgg = cnnlab.create_model("vgg16")
+    # the FC head was sized for 224: 224 is the smallest that runs, 32 once rebuilt for it
+    with pytest.raises(
+        UsageError, match=r"smallest input that works is 3x224x224 \(3x32x32 if built with img_size=32\)"
+    ):
+        summarize(vgg, (3, 16, 16))
+
+
+def test_wrong_channel_count_names_the_expected_channels() -> None:
+    with pytest.raises(UsageError, match="features.conv1 .* expects 1 input channels"):
+        summarize(cnnlab.create_model("lecture-simple"), (3, 28, 28))
+
+
+@pytest.mark.parametrize("bad", [(3, 32), (0, 32, 32), (3, -1, 32)])
+def test_bad_input_sizes(bad) -> None:
+    with pytest.raises(UsageError, match="C, H, W"):
+        summarize(Branching(), bad)
