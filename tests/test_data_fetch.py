@@ -200,3 +200,11 @@ def test_cli_fetch_then_check(server, loopback_dataset, tmp_path, capsys):
     assert main(["data", "check", NAME, "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "raw sha256" in out and "train 40, test 20" in out
+
+
+def test_unwritable_target_is_a_data_error(server, loopback_dataset, tmp_path):
+    _serve(server, loopback_dataset[1])
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(DataError, match="cannot write to"):
+        fetch_dataset(NAME, blocker, server.base + "/good/", progress=False, timeout=5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -129,5 +130,9 @@ def test_loader_rejects_bad_arguments():
         BatchLoader(split, std=(0.0,))
     with pytest.raises(UsageError, match="mean needs 1 or 1 values"):
         BatchLoader(split, mean=(0.1, 0.2))
+    loader = BatchLoader(split, mean=torch.tensor([0.5]), std=np.float64(0.25))  # tensors and scalars work
+    torch.testing.assert_close(
+        next(iter(loader))[0], (split.images[:10].float() / 255 - 0.5).unsqueeze(1) / 0.25
+    )
     with pytest.raises(UsageError, match="crop_padding"):
         Augment(crop_padding=-1)

@@ -48,16 +48,21 @@ def download_file(
     url: str, dest: Path, file: DataFile, *, progress: bool = True, timeout: float = 60.0
 ) -> str:
     """Download ``url`` to ``dest`` atomically after verifying it against ``file``; returns what matched."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    except OSError as err:
+        raise DataError(
+            f"cannot write to {dest.parent} ({err.strerror}); choose another --data-dir"
+        ) from None
     tmp = Path(tmp_name)
     try:
         digest = hashlib.sha256()
+        total, received = None, 0
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response, os.fdopen(fd, "wb") as out:
-                total = response.headers.get("Content-Length")
-                total = int(total) if total and total.isdigit() else None
-                received = 0
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+                length = response.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
                 with tqdm(
                     total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress, leave=False
                 ) as bar:
@@ -72,7 +77,7 @@ def download_file(
             raise DataError(f"{url}: cannot connect ({err.reason})") from None
         except http.client.IncompleteRead as err:
             raise DataError(
-                f"{url}: download interrupted after {len(err.partial)} more bytes (truncated)"
+                f"{url}: download truncated (connection closed after {received + len(err.partial)} bytes)"
             ) from None
         except (OSError, http.client.HTTPException) as err:
             raise DataError(f"{url}: download failed ({err})") from None

@@ -97,7 +97,9 @@ class BatchLoader:
 
     @staticmethod
     def _per_channel(what: str, values: Sequence[float], chans: int) -> torch.Tensor:
-        values = tuple(values) if isinstance(values, Sequence) else (float(values),)
+        values = tuple(
+            torch.as_tensor(values, dtype=torch.float64).flatten().tolist()
+        )  # scalar, list or tensor
         if len(values) == 1:
             values = values * chans
         if len(values) != chans:
