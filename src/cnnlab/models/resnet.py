@@ -256,6 +256,7 @@ class ResidualUnit(nn.Module):
         if variant in ("exclusive_gating", "shortcut_gating"):
             self.gate = nn.Conv2d(in_chs, out_chs, 1, stride, bias=True)
             self.gate_bias_init = gate_bias_init
+            nn.init.constant_(self.gate.bias, gate_bias_init)
         self.shortcut_drop = nn.Dropout(SHORTCUT_DROPOUT) if variant == "dropout" else nn.Identity()
         self.drop_path = DropPath(drop_path_prob, drop_path_mode)
         self.post = nn.Sequential(OrderedDict(_norm_act(placement.post, out_chs, counters)))
