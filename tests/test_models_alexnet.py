@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import UsageError
-from cnnlab.models import check_input_size, count_params, create_model
+from cnnlab.models import check_input_size, count_params, create_model, model_info
 from cnnlab.models.alexnet import local_response_norm
 
 
@@ -169,3 +169,23 @@ def test_unknown_variants_and_bad_options_are_one_line_usage_errors() -> None:
     for bad in ({"num_classes": 0}, {"in_chans": 0}):
         with pytest.raises(UsageError):
             create_model("zfnet", **bad)
+
+
+@pytest.mark.parametrize("name", ["alexnet", "alexnet-owt", "vgg16", "vgg-d"])
+def test_pinned_macs_equal_the_layers_multiply_accumulates(name: str) -> None:
+    """conv: output elements x (k*k*C_in/groups); linear: in x out (biases, pools, LRN not counted)."""
+    info = model_info(name)
+    model = meta_model(name)
+    macs = []
+
+    def count(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+            macs.append(output[0].numel() * k)
+        elif isinstance(module, nn.Linear):
+            macs.append(module.in_features * module.out_features)
+
+    for m in model.modules():
+        m.register_forward_hook(count)
+    model(torch.empty(1, *info.input_size, device="meta"))
+    assert info.macs is not None and sum(macs) == info.macs

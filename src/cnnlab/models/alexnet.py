@@ -235,6 +235,7 @@ def init_alexnet(model: nn.Module) -> None:
     input_size=(3, 227, 227),
     num_params=62_378_344,
     params_source="derived by hand from Sec. 3.5 / Fig. 2: see docs/models/alexnet.md",
+    macs=1_135_256_096,
     description="AlexNet 2012: 96-256-384-384-256 convs, LRN, overlapping pooling, FC 4096-4096",
 )
 @register_model(
@@ -244,6 +245,7 @@ def init_alexnet(model: nn.Module) -> None:
     input_size=(3, 224, 224),
     num_params=61_100_840,
     params_source="torchvision docs (alexnet: 61,100,840); derivation in docs/models/alexnet.md",
+    macs=714_188_480,
     description="One-tower AlexNet (one weird trick): 64-192-384-256-256 convs, no LRN",
     widths="owt",
     img_size=224,
