@@ -183,8 +183,8 @@ class PlainConvNet(ClassifierModel):
 def init_gaussian(model: nn.Module, std: float = 0.01, bias_one: Collection[str] = ()) -> None:
     """Weights of every conv and linear layer ~ N(0, std), biases 0, or 1 for modules named in ``bias_one``.
 
-    Batch-norm layers start at scale 1, shift 0. Used by the families whose papers describe a plain
-    Gaussian initialisation (AlexNet, ZFNet, OverFeat, CNN-F/M/S, VGG).
+    Batch-norm layers start at scale 1, shift 0. The initialisation AlexNet, ZFNet, OverFeat and VGG
+    describe; CNN-F/M/S, whose paper states none, reuse it.
     """
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d | nn.Linear):
