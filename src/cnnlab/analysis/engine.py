@@ -168,6 +168,7 @@ class Tracer(TorchFunctionMode):
         self.rows: list[LayerRow] = []
         self.used_names: dict[str, int] = {}
         self.attempt: Attempt | None = None
+        self.shapes_only = False  # set for meta tracing: shape-preserving ops need not run their kernels
         self.depth_types: dict[str, str] = {name: type(m).__name__ for name, m in model.named_modules()}
 
     # --- module stack -------------------------------------------------------------------------------
@@ -214,7 +215,11 @@ class Tracer(TorchFunctionMode):
             tuple(weight.shape) if weight is not None else None,
             int((dict(zip(WINDOW_ARGS["conv"], args)) | kwargs).get("groups", 1)) if name in CONV else 1,
         )
-        out = func(*args, **kwargs)
+        if self.shapes_only and name in NORM and inputs[0].is_meta:
+            # normalisation keeps the shape; torch's meta batch norm decomposes into dozens of ops (slow)
+            out = torch.empty_like(inputs[0])
+        else:
+            out = func(*args, **kwargs)
         result = next(_tensors(out), None)
         if isinstance(result, torch.Tensor):
             self._record(frame, name, args, kwargs, inputs, result)

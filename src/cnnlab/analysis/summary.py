@@ -62,6 +62,7 @@ def _run(
     wrapper = _BoundCall(model, getattr(model, method))
     if tracer is not None:
         tracer.params = params
+        tracer.shapes_only = device == "meta"
         tracer.add_root(wrapper, model)
     if device == "meta":
         state = {f"inner.{k}": v for k, v in state.items()}

@@ -1,0 +1,160 @@
+"""``cnnlab summary``, ``cost``, ``rf`` and ``paper-tables`` in-process (return code, stdout, one-line stderr)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cnnlab.cli import main
+
+USER_FILE = """
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+class TinyNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(F.adaptive_avg_pool2d(F.relu(self.conv(x)), 1).flatten(1))
+
+
+def make_tiny():
+    return TinyNet()
+"""
+
+
+@pytest.fixture
+def user_file(tmp_path: Path) -> Path:
+    path = tmp_path / "mynet.py"
+    path.write_text(USER_FILE)
+    return path
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_summary_of_a_registry_model(capsys) -> None:
+    code, out, err = run(capsys, "summary", "lecture-simple")
+    assert code == 0 and not err
+    assert "features.conv1" in out and "MACs (multiply-accumulates, conv + linear): 467,200" in out
+    assert "FLOPs (= 2 x MACs): 934,400" in out
+
+
+def test_summary_json_depth_and_options(capsys) -> None:
+    code, out, _ = run(capsys, "summary", "lecture-inception", "--depth", "2", "--format", "json")
+    data = json.loads(out)
+    assert code == 0 and "features.incep1" in [r["name"] for r in data["rows"]]
+    code, out, _ = run(
+        capsys, "summary", "lecture-simple", "--input", "1x32x32", "--opt", "img_size=32", "--format", "csv"
+    )
+    assert code == 0 and out.splitlines()[0].startswith("name,type,kind,output_shape")
+
+
+@pytest.mark.parametrize("target", ["TinyNet", "make_tiny"])
+def test_summary_of_a_users_file(capsys, user_file: Path, target: str) -> None:
+    code, out, err = run(
+        capsys, "summary", f"{user_file}:{target}", "--input", "3x16x16", "--format", "markdown"
+    )
+    assert code == 0, err
+    # conv 3*3*3*4*16*16 + fc 4*2
+    assert "27,656" in out and "| relu |" in out
+
+
+def test_cost_conv_prints_the_arithmetic(capsys) -> None:
+    code, out, _ = run(
+        capsys,
+        "cost",
+        "conv",
+        "--in",
+        "192",
+        "--out",
+        "32",
+        "--kernel",
+        "5",
+        "--size",
+        "28",
+        "--reduce",
+        "16",
+    )
+    assert code == 0
+    assert "5^2 x 28^2 x 192 x 32 = 120,422,400" in out and "total: 12,443,648" in out and "9.68x" in out
+
+
+def test_rf_layer_list_and_model(capsys) -> None:
+    code, out, _ = run(capsys, "rf", "conv3s2p1,conv3s2p1", "--size", "224")
+    assert code == 0 and out.splitlines()[-1].split() == ["conv3s2p1", "56", "4", "7"]
+    code, out, _ = run(capsys, "rf", "lecture-simple")
+    last = out.splitlines()[-1].split()
+    assert code == 0 and last[0] == "head.fc" and last[-1] == "28"
+
+
+def test_paper_tables_small_ones(capsys) -> None:
+    code, out, _ = run(capsys, "paper-tables", "1x1", "rf")
+    assert code == 0 and "slide typo: 12,433,648" in out and "MISMATCH" not in out
+
+
+@pytest.mark.parametrize(
+    "argv, code, message",
+    [
+        (["summary", "lecture-simple", "--input", "1x28"], 2, "--input must be CxHxW"),
+        (["summary", "lecture-simple", "--input", "axbxc"], 2, "--input must be CxHxW"),
+        (["summary", "lecture-simple", "--input", "1x0x28"], 2, "at least 1"),
+        (["summary", "lecture-simple", "--input", "1x8x8"], 2, "smallest input that works is 1x28x28"),
+        (
+            ["summary", "lecture-simple", "--input", "1x32x32"],
+            2,
+            "received 1x500 but expects 320 input features",
+        ),
+        (["summary", "lecture-simpel"], 2, "Did you mean 'lecture-simple'"),
+        (["summary", "no/such/file.py:Net", "--input", "3x8x8"], 2, "no such Python file"),
+        (["summary", "lecture-simple", "--depth", "-2"], 2, "--depth must be at least 1"),
+        (["summary", "lecture-simple", "--format", "yaml"], 2, "unknown format 'yaml'"),
+        (["rf", "conv3q2"], 2, "cannot read layer 'conv3q2'"),
+        (
+            ["cost", "conv", "--in", "0", "--out", "32", "--kernel", "5", "--size", "28"],
+            2,
+            "--in must be greater than 0",
+        ),
+        (["paper-tables", "vgg"], 2, "unknown paper table 'vgg'"),
+    ],
+)
+def test_bad_input_is_one_line_with_status(capsys, argv, code, message) -> None:
+    got, out, err = run(capsys, *argv)
+    assert got == code
+    assert err.startswith("cnnlab: error: ") and message in err and err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_users_file_without_the_named_module(capsys, user_file: Path) -> None:
+    got, _, err = run(capsys, "summary", f"{user_file}:Missing", "--input", "3x8x8")
+    assert got == 2 and "defines no 'Missing'" in err and "TinyNet, make_tiny" in err
+    got, _, err = run(capsys, "summary", f"{user_file}:TinyNet")
+    assert got == 2 and "--input CxHxW" in err
+
+
+def test_console_script_end_to_end(tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("cnnlab")
+    ok = subprocess.run(
+        [str(script), "rf", "conv3s2p1,conv3s2p1"], capture_output=True, text=True, timeout=120
+    )
+    assert ok.returncode == 0 and ok.stdout.splitlines()[-1].split()[-2:] == ["4", "7"]
+    bad = subprocess.run(
+        [str(script), "summary", "lecture-simple", "--input", "3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and bad.stderr.startswith("cnnlab: error: --input must be CxHxW")
+    assert "Traceback" not in bad.stderr
