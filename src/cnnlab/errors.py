@@ -51,3 +51,9 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None
     if value < 0 or (value == 0 and not allow_zero):
         need = "at least 0" if allow_zero else "greater than 0"
         raise UsageError(f"{name} must be {need}, got {value}")
+
+
+class Interrupted(CnnlabError):
+    """A run stopped by Ctrl-C after saving its checkpoint (exit 130, as shells expect)."""
+
+    exit_code = 130

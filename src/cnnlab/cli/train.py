@@ -55,6 +55,7 @@ RECIPE = (
     ("--drop-rate", "drop_rate", float, "dropout before the classifier (default: the model's)"),
     ("--crop-padding", "crop_padding", int, "random-crop augmentation with this padding (0: off)"),
     ("--val-fraction", "val_fraction", float, "fraction of the training set held out for validation"),
+    ("--train-subset", "train_subset", int, "train on this many images, a seeded sample (budget runs)"),
     ("--pad-to", "pad_to", int, "zero-pad images to this size (e.g. 32 for CIFAR-shaped nets)"),
     ("--in-chans", "in_chans", int, "repeat grey images to this many channels (e.g. 3)"),
     ("--seed", "seed", int, "random seed: same seed, same metrics on the CPU"),
@@ -114,13 +115,13 @@ def add_recipe_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
 
 
-def config_from_args(args: argparse.Namespace, model: str) -> TrainConfig:
-    """TrainConfig defaults, overridden by the flags actually given."""
+def config_from_args(args: argparse.Namespace, model: str, base: TrainConfig = DEFAULTS) -> TrainConfig:
+    """``base`` (TrainConfig's defaults), overridden by the flags actually given."""
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in fields and k != "model" and v is not None}
     if "model_options" in given:
         given["model_options"] = dict(given["model_options"])
-    return dataclasses.replace(DEFAULTS, model=model, **given).validate()
+    return dataclasses.replace(base, model=model, **given).validate()
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -49,6 +49,7 @@ class TrainConfig:
     aux_loss: bool = True  # use the model's auxiliary heads in the loss (GoogLeNet: 0.3 each)
     # data
     val_fraction: float = 0.0
+    train_subset: int | None = None  # train on this many images (a seeded sample) for budget runs
     data_dir: str | None = None
     pad_to: int | None = None
     in_chans: int | None = None  # repeat grey images to this many channels (3 for ImageNet-shaped nets)
@@ -106,6 +107,8 @@ class TrainConfig:
             _whole("threads", self.threads, 1)
         if self.max_steps_per_epoch is not None:
             _whole("max_steps_per_epoch", self.max_steps_per_epoch, 1)
+        if self.train_subset is not None:
+            _whole("train_subset", self.train_subset, 1)
         if self.in_chans is not None:
             _whole("in_chans", self.in_chans, 1)
         if self.pad_to is not None:

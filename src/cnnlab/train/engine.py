@@ -239,6 +239,12 @@ class Trainer:
         )
         info = self.data.info
         self.classes = list(info.classes)
+        train_split = self.data.train
+        if cfg.train_subset is not None and cfg.train_subset < len(train_split):
+            generator = torch.Generator().manual_seed(cfg.seed)
+            train_split = train_split.subset(
+                torch.randperm(len(train_split), generator=generator)[: cfg.train_subset]
+            )
 
         def loader(split, train: bool):
             return BatchLoader(
@@ -256,7 +262,7 @@ class Trainer:
                 out_chans=cfg.in_chans,
             )
 
-        self.train_loader = loader(self.data.train, True)
+        self.train_loader = loader(train_split, True)
         self.val_loader = loader(self.data.val, False) if self.data.val is not None else None
         self.test_loader = loader(self.data.test, False)
         x0, _ = next(iter(loader(self.data.test, False)))

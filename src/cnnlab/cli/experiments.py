@@ -1,0 +1,48 @@
+"""``cnnlab experiment NAME``: the lectures' experiments, each one library call."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from cnnlab.cli.train import add_recipe_args, config_from_args
+from cnnlab.train.config import TrainConfig
+
+
+def _degradation(args: argparse.Namespace) -> int:
+    from cnnlab.experiments.degradation import RECIPE, degradation
+
+    base = dataclasses.replace(TrainConfig(), **RECIPE)
+    cfg = config_from_args(args, "plain20-cifar", base=base)
+    result = degradation(
+        args.depths, cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet
+    )
+    print()
+    print(result.markdown())
+    print()
+    print(f"table:  {result.table}")
+    print(f"figure: {result.figure}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``experiment degradation``."""
+    p = subparsers.add_parser(
+        "experiment", help="run one of the lectures' experiments", description="The lectures' experiments."
+    )
+    experiments = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", parser_class=type(p))
+    experiments.required = True
+    from cnnlab.experiments.degradation import RECIPE
+
+    d = experiments.add_parser(
+        "degradation",
+        help="plain vs residual nets of several depths (He et al. 2016, Fig. 1/6)",
+        description="Train plainN-cifar and resnetN-cifar for each depth with one recipe; plot training and test "
+        "error per epoch of all of them on one figure and print the final errors. Recipe defaults follow He et al. "
+        f"section 4.2 with a cosine schedule: {', '.join(f'{k}={v}' for k, v in RECIPE.items())}. Nets take the "
+        "dataset's own size and channels (1x28x28 for Fashion-MNIST); --pad-to 32 --in-chans 3 gives CIFAR's shape.",
+    )
+    d.add_argument("--depths", type=int, nargs="+", default=[20, 56], help="depths 6n+2 (default: 20 56)")
+    d.add_argument("--out", default="runs/degradation", help="experiment folder (default: runs/degradation)")
+    add_recipe_args(d)
+    d.set_defaults(func=_degradation)

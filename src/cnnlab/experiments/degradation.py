@@ -1,0 +1,176 @@
+"""The degradation experiment (He et al. 2016, Fig. 1 and Fig. 6; lecture 11 "Go deeper"): plain vs residual.
+
+Plain nets ``plainN-cifar`` and their residual twins ``resnetN-cifar`` (same layers, identity
+shortcuts, He et al. section 4.2) train with one recipe; the figure puts the training and test
+error per epoch of all of them side by side, as the slides do, and the table gives the final
+errors. Degradation shows when the deeper plain net ends with a *higher training* error than the
+shallower one: an optimisation difficulty, not overfitting.
+
+    >>> from cnnlab.experiments.degradation import degradation
+    >>> result = degradation([20, 56], TrainConfig(data="fashion-mnist", epochs=5), "runs/degradation")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cnnlab.errors import Interrupted, UsageError
+from cnnlab.models import model_info
+from cnnlab.train.checkpoint import atomic_write_text
+from cnnlab.train.config import TrainConfig
+from cnnlab.train.engine import RunResult, Trainer, ensure_writable_dir
+
+KINDS = {"plain": "plain{depth}-cifar", "residual": "resnet{depth}-cifar"}
+
+#: He et al. 2016 section 4.2: SGD, momentum 0.9, weight decay 1e-4, lr 0.1, batch 128; for short
+#: budgets a cosine decay with one warm-up epoch replaces the 32k/48k-iteration steps.
+RECIPE = {
+    "lr": 0.1,
+    "momentum": 0.9,
+    "weight_decay": 1e-4,
+    "batch_size": 128,
+    "schedule": "cosine",
+    "warmup_epochs": 1.0,
+}
+
+
+@dataclasses.dataclass
+class DegradationResult:
+    """Every run of the experiment and where the figure and table were written."""
+
+    runs: dict[tuple[str, int], RunResult]
+    figure: Path
+    table: Path
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per net: kind, depth, parameters, final training and test error, seconds per epoch."""
+        rows = []
+        for (kind, depth), run in sorted(self.runs.items(), key=lambda item: (item[0][1], item[0][0])):
+            last = run.final
+            rows.append(
+                {
+                    "model": run.config.model,
+                    "kind": kind,
+                    "depth": depth,
+                    "params": run.num_params,
+                    "final_train_error": 1 - last["train_acc"],
+                    "final_test_error": 1 - last["test_acc"],
+                    "best_test_error": 1 - max(r["test_acc"] for r in run.history),
+                    "seconds_per_epoch": sum(r["epoch_seconds"] for r in run.history) / len(run.history),
+                }
+            )
+        return rows
+
+    def verdict(self) -> str:
+        """Whether the deepest plain net ends with a higher training error than the shallowest."""
+        plain = sorted((d, r) for (k, d), r in self.runs.items() if k == "plain")
+        if len(plain) < 2:
+            return "one plain depth only: nothing to compare"
+        (d0, shallow), (d1, deep) = plain[0], plain[-1]
+        e0, e1 = 1 - shallow.final["train_acc"], 1 - deep.final["train_acc"]
+        worse = "higher" if e1 > e0 else "lower"
+        seen = "degradation observed" if e1 > e0 else "no degradation at this budget"
+        return f"plain-{d1} ends with a {worse} training error than plain-{d0} ({100 * e1:.2f}% vs {100 * e0:.2f}%): {seen}"
+
+    def markdown(self) -> str:
+        """The table of final errors in Markdown, followed by the verdict."""
+        lines = [
+            "| model | params | final train error | final test error | best test error | s/epoch |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in self.rows():
+            lines.append(
+                f"| {r['model']} | {r['params']:,} | {100 * r['final_train_error']:.2f}% | "
+                f"{100 * r['final_test_error']:.2f}% | {100 * r['best_test_error']:.2f}% | {r['seconds_per_epoch']:.1f} |"
+            )
+        return "\n".join(lines) + f"\n\n{self.verdict()}"
+
+
+def plot_degradation(runs: dict[tuple[str, int], RunResult], path: Path, title: str) -> Path:
+    """Training error (left) and test error (right) per epoch; plain dashed, residual solid, one colour per depth."""
+    import matplotlib.pyplot as plt
+
+    from cnnlab.train.plots import _save
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
+    depths = sorted({d for _, d in runs})
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for (kind, depth), run in sorted(runs.items()):
+        epochs = [r["epoch"] for r in run.history]
+        style = "--" if kind == "plain" else "-"
+        colour = colours[depths.index(depth) % len(colours)]
+        for ax, key in zip(axes, ("train_acc", "test_acc")):
+            ax.plot(
+                epochs,
+                [100 * (1 - r[key]) for r in run.history],
+                style,
+                color=colour,
+                label=f"{kind}-{depth}",
+            )
+    for ax, what in zip(axes, ("training", "test")):
+        ax.set(xlabel="epoch", ylabel=f"{what} error (%)", title=f"{what} error")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def degradation(
+    depths: Sequence[int],
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    kinds: Sequence[str] = ("plain", "residual"),
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+) -> DegradationResult:
+    """Train every (kind, depth) net with ``cfg`` into ``<out_dir>/<model>/``; write the figure and table."""
+    if not depths:
+        raise UsageError("give at least one depth, e.g. --depths 20 56")
+    names = {}
+    for kind in kinds:
+        if kind not in KINDS:
+            raise UsageError(f"unknown kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+        for depth in depths:
+            name = KINDS[kind].format(depth=depth)
+            model_info(name)  # an impossible depth fails here, before any training
+            names[(kind, depth)] = name
+    out = ensure_writable_dir(Path(out_dir))
+    if (out / "degradation.json").exists() and not (overwrite or resume):
+        raise UsageError(
+            f"experiment folder {out} already exists; use --overwrite to replace it or --resume to continue it"
+        )
+    runs: dict[tuple[str, int], RunResult] = {}
+    data = None
+    for key, name in sorted(names.items(), key=lambda item: (item[0][1], item[0][0])):
+        run_dir = out / name
+        can_resume = resume and (run_dir / "checkpoints" / "last.json").is_file()
+        if progress:
+            print(f"== {name}", flush=True)
+        trainer = Trainer(
+            dataclasses.replace(cfg, model=name),
+            run_dir,
+            overwrite=overwrite,
+            resume=can_resume,
+            progress=progress,
+            data=data,
+        )
+        data = trainer.data
+        runs[key] = trainer.fit()
+        if runs[key].status != "completed":
+            raise Interrupted(
+                f"stopped during {name}; checkpoint saved. Run the same command with --resume to continue"
+            )
+    result = DegradationResult(runs, out / "degradation.png", out / "degradation.md")
+    plot_degradation(runs, result.figure, f"plain vs residual on {cfg.data}")
+    atomic_write_text(result.table, result.markdown() + "\n")
+    atomic_write_text(
+        out / "degradation.json",
+        json.dumps({"config": cfg.to_dict(), "rows": result.rows(), "verdict": result.verdict()}, indent=2),
+    )
+    return result
