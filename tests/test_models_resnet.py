@@ -282,6 +282,7 @@ def test_full_preactivation_passes_negative_values_through_the_addition() -> Non
     assert torch.allclose(unit(activation="full_preact")(x), x)  # nothing after the addition
     assert (unit(activation="original")(x) >= 0).all()  # ReLU after the addition
     assert (unit(activation="relu_before_add")(x) == x).all()  # branch is ReLU(0) = 0; identity passes
+    assert torch.equal(unit(activation="relu_preact")(x), x)  # the pre-activation ReLU leaves h(x) alone
 
 
 def test_preact_networks_follow_the_appendix() -> None:

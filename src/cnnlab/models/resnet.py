@@ -179,12 +179,18 @@ class ZeroPadShortcut(nn.Module):
         return F.pad(x, (0, 0, 0, 0, 0, self.extra_chs)) if self.extra_chs else x
 
 
-def _norm_act(ops: Sequence[str], chs: int, counters: dict[str, int]) -> list[tuple[str, nn.Module]]:
-    """Named modules for a run of "bn"/"relu" ops; names count up per kind (bn1, relu1, bn2 ...)."""
+def _norm_act(
+    ops: Sequence[str], chs: int, counters: dict[str, int], inplace: bool = True
+) -> list[tuple[str, nn.Module]]:
+    """Named modules for a run of "bn"/"relu" ops; names count up per kind (bn1, relu1, bn2 ...).
+
+    ``inplace=False`` where the input is still needed by the shortcut (a unit's pre-activation).
+    """
     layers = []
     for op in ops:
         counters[op] += 1
-        layers.append((f"{op}{counters[op]}", nn.BatchNorm2d(chs) if op == "bn" else nn.ReLU(inplace=True)))
+        module = nn.BatchNorm2d(chs) if op == "bn" else nn.ReLU(inplace=inplace)
+        layers.append((f"{op}{counters[op]}", module))
     return layers
 
 
@@ -219,7 +225,7 @@ class ResidualUnit(nn.Module):
         out_chs, stride = convs[-1].out_chs, max(c.stride for c in convs)
         counters = {"bn": 0, "relu": 0}
         self.preact = nn.Sequential(
-            OrderedDict(_norm_act(placement.before if preact else (), in_chs, counters))
+            OrderedDict(_norm_act(placement.before if preact else (), in_chs, counters, inplace=False))
         )
         branch: list[tuple[str, nn.Module]] = []
         chs = in_chs
