@@ -158,3 +158,10 @@ def test_console_script_end_to_end(tmp_path: Path) -> None:
     )
     assert bad.returncode == 2 and bad.stderr.startswith("cnnlab: error: --input must be CxHxW")
     assert "Traceback" not in bad.stderr
+
+
+def test_models_lists_traced_macs(capsys) -> None:
+    code, out, _ = run(capsys, "models", "lecture-*", "--format", "json")
+    rows = {r["name"]: r for r in json.loads(out)}
+    # lecture-simple: conv1 5*5*1*10*24*24 + conv2 5*5*10*20*8*8 + fc 320*10
+    assert code == 0 and rows["lecture-simple"]["macs"] == 144_000 + 320_000 + 3_200

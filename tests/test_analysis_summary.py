@@ -241,3 +241,14 @@ def test_wrong_channel_count_names_the_expected_channels() -> None:
 def test_bad_input_sizes(bad) -> None:
     with pytest.raises(UsageError, match="C, H, W"):
         summarize(Branching(), bad)
+
+
+PINNED = [n for n in cnnlab.list_models() if cnnlab.model_info(n).macs is not None]
+
+
+@pytest.mark.parametrize("name", PINNED)
+def test_traced_macs_equal_the_figures_pinned_in_the_registry(name: str) -> None:
+    info = cnnlab.model_info(name)
+    with torch.device("meta"):
+        model = cnnlab.create_model(name)
+    assert summarize(model, info.input_size).totals.macs == info.macs
