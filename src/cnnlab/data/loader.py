@@ -69,6 +69,7 @@ class BatchLoader:
         out_chans: int | None = None,
     ) -> None:
         check_positive("batch_size", batch_size)
+        check_positive("out_chans", out_chans)
         images = split.images if split.images.ndim == 4 else split.images.unsqueeze(1)
         if images.dtype != torch.uint8:
             raise UsageError(f"BatchLoader expects uint8 images, got {images.dtype}")
@@ -97,9 +98,8 @@ class BatchLoader:
 
     @staticmethod
     def _per_channel(what: str, values: Sequence[float], chans: int) -> torch.Tensor:
-        values = tuple(
-            torch.as_tensor(values, dtype=torch.float64).flatten().tolist()
-        )  # scalar, list or tensor
+        """``values`` (a scalar, sequence or tensor) as one float32 per channel; a single value is broadcast."""
+        values = tuple(torch.as_tensor(values, dtype=torch.float64).flatten().tolist())
         if len(values) == 1:
             values = values * chans
         if len(values) != chans:
