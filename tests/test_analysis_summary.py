@@ -252,3 +252,12 @@ def test_traced_macs_equal_the_figures_pinned_in_the_registry(name: str) -> None
     with torch.device("meta"):
         model = cnnlab.create_model(name)
     assert summarize(model, info.input_size).totals.macs == info.macs
+
+
+def test_paper_mode_counts_conv_and_linear_weights_in_units_of_1024() -> None:
+    s = summarize(Grouped(), (4, 20, 20))
+    assert s.row("conv1").paper_params == 3 * 3 * 2 * 16 and s.row("bn1").paper_params == 0
+    assert s.row("bn1").weight_params == 16  # batch norm's scale is a weight, but not a paper weight
+    text = s.render("paper")
+    total = (3 * 3 * 2 * 16 + 3 * 3 * 16 + 16 * 16 + 16 * 3) / 1024
+    assert text.splitlines()[-1].split()[1] == f"{total:.1f}K"

@@ -274,6 +274,7 @@ class Tracer(TorchFunctionMode):
                 activation_bytes=elements * out.element_size(),
                 jump=fld.jump if fld is not None and fld.jump else None,
                 receptive_field=fld.field if fld is not None and fld.field else None,
+                paper_params=weights if kind in ("conv", "linear") else 0,
             )
         )
 

@@ -17,6 +17,8 @@ class LayerRow:
     ``other_ops`` holds normalisation, activation, pooling and element-wise work. ``activation_*`` is the
     output the operation allocates (0 for views and in-place results). ``jump`` and ``receptive_field``
     are per spatial axis (height, width), ``None`` where the operation loses track of the input grid.
+    ``paper_params`` are the weights of convolutions and linear layers only (no biases, no normalisation),
+    as GoogLeNet's Table 1 and the VGG slide count them.
     """
 
     name: str
@@ -33,6 +35,7 @@ class LayerRow:
     activation_bytes: int = 0
     jump: tuple[int, ...] | None = None
     receptive_field: tuple[int, ...] | None = None
+    paper_params: int = 0
 
     @property
     def params(self) -> int:
@@ -107,6 +110,18 @@ def human(value: float, unit: str = "", base: int = 1000) -> str:
     return str(value)
 
 
+SUMMED = (
+    "weight_params",
+    "bias_params",
+    "trainable_params",
+    "frozen_params",
+    "macs",
+    "other_ops",
+    "activation_elements",
+    "activation_bytes",
+    "paper_params",
+)
+
 COLUMNS = (
     ("layer", lambda r: r.name),
     ("type", lambda r: r.type),
@@ -155,9 +170,7 @@ class Summary:
             key = ".".join(r.name.split(".")[:depth])
             if groups and groups[-1].name == key and r.depth > depth:
                 g = groups[-1]
-                for f in ("weight_params", "bias_params", "trainable_params", "frozen_params", "macs"):
-                    setattr(g, f, getattr(g, f) + getattr(r, f))
-                for f in ("other_ops", "activation_elements", "activation_bytes"):
+                for f in SUMMED:
                     setattr(g, f, getattr(g, f) + getattr(r, f))
                 g.output_shape, g.jump, g.receptive_field = r.output_shape, r.jump, r.receptive_field
                 continue
@@ -208,6 +221,24 @@ class Summary:
         out += ["| " + " | ".join(c) + " |" for c in self._cells(depth)]
         return "\n".join(out + [""] + [f"- {t}" for t in self.totals_lines()])
 
+    def to_paper(self, depth: int | None = None) -> str:
+        """Paper units: convolution and linear weights only in K = 1024, MACs in M = 10^6 (GoogLeNet Table 1)."""
+        rows = [r for r in self.at_depth(depth) if r.paper_params or r.macs]
+        width = max([5, *(len(r.name) for r in rows)])
+        out = [
+            self._header()
+            + " - paper units: params = conv/linear weights in K = 1024, ops = MACs in M = 10^6",
+            f"{'layer':<{width}}  {'output':<16}  {'params (K)':>11}  {'ops (M)':>9}",
+        ]
+        for r in rows:
+            shape = _shape(r.output_shape[1:])
+            out.append(
+                f"{r.name:<{width}}  {shape:<16}  {r.paper_params / 1024:>10.1f}K  {r.macs / 1e6:>8.1f}M"
+            )
+        total_w = sum(r.paper_params for r in self.rows)
+        out.append(f"{'total':<{width}}  {'':<16}  {total_w / 1024:>10.1f}K  {self.totals.macs / 1e6:>8.1f}M")
+        return "\n".join(out)
+
     def to_dict(self, depth: int | None = None) -> dict[str, Any]:
         """Plain data: model, input, rows and totals (with ``flops`` and the training estimates)."""
         t = self.totals
@@ -246,7 +277,7 @@ class Summary:
         return buffer.getvalue()
 
     def render(self, fmt: str, depth: int | None = None) -> str:
-        """Render as ``table``, ``markdown``, ``csv`` or ``json``."""
+        """Render as ``table``, ``markdown``, ``csv``, ``json`` or ``paper`` (weights only, K = 1024)."""
         from cnnlab.errors import unknown_choice
 
         renderers = {
@@ -254,6 +285,7 @@ class Summary:
             "markdown": self.to_markdown,
             "csv": self.to_csv,
             "json": self.to_json,
+            "paper": self.to_paper,
         }
         if fmt not in renderers:
             raise unknown_choice("format", fmt, renderers)

@@ -13,7 +13,8 @@ CONVENTIONS = """conventions (docs/analysis.md):
          conv = k_h * k_w * (c_in / groups) * c_out * h_out * w_out, linear = in * out per sample
   FLOPs  always 2 x MACs, labelled as such
   other ops  normalisation, activation, pooling and element-wise work, in their own column, not in MACs
-  params weights and biases apart, trainable and frozen apart; shared weights counted once
+  params weights and biases apart, trainable and frozen apart; shared weights counted once;
+         --format paper: conv/linear weights only, in K = 1024 (GoogLeNet Table 1's units)
   RF     receptive field r and jump j per output: r_out = r_in + d(k-1) j_in, j_out = j_in s; through
          concatenation and addition the largest incoming field wins
   memory activation bytes of each newly allocated output (views and in-place results allocate none);
@@ -116,7 +117,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="registry name (see 'cnnlab models') or path/to/file.py:Name")
     p.add_argument("--input", help="input size CxHxW (default: the model's own)")
     p.add_argument("--depth", type=int, help="group rows to this many name levels (default: every operation)")
-    p.add_argument("--format", default="table", help="table, markdown, csv or json (default: table)")
+    p.add_argument(
+        "--format",
+        default="table",
+        help="table, markdown, csv, json, or paper (conv/linear weights only in K = 1024 and MACs in M, "
+        "as GoogLeNet's Table 1) (default: table)",
+    )
     p.add_argument("--batch", type=int, default=1, help="batch size traced (default 1)")
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
     p.add_argument(
