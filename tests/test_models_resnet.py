@@ -138,6 +138,9 @@ def test_cifar_counts_follow_the_closed_form_and_the_papers_millions() -> None:
     for depth, params in CIFAR_RESNETS.items():
         assert cifar_resnet_params(depth) == params == 97_216 * ((depth - 2) // 6) - 21_926
         assert round(params / 1e6, 2 if depth < 100 else 1) == millions[depth]
+    by_pattern = {(16, 10): 17_116_634, (22, 10): 26_797_914, (28, 12): 52_517_850, (40, 8): 35_748_314}
+    for (depth, k), params in by_pattern.items():
+        assert wide_resnet_params(depth, k) == model_info(f"wrn-{depth}-{k}").num_params == params
     for (depth, k), (params, paper) in WIDE_RESNETS.items():
         assert wide_resnet_params(depth, k) == params
         if paper is not None:
