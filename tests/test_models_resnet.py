@@ -181,6 +181,7 @@ def test_impossible_depths_name_the_rule(name: str, rule: str) -> None:
         ("resnet20-cifar", {"drop_path_mode": "scaled"}, "inverted"),
         ("resnet20-cifar", {"drop_path_rate": 1.0}, "\\[0, 1\\)"),
         ("resnet20-cifar", {"no_such": 1}, "options are"),
+        ("resnet18", {"inner_factor": 2}, "basic blocks"),
         ("resnet20-cifar", {"in_chans": 0}, "in_chans"),
         ("resnet18", {"num_classes": 0}, "num_classes"),
     ],

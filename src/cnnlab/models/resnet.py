@@ -81,6 +81,7 @@ class DropPath(nn.Module):
         self.mode = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The branch ``x`` kept, dropped or scaled per sample (see :func:`drop_path`)."""
         return drop_path(x, self.drop_prob, self.training, self.mode)
 
     def extra_repr(self) -> str:
@@ -174,6 +175,7 @@ class ZeroPadShortcut(nn.Module):
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` subsampled to the branch's map size and zero-padded to its channels."""
         if self.stride > 1:
             x = x[:, :, :: self.stride, :: self.stride]
         return F.pad(x, (0, 0, 0, 0, 0, self.extra_chs)) if self.extra_chs else x
@@ -269,6 +271,7 @@ class ResidualUnit(nn.Module):
         self.in_chs, self.out_chs, self.stride = in_chs, out_chs, stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``post(merge(F(x), h(x)))`` for this unit's variant."""
         activated = self.preact(x)
         if self.shared_preact:
             x = activated
@@ -411,12 +414,14 @@ class ResNet(ClassifierModel):
         return [unit for stage in self.stages() for unit in stage]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Image batch -> last stage's feature map (after the final BN-ReLU of pre-activation nets)."""
         x = self.maxpool(self.conv1(x))
         for stage in self.stages():
             x = stage(x)
         return self.final_act(x)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature map -> logits: global average pool, [dropout], ``fc``."""
         return self.head(x)
 
 
@@ -492,6 +497,10 @@ def resnet(
     check_choice("shortcut type", shortcut, SHORTCUT_TYPES)
     check_choice("stride placement", stride_in, STRIDE_PLACEMENTS)
     kind, stages = imagenet_stages(depth)
+    if kind == "basic" and inner_factor != 1:
+        raise UsageError(
+            f"inner_factor widens bottleneck blocks; ResNet-{depth} has basic blocks (use depth 50+)"
+        )
     return ResNet(
         stages,
         block=kind,
