@@ -260,7 +260,9 @@ def _use_shape_only_meta_batch_norm(model: nn.Module) -> None:
 def _batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     """``bn(x)``, except that a recomputation in training mode leaves the running statistics alone."""
     if _RECOMPUTING.get() and bn.training and not x.is_meta:
-        return F.batch_norm(x, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
+        # momentum 0 keeps the running statistics exactly; passing them keeps the saved tensors the
+        # same as in the forward pass, which non-reentrant checkpointing checks
+        return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, True, 0.0, bn.eps)
     return bn(x)
 
 
