@@ -46,17 +46,17 @@ def test_inception_modules_reproduce_table1_output_sizes() -> None:
         assert getattr(model, f"inception{row}").out_chs == depth
 
 
-def test_module_parameters_follow_table1_params_column() -> None:
-    # Table 1's column is rounded and not exact (4c: its widths give 509,440 weights, the table
-    # says 463K; see docs/models/googlenet.md): every module lands within 11% of it, and all but
-    # 4c within 5%
+def test_module_weights_follow_table1_params_column() -> None:
+    # Table 1 counts weights only, in K = 1024. Five rows match within 1%; 4c, 4d, 5a and 5b print
+    # figures their own branch widths do not give (docs/models/googlenet.md), off by 1.5% to 8%
     model = meta_googlenet()
-    ratios = {
-        row: count_params(getattr(model, f"inception{row}")) / (k * 1000)
-        for row, k in TABLE1_PARAMS_K.items()
-    }
-    assert all(abs(r - 1) < 0.11 for r in ratios.values()), ratios
-    assert [row for row, r in ratios.items() if abs(r - 1) >= 0.05] == ["4c"]
+    ratios = {}
+    for row, thousands in TABLE1_PARAMS_K.items():
+        module = getattr(model, f"inception{row}")
+        weights = sum(p.numel() for name, p in module.named_parameters() if name.endswith("weight"))
+        ratios[row] = weights / (thousands * 1024)
+    assert [row for row, r in ratios.items() if abs(r - 1) < 0.01] == ["3a", "3b", "4a", "4b", "4e"]
+    assert all(abs(r - 1) < 0.08 for r in ratios.values()), ratios
 
 
 def test_branch5x5_kernel_3_removes_exactly_the_5x5_surplus() -> None:
