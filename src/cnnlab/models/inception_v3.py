@@ -20,7 +20,7 @@ Batch norm (eps 0.001, as the reference) follows every convolution, which has no
 
 Auxiliary head (section 4, Figure 8; ``aux_logits=True``): on the last 17x17 module (``mixed_6e``),
 5x5/3 average pool, conv 1x1 (128), conv 5x5 (768, valid: a fully connected layer over the 5x5 grid),
-BN after both ("batch-normalized auxiliary classifier", section 7), then linear to the classes. Its
+BN after both (the "BN-auxiliary" of section 4 and Table 3), then linear to the classes. Its
 loss weight is 0.4: the paper gives none; 0.4 is the reference training code's (TF-slim
 ``train_image_classifier.py``, ``weights=0.4`` on ``AuxLogits``). It needs a 5x5 grid after the
 pooling, so ``img_size`` must be large enough (checked at construction).
