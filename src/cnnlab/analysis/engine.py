@@ -61,6 +61,7 @@ ACTIVATION = {
     "prelu",
 }
 ELEMENTWISE = {"add", "sub", "mul", "div", "radd", "rsub", "rmul", "truediv", "rtruediv", "iadd", "imul"}
+NORM_MODULES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 # Bookkeeping that is not computation: no row.
 IGNORED = {
     "get",
@@ -183,8 +184,19 @@ class Tracer(TorchFunctionMode):
             self.stack.append(_Frame(name, owner, not any(True for _ in owner.children()), id(module)))
 
     def _post_hook(self, module: nn.Module, args: Any, output: Any) -> None:
-        if self.stack and self.stack[-1].key == id(module):
-            self.stack.pop()
+        if not self.stack or self.stack[-1].key != id(module):
+            return
+        frame = self.stack.pop()
+        if frame.leaf and frame.ops and self.rows:
+            # A leaf module that skipped its own computation (e.g. a batch norm returning empty_like on
+            # meta): its parameters and its normalisation work still belong to its (last) row.
+            row = self.rows[-1]
+            missed = [t for t in module.parameters(recurse=False) if id(t) in self.params]
+            counts = self._take_params(missed)
+            for attr, n in zip(("weight_params", "bias_params", "trainable_params", "frozen_params"), counts):
+                setattr(row, attr, getattr(row, attr) + n)
+            if isinstance(frame.module, NORM_MODULES) and row.kind == "shape":
+                row.kind, row.other_ops = "norm", row.other_ops + 2 * math.prod(row.output_shape)
 
     def hooks(self) -> list[Any]:
         """Install the global module hooks (the caller removes the returned handles)."""
@@ -236,10 +248,10 @@ class Tracer(TorchFunctionMode):
         self.used_names[base] = count
         return (base if count == 1 else f"{base}#{count}"), kind
 
-    def _record(self, frame, name, args, kwargs, inputs, out) -> None:
-        row_name, row_type = self._row_name(frame, name)
+    def _take_params(self, tensors: Sequence[torch.Tensor]) -> tuple[int, int, int, int]:
+        """(weights, biases, trainable, frozen) elements of the parameters among ``tensors`` not counted yet."""
         weights = biases = trainable = frozen = 0
-        for t in inputs:
+        for t in tensors:
             if id(t) in self.params and id(t) not in self.seen_params:
                 self.seen_params.add(id(t))
                 pname, requires_grad = self.params[id(t)]
@@ -252,6 +264,11 @@ class Tracer(TorchFunctionMode):
                     trainable += n
                 else:
                     frozen += n
+        return weights, biases, trainable, frozen
+
+    def _record(self, frame, name, args, kwargs, inputs, out) -> None:
+        row_name, row_type = self._row_name(frame, name)
+        weights, biases, trainable, frozen = self._take_params(inputs)
         data = [t for t in inputs if id(t) not in self.params]
         macs, other, kind, fld = self._cost_and_field(name, args, kwargs, data, out)
         allocates = not any(out is t for t in inputs) and out._base is None

@@ -1,0 +1,56 @@
+"""Every registered model through the summary engine, and FlopCounterMode cross-checks on the zoo.
+
+On the meta device: the per-row parameters add up to the model's, every parameter is reached by the
+forward (or by forward_aux for networks with auxiliary heads), MACs are positive and the receptive field
+is tracked to the logits.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from cnnlab.analysis import summarize
+from cnnlab.models import count_params, create_model, list_models, model_info
+from cnnlab.models.layers import meta_call
+
+ALL_MODELS = list_models()
+
+
+def meta_model(name: str, **options) -> torch.nn.Module:
+    with torch.device("meta"):
+        return create_model(name, **options)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_every_model_summarises_consistently(name: str) -> None:
+    info = model_info(name)
+    model = meta_model(name)
+    method = "forward_aux" if info.aux_loss_weights else "forward"
+    s = summarize(model, info.input_size, method=method)
+    assert s.totals.params == count_params(model) == sum(r.params for r in s.rows)
+    assert s.totals.unused_params == 0
+    assert s.totals.macs > 0 and s.rows[-1].output_shape == (1, info.num_classes)
+    assert s.rows[-1].receptive_field is not None, [r.name for r in s.rows if r.receptive_field is None][:3]
+
+
+# a grouped network (AlexNet's two towers), residual additions, asymmetric-kernel branches, dense concatenation
+CROSS_CHECKED = [
+    ("alexnet", {"two_tower": True}),
+    ("resnet50", {}),
+    ("inception-v3", {}),
+    ("densenet-40-12", {}),
+]
+
+
+@pytest.mark.parametrize("name, options", CROSS_CHECKED, ids=[n for n, _ in CROSS_CHECKED])
+def test_macs_agree_with_flop_counter_on_the_zoo(name: str, options: dict) -> None:
+    if name not in ALL_MODELS:
+        pytest.skip(f"{name} is not registered")
+    info = model_info(name)
+    model = meta_model(name, **options).eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        meta_call(model)(torch.empty(1, *info.input_size, device="meta"))
+    assert summarize(model, info.input_size).totals.macs == counter.get_total_flops() // 2
