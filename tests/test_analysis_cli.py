@@ -144,20 +144,16 @@ def test_users_file_without_the_named_module(capsys, user_file: Path) -> None:
     assert got == 2 and "--input CxHxW" in err
 
 
-def test_console_script_end_to_end(tmp_path: Path) -> None:
+def test_console_script_end_to_end() -> None:
     script = Path(sys.executable).with_name("cnnlab")
-    ok = subprocess.run(
-        [str(script), "rf", "conv3s2p1,conv3s2p1"], capture_output=True, text=True, timeout=120
-    )
-    assert ok.returncode == 0 and ok.stdout.splitlines()[-1].split()[-2:] == ["4", "7"]
     bad = subprocess.run(
         [str(script), "summary", "lecture-simple", "--input", "3"],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
     assert bad.returncode == 2 and bad.stderr.startswith("cnnlab: error: --input must be CxHxW")
-    assert "Traceback" not in bad.stderr
+    assert "Traceback" not in bad.stderr and not bad.stdout
 
 
 def test_models_lists_traced_macs(capsys) -> None:

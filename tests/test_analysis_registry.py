@@ -16,6 +16,8 @@ from cnnlab.models import count_params, create_model, list_models, model_info
 from cnnlab.models.layers import meta_call
 
 ALL_MODELS = list_models()
+# resnet1202-cifar is resnet110-cifar's builder at 11x the depth (10 s to trace): covered by the latter
+SUMMARISED = [n for n in ALL_MODELS if n != "resnet1202-cifar"]
 
 
 def meta_model(name: str, **options) -> torch.nn.Module:
@@ -23,7 +25,7 @@ def meta_model(name: str, **options) -> torch.nn.Module:
         return create_model(name, **options)
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", SUMMARISED)
 def test_every_model_summarises_consistently(name: str) -> None:
     info = model_info(name)
     model = meta_model(name)
