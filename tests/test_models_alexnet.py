@@ -106,7 +106,16 @@ def test_adaptive_pool_runs_on_other_sizes_without_rebuilding() -> None:
 # derived by hand backwards from the last pool (docs/models/*.md); ceil-mode pools accept a
 # 2-pixel map under a 3x3 window, hence ZFNet's 47
 @pytest.mark.parametrize(
-    ("name", "smallest"), [("alexnet", 67), ("zfnet", 47), ("overfeat-fast", 71), ("overfeat-accurate", 77)]
+    ("name", "smallest"),
+    [
+        ("alexnet", 67),
+        ("zfnet", 47),
+        ("overfeat-fast", 71),
+        ("overfeat-accurate", 77),
+        ("cnn-f", 39),
+        ("cnn-m", 41),
+        ("cnn-s", 19),  # conv2 (5x5, pad 1) needs 3 = pool1 (3/3) out -> 7 = conv1 (7x7/2) out -> 19
+    ],
 )
 def test_too_small_img_size_names_the_smallest_that_works(name: str, smallest: int) -> None:
     with pytest.raises(UsageError, match=f"smallest input that works is 3x{smallest}x{smallest}"):

@@ -69,6 +69,7 @@ def test_aliases_are_the_paper_configurations() -> None:
 def test_fc6_is_derived_from_img_size_and_adaptive_pool_is_a_named_option() -> None:
     small = meta_model("vgg-a", img_size=64)
     assert small.classifier.fc6.in_features == 512 * 2 * 2
+    assert meta_model("vgg-a", img_size=(32, 96)).classifier.fc6.in_features == 512 * 1 * 3
     with pytest.raises(UsageError, match="img_size=96"):
         check_input_size(small, (3, 96, 96))
     adaptive = meta_model("vgg-a", adaptive_pool=True)
