@@ -261,3 +261,31 @@ def test_paper_mode_counts_conv_and_linear_weights_in_units_of_1024() -> None:
     text = s.render("paper")
     total = (3 * 3 * 2 * 16 + 3 * 3 * 16 + 16 * 16 + 16 * 3) / 1024
     assert text.splitlines()[-1].split()[1] == f"{total:.1f}K"
+
+
+class SlidesNet(nn.Module):
+    """Lecture 10's net as the slide writes it, FC width hard-coded (320 for 28x28, or the slide's wrong 100)."""
+
+    def __init__(self, fc_in: int = 320) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 10, kernel_size=5)
+        self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
+        self.pooling = nn.MaxPool2d(2)
+        self.fc = nn.Linear(fc_in, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch = x.size(0)
+        x = F.relu(self.pooling(self.conv1(x)))
+        x = F.relu(self.pooling(self.conv2(x)))
+        return self.fc(x.view(batch, -1))
+
+
+def test_hard_coded_head_reports_the_band_of_sizes_that_fit() -> None:
+    assert summarize(SlidesNet(), (1, 28, 28)).totals.params == 8_490
+    with pytest.raises(UsageError) as err:
+        summarize(SlidesNet(), (1, 32, 32))
+    assert "layer fc (Linear, linear) received 1x500 but expects 320 input features" in str(err.value)
+    assert "inputs that fit: 1x28x28 to 1x31x31" in str(err.value)
+    # the slide's first attempt, fc 100 -> 10: 20 x h x w is never 100
+    with pytest.raises(UsageError, match="received 1x320 but expects 100 input features; no square input"):
+        summarize(SlidesNet(100), (1, 28, 28))

@@ -156,6 +156,20 @@ class _Frame:
     ops: int = 0
 
 
+class ShapesOnly(TorchFunctionMode):
+    """On meta tensors, normalisation returns an empty tensor of its input's shape instead of running.
+
+    torch's meta batch norm decomposes into dozens of operations; shape searches (smallest input, inputs
+    that fit) run the network many times and need only shapes.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: D105 - torch protocol
+        kwargs = kwargs or {}
+        if op_name(func) in NORM and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
+            return torch.empty_like(args[0])
+        return func(*args, **kwargs)
+
+
 class Tracer(TorchFunctionMode):
     """Records one :class:`LayerRow` per tensor operation run inside the traced model's forward."""
 

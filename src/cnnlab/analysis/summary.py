@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from cnnlab.analysis.engine import Attempt, Tracer
+from cnnlab.analysis.engine import Attempt, ShapesOnly, Tracer
 from cnnlab.analysis.report import Summary, Totals
 from cnnlab.errors import CnnlabError, UsageError
 from cnnlab.models.layers import _BoundCall, pair, smallest_input_size
@@ -70,7 +70,8 @@ def _run(
     else:
         call = lambda: wrapper(x)  # noqa: E731
     if tracer is None:
-        return call()
+        with ShapesOnly(), torch.no_grad():
+            return call()
     handles = tracer.hooks()
     try:
         with tracer, torch.no_grad():
@@ -160,15 +161,31 @@ def _runs(model: nn.Module, shape: tuple[int, ...]) -> bool:
         return False
 
 
-def fitting_sizes(model: nn.Module, in_chans: int, start: int, limit: int, max_tries: int = 600) -> list[int]:
-    """Square sides in ``[start, limit]`` on which ``model`` runs: the first contiguous run found (meta device)."""
-    found: list[int] = []
-    for side in range(max(start, 1), min(limit, start + max_tries) + 1):
-        if _runs(model, (in_chans, side, side)):
-            found.append(side)
-        elif found:
-            break
-    return found
+def fitting_sizes(
+    model: nn.Module, in_chans: int, start: int, limit: int, around: int | None = None, max_run: int = 64
+) -> tuple[int, int, bool] | None:
+    """The first run of square sides in ``[start, limit]`` on which ``model`` runs (meta device).
+
+    Returns ``(first, last, open_ended)``; ``open_ended`` when the run goes on past ``max_run`` sides
+    (networks with global pooling fit every size above their smallest). ``around`` (the size a head
+    was built for) is tried first, and the run grown from it. ``None`` if nothing fits.
+    """
+
+    def fits(side: int) -> bool:
+        return _runs(model, (in_chans, side, side))
+
+    if around is not None and fits(around):
+        first = around
+        while first - 1 >= max(start, 1) and fits(first - 1):
+            first -= 1
+    else:
+        first = next((side for side in range(max(start, 1), limit + 1) if fits(side)), None)
+    if first is None:
+        return None
+    last = max(first, around or first)
+    while last + 1 <= limit and last - first < max_run and fits(last + 1):
+        last += 1
+    return first, last, last - first >= max_run
 
 
 def _expected(attempt: Attempt) -> str | None:
@@ -200,13 +217,16 @@ def explain_failure(
     features = getattr(model, "forward_features", None)
     probe = _BoundCall(model, features) if features is not None else model
     smallest = smallest_input_size(lambda t: _run(probe, t, "meta", "forward", None, t.dtype), c)
+    built_for = getattr(model, "img_size", None)
+    built = pair(built_for) if built_for is not None else (0, 0)
+    limit = max(2 * max(h, w), 2 * max(built), 64)
+    if smallest is None and attempt is not None and attempt.op == "linear":
+        smallest = 1  # a head with a hard-coded width (lecture 10's fc 320 -> 10) fits a band of sizes only
     if smallest is None:
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         return UsageError(f"{name} cannot run on input {c}x{h}x{w}:{where} ({detail})")
-    built_for = getattr(model, "img_size", None)
-    built = pair(built_for) if built_for is not None else (0, 0)
-    fits = fitting_sizes(model, c, smallest, max(2 * max(h, w), smallest + 64, 2 * max(built)))
-    first = fits[0] if fits else smallest  # heads sized from the input can need more than the features
+    found = fitting_sizes(model, c, smallest, max(limit, smallest + 64), around=built[0] or None)
+    first = found[0] if found else smallest  # heads sized from the input can need more than the features
     rebuild = ""
     if built_for is not None:
         rebuild = f" (it was built for {'x'.join(map(str, built))}; build it with img_size={h if h == w else (h, w)})"
@@ -218,10 +238,14 @@ def explain_failure(
             f"input {c}x{h}x{w} is too small for {name}:{where}; the smallest input that works is "
             f"{c}x{first}x{first}" + (rebuild if smallest <= min(h, w) else also)
         )
-    hint = (
-        f"inputs that fit: {c}x{fits[0]}x{fits[0]}"
-        + (f" to {c}x{fits[-1]}x{fits[-1]}" if len(fits) > 1 else "")
-        if fits
-        else "no square input up to twice this size fits"
-    )
+    if found is None:
+        return UsageError(
+            f"{name} cannot run on input {c}x{h}x{w}:{where}; no square input up to {limit} fits"
+        )
+    first, last, open_ended = found
+    hint = f"inputs that fit: {c}x{first}x{first}"
+    if open_ended:
+        hint += " and larger"
+    elif last > first:
+        hint += f" to {c}x{last}x{last}"
     return UsageError(f"{name} cannot run on input {c}x{h}x{w}:{where}; {hint}{rebuild}")

@@ -76,6 +76,8 @@ def _rf(args: argparse.Namespace) -> int:
     from cnnlab.analysis import summarize
     from cnnlab.analysis.loading import load_model, parse_input_size
 
+    if args.depth is not None and args.depth < 1:
+        raise UsageError(f"--depth must be at least 1, got {args.depth}")
     if args.size is not None:
         raise UsageError("--size is for layer lists; give a model its input with --input CxHxW")
     model, default_input = load_model(spec)
