@@ -118,7 +118,8 @@ def test_residual_block_adds_the_scaled_branch_to_its_input() -> None:
     torch.testing.assert_close(block(x), torch.relu(x))
 
 
-@pytest.mark.parametrize("name", ["bn-inception", "inception-v4", "inception-resnet-v2"])
+# each check bisects the input size on the meta device (seconds for the big nets): two suffice
+@pytest.mark.parametrize("name", ["bn-inception", "inception-v4"])
 def test_input_too_small_names_the_smallest_size(name: str) -> None:
     model = meta_model(name).eval()
     with pytest.raises(UsageError, match=r"the smallest input that works is 3x\d+x\d+"):
