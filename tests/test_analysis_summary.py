@@ -289,3 +289,10 @@ def test_hard_coded_head_reports_the_band_of_sizes_that_fit() -> None:
     # the slide's first attempt, fc 100 -> 10: 20 x h x w is never 100
     with pytest.raises(UsageError, match="received 1x320 but expects 100 input features; no square input"):
         summarize(SlidesNet(100), (1, 28, 28))
+
+
+def test_asymmetric_kernels_keep_height_and_width_apart() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 2, (1, 7), padding=(0, 3)), nn.Conv2d(2, 2, (3, 1), stride=(2, 1)))
+    s = summarize(model, (1, 16, 16))
+    assert s.row("0").receptive_field == (1, 7) and s.row("1").receptive_field == (3, 7)
+    assert s.row("1").jump == (2, 1) and "3x7" in s.to_table()

@@ -95,7 +95,8 @@ def _shape(shape: tuple[int, ...] | None) -> str:
     return "x".join(map(str, shape)) if shape else "-"
 
 
-def _axes(value: tuple[int, ...] | None) -> str:
+def per_axis(value: tuple[int, ...] | None) -> str:
+    """``(7, 7) -> '7'``, ``(7, 11) -> '7x11'`` (height x width), ``None -> '-'``."""
     if not value:
         return "-"
     return str(value[0]) if len(set(value)) == 1 else "x".join(map(str, value))
@@ -133,8 +134,8 @@ COLUMNS = (
     ("other ops", lambda r: f"{r.other_ops:,}"),
     ("act. elems", lambda r: f"{r.activation_elements:,}"),
     ("act. bytes", lambda r: human(r.activation_bytes, "B", 1024)),
-    ("jump", lambda r: _axes(r.jump)),
-    ("RF", lambda r: _axes(r.receptive_field)),
+    ("jump", lambda r: per_axis(r.jump)),
+    ("RF", lambda r: per_axis(r.receptive_field)),
 )
 
 

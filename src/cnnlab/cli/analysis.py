@@ -75,6 +75,7 @@ def _rf(args: argparse.Namespace) -> int:
         return 0
     from cnnlab.analysis import summarize
     from cnnlab.analysis.loading import load_model, parse_input_size
+    from cnnlab.analysis.report import per_axis
 
     if args.depth is not None and args.depth < 1:
         raise UsageError(f"--depth must be at least 1, got {args.depth}")
@@ -91,8 +92,7 @@ def _rf(args: argparse.Namespace) -> int:
         if row.kind in ("activation", "norm", "elementwise", "shape") and args.depth is None:
             continue  # these keep the grid: only layers that change it (or end it) are listed
         out = "x".join(map(str, row.output_shape[1:]))
-        jump = "x".join(map(str, sorted(set(row.jump)))) if row.jump else "-"
-        field = "x".join(map(str, sorted(set(row.receptive_field)))) if row.receptive_field else "-"
+        jump, field = per_axis(row.jump), per_axis(row.receptive_field)
         print(f"{row.name:<40} {row.type:<18} {out:>18} {jump:>7} {field:>7}")
     return 0
 
