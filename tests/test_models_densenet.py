@@ -20,6 +20,15 @@ from cnnlab.models.densenet import (
 from cnnlab.models.layers import check_input_size, meta_call, smallest_input_size
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: OpenMP barriers, not arithmetic, dominate with 2 threads on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def meta_model(name: str, **options) -> DenseNet:
     with torch.device("meta"):
         return create_model(name, **options)
