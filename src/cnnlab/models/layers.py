@@ -198,8 +198,10 @@ def feature_shape(
     h, w = pair(img_size)
     fn = meta_call(module) if isinstance(module, nn.Module) else module
     try:
-        return _meta_output_shape(fn, (1, in_chans, h, w))[1:]
-    except RuntimeError as err:
+        return _meta_output_shape(fn, (2, in_chans, h, w))[
+            1:
+        ]  # 2 images: batch norm in training mode needs >1
+    except (RuntimeError, ValueError) as err:
         smallest = smallest_input_size(fn, in_chans)
         if smallest is None or smallest <= min(h, w):
             raise
@@ -220,9 +222,9 @@ def smallest_input_size(
 
     def works(size: int) -> bool:
         try:
-            _meta_output_shape(fn, (1, in_chans, size, size))
+            _meta_output_shape(fn, (2, in_chans, size, size))
             return True
-        except RuntimeError:
+        except (RuntimeError, ValueError):
             return False
 
     if not works(limit):
@@ -245,12 +247,13 @@ def check_input_size(model: nn.Module, input_shape: Sequence[int]) -> torch.Size
     """
     shape = tuple(input_shape)
     if len(shape) == 3:
-        shape = (1, *shape)
+        shape = (2, *shape)
     if len(shape) != 4:
         raise UsageError(f"input shape must be CxHxW, got {'x'.join(map(str, input_shape))}")
     try:
-        return _meta_output_shape(meta_call(model), shape)
-    except RuntimeError as err:
+        out = _meta_output_shape(meta_call(model), shape)
+        return torch.Size((1, *out[1:])) if len(input_shape) == 3 else out
+    except (RuntimeError, ValueError) as err:
         name = getattr(model, "model_name", type(model).__name__)
         built_for = getattr(model, "img_size", None)
         c, h, w = shape[1:]
