@@ -8,6 +8,8 @@ Heavy models run at their smallest valid input.
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -27,15 +29,20 @@ def test_param_count_matches_pinned_figure(name: str) -> None:
     assert count_params(model) == info.num_params
 
 
+@functools.cache
+def smallest_side(name: str) -> int:
+    """Smallest square input the features of ``name`` accept (one channel; the meta device, no arithmetic)."""
+    with torch.device("meta"):
+        probe = create_model(name, in_chans=1)
+    size = smallest_input_size(meta_call(probe, probe.forward_features), 1)
+    assert size is not None
+    return size
+
+
 def smallest_model(name: str, **kwargs) -> tuple[torch.nn.Module, int]:
     """The model built for its smallest valid square input, and that size."""
-    info = model_info(name)
-    with torch.device("meta"):
-        probe = create_model(name, **kwargs)
-    in_chans = kwargs.get("in_chans", info.in_chans)
-    size = smallest_input_size(meta_call(probe, probe.forward_features), in_chans)
-    assert size is not None
-    options = {"img_size": size} if "img_size" in info.options() else {}
+    size = smallest_side(name)
+    options = {"img_size": size} if "img_size" in model_info(name).options() else {}
     return create_model(name, **kwargs, **options), size
 
 
