@@ -35,7 +35,7 @@ import contextvars
 import math
 import re
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -413,7 +413,7 @@ def init_weights(model: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-def _imagenet_builder(name: str, base: DenseNetConfig):
+def _imagenet_builder(name: str, base: DenseNetConfig) -> Callable[..., DenseNet]:
     """Builder of the Table 1 network ``name``; its options are the paper's named hyper-parameters."""
 
     def build(
