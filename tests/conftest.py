@@ -6,8 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from cnnlab.data.synthetic import write_synthetic_dataset
+
+# Tests run as 2 pytest-xdist workers on 2 cores: one torch thread each avoids oversubscription, which
+# slows small operations down many times over.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True, scope="session")
