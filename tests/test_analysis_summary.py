@@ -296,3 +296,14 @@ def test_asymmetric_kernels_keep_height_and_width_apart() -> None:
     s = summarize(model, (1, 16, 16))
     assert s.row("0").receptive_field == (1, 7) and s.row("1").receptive_field == (3, 7)
     assert s.row("1").jump == (2, 1) and "3x7" in s.to_table()
+
+
+def test_cpu_tracing_needs_real_weights_of_the_traced_dtype() -> None:
+    with torch.device("meta"):
+        meta = cnnlab.create_model("lecture-simple")
+    with pytest.raises(UsageError, match="device='meta'"):
+        summarize(meta, (1, 28, 28), device="cpu")
+    with pytest.raises(UsageError, match="float32"):
+        summarize(cnnlab.create_model("lecture-simple"), (1, 28, 28), device="cpu", dtype=torch.float16)
+    with pytest.raises(UsageError, match="unknown device 'gpu'"):
+        summarize(meta, (1, 28, 28), device="gpu")

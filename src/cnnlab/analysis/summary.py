@@ -107,6 +107,14 @@ def summarize(
     if not hasattr(model, method):
         raise UsageError(f"{_model_label(model)} has no method {method!r} to trace")
     shape = _input_shape(input_size, batch_size)
+    if device == "cpu":
+        own = next((t for t in model.parameters() if t.is_floating_point()), None)
+        if own is not None and own.is_meta:
+            raise UsageError("this model's weights are on the meta device: trace it with device='meta'")
+        if own is not None and own.dtype != dtype:
+            raise UsageError(
+                f"the model's weights are {own.dtype}; on cpu trace with that dtype (or on meta)"
+            )
     x = torch.zeros(shape, dtype=dtype, device=device)
     tracer = Tracer(model, {})
     tracer.start(x)
