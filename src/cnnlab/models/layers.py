@@ -15,7 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from cnnlab.errors import UsageError
 
@@ -151,10 +153,32 @@ class ClassifierModel(nn.Module):
         return self.forward(x), []
 
 
+class _ShapeOnlyBatchNorm(TorchFunctionMode):
+    """On meta tensors, batch norm only passes the shape through.
+
+    PyTorch runs meta batch norm through a Python decomposition (about 25 ms a call), which made
+    shape probes of deep nets cost seconds; the result's shape is the input's, and the one error
+    batch norm can raise about sizes (one value per channel in training) is kept.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.batch_norm and args and args[0].device.type == "meta":
+            x = args[0]
+            training = kwargs.get("training", args[5] if len(args) > 5 else False)
+            if training and x.numel() // x.shape[1] == 1:
+                raise ValueError(
+                    f"Expected more than 1 value per channel when training, got input size {list(x.shape)}"
+                )
+            return torch.empty_like(x)
+        return func(*args, **kwargs)
+
+
 def _meta_output_shape(fn: Callable[[torch.Tensor], torch.Tensor], input_shape: Sequence[int]) -> torch.Size:
     with torch.device("meta"):
         x = torch.empty(*input_shape)
-    return fn(x).shape
+    with _ShapeOnlyBatchNorm():
+        return fn(x).shape
 
 
 class _BoundCall(nn.Module):
@@ -227,9 +251,12 @@ def smallest_input_size(
         except (RuntimeError, ValueError):
             return False
 
-    if not works(limit):
-        return None
-    lo, hi = 0, limit  # invariant: lo fails (or is 0), hi works
+    hi = 1
+    while not works(hi):  # exponential search from below: most nets fit small inputs, so few probes
+        if hi >= limit:
+            return None
+        hi = min(2 * hi, limit)
+    lo = hi // 2  # invariant: lo fails (or is 0), hi works
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if works(mid):
