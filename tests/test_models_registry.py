@@ -96,3 +96,18 @@ def test_duplicate_registration_is_refused() -> None:
 
     with pytest.raises(ValueError, match="already registered"):
         register_model("lecture-simple", family="x", paper="x", input_size=(1, 28, 28))(lambda **kw: None)
+
+
+def test_models_doc_lists_every_model_and_is_current() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("gen_models_doc", root / "scripts" / "gen_models_doc.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert (root / "docs" / "models.md").read_text() == module.render(), "run scripts/gen_models_doc.py"
+    for name in ALL_MODELS:
+        assert module.family_doc(model_info(name).builder.__module__), (
+            f"{name}'s family has no docs/models/*.md"
+        )

@@ -115,7 +115,7 @@ def _register_lecture(name: str, num_params: int, description: str):
         input_size=(1, 28, 28),
         num_classes=10,
         num_params=num_params,
-        params_source="lecture slides (fc 320/1408/512 -> 10 at 1x28x28), counted by hand in docs/models.md",
+        params_source="lecture slides; counted by hand in docs/models/lecture.md",
         description=description,
     )
 
