@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # The CPU wheel of torch that lies on this disk; an unpinned torch would pull a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
-DEMO_EPOCHS ?= 6
+DEMO_EPOCHS ?= 10
 DEMO_RUNS ?= runs/demo
 
 .PHONY: setup demo test bench lint data clean
