@@ -272,3 +272,15 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path: Path, tiny_data
     done = subprocess.run([*argv[:-5], "--epochs", "2", "--batch-size", "64", "--resume", "--quiet"], env=env,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+def test_googlenet_trains_with_its_auxiliary_heads(tmp_path: Path, tiny) -> None:
+    cfg = recipe(model="googlenet", epochs=1, batch_size=8, eval_batch_size=100, pad_to=32, max_steps_per_epoch=2,
+                 model_options={"aux_logits": True})  # fmt: skip
+    trainer = Trainer(cfg, tmp_path / "run", data=tiny, progress=False)
+    assert trainer.aux_weights == (0.3, 0.3)
+    seen = []
+    forward_aux = trainer.model.forward_aux
+    trainer.model.forward_aux = lambda x: seen.append(len(x)) or forward_aux(x)
+    assert trainer.fit().status == "completed"
+    assert seen == [8, 8]  # both training steps went through the auxiliary heads; evaluation did not
