@@ -275,7 +275,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path: Path, tiny_data
 
 
 def test_googlenet_trains_with_its_auxiliary_heads(tmp_path: Path, tiny) -> None:
-    cfg = recipe(model="googlenet", epochs=1, batch_size=8, eval_batch_size=100, pad_to=32, max_steps_per_epoch=2,
+    cfg = recipe(model="googlenet", epochs=1, batch_size=8, eval_batch_size=100, pad_to=80, max_steps_per_epoch=2,
                  model_options={"aux_logits": True})  # fmt: skip
     trainer = Trainer(cfg, tmp_path / "run", data=tiny, progress=False)
     assert trainer.aux_weights == (0.3, 0.3)
