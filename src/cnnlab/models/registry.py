@@ -93,43 +93,19 @@ def make_model_info(
     )
 
 
-def register_model(
-    name: str,
-    *,
-    family: str,
-    paper: str,
-    input_size: tuple[int, int, int],
-    num_classes: int = 1000,
-    num_params: int | None = None,
-    params_source: str = "",
-    macs: int | None = None,
-    aux_loss_weights: tuple[float, ...] = (),
-    description: str = "",
-    **default_options: Any,
-) -> Callable[[Builder], Builder]:
+def register_model(name: str, **meta: Any) -> Callable[[Builder], Builder]:
     """Decorator registering ``builder`` under ``name``; a name can be registered only once.
 
-    Extra keyword arguments become default options passed to the builder, so one builder
-    can serve several names (``vgg16`` and ``vgg16-bn`` differ by ``batch_norm=True``).
+    ``meta`` are :func:`make_model_info`'s keywords (``family``, ``paper``, ``input_size``,
+    ``num_params``, ``params_source`` ...); any other keyword becomes a default option passed to
+    the builder, so one builder can serve several names (``vgg16`` and ``vgg16-bn`` differ by
+    ``batch_norm=True``).
     """
 
     def decorator(builder: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"model name {name!r} is already registered")
-        _REGISTRY[name] = make_model_info(
-            name,
-            builder,
-            family=family,
-            paper=paper,
-            input_size=input_size,
-            num_classes=num_classes,
-            num_params=num_params,
-            params_source=params_source,
-            macs=macs,
-            aux_loss_weights=aux_loss_weights,
-            description=description,
-            **default_options,
-        )
+        _REGISTRY[name] = make_model_info(name, builder, **meta)
         return builder
 
     return decorator
