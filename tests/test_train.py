@@ -284,3 +284,14 @@ def test_googlenet_trains_with_its_auxiliary_heads(tmp_path: Path, tiny) -> None
     trainer.model.forward_aux = lambda x: seen.append(len(x)) or forward_aux(x)
     assert trainer.fit().status == "completed"
     assert seen == [8, 8]  # both training steps went through the auxiliary heads; evaluation did not
+
+
+def test_a_failed_overwrite_leaves_the_old_run_and_no_half_made_folder(tmp_path: Path, tiny) -> None:
+    train(recipe(epochs=1), tmp_path / "run", data=tiny, progress=False)
+    before = (tmp_path / "run" / "metrics.csv").read_text()
+    with pytest.raises(UsageError, match="too small for .*--pad-to"):
+        train(recipe(epochs=1, model="vgg16"), tmp_path / "run", data=tiny, progress=False, overwrite=True)
+    assert (tmp_path / "run" / "metrics.csv").read_text() == before
+    with pytest.raises(UsageError, match="too small"):
+        train(recipe(epochs=1, model="vgg16"), tmp_path / "fresh", data=tiny, progress=False)
+    assert not (tmp_path / "fresh").exists()  # a run that could not start leaves nothing behind

@@ -115,20 +115,35 @@ def evaluate(
 # ------------------------------------------------------------------------------------ run folder
 
 
-def prepare_run_dir(run_dir: Path, *, overwrite: bool = False, resume: bool = False) -> Path:
-    """Create ``run_dir``, refusing to clobber an existing run unless ``overwrite`` (or ``resume``)."""
+def holds_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a cnnlab run (a config, metrics or any checkpoint file)."""
     run_dir = Path(run_dir)
-    existing = run_dir.exists() and any(run_dir.iterdir()) if run_dir.is_dir() else run_dir.exists()
+    return (
+        (run_dir / "config.json").exists()
+        or (run_dir / "metrics.csv").exists()
+        or any((run_dir / "checkpoints").glob("*"))
+    )
+
+
+def check_run_dir(run_dir: Path, *, overwrite: bool = False, resume: bool = False) -> None:
+    """Refuse, before any work, a run directory that cannot be used; changes nothing on disk."""
+    run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"run directory {run_dir} exists and is not a directory")
     if resume:
         if not (run_dir / "checkpoints" / "last.json").is_file():
             raise CheckpointError(f"nothing to resume in {run_dir}: no checkpoints/last.json there")
-    elif existing:
-        if not overwrite:
-            raise UsageError(
-                f"run directory {run_dir} already exists; use --overwrite to replace it or --resume to continue it"
-            )
+    elif holds_run(run_dir) and not overwrite:
+        raise UsageError(
+            f"run directory {run_dir} already exists; use --overwrite to replace it or --resume to continue it"
+        )
+
+
+def prepare_run_dir(run_dir: Path, *, overwrite: bool = False, resume: bool = False) -> Path:
+    """Create ``run_dir`` after :func:`check_run_dir`; with ``overwrite``, remove the old run's own files only."""
+    run_dir = Path(run_dir)
+    check_run_dir(run_dir, overwrite=overwrite, resume=resume)
+    if not resume and overwrite and holds_run(run_dir):
         for name in RUN_FILES:  # only cnnlab's own files: anything else the user put there stays
             target = run_dir / name
             if target.is_dir():
@@ -196,8 +211,15 @@ def build_model_for_data(cfg: TrainConfig, num_classes: int, input_shape: tuple[
     c, h, w = input_shape
     if "img_size" in info.options() and "img_size" not in options and (h, w) != info.input_size[1:]:
         options["img_size"] = h if h == w else (h, w)
-    model = create_model(cfg.model, num_classes=num_classes, in_chans=c, drop_rate=cfg.drop_rate, **options)
-    check_input_size(model, input_shape)
+    try:
+        model = create_model(
+            cfg.model, num_classes=num_classes, in_chans=c, drop_rate=cfg.drop_rate, **options
+        )
+        check_input_size(model, input_shape)
+    except UsageError as err:
+        if "too small" in str(err) and cfg.pad_to is None:
+            raise UsageError(f"{err}; zero-pad the images with --pad-to (pad_to=) that size") from None
+        raise
     return model
 
 
@@ -227,7 +249,7 @@ class Trainer:
         self.cfg = cfg.validate()
         self.progress = progress
         self.on_epoch = on_epoch
-        prepare_run_dir(self.run_dir, overwrite=overwrite, resume=resume)
+        check_run_dir(self.run_dir, overwrite=overwrite, resume=resume)  # fail fast; nothing replaced yet
         configure_cpu(cfg.threads)
         self.device = select_device(cfg.device)
         self.amp = cfg.amp if cfg.amp is not None else self.device.type == "cuda"
@@ -284,6 +306,8 @@ class Trainer:
         self.start_epoch, self.skip_steps, self.partial = 0, 0, None
         self.best_accuracy = -1.0
         self.stop_requested = False
+        # Only now that data, model and optimiser are valid is an old run replaced (or the folder made).
+        prepare_run_dir(self.run_dir, overwrite=overwrite, resume=resume)
         if resume:
             self._restore()
         else:
