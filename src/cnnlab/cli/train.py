@@ -61,6 +61,13 @@ RECIPE = (
     ("--seed", "seed", int, "random seed: same seed, same metrics on the CPU"),
     ("--device", "device", str, "auto (CUDA when present), cpu, cuda, cuda:N"),
     ("--threads", "threads", int, "CPU threads (default: torch's choice)"),
+    (
+        "--cpu-shards",
+        "cpu_shards",
+        int,
+        "split each CPU batch into this many shards, one per core (default: one per core for models "
+        "without batch norm or dropout; 1 turns it off)",
+    ),
     ("--max-steps-per-epoch", "max_steps_per_epoch", int, "cut epochs short (smoke tests, benchmarks)"),
 )
 

@@ -59,6 +59,7 @@ class TrainConfig:
     device: str = "auto"
     channels_last: bool | None = None  # None: on where it is faster (CUDA, and CPU for conv nets)
     threads: int | None = None
+    cpu_shards: int | None = None  # None: one batch shard per core where exact (see cnnlab.train.shards)
     compile: bool = False
     amp: bool | None = None  # None: bf16 autocast on CUDA only
     max_steps_per_epoch: int | None = None  # for smoke runs and benchmarks
@@ -105,6 +106,12 @@ class TrainConfig:
             )
         if self.threads is not None:
             _whole("threads", self.threads, 1)
+        if self.cpu_shards is not None:
+            _whole("cpu_shards", self.cpu_shards, 1)
+            if self.cpu_shards > self.batch_size:
+                raise UsageError(
+                    f"cpu_shards ({self.cpu_shards}) cannot exceed the batch size ({self.batch_size})"
+                )
         if self.max_steps_per_epoch is not None:
             _whole("max_steps_per_epoch", self.max_steps_per_epoch, 1)
         if self.train_subset is not None:

@@ -36,6 +36,7 @@ from cnnlab.train.checkpoint import atomic_write_text, load_checkpoint, save_che
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.optim import LRSchedule, build_optimizer
 from cnnlab.train.plots import plot_curves
+from cnnlab.train.shards import CoreShards, auto_shards, core_shards, shard_blocker
 
 RUN_FILES = ("config.json", "metrics.csv", "curves.png", "confusion.png", "checkpoints")
 METRIC_FIELDS = (
@@ -94,15 +95,30 @@ class EvalResult:
 
 @torch.inference_mode()
 def evaluate(
-    model: nn.Module, loader, num_classes: int, device: torch.device, amp: bool = False
+    model: nn.Module,
+    loader,
+    num_classes: int,
+    device: torch.device,
+    amp: bool = False,
+    shards: CoreShards | None = None,
 ) -> EvalResult:
-    """Mean cross-entropy, accuracy and confusion matrix of ``model`` over ``loader``."""
+    """Mean cross-entropy, accuracy and confusion matrix of ``model`` over ``loader``.
+
+    With ``shards``, each batch is split across its workers (see :mod:`cnnlab.train.shards`).
+    """
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), autocast(device, amp):  # both are per thread
+            return model(x)
+
     for x, y in loader:
-        with autocast(device, amp):
-            logits = model(x)
+        if shards is not None and len(x) >= shards.workers:
+            logits = torch.cat(shards.map(forward, [(part,) for part in x.tensor_split(shards.workers)]))
+        else:
+            logits = forward(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         confusion += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes**2)
     confusion = confusion.view(num_classes, num_classes).cpu()
@@ -302,6 +318,8 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg)
         self.schedule = LRSchedule(self.optimizer, cfg, self.steps_per_epoch)
         self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.shards = self._shards()
         self.history: list[dict[str, Any]] = []
         self.start_epoch, self.skip_steps, self.partial = 0, 0, None
         self.best_accuracy = -1.0
@@ -312,6 +330,28 @@ class Trainer:
             self._restore()
         else:
             atomic_write_text(self.run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
+
+    def _shards(self) -> CoreShards | None:
+        """The CPU batch shards to train with (None: plain operation-level threading)."""
+        cfg = self.cfg
+        if cfg.cpu_shards is None:
+            if cfg.compile:
+                return None
+            count = auto_shards(self.model, self.device, cfg.batch_size)
+        else:
+            count = cfg.cpu_shards
+            blocker = shard_blocker(self.model)
+            if count > 1 and self.device.type != "cpu":
+                raise UsageError(f"cpu_shards applies to CPU training, not {self.device}; leave it unset")
+            if count > 1 and blocker:
+                raise UsageError(
+                    f"{cfg.model} cannot be trained in CPU shards: {blocker}; leave cpu_shards unset"
+                )
+            if count > 1 and cfg.compile:
+                raise UsageError("cpu_shards and compile do not combine; choose one")
+        if count < 2:
+            return None
+        return core_shards(count, max(1, torch.get_num_threads() // count))
 
     # -- checkpoints --------------------------------------------------------------------------
 
@@ -386,6 +426,34 @@ class Trainer:
                 )
         return loss, logits
 
+    def _gradients(self, x: torch.Tensor, y: torch.Tensor, batch: int) -> tuple[float, int, list]:
+        """Loss (as this slice's share of the batch mean), correct count and parameter gradients."""
+        loss, logits = self._loss(x, y)
+        loss = loss * (len(y) / batch)
+        grads = torch.autograd.grad(loss, self.params, allow_unused=True)
+        return loss.item(), int((logits.argmax(1) == y).sum()), list(grads)
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, meanwhile: Callable[[], Any]) -> tuple[float, int, Any]:
+        """Put the batch's gradients in ``.grad``; return its mean loss, correct count and ``meanwhile()``.
+
+        With shards, ``meanwhile`` (fetching the next batch) runs while the workers compute.
+        """
+        if self.shards is None:
+            loss_value, correct, grads = self._gradients(x, y, len(y))
+            upcoming = meanwhile()
+        else:
+            pieces = zip(x.tensor_split(self.shards.workers), y.tensor_split(self.shards.workers))
+            futures = self.shards.submit(self._gradients, [(xs, ys, len(y)) for xs, ys in pieces])
+            upcoming = meanwhile()
+            parts = [future.result() for future in futures]
+            loss_value, correct = sum(p[0] for p in parts), sum(p[1] for p in parts)
+            grads = parts[0][2]
+            for part in parts[1:]:  # a fixed order, so the sum is the same on every run
+                grads = [g if h is None else (h if g is None else g.add_(h)) for g, h in zip(grads, part[2])]
+        for param, grad in zip(self.params, grads):
+            param.grad = grad
+        return loss_value, correct, upcoming
+
     def _batches(self, epoch: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
         self.train_loader.set_epoch(epoch)
         for step, (x, y) in enumerate(self.train_loader):
@@ -412,11 +480,26 @@ class Trainer:
             dynamic_ncols=True,
         )
         start = time.perf_counter()
-        for step, x, y in self._batches(epoch):
+        with self.shards.coordinating() if self.shards else contextlib.nullcontext():
+            self._train_steps(epoch, skip, totals, bar, start)
+        bar.close()
+        seconds = totals["seconds"] + time.perf_counter() - start
+        return {
+            "train_loss": totals["loss"] / max(totals["seen"], 1),
+            "train_acc": totals["correct"] / max(totals["seen"], 1),
+            "epoch_seconds": seconds,
+            "train_images_per_s": totals["seen"] / max(seconds, 1e-9),
+        }
+
+    def _train_steps(self, epoch: int, skip: int, totals: dict[str, Any], bar: Any, start: float) -> None:
+        batches = self._batches(epoch)
+        upcoming = next(batches, None)
+        while upcoming is not None:
+            step, x, y = upcoming
             if step < skip:  # resuming mid-epoch: same order, these were already trained
+                upcoming = next(batches, None)
                 continue
-            loss, logits = self._loss(x, y)
-            loss_value = loss.item()
+            loss_value, correct, upcoming = self._step(x, y, lambda: next(batches, None))
             if not math.isfinite(loss_value):
                 bar.close()
                 raise TrainingDiverged(
@@ -424,14 +507,12 @@ class Trainer:
                     f"is kept in {self.run_dir / 'checkpoints'}. Lower the learning rate (now {self.schedule.lr:.3g}) "
                     "or set --grad-clip"
                 )
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
             if self.cfg.grad_clip:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+                nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
             self.optimizer.step()
             self.schedule.step_batch()
             totals["loss"] += loss_value * len(y)
-            totals["correct"] += int((logits.argmax(1) == y).sum())
+            totals["correct"] += correct
             totals["seen"] += len(y)
             bar.update(1)
             if step % 10 == 0 or step + 1 == self.steps_per_epoch:
@@ -446,16 +527,13 @@ class Trainer:
                 bar.close()
                 self.save("last", epoch, step_in_epoch=step + 1, partial=totals)
                 raise _Stopped
-        bar.close()
-        seconds = totals["seconds"] + time.perf_counter() - start
-        return {
-            "train_loss": totals["loss"] / max(totals["seen"], 1),
-            "train_acc": totals["correct"] / max(totals["seen"], 1),
-            "epoch_seconds": seconds,
-            "train_images_per_s": totals["seen"] / max(seconds, 1e-9),
-        }
 
     # -- the run --------------------------------------------------------------------------------
+
+    def evaluate(self, loader: Any) -> EvalResult:
+        """:func:`evaluate` the model on ``loader`` with this run's device, precision and shards."""
+        with self.shards.coordinating() if self.shards else contextlib.nullcontext():
+            return evaluate(self.model, loader, len(self.classes), self.device, self.amp, self.shards)
 
     def request_stop(self) -> None:
         """Ask the run to stop after the current batch, saving a checkpoint (what Ctrl-C does)."""
@@ -491,9 +569,11 @@ class Trainer:
                 except _Stopped:
                     return self._result("interrupted")
                 if self.val_loader is not None:
-                    val = evaluate(self.model, self.val_loader, num_classes, self.device, self.amp)
+                    val = self.evaluate(
+                        self.model, self.val_loader, num_classes, self.device, self.amp, self.shards
+                    )
                     row.update(val_loss=val.loss, val_acc=val.accuracy)
-                test = evaluate(self.model, self.test_loader, num_classes, self.device, self.amp)
+                test = self.evaluate(self.test_loader)
                 row.update(test_loss=test.loss, test_acc=test.accuracy)
                 self.schedule.step_epoch(row.get("val_loss", test.loss))
                 self.history.append(row)

@@ -32,13 +32,23 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD (momentum, optionally Nesterov) or AdamW over :func:`param_groups`."""
+    """SGD (momentum, optionally Nesterov) or AdamW over :func:`param_groups`.
+
+    The multi-tensor (``foreach``) implementation, which torch picks by default on CUDA only: on
+    CPU it takes the lecture-inception step from 0.8 ms to 0.5 ms. (The fused kernel is faster
+    still, 0.14 ms, but with torch 2.13 a run resumed from a checkpoint then no longer matches the
+    uninterrupted run, which tests/test_train.py checks.)
+    """
     groups = param_groups(model, cfg.weight_decay)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(
-            groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0
-        )
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+        options = dict(lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+        kind: type[torch.optim.Optimizer] = torch.optim.SGD
+    else:
+        options, kind = dict(lr=cfg.lr, betas=cfg.betas), torch.optim.AdamW
+    try:
+        return kind(groups, foreach=True, **options)
+    except (RuntimeError, TypeError, ValueError):  # not available for this torch, device or dtype
+        return kind(groups, **options)
 
 
 class LRSchedule:
