@@ -56,6 +56,14 @@ def test_a_sharded_step_gives_the_gradients_of_the_whole_batch(tmp_path: Path, t
         assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-6), name
 
 
+def test_a_batch_smaller_than_the_shard_count_trains_whole(tmp_path: Path, tiny) -> None:
+    trainer = Trainer(recipe(cpu_shards=2), tmp_path / "r", data=tiny, progress=False)
+    x, y = next(iter(trainer.train_loader))
+    loss, correct, _ = trainer._step(x[:1], y[:1], lambda: None)
+    assert torch.isfinite(torch.tensor(loss)) and correct in (0, 1)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in trainer.params)
+
+
 def _metrics(history: list[dict]) -> list[dict]:
     return [
         {k: v for k, v in row.items() if k not in ("epoch_seconds", "train_images_per_s")} for row in history

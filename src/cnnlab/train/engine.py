@@ -438,7 +438,7 @@ class Trainer:
 
         With shards, ``meanwhile`` (fetching the next batch) runs while the workers compute.
         """
-        if self.shards is None:
+        if self.shards is None or len(y) < self.shards.workers:  # a last batch too small to split
             loss_value, correct, grads = self._gradients(x, y, len(y))
             upcoming = meanwhile()
         else:
