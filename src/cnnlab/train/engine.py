@@ -335,15 +335,13 @@ class Trainer:
         """The CPU batch shards to train with (None: plain operation-level threading)."""
         cfg = self.cfg
         if cfg.cpu_shards is None:
-            if cfg.compile:
-                return None
-            count = auto_shards(self.model, self.device, cfg.batch_size)
+            count = 1 if cfg.compile else auto_shards(self.model, self.device, cfg.batch_size)
         else:
             count = cfg.cpu_shards
-            blocker = shard_blocker(self.model)
+            blocker = shard_blocker(self.model) if count > 1 else None
             if count > 1 and self.device.type != "cpu":
                 raise UsageError(f"cpu_shards applies to CPU training, not {self.device}; leave it unset")
-            if count > 1 and blocker:
+            if blocker:
                 raise UsageError(
                     f"{cfg.model} cannot be trained in CPU shards: {blocker}; leave cpu_shards unset"
                 )
