@@ -43,17 +43,23 @@ def test_workers_run_calls_in_order_each_on_its_own_thread_and_pass_errors_back(
         CoreShards(0)
 
 
-def test_a_sharded_step_gives_the_gradients_of_the_whole_batch(tmp_path: Path, tiny) -> None:
-    whole = Trainer(recipe(cpu_shards=1), tmp_path / "whole", data=tiny, progress=False)
-    sharded = Trainer(recipe(cpu_shards=2), tmp_path / "sharded", data=tiny, progress=False)
+@pytest.mark.parametrize("amp", [False, True])
+def test_a_sharded_step_gives_the_gradients_of_the_whole_batch(tmp_path: Path, tiny, amp: bool) -> None:
+    whole = Trainer(recipe(cpu_shards=1, amp=amp), tmp_path / "whole", data=tiny, progress=False)
+    sharded = Trainer(recipe(cpu_shards=2, amp=amp), tmp_path / "sharded", data=tiny, progress=False)
     assert whole.shards is None and sharded.shards.workers == 2
     x, y = next(iter(whole.train_loader))
     loss_whole, correct_whole, _ = whole._step(x, y, lambda: None)
     loss_sharded, correct_sharded, _ = sharded._step(x, y, lambda: None)
-    assert loss_sharded == pytest.approx(loss_whole, rel=1e-5)
-    assert correct_sharded == correct_whole
+    # fp32: equal up to summation order; bf16 autocast: up to bf16 rounding (8 bits of mantissa)
+    rel = 1e-2 if amp else 1e-5
+    assert loss_sharded == pytest.approx(loss_whole, rel=rel)
+    assert abs(correct_sharded - correct_whole) <= (2 if amp else 0)
     for (name, a), b in zip(whole.model.named_parameters(), sharded.model.parameters()):
-        assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-6), name
+        if amp:
+            assert (a.grad - b.grad).norm() <= 2e-2 * a.grad.norm(), name
+        else:
+            assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-6), name
 
 
 def test_a_batch_smaller_than_the_shard_count_trains_whole(tmp_path: Path, tiny) -> None:

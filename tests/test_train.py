@@ -18,7 +18,7 @@ import torch
 from cnnlab.cli import main
 from cnnlab.data import load_dataset
 from cnnlab.errors import CheckpointError, TrainingDiverged, UsageError
-from cnnlab.train import TrainConfig, Trainer, train
+from cnnlab.train import TrainConfig, Trainer, engine, train
 from cnnlab.train.optim import LRSchedule, param_groups
 
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr")
@@ -195,6 +195,31 @@ def test_auxiliary_heads_enter_the_loss_with_their_weights(tmp_path: Path, tiny)
     trainer.model.forward_aux = lambda inp: (trainer.model(inp), [aux_logits, aux_logits])
     with_aux, _ = trainer._loss(x, y)
     assert with_aux.item() == pytest.approx(base.item() + 0.6 * math.log(10), rel=1e-5)
+
+
+@pytest.mark.parametrize("has_units", [True, False])
+def test_bf16_autocast_is_on_by_default_only_where_the_cpu_has_bf16_units(
+    tmp_path: Path, tiny, monkeypatch, has_units: bool
+) -> None:
+    monkeypatch.setattr(engine, "cpu_has_bf16_matrix_units", lambda: has_units)
+    assert Trainer(recipe(), tmp_path / "auto", data=tiny, progress=False).amp is has_units
+    assert Trainer(recipe(amp=False), tmp_path / "off", data=tiny, progress=False).amp is False
+    assert Trainer(recipe(amp=True), tmp_path / "on", data=tiny, progress=False).amp is True
+
+
+def test_cpu_autocast_runs_convolutions_in_bf16_and_keeps_weights_and_loss_in_fp32(
+    tmp_path: Path, tiny
+) -> None:
+    trainer = Trainer(recipe(amp=True), tmp_path / "run", data=tiny, progress=False)
+    seen = []
+    trainer.model.features.conv1.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    x, y = next(iter(trainer.train_loader))
+    loss, logits = trainer._loss(x, y)
+    assert seen == [torch.bfloat16] and logits.dtype == torch.bfloat16 and loss.dtype == torch.float32
+    trainer._step(x, y, lambda: None)
+    assert all(p.dtype == p.grad.dtype == torch.float32 for p in trainer.params)
+    result = train(recipe(amp=True), tmp_path / "trained", data=tiny, progress=False)
+    assert result.final["test_acc"] > 0.5  # learns as in fp32; chance is 0.1
 
 
 def test_cli_train_evaluate_and_compare(tmp_path: Path, tiny_dataset_dir: Path, capsys, monkeypatch) -> None:

@@ -17,7 +17,7 @@ class TrainConfig:
     """Everything that defines a training run; saved as ``config.json`` in the run directory.
 
     The defaults are the recipe measured in the README (SGD with Nesterov momentum, one-cycle,
-    batch 128, channels_last on CPU).
+    batch 128, channels_last on CPU, bf16 autocast where the hardware has bf16 matrix units).
     """
 
     model: str = "lecture-simple"
@@ -61,7 +61,7 @@ class TrainConfig:
     threads: int | None = None
     cpu_shards: int | None = None  # None: one batch shard per core where exact (see cnnlab.train.shards)
     compile: bool = False
-    amp: bool | None = None  # None: bf16 autocast on CUDA only
+    amp: bool | None = None  # None: bf16 autocast on CUDA and on CPUs with AMX bf16 units
     max_steps_per_epoch: int | None = None  # for smoke runs and benchmarks
 
     def validate(self) -> TrainConfig:
