@@ -165,7 +165,11 @@ def main() -> None:
                 f"{name:<18} lecture loop {row['lecture_images_per_s']:7.0f} img/s   "
                 f"lean loop {row['lean_loop_images_per_s']:7.0f}   cnnlab {row['engine_images_per_s']:7.0f}   "
                 f"{row['speedup']:.2f}x ({row['speedup_vs_lean']:.2f}x vs lean)"
-                + (f"   fp32 {row['engine_fp32_images_per_s']:7.0f} {row['speedup_fp32']:.2f}x" if bf16 else ""),
+                + (
+                    f"   fp32 {row['engine_fp32_images_per_s']:7.0f} {row['speedup_fp32']:.2f}x"
+                    if bf16
+                    else ""
+                ),
                 flush=True,
             )
     result = {

@@ -212,7 +212,9 @@ def test_cpu_autocast_runs_convolutions_in_bf16_and_keeps_weights_and_loss_in_fp
 ) -> None:
     trainer = Trainer(recipe(amp=True), tmp_path / "run", data=tiny, progress=False)
     seen = []
-    trainer.model.features.conv1.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    trainer.model.features.conv1.register_forward_hook(
+        lambda module, inputs, output: seen.append(output.dtype)
+    )
     x, y = next(iter(trainer.train_loader))
     loss, logits = trainer._loss(x, y)
     assert seen == [torch.bfloat16] and logits.dtype == torch.bfloat16 and loss.dtype == torch.float32

@@ -64,7 +64,12 @@ def download_file(
                 length = response.headers.get("Content-Length")
                 total = int(length) if length and length.isdigit() else None
                 with tqdm(
-                    total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress, leave=False
+                    total=total,
+                    unit="B",
+                    unit_scale=True,
+                    desc=dest.name,
+                    disable=None if progress else True,  # None: off when stderr is not a terminal
+                    leave=False,
                 ) as bar:
                     while chunk := response.read(CHUNK):
                         out.write(chunk)

@@ -485,7 +485,7 @@ class Trainer:
             initial=skip,
             desc=f"epoch {epoch + 1}/{self.cfg.epochs}",
             unit="batch",
-            disable=not self.progress,
+            disable=None if self.progress else True,  # None: off when stderr is not a terminal (logs, CI)
             leave=False,
             dynamic_ncols=True,
         )
