@@ -12,6 +12,7 @@ import functools
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cnnlab.errors import UsageError
 from cnnlab.models import count_params, create_model, list_models, model_info, smallest_input_size
@@ -74,6 +75,26 @@ def test_three_channel_input_and_channels_last(name: str) -> None:
     model = model.to(memory_format=torch.channels_last)
     with torch.no_grad():
         assert model(x).shape == (2, 5)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_trains_under_cpu_bf16_autocast(name: str) -> None:
+    """The engine's default on CPUs with AMX: bf16 activations, fp32 weights and gradients."""
+    torch.manual_seed(0)
+    # at least 32x32 and 4 images: batch norm over two 1x1 maps that bf16 rounds to the same
+    # value has no variance, and its gradient then overflows in any precision
+    size = max(smallest_side(name), 32)
+    options = {"img_size": size} if "img_size" in model_info(name).options() else {}
+    model = create_model(name, num_classes=5, in_chans=3, **options)
+    model = model.train().to(memory_format=torch.channels_last)
+    x = torch.randn(4, 3, size, size).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        main, aux = model.forward_aux(x)
+        loss = sum(F.cross_entropy(logits.float(), torch.tensor([0, 3, 1, 4])) for logits in (main, *aux))
+    assert main.shape == (4, 5) and torch.isfinite(loss)
+    loss.backward()
+    grads = [(n, p.grad) for n, p in model.named_parameters() if p.requires_grad]
+    assert all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for _, g in grads)
 
 
 @pytest.mark.parametrize(
