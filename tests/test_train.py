@@ -224,6 +224,24 @@ def test_cpu_autocast_runs_convolutions_in_bf16_and_keeps_weights_and_loss_in_fp
     assert result.final["test_acc"] > 0.5  # learns as in fp32; chance is 0.1
 
 
+def test_validation_split_is_evaluated_and_metrics_match_cnnlab_evaluate(
+    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch
+) -> None:
+    from cnnlab.train.evaluation import evaluate_checkpoint
+
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")  # generated files, not the official ones
+
+    cfg = recipe(val_fraction=0.2, amp=True, data_dir=str(tiny_dataset_dir))
+    data = load_dataset("fashion-mnist", data_dir=tiny_dataset_dir, verify=False, val_fraction=0.2)
+    result = train(cfg, tmp_path / "run", data=data, progress=False)
+    assert all(0.0 < row["val_acc"] <= 1.0 for row in result.history)
+    # reported in fp32 although trained in bf16: the same figures as evaluating the saved weights
+    last = result.history[-1]
+    for split in ("val", "test"):
+        saved = evaluate_checkpoint(tmp_path / "run", split=split, which="last").result
+        assert saved.accuracy == last[f"{split}_acc"] and saved.loss == pytest.approx(last[f"{split}_loss"])
+
+
 def test_cli_train_evaluate_and_compare(tmp_path: Path, tiny_dataset_dir: Path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
     common = ["--data-dir", str(tiny_dataset_dir), "--epochs", "1", "--batch-size", "64", "--quiet"]

@@ -541,9 +541,13 @@ class Trainer:
     # -- the run --------------------------------------------------------------------------------
 
     def evaluate(self, loader: Any) -> EvalResult:
-        """:func:`evaluate` the model on ``loader`` with this run's device, precision and shards."""
+        """:func:`evaluate` the model on ``loader`` with this run's device and shards, in fp32.
+
+        Always fp32, even when training in bf16: the metrics are those of the weights as saved,
+        the same figures ``cnnlab evaluate`` gives for the checkpoint.
+        """
         with self.shards.coordinating() if self.shards else contextlib.nullcontext():
-            return evaluate(self.model, loader, len(self.classes), self.device, self.amp, self.shards)
+            return evaluate(self.model, loader, len(self.classes), self.device, False, self.shards)
 
     def request_stop(self) -> None:
         """Ask the run to stop after the current batch, saving a checkpoint (what Ctrl-C does)."""
@@ -570,7 +574,6 @@ class Trainer:
 
     def fit(self) -> RunResult:
         """Train from the current epoch to ``cfg.epochs``; after a stop request, status ``interrupted``."""
-        num_classes = len(self.classes)
         with self._ctrl_c_stops():
             for epoch in range(self.start_epoch, self.cfg.epochs):
                 lr = self.cfg.lr * self.schedule.factor(epoch * self.steps_per_epoch)  # at the epoch's start
@@ -579,9 +582,7 @@ class Trainer:
                 except _Stopped:
                     return self._result("interrupted")
                 if self.val_loader is not None:
-                    val = self.evaluate(
-                        self.model, self.val_loader, num_classes, self.device, self.amp, self.shards
-                    )
+                    val = self.evaluate(self.val_loader)
                     row.update(val_loss=val.loss, val_acc=val.accuracy)
                 test = self.evaluate(self.test_loader)
                 row.update(test_loss=test.loss, test_acc=test.accuracy)
