@@ -116,6 +116,7 @@ def test_shards_by_default_only_where_exact_and_worth_it(
         net = create_model(model)
     assert auto_shards(net, torch.device("cpu"), batch, threads) == expected
     assert auto_shards(net, torch.device("cuda"), batch, threads) == 1
+    assert auto_shards(net, torch.device("cpu"), batch, threads, bf16=True) == 1  # measured slower
 
 
 def test_shards_are_refused_for_models_they_would_change(tmp_path: Path, tiny) -> None:

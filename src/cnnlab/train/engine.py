@@ -347,7 +347,7 @@ class Trainer:
         """The CPU batch shards to train with (None: plain operation-level threading)."""
         cfg = self.cfg
         if cfg.cpu_shards is None:
-            count = 1 if cfg.compile else auto_shards(self.model, self.device, cfg.batch_size)
+            count = 1 if cfg.compile else auto_shards(self.model, self.device, cfg.batch_size, bf16=self.amp)
         else:
             count = cfg.cpu_shards
             blocker = shard_blocker(self.model) if count > 1 else None
