@@ -547,7 +547,7 @@ class Trainer:
         the same figures ``cnnlab evaluate`` gives for the checkpoint.
         """
         with self.shards.coordinating() if self.shards else contextlib.nullcontext():
-            return evaluate(self.model, loader, len(self.classes), self.device, False, self.shards)
+            return evaluate(self.model, loader, len(self.classes), self.device, shards=self.shards)
 
     def request_stop(self) -> None:
         """Ask the run to stop after the current batch, saving a checkpoint (what Ctrl-C does)."""
