@@ -81,8 +81,8 @@ def test_three_channel_input_and_channels_last(name: str) -> None:
 def test_trains_under_cpu_bf16_autocast(name: str) -> None:
     """The engine's default on CPUs with AMX: bf16 activations, fp32 weights and gradients."""
     torch.manual_seed(0)
-    # at least 32x32 and 4 images: batch norm over two 1x1 maps that bf16 rounds to the same
-    # value has no variance, and its gradient then overflows in any precision
+    # at least 32x32 and 4 images: at 1x1 with two images, batch norm sees two values per channel
+    # that bf16 can round to the same number, so the variance is zero and its gradient overflows
     size = max(smallest_side(name), 32)
     options = {"img_size": size} if "img_size" in model_info(name).options() else {}
     model = create_model(name, num_classes=5, in_chans=3, **options)
