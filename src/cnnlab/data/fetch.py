@@ -19,8 +19,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cnnlab.data.catalog import DataFile, DatasetInfo, dataset_info, default_fetch_dir
-from cnnlab.data.idx import parse_idx, read_raw_bytes, sha256_hex
+from cnnlab.data.idx import parse_idx, read_raw_bytes
 from cnnlab.errors import DataError
+from cnnlab.fileio import sha256_hex
 
 CHUNK = 1 << 16
 

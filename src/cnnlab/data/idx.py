@@ -10,10 +10,8 @@ not from the file name.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.errors import DataError, UsageError
+from cnnlab.fileio import atomic_write_bytes
 
 # Type codes of the IDX format, each with its big-endian numpy element type.
 IDX_TYPES: dict[int, np.dtype] = {
@@ -112,11 +111,6 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     return parse_idx(read_raw_bytes(path), path)
 
 
-def sha256_hex(content: bytes) -> str:
-    """SHA-256 of ``content`` as lowercase hex."""
-    return hashlib.sha256(content).hexdigest()
-
-
 def encode_idx(array: np.ndarray) -> bytes:
     """The IDX encoding of ``array`` (header + big-endian data)."""
     array = np.asarray(array)
@@ -131,20 +125,6 @@ def encode_idx(array: np.ndarray) -> bytes:
         raise UsageError(f"IDX holds arrays of 1 to 255 dimensions, got {array.ndim}")
     header = struct.pack(f">HBB{array.ndim}I", 0, code, array.ndim, *array.shape)
     return header + np.ascontiguousarray(array, dtype=IDX_TYPES[code]).tobytes()
-
-
-def atomic_write_bytes(path: str | os.PathLike, content: bytes) -> None:
-    """Write ``content`` to ``path`` through a temporary file in the same directory and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray, compress: str | None = None) -> Path:

@@ -29,8 +29,9 @@ from cnnlab.data.catalog import (
     locate_dataset,
     user_cache_dir,
 )
-from cnnlab.data.idx import GZIP_MAGIC, atomic_write_bytes, parse_idx, read_raw_bytes, sha256_hex
+from cnnlab.data.idx import GZIP_MAGIC, parse_idx, read_raw_bytes
 from cnnlab.errors import DataError, UsageError
+from cnnlab.fileio import atomic_write_bytes, sha256_hex
 
 NO_VERIFY_ENV = "CNNLAB_NO_VERIFY"
 

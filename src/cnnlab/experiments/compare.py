@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.errors import UsageError
+from cnnlab.fileio import atomic_write_text
 from cnnlab.models import model_info
-from cnnlab.train.checkpoint import atomic_write_text
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.engine import RunResult, Trainer, ensure_writable_dir
 from cnnlab.train.plots import plot_comparison

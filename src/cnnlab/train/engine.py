@@ -31,8 +31,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cnnlab.errors import CheckpointError, TrainingDiverged, UsageError
+from cnnlab.fileio import atomic_write_text
 from cnnlab.models import check_input_size, count_params, create_model, model_info
-from cnnlab.train.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from cnnlab.train.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.optim import LRSchedule, build_optimizer
 from cnnlab.train.plots import plot_curves

@@ -14,7 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from cnnlab.train.checkpoint import atomic_write_bytes  # noqa: E402
+from cnnlab.fileio import atomic_write_bytes  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
