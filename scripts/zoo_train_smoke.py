@@ -74,7 +74,7 @@ def main() -> None:
                         result = Trainer(
                             full, Path(tmp) / f"{name}-epoch", data=data, progress=False, overwrite=True
                         ).fit()
-                        row.update(epoch_s=time.perf_counter() - start, test_acc=result.final["test_acc"])
+                        row.update(epoch_s=time.perf_counter() - start, test_acc=result.test_acc)
             except Exception as err:  # a smoke script reports every failure and goes on
                 row["error"] = f"{type(err).__name__}: {err}"
             rows.append(row)

@@ -13,7 +13,7 @@ from cnnlab.data import load_dataset
 from cnnlab.errors import UsageError
 from cnnlab.models import create_model
 from cnnlab.train import TrainConfig, Trainer, train
-from cnnlab.train.shards import CoreShards, auto_shards, core_shards, shard_blocker
+from cnnlab.train.shards import SHARD_SAFE_MODELS, CoreShards, core_shards, shard_blocker
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +43,8 @@ def test_workers_run_calls_in_order_each_on_its_own_thread_and_pass_errors_back(
         CoreShards(0)
 
 
-@pytest.mark.parametrize("amp", [False, True])
-def test_a_sharded_step_gives_the_gradients_of_the_whole_batch(tmp_path: Path, tiny, amp: bool) -> None:
+@pytest.mark.parametrize("amp", ["fp32", "bf16"])
+def test_a_sharded_step_gives_the_gradients_of_the_whole_batch(tmp_path: Path, tiny, amp: str) -> None:
     whole = Trainer(recipe(cpu_shards=1, amp=amp), tmp_path / "whole", data=tiny, progress=False)
     sharded = Trainer(recipe(cpu_shards=2, amp=amp), tmp_path / "sharded", data=tiny, progress=False)
     assert whole.shards is None and sharded.shards.workers == 2
@@ -52,11 +52,12 @@ def test_a_sharded_step_gives_the_gradients_of_the_whole_batch(tmp_path: Path, t
     loss_whole, correct_whole, _ = whole._step(x, y, lambda: None)
     loss_sharded, correct_sharded, _ = sharded._step(x, y, lambda: None)
     # fp32: equal up to summation order; bf16 autocast: up to bf16 rounding (8 bits of mantissa)
-    rel = 1e-2 if amp else 1e-5
+    bf16 = amp == "bf16"
+    rel = 1e-2 if bf16 else 1e-5
     assert loss_sharded == pytest.approx(loss_whole, rel=rel)
-    assert abs(correct_sharded - correct_whole) <= (2 if amp else 0)
+    assert abs(correct_sharded - correct_whole) <= (2 if bf16 else 0)
     for (name, a), b in zip(whole.model.named_parameters(), sharded.model.parameters()):
-        if amp:
+        if bf16:
             assert (a.grad - b.grad).norm() <= 2e-2 * a.grad.norm(), name
         else:
             assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-6), name
@@ -81,7 +82,7 @@ def test_sharded_training_is_deterministic_learns_and_resumes_exactly(tmp_path: 
     a = train(cfg, tmp_path / "a", data=tiny, progress=False)
     b = train(cfg, tmp_path / "b", data=tiny, progress=False)
     assert _metrics(a.history) == _metrics(b.history)
-    assert a.final["test_acc"] > 0.3  # chance is 0.1
+    assert a.test_acc > 0.3  # chance is 0.1
 
     trainer = Trainer(cfg, tmp_path / "stopped", data=tiny, progress=False)
     step_batch = trainer.schedule.step_batch
@@ -97,38 +98,44 @@ def test_sharded_training_is_deterministic_learns_and_resumes_exactly(tmp_path: 
     assert _metrics(resumed.history) == _metrics(a.history)
 
 
-@pytest.mark.parametrize(
-    ("model", "threads", "batch", "expected"),
-    [
-        ("lecture-simple", 2, 128, 2),
-        ("lecture-residual", 4, 128, 4),
-        ("lecture-residual", 8, 128, 4),  # at least 32 images a shard
-        ("lecture-simple", 2, 32, 1),
-        ("lecture-simple", 1, 128, 1),
-        ("resnet20-cifar", 2, 128, 1),  # batch norm
-        ("googlenet", 2, 128, 1),  # dropout
-    ],
-)
-def test_shards_by_default_only_where_exact_and_worth_it(
-    model: str, threads: int, batch: int, expected: int
-) -> None:
-    with torch.device("meta"):
-        net = create_model(model)
-    assert auto_shards(net, torch.device("cpu"), batch, threads) == expected
-    assert auto_shards(net, torch.device("cuda"), batch, threads) == 1
-    assert auto_shards(net, torch.device("cpu"), batch, threads, bf16=True) == 1  # measured slower
+def test_shards_are_opt_in(tmp_path: Path, tiny) -> None:
+    assert TrainConfig().cpu_shards == 1
+    assert Trainer(recipe(), tmp_path / "r", data=tiny, progress=False).shards is None
 
 
 def test_shards_are_refused_for_models_they_would_change(tmp_path: Path, tiny) -> None:
     with torch.device("meta"):
-        assert "batch norm" in shard_blocker(create_model("resnet20-cifar"))
-        assert "dropout" in shard_blocker(create_model("lecture-simple", drop_rate=0.5))
-        assert shard_blocker(create_model("lecture-simple", drop_rate=0.0)) is None
-    with pytest.raises(UsageError, match="cannot be trained in CPU shards: layer .* is dropout"):
+        assert "BatchNorm2d" in shard_blocker(create_model("resnet20-cifar"))
+        assert "Dropout" in shard_blocker(create_model("lecture-simple", drop_rate=0.5))
+        assert shard_blocker(create_model("lecture-simple", drop_rate=0.0), "lecture-simple") is None
+        # an allow-list: a model nobody vouched for is refused even when its layers look harmless
+        assert "not among the models known" in shard_blocker(
+            create_model("alexnet", drop_rate=0.0), "alexnet"
+        )
+    with pytest.raises(UsageError, match=r"cannot be trained in CPU shards: layer head.drop \(Dropout\)"):
         Trainer(recipe(model="lecture-simple", drop_rate=0.3, cpu_shards=2), tmp_path / "r", data=tiny)
     with pytest.raises(UsageError, match="cannot exceed the batch size"):
         recipe(batch_size=4, cpu_shards=8).validate()
     assert not (tmp_path / "r").exists()  # refused before the run folder was made
+
+
+class DropPath(torch.nn.Module):
+    """Stochastic depth as timm writes it: a layer a deny-list of dropout classes does not know."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        keep = (torch.rand(x.shape[0], 1, 1, 1) > 0.1).to(x.dtype)
+        return x * keep / 0.9
+
+
+def test_any_layer_outside_the_per_sample_allow_list_blocks_shards() -> None:
+    net = create_model("lecture-simple")
+    net.features.add_module("drop_path", DropPath())
+    assert "drop_path (DropPath) is not known to compute each image independently" in shard_blocker(
+        net, "lecture-simple"
+    )
+    for name in SHARD_SAFE_MODELS:  # every allowed model, at its defaults, passes the layer check
+        with torch.device("meta"):
+            assert shard_blocker(create_model(name), name) is None
 
 
 def test_cli_cpu_shards_flag(tmp_path: Path, tiny_dataset_dir: Path, capsys) -> None:

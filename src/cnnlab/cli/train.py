@@ -6,9 +6,11 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from cnnlab.errors import UsageError
 from cnnlab.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
 
 DEFAULTS = TrainConfig()
+MAX_NAME_BYTES = 255  # a run directory's name is one path component
 
 
 def _float_list(text: str) -> tuple[int, ...]:
@@ -30,7 +32,8 @@ def _model_option(text: str) -> tuple[str, object]:
         return key, value  # a plain string such as stride_in=3x3
 
 
-# (flag, config field, type, help); every default is TrainConfig's, shown in --help.
+# (flag, config field, type, help); every default is TrainConfig's, shown in --help (a help text
+# that ends in ")" already says what its default means).
 RECIPE = (
     ("--data", "data", str, "dataset name (cnnlab data list)"),
     (
@@ -54,19 +57,25 @@ RECIPE = (
     ("--grad-clip", "grad_clip", float, "clip the gradient norm to this value"),
     ("--drop-rate", "drop_rate", float, "dropout before the classifier (default: the model's)"),
     ("--crop-padding", "crop_padding", int, "random-crop augmentation with this padding (0: off)"),
-    ("--val-fraction", "val_fraction", float, "fraction of the training set held out for validation"),
+    (
+        "--val-fraction",
+        "val_fraction",
+        float,
+        "fraction of the training set held out (seeded) to select the checkpoint; the test split is "
+        "evaluated once, on the selected checkpoint (0: no selection, the last epoch is the result)",
+    ),
     ("--train-subset", "train_subset", int, "train on this many images, a seeded sample (budget runs)"),
     ("--pad-to", "pad_to", int, "zero-pad images to this size (e.g. 32 for CIFAR-shaped nets)"),
     ("--in-chans", "in_chans", int, "repeat grey images to this many channels (e.g. 3)"),
-    ("--seed", "seed", int, "random seed: same seed, same metrics on the CPU"),
+    ("--seed", "seed", int, "random seed: same seed, machine and thread count give the same metrics"),
     ("--device", "device", str, "auto (CUDA when present), cpu, cuda, cuda:N"),
     ("--threads", "threads", int, "CPU threads (default: torch's choice)"),
     (
         "--cpu-shards",
         "cpu_shards",
         int,
-        "split each CPU batch into this many shards, one per core (default: one per core for models "
-        "without batch norm or dropout; 1 turns it off)",
+        "split each CPU batch into this many shards computed in parallel, one per core; exact, allowed "
+        "only for models known to treat each image independently (default: 1, off)",
     ),
     ("--max-steps-per-epoch", "max_steps_per_epoch", int, "cut epochs short (smoke tests, benchmarks)"),
 )
@@ -81,7 +90,7 @@ def add_recipe_args(parser: argparse.ArgumentParser) -> None:
             dest=fieldname,
             type=kind,
             default=None,
-            help=f"{text} (default: {getattr(DEFAULTS, fieldname)})",
+            help=text if text.endswith(")") else f"{text} (default: {getattr(DEFAULTS, fieldname)})",
         )
     group.add_argument(
         "--nesterov",
@@ -107,11 +116,15 @@ def add_recipe_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--amp",
         dest="amp",
-        action=argparse.BooleanOptionalAction,
+        nargs="?",
+        const="bf16",
+        choices=("bf16", "fp16"),
         default=None,
-        help="bf16 autocast: convolutions and matmuls in bf16, weights and losses in fp32 "
-        "(default: on for CUDA and for CPUs with AMX bf16 units, where it is about 2x faster)",
+        help="mixed precision, opt-in: bf16 autocast (the default of --amp; about 2x faster on CPUs with AMX "
+        "bf16 units and on CUDA) or fp16 autocast with gradient scaling (CUDA); weights, gradients and "
+        "losses stay fp32 (default: off, fp32 on every machine)",
     )
+    group.add_argument("--no-amp", dest="amp", action="store_const", const="fp32", help="fp32 (the default)")
     group.add_argument(
         "--compile", dest="compile", action="store_true", default=None, help="torch.compile the model"
     )
@@ -125,53 +138,84 @@ def add_recipe_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     parser.add_argument(
-        "--resume", action="store_true", help="continue the run in its directory from the last checkpoint"
+        "--resume",
+        action="store_true",
+        help="continue the run in its directory from its last checkpoint with its saved recipe: only --epochs, "
+        "--device and --threads may differ (a new --epochs recomputes the schedule for the new length, so "
+        "only a run continued within its original length ends as an uninterrupted one would)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
 
 
-def config_from_args(args: argparse.Namespace, model: str, base: TrainConfig = DEFAULTS) -> TrainConfig:
-    """``base`` (TrainConfig's defaults), overridden by the flags actually given."""
+def given_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The recipe settings the user actually gave on the command line (flags left unset are None)."""
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in fields and k != "model" and v is not None}
     if "model_options" in given:
         given["model_options"] = dict(given["model_options"])
-    return dataclasses.replace(base, model=model, **given).validate()
+    return given
+
+
+def config_from_args(args: argparse.Namespace, model: str, base: TrainConfig = DEFAULTS) -> TrainConfig:
+    """``base`` (TrainConfig's defaults), overridden by the flags actually given."""
+    return dataclasses.replace(base, model=model, **given_settings(args)).validate()
+
+
+def resumed_config(args: argparse.Namespace, model: str, run_dir: Path) -> TrainConfig:
+    """What ``--resume`` runs: the saved recipe, with --epochs/--device/--threads where given.
+
+    Any other recipe flag that differs from the saved recipe is refused, naming each, rather than
+    silently ignored.
+    """
+    from cnnlab.train.engine import RESUME_MAY_CHANGE, recipe_changes, saved_config
+
+    saved = saved_config(run_dir)
+    if saved.model != model:
+        raise UsageError(f"{run_dir} is a run of {saved.model!r}, not {model!r}; resume it with that model")
+    given = given_settings(args)
+    requested = dataclasses.replace(saved, **given)
+    changes = recipe_changes(saved, requested, given)
+    if changes:
+        raise UsageError(
+            f"--resume continues {run_dir} with its saved recipe, but these flags differ from it: "
+            f"{'; '.join(changes)}. Drop them (only {', '.join('--' + n for n in RESUME_MAY_CHANGE)} may "
+            "change), or start a new run with --overwrite or --name"
+        )
+    return requested.validate()
+
+
+def run_dir_for(out: str, name: str | None, model: str) -> Path:
+    """``OUT/NAME`` (NAME defaults to the model), refusing a name that is not one folder name."""
+    name = name if name is not None else model
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise UsageError(f"--name must be a single folder name, got {name!r}")
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise UsageError(
+            f"--name is {len(name.encode())} bytes long; a folder name may be at most {MAX_NAME_BYTES}"
+        )
+    return Path(out) / name
 
 
 def _train(args: argparse.Namespace) -> int:
     from cnnlab.train import train
 
-    cfg = config_from_args(args, args.model)
-    run_dir = Path(args.out) / (args.name or cfg.model)
-    if args.resume and args.epochs is None:
-        cfg.epochs = saved_epochs(run_dir)
+    run_dir = run_dir_for(args.out, args.name, args.model)
+    if args.resume:
+        cfg = resumed_config(args, args.model, run_dir)
+    else:
+        cfg = config_from_args(args, args.model)
     result = train(cfg, run_dir, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet)
     if result.status == "interrupted":
         print(
             f"interrupted: checkpoint saved in {run_dir / 'checkpoints'}; continue with the same command and --resume"
         )
         return 130
-    final = result.final
+    r = result.results
     print(
-        f"done: {cfg.model}, {len(result.history)} epochs, test accuracy {100 * final['test_acc']:.2f}% "
-        f"(best {100 * max(r['test_acc'] for r in result.history):.2f}%); run directory {run_dir}"
+        f"done: {cfg.model}, {len(result.history)} epochs; test accuracy {100 * r['test_acc']:.2f}% "
+        f"({r['checkpoint']} checkpoint, epoch {r['epoch']}, selected by {r['selection']}); run directory {run_dir}"
     )
     return 0
-
-
-def saved_epochs(run_dir: Path) -> int:
-    """Epochs recorded in a run's config.json (what --resume continues to when --epochs is not given)."""
-    import json
-
-    from cnnlab.errors import CheckpointError
-
-    try:
-        return int(json.loads((run_dir / "config.json").read_text())["epochs"])
-    except (OSError, ValueError, KeyError) as err:
-        raise CheckpointError(
-            f"nothing to resume in {run_dir}: config.json is missing or damaged ({err})"
-        ) from None
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -193,6 +237,12 @@ def _compare(args: argparse.Namespace) -> int:
     from cnnlab.experiments.compare import compare
 
     cfg = config_from_args(args, args.models[0])
+    if args.resume:  # the saved recipe, with the same refusal of changed flags as `train --resume`
+        started = [m for m in args.models if (Path(args.out) / m / "config.json").is_file()]
+        for model in started:
+            cfg = dataclasses.replace(
+                resumed_config(args, model, Path(args.out) / model), model=args.models[0]
+            )
     comparison = compare(
         args.models, cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet
     )

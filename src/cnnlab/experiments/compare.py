@@ -4,7 +4,10 @@
     >>> table = compare(["lecture-simple", "lecture-inception", "lecture-residual"], TrainConfig(epochs=10), "runs/compare")
 
 Each model trains into ``<out>/<model>/`` (a full run directory); the comparison writes
-``comparison.md``, ``comparison.json`` and ``comparison.png`` (test accuracy per epoch) in ``<out>``.
+``comparison.md``, ``comparison.json`` and ``comparison.png`` (validation accuracy per epoch, or
+training accuracy without a validation split) in ``<out>``. Each model's test accuracy is that of
+its selected checkpoint (best validation accuracy, or the last epoch without a validation split),
+measured once at the end of its run.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from cnnlab.train.config import TrainConfig
 from cnnlab.train.engine import RunResult, Trainer, ensure_writable_dir
 from cnnlab.train.plots import plot_comparison
 
-COLUMNS = ("model", "params", "final test acc", "best test acc", "s/epoch", "images/s")
+COLUMNS = ("model", "params", "val acc", "test acc", "checkpoint", "s/epoch", "images/s")
 
 
 @dataclasses.dataclass
@@ -34,7 +37,8 @@ class Comparison:
     plot_path: Path
 
     def rows(self) -> list[dict[str, Any]]:
-        """One dict per model: parameters, final and best test accuracy, mean seconds per epoch, images/s."""
+        """One dict per model: parameters, the selected checkpoint's validation and test accuracy, mean
+        seconds per epoch, images/s."""
         rows = []
         for run in self.runs:
             history = run.history
@@ -43,8 +47,10 @@ class Comparison:
                 {
                     "model": run.config.model,
                     "params": run.num_params,
-                    "final_test_acc": history[-1]["test_acc"] if history else None,
-                    "best_test_acc": max((r["test_acc"] for r in history), default=None),
+                    "val_acc": run.results.get("val_acc"),
+                    "test_acc": run.results.get("test_acc"),
+                    "checkpoint": run.results.get("checkpoint"),
+                    "checkpoint_epoch": run.results.get("epoch"),
                     "seconds_per_epoch": sum(r["epoch_seconds"] for r in history) / n,
                     "images_per_s": sum(r["train_images_per_s"] for r in history) / n,
                     "epochs": len(history),
@@ -58,8 +64,11 @@ class Comparison:
         lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
         for r in self.rows():
             acc = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+            checkpoint = (
+                "-" if r["checkpoint"] is None else f"{r['checkpoint']} (epoch {r['checkpoint_epoch']})"
+            )
             lines.append(
-                f"| {r['model']} | {r['params']:,} | {acc(r['final_test_acc'])} | {acc(r['best_test_acc'])} "
+                f"| {r['model']} | {r['params']:,} | {acc(r['val_acc'])} | {acc(r['test_acc'])} | {checkpoint} "
                 f"| {r['seconds_per_epoch']:.1f} | {r['images_per_s']:.0f} |"
             )
         return "\n".join(lines)
@@ -103,10 +112,12 @@ def compare(
         runs.append(result)
         if result.status != "completed":
             break
+    split = "val" if cfg.val_fraction > 0 else "train"
     plot = plot_comparison(
-        {r.config.model: [100 * row["test_acc"] for row in r.history] for r in runs},
+        {r.config.model: [100 * row[f"{split}_acc"] for row in r.history] for r in runs},
         out / "comparison.png",
-        title=f"test accuracy on {cfg.data}",
+        ylabel=f"{'validation' if split == 'val' else 'training'} accuracy (%)",
+        title=f"{'validation' if split == 'val' else 'training'} accuracy on {cfg.data}",
     )
     comparison = Comparison(runs, out / "comparison.md", plot)
     atomic_write_text(comparison.table_path, comparison.markdown() + "\n")

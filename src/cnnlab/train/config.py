@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +13,11 @@ from cnnlab.errors import UsageError, unknown_choice
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "step", "multistep", "plateau", "cosine", "onecycle")
+# Mixed precision is opt-in, so that one command gives the same numbers on every CPU: "bf16" is
+# autocast to bfloat16 (CPUs with AMX bf16 units, CUDA); "fp16" is autocast to float16 with a
+# gradient scaler (meant for CUDA).
+PRECISIONS = ("fp32", "bf16", "fp16")
+MAX_SEED = 2**63 - 1
 
 
 @dataclass
@@ -17,7 +25,8 @@ class TrainConfig:
     """Everything that defines a training run; saved as ``config.json`` in the run directory.
 
     The defaults are the recipe measured in the README (SGD with Nesterov momentum, one-cycle,
-    batch 128, channels_last on CPU, bf16 autocast where the hardware has bf16 matrix units).
+    batch 128, channels_last, fp32, 10% of the training set held out for model selection). They
+    are the same on every machine: faster numerics (``amp``) and CPU batch shards are opt-in.
     """
 
     model: str = "lecture-simple"
@@ -48,7 +57,9 @@ class TrainConfig:
     flip: bool = False
     aux_loss: bool = True  # use the model's auxiliary heads in the loss (GoogLeNet: 0.3 each)
     # data
-    val_fraction: float = 0.0
+    val_fraction: float = (
+        0.1  # held out of the training set (seeded); selects the checkpoint. 0: the last epoch
+    )
     train_subset: int | None = None  # train on this many images (a seeded sample) for budget runs
     data_dir: str | None = None
     pad_to: int | None = None
@@ -59,9 +70,9 @@ class TrainConfig:
     device: str = "auto"
     channels_last: bool | None = None  # None: on where it is faster (CUDA, and CPU for conv nets)
     threads: int | None = None
-    cpu_shards: int | None = None  # None: one batch shard per core where exact (see cnnlab.train.shards)
+    cpu_shards: int = 1  # >1: split each CPU batch into this many shards, one per core (cnnlab.train.shards)
     compile: bool = False
-    amp: bool | None = None  # None: bf16 autocast on CUDA and on CPUs with AMX bf16 units
+    amp: str = "fp32"  # one of PRECISIONS; anything but fp32 is opt-in
     max_steps_per_epoch: int | None = None  # for smoke runs and benchmarks
 
     def validate(self) -> TrainConfig:
@@ -76,8 +87,23 @@ class TrainConfig:
         _whole("step_size", self.step_size, 1)
         _whole("patience", self.patience, 0)
         _whole("crop_padding", self.crop_padding, 0)
+        if self.amp not in PRECISIONS:
+            raise unknown_choice("precision", str(self.amp), PRECISIONS)
+        for name in ("lr", "momentum", "weight_decay", "gamma", "label_smoothing", "min_lr_ratio",
+                     "warmup_epochs", "val_fraction", "grad_clip", "drop_rate"):  # fmt: skip
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise UsageError(f"{name} must be a finite number, got {value}")
         if not self.lr > 0:
             raise UsageError(f"learning rate must be greater than 0, got {self.lr}")
+        _whole("seed", self.seed, 0)
+        if self.seed > MAX_SEED:
+            raise UsageError(f"seed must be at most 2**63 - 1 ({MAX_SEED}), got {self.seed}")
+        if self.schedule == "plateau" and self.val_fraction == 0:
+            raise UsageError(
+                "the plateau schedule decays on the validation loss, and val_fraction 0 leaves no validation "
+                "split; set --val-fraction above 0 or choose another schedule"
+            )
         for name, value, lo, hi in (
             ("momentum", self.momentum, 0.0, 1.0),
             ("gamma", self.gamma, 0.0, 1.0),
@@ -106,12 +132,11 @@ class TrainConfig:
             )
         if self.threads is not None:
             _whole("threads", self.threads, 1)
-        if self.cpu_shards is not None:
-            _whole("cpu_shards", self.cpu_shards, 1)
-            if self.cpu_shards > self.batch_size:
-                raise UsageError(
-                    f"cpu_shards ({self.cpu_shards}) cannot exceed the batch size ({self.batch_size})"
-                )
+        _whole("cpu_shards", self.cpu_shards, 1)
+        if self.cpu_shards > self.batch_size:
+            raise UsageError(
+                f"cpu_shards ({self.cpu_shards}) cannot exceed the batch size ({self.batch_size})"
+            )
         if self.max_steps_per_epoch is not None:
             _whole("max_steps_per_epoch", self.max_steps_per_epoch, 1)
         if self.train_subset is not None:
@@ -127,17 +152,67 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error (a config from a newer version)."""
+    def from_dict(cls, values: Any, *, complete: bool = False) -> TrainConfig:
+        """Inverse of :meth:`to_dict`, type-checked; unknown keys are an error (a config from a newer version).
+
+        ``complete``: every setting must be present (a saved ``config.json``), so that a damaged file is
+        refused rather than silently filled in with today's defaults.
+        """
+        if not isinstance(values, dict):
+            raise UsageError(f"training settings must be a JSON object, got {type(values).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
             raise UsageError(f"unknown training settings: {', '.join(unknown)}")
-        values = dict(values)
+        values = {key: _legacy(key, value) for key, value in values.items()}
+        missing = sorted(names - set(values))
+        if complete and missing:
+            raise UsageError(f"training settings are missing: {', '.join(missing)}")
+        hints = typing.get_type_hints(cls)
+        for key, value in values.items():
+            if not _fits(value, hints[key]):
+                raise UsageError(f"training setting {key} has a value of the wrong type: {value!r}")
         for key in ("betas", "milestones"):
             if key in values and values[key] is not None:
                 values[key] = tuple(values[key])
         return cls(**values)
+
+
+def _legacy(key: str, value: Any) -> Any:
+    """Values as older versions saved them: ``amp`` was True/False/None (None: bf16 where fast)."""
+    if key == "amp" and (value is None or isinstance(value, bool)):
+        return "bf16" if value else "fp32"
+    if key == "cpu_shards" and value is None:
+        return 1
+    return value
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a field's type hint (int, float, bool, str, X | None, tuples, dicts)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is Any:
+        return True
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args))
+    if origin is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    return True
 
 
 def _whole(name: str, value: Any, minimum: int) -> None:

@@ -3,24 +3,32 @@
     >>> from cnnlab.train import TrainConfig, train
     >>> result = train(TrainConfig(model="lecture-simple", data="fashion-mnist", epochs=10), "runs/simple")
 
-A run directory holds ``config.json``, ``metrics.csv`` (one row per epoch), ``curves.png`` and
-``checkpoints/`` (``last`` after every epoch and on Ctrl-C, ``best`` by validation accuracy, or
-test accuracy when there is no validation split). Resuming restores weights, optimiser, schedule,
-RNG and the partial epoch, so a resumed run ends with the same metrics as an uninterrupted one.
+A run directory holds ``config.json``, ``metrics.csv`` (one row per epoch), ``results.json``,
+``curves.png`` and ``checkpoints/`` (``last`` after every epoch and on Ctrl-C; ``best`` by validation
+accuracy when there is a validation split). Resuming restores weights, optimiser, schedule, RNG and
+the partial epoch, so a resumed run ends with the same metrics as an uninterrupted one.
+
+The test split is touched once, for the final report: model selection (the ``best`` checkpoint, the
+plateau schedule) uses the validation split held out of the training set, and with
+``val_fraction=0`` nothing is selected: the last epoch is the result. When the run completes, the
+selected checkpoint is evaluated on the test split; its row of ``metrics.csv`` gets the test
+columns and ``selected=1``, and ``results.json`` says which checkpoint it is.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 import math
+import os
 import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,13 +45,15 @@ from cnnlab.train.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.optim import LRSchedule, build_optimizer
 from cnnlab.train.plots import plot_curves
-from cnnlab.train.shards import CoreShards, auto_shards, core_shards, shard_blocker
+from cnnlab.train.shards import CoreShards, core_shards, shard_blocker
 
-RUN_FILES = ("config.json", "metrics.csv", "curves.png", "confusion.png", "checkpoints")
+RUN_FILES = ("config.json", "metrics.csv", "results.json", "curves.png", "confusion.png", "checkpoints")
 METRIC_FIELDS = (
-    "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
+    "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "selected",
     "epoch_seconds", "train_images_per_s",
 )  # fmt: skip
+# A run may not ask for input batches larger than this share of the machine's memory.
+MAX_BATCH_MEMORY_SHARE = 0.5
 
 
 # ---------------------------------------------------------------------------------------- device
@@ -56,7 +66,9 @@ def select_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UsageError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise UsageError(f"cannot train or evaluate on device {name!r}; use auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("device cuda was asked for, but no CUDA GPU is available; use --device cpu or auto")
     return device
@@ -76,16 +88,60 @@ def cpu_has_bf16_matrix_units() -> bool:
     return bool(probe and probe() and torch.backends.mkldnn.is_available())
 
 
-def default_amp(device: torch.device) -> bool:
-    """Whether bf16 autocast is on by default: on CUDA, and on CPUs with bf16 matrix units."""
-    return device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16_matrix_units())
+def cpu_name() -> str:
+    """The CPU's model name as the kernel reports it (``lscpu``'s "Model name"), or the platform's word."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast (convolutions and matmuls in bf16, losses in fp32) when enabled, else a no-op."""
-    if enabled and device.type in ("cuda", "cpu"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+def autocast(device: torch.device, precision: str | bool) -> contextlib.AbstractContextManager:
+    """Autocast for ``precision`` (``bf16``/``fp16``: convolutions and matmuls in that type, losses in
+    fp32); a no-op for ``fp32``. ``True``/``False`` mean bf16/fp32."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, True: torch.bfloat16}.get(precision)
+    if dtype is not None and device.type in ("cuda", "cpu"):
+        return torch.autocast(device.type, dtype=dtype)
     return contextlib.nullcontext()
+
+
+def precision_note(precision: str, device: torch.device) -> str:
+    """How a run computes, for its start line: fp32, or which autocast and whether this device suits it."""
+    if precision == "fp32":
+        return "fp32"
+    if precision == "fp16":
+        return "fp16 autocast with gradient scaling" + (
+            "" if device.type == "cuda" else " (meant for CUDA; slow here)"
+        )
+    if device.type == "cpu" and not cpu_has_bf16_matrix_units():
+        return "bf16 autocast (this CPU has no bf16 matrix units: slower than fp32)"
+    return "bf16 autocast"
+
+
+def memory_bytes() -> int | None:
+    """Physical memory of this machine in bytes, where the OS says."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_batch_fits(batch: int, shape: tuple[int, int, int], what: str) -> None:
+    """Refuse an input batch that cannot fit in memory (fp32), before anything allocates it."""
+    total = memory_bytes()
+    need = 4 * batch * shape[0] * shape[1] * shape[2]
+    if total and need > MAX_BATCH_MEMORY_SHARE * total:
+        c, h, w = shape
+        raise UsageError(
+            f"one {what} batch of {batch} images of {c}x{h}x{w} would take {need / 2**30:.1f} GiB, more than "
+            f"half of this machine's {total / 2**30:.1f} GiB; lower the batch size, --pad-to or --in-chans"
+        )
 
 
 # ------------------------------------------------------------------------------------- evaluation
@@ -112,7 +168,7 @@ def evaluate(
     loader,
     num_classes: int,
     device: torch.device,
-    amp: bool = False,
+    amp: str | bool = "fp32",
     shards: CoreShards | None = None,
 ) -> EvalResult:
     """Mean cross-entropy, accuracy and confusion matrix of ``model`` over ``loader``.
@@ -224,13 +280,21 @@ class RunResult:
     history: list[dict[str, Any]]
     num_params: int
     status: str = "completed"  # or "interrupted"
-    best_accuracy: float = 0.0
+    best_accuracy: float = 0.0  # the selection metric's best value (validation accuracy), 0 without one
+    results: dict[str, Any] = field(
+        default_factory=dict
+    )  # results.json: the selected checkpoint's test metrics
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def final(self) -> dict[str, Any]:
         """Metrics of the last completed epoch."""
         return self.history[-1] if self.history else {}
+
+    @property
+    def test_acc(self) -> float | None:
+        """Test accuracy of the selected checkpoint (None until the run has completed)."""
+        return self.results.get("test_acc")
 
 
 def build_model_for_data(cfg: TrainConfig, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
@@ -252,6 +316,32 @@ def build_model_for_data(cfg: TrainConfig, num_classes: int, input_shape: tuple[
     return model
 
 
+# Settings a resumed run may change: where it runs and how long. Everything else is the saved recipe.
+RESUME_MAY_CHANGE = ("epochs", "device", "threads")
+
+
+def saved_config(run_dir: str | Path) -> TrainConfig:
+    """The recipe saved in a run directory's ``config.json``, complete and type-checked."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise UsageError(f"nothing to resume in {run_dir}: no config.json there")
+    try:
+        return TrainConfig.from_dict(json.loads(path.read_text()), complete=True)
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"cannot resume {run_dir}: config.json is damaged ({err})") from None
+
+
+def recipe_changes(saved: TrainConfig, requested: TrainConfig, names: Iterable[str]) -> list[str]:
+    """``name: saved -> requested`` for each of ``names`` (settings a user asked for) that --resume would ignore."""
+    return [
+        f"{name} {getattr(saved, name)!r} -> {getattr(requested, name)!r}"
+        for name in names
+        if name not in RESUME_MAY_CHANGE
+        and name != "model"
+        and getattr(saved, name) != getattr(requested, name)
+    ]
+
+
 class _Stopped(Exception):
     """Raised inside an epoch once a stop request has been honoured and saved."""
 
@@ -271,6 +361,7 @@ class Trainer:
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         from cnnlab.data import Augment, BatchLoader, load_dataset
+        from cnnlab.data.load import validation_indices
 
         self.run_dir = Path(run_dir)
         if resume:
@@ -281,15 +372,24 @@ class Trainer:
         check_run_dir(self.run_dir, overwrite=overwrite, resume=resume)  # fail fast; nothing replaced yet
         configure_cpu(cfg.threads)
         self.device = select_device(cfg.device)
-        self.amp = cfg.amp if cfg.amp is not None else default_amp(self.device)
+        self.amp = cfg.amp
+        self.scaler = torch.amp.GradScaler(self.device.type) if cfg.amp == "fp16" else None
         self.channels_last = True if cfg.channels_last is None else cfg.channels_last
         torch.manual_seed(cfg.seed)
 
         self.data = data or load_dataset(
             cfg.data, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed
         )
+        if self.data.val is None and cfg.val_fraction > 0:  # data handed in whole: hold out the same split
+            train_idx, val_idx = validation_indices(len(self.data.train), cfg.val_fraction, cfg.seed)
+            self.data = dataclasses.replace(
+                self.data,
+                train=self.data.train.subset(train_idx, "train"),
+                val=self.data.train.subset(val_idx, "val"),
+            )
         info = self.data.info
         self.classes = list(info.classes)
+        self._check_batch_memory()
         train_split = self.data.train
         if cfg.train_subset is not None and cfg.train_subset < len(train_split):
             generator = torch.Generator().manual_seed(cfg.seed)
@@ -313,6 +413,7 @@ class Trainer:
                 out_chans=cfg.in_chans,
             )
 
+        self.train_images = len(train_split)
         self.train_loader = loader(train_split, True)
         self.val_loader = loader(self.data.val, False) if self.data.val is not None else None
         self.test_loader = loader(self.data.test, False)
@@ -344,45 +445,57 @@ class Trainer:
         else:
             atomic_write_text(self.run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
 
+    def _check_batch_memory(self) -> None:
+        """Refuse, before any allocation, input batches that cannot fit (huge --pad-to or --in-chans)."""
+        cfg, train = self.cfg, self.data.train
+        chans = cfg.in_chans or (1 if train.images.dim() == 3 else int(train.images.shape[1]))
+        h, w = train.images.shape[-2:]
+        side = (cfg.pad_to, cfg.pad_to) if cfg.pad_to else (int(h), int(w))
+        check_batch_fits(max(cfg.batch_size, cfg.eval_batch_size), (chans, *side), "input")
+
     def _shards(self) -> CoreShards | None:
-        """The CPU batch shards to train with (None: plain operation-level threading)."""
+        """The CPU batch shards to train with (None: plain operation-level threading, the default)."""
         cfg = self.cfg
-        if cfg.cpu_shards is None:
-            count = 1 if cfg.compile else auto_shards(self.model, self.device, cfg.batch_size, bf16=self.amp)
-        else:
-            count = cfg.cpu_shards
-            blocker = shard_blocker(self.model) if count > 1 else None
-            if count > 1 and self.device.type != "cpu":
-                raise UsageError(f"cpu_shards applies to CPU training, not {self.device}; leave it unset")
-            if blocker:
-                raise UsageError(
-                    f"{cfg.model} cannot be trained in CPU shards: {blocker}; leave cpu_shards unset"
-                )
-            if count > 1 and cfg.compile:
-                raise UsageError("cpu_shards and compile do not combine; choose one")
-        if count < 2:
+        if cfg.cpu_shards < 2:
             return None
-        return core_shards(count, max(1, torch.get_num_threads() // count))
+        if self.device.type != "cpu":
+            raise UsageError(f"cpu_shards applies to CPU training, not {self.device}; leave it at 1")
+        blocker = shard_blocker(self.model, cfg.model)
+        if blocker:
+            raise UsageError(f"{cfg.model} cannot be trained in CPU shards: {blocker}; leave cpu_shards at 1")
+        if cfg.compile:
+            raise UsageError("cpu_shards and compile do not combine; choose one")
+        return core_shards(cfg.cpu_shards, max(1, torch.get_num_threads() // cfg.cpu_shards))
+
+    def describe(self) -> str:
+        """One line naming what this run computes with: device, precision, threads, batch mode, splits."""
+        cfg = self.cfg
+        where = cpu_name() if self.device.type == "cpu" else torch.cuda.get_device_name(self.device)
+        threads = f"{torch.get_num_threads()} threads" if self.device.type == "cpu" else "CUDA"
+        mode = f"{self.shards.workers} CPU batch shards" if self.shards else "whole batches"
+        val = self.data.val
+        selection = (
+            f"{len(val):,} val images select the checkpoint"
+            if val is not None
+            else "no validation split: the last epoch is the result"
+        )
+        return (
+            f"{cfg.model} on {cfg.data}: {self.device} ({where}), {precision_note(self.amp, self.device)}, "
+            f"{threads}, {mode}, batch {cfg.batch_size}, {self.train_images:,} training images, {selection}"
+        )
 
     # -- checkpoints --------------------------------------------------------------------------
 
     def _resumed_config(self, cfg: TrainConfig) -> TrainConfig:
-        """The run's saved recipe; of ``cfg`` only the model (checked) and the number of epochs count."""
-        path = self.run_dir / "config.json"
-        if not path.is_file():
-            raise CheckpointError(f"nothing to resume in {self.run_dir}: no config.json there")
-        try:
-            saved = TrainConfig.from_dict(json.loads(path.read_text()))
-        except (OSError, ValueError) as err:
-            raise CheckpointError(
-                f"cannot resume {self.run_dir}: config.json is missing or damaged ({err})"
-            ) from None
+        """The run's saved recipe; of ``cfg`` only the model (checked) and :data:`RESUME_MAY_CHANGE` count."""
+        saved = saved_config(self.run_dir)
         if cfg.model != saved.model:
-            raise CheckpointError(
+            raise UsageError(
                 f"{self.run_dir} is a run of {saved.model!r}, not {cfg.model!r}; resume it with that model"
             )
-        saved.epochs = cfg.epochs  # extend (or cut short) a run; the schedule follows the new length
-        return saved
+        # Extending (or cutting short) a run recomputes the schedule for the new length, so only a run
+        # interrupted within its original length continues exactly.
+        return dataclasses.replace(saved, **{name: getattr(cfg, name) for name in RESUME_MAY_CHANGE})
 
     def header(self) -> dict[str, Any]:
         """Metadata stored with every checkpoint: enough to rebuild the model and its data."""
@@ -404,6 +517,7 @@ class Trainer:
             "schedule": self.schedule.state_dict(),
             "history": self.history,
             "best_accuracy": self.best_accuracy,
+            "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
         optimizer = self.optimizer if name == "last" else None
         return save_checkpoint(
@@ -420,6 +534,8 @@ class Trainer:
         self.start_epoch = state["epoch"]
         self.skip_steps = state["step_in_epoch"]
         self.partial = state["partial"]
+        if self.scaler is not None and state.get("grad_scaler"):
+            self.scaler.load_state_dict(state["grad_scaler"])
         atomic_write_text(self.run_dir / "config.json", json.dumps(self.cfg.to_dict(), indent=2))
 
     # -- one epoch ------------------------------------------------------------------------------
@@ -441,7 +557,8 @@ class Trainer:
         """Loss (as this slice's share of the batch mean), correct count and parameter gradients."""
         loss, logits = self._loss(x, y)
         loss = loss * (len(y) / batch)
-        grads = torch.autograd.grad(loss, self.params, allow_unused=True)
+        scaled = self.scaler.scale(loss) if self.scaler is not None else loss
+        grads = torch.autograd.grad(scaled, self.params, allow_unused=True)
         return loss.item(), int((logits.argmax(1) == y).sum()), list(grads)
 
     def _step(self, x: torch.Tensor, y: torch.Tensor, meanwhile: Callable[[], Any]) -> tuple[float, int, Any]:
@@ -513,14 +630,24 @@ class Trainer:
             loss_value, correct, upcoming = self._step(x, y, lambda: next(batches, None))
             if not math.isfinite(loss_value):
                 bar.close()
-                raise TrainingDiverged(
-                    f"loss became {loss_value} at epoch {epoch + 1}, step {step + 1}; the last good checkpoint "
-                    f"is kept in {self.run_dir / 'checkpoints'}. Lower the learning rate (now {self.schedule.lr:.3g}) "
-                    "or set --grad-clip"
+                kept = (
+                    f"the last good checkpoint is kept in {self.run_dir / 'checkpoints'}"
+                    if (self.run_dir / "checkpoints" / "last.json").is_file()
+                    else "no checkpoint was saved yet (it diverged in the first epoch)"
                 )
+                raise TrainingDiverged(
+                    f"loss became {loss_value} at epoch {epoch + 1}, step {step + 1}; {kept}. Lower the learning "
+                    f"rate (now {self.schedule.lr:.3g}) or set --grad-clip"
+                )
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)  # before clipping: the norm of the true gradients
             if self.cfg.grad_clip:
                 nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
-            self.optimizer.step()
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)  # skips the step when fp16 gradients overflowed
+                self.scaler.update()
+            else:
+                self.optimizer.step()
             self.schedule.step_batch()
             totals["loss"] += loss_value * len(y)
             totals["correct"] += correct
@@ -574,7 +701,16 @@ class Trainer:
             signal.signal(signal.SIGINT, previous)
 
     def fit(self) -> RunResult:
-        """Train from the current epoch to ``cfg.epochs``; after a stop request, status ``interrupted``."""
+        """Train from the current epoch to ``cfg.epochs``; after a stop request, status ``interrupted``.
+
+        Each epoch is measured on the validation split (when there is one), which alone selects the
+        ``best`` checkpoint and drives the plateau schedule; the test split is evaluated once, on the
+        selected checkpoint, when the run completes (:meth:`final_report`).
+        """
+        if self.progress:
+            tqdm.write(self.describe())
+        for row in self.history:  # a completed run extended with --resume: its old report no longer holds
+            row.update(test_loss=None, test_acc=None, selected=None)
         with self._ctrl_c_stops():
             for epoch in range(self.start_epoch, self.cfg.epochs):
                 lr = self.cfg.lr * self.schedule.factor(epoch * self.steps_per_epoch)  # at the epoch's start
@@ -585,13 +721,10 @@ class Trainer:
                 if self.val_loader is not None:
                     val = self.evaluate(self.val_loader)
                     row.update(val_loss=val.loss, val_acc=val.accuracy)
-                test = self.evaluate(self.test_loader)
-                row.update(test_loss=test.loss, test_acc=test.accuracy)
-                self.schedule.step_epoch(row.get("val_loss", test.loss))
+                    self.schedule.step_epoch(val.loss)
                 self.history.append(row)
-                selection = row.get("val_acc", row["test_acc"])
-                if selection > self.best_accuracy:
-                    self.best_accuracy = selection
+                if self.val_loader is not None and row["val_acc"] > self.best_accuracy:
+                    self.best_accuracy = row["val_acc"]
                     self.save("best", epoch + 1)
                 self.save("last", epoch + 1)
                 write_metrics(self.run_dir / "metrics.csv", self.history)
@@ -604,11 +737,59 @@ class Trainer:
                     tqdm.write(_epoch_line(row, self.cfg.epochs))
                 if self.stop_requested and epoch + 1 < self.cfg.epochs:
                     return self._result("interrupted")
-        return self._result("completed")
+        return self._result("completed", self.final_report())
 
-    def _result(self, status: str) -> RunResult:
+    def selected_checkpoint(self) -> tuple[str, int]:
+        """(checkpoint name, epoch) that is this run's result: ``best`` by validation accuracy, else ``last``."""
+        if self.val_loader is None:
+            return "last", len(self.history)
+        best = max(self.history, key=lambda row: row["val_acc"])  # the first epoch with the best value
+        return "best", int(best["epoch"])
+
+    def final_report(self) -> dict[str, Any]:
+        """Evaluate the selected checkpoint on the test split (the only time the test split is touched),
+        record it in metrics.csv and results.json, and return what results.json holds."""
+        name, epoch = self.selected_checkpoint()
+        if name == "best" and epoch != len(self.history):
+            load_checkpoint(self.run_dir / "checkpoints" / "best.json", self.model)  # weights only
+        test = self.evaluate(self.test_loader)
+        row = self.history[epoch - 1]
+        row.update(test_loss=test.loss, test_acc=test.accuracy, selected=1)
+        results = {
+            "model": self.cfg.model,
+            "data": self.cfg.data,
+            "checkpoint": name,
+            "epoch": epoch,
+            "epochs": len(self.history),
+            "selection": "best validation accuracy" if name == "best" else "last epoch (no validation split)",
+            "val_acc": row.get("val_acc"),
+            "test_loss": test.loss,
+            "test_acc": test.accuracy,
+            "test_images": int(test.confusion.sum()),
+            "precision": self.amp,
+            "device": str(self.device),
+            "cpu": cpu_name(),
+            "threads": torch.get_num_threads(),
+            "cpu_shards": self.cfg.cpu_shards,
+        }
+        write_metrics(self.run_dir / "metrics.csv", self.history)
+        atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2))
+        if self.progress:
+            tqdm.write(
+                f"test accuracy {100 * test.accuracy:.2f}% ({name} checkpoint, epoch {epoch}, "
+                f"selected by {results['selection']})"
+            )
+        return results
+
+    def _result(self, status: str, results: dict[str, Any] | None = None) -> RunResult:
         return RunResult(
-            self.run_dir, self.cfg, list(self.history), self.num_params, status, max(self.best_accuracy, 0.0)
+            self.run_dir,
+            self.cfg,
+            list(self.history),
+            self.num_params,
+            status,
+            max(self.best_accuracy, 0.0),
+            results or {},
         )
 
 
@@ -620,7 +801,6 @@ def _epoch_line(row: dict[str, Any], epochs: int) -> str:
     if row.get("val_acc") is not None:
         parts.append(f"val acc {100 * row['val_acc']:.2f}%")
     parts += [
-        f"test acc {100 * row['test_acc']:.2f}%",
         f"{row['epoch_seconds']:.1f}s",
         f"{row['train_images_per_s']:.0f} img/s",
     ]

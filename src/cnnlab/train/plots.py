@@ -26,13 +26,18 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 
 
 def plot_curves(rows: Sequence[Mapping[str, float]], path: Path, title: str = "") -> Path:
-    """Loss and accuracy per epoch (train, and val/test where present) side by side."""
+    """Loss and accuracy per epoch (train, and val where present) side by side, the selected test point starred."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     epochs = [r["epoch"] for r in rows]
-    for split, style in (("train", "-"), ("val", "--"), ("test", ":")):
+    for split, style in (("train", "-"), ("val", "--")):
         if rows and rows[0].get(f"{split}_loss") not in (None, ""):
             ax_loss.plot(epochs, [r[f"{split}_loss"] for r in rows], style, marker="o", label=split)
             ax_acc.plot(epochs, [100 * r[f"{split}_acc"] for r in rows], style, marker="o", label=split)
+    # The test split is measured once, on the selected checkpoint: one point, not a curve.
+    for r in rows:
+        if r.get("test_acc") not in (None, ""):
+            ax_loss.plot([r["epoch"]], [r["test_loss"]], "r*", markersize=12, label="test (selected)")
+            ax_acc.plot([r["epoch"]], [100 * r["test_acc"]], "r*", markersize=12, label="test (selected)")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax_loss, ax_acc):
@@ -70,9 +75,12 @@ def plot_confusion(
 
 
 def plot_comparison(
-    series: Mapping[str, Sequence[float]], path: Path, ylabel: str = "test accuracy (%)", title: str = ""
+    series: Mapping[str, Sequence[float]],
+    path: Path,
+    ylabel: str = "validation accuracy (%)",
+    title: str = "",
 ) -> Path:
-    """One line per run: a metric per epoch (test accuracy for ``cnnlab compare``)."""
+    """One line per run: a metric per epoch (validation accuracy for ``cnnlab compare``)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, values in series.items():
         ax.plot(range(1, len(values) + 1), values, marker="o", label=name)

@@ -7,11 +7,13 @@ thread. Running one whole forward and backward per core on a slice of the batch,
 and adding the slices' gradients keeps both cores busy with no per-operation synchronisation
 (``benchmarks/train_throughput.py`` measures the difference).
 
-This is exact for models whose output for one image does not depend on the rest of the batch or
-on random numbers drawn during the forward pass: the full-batch mean loss is the sum of the
-shards' mean losses weighted by their share of the batch, so its gradient is the sum of the
-shards' gradients. Batch norm (statistics over the batch) and dropout (a shared random stream)
-break that, so :func:`shard_blocker` keeps such models on operation-level threading.
+This is exact for models whose output for one image depends on that image alone, with no random
+numbers drawn during the forward pass: the full-batch mean loss is the sum of the shards' mean
+losses weighted by their share of the batch, so its gradient is the sum of the shards' gradients.
+Batch norm (statistics over the batch), dropout and drop-path (a shared random stream) and any
+custom layer that couples images break that. So shards are opt-in (``cpu_shards``) and allowed
+only for the models of :data:`SHARD_SAFE_MODELS` whose layers are all of :data:`PER_SAMPLE_LAYERS`:
+an allow-list, since a deny-list misses every layer nobody thought of.
 """
 
 from __future__ import annotations
@@ -29,32 +31,40 @@ from torch import nn
 
 T = TypeVar("T")
 
-MIN_SHARD_IMAGES = 32  # below this a shard's kernels are too small to be worth a core of their own
+# Registry models whose images are independent of each other in training mode at their defaults.
+SHARD_SAFE_MODELS = frozenset({"lecture-simple", "lecture-inception", "lecture-residual"})
+# Leaf layers that compute each image from that image alone and draw no random numbers.
+PER_SAMPLE_LAYERS: tuple[type[nn.Module], ...] = (
+    nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.Identity, nn.Flatten,
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
+    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
+    nn.LocalResponseNorm, nn.ZeroPad2d, nn.ConstantPad2d,
+)  # fmt: skip
 
 
-def shard_blocker(model: nn.Module) -> str | None:
-    """Why ``model`` cannot be trained in batch shards (a batch-norm or active dropout layer), or None."""
-    for name, module in model.named_modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            return f"layer {name} is batch norm, whose statistics span the whole batch"
-        if isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0:
-            return f"layer {name} is dropout, which draws from one random stream shared by all shards"
-    return None
+def shard_blocker(model: nn.Module, model_name: str | None = None) -> str | None:
+    """Why ``model`` cannot be trained in batch shards, or None when it can.
 
-
-def auto_shards(
-    model: nn.Module, device: torch.device, batch_size: int, threads: int | None = None, bf16: bool = False
-) -> int:
-    """How many shards to use by default: one per CPU thread, each with at least MIN_SHARD_IMAGES images.
-
-    1 (no sharding) on CUDA, with fewer than two threads, for a model :func:`shard_blocker` refuses,
-    or under bf16 autocast: on a 2-core Xeon with AMX, oneDNN's bf16 kernels threaded across both
-    cores beat one single-threaded shard per core by 3-20% on the lecture nets (5 interleaved rounds).
+    ``model_name`` (the registry name) must be in :data:`SHARD_SAFE_MODELS`; every leaf layer must
+    be one of :data:`PER_SAMPLE_LAYERS` (dropout only with p=0), so an option that adds batch norm
+    or dropout to an allowed model is caught too.
     """
-    threads = threads or torch.get_num_threads()
-    if device.type != "cpu" or bf16 or threads < 2 or shard_blocker(model) is not None:
-        return 1
-    return max(1, min(threads, batch_size // MIN_SHARD_IMAGES))
+    if model_name is not None and model_name not in SHARD_SAFE_MODELS:
+        return (
+            f"{model_name} is not among the models known to compute each image independently "
+            f"({', '.join(sorted(SHARD_SAFE_MODELS))})"
+        )
+    for name, module in model.named_modules():
+        if next(module.children(), None) is not None:
+            continue  # containers: their leaves decide
+        if isinstance(module, nn.Dropout) and module.p == 0:
+            continue
+        if not isinstance(module, PER_SAMPLE_LAYERS):
+            return (
+                f"layer {name} ({type(module).__name__}) is not known to compute each image independently "
+                "(batch norm couples the batch; dropout and drop-path draw from one shared random stream)"
+            )
+    return None
 
 
 class CoreShards:
