@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 from cnnlab.cli.train import add_recipe_args, config_from_args
 from cnnlab.train.config import TrainConfig
 
 
-def _degradation(args: argparse.Namespace) -> int:
-    from cnnlab.experiments.degradation import RECIPE, degradation
+def show_recipe_defaults(parser: argparse.ArgumentParser, base: TrainConfig) -> None:
+    """Make the ``(default: ...)`` of each recipe flag in ``parser``'s help show ``base``'s value.
 
-    base = dataclasses.replace(TrainConfig(), **RECIPE)
-    cfg = config_from_args(args, "plain20-cifar", base=base)
+    :func:`add_recipe_args` writes TrainConfig's own defaults into the help texts; an experiment
+    that trains from another base record (its recipe) rewrites them from that record, so the
+    defaults --help shows are the ones the experiment passes to training."""
+    defaults = TrainConfig()
+    for action in parser._actions:  # argparse keeps no public list of a parser's actions
+        value = getattr(base, action.dest, None)
+        if action.help and hasattr(defaults, action.dest) and value != getattr(defaults, action.dest):
+            shown = ("on" if value else "off") if isinstance(value, bool) else value
+            head, found, tail = action.help.rpartition("(default: ")
+            if found and tail.endswith(")"):
+                action.help = f"{head}(default: {shown})"
+            else:
+                action.help += f" (default: {shown})"
+
+
+def _degradation(args: argparse.Namespace) -> int:
+    from cnnlab.experiments.degradation import degradation, recipe_config
+
+    cfg = config_from_args(args, "plain20-cifar", base=recipe_config())
     result = degradation(
         args.depths, cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet
     )
@@ -32,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     experiments = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", parser_class=type(p))
     experiments.required = True
-    from cnnlab.experiments.degradation import RECIPE
+    from cnnlab.experiments.degradation import RECIPE, recipe_config
 
     d = experiments.add_parser(
         "degradation",
@@ -45,4 +61,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--depths", type=int, nargs="+", default=[20, 56], help="depths 6n+2 (default: 20 56)")
     d.add_argument("--out", default="runs/degradation", help="experiment folder (default: runs/degradation)")
     add_recipe_args(d)
+    show_recipe_defaults(d, recipe_config())
     d.set_defaults(func=_degradation)

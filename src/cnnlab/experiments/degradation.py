@@ -38,6 +38,12 @@ RECIPE = {
 }
 
 
+def recipe_config() -> TrainConfig:
+    """TrainConfig's defaults with :data:`RECIPE` applied: what the experiment trains with unless told
+    otherwise, and what ``cnnlab experiment degradation --help`` shows as the defaults."""
+    return dataclasses.replace(TrainConfig(), **RECIPE)
+
+
 @dataclasses.dataclass
 class DegradationResult:
     """Every run of the experiment and where the figure and table were written."""
@@ -45,6 +51,8 @@ class DegradationResult:
     runs: dict[tuple[str, int], RunResult]
     figure: Path
     table: Path
+    #: the shape (C, H, W) the nets were built for and trained on: the parameter counts are for it
+    input_shape: tuple[int, ...] | None = None
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per net: kind, depth, parameters, final training and test error, seconds per epoch."""
@@ -76,9 +84,35 @@ class DegradationResult:
         seen = "degradation observed" if e1 > e0 else "no degradation at this budget"
         return f"plain-{d1} ends with a {worse} training error than plain-{d0} ({100 * e1:.2f}% vs {100 * e0:.2f}%): {seen}"
 
+    def params_note(self) -> str:
+        """Which input the parameter counts are for, and how they differ from the registry's (`cnnlab models`).
+
+        The nets are built for the data they train on: on Fashion-MNIST (1x28x28) the first 3x3
+        convolution has 1 input channel, not CIFAR's 3, so plain20-cifar has 269,434 parameters here
+        and 269,722 in the registry (288 = 3x3x(3-1)x16 more). The input size itself changes nothing:
+        global average pooling precedes the classifier."""
+        if self.input_shape is None:
+            return ""
+        shape = "x".join(map(str, self.input_shape))
+        data = next(iter(self.runs.values())).config.data if self.runs else "the data"
+        registry = sorted({tuple(model_info(r.config.model).input_size) for r in self.runs.values()})
+        differs = [
+            f"{r.config.model} {info.num_params:,}"
+            for r in sorted(self.runs.values(), key=lambda r: r.config.model)
+            if (info := model_info(r.config.model)).num_params is not None and info.num_params != r.num_params
+        ]
+        note = f"Parameters are counted for the {shape} input trained on ({data})"
+        if not differs:
+            return note + "."
+        sizes = ", ".join("x".join(map(str, s)) for s in registry)
+        return f"{note}; the registry's counts (`cnnlab models`) are for {sizes}: {', '.join(differs)}."
+
     def markdown(self) -> str:
-        """The table of final errors in Markdown, followed by the verdict."""
+        """The table of final errors in Markdown, after a line naming the input the counts are for,
+        followed by the verdict."""
+        note = self.params_note()
         lines = [
+            *([note, ""] if note else []),
             "| model | params | final train error | final test error | best test error | s/epoch |",
             "|---|---|---|---|---|---|",
         ]
@@ -146,7 +180,7 @@ def degradation(
             f"experiment folder {out} already exists; use --overwrite to replace it or --resume to continue it"
         )
     runs: dict[tuple[str, int], RunResult] = {}
-    data = None
+    data, input_shape = None, None
     for key, name in sorted(names.items(), key=lambda item: (item[0][1], item[0][0])):
         run_dir = out / name
         can_resume = resume and (run_dir / "checkpoints" / "last.json").is_file()
@@ -161,16 +195,26 @@ def degradation(
             data=data,
         )
         data = trainer.data
+        input_shape = tuple(trainer.input_shape)
         runs[key] = trainer.fit()
         if runs[key].status != "completed":
             raise Interrupted(
                 f"stopped during {name}; checkpoint saved. Run the same command with --resume to continue"
             )
-    result = DegradationResult(runs, out / "degradation.png", out / "degradation.md")
+    result = DegradationResult(runs, out / "degradation.png", out / "degradation.md", input_shape)
     plot_degradation(runs, result.figure, f"plain vs residual on {cfg.data}")
     atomic_write_text(result.table, result.markdown() + "\n")
     atomic_write_text(
         out / "degradation.json",
-        json.dumps({"config": cfg.to_dict(), "rows": result.rows(), "verdict": result.verdict()}, indent=2),
+        json.dumps(
+            {
+                "config": cfg.to_dict(),
+                "input_shape": list(input_shape),
+                "params_note": result.params_note(),
+                "rows": result.rows(),
+                "verdict": result.verdict(),
+            },
+            indent=2,
+        ),
     )
     return result
