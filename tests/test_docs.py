@@ -159,3 +159,22 @@ def test_the_checks_catch_what_they_are_for(tmp_path: Path) -> None:
     assert LOCAL_PATH.search("see `shared/seeds/000_x.txt`") and LOCAL_PATH.search("in /tmp/run")
     assert not LOCAL_PATH.search("`/usr/share/datasets/fashion-mnist/`")
     assert INTERNAL.search("the issue's figure") and INTERNAL.search("issue 5 / torchvision")
+
+
+def test_readme_python_snippets_define_every_name_they_use() -> None:
+    """Each ```python block of the README, run top to bottom, uses no name it has not defined or imported."""
+    import builtins
+    import symtable
+
+    blocks = re.findall(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(), re.MULTILINE | re.DOTALL)
+    assert blocks
+    for block in blocks:
+        table = symtable.symtable(block, "README.md", "exec")
+        undefined = [
+            s.get_name()
+            for s in table.get_symbols()
+            if s.is_referenced()
+            and not (s.is_assigned() or s.is_imported())
+            and not hasattr(builtins, s.get_name())
+        ]
+        assert not undefined, f"README snippet uses undefined names: {undefined}"
