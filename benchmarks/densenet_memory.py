@@ -168,9 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     verdicts = [
         verdict(
             f"{r['model']} batch {r['batch']}, memory-efficient / plain step peak",
-            f"< {TARGET:.2f}x, same loss",
-            f"{r['ratio_step_peak']:.2f}x, same loss: {r['same_loss']}"
-            + ("" if r["valid"] else " (not valid)"),
+            f"< {TARGET:.2f}x with the same loss",
+            f"{r['ratio_step_peak']:.2f}x with {'the same' if r['same_loss'] else 'a different'} loss"
+            + ("" if r["valid"] else " (not valid: no new high-water mark)"),
             r["ratio_step_peak"] < TARGET and r["same_loss"] and r["valid"],
         )
         for r in rows
