@@ -101,3 +101,29 @@ def test_degradation_table_names_the_input_its_parameter_counts_are_for(tmp_path
         "(`cnnlab models`) are for 3x32x32: plain20-cifar 269,722."
     )
     assert "| plain20-cifar | 269,434 |" in table
+
+
+def test_degradation_with_a_validation_split_selects_on_it_and_only_reports_the_test_set(
+    tmp_path: Path,
+) -> None:
+    """Per-epoch curves and the "best" column use the validation split; the test error is the final one,
+    also when the test set was evaluated only after the last epoch."""
+    from cnnlab.experiments.degradation import DegradationResult, plot_degradation
+    from cnnlab.train.engine import RunResult
+
+    history = [
+        {"epoch": 1, "train_acc": 0.6, "val_acc": 0.7, "epoch_seconds": 1.0},
+        {"epoch": 2, "train_acc": 0.8, "val_acc": 0.65, "test_acc": 0.62, "epoch_seconds": 1.0},
+    ]
+    runs = {
+        (kind, 8): RunResult(tmp_path, TrainConfig(model=f"{name}8-cifar"), history, 75_002)
+        for kind, name in (("plain", "plain"), ("residual", "resnet"))
+    }
+    result = DegradationResult(runs, tmp_path / "f.png", tmp_path / "t.md", (1, 28, 28))
+    table = result.markdown()
+    assert (
+        "| model | params | final train error | final validation error | final test error | "
+        "best validation error | s/epoch |" in table
+    )
+    assert "| plain8-cifar | 75,002 | 20.00% | 35.00% | 38.00% | 30.00% | 1.0 |" in table
+    assert plot_degradation(runs, tmp_path / "f.png", "t").stat().st_size > 1000

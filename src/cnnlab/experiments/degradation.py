@@ -54,23 +54,33 @@ class DegradationResult:
     #: the shape (C, H, W) the nets were built for and trained on: the parameter counts are for it
     input_shape: tuple[int, ...] | None = None
 
+    def has_validation(self) -> bool:
+        """Whether every epoch of every run was evaluated on a validation split (then the per-epoch
+        curves and the "best" column use it, and the test set is only reported, never selected on)."""
+        return all(run.history and all("val_acc" in r for r in run.history) for run in self.runs.values())
+
     def rows(self) -> list[dict[str, Any]]:
-        """One row per net: kind, depth, parameters, final training and test error, seconds per epoch."""
+        """One row per net: kind, depth, parameters, final training, validation (when there is a split)
+        and test error, the best held-out error over the epochs, seconds per epoch. A figure the run
+        did not produce is None."""
+        held_out = "val" if self.has_validation() else "test"
         rows = []
         for (kind, depth), run in sorted(self.runs.items(), key=lambda item: (item[0][1], item[0][0])):
             last = run.final
-            rows.append(
-                {
-                    "model": run.config.model,
-                    "kind": kind,
-                    "depth": depth,
-                    "params": run.num_params,
-                    "final_train_error": 1 - last["train_acc"],
-                    "final_test_error": 1 - last["test_acc"],
-                    "best_test_error": 1 - max(r["test_acc"] for r in run.history),
-                    "seconds_per_epoch": sum(r["epoch_seconds"] for r in run.history) / len(run.history),
-                }
-            )
+            row = {
+                "model": run.config.model,
+                "kind": kind,
+                "depth": depth,
+                "params": run.num_params,
+                "final_train_error": 1 - last["train_acc"],
+            }
+            if held_out == "val":
+                row["final_val_error"] = 1 - last["val_acc"]
+            row["final_test_error"] = 1 - last["test_acc"] if "test_acc" in last else None
+            scores = [r[f"{held_out}_acc"] for r in run.history if f"{held_out}_acc" in r]
+            row[f"best_{held_out}_error"] = 1 - max(scores) if scores else None
+            row["seconds_per_epoch"] = sum(r["epoch_seconds"] for r in run.history) / len(run.history)
+            rows.append(row)
         return rows
 
     def verdict(self) -> str:
@@ -111,33 +121,43 @@ class DegradationResult:
         """The table of final errors in Markdown, after a line naming the input the counts are for,
         followed by the verdict."""
         note = self.params_note()
+        held_out = "val" if self.has_validation() else "test"
+        columns = ["final_train_error"] + (["final_val_error"] if held_out == "val" else [])
+        columns += ["final_test_error", f"best_{held_out}_error"]
+        names = {"train": "train", "val": "validation", "test": "test"}
+        titles = [f"{c.split('_')[0]} {names[c.split('_')[1]]} error" for c in columns]
         lines = [
             *([note, ""] if note else []),
-            "| model | params | final train error | final test error | best test error | s/epoch |",
-            "|---|---|---|---|---|---|",
+            "| model | params | " + " | ".join(titles) + " | s/epoch |",
+            "|---" * (len(columns) + 3) + "|",
         ]
         for r in self.rows():
+            errors = ["-" if r[c] is None else f"{100 * r[c]:.2f}%" for c in columns]
             lines.append(
-                f"| {r['model']} | {r['params']:,} | {100 * r['final_train_error']:.2f}% | "
-                f"{100 * r['final_test_error']:.2f}% | {100 * r['best_test_error']:.2f}% | {r['seconds_per_epoch']:.1f} |"
+                f"| {r['model']} | {r['params']:,} | "
+                + " | ".join(errors)
+                + f" | {r['seconds_per_epoch']:.1f} |"
             )
         return "\n".join(lines) + f"\n\n{self.verdict()}"
 
 
 def plot_degradation(runs: dict[tuple[str, int], RunResult], path: Path, title: str) -> Path:
-    """Training error (left) and test error (right) per epoch; plain dashed, residual solid, one colour per depth."""
+    """Training error (left) and validation error (right; test error when there is no validation split)
+    per epoch; plain dashed, residual solid, one colour per depth."""
     import matplotlib.pyplot as plt
 
     from cnnlab.train.plots import _save
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
+    with_val = all(run.history and all("val_acc" in r for r in run.history) for run in runs.values())
+    held_out = "val_acc" if with_val else "test_acc"
     depths = sorted({d for _, d in runs})
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for (kind, depth), run in sorted(runs.items()):
         epochs = [r["epoch"] for r in run.history]
         style = "--" if kind == "plain" else "-"
         colour = colours[depths.index(depth) % len(colours)]
-        for ax, key in zip(axes, ("train_acc", "test_acc")):
+        for ax, key in zip(axes, ("train_acc", held_out)):
             ax.plot(
                 epochs,
                 [100 * (1 - r[key]) for r in run.history],
@@ -145,7 +165,7 @@ def plot_degradation(runs: dict[tuple[str, int], RunResult], path: Path, title: 
                 color=colour,
                 label=f"{kind}-{depth}",
             )
-    for ax, what in zip(axes, ("training", "test")):
+    for ax, what in zip(axes, ("training", "validation" if held_out == "val_acc" else "test")):
         ax.set(xlabel="epoch", ylabel=f"{what} error (%)", title=f"{what} error")
         ax.grid(alpha=0.3)
         ax.legend()
