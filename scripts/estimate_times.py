@@ -4,7 +4,7 @@ For each example, every net it trains runs a few training steps (after a warm-up
 evaluation pass with the engine's settings (fp32, no batch shards, a 10% validation split, as
 given below), and the script multiplies out: epochs x (steps x seconds per step + evaluated images x
 seconds per image). It is an estimate: it leaves out start-up, checkpoints and plots (about a second
-per epoch), and a busy machine makes it longer. It takes about a minute.
+per epoch), and a busy machine makes it longer. It takes a few minutes.
 
     python scripts/estimate_times.py [--steps 10] [--only degradation]
 """
