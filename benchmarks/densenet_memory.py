@@ -17,9 +17,14 @@ checkpointing removes. Inside a checkpointed region these hooks are the checkpoi
 efficient variant's figure leaves out the region inputs the checkpoint keeps (each layer's k new
 channels, one block output's worth); the RSS figure includes them.
 Ratios are efficient / plain within the same run; the time ratio shows the recomputation's cost.
-One thread. Writes benchmarks/results/densenet_memory.json.
+One thread.
 
-    python benchmarks/densenet_memory.py [--quick]
+Target, per case: the memory-efficient variant's step peak is below the plain one's (ratio < 1.0),
+with the same loss and a valid measurement; the verdict is printed and stored. Writes a new
+timestamped JSON under benchmarks/results/, or with ``--save`` the committed
+benchmarks/results/densenet_memory.json.
+
+    python benchmarks/densenet_memory.py [--quick] [--save]
 """
 
 from __future__ import annotations
@@ -32,9 +37,10 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results" / "densenet_memory.json"
+from _common import add_output_args, cpu_info, verdict, write_results
+
+TARGET = 1.0  # memory-efficient / plain step peak below this
 # (model, batch, image side): a CIFAR training batch and an ImageNet-size one
 CASES = (("densenet-bc-100-12", 64, 32), ("densenet121", 8, 224))
 QUICK_CASES = (("densenet-bc-100-12", 16, 32),)
@@ -110,14 +116,15 @@ def run_child(model_name: str, batch: int, size: int, variant: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> int:
-    """Measure every case, print the table and write the JSON."""
+def main(argv: list[str] | None = None) -> int:
+    """Measure every case, print the table and the verdicts, and write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="one small case (a smoke run)")
     parser.add_argument(
         "--child", nargs=4, metavar=("MODEL", "BATCH", "SIZE", "VARIANT"), help=argparse.SUPPRESS
     )
-    args = parser.parse_args()
+    add_output_args(parser)
+    args = parser.parse_args(argv)
     if args.child:
         name, batch, size, variant = args.child
         print(json.dumps(child(name, int(batch), int(size), variant)))
@@ -158,22 +165,32 @@ def main() -> int:
             f"{row['ratio_saved_for_backward']:.2f}x, step time {row['ratio_step_time']:.2f}x, "
             f"same loss: {row['same_loss']}"
         )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "benchmark": "densenet_memory",
-                "method": "peak RSS (ru_maxrss) - RSS before the step, fresh subprocess per variant, "
-                "MALLOC_MMAP_THRESHOLD_=65536; plus bytes saved for backward (saved_tensors_hooks)",
-                "threads": 1,
-                "machine": platform.machine(),
-                "python": platform.python_version(),
-                "rows": rows,
-            },
-            indent=2,
+    verdicts = [
+        verdict(
+            f"{r['model']} batch {r['batch']}, memory-efficient / plain step peak",
+            f"< {TARGET:.2f}x with the same loss",
+            f"{r['ratio_step_peak']:.2f}x with {'the same' if r['same_loss'] else 'a different'} loss"
+            + ("" if r["valid"] else " (not valid: no new high-water mark)"),
+            r["ratio_step_peak"] < TARGET and r["same_loss"] and r["valid"],
         )
+        for r in rows
+    ]
+    write_results(
+        "densenet_memory",
+        {
+            "benchmark": "densenet_memory",
+            "method": "peak RSS (ru_maxrss) - RSS before the step, fresh subprocess per variant, "
+            "MALLOC_MMAP_THRESHOLD_=65536; plus bytes saved for backward (saved_tensors_hooks)",
+            "threads": 1,
+            "machine": platform.machine(),
+            **cpu_info(),
+            "python": platform.python_version(),
+            "rows": rows,
+            "verdicts": verdicts,
+            "all_meet_target": all(v["met"] for v in verdicts),
+        },
+        args,
     )
-    print(f"wrote {RESULTS}")
     return 0 if all(r["valid"] and r["same_loss"] for r in rows) else 1
 
 

@@ -4,25 +4,31 @@ For each network (ResNet-152, ResNet-50 and a lecture net, when registered), at 
 batch 1: the median time of a plain CPU forward pass (eval, no_grad, real arithmetic), of
 ``summarize`` on the meta device (the default: shapes only) and of ``summarize(device="cpu")`` (the
 same trace with real arithmetic). Ratios are against the plain forward of the same run; nothing is
-compared across runs. One thread, so that a busy machine disturbs both sides alike. Writes
-benchmarks/results/summary_cost.json.
+compared across runs. One thread, so that a busy machine disturbs both sides alike.
+
+Target: on the large networks (the ResNets) the meta summary costs less than one plain forward
+pass (ratio < 1.0); for a tiny network its fixed bookkeeping dominates, which is not a target. The
+verdict is printed and stored. Writes a new timestamped JSON under benchmarks/results/, or with
+``--save`` the committed benchmarks/results/summary_cost.json.
+
+    python benchmarks/summary_cost.py [--save]
 """
 
 from __future__ import annotations
 
-import json
+import argparse
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from _common import add_output_args, cpu_info, verdict, write_results
 
 from cnnlab.analysis import summarize
 from cnnlab.models import create_model, list_models, model_info
 
-RESULTS = Path(__file__).resolve().parent / "results" / "summary_cost.json"
 CANDIDATES = ("resnet152", "resnet50", "lecture-inception")
+TARGETS = {"resnet152": 1.0, "resnet50": 1.0}  # meta summary / forward pass below this
 
 
 def median_time(fn, repeats: int) -> float:
@@ -63,8 +69,11 @@ def measure(name: str) -> dict:
     }
 
 
-def main() -> int:
-    """Measure every candidate that is registered; print the table and write the JSON."""
+def main(argv: list[str] | None = None) -> int:
+    """Measure every candidate that is registered; print the table and the verdicts; write the JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_output_args(parser)
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     available = set(list_models())
     rows = [measure(name) for name in CANDIDATES if name in available]
@@ -79,21 +88,31 @@ def main() -> int:
         )
     if missing:
         print(f"not registered (skipped): {', '.join(missing)}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "benchmark": "summary_cost",
-                "torch": torch.__version__,
-                "threads": torch.get_num_threads(),
-                "machine": platform.machine(),
-                "rows": rows,
-                "skipped": missing,
-            },
-            indent=2,
+    verdicts = [
+        verdict(
+            f"{r['model']}, meta summary vs one forward pass",
+            f"< {TARGETS[r['model']]:.2f}x",
+            f"{r['ratio_meta']:.2f}x",
+            r["ratio_meta"] < TARGETS[r["model"]],
         )
+        for r in rows
+        if r["model"] in TARGETS
+    ]
+    write_results(
+        "summary_cost",
+        {
+            "benchmark": "summary_cost",
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "machine": platform.machine(),
+            **cpu_info(),
+            "rows": rows,
+            "skipped": missing,
+            "verdicts": verdicts,
+            "all_meet_target": all(v["met"] for v in verdicts),
+        },
+        args,
     )
-    print(f"wrote {RESULTS}")
     return 0
 
 

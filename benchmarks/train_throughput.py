@@ -11,15 +11,19 @@ A second, leaner baseline (:class:`LeanPerSampleDataset`: tensor from the array,
 normalise, no PIL) is reported beside it, so the share of the speed-up due to data handling shows.
 
 The engine is :class:`cnnlab.train.Trainer` with its default recipe (whole-dataset uint8 tensors,
-batched normalisation, channels_last, batch 128, denormals flushed, one batch shard per core for
-the BN-free, dropout-free lecture nets, and bf16 autocast on CPUs with AMX bf16 units). Where that
-default is bf16, the engine in fp32 (``amp=False``) is measured too, so the share of the speed-up
-due to the lower precision shows. All train the same model for the same number of steps in this
-one process, interleaved round by round, and the table reports images/s and the ratios (target:
->= 2.0x against the lectures' loop on every lecture net on 2 CPU cores).
+batched normalisation, channels_last, batch 128, denormals flushed): the main ``cnnlab`` column.
+Two more columns each change one thing from fp32 without shards, so each speed-up shows on its own:
+``shards`` (``cpu_shards=2, amp="fp32"``: each batch split into two shards trained side by side, one
+per core) and ``bf16`` (``amp="bf16", cpu_shards=1``: bf16 autocast), the latter only on CPUs with bf16
+matrix units (``cpu_has_bf16_matrix_units()``, AMX), where it has a fast path; elsewhere it is
+recorded as not measured. All train the same model for the same number of steps in this one
+process, interleaved round by round, and the table reports images/s and the ratios. Target: the
+default engine >= 2.0x against the lectures' loop on every lecture net on 2 CPU cores; the verdict
+is printed and stored. The JSON records the CPU model and its AVX2, AVX-512F and AMX-BF16 flags.
 
-    python benchmarks/train_throughput.py [--steps 60] [--rounds 3] [--data-dir DIR]
+    python benchmarks/train_throughput.py [--steps 60] [--rounds 3] [--data-dir DIR] [--save]
 
+Without ``--save`` the JSON goes to a new timestamped file in benchmarks/results/ (see _common.py).
 Needs Fashion-MNIST (``cnnlab data check fashion-mnist``); without it, synthetic images of the
 same shape are used and the JSON says so.
 """
@@ -27,7 +31,6 @@ same shape are used and the JSON says so.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import tempfile
@@ -36,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import add_output_args, cpu_info, verdict, write_results
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
@@ -43,10 +47,12 @@ from cnnlab.data import load_dataset
 from cnnlab.errors import DataError
 from cnnlab.models import create_model
 from cnnlab.train import TrainConfig, Trainer
-from cnnlab.train.engine import default_amp
+from cnnlab.train.engine import cpu_has_bf16_matrix_units
 
 MODELS = ("lecture-simple", "lecture-inception", "lecture-residual")
-RESULTS = Path(__file__).resolve().parent / "results" / "train_throughput.json"
+TARGET = 2.0
+#: engine columns: name -> TrainConfig settings ({} is the engine's default)
+ENGINES = {"cnnlab": {}, "shards": {"cpu_shards": 2, "amp": "fp32"}, "bf16": {"amp": "bf16", "cpu_shards": 1}}
 
 
 class TorchvisionStyleDataset(Dataset):
@@ -114,22 +120,44 @@ def lecture_loop(
     return seen / (time.perf_counter() - start)
 
 
-def engine_loop(model_name: str, data, steps: int, workdir: Path, amp: bool | None = None) -> float:
-    """Images/s of the cnnlab engine over ``steps`` steps (after a 3-step warm-up epoch)."""
-    cfg = TrainConfig(model=model_name, epochs=2, max_steps_per_epoch=steps, amp=amp)
+def engine_loop(model_name: str, data, steps: int, workdir: Path, settings: dict | None = None) -> dict:
+    """Images/s of the cnnlab engine over ``steps`` steps (after a 3-step warm-up epoch), and the
+    precision and shards it trained with."""
+    cfg = TrainConfig(model=model_name, epochs=2, max_steps_per_epoch=steps, **(settings or {}))
     trainer = Trainer(cfg, workdir / model_name, data=data, progress=False, overwrite=True)
     trainer.steps_per_epoch = 3
     trainer.train_epoch(0)  # warm-up: allocator, kernels
     trainer.steps_per_epoch = steps
-    return trainer.train_epoch(1)["train_images_per_s"]
+    speed = trainer.train_epoch(1)["train_images_per_s"]
+    shards = getattr(trainer, "shards", None)
+    return {
+        "images_per_s": speed,
+        "amp": trainer.amp,
+        "cpu_shards": int(getattr(shards, "workers", 1)) if shards else 1,
+    }
 
 
-def main() -> None:
+def median_ratio(tops: list[float], bottoms: list[float]) -> float:
+    """Median of per-round ratios, so a slow spell of the machine cancels out of each ratio."""
+    return statistics.median(t / b for t, b in zip(tops, bottoms))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (see the module's docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=60, help="timed steps per loop and round (default: 60)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default: 3)")
+    parser.add_argument(
+        "--models", nargs="+", default=list(MODELS), metavar="MODEL", help="default: the lecture nets"
+    )
     parser.add_argument("--data-dir")
-    args = parser.parse_args()
+    add_output_args(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure, print the table and the verdicts, write the JSON."""
+    args = parse_args(argv)
     torch.set_flush_denormal(True)
     try:
         data, source = load_dataset("fashion-mnist", data_dir=args.data_dir), "fashion-mnist"
@@ -138,40 +166,65 @@ def main() -> None:
 
         folder = write_synthetic_dataset(Path(tempfile.mkdtemp()), "fashion-mnist", 20000, 1000, seed=0)
         data, source = load_dataset("fashion-mnist", data_dir=folder, verify=False), "synthetic 28x28"
-    bf16 = default_amp(torch.device("cpu"))
+    engines = dict(ENGINES)
+    bf16 = cpu_has_bf16_matrix_units()
+    if not bf16:
+        del engines["bf16"]
+    if torch.get_num_threads() < 2:
+        del engines["shards"]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in MODELS:
-            lecture, lean, engine, fp32 = [], [], [], []
+        for name in args.models:
+            rounds: dict[str, list[float]] = {"lecture": [], "lean": [], **{e: [] for e in engines}}
+            used = {}
             for _ in range(args.rounds):  # interleaved, so machine noise hits all alike
-                lecture.append(lecture_loop(name, data, args.steps))
-                lean.append(lecture_loop(name, data, args.steps, LeanPerSampleDataset))
-                engine.append(engine_loop(name, data, args.steps, Path(tmp)))
-                fp32.append(engine_loop(name, data, args.steps, Path(tmp), amp=False) if bf16 else engine[-1])
+                rounds["lecture"].append(lecture_loop(name, data, args.steps))
+                rounds["lean"].append(lecture_loop(name, data, args.steps, LeanPerSampleDataset))
+                for engine, settings in engines.items():
+                    run = engine_loop(name, data, args.steps, Path(tmp), settings)
+                    rounds[engine].append(run["images_per_s"])
+                    used[engine] = {"amp": run["amp"], "cpu_shards": run["cpu_shards"]}
             row = {
                 "model": name,
-                "lecture_images_per_s": statistics.median(lecture),
-                "lean_loop_images_per_s": statistics.median(lean),
-                "engine_images_per_s": statistics.median(engine),
-                # per round, so a slow spell of the machine cancels out of each ratio
-                "speedup": statistics.median(e / b for e, b in zip(engine, lecture)),
-                "speedup_vs_lean": statistics.median(e / b for e, b in zip(engine, lean)),
-                "engine_fp32_images_per_s": statistics.median(fp32),
-                "speedup_fp32": statistics.median(e / b for e, b in zip(fp32, lecture)),
-                "rounds": {"lecture": lecture, "lean": lean, "engine": engine, "engine_fp32": fp32},
+                "lecture_images_per_s": statistics.median(rounds["lecture"]),
+                "lean_loop_images_per_s": statistics.median(rounds["lean"]),
+                "engine_images_per_s": statistics.median(rounds["cnnlab"]),
+                "speedup": median_ratio(rounds["cnnlab"], rounds["lecture"]),
+                "speedup_vs_lean": median_ratio(rounds["cnnlab"], rounds["lean"]),
+                "engine_default": used["cnnlab"],
+                "rounds": rounds,
             }
+            for engine in ("shards", "bf16"):
+                measured = engine in engines
+                row[f"{engine}_settings"] = ENGINES[engine]
+                row[f"{engine}_images_per_s"] = statistics.median(rounds[engine]) if measured else None
+                row[f"{engine}_speedup"] = (
+                    median_ratio(rounds[engine], rounds["lecture"]) if measured else None
+                )
             rows.append(row)
+            default = used["cnnlab"]
             print(
                 f"{name:<18} lecture loop {row['lecture_images_per_s']:7.0f} img/s   "
-                f"lean loop {row['lean_loop_images_per_s']:7.0f}   cnnlab {row['engine_images_per_s']:7.0f}   "
-                f"{row['speedup']:.2f}x ({row['speedup_vs_lean']:.2f}x vs lean)"
-                + (
-                    f"   fp32 {row['engine_fp32_images_per_s']:7.0f} {row['speedup_fp32']:.2f}x"
-                    if bf16
-                    else ""
+                f"lean loop {row['lean_loop_images_per_s']:7.0f}   "
+                f"cnnlab ({default['amp']}, {default['cpu_shards']} shard{'s' if default['cpu_shards'] > 1 else ''}) "
+                f"{row['engine_images_per_s']:7.0f} {row['speedup']:.2f}x ({row['speedup_vs_lean']:.2f}x vs lean)   "
+                + "   ".join(
+                    f"{e} {row[f'{e}_images_per_s']:7.0f} {row[f'{e}_speedup']:.2f}x"
+                    if row[f"{e}_speedup"] is not None
+                    else f"{e} not measured"
+                    for e in ("shards", "bf16")
                 ),
                 flush=True,
             )
+    verdicts = [
+        verdict(
+            f"{r['model']}, cnnlab default vs the lectures' loop",
+            f">= {TARGET:.2f}x",
+            f"{r['speedup']:.2f}x",
+            r["speedup"] >= TARGET,
+        )
+        for r in rows
+    ]
     result = {
         "benchmark": "train_throughput",
         "data": source,
@@ -179,16 +232,21 @@ def main() -> None:
         "rounds": args.rounds,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "machine": platform.processor() or platform.machine(),
-        "engine_precision": "bf16 autocast (AMX)" if bf16 else "fp32",
-        "target_speedup": 2.0,
+        "machine": platform.machine(),
+        **cpu_info(),
+        "bf16_matrix_units": bf16,
+        "not_measured": {
+            **({} if bf16 else {"bf16": "no bf16 matrix units (AMX) on this CPU: bf16 has no fast path"}),
+            **({} if "shards" in engines else {"shards": "one thread: nothing to shard across"}),
+        },
+        "target_speedup": TARGET,
         "rows": rows,
-        "all_meet_target": all(r["speedup"] >= 2.0 for r in rows),
+        "verdicts": verdicts,
+        "all_meet_target": all(v["met"] for v in verdicts),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    write_results("train_throughput", result, args)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

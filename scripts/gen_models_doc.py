@@ -3,6 +3,7 @@ and the source of that count, from the registry's metadata (run after adding a m
 
 from __future__ import annotations
 
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -21,6 +22,21 @@ def family_doc(module: str) -> str | None:
     return None
 
 
+def cell(text: str) -> str:
+    """Text safe inside a Markdown table cell: ``|`` escaped (also inside code spans, as GFM requires)."""
+    return text.replace("|", "\\|")
+
+
+def public_source(text: str) -> str:
+    """A registry ``params_source`` as a reader of the docs can use it: references to the project's
+    internal issue tracker dropped ("issue 5 / torchvision docs" -> "torchvision docs", "issue 5
+    (paper Table 1 ...)" -> "paper Table 1 ..."), and ``docs/models/X.md`` made a link."""
+    text = re.sub(r"^issue \d+ \((.*?)\)", r"\1", text)
+    text = re.sub(r"\s*/\s*issue \d+|issue \d+\s*/\s*", "", text)
+    text = re.sub(r"\bdocs/(models/\w+\.md)\b", r"[\1](\1)", text)
+    return cell(text)
+
+
 def render() -> str:
     """The Markdown text of docs/models.md."""
     by_family: dict[str, list[str]] = defaultdict(list)
@@ -33,7 +49,9 @@ def render() -> str:
         "pinned in the registry and checked by `tests/test_models_registry.py` against the built model; the",
         "source column says where the figure comes from (the paper, or a derivation by hand from the paper's",
         "table in the family's document). Counts are at the default classes and channels (1000 and 3 for",
-        "ImageNet models, 10 and 3 for CIFAR models, 10 and 1 for the lecture nets).",
+        "ImageNet models, 10 and 3 for CIFAR models, 10 and 1 for the lecture nets). A net built for other",
+        "channels or classes has other counts: on Fashion-MNIST, `plain20-cifar` is built with 1 input channel",
+        "and has 269,434 parameters, not 269,722 (see [training](training.md#the-degradation-experiment)).",
         "",
     ]
     for family, names in sorted(by_family.items()):
@@ -50,11 +68,11 @@ def render() -> str:
             info = model_info(name)
             count = f"{info.num_params:,}" if info.num_params is not None else "-"
             lines.append(
-                f"| `{name}` | {'x'.join(map(str, info.input_size))} | {count} | {info.params_source} |"
+                f"| `{name}` | {'x'.join(map(str, info.input_size))} | {count} | {public_source(info.params_source)} |"
             )
         lines.append("")
     lines += ["## Families of any valid size, by name", "", "| pattern | example |", "|---|---|"]
-    lines += [f"| `{pattern}` | `{example}` |" for pattern, example in list_model_patterns()]
+    lines += [f"| `{cell(pattern)}` | `{example}` |" for pattern, example in list_model_patterns()]
     return "\n".join(lines) + "\n"
 
 

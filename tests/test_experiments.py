@@ -41,3 +41,94 @@ def test_degradation_cli_rejects_impossible_depths(capsys) -> None:
     assert main(["experiment", "degradation", "--depths", "21"]) == 2
     err = capsys.readouterr().err
     assert "6n+2" in err and err.count("\n") == 1
+
+
+def _help_defaults(text: str) -> dict[str, str]:
+    """``{flag: shown default}`` from argparse help printed without line wrapping."""
+    shown, flag = {}, None
+    for line in text.splitlines():
+        if line.startswith("  -"):
+            flag = line.split()[0].rstrip(",")
+        head, found, tail = line.rpartition("(default: ")
+        if flag and found and tail.endswith(")"):
+            shown[flag] = tail[:-1]
+    return shown
+
+
+def test_degradation_help_shows_the_defaults_it_trains_with(capsys, monkeypatch) -> None:
+    """Every recipe default printed by ``--help`` is the value the experiment passes to training."""
+    import cnnlab.experiments.degradation as experiment
+    from cnnlab.cli.train import RECIPE as FLAGS
+
+    monkeypatch.setenv("COLUMNS", "2000")  # argparse wraps at the terminal width
+    with pytest.raises(SystemExit):
+        main(["experiment", "degradation", "--help"])
+    text = capsys.readouterr().out
+    shown = _help_defaults(text)
+
+    passed = []
+
+    def fake_degradation(depths, cfg, out, **kwargs):
+        passed.append(cfg)
+        raise UsageError("stop here")
+
+    monkeypatch.setattr(experiment, "degradation", fake_degradation)
+    assert main(["experiment", "degradation"]) == 2
+    (cfg,) = passed
+    assert cfg.lr == 0.1 and cfg.schedule == "cosine" and cfg.weight_decay == 1e-4  # He et al. 4.2
+    for flag, field, _, help_text in FLAGS:
+        value = getattr(cfg, field)
+        described = value is None and "(default: " in help_text  # e.g. --drop-rate: the model's own
+        assert shown[flag] == (help_text.rpartition("(default: ")[2][:-1] if described else str(value)), flag
+    # the description's recipe line too
+    for key, value in experiment.RECIPE.items():
+        assert f"{key}={value}" in " ".join(text.split()) and getattr(cfg, key) == value
+
+
+def test_degradation_table_names_the_input_its_parameter_counts_are_for(tmp_path: Path) -> None:
+    """On 1x28x28 input the first conv has 1 input channel, so counts differ from the registry's (3x32x32)."""
+    from cnnlab.experiments.degradation import DegradationResult
+    from cnnlab.models import create_model, model_info
+    from cnnlab.train.engine import RunResult
+
+    model = create_model("plain20-cifar", in_chans=1)
+    ours = sum(p.numel() for p in model.parameters())
+    assert (ours, model_info("plain20-cifar").num_params) == (269_434, 269_722)  # 288 = 3x3x(3-1)x16
+    history = [{"epoch": 1, "train_acc": 0.5, "test_acc": 0.5, "epoch_seconds": 1.0}]
+    run = RunResult(tmp_path, TrainConfig(model="plain20-cifar"), history, ours)
+    result = DegradationResult({("plain", 20): run}, tmp_path / "f.png", tmp_path / "t.md", (1, 28, 28))
+    table = result.markdown()
+    assert table.startswith(
+        "Parameters are counted for the 1x28x28 input trained on (fashion-mnist); the registry's counts "
+        "(`cnnlab models`) are for 3x32x32: plain20-cifar 269,722."
+    )
+    assert "| plain20-cifar | 269,434 |" in table
+
+
+def test_degradation_with_a_validation_split_selects_on_it_and_only_reports_the_test_set(
+    tmp_path: Path,
+) -> None:
+    """Per-epoch curves and the "best" column use the validation split; the test error is the selected
+    checkpoint's, measured once after the last epoch."""
+    from cnnlab.experiments.degradation import DegradationResult, plot_degradation
+    from cnnlab.train.engine import RunResult
+
+    history = [
+        {"epoch": 1, "train_acc": 0.6, "val_acc": 0.7, "epoch_seconds": 1.0},
+        {"epoch": 2, "train_acc": 0.8, "val_acc": 0.65, "epoch_seconds": 1.0},
+    ]
+    history[0].update(test_acc=0.62, selected=1)  # epoch 1 has the best validation accuracy
+    runs = {
+        (kind, 8): RunResult(
+            tmp_path, TrainConfig(model=f"{name}8-cifar"), history, 75_002, results={"test_acc": 0.62}
+        )
+        for kind, name in (("plain", "plain"), ("residual", "resnet"))
+    }
+    result = DegradationResult(runs, tmp_path / "f.png", tmp_path / "t.md", (1, 28, 28))
+    table = result.markdown()
+    assert (
+        "| model | params | final train error | final validation error | best validation error | "
+        "selected test error | s/epoch |" in table
+    )
+    assert "| plain8-cifar | 75,002 | 20.00% | 35.00% | 30.00% | 38.00% | 1.0 |" in table
+    assert plot_degradation(runs, tmp_path / "f.png", "t").stat().st_size > 1000

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 from cnnlab.cli.train import add_recipe_args, config_from_args
-from cnnlab.train.config import TrainConfig
 
 
 def _degradation(args: argparse.Namespace) -> int:
-    from cnnlab.experiments.degradation import RECIPE, degradation
+    from cnnlab.experiments.degradation import degradation, recipe_config
 
-    base = dataclasses.replace(TrainConfig(), **RECIPE)
-    cfg = config_from_args(args, "plain20-cifar", base=base)
+    cfg = config_from_args(args, "plain20-cifar", base=recipe_config())
     result = degradation(
         args.depths, cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet
     )
@@ -32,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     experiments = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", parser_class=type(p))
     experiments.required = True
-    from cnnlab.experiments.degradation import RECIPE
+    from cnnlab.experiments.degradation import RECIPE, recipe_config
 
     d = experiments.add_parser(
         "degradation",
@@ -44,5 +41,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     d.add_argument("--depths", type=int, nargs="+", default=[20, 56], help="depths 6n+2 (default: 20 56)")
     d.add_argument("--out", default="runs/degradation", help="experiment folder (default: runs/degradation)")
-    add_recipe_args(d)
+    add_recipe_args(d, defaults=recipe_config())
     d.set_defaults(func=_degradation)

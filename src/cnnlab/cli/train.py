@@ -32,8 +32,8 @@ def _model_option(text: str) -> tuple[str, object]:
         return key, value  # a plain string such as stride_in=3x3
 
 
-# (flag, config field, type, help); every default is TrainConfig's, shown in --help (a help text
-# that ends in ")" already says what its default means).
+# (flag, config field, type, help); every default is shown in --help from the record training starts
+# from (TrainConfig's, or an experiment's recipe), except where the help text says what None means.
 RECIPE = (
     ("--data", "data", str, "dataset name (cnnlab data list)"),
     (
@@ -55,7 +55,7 @@ RECIPE = (
     ("--gamma", "gamma", float, "decay factor of step, multistep and plateau"),
     ("--label-smoothing", "label_smoothing", float, "label smoothing of the cross-entropy"),
     ("--grad-clip", "grad_clip", float, "clip the gradient norm to this value"),
-    ("--drop-rate", "drop_rate", float, "dropout before the classifier (default: the model's)"),
+    ("--drop-rate", "drop_rate", float, "dropout before the classifier (default: the model's own)"),
     ("--crop-padding", "crop_padding", int, "random-crop augmentation with this padding (0: off)"),
     (
         "--val-fraction",
@@ -81,30 +81,40 @@ RECIPE = (
 )
 
 
-def add_recipe_args(parser: argparse.ArgumentParser) -> None:
-    """The training-recipe flags shared by ``train`` and ``compare``."""
+def _shown(value: object) -> str:
+    return ("on" if value else "off") if isinstance(value, bool) else str(value)
+
+
+def add_recipe_args(parser: argparse.ArgumentParser, defaults: TrainConfig = DEFAULTS) -> None:
+    """The training-recipe flags shared by ``train``, ``compare`` and the experiments.
+
+    ``defaults`` is the record training starts from (an experiment passes its recipe), so the
+    defaults that ``--help`` shows are the ones used.
+    """
     group = parser.add_argument_group("recipe")
     for flag, fieldname, kind, text in RECIPE:
+        value = getattr(defaults, fieldname)
+        described = value is None and "(default: " in text  # the text says what None means
         group.add_argument(
             flag,
             dest=fieldname,
             type=kind,
             default=None,
-            help=text if text.endswith(")") else f"{text} (default: {getattr(DEFAULTS, fieldname)})",
+            help=text if described else f"{text} (default: {_shown(value)})",
         )
     group.add_argument(
         "--nesterov",
         dest="nesterov",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="Nesterov momentum (default: on)",
+        help=f"Nesterov momentum (default: {_shown(defaults.nesterov)})",
     )
     group.add_argument(
         "--flip",
         dest="flip",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="random horizontal flips (default: off)",
+        help=f"random horizontal flips (default: {_shown(defaults.flip)})",
     )
     group.add_argument(
         "--aux-loss",

@@ -38,6 +38,12 @@ RECIPE = {
 }
 
 
+def recipe_config() -> TrainConfig:
+    """TrainConfig's defaults with :data:`RECIPE` applied: what the experiment trains with unless told
+    otherwise, and what ``cnnlab experiment degradation --help`` shows as the defaults."""
+    return dataclasses.replace(TrainConfig(), **RECIPE)
+
+
 @dataclasses.dataclass
 class DegradationResult:
     """Every run of the experiment and where the figure and table were written."""
@@ -45,26 +51,36 @@ class DegradationResult:
     runs: dict[tuple[str, int], RunResult]
     figure: Path
     table: Path
+    #: the shape (C, H, W) the nets were built for and trained on: the parameter counts are for it
+    input_shape: tuple[int, ...] | None = None
+
+    def has_validation(self) -> bool:
+        """Whether every epoch of every run was evaluated on a validation split (then the per-epoch
+        curves and the "best" column use it, and the test set is only reported, never selected on)."""
+        return all(run.history and all("val_acc" in r for r in run.history) for run in self.runs.values())
 
     def rows(self) -> list[dict[str, Any]]:
-        """One row per net: kind, depth, parameters, final training and validation error, the test error of
-        the selected checkpoint (measured once, at the end), seconds per epoch."""
+        """One row per net: kind, depth, parameters, final training and validation error and the best
+        validation error (when there is a split), the test error of the selected checkpoint (measured once,
+        at the end), seconds per epoch. A figure the run did not produce is None."""
+        with_val = self.has_validation()
         rows = []
         for (kind, depth), run in sorted(self.runs.items(), key=lambda item: (item[0][1], item[0][0])):
             last = run.final
-            rows.append(
-                {
-                    "model": run.config.model,
-                    "kind": kind,
-                    "depth": depth,
-                    "params": run.num_params,
-                    "final_train_error": 1 - last["train_acc"],
-                    "final_val_error": None if last.get("val_acc") is None else 1 - last["val_acc"],
-                    "test_error": None if run.test_acc is None else 1 - run.test_acc,
-                    "checkpoint": run.results.get("checkpoint"),
-                    "seconds_per_epoch": sum(r["epoch_seconds"] for r in run.history) / len(run.history),
-                }
-            )
+            row = {
+                "model": run.config.model,
+                "kind": kind,
+                "depth": depth,
+                "params": run.num_params,
+                "final_train_error": 1 - last["train_acc"],
+            }
+            if with_val:
+                row["final_val_error"] = 1 - last["val_acc"]
+                row["best_val_error"] = 1 - max(r["val_acc"] for r in run.history)
+            # the test split is measured once, on the selected checkpoint (best validation accuracy)
+            row["selected_test_error"] = None if run.test_acc is None else 1 - run.test_acc
+            row["seconds_per_epoch"] = sum(r["epoch_seconds"] for r in run.history) / len(run.history)
+            rows.append(row)
         return rows
 
     def verdict(self) -> str:
@@ -78,38 +94,69 @@ class DegradationResult:
         seen = "degradation observed" if e1 > e0 else "no degradation at this budget"
         return f"plain-{d1} ends with a {worse} training error than plain-{d0} ({100 * e1:.2f}% vs {100 * e0:.2f}%): {seen}"
 
-    def markdown(self) -> str:
-        """The table of final errors in Markdown, followed by the verdict."""
-        lines = [
-            "| model | params | final train error | final val error | test error (selected checkpoint) | s/epoch |",
-            "|---|---|---|---|---|---|",
+    def params_note(self) -> str:
+        """Which input the parameter counts are for, and how they differ from the registry's (`cnnlab models`).
+
+        The nets are built for the data they train on: on Fashion-MNIST (1x28x28) the first 3x3
+        convolution has 1 input channel, not CIFAR's 3, so plain20-cifar has 269,434 parameters here
+        and 269,722 in the registry (288 = 3x3x(3-1)x16 more). The input size itself changes nothing:
+        global average pooling precedes the classifier."""
+        if self.input_shape is None:
+            return ""
+        shape = "x".join(map(str, self.input_shape))
+        data = next(iter(self.runs.values())).config.data if self.runs else "the data"
+        registry = sorted({tuple(model_info(r.config.model).input_size) for r in self.runs.values()})
+        differs = [
+            f"{r.config.model} {info.num_params:,}"
+            for r in sorted(self.runs.values(), key=lambda r: r.config.model)
+            if (info := model_info(r.config.model)).num_params is not None and info.num_params != r.num_params
         ]
-        pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+        note = f"Parameters are counted for the {shape} input trained on ({data})"
+        if not differs:
+            return note + "."
+        sizes = ", ".join("x".join(map(str, s)) for s in registry)
+        return f"{note}; the registry's counts (`cnnlab models`) are for {sizes}: {', '.join(differs)}."
+
+    def markdown(self) -> str:
+        """The table of final errors in Markdown, after a line naming the input the counts are for,
+        followed by the verdict."""
+        note = self.params_note()
+        with_val = self.has_validation()
+        columns = ["final_train_error"] + (["final_val_error", "best_val_error"] if with_val else [])
+        columns += ["selected_test_error"]
+        names = {"train": "train", "val": "validation", "test": "test"}
+        titles = [f"{c.split('_')[0]} {names[c.split('_')[1]]} error" for c in columns]
+        lines = [
+            *([note, ""] if note else []),
+            "| model | params | " + " | ".join(titles) + " | s/epoch |",
+            "|---" * (len(columns) + 3) + "|",
+        ]
         for r in self.rows():
+            errors = ["-" if r[c] is None else f"{100 * r[c]:.2f}%" for c in columns]
             lines.append(
-                f"| {r['model']} | {r['params']:,} | {pct(r['final_train_error'])} | {pct(r['final_val_error'])} | "
-                f"{pct(r['test_error'])} ({r['checkpoint']}) | {r['seconds_per_epoch']:.1f} |"
+                f"| {r['model']} | {r['params']:,} | "
+                + " | ".join(errors)
+                + f" | {r['seconds_per_epoch']:.1f} |"
             )
         return "\n".join(lines) + f"\n\n{self.verdict()}"
 
 
 def plot_degradation(runs: dict[tuple[str, int], RunResult], path: Path, title: str) -> Path:
-    """Training error (left) and validation error (right) per epoch; plain dashed, residual solid, one colour
-    per depth. (He et al. plot test error; here the test split is kept for the final report.)"""
+    """Training error (left) and validation error (right; empty without a validation split: the test split
+    is only measured on the selected checkpoint) per epoch; plain dashed, residual solid, one colour per depth."""
     import matplotlib.pyplot as plt
 
     from cnnlab.train.plots import _save
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
+    with_val = all(run.history and all("val_acc" in r for r in run.history) for run in runs.values())
     depths = sorted({d for _, d in runs})
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for (kind, depth), run in sorted(runs.items()):
         epochs = [r["epoch"] for r in run.history]
         style = "--" if kind == "plain" else "-"
         colour = colours[depths.index(depth) % len(colours)]
-        for ax, key in zip(axes, ("train_acc", "val_acc")):
-            if any(r.get(key) is None for r in run.history):
-                continue  # no validation split
+        for ax, key in zip(axes, ("train_acc", "val_acc") if with_val else ("train_acc",)):
             ax.plot(
                 epochs,
                 [100 * (1 - r[key]) for r in run.history],
@@ -152,7 +199,7 @@ def degradation(
             f"experiment folder {out} already exists; use --overwrite to replace it or --resume to continue it"
         )
     runs: dict[tuple[str, int], RunResult] = {}
-    data = None
+    data, input_shape = None, None
     for key, name in sorted(names.items(), key=lambda item: (item[0][1], item[0][0])):
         run_dir = out / name
         can_resume = resume and (run_dir / "checkpoints" / "last.json").is_file()
@@ -167,16 +214,26 @@ def degradation(
             data=data,
         )
         data = trainer.data
+        input_shape = tuple(trainer.input_shape)
         runs[key] = trainer.fit()
         if runs[key].status != "completed":
             raise Interrupted(
                 f"stopped during {name}; checkpoint saved. Run the same command with --resume to continue"
             )
-    result = DegradationResult(runs, out / "degradation.png", out / "degradation.md")
+    result = DegradationResult(runs, out / "degradation.png", out / "degradation.md", input_shape)
     plot_degradation(runs, result.figure, f"plain vs residual on {cfg.data}")
     atomic_write_text(result.table, result.markdown() + "\n")
     atomic_write_text(
         out / "degradation.json",
-        json.dumps({"config": cfg.to_dict(), "rows": result.rows(), "verdict": result.verdict()}, indent=2),
+        json.dumps(
+            {
+                "config": cfg.to_dict(),
+                "input_shape": list(input_shape),
+                "params_note": result.params_note(),
+                "rows": result.rows(),
+                "verdict": result.verdict(),
+            },
+            indent=2,
+        ),
     )
     return result

@@ -1,0 +1,58 @@
+"""Benchmarks: where their JSON goes and the verdict they print, on a tiny run (seconds, not a measurement)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    yield lambda name: importlib.import_module(name)
+    for name in ("_common", "train_throughput"):
+        sys.modules.pop(name, None)
+
+
+def test_a_trial_run_never_replaces_the_committed_results(bench, tmp_path: Path) -> None:
+    common = bench("_common")
+    assert common.results_path("x", True, tmp_path) == tmp_path / "x.json"
+    first = common.results_path("x", False, tmp_path)
+    assert first.parent == tmp_path and first.name.startswith("x-") and first.name.endswith("Z.json")
+    first.write_text("{}")
+    assert common.results_path("x", False, tmp_path) != first  # a second run in the same second
+
+
+def test_train_throughput_prints_its_verdict_and_writes_a_new_file(
+    bench, tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    throughput = bench("train_throughput")
+    committed = (BENCHMARKS / "results" / "train_throughput.json").read_bytes()
+    argv = [
+        "--steps",
+        "1",
+        "--rounds",
+        "1",
+        "--models",
+        "lecture-simple",
+        "--data-dir",
+        str(tiny_dataset_dir),
+    ]
+    assert throughput.main([*argv, "--results-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "verdict: lecture-simple, cnnlab default vs the lectures' loop: target >= 2.00x, measured " in out
+    (written,) = tmp_path.glob("train_throughput-*Z.json")
+    result = json.loads(written.read_text())
+    assert {"cpu_model", "isa", "verdicts", "all_meet_target"} <= set(result)
+    assert set(result["isa"]) == {"avx2", "avx512f", "amx_bf16"}
+    row = result["rows"][0]
+    assert row["bf16_settings"] == {"amp": True, "cpu_shards": 1} and "bf16_speedup" in row
+    assert (BENCHMARKS / "results" / "train_throughput.json").read_bytes() == committed
+    assert throughput.parse_args([*argv, "--save"]).save  # --save: results_path(..., True, ...) above
