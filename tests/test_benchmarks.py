@@ -53,6 +53,6 @@ def test_train_throughput_prints_its_verdict_and_writes_a_new_file(
     assert {"cpu_model", "isa", "verdicts", "all_meet_target"} <= set(result)
     assert set(result["isa"]) == {"avx2", "avx512f", "amx_bf16"}
     row = result["rows"][0]
-    assert row["bf16_settings"] == {"amp": True, "cpu_shards": 1} and "bf16_speedup" in row
+    assert row["bf16_settings"] == {"amp": "bf16", "cpu_shards": 1} and "bf16_speedup" in row
     assert (BENCHMARKS / "results" / "train_throughput.json").read_bytes() == committed
     assert throughput.parse_args([*argv, "--save"]).save  # --save: results_path(..., True, ...) above
