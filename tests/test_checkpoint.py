@@ -6,7 +6,11 @@ import csv
 import dataclasses
 import errno
 import json
+import multiprocessing
 import os
+import random
+import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -330,3 +334,39 @@ def test_a_state_file_that_is_not_safetensors_is_a_clear_error(saved_run: Path, 
     atomic_write_text(run / "checkpoints" / "last.json", json.dumps(manifest))
     with pytest.raises(CheckpointError, match="cannot be read"):
         Trainer(recipe(epochs=2), run, data=tiny, progress=False, resume=True)
+
+
+# --------------------------------------------------------------------------------- SIGKILL
+
+
+def train_in_child(cfg: TrainConfig, run: Path, tiny, mode: dict) -> None:
+    train(cfg, run, data=tiny, progress=False, **mode)
+
+
+def test_sigkill_at_random_moments_always_leaves_a_checkpoint_that_resumes_to_the_same_metrics(
+    tmp_path: Path, tiny
+) -> None:
+    # Many one-step epochs: a checkpoint is saved every few tens of milliseconds, so kills land in saves.
+    cfg = recipe(epochs=12, max_steps_per_epoch=1, val_fraction=0.0)
+    train(cfg, tmp_path / "straight", data=tiny, progress=False)
+    run, checkpoints = tmp_path / "run", tmp_path / "run" / "checkpoints"
+    context = multiprocessing.get_context("fork")  # the child shares the loaded data and starts at once
+    moments = random.Random(20261202)
+    leftovers = 0
+    for _ in range(5):
+        mode = {"resume": True} if (checkpoints / "last.json").exists() else {"overwrite": True}
+        child = context.Process(target=train_in_child, args=(cfg, run, tiny, mode))
+        child.start()
+        time.sleep(moments.uniform(0.05, 0.6))
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(30)
+        if (checkpoints / "last.json").exists():
+            assert "last" in intact(checkpoints)  # raises a CheckpointError if anything is damaged
+            named = set(read_manifest(checkpoints / "last.json")["files"].values())
+            leftovers += any(
+                p.name.startswith((".last", "last.")) and p.name not in named for p in checkpoints.iterdir()
+            )
+    mode = {"resume": True} if (checkpoints / "last.json").exists() else {"overwrite": True}
+    train(cfg, run, data=tiny, progress=False, **mode)
+    assert metrics(run) == metrics(tmp_path / "straight")
+    print(f"{leftovers} of 5 kills left files of an unfinished save behind")  # shown with -s
