@@ -273,7 +273,7 @@ def test_cli_train_evaluate_and_compare(tmp_path: Path, tiny_dataset_dir: Path, 
         (["train", "lecture-simple", "--lr", "-1"], 2, "learning rate must be greater than 0"),
         (["train", "lecture-simple", "--optimizer", "rmsprop"], 2, "unknown optimizer 'rmsprop'"),
         (["train", "lecture-simple", "--val-fraction", "1"], 2, "validation fraction must be in [0, 1)"),
-        (["evaluate", "/nonexistent/run"], 1, "no run directory or checkpoint at /nonexistent/run"),
+        (["evaluate", "/nonexistent/run"], 2, "no run directory or checkpoint at /nonexistent/run"),
     ],
 )
 def test_cli_user_errors_are_one_line(
