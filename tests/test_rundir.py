@@ -156,3 +156,18 @@ def test_a_real_full_or_read_only_file_system(tmp_path: Path, tiny) -> None:
         assert json.loads((run / "checkpoints" / "last.json").read_text())["epoch"] == 1
         train(recipe(epochs=3), run, data=tiny, progress=False, resume=True)
         assert metrics(run) == metrics(tmp_path / "straight")
+
+
+def test_a_full_disk_before_the_first_checkpoint_says_start_again(
+    tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(path, text: str) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(engine, "atomic_write_text", full)  # config.json, written before any checkpoint
+    with pytest.raises(CheckpointError) as failed:
+        train(recipe(), tmp_path / "run", data=tiny, progress=False)
+    assert str(failed.value) == (
+        f"cannot write to the run directory {tmp_path / 'run'} ({tmp_path / 'run' / 'config.json'}): "
+        "No space left on device; free space or make it writable, then start again"
+    )

@@ -36,8 +36,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename is None and err.errno is not None:
+            raise OSError(err.errno, err.strerror, str(path)) from None  # say which file could not be written
         raise
     fsync_dir(path.parent)
 

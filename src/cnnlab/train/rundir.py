@@ -17,7 +17,7 @@ import fcntl
 import io
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,24 +92,34 @@ def ensure_writable_dir(folder: Path) -> Path:
 
 
 @contextlib.contextmanager
-def storage_errors(what: str, *, hint: str = "") -> Iterator[None]:
+def storage_errors(what: str, *, hint: Callable[[], str] | str = "") -> Iterator[None]:
     """Turn an ``OSError`` of the storage (full, read-only, no permission) raised inside into a
-    :class:`CheckpointError` ``"<what>: <reason>[; <hint>]"``; other errors pass unchanged."""
+    :class:`CheckpointError` ``"<what> (<file>): <reason>[; <hint>]"``; other errors pass unchanged.
+    ``hint`` may be a function, called only on failure (what to do may depend on what is on disk)."""
     try:
         yield
     except OSError as err:
         if err.errno not in STORAGE_ERRNOS:
             raise
         where = f" ({err.filename})" if err.filename else ""
-        raise CheckpointError(f"{what}{where}: {err.strerror or err}{'; ' + hint if hint else ''}") from None
+        advice = hint() if callable(hint) else hint
+        raise CheckpointError(
+            f"{what}{where}: {err.strerror or err}{'; ' + advice if advice else ''}"
+        ) from None
 
 
 def training_storage_errors(run_dir: Path) -> contextlib.AbstractContextManager:
     """:func:`storage_errors` for writing a run's outputs (metrics, curves, config) during training."""
-    return storage_errors(
-        f"cannot write to the run directory {run_dir}",
-        hint="free space or make it writable, then continue with --resume (the last checkpoint is intact)",
-    )
+    run_dir = Path(run_dir)
+
+    def hint() -> str:
+        if (run_dir / "checkpoints" / "last.json").is_file():
+            return (
+                "free space or make it writable, then continue with --resume (the last checkpoint is intact)"
+            )
+        return "free space or make it writable, then start again"
+
+    return storage_errors(f"cannot write to the run directory {run_dir}", hint=hint)
 
 
 class RunLock:
