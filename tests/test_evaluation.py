@@ -19,11 +19,11 @@ from cnnlab.train.evaluation import evaluate_checkpoint
 
 @pytest.fixture(scope="module")
 def saved_run(tmp_path_factory: pytest.TempPathFactory, tiny_dataset_dir: Path) -> Path:
-    """A 2-epoch run that ``cnnlab evaluate`` can rebuild (its config names the data folder)."""
+    """A 2-epoch run with a validation split (so a best checkpoint) that ``cnnlab evaluate`` can rebuild."""
     run = tmp_path_factory.mktemp("eval") / "run"
     cfg = TrainConfig(model="lecture-simple", epochs=2, batch_size=64, eval_batch_size=256, threads=1,
-                      max_steps_per_epoch=3, data_dir=str(tiny_dataset_dir))  # fmt: skip
-    data = load_dataset("fashion-mnist", data_dir=tiny_dataset_dir, verify=False)
+                      max_steps_per_epoch=3, val_fraction=0.2, data_dir=str(tiny_dataset_dir))  # fmt: skip
+    data = load_dataset("fashion-mnist", data_dir=tiny_dataset_dir, verify=False, val_fraction=0.2)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(engine, "plot_curves", lambda *args, **kwargs: None)  # not what these tests are about
         train(cfg, run, data=data, progress=False)
