@@ -45,8 +45,10 @@ def test_run_directory_holds_config_metrics_plot_and_checkpoints(tmp_path: Path,
     assert json.loads((run / "config.json").read_text())["model"] == "lecture-simple"
     assert len(metrics(run)) == 3
     assert (run / "curves.png").stat().st_size > 1000
-    for name in ("last.json", "last.weights.safetensors", "last.state.safetensors", "best.json"):
-        assert (run / "checkpoints" / name).is_file()
+    for name in ("last", "best"):
+        manifest = json.loads((run / "checkpoints" / f"{name}.json").read_text())
+        assert all((run / "checkpoints" / file).is_file() for file in manifest["files"].values())
+    assert set(json.loads((run / "checkpoints" / "last.json").read_text())["files"]) == {"weights", "state"}
     assert result.test_acc > 0.5  # the generated classes are learnable; chance is 0.1
     results = json.loads((run / "results.json").read_text())
     assert results["checkpoint"] == "best" and results["test_acc"] == result.test_acc
@@ -167,7 +169,8 @@ def test_resume_refuses_another_model_and_damaged_checkpoints(tmp_path: Path, ti
             progress=False,
             resume=True,
         )
-    weights = tmp_path / "run" / "checkpoints" / "last.weights.safetensors"
+    checkpoints = tmp_path / "run" / "checkpoints"
+    weights = checkpoints / json.loads((checkpoints / "last.json").read_text())["files"]["weights"]
     data = bytearray(weights.read_bytes())
     data[-5] ^= 0xFF
     weights.write_bytes(bytes(data))
@@ -375,7 +378,7 @@ def test_cli_train_evaluate_and_compare(tmp_path: Path, tiny_dataset_dir: Path, 
         (["train", "lecture-simple", "--lr", "-1"], 2, "learning rate must be greater than 0"),
         (["train", "lecture-simple", "--optimizer", "rmsprop"], 2, "unknown optimizer 'rmsprop'"),
         (["train", "lecture-simple", "--val-fraction", "1"], 2, "validation fraction must be in [0, 1)"),
-        (["evaluate", "/nonexistent/run"], 1, "no run directory or checkpoint at /nonexistent/run"),
+        (["evaluate", "/nonexistent/run"], 2, "no run directory or checkpoint at /nonexistent/run"),
     ],
 )
 def test_cli_user_errors_are_one_line(

@@ -290,7 +290,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("path", help="run directory, checkpoints/NAME.json or a .weights.safetensors file")
     p.add_argument("--split", choices=("test", "val", "train"), default="test")
     p.add_argument(
-        "--checkpoint", choices=("best", "last"), default="best", help="which checkpoint of a run directory"
+        "--checkpoint",
+        choices=("best", "last"),
+        default=None,
+        help="which checkpoint of a run directory (default: the run's selected one: best, or last in a run "
+        "without a validation split)",
     )
     p.add_argument("--data-dir", help="folder holding the dataset files")
     p.add_argument("--out", help="where to save confusion.png (default: the run directory)")

@@ -18,13 +18,10 @@ columns and ``selected=1``, and ``results.json`` says which checkpoint it is.
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import io
 import json
 import math
 import os
-import shutil
 import signal
 import threading
 import time
@@ -45,13 +42,18 @@ from cnnlab.train.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.optim import LRSchedule, build_optimizer
 from cnnlab.train.plots import plot_curves
+from cnnlab.train.rundir import (
+    RunLock,
+    check_run_dir,
+    prepare_run_dir,
+    training_storage_errors,
+    write_metrics,
+)
+from cnnlab.train.rundir import ensure_writable_dir as ensure_writable_dir  # re-exported: it lived here
+from cnnlab.train.rundir import holds_run as holds_run  # re-exported: it lived here
+from cnnlab.train.rundir import read_metrics as read_metrics  # re-exported: it lived here
 from cnnlab.train.shards import CoreShards, core_shards, shard_blocker
 
-RUN_FILES = ("config.json", "metrics.csv", "results.json", "curves.png", "confusion.png", "checkpoints")
-METRIC_FIELDS = (
-    "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "selected",
-    "epoch_seconds", "train_images_per_s",
-)  # fmt: skip
 # A run may not ask for input batches larger than this share of the machine's memory.
 MAX_BATCH_MEMORY_SHARE = 0.5
 
@@ -195,77 +197,6 @@ def evaluate(
     return EvalResult(
         float(loss_sum) / max(count, 1), float(confusion.diag().sum()) / max(count, 1), confusion
     )
-
-
-# ------------------------------------------------------------------------------------ run folder
-
-
-def holds_run(run_dir: Path) -> bool:
-    """Whether ``run_dir`` holds a cnnlab run (a config, metrics or any checkpoint file)."""
-    run_dir = Path(run_dir)
-    return (
-        (run_dir / "config.json").exists()
-        or (run_dir / "metrics.csv").exists()
-        or any((run_dir / "checkpoints").glob("*"))
-    )
-
-
-def check_run_dir(run_dir: Path, *, overwrite: bool = False, resume: bool = False) -> None:
-    """Refuse, before any work, a run directory that cannot be used; changes nothing on disk."""
-    run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UsageError(f"run directory {run_dir} exists and is not a directory")
-    if resume:
-        if not (run_dir / "checkpoints" / "last.json").is_file():
-            raise CheckpointError(f"nothing to resume in {run_dir}: no checkpoints/last.json there")
-    elif holds_run(run_dir) and not overwrite:
-        raise UsageError(
-            f"run directory {run_dir} already exists; use --overwrite to replace it or --resume to continue it"
-        )
-
-
-def prepare_run_dir(run_dir: Path, *, overwrite: bool = False, resume: bool = False) -> Path:
-    """Create ``run_dir`` after :func:`check_run_dir`; with ``overwrite``, remove the old run's own files only."""
-    run_dir = Path(run_dir)
-    check_run_dir(run_dir, overwrite=overwrite, resume=resume)
-    if not resume and overwrite and holds_run(run_dir):
-        for name in RUN_FILES:  # only cnnlab's own files: anything else the user put there stays
-            target = run_dir / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    ensure_writable_dir(run_dir / "checkpoints")
-    return run_dir
-
-
-def ensure_writable_dir(folder: Path) -> Path:
-    """Create ``folder`` (and parents) and check that a file can be written there, or fail with one line."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise CheckpointError(f"cannot write to {folder}: {err.strerror or err}") from None
-    return folder
-
-
-def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Rewrite ``metrics.csv`` atomically from ``rows``."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=METRIC_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in METRIC_FIELDS})
-    atomic_write_text(path, buffer.getvalue())
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Rows of ``metrics.csv`` with numbers parsed (empty cells become None)."""
-    with open(path, newline="") as f:
-        return [{k: (float(v) if v != "" else None) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 # -------------------------------------------------------------------------------------- training
@@ -439,11 +370,13 @@ class Trainer:
         self.best_accuracy = -1.0
         self.stop_requested = False
         # Only now that data, model and optimiser are valid is an old run replaced (or the folder made).
-        prepare_run_dir(self.run_dir, overwrite=overwrite, resume=resume)
-        if resume:
-            self._restore()
-        else:
-            atomic_write_text(self.run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
+        self.run_lock = RunLock(self.run_dir).acquire()  # one process per run directory, until fit returns
+        with self.run_lock.released_on_error(), training_storage_errors(self.run_dir):
+            prepare_run_dir(self.run_dir, overwrite=overwrite, resume=resume)
+            if resume:
+                self._restore()
+            else:
+                atomic_write_text(self.run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
 
     def _check_batch_memory(self) -> None:
         """Refuse, before any allocation, input batches that cannot fit (huge --pad-to or --in-chans)."""
@@ -711,7 +644,7 @@ class Trainer:
             tqdm.write(self.describe())
         for row in self.history:  # a completed run extended with --resume: its old report no longer holds
             row.update(test_loss=None, test_acc=None, selected=None)
-        with self._ctrl_c_stops():
+        with self._ctrl_c_stops(), self.run_lock, training_storage_errors(self.run_dir):
             for epoch in range(self.start_epoch, self.cfg.epochs):
                 lr = self.cfg.lr * self.schedule.factor(epoch * self.steps_per_epoch)  # at the epoch's start
                 try:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from cnnlab.errors import CheckpointError
+from cnnlab.errors import CheckpointError, UsageError
 from cnnlab.train.checkpoint import load_weights, read_manifest
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.engine import EvalResult, build_model_for_data, configure_cpu, evaluate, select_device
@@ -25,13 +25,20 @@ class CheckpointEvaluation:
     result: EvalResult
     weights: Path
     confusion_png: Path | None
+    checkpoint: str = ""  # "best", "last", or the file's name
+    epoch: int | None = None
+    note: str = ""  # why this checkpoint, when it is not the one asked for
+    warnings: list[str] = field(default_factory=list)
 
     def report(self) -> str:
-        """Accuracy, per-class accuracy and the confusion matrix as text."""
+        """Which checkpoint, accuracy, per-class accuracy and the confusion matrix as text."""
         r = self.result
         width = max(len(c) for c in self.classes)
+        epoch = f"epoch {self.epoch}" if self.epoch is not None else "epoch not recorded"
         lines = [
-            f"{self.model} on {self.data} ({self.split}, {int(r.confusion.sum())} images, weights {self.weights})",
+            f"{self.model} on {self.data} ({self.split} split, {int(r.confusion.sum())} images)",
+            f"checkpoint {self.checkpoint} ({epoch}): {self.weights}"
+            + (f"; {self.note}" if self.note else ""),
             f"accuracy {100 * r.accuracy:.2f}%   loss {r.loss:.4f}",
             "",
             "per-class accuracy:",
@@ -44,23 +51,108 @@ class CheckpointEvaluation:
             lines.append(f"{c:<{width}}{i:>2}" + "".join(f"{v:>{cell}}" for v in row))
         if self.confusion_png:
             lines += ["", f"confusion matrix plot: {self.confusion_png}"]
+        lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
-def resolve_weights(path: str | Path, which: str = "best") -> tuple[Path, str | None]:
-    """A run directory, a manifest (``.json``) or a weights file -> (weights file, expected SHA-256)."""
+@dataclass
+class CheckpointChoice:
+    """The weights file :func:`resolve_checkpoint` picked, and what to say about it."""
+
+    weights: Path
+    sha256: str | None  # None: a bare weights file, no manifest to check it against
+    name: str
+    epoch: int | None
+    run_dir: Path  # where evaluate's outputs go unless --out says otherwise
+    note: str = ""
+
+
+def _run_dir_of(folder: Path) -> Path:
+    return folder.parent if folder.name == "checkpoints" else folder
+
+
+def _runs_in(folder: Path) -> list[Path]:
+    """Subfolders of ``folder`` holding a run with a checkpoint (the runs of a comparison)."""
+    return sorted(
+        sub
+        for sub in folder.iterdir()
+        if sub.is_dir() and any((sub / "checkpoints" / f"{n}.json").is_file() for n in ("best", "last"))
+    )
+
+
+def resolve_checkpoint(path: str | Path, which: str | None = None) -> CheckpointChoice:
+    """A run directory, a manifest (``.json``) or a weights file -> the checkpoint to evaluate.
+
+    In a run directory ``which`` None (or ``best``, the CLI's default) picks the run's selected
+    checkpoint: ``best`` where there is one (runs with a validation split), else ``last``.
+    """
     path = Path(path)
-    if path.is_dir():
-        manifest = path / "checkpoints" / f"{which}.json"
-        if not manifest.is_file():
-            manifest = path / "checkpoints" / "last.json"
-        path = manifest
-    if path.suffix == ".json":
-        manifest = read_manifest(path)
-        return path.parent / manifest["files"]["weights"], manifest["sha256"]["weights"]
     if not path.exists():
-        raise CheckpointError(f"no run directory or checkpoint at {path}")
-    return path, None
+        raise UsageError(f"no run directory or checkpoint at {path}")
+    if path.is_dir():
+        folder = path / "checkpoints"
+        note = ""
+        if which == "last":
+            name = "last"
+        elif (folder / "best.json").is_file():
+            name = "best"
+        else:
+            name = "last"
+            note = "the run has no best checkpoint (no validation split), so its result is its last epoch"
+        if not (folder / f"{name}.json").is_file():
+            runs = [] if folder.exists() else _runs_in(path)
+            if (path / "comparison.json").is_file() or runs:
+                kind = (
+                    "a comparison folder (cnnlab compare)"
+                    if (path / "comparison.json").is_file()
+                    else "a folder"
+                )
+                listed = ", ".join(str(r) for r in runs) or "none has a checkpoint yet"
+                raise UsageError(f"{path} is {kind} of runs, not a run; evaluate one of its runs: {listed}")
+            raise CheckpointError(f"no checkpoint in {path}: it has no checkpoints/{name}.json")
+        choice = resolve_checkpoint(folder / f"{name}.json")
+        choice.note = note
+        return choice
+    if path.suffix == ".json":
+        manifest = read_manifest(path)  # refuses names outside the manifest's folder
+        return CheckpointChoice(
+            path.parent / manifest["files"]["weights"],
+            manifest["sha256"]["weights"],
+            path.stem,
+            manifest.get("epoch"),
+            _run_dir_of(path.parent),
+        )
+    return CheckpointChoice(path, None, path.name, None, _run_dir_of(path.parent))
+
+
+def resolve_weights(path: str | Path, which: str | None = None) -> tuple[Path, str | None]:
+    """A run directory, a manifest (``.json``) or a weights file -> (weights file, expected SHA-256)."""
+    choice = resolve_checkpoint(path, which)
+    return choice.weights, choice.sha256
+
+
+def _check_header(weights_path: Path, header: dict) -> TrainConfig:
+    """The training config of a weights file's header, or a CheckpointError saying what is missing."""
+    if "config" not in header:
+        raise CheckpointError(
+            f"{weights_path} has no cnnlab training header; it was not saved by cnnlab train"
+        )
+    shape = header.get("input_shape")
+    if (
+        not isinstance(header.get("num_classes"), int)
+        or header["num_classes"] < 1
+        or not isinstance(shape, list)
+        or len(shape) != 3
+        or not all(isinstance(v, int) and v > 0 for v in shape)
+        or not isinstance(header.get("classes", []), list)
+    ):
+        raise CheckpointError(f"{weights_path} has a damaged header (num_classes, input_shape or classes)")
+    try:
+        if not isinstance(header["config"], dict):
+            raise TypeError("not an object")
+        return TrainConfig.from_dict(header["config"])
+    except (UsageError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{weights_path} has a damaged training config in its header: {err}") from None
 
 
 def evaluate_checkpoint(
@@ -68,23 +160,21 @@ def evaluate_checkpoint(
     *,
     split: str = "test",
     data_dir: str | None = None,
-    which: str = "best",
+    which: str | None = None,
     out_dir: str | Path | None = None,
     device: str = "auto",
 ) -> CheckpointEvaluation:
     """Rebuild the model saved at ``path`` (run directory, manifest or weights file) and evaluate it.
 
-    The confusion matrix is saved as ``confusion.png`` in ``out_dir`` (default: the run directory).
+    The confusion matrix is saved as ``confusion.png`` in ``out_dir`` (default: the run directory);
+    failing to save it (a full disk, read-only storage) is a warning in the report, not an error.
     """
     from cnnlab.data import BatchLoader, load_dataset
 
-    weights_path, sha = resolve_weights(path, which)
-    state, header = load_weights(weights_path, sha)
-    if "config" not in header:
-        raise CheckpointError(
-            f"{weights_path} has no cnnlab training header; it was not saved by cnnlab train"
-        )
-    cfg = TrainConfig.from_dict(header["config"])
+    choice = resolve_checkpoint(path, which)
+    weights_path = choice.weights
+    state, header = load_weights(weights_path, choice.sha256)
+    cfg = _check_header(weights_path, header)
     if data_dir is not None:
         cfg.data_dir = data_dir
     configure_cpu(cfg.threads)
@@ -92,7 +182,7 @@ def evaluate_checkpoint(
     data = load_dataset(cfg.data, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed)
     chosen = {"test": data.test, "val": data.val, "train": data.train}[split]
     if chosen is None:
-        raise CheckpointError(f"this run has no {split} split (it was trained with val_fraction 0)")
+        raise UsageError(f"this run has no {split} split (it was trained with val_fraction 0)")
     loader = BatchLoader(
         chosen, batch_size=cfg.eval_batch_size, shuffle=False, seed=cfg.seed, augment=None,
         mean=data.info.mean, std=data.info.std, device=dev, channels_last=True, pad_to=cfg.pad_to,
@@ -107,15 +197,17 @@ def evaluate_checkpoint(
         ) from None
     model = model.to(dev, memory_format=torch.channels_last)
     result = evaluate(model, loader, header["num_classes"], dev)
-    classes = list(header.get("classes") or data.info.classes)
-    run_dir = weights_path.parent.parent if weights_path.parent.name == "checkpoints" else weights_path.parent
-    out = Path(out_dir) if out_dir else run_dir
-    png = None
+    classes = [str(c) for c in header.get("classes") or data.info.classes]
+    out = Path(out_dir) if out_dir else choice.run_dir
+    png, warnings = None, []
     try:
         out.mkdir(parents=True, exist_ok=True)
         png = plot_confusion(
             result.confusion.tolist(), classes, out / "confusion.png", f"{cfg.model} ({split})"
         )
-    except OSError as err:
-        raise CheckpointError(f"cannot write the confusion matrix to {out}: {err.strerror or err}") from None
-    return CheckpointEvaluation(cfg.model, cfg.data, split, classes, result, weights_path, png)
+    except OSError as err:  # the report matters more than the picture: print it anyway
+        warnings.append(f"could not save the confusion matrix plot in {out}: {err.strerror or err}")
+    return CheckpointEvaluation(
+        cfg.model, cfg.data, split, classes, result, weights_path, png,
+        checkpoint=choice.name, epoch=choice.epoch, note=choice.note, warnings=warnings,
+    )  # fmt: skip

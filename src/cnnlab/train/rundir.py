@@ -1,0 +1,216 @@
+"""The run directory: what it holds, its lock (one process per run directory), its metrics file, and
+storage failures (a full disk, read-only storage) worded as one line.
+
+A run directory holds ``config.json``, ``metrics.csv``, ``curves.png``, ``confusion.png``,
+``checkpoints/`` and ``.lock``. The lock is an ``fcntl.flock`` on ``.lock`` (which holds the PID of
+its holder), taken before an old run is replaced and kept until training returns; the operating
+system drops it when its process dies, even by SIGKILL, so it is never stale. The file itself stays:
+removing it would let two processes lock two different files of the same name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import errno
+import fcntl
+import io
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from cnnlab.errors import CheckpointError, UsageError
+from cnnlab.fileio import atomic_write_text
+
+RUN_FILES = ("config.json", "metrics.csv", "results.json", "curves.png", "confusion.png", "checkpoints")
+LOCK_FILE = ".lock"
+METRIC_FIELDS = (
+    "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "selected",
+    "epoch_seconds", "train_images_per_s",
+)  # fmt: skip
+# Errors of the storage rather than of cnnlab: worded as one line, never a traceback.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO})
+
+
+def holds_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a cnnlab run (a config, metrics or any checkpoint file)."""
+    run_dir = Path(run_dir)
+    return (
+        (run_dir / "config.json").exists()
+        or (run_dir / "metrics.csv").exists()
+        or any((run_dir / "checkpoints").glob("*"))
+    )
+
+
+def check_run_dir(run_dir: Path, *, overwrite: bool = False, resume: bool = False) -> None:
+    """Refuse, before any work, a run directory that cannot be used; changes nothing on disk."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"run directory {run_dir} exists and is not a directory")
+    if resume:
+        if not (run_dir / "checkpoints" / "last.json").is_file():
+            raise CheckpointError(f"nothing to resume in {run_dir}: no checkpoints/last.json there")
+    elif holds_run(run_dir) and not overwrite:
+        raise UsageError(
+            f"run directory {run_dir} already exists; use --overwrite to replace it or --resume to continue it"
+        )
+
+
+def prepare_run_dir(run_dir: Path, *, overwrite: bool = False, resume: bool = False) -> Path:
+    """Create ``run_dir`` after :func:`check_run_dir`; with ``overwrite``, remove the old run's own files only.
+
+    Call it holding the run's :class:`RunLock`, so that no other process is writing the old run.
+    """
+    run_dir = Path(run_dir)
+    check_run_dir(run_dir, overwrite=overwrite, resume=resume)
+    ensure_writable_dir(run_dir)  # read-only storage: refuse before removing anything
+    if not resume and overwrite and holds_run(run_dir):
+        with storage_errors(f"cannot replace the run in {run_dir}"):
+            for name in RUN_FILES:  # only cnnlab's own files: anything else the user put there stays
+                target = run_dir / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+    ensure_writable_dir(run_dir / "checkpoints")
+    return run_dir
+
+
+def ensure_writable_dir(folder: Path) -> Path:
+    """Create ``folder`` (and parents) and check that a file can be written there, or fail with one line."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise CheckpointError(f"cannot write to {folder}: {err.strerror or err}") from None
+    return folder
+
+
+@contextlib.contextmanager
+def storage_errors(what: str, *, hint: Callable[[], str] | str = "") -> Iterator[None]:
+    """Turn an ``OSError`` of the storage (full, read-only, no permission) raised inside into a
+    :class:`CheckpointError` ``"<what> (<file>): <reason>[; <hint>]"``; other errors pass unchanged.
+    ``hint`` may be a function, called only on failure (what to do may depend on what is on disk)."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in STORAGE_ERRNOS:
+            raise
+        where = f" ({err.filename})" if err.filename else ""
+        advice = hint() if callable(hint) else hint
+        raise CheckpointError(
+            f"{what}{where}: {err.strerror or err}{'; ' + advice if advice else ''}"
+        ) from None
+
+
+def training_storage_errors(run_dir: Path) -> contextlib.AbstractContextManager:
+    """:func:`storage_errors` for writing a run's outputs (metrics, curves, config) during training."""
+    run_dir = Path(run_dir)
+
+    def hint() -> str:
+        if (run_dir / "checkpoints" / "last.json").is_file():
+            return (
+                "free space or make it writable, then continue with --resume (the last checkpoint is intact)"
+            )
+        return "free space or make it writable, then start again"
+
+    return storage_errors(f"cannot write to the run directory {run_dir}", hint=hint)
+
+
+class RunLock:
+    """An exclusive lock on a run directory (``fcntl.flock`` on ``<run>/.lock``, which holds the PID).
+
+    :meth:`acquire` raises :class:`CheckpointError` naming the holder's PID when another process
+    holds it. Use as a context manager to release it on every exit path.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_FILE
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lock now."""
+        return self._fd is not None
+
+    def acquire(self) -> RunLock:
+        """Take the lock (creating the run directory) or fail at once; return ``self``."""
+        if self._fd is not None:
+            return self
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as err:
+            raise CheckpointError(f"cannot write to {self.run_dir}: {err.strerror or err}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            holder = _read_pid(fd)
+            os.close(fd)
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise CheckpointError(f"cannot lock {self.path}: {err.strerror or err}") from None
+            raise CheckpointError(
+                f"run directory {self.run_dir} is in use by another cnnlab process "
+                f"({'PID ' + holder if holder else 'PID unknown'}); wait for it to finish or stop it"
+            ) from None
+        with contextlib.suppress(OSError):  # the PID only informs; a full disk must not stop the run here
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    @contextlib.contextmanager
+    def released_on_error(self) -> Iterator[RunLock]:
+        """Keep the lock when the block succeeds; release it when the block raises."""
+        try:
+            yield self
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """Drop the lock (a no-op when not held)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)  # no stale PID for the next reader
+            os.close(fd)  # closing the descriptor releases the flock
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        self.release()
+
+
+def _read_pid(fd: int) -> str:
+    try:
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    except OSError:
+        return ""
+    return text if text.isdigit() else ""
+
+
+def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rewrite ``metrics.csv`` atomically from ``rows``."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in METRIC_FIELDS})
+    atomic_write_text(path, buffer.getvalue())
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Rows of ``metrics.csv`` with numbers parsed (empty cells become None)."""
+    with open(path, newline="") as f:
+        return [{k: (float(v) if v != "" else None) for k, v in row.items()} for row in csv.DictReader(f)]

@@ -1,0 +1,117 @@
+"""``cnnlab evaluate``: which checkpoint it picks and says, where it writes, and clear errors."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cnnlab.cli import main
+from cnnlab.data import load_dataset
+from cnnlab.errors import CheckpointError, UsageError
+from cnnlab.train import TrainConfig, engine, evaluation, train
+from cnnlab.train.evaluation import evaluate_checkpoint
+
+
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory: pytest.TempPathFactory, tiny_dataset_dir: Path) -> Path:
+    """A 2-epoch run with a validation split (so a best checkpoint) that ``cnnlab evaluate`` can rebuild."""
+    run = tmp_path_factory.mktemp("eval") / "run"
+    cfg = TrainConfig(model="lecture-simple", epochs=2, batch_size=64, eval_batch_size=256, threads=1,
+                      max_steps_per_epoch=3, val_fraction=0.2, data_dir=str(tiny_dataset_dir))  # fmt: skip
+    data = load_dataset("fashion-mnist", data_dir=tiny_dataset_dir, verify=False, val_fraction=0.2)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(engine, "plot_curves", lambda *args, **kwargs: None)  # not what these tests are about
+        train(cfg, run, data=data, progress=False)
+    return run
+
+
+@pytest.fixture()
+def run(saved_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")  # generated files, not the official ones
+    copy = tmp_path / "run"
+    shutil.copytree(saved_run, copy)
+    return copy
+
+
+def test_evaluate_names_the_selected_checkpoint_best_else_last(run: Path) -> None:
+    best = json.loads((run / "checkpoints" / "best.json").read_text())
+    report = evaluate_checkpoint(run).report()
+    assert (
+        f"checkpoint best (epoch {best['epoch']}): {run / 'checkpoints' / best['files']['weights']}" in report
+    )
+    for name in [best["files"]["weights"], "best.json"]:  # a run without a validation split has no best
+        (run / "checkpoints" / name).unlink()
+    report = evaluate_checkpoint(run).report()
+    assert "checkpoint last (epoch 2)" in report and "its result is its last epoch" in report
+    assert "checkpoint last (epoch 2)" in evaluate_checkpoint(run, which="best").report()  # the CLI's default
+
+
+def test_evaluate_on_a_comparison_folder_lists_its_runs(run: Path, capsys) -> None:
+    comparison = run.parent / "cmp"
+    comparison.mkdir()
+    shutil.copytree(run, comparison / "lecture-simple")
+    (comparison / "comparison.json").write_text("{}")
+    assert main(["evaluate", str(comparison)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"cnnlab: error: {comparison} is a comparison folder (cnnlab compare) of runs, not a run; "
+        f"evaluate one of its runs: {comparison / 'lecture-simple'}"
+    )
+
+
+def test_evaluate_on_a_missing_path_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=f"no run directory or checkpoint at {tmp_path / 'nope'}"):
+        evaluate_checkpoint(tmp_path / "nope")
+
+
+def test_a_full_disk_only_costs_the_confusion_plot(
+    run: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(*args, **kwargs) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(evaluation, "plot_confusion", full)
+    assert main(["evaluate", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "per-class accuracy" in out
+    assert out.rstrip().endswith(
+        f"warning: could not save the confusion matrix plot in {run}: No space left on device"
+    )
+
+
+def test_evaluate_writes_only_in_the_run_directory_and_refuses_manifests_pointing_elsewhere(
+    run: Path, tmp_path: Path
+) -> None:
+    manifest_path = run / "checkpoints" / "last.json"
+    manifest = json.loads(manifest_path.read_text())
+    evaluate_checkpoint(manifest_path)
+    assert (run / "confusion.png").is_file() and not (run / "checkpoints" / "confusion.png").exists()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    weights = run / "checkpoints" / manifest["files"]["weights"]
+    shutil.copy(weights, elsewhere / "w.safetensors")
+    manifest["files"]["weights"] = str(elsewhere / "w.safetensors")
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="is refused: its weights file .* is not a plain file name"):
+        evaluate_checkpoint(manifest_path)
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["w.safetensors"]
+
+
+def test_a_weights_file_with_a_damaged_header_is_a_clear_error(run: Path) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    manifest = json.loads((run / "checkpoints" / "last.json").read_text())
+    weights = run / "checkpoints" / manifest["files"]["weights"]
+    with safe_open(str(weights), framework="pt") as f:
+        header = json.loads(f.metadata()["json"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    for damage in ({"config": [1]}, {"input_shape": [1, 28]}, {"config": {"model": "x", "bogus": 1}}):
+        save_file(tensors, str(run / "bad.safetensors"), metadata={"json": json.dumps({**header, **damage})})
+        with pytest.raises(CheckpointError, match="has a damaged"):
+            evaluate_checkpoint(run / "bad.safetensors")

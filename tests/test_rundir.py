@@ -1,0 +1,173 @@
+"""The run directory: one process at a time (a lock), and storage failures worded as one line."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import errno
+import json
+import multiprocessing
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnnlab.data import load_dataset
+from cnnlab.errors import CheckpointError
+from cnnlab.train import TrainConfig, Trainer, engine, train
+from cnnlab.train.rundir import RunLock
+
+METRICS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc")
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dataset_dir: Path):
+    """The tiny dataset with a 64-image test split, for short runs."""
+    data = load_dataset("fashion-mnist", data_dir=tiny_dataset_dir, verify=False)
+    return dataclasses.replace(data, test=data.test.subset(torch.arange(64)))
+
+
+@pytest.fixture(autouse=True)
+def no_curves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No curves.png: matplotlib takes most of a tiny run's time, and these tests are not about it."""
+    monkeypatch.setattr(engine, "plot_curves", lambda *args, **kwargs: None)
+
+
+def recipe(**overrides) -> TrainConfig:
+    base = dict(model="lecture-simple", epochs=2, batch_size=32, eval_batch_size=256, lr=0.05, threads=1,
+                max_steps_per_epoch=2, val_fraction=0.0)  # fmt: skip
+    return TrainConfig(**{**base, **overrides})
+
+
+def metrics(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv") as f:
+        return [{k: row[k] for k in METRICS} for row in csv.DictReader(f)]
+
+
+def hold_run(run: Path, tiny, mode: str, ready, go) -> None:
+    """In a child process: open the run (taking its lock), say so, wait, then train it to 3 epochs."""
+    trainer = Trainer(recipe(epochs=3), run, data=tiny, progress=False, **{mode: True})
+    ready.set()
+    go.wait(30)
+    trainer.fit()
+
+
+@pytest.mark.parametrize("mode", ["overwrite", "resume"])
+def test_a_second_process_cannot_use_a_run_directory_in_use(tmp_path: Path, tiny, mode: str) -> None:
+    run = tmp_path / "run"
+    train(recipe(), run, data=tiny, progress=False)
+    context = multiprocessing.get_context("fork")  # the child shares the loaded data and starts at once
+    ready, go = context.Event(), context.Event()
+    holder = context.Process(target=hold_run, args=(run, tiny, mode, ready, go))
+    holder.start()
+    try:
+        assert ready.wait(30), "the holder did not start"
+        in_use = f"run directory {run} is in use by another cnnlab process \\(PID {holder.pid}\\)"
+        with pytest.raises(CheckpointError, match=in_use):
+            train(recipe(), run, data=tiny, progress=False, overwrite=True)
+        if mode == "resume":
+            with pytest.raises(CheckpointError, match=in_use):
+                train(recipe(epochs=3), run, data=tiny, progress=False, resume=True)
+    finally:
+        go.set()
+        holder.join(30)
+    assert holder.exitcode == 0
+    assert len(metrics(run)) == 3  # the holder's run finished undisturbed
+    train(recipe(epochs=4), run, data=tiny, progress=False, resume=True)  # and the folder is free again
+    assert len(metrics(run)) == 4
+
+
+def test_the_lock_is_released_when_opening_a_run_fails_and_when_fit_returns(tmp_path: Path, tiny) -> None:
+    run = tmp_path / "run"
+    train(recipe(), run, data=tiny, progress=False)
+    (run / "checkpoints" / "last.json").write_text("[]")
+    with pytest.raises(CheckpointError, match="damaged") as failed:
+        Trainer(recipe(epochs=3), run, data=tiny, progress=False, resume=True)
+    assert failed.traceback  # the failed Trainer is still referenced here, yet its lock is gone
+    with RunLock(run):
+        pass
+    trainer = Trainer(recipe(), run, data=tiny, progress=False, overwrite=True)
+    with pytest.raises(CheckpointError, match=f"PID {os.getpid()}"):
+        RunLock(run).acquire()
+    trainer.fit()
+    with RunLock(run) as lock:
+        assert lock.held and (run / ".lock").read_text().strip() == str(os.getpid())
+    assert (run / ".lock").read_text() == ""
+
+
+def test_a_full_disk_while_writing_metrics_or_curves_is_one_line_and_resume_finishes(
+    tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train(recipe(epochs=3), tmp_path / "straight", data=tiny, progress=False)
+    run = tmp_path / "run"
+
+    def full(rows, path: Path, title: str = "") -> None:
+        if len(rows) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(engine, "plot_curves", full)
+    with pytest.raises(CheckpointError) as failed:
+        train(recipe(epochs=3), run, data=tiny, progress=False)
+    message = str(failed.value)
+    assert message.startswith(f"cannot write to the run directory {run} ({run / 'curves.png'})")
+    assert "No space left on device; free space or make it writable, then continue with --resume" in message
+    monkeypatch.setattr(engine, "plot_curves", lambda *args, **kwargs: None)
+    train(recipe(epochs=3), run, data=tiny, progress=False, resume=True)
+    assert metrics(run) == metrics(tmp_path / "straight")
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, size: str):
+    folder.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_a_real_full_or_read_only_file_system(tmp_path: Path, tiny) -> None:
+    train(recipe(epochs=3), tmp_path / "straight", data=tiny, progress=False)
+    with tmpfs(tmp_path / "small", "4m") as disk:
+        run = disk / "run"
+        first = Trainer(recipe(epochs=3), run, data=tiny, progress=False)
+        first.on_epoch = lambda row: first.request_stop()
+        assert first.fit().status == "interrupted"
+        filler = disk / "filler"
+        with open(filler, "wb") as f, contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        manifest = (run / "checkpoints" / "last.json").read_text()
+        with pytest.raises(CheckpointError, match="No space left on device"):
+            train(recipe(epochs=3), run, data=tiny, progress=False, resume=True)
+        assert (run / "checkpoints" / "last.json").read_text() == manifest
+        filler.unlink()
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        with pytest.raises(CheckpointError, match="Read-only file system"):
+            train(recipe(epochs=3), run, data=tiny, progress=False, overwrite=True)
+        with pytest.raises(CheckpointError, match="Read-only file system"):
+            train(recipe(epochs=3), run, data=tiny, progress=False, resume=True)
+        subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
+        assert json.loads((run / "checkpoints" / "last.json").read_text())["epoch"] == 1
+        train(recipe(epochs=3), run, data=tiny, progress=False, resume=True)
+        assert metrics(run) == metrics(tmp_path / "straight")
+
+
+def test_a_full_disk_before_the_first_checkpoint_says_start_again(
+    tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(path, text: str) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(engine, "atomic_write_text", full)  # config.json, written before any checkpoint
+    with pytest.raises(CheckpointError) as failed:
+        train(recipe(), tmp_path / "run", data=tiny, progress=False)
+    assert str(failed.value) == (
+        f"cannot write to the run directory {tmp_path / 'run'} ({tmp_path / 'run' / 'config.json'}): "
+        "No space left on device; free space or make it writable, then start again"
+    )
