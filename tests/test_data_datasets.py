@@ -100,9 +100,51 @@ def test_lookup_order(no_system_data, copy_tiny, tmp_path, monkeypatch):
     assert locate_dataset("fashion-mnist", copy_tiny) == copy_tiny / "fashion-mnist"
     # An explicit directory may hold the four files directly.
     assert locate_dataset("fashion-mnist", copy_tiny / "fashion-mnist") == copy_tiny / "fashion-mnist"
-    shutil.rmtree(env_dir / "fashion-mnist")
     shutil.rmtree(cache_root / "cnnlab" / "fashion-mnist")
+    monkeypatch.delenv("CNNLAB_DATA")
     assert locate_dataset("fashion-mnist") == no_system_data / "fashion-mnist"
+
+
+def test_named_place_without_the_dataset_is_an_error_not_a_fallback(
+    no_system_data, copy_tiny, tmp_path, monkeypatch
+):
+    """The dataset is in the user cache and the system location, but the user named another place."""
+    cache_root = tmp_path / "xdg"
+    shutil.copytree(copy_tiny, cache_root / "cnnlab")
+    shutil.copytree(copy_tiny, no_system_data)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_root))
+    empty = tmp_path / "empty"
+    (empty / "fashion-mnist").mkdir(parents=True)
+    (empty / "fashion-mnist" / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    with pytest.raises(DataError) as err:
+        locate_dataset("fashion-mnist", data_dir=empty)
+    message = str(err.value)
+    assert f"not found in --data-dir {empty}" in message
+    assert (
+        "lacks train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]"
+        in message
+    )
+    assert "train-images-idx3-ubyte[.gz]," not in message.split("lacks")[1].split(";")[0]
+    with pytest.raises(DataError, match="not found in --data-dir"):
+        load_dataset("fashion-mnist", data_dir=empty, verify=False)
+    monkeypatch.setenv("CNNLAB_DATA", str(tmp_path / "env"))
+    (tmp_path / "env").mkdir()
+    with pytest.raises(
+        DataError, match=rf"not found in \$CNNLAB_DATA={tmp_path / 'env'} \(there is no folder "
+    ):
+        load_dataset("fashion-mnist", verify=False)
+    monkeypatch.setenv("CNNLAB_DATA", str(tmp_path / "absent"))
+    with pytest.raises(DataError, match=r"\$CNNLAB_DATA .* does not exist"):
+        load_dataset("fashion-mnist", verify=False)
+
+
+def test_data_dir_naming_a_file_says_so(copy_tiny, capsys):
+    path = copy_tiny / "fashion-mnist" / "train-images-idx3-ubyte.gz"
+    with pytest.raises(DataError, match=f"data directory {path} is a file, not a folder") as err:
+        locate_dataset("fashion-mnist", data_dir=path)
+    assert str(path.parent) in str(err.value)
+    assert main(["data", "check", "fashion-mnist", "--data-dir", str(path)]) == 1
+    assert "is a file, not a folder" in capsys.readouterr().err
 
 
 def test_checksum_mismatch_is_reported_unless_verification_is_off(tiny_dataset_dir, monkeypatch):
