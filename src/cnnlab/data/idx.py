@@ -37,7 +37,7 @@ _CODE_OF_DTYPE = {dt.newbyteorder("="): code for code, dt in IDX_TYPES.items()}
 GZIP_MAGIC = b"\x1f\x8b"
 # The longest possible header: 4 bytes, then one uint32 for each of at most 255 dimensions.
 MAX_HEADER_LENGTH = 4 + 4 * 255
-CHUNK = 1 << 20
+CHUNK = 4 << 20
 GZIP_WBITS = 16 + zlib.MAX_WBITS  # zlib parses the gzip wrapper itself and checks its CRC-32 and size
 
 
@@ -80,7 +80,9 @@ def gunzip_limited(
     zero padding after a member is ignored, as :func:`gzip.decompress` does. ``advice`` ends every message.
     """
     suffix = f"; {advice}" if advice else ""
-    out = bytearray()
+    # Pieces joined once at the end: growing one buffer would copy the content again and again.
+    pieces: list[bytes] = []
+    size, head = 0, b""  # head: the first bytes, enough to hold any header
     decomp = zlib.decompressobj(wbits=GZIP_WBITS)
     pending, declared, hard = b"", None, max_size
     try:
@@ -100,11 +102,15 @@ def gunzip_limited(
                 else MAX_HEADER_LENGTH
             )
             # One byte past the cap tells that the content is too long; max_length >= 1 here because
-            # len(out) <= cap (0 would mean "unlimited" to zlib).
-            out += decomp.decompress(pending, cap + 1 - len(out))
-            if declared is None and (declared := declared_length(out)) is not None:
-                hard = declared if max_size is None else min(declared, max_size)
-            if hard is not None and len(out) > hard:
+            # size <= cap (0 would mean "unlimited" to zlib).
+            piece = decomp.decompress(pending, cap + 1 - size)
+            pieces.append(piece)
+            size += len(piece)
+            if declared is None:
+                head = (head + piece)[:MAX_HEADER_LENGTH]
+                if (declared := declared_length(head)) is not None:
+                    hard = declared if max_size is None else min(declared, max_size)
+            if hard is not None and size > hard:
                 what = (
                     "IDX file has trailing bytes: its gzip content is longer than the "
                     f"{hard} bytes the header declares"
@@ -112,8 +118,8 @@ def gunzip_limited(
                     else f"gzip content is longer than the {hard} bytes this file has"
                 )
                 raise DataError(f"{source}: {what} (decompression stopped there){suffix}")
-            if declared is None and len(out) >= MAX_HEADER_LENGTH:
-                return bytes(out)  # no valid IDX header: the parser names the defect
+            if declared is None and size >= MAX_HEADER_LENGTH:
+                return b"".join(pieces)  # no valid IDX header: the parser names the defect
             pending = decomp.unused_data if decomp.eof else decomp.unconsumed_tail
     except zlib.error as err:
         raise DataError(f"{source}: corrupt or truncated gzip stream ({err}){suffix}") from None
@@ -121,7 +127,7 @@ def gunzip_limited(
         raise DataError(
             f"{source}: corrupt or truncated gzip stream (it ends inside compressed data){suffix}"
         )
-    return bytes(out)
+    return b"".join(pieces)
 
 
 def read_raw_bytes(path: str | os.PathLike, max_size: int | None = None) -> bytes:
@@ -150,12 +156,14 @@ def read_raw_bytes(path: str | os.PathLike, max_size: int | None = None) -> byte
         raise DataError(f"{path}: cannot read ({err.strerror})") from None
 
 
-def unpack(packed: bytes, source: str | os.PathLike = "<bytes>", max_size: int | None = None) -> bytes:
+def unpack(
+    packed: bytes, source: str | os.PathLike = "<bytes>", max_size: int | None = None, advice: str = ""
+) -> bytes:
     """In-memory version of :func:`read_raw_bytes`: ``packed`` itself if not gzip, else its bounded
-    decompression."""
+    decompression (see :func:`gunzip_limited` for ``max_size`` and ``advice``)."""
     if packed[:2] != GZIP_MAGIC:
         return packed
-    return gunzip_limited(io.BytesIO(packed), source, max_size)
+    return gunzip_limited(io.BytesIO(packed), source, max_size, advice)
 
 
 def parse_header(content: bytes, source: str | os.PathLike = "<bytes>") -> IdxHeader:
