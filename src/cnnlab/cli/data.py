@@ -7,14 +7,15 @@ import json
 
 import torch
 
-from cnnlab.data.catalog import DATASETS, candidate_dirs, dataset_files, dataset_info
+from cnnlab.data.catalog import DATASETS, candidate_dirs, check_explicit_root, dataset_files, dataset_info
 from cnnlab.data.fetch import fetch_dataset
 from cnnlab.data.load import load_dataset, read_verified
 from cnnlab.errors import DataError
 
 
 def dataset_status(name: str, data_dir: str | None = None, verify: bool = True) -> dict:
-    """Where ``name`` is found (first hit in lookup order) and whether its files verify."""
+    """Where ``name`` is found (first hit in lookup order) and whether its files verify: every byte is read
+    and hashed (the decoded cache is not used: a listing must not vouch for a file it did not read)."""
     info = dataset_info(name)
     for source, directory in candidate_dirs(name, data_dir):
         paths = dataset_files(directory, info)
@@ -23,11 +24,11 @@ def dataset_status(name: str, data_dir: str | None = None, verify: bool = True) 
         status = "not checked"
         if verify:
             try:
-                checks = {read_verified(p, info.files[r], verify=True)[1] for r, p in paths.items()}
+                checks = {
+                    read_verified(p, info.files[r], verify=True, use_cache=False)[1] for r, p in paths.items()
+                }
                 status = (
-                    "verified"
-                    if all(c.endswith(("sha256", "(cached)")) for c in checks)
-                    else ", ".join(checks)
+                    "verified" if all(c.endswith("sha256") for c in checks) else ", ".join(sorted(checks))
                 )
             except DataError as err:
                 status = f"FAILED: {err}"
@@ -36,6 +37,7 @@ def dataset_status(name: str, data_dir: str | None = None, verify: bool = True) 
 
 
 def _list(args: argparse.Namespace) -> int:
+    check_explicit_root(args.data_dir)
     rows = [dataset_status(n, args.data_dir, verify=not args.no_verify) for n in sorted(DATASETS)]
     if args.format == "json":
         print(json.dumps(rows, indent=2))
@@ -56,7 +58,8 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    data = load_dataset(args.name, data_dir=args.data_dir, verify=True)
+    # Always verified (CNNLAB_NO_VERIFY does not apply), every byte hashed: no decoded cache.
+    data = load_dataset(args.name, data_dir=args.data_dir, verify=True, use_cache=False)
     info = data.info
     print(f"{info.name}: {data.directory}")
     for role, how in data.checks.items():
