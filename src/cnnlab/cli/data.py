@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import torch
 
@@ -52,7 +53,22 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    directory = fetch_dataset(args.name, args.data_dir, args.mirror, progress=not args.quiet)
+    if not args.force:
+        # Where loading would find it (the named place only, if one is named): every byte hashed.
+        row = dataset_status(args.name, args.data_dir)
+        if row["status"] == "verified":
+            print(
+                f"{args.name}: already present and verified in {row['where']} ({row['source']}); "
+                "nothing downloaded (--force downloads it again)"
+            )
+            return 0
+        if row["present"]:
+            print(
+                f"{args.name}: {row['where']} does not verify ({row['status']}); downloading", file=sys.stderr
+            )
+    directory = fetch_dataset(
+        args.name, args.data_dir, args.mirror, progress=not args.quiet, force=args.force
+    )
     print(f"{args.name}: verified files in {directory}")
     return 0
 
@@ -95,7 +111,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--format", choices=("table", "json"), default="table")
     q.set_defaults(func=_list)
 
-    q = sub.add_parser("fetch", help="download a dataset (SHA-256 checked, atomic)")
+    q = sub.add_parser(
+        "fetch", help="download a dataset (SHA-256 checked, atomic) unless it is present and verified"
+    )
     q.add_argument("name", metavar="NAME", help=f"one of {', '.join(names)}")
     q.add_argument(
         "--mirror", metavar="URL", help="base URL holding the four .gz files (default: known mirrors)"
@@ -105,6 +123,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="target directory (default: $CNNLAB_DATA or the user cache); files go in <dir>/NAME/",
     )
     q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.add_argument(
+        "--force",
+        action="store_true",
+        help="download even if the dataset is already present and verified, replacing files in the target",
+    )
     q.set_defaults(func=_fetch)
 
     q = sub.add_parser("check", help="verify a dataset: checksums, IDX structure, counts, labels")
