@@ -241,7 +241,8 @@ def test_recently_changed_file_is_not_cached(hashed_tiny):
 
 def _damage(path, how: str) -> None:
     """Change ``path`` after a tick of the clock: corrupt it, truncate it, or replace it by other content of
-    the same size with its mtime restored (what a stat key of size and mtime alone cannot see)."""
+    the same size with its mtime restored, in place or renamed over it (what a stat key of size and mtime
+    alone cannot see)."""
     before = path.stat()
     time.sleep(0.05)  # past the timestamp granularity (a clock tick), so ctime moves
     packed = path.read_bytes()
@@ -256,13 +257,19 @@ def _damage(path, how: str) -> None:
         other = (
             other[: len(packed)] if len(other) >= len(packed) else other + b"\0" * (len(packed) - len(other))
         )
-        path.write_bytes(other)  # zero padding after a gzip member is allowed
-        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        if how == "renamed-over":  # a new inode, as a download tool or `mv` would leave
+            tmp = path.with_name("replacement")
+            tmp.write_bytes(other)  # zero padding after a gzip member is allowed
+            os.utime(tmp, ns=(before.st_atime_ns, before.st_mtime_ns))
+            os.replace(tmp, path)
+        else:
+            path.write_bytes(other)
+            os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
         assert path.stat().st_size == before.st_size and path.stat().st_mtime_ns == before.st_mtime_ns
     assert stat_key(path.stat()) != stat_key(before)
 
 
-@pytest.mark.parametrize("how", ["corrupt", "truncate", "same-size-same-mtime"])
+@pytest.mark.parametrize("how", ["corrupt", "truncate", "same-size-same-mtime", "renamed-over"])
 def test_source_changed_after_a_cached_load_is_detected(
     hashed_tiny, no_racy_window, no_system_data, how, capsys
 ):

@@ -98,15 +98,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "data",
         help="list, fetch and verify the datasets (mnist, fashion-mnist, kmnist)",
-        description="Datasets are looked for in --data-dir, $CNNLAB_DATA, the user cache "
-        "($XDG_CACHE_HOME/cnnlab or ~/.cache/cnnlab), then system locations (/usr/share/datasets).",
+        description="Datasets are looked for in --data-dir alone if given, else in $CNNLAB_DATA alone if set, "
+        "else in the user cache ($XDG_CACHE_HOME/cnnlab or ~/.cache/cnnlab), then system locations "
+        "(/usr/share/datasets). 'check' and 'list' hash every byte; see docs/data.md.",
     )
     sub = p.add_subparsers(dest="data_command", metavar="ACTION", parser_class=type(p))
     sub.required = True
     names = sorted(DATASETS)
 
     q = sub.add_parser("list", help="which datasets are present, where, and whether they verify")
-    q.add_argument("--data-dir", help="directory searched first")
+    q.add_argument("--data-dir", help="the only directory searched (holding NAME/ or the four files)")
     q.add_argument("--no-verify", action="store_true", help="only look for the files, do not hash them")
     q.add_argument("--format", choices=("table", "json"), default="table")
     q.set_defaults(func=_list)
@@ -132,5 +133,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     q = sub.add_parser("check", help="verify a dataset: checksums, IDX structure, counts, labels")
     q.add_argument("name", metavar="NAME", help=f"one of {', '.join(names)}")
-    q.add_argument("--data-dir", help="directory searched first")
+    q.add_argument("--data-dir", help="the only directory searched (holding NAME/ or the four files)")
     q.set_defaults(func=_check)

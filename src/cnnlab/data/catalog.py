@@ -308,7 +308,7 @@ def check_explicit_root(data_dir: str | os.PathLike | None = None) -> None:
             f"{what} is a file, not a folder; name the folder that holds the dataset (e.g. {root.parent})"
         )
     if not root.is_dir():
-        raise DataError(f"{what} does not exist; create it, or name the folder that holds the dataset")
+        raise DataError(f"{what} does not exist; name the folder that holds the dataset")
 
 
 def candidate_dirs(name: str, data_dir: str | os.PathLike | None = None) -> Iterator[tuple[str, Path]]:
