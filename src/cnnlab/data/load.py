@@ -137,12 +137,12 @@ def read_cached(path: Path, file: DataFile) -> tuple[bytes, str] | None:
     return content, status
 
 
-def remember(path: Path, before: os.stat_result, source_sha256: str, content: bytes) -> None:
+def remember(path: Path, before: os.stat_result, source_sha256: str, content: bytes, raw_sha256: str) -> None:
     """Cache the verified ``content`` of ``path`` and stamp it with ``before``, its stat taken before it was
-    read; nothing if the source changed too recently to trust its timestamps, or the cache is unwritable."""
+    read (``raw_sha256`` is the content's); nothing if the source changed too recently to trust its
+    timestamps, or the cache is unwritable."""
     if time.time_ns() - max(before.st_mtime_ns, before.st_ctime_ns) < RACY_WINDOW_NS:
         return
-    raw_sha256 = sha256_hex(content)
     cached = decoded_cache_path(raw_sha256)
     stamp = {
         "path": str(path.resolve()),
@@ -192,8 +192,8 @@ def read_verified(
         # No known raw hash (KMNIST): only the official .gz bytes can vouch for the content.
         raise _mismatch(path, ".gz", source_sha256, file.gz_sha256, no_verify_hint)
     content = unpack(packed, path, file.raw_size, advice="delete it and fetch it again")
+    actual = sha256_hex(content)
     if file.raw_sha256:
-        actual = sha256_hex(content)
         if actual != file.raw_sha256:
             raise _mismatch(path, "raw content", actual, file.raw_sha256, no_verify_hint)
         status = "raw sha256"
@@ -204,7 +204,7 @@ def read_verified(
         return parse_idx(content, path), "structure only (no known checksum)"
     array = parse_idx(content, path)
     if use_cache and is_gzip:
-        remember(path, before, source_sha256, content)
+        remember(path, before, source_sha256, content, actual)
     return array, status
 
 
