@@ -296,8 +296,9 @@ def explicit_root(data_dir: str | os.PathLike | None = None) -> tuple[str, Path]
     return roots[0] if roots[0][0] in ("--data-dir", "$CNNLAB_DATA") else None
 
 
-def check_explicit_root(data_dir: str | os.PathLike | None = None) -> None:
-    """DataError if the place the user named does not exist or is a file rather than a folder."""
+def check_explicit_root(data_dir: str | os.PathLike | None = None, hint: str = "") -> None:
+    """DataError if the place the user named does not exist or is a file rather than a folder; ``hint``
+    (how to get the data) ends the message for a folder that does not exist."""
     named = explicit_root(data_dir)
     if named is None:
         return
@@ -308,7 +309,10 @@ def check_explicit_root(data_dir: str | os.PathLike | None = None) -> None:
             f"{what} is a file, not a folder; name the folder that holds the dataset (e.g. {root.parent})"
         )
     if not root.is_dir():
-        raise DataError(f"{what} does not exist; name the folder that holds the dataset")
+        raise DataError(
+            f"{what} does not exist; name the folder that holds the dataset"
+            + (f", or {hint}" if hint else "")
+        )
 
 
 def candidate_dirs(name: str, data_dir: str | os.PathLike | None = None) -> Iterator[tuple[str, Path]]:
@@ -348,7 +352,7 @@ def locate_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Path
     there, the error says what is missing there rather than falling back to a copy elsewhere.
     """
     info = dataset_info(name)
-    check_explicit_root(data_dir)
+    check_explicit_root(data_dir, info.install_hint())
     searched = []
     for _, directory in candidate_dirs(name, data_dir):
         if dataset_files(directory, info) is not None:
