@@ -124,8 +124,10 @@ def read_cached(path: Path, file: DataFile) -> tuple[bytes, str] | None:
         status = "official .gz sha256 (cached)"
     else:
         return None
-    if not isinstance(raw_sha256, str):
-        return None
+    if not (
+        isinstance(raw_sha256, str) and len(raw_sha256) == 64 and set(raw_sha256) <= set("0123456789abcdef")
+    ):
+        return None  # a damaged or forged stamp must not name an arbitrary file to read
     cached = decoded_cache_path(raw_sha256)
     try:
         content = cached.read_bytes()
