@@ -318,3 +318,17 @@ def test_data_check_always_verifies_and_does_not_suggest_no_verify(tiny_dataset_
     with pytest.raises(DataError) as explicit:  # verify=True: the environment would not change anything
         load_dataset("fashion-mnist", data_dir=tiny_dataset_dir, verify=True)
     assert "CNNLAB_NO_VERIFY" not in str(explicit.value)
+
+
+def test_gz_only_dataset_is_cached_by_its_official_gz_hash(hashed_tiny, no_racy_window):
+    """KMNIST has official .gz hashes only: its cache entry is vouched for by the source's own SHA-256."""
+    info = dataset_info("hashed-tiny")
+    files = {role: dataclasses.replace(f, raw_sha256=None) for role, f in info.files.items()}
+    register_dataset(dataclasses.replace(info, files=files), replace=True)
+    assert set(load_dataset("hashed-tiny", data_dir=hashed_tiny).checks.values()) == {"official .gz sha256"}
+    cached = load_dataset("hashed-tiny", data_dir=hashed_tiny).checks
+    assert set(cached.values()) == {"official .gz sha256 (cached)"}
+    path = hashed_tiny / "hashed-tiny" / "train-labels-idx1-ubyte.gz"
+    _damage(path, "same-size-same-mtime")
+    with pytest.raises(DataError, match=r"checksum mismatch \(\.gz SHA-256"):
+        load_dataset("hashed-tiny", data_dir=hashed_tiny)
