@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import json
+import os
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -20,8 +23,9 @@ from cnnlab.data import (
     locate_dataset,
     register_dataset,
 )
+from cnnlab.data import load as data_load
 from cnnlab.data.idx import read_raw_bytes, write_idx
-from cnnlab.data.load import decoded_cache_path
+from cnnlab.data.load import decoded_cache_path, stamp_path, stat_key
 from cnnlab.errors import DataError, UsageError
 
 
@@ -100,9 +104,51 @@ def test_lookup_order(no_system_data, copy_tiny, tmp_path, monkeypatch):
     assert locate_dataset("fashion-mnist", copy_tiny) == copy_tiny / "fashion-mnist"
     # An explicit directory may hold the four files directly.
     assert locate_dataset("fashion-mnist", copy_tiny / "fashion-mnist") == copy_tiny / "fashion-mnist"
-    shutil.rmtree(env_dir / "fashion-mnist")
     shutil.rmtree(cache_root / "cnnlab" / "fashion-mnist")
+    monkeypatch.delenv("CNNLAB_DATA")
     assert locate_dataset("fashion-mnist") == no_system_data / "fashion-mnist"
+
+
+def test_named_place_without_the_dataset_is_an_error_not_a_fallback(
+    no_system_data, copy_tiny, tmp_path, monkeypatch
+):
+    """The dataset is in the user cache and the system location, but the user named another place."""
+    cache_root = tmp_path / "xdg"
+    shutil.copytree(copy_tiny, cache_root / "cnnlab")
+    shutil.copytree(copy_tiny, no_system_data)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_root))
+    empty = tmp_path / "empty"
+    (empty / "fashion-mnist").mkdir(parents=True)
+    (empty / "fashion-mnist" / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    with pytest.raises(DataError) as err:
+        locate_dataset("fashion-mnist", data_dir=empty)
+    message = str(err.value)
+    assert f"not found in --data-dir {empty}" in message
+    assert (
+        "lacks train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]"
+        in message
+    )
+    assert "train-images-idx3-ubyte[.gz]," not in message.split("lacks")[1].split(";")[0]
+    with pytest.raises(DataError, match="not found in --data-dir"):
+        load_dataset("fashion-mnist", data_dir=empty, verify=False)
+    monkeypatch.setenv("CNNLAB_DATA", str(tmp_path / "env"))
+    (tmp_path / "env").mkdir()
+    with pytest.raises(
+        DataError, match=rf"not found in \$CNNLAB_DATA={tmp_path / 'env'} \(there is no folder "
+    ):
+        load_dataset("fashion-mnist", verify=False)
+    monkeypatch.setenv("CNNLAB_DATA", str(tmp_path / "absent"))
+    with pytest.raises(DataError, match=r"\$CNNLAB_DATA .* does not exist"):
+        load_dataset("fashion-mnist", verify=False)
+
+
+def test_data_dir_naming_a_file_says_so(copy_tiny, capsys):
+    path = copy_tiny / "fashion-mnist" / "train-images-idx3-ubyte.gz"
+    with pytest.raises(DataError, match=f"data directory {path} is a file, not a folder") as err:
+        locate_dataset("fashion-mnist", data_dir=path)
+    assert str(path.parent) in str(err.value)
+    assert main(["data", "check", "fashion-mnist", "--data-dir", str(path)]) == 1
+    assert "is a file, not a folder" in capsys.readouterr().err
 
 
 def test_checksum_mismatch_is_reported_unless_verification_is_off(tiny_dataset_dir, monkeypatch):
@@ -115,7 +161,13 @@ def test_checksum_mismatch_is_reported_unless_verification_is_off(tiny_dataset_d
         load_dataset("fashion-mnist", data_dir=tiny_dataset_dir, verify=True)
 
 
-def test_verified_load_and_decoded_cache(hashed_tiny):
+@pytest.fixture
+def no_racy_window(monkeypatch):
+    """Stamp files however recently they changed (tests create them just before loading)."""
+    monkeypatch.setattr(data_load, "RACY_WINDOW_NS", 0)
+
+
+def test_verified_load_and_decoded_cache(hashed_tiny, no_racy_window):
     first = load_dataset("hashed-tiny", data_dir=hashed_tiny)
     assert set(first.checks.values()) == {"raw sha256"}
     second = load_dataset("hashed-tiny", data_dir=hashed_tiny)
@@ -179,3 +231,104 @@ def test_cli_list_and_check(no_system_data, hashed_tiny, capsys):
     assert "cnnlab data fetch kmnist" in capsys.readouterr().err
     assert main(["data", "check", "hashed-tiny", "--data-dir", str(hashed_tiny)]) == 0
     assert "train 600, test 200" in capsys.readouterr().out
+
+
+def test_recently_changed_file_is_not_cached(hashed_tiny):
+    """Within the racy window a later change could keep the stat key: such a file is verified every time."""
+    assert set(load_dataset("hashed-tiny", data_dir=hashed_tiny).checks.values()) == {"raw sha256"}
+    assert set(load_dataset("hashed-tiny", data_dir=hashed_tiny).checks.values()) == {"raw sha256"}
+
+
+def _damage(path, how: str) -> None:
+    """Change ``path`` after a tick of the clock: corrupt it, truncate it, or replace it by other content of
+    the same size with its mtime restored, in place or renamed over it (what a stat key of size and mtime
+    alone cannot see)."""
+    before = path.stat()
+    time.sleep(0.05)  # past the timestamp granularity (a clock tick), so ctime moves
+    packed = path.read_bytes()
+    if how == "corrupt":
+        path.write_bytes(packed[:100] + bytes([packed[100] ^ 0xFF]) + packed[101:])
+    elif how == "truncate":
+        path.write_bytes(packed[: len(packed) // 2])
+    else:
+        raw = bytearray(gzip.decompress(packed))
+        raw[-1] ^= 0x01  # still a valid IDX file, a different image
+        other = gzip.compress(bytes(raw), mtime=0)
+        other = (
+            other[: len(packed)] if len(other) >= len(packed) else other + b"\0" * (len(packed) - len(other))
+        )
+        if how == "renamed-over":  # a new inode, as a download tool or `mv` would leave
+            tmp = path.with_name("replacement")
+            tmp.write_bytes(other)  # zero padding after a gzip member is allowed
+            os.utime(tmp, ns=(before.st_atime_ns, before.st_mtime_ns))
+            os.replace(tmp, path)
+        else:
+            path.write_bytes(other)
+            os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        assert path.stat().st_size == before.st_size and path.stat().st_mtime_ns == before.st_mtime_ns
+    assert stat_key(path.stat()) != stat_key(before)
+
+
+@pytest.mark.parametrize("how", ["corrupt", "truncate", "same-size-same-mtime", "renamed-over"])
+def test_source_changed_after_a_cached_load_is_detected(
+    hashed_tiny, no_racy_window, no_system_data, how, capsys
+):
+    """The decoded cache was once looked up by the expected hash alone: a damaged or replaced file still
+    loaded (the cached copy) and `data check` called it verified."""
+    assert set(load_dataset("hashed-tiny", data_dir=hashed_tiny).checks.values()) == {"raw sha256"}
+    assert set(load_dataset("hashed-tiny", data_dir=hashed_tiny).checks.values()) == {"raw sha256 (cached)"}
+    path = hashed_tiny / "hashed-tiny" / "train-images-idx3-ubyte.gz"
+    _damage(path, how)
+    with pytest.raises(DataError, match="checksum mismatch|corrupt or truncated gzip") as err:
+        load_dataset("hashed-tiny", data_dir=hashed_tiny)
+    assert str(path) in str(err.value)
+    assert main(["data", "check", "hashed-tiny", "--data-dir", str(hashed_tiny)]) == 1
+    assert str(path) in capsys.readouterr().err
+    assert main(["data", "list", "--data-dir", str(hashed_tiny), "--format", "json"]) == 0
+    row = {r["name"]: r for r in json.loads(capsys.readouterr().out)}["hashed-tiny"]
+    assert row["status"].startswith("FAILED") and str(path) in row["status"]
+
+
+def test_check_and_list_hash_the_bytes_even_when_the_stat_key_matches(hashed_tiny, no_racy_window, capsys):
+    """A filesystem whose ctime does not move (simulated: the stamp is rewritten with the damaged file's
+    stat key) fools the training load's cache, as documented; `data check` and `data list` read the bytes."""
+    load_dataset("hashed-tiny", data_dir=hashed_tiny)
+    path = hashed_tiny / "hashed-tiny" / "t10k-labels-idx1-ubyte.gz"
+    _damage(path, "same-size-same-mtime")
+    stamp = json.loads(stamp_path(path).read_text())
+    stamp["stat"] = stat_key(path.stat())
+    stamp_path(path).write_text(json.dumps(stamp))
+    assert load_dataset("hashed-tiny", data_dir=hashed_tiny).checks["test_labels"] == "raw sha256 (cached)"
+    assert main(["data", "check", "hashed-tiny", "--data-dir", str(hashed_tiny)]) == 1
+    assert "checksum mismatch" in capsys.readouterr().err
+    assert main(["data", "list", "--data-dir", str(hashed_tiny)]) == 0
+    assert (
+        "FAILED"
+        in [line for line in capsys.readouterr().out.splitlines() if line.startswith("hashed-tiny")][0]
+    )
+
+
+def test_data_check_always_verifies_and_does_not_suggest_no_verify(tiny_dataset_dir, monkeypatch, capsys):
+    """`data check` ignores CNNLAB_NO_VERIFY (its job is to verify), so its message must not suggest it."""
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    assert main(["data", "check", "fashion-mnist", "--data-dir", str(tiny_dataset_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "checksum mismatch" in err and "CNNLAB_NO_VERIFY" not in err
+    monkeypatch.delenv("CNNLAB_NO_VERIFY")
+    with pytest.raises(DataError) as explicit:  # verify=True: the environment would not change anything
+        load_dataset("fashion-mnist", data_dir=tiny_dataset_dir, verify=True)
+    assert "CNNLAB_NO_VERIFY" not in str(explicit.value)
+
+
+def test_gz_only_dataset_is_cached_by_its_official_gz_hash(hashed_tiny, no_racy_window):
+    """KMNIST has official .gz hashes only: its cache entry is vouched for by the source's own SHA-256."""
+    info = dataset_info("hashed-tiny")
+    files = {role: dataclasses.replace(f, raw_sha256=None) for role, f in info.files.items()}
+    register_dataset(dataclasses.replace(info, files=files), replace=True)
+    assert set(load_dataset("hashed-tiny", data_dir=hashed_tiny).checks.values()) == {"official .gz sha256"}
+    cached = load_dataset("hashed-tiny", data_dir=hashed_tiny).checks
+    assert set(cached.values()) == {"official .gz sha256 (cached)"}
+    path = hashed_tiny / "hashed-tiny" / "train-labels-idx1-ubyte.gz"
+    _damage(path, "same-size-same-mtime")
+    with pytest.raises(DataError, match=r"checksum mismatch \(\.gz SHA-256"):
+        load_dataset("hashed-tiny", data_dir=hashed_tiny)

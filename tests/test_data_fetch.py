@@ -14,7 +14,7 @@ import pytest
 
 from cnnlab.cli import main
 from cnnlab.data import DATASETS, DataFile, dataset_info, load_dataset, register_dataset
-from cnnlab.data.fetch import fetch_dataset
+from cnnlab.data.fetch import fetch_dataset, max_gz_size
 from cnnlab.data.idx import encode_idx
 from cnnlab.data.synthetic import synthetic_images
 from cnnlab.errors import DataError
@@ -208,3 +208,138 @@ def test_unwritable_target_is_a_data_error(server, loopback_dataset, tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(DataError, match="cannot write to"):
         fetch_dataset(NAME, blocker, server.base + "/good/", progress=False, timeout=5)
+
+
+def test_truncated_download_names_the_url_and_destination_not_the_temp_file(
+    server, loopback_dataset, tmp_path
+):
+    """The server declares the truncated length, so only the gzip check sees it; its message once named the
+    .part file, already deleted when the user read it."""
+    info, packed = loopback_dataset
+    _serve(server, packed)
+    name = info.files["train_images"].name
+    body = packed[name]
+    server.routes[f"/good/{name}.gz"] = (200, body[: len(body) // 2], None)
+    with pytest.raises(DataError, match="corrupt or truncated gzip") as err:
+        fetch_dataset(NAME, tmp_path, server.base + "/good/", progress=False, timeout=5)
+    message = str(err.value)
+    assert ".part" not in message and "delete it" not in message
+    assert f"{server.base}/good/{name}.gz" in message and str(tmp_path / NAME / f"{name}.gz") in message
+
+
+def test_stale_part_files_of_a_killed_fetch_are_removed(server, loopback_dataset, tmp_path):
+    info, packed = loopback_dataset
+    _serve(server, packed)
+    directory = tmp_path / NAME
+    directory.mkdir()
+    ours = [directory / f".{f.gz_name}.k1ll3d.part" for f in info.files.values()]
+    others = [directory / "notes.part", directory / ".unrelated.gz.x.part", directory / "keep.txt"]
+    for path in ours + others:
+        path.write_bytes(b"partial")
+    fetch_dataset(NAME, tmp_path, server.base + "/good/", progress=False, timeout=5)
+    assert not any(p.exists() for p in ours)
+    assert all(p.exists() for p in others)  # only our own temporary files are touched
+
+
+def test_a_second_fetch_into_the_same_directory_is_refused_while_one_runs(server, loopback_dataset, tmp_path):
+    import fcntl
+    import os
+
+    _serve(server, loopback_dataset[1])
+    directory = tmp_path / NAME
+    directory.mkdir()
+    (directory / f".{loopback_dataset[0].files['train_images'].gz_name}.live.part").write_bytes(b"busy")
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a running fetch holds it
+        with pytest.raises(DataError, match="another `cnnlab data fetch` is writing to"):
+            fetch_dataset(NAME, tmp_path, server.base + "/good/", progress=False, timeout=5)
+        assert len(list(directory.glob("*.part"))) == 1  # the running fetch's file is left alone
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("valid_header", [False, True])
+def test_gzip_bomb_from_a_mirror_is_rejected_without_decompressing_it(
+    server, loopback_dataset, tmp_path, valid_header
+):
+    """32 MB of zeros, 32 kB compressed, served as the training images: rejected after at most a known raw
+    size (31 kB here) is decompressed. The whole stream used to be decompressed at once (2.4 GB for a
+    bomb the size of the real file)."""
+    import struct
+    import tracemalloc
+    import zlib
+
+    info, packed = loopback_dataset
+    file = info.files["train_images"]
+    bounded = dataclasses.replace(file, raw_size=16 + 40 * 28 * 28)
+    register_dataset(dataclasses.replace(info, files={**info.files, "train_images": bounded}), replace=True)
+    comp = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    header = struct.pack(">HBB3I", 0, 0x08, 3, 100_000, 28, 28) if valid_header else b""
+    block = b"\0" * (1 << 20)
+    bomb = comp.compress(header) + b"".join(comp.compress(block) for _ in range(32)) + comp.flush()
+    assert len(bomb) < max_gz_size(bounded)  # not refused for its size: decompressed
+    _serve(server, packed)
+    server.routes[f"/good/{file.gz_name}"] = (200, bomb, None)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError) as err:
+            fetch_dataset(NAME, tmp_path, server.base + "/good/", progress=False, timeout=5)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert file.gz_name in str(err.value) and ".part" not in str(err.value)
+    assert peak < 8 << 20, f"peak {peak} bytes: the bomb was decompressed"
+    assert not (tmp_path / NAME / file.gz_name).exists()
+
+
+def test_download_larger_than_the_file_can_be_is_stopped(server, loopback_dataset, tmp_path):
+    info, packed = loopback_dataset
+    file = info.files["train_labels"]
+    small = dataclasses.replace(file, raw_size=48)  # 40 labels + 8 header bytes
+    register_dataset(dataclasses.replace(info, files={**info.files, "train_labels": small}), replace=True)
+    _serve(server, packed)
+    noise = np.random.default_rng(0).bytes(200_000)  # incompressible: far more than any gzip of 48 bytes
+    server.routes[f"/good/{file.gz_name}"] = (200, noise, None)
+    with pytest.raises(DataError, match="the server announces 200000 bytes, more than"):
+        fetch_dataset(NAME, tmp_path, server.base + "/good/", progress=False, timeout=5)
+
+
+def test_cli_fetch_skips_a_present_verified_dataset_unless_forced(server, loopback_dataset, tmp_path, capsys):
+    _serve(server, loopback_dataset[1])
+    fetch_dataset(NAME, tmp_path, server.base + "/good/", progress=False, timeout=5)
+    hits = len(server.hits)
+    args = ["data", "fetch", NAME, "--data-dir", str(tmp_path), "--quiet", "--mirror", server.base + "/good/"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"already present and verified in {tmp_path / NAME}" in out and "--force" in out
+    assert len(server.hits) == hits  # nothing downloaded
+    assert main([*args, "--force"]) == 0
+    assert len(server.hits) == hits + 4  # every file downloaded again
+    assert "verified files in" in capsys.readouterr().out
+
+
+def test_cli_fetch_finds_the_dataset_where_loading_would_offline(
+    loopback_dataset, tmp_path, monkeypatch, capsys
+):
+    """No --data-dir: a verified copy in a system location is enough, even with no mirror reachable."""
+    info, packed = loopback_dataset
+    system = tmp_path / "system"
+    (system / NAME).mkdir(parents=True)
+    for name, body in packed.items():
+        (system / NAME / f"{name}.gz").write_bytes(body)
+    monkeypatch.setenv("CNNLAB_SYSTEM_DATA_DIRS", str(system))
+    args = [
+        "data",
+        "fetch",
+        NAME,
+        "--quiet",
+        "--mirror",
+        "http://127.0.0.1:9/",
+    ]  # discard port: nothing there
+    assert main(args) == 0
+    assert f"already present and verified in {system / NAME} (system)" in capsys.readouterr().out
+    (system / NAME / f"{info.files['test_labels'].name}.gz").write_bytes(b"\x1f\x8b broken")
+    assert main(args) == 1  # does not verify: a download is attempted (and fails here)
+    captured = capsys.readouterr()
+    assert "does not verify" in captured.err and "could not fetch" in captured.err

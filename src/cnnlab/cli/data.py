@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import torch
 
-from cnnlab.data.catalog import DATASETS, candidate_dirs, dataset_files, dataset_info
+from cnnlab.data.catalog import DATASETS, candidate_dirs, check_explicit_root, dataset_files, dataset_info
 from cnnlab.data.fetch import fetch_dataset
 from cnnlab.data.load import load_dataset, read_verified
 from cnnlab.errors import DataError
 
 
 def dataset_status(name: str, data_dir: str | None = None, verify: bool = True) -> dict:
-    """Where ``name`` is found (first hit in lookup order) and whether its files verify."""
+    """Where ``name`` is found (first hit in lookup order) and whether its files verify: every byte is read
+    and hashed (the decoded cache is not used: a listing must not vouch for a file it did not read)."""
     info = dataset_info(name)
     for source, directory in candidate_dirs(name, data_dir):
         paths = dataset_files(directory, info)
@@ -23,11 +25,11 @@ def dataset_status(name: str, data_dir: str | None = None, verify: bool = True) 
         status = "not checked"
         if verify:
             try:
-                checks = {read_verified(p, info.files[r], verify=True)[1] for r, p in paths.items()}
+                checks = {
+                    read_verified(p, info.files[r], verify=True, use_cache=False)[1] for r, p in paths.items()
+                }
                 status = (
-                    "verified"
-                    if all(c.endswith(("sha256", "(cached)")) for c in checks)
-                    else ", ".join(checks)
+                    "verified" if all(c.endswith("sha256") for c in checks) else ", ".join(sorted(checks))
                 )
             except DataError as err:
                 status = f"FAILED: {err}"
@@ -36,6 +38,7 @@ def dataset_status(name: str, data_dir: str | None = None, verify: bool = True) 
 
 
 def _list(args: argparse.Namespace) -> int:
+    check_explicit_root(args.data_dir)
     rows = [dataset_status(n, args.data_dir, verify=not args.no_verify) for n in sorted(DATASETS)]
     if args.format == "json":
         print(json.dumps(rows, indent=2))
@@ -50,13 +53,29 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    directory = fetch_dataset(args.name, args.data_dir, args.mirror, progress=not args.quiet)
+    if not args.force:
+        # Where loading would find it (the named place only, if one is named): every byte hashed.
+        row = dataset_status(args.name, args.data_dir)
+        if row["status"] == "verified":
+            print(
+                f"{args.name}: already present and verified in {row['where']} ({row['source']}); "
+                "nothing downloaded (--force downloads it again)"
+            )
+            return 0
+        if row["present"]:
+            print(
+                f"{args.name}: {row['where']} does not verify ({row['status']}); downloading", file=sys.stderr
+            )
+    directory = fetch_dataset(
+        args.name, args.data_dir, args.mirror, progress=not args.quiet, force=args.force
+    )
     print(f"{args.name}: verified files in {directory}")
     return 0
 
 
 def _check(args: argparse.Namespace) -> int:
-    data = load_dataset(args.name, data_dir=args.data_dir, verify=True)
+    # Always verified (CNNLAB_NO_VERIFY does not apply), every byte hashed: no decoded cache.
+    data = load_dataset(args.name, data_dir=args.data_dir, verify=True, use_cache=False)
     info = data.info
     print(f"{info.name}: {data.directory}")
     for role, how in data.checks.items():
@@ -79,20 +98,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "data",
         help="list, fetch and verify the datasets (mnist, fashion-mnist, kmnist)",
-        description="Datasets are looked for in --data-dir, $CNNLAB_DATA, the user cache "
-        "($XDG_CACHE_HOME/cnnlab or ~/.cache/cnnlab), then system locations (/usr/share/datasets).",
+        description="Datasets are looked for in --data-dir alone if given, else in $CNNLAB_DATA alone if set, "
+        "else in the user cache ($XDG_CACHE_HOME/cnnlab or ~/.cache/cnnlab), then system locations "
+        "(/usr/share/datasets). 'check' and 'list' hash every byte; see docs/data.md.",
     )
     sub = p.add_subparsers(dest="data_command", metavar="ACTION", parser_class=type(p))
     sub.required = True
     names = sorted(DATASETS)
 
     q = sub.add_parser("list", help="which datasets are present, where, and whether they verify")
-    q.add_argument("--data-dir", help="directory searched first")
+    q.add_argument("--data-dir", help="the only directory searched (holding NAME/ or the four files)")
     q.add_argument("--no-verify", action="store_true", help="only look for the files, do not hash them")
     q.add_argument("--format", choices=("table", "json"), default="table")
     q.set_defaults(func=_list)
 
-    q = sub.add_parser("fetch", help="download a dataset (SHA-256 checked, atomic)")
+    q = sub.add_parser(
+        "fetch", help="download a dataset (SHA-256 checked, atomic) unless it is present and verified"
+    )
     q.add_argument("name", metavar="NAME", help=f"one of {', '.join(names)}")
     q.add_argument(
         "--mirror", metavar="URL", help="base URL holding the four .gz files (default: known mirrors)"
@@ -102,9 +124,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="target directory (default: $CNNLAB_DATA or the user cache); files go in <dir>/NAME/",
     )
     q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.add_argument(
+        "--force",
+        action="store_true",
+        help="download even if the dataset is already present and verified, replacing files in the target",
+    )
     q.set_defaults(func=_fetch)
 
     q = sub.add_parser("check", help="verify a dataset: checksums, IDX structure, counts, labels")
     q.add_argument("name", metavar="NAME", help=f"one of {', '.join(names)}")
-    q.add_argument("--data-dir", help="directory searched first")
+    q.add_argument("--data-dir", help="the only directory searched (holding NAME/ or the four files)")
     q.set_defaults(func=_check)

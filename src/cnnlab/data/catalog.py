@@ -5,10 +5,12 @@ of its *decompressed* content (``raw_sha256``), because re-packagers such as Deb
 their .gz bytes differ from the official ones while the IDX content is identical. The official .gz
 SHA-256 (``gz_sha256``) is kept as well, to check a fresh download before it is decompressed.
 
-Lookup order (first hit wins): an explicit ``data_dir``, ``$CNNLAB_DATA``, the user cache
-(``$XDG_CACHE_HOME/cnnlab``, default ``~/.cache/cnnlab``), then system locations such as
-``/usr/share/datasets`` (where Debian's ``dataset-fashion-mnist`` package installs). In each place
-the files are looked for in ``<place>/<name>/``; an explicit ``data_dir`` may also hold them directly.
+Lookup: an explicit ``data_dir`` is the only place searched; else ``$CNNLAB_DATA``, if set, is the only
+place searched; else the user cache (``$XDG_CACHE_HOME/cnnlab``, default ``~/.cache/cnnlab``), then system
+locations such as ``/usr/share/datasets`` (where Debian's ``dataset-fashion-mnist`` package installs), first
+hit wins. An explicit place that does not hold the dataset is an error naming what is missing there, never a
+silent fallback to data elsewhere. In each place the files are looked for in ``<place>/<name>/``; an explicit
+``data_dir`` may also hold them directly.
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ class DataFile:
 
     ``raw_sha256``: SHA-256 of the decompressed IDX bytes (None where it could not be established).
     ``gz_sha256`` / ``gz_md5``: of the official .gz as distributed by the publisher's mirrors.
+    ``raw_size``: length of the decompressed IDX bytes, where known; decompression stops past it.
     """
 
     name: str
     raw_sha256: str | None = None
     gz_sha256: str | None = None
     gz_md5: str | None = None
+    raw_size: int | None = None
 
     @property
     def gz_name(self) -> str:
@@ -93,7 +97,11 @@ def _mnist_files(raw: tuple, gz: tuple, md5: tuple) -> dict[str, DataFile]:
         "t10k-images-idx3-ubyte",
         "t10k-labels-idx1-ubyte",
     )
-    return {role: DataFile(n, r, g, m) for role, n, r, g, m in zip(ROLES, names, raw, gz, md5)}
+    # 60k/10k images of 28x28 uint8 (16-byte header) and as many labels (8-byte header), for all three.
+    sizes = (16 + 60_000 * 28 * 28, 8 + 60_000, 16 + 10_000 * 28 * 28, 8 + 10_000)
+    return {
+        role: DataFile(n, r, g, m, size) for role, n, r, g, m, size in zip(ROLES, names, raw, gz, md5, sizes)
+    }
 
 
 DATASETS: dict[str, DatasetInfo] = {}
@@ -273,15 +281,38 @@ def system_data_dirs() -> tuple[str, ...]:
 
 
 def search_roots(data_dir: str | os.PathLike | None = None) -> list[tuple[str, Path]]:
-    """The places searched, in order, each labelled by where it came from."""
-    roots: list[tuple[str, Path]] = []
+    """The places searched, in order, each labelled by where it came from: an explicit ``data_dir`` alone,
+    else ``$CNNLAB_DATA`` alone, else the user cache and the system locations."""
     if data_dir is not None:
-        roots.append(("--data-dir", Path(data_dir)))
+        return [("--data-dir", Path(data_dir))]
     if os.environ.get("CNNLAB_DATA"):
-        roots.append(("$CNNLAB_DATA", Path(os.environ["CNNLAB_DATA"])))
-    roots.append(("user cache", user_cache_dir()))
-    roots.extend(("system", Path(d)) for d in system_data_dirs())
-    return roots
+        return [("$CNNLAB_DATA", Path(os.environ["CNNLAB_DATA"]))]
+    return [("user cache", user_cache_dir())] + [("system", Path(d)) for d in system_data_dirs()]
+
+
+def explicit_root(data_dir: str | os.PathLike | None = None) -> tuple[str, Path] | None:
+    """The one place the user named (``data_dir``, else ``$CNNLAB_DATA``), labelled; None if neither."""
+    roots = search_roots(data_dir)
+    return roots[0] if roots[0][0] in ("--data-dir", "$CNNLAB_DATA") else None
+
+
+def check_explicit_root(data_dir: str | os.PathLike | None = None, hint: str = "") -> None:
+    """DataError if the place the user named does not exist or is a file rather than a folder; ``hint``
+    (how to get the data) ends the message for a folder that does not exist."""
+    named = explicit_root(data_dir)
+    if named is None:
+        return
+    label, root = named
+    what = f"data directory {root}" if label == "--data-dir" else f"$CNNLAB_DATA ({root})"
+    if root.is_file():
+        raise DataError(
+            f"{what} is a file, not a folder; name the folder that holds the dataset (e.g. {root.parent})"
+        )
+    if not root.is_dir():
+        raise DataError(
+            f"{what} does not exist; name the folder that holds the dataset"
+            + (f", or {hint}" if hint else "")
+        )
 
 
 def candidate_dirs(name: str, data_dir: str | os.PathLike | None = None) -> Iterator[tuple[str, Path]]:
@@ -306,14 +337,33 @@ def dataset_files(directory: Path, info: DatasetInfo) -> dict[str, Path] | None:
     return found if all(found.values()) else None  # type: ignore[return-value]
 
 
+def missing_files(directory: Path, info: DatasetInfo) -> str:
+    """What ``directory`` lacks of ``info``'s files, in words, e.g. for an error message."""
+    if not directory.is_dir():
+        return f"there is no folder {directory}"
+    absent = [f"{f.name}[.gz]" for f in info.files.values() if find_file(directory, f) is None]
+    return f"{directory} lacks {', '.join(absent)}" if absent else f"{directory} holds all four files"
+
+
 def locate_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Path:
-    """The first directory in lookup order holding all four files of ``name``; DataError saying how to get it."""
+    """The first directory in lookup order holding all four files of ``name``; DataError saying how to get it.
+
+    A place the user named (``data_dir`` or ``$CNNLAB_DATA``) is the only one searched: if the dataset is not
+    there, the error says what is missing there rather than falling back to a copy elsewhere.
+    """
     info = dataset_info(name)
-    if data_dir is not None and not Path(data_dir).is_dir():
-        raise DataError(f"data directory {data_dir} does not exist; {info.install_hint()}")
+    check_explicit_root(data_dir, info.install_hint())
     searched = []
     for _, directory in candidate_dirs(name, data_dir):
         if dataset_files(directory, info) is not None:
             return directory
-        searched.append(str(directory))
-    raise DataError(f"dataset {name!r} not found (searched {', '.join(searched)}); {info.install_hint()}")
+        searched.append(directory)
+    named = explicit_root(data_dir)
+    if named is not None:
+        label, root = named
+        where = f"--data-dir {root}" if label == "--data-dir" else f"$CNNLAB_DATA={root}"
+        lacks = "; ".join(missing_files(d, info) for d in searched)
+        raise DataError(f"dataset {name!r} not found in {where} ({lacks}); {info.install_hint()}")
+    raise DataError(
+        f"dataset {name!r} not found (searched {', '.join(map(str, searched))}); {info.install_hint()}"
+    )

@@ -10,11 +10,14 @@ not from the file name.
 from __future__ import annotations
 
 import gzip
+import io
+import math
 import os
 import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -32,6 +35,10 @@ IDX_TYPES: dict[int, np.dtype] = {
 }
 _CODE_OF_DTYPE = {dt.newbyteorder("="): code for code, dt in IDX_TYPES.items()}
 GZIP_MAGIC = b"\x1f\x8b"
+# The longest possible header: 4 bytes, then one uint32 for each of at most 255 dimensions.
+MAX_HEADER_LENGTH = 4 + 4 * 255
+CHUNK = 4 << 20
+GZIP_WBITS = 16 + zlib.MAX_WBITS  # zlib parses the gzip wrapper itself and checks its CRC-32 and size
 
 
 @dataclass(frozen=True)
@@ -45,27 +52,118 @@ class IdxHeader:
     @property
     def expected_length(self) -> int:
         """Total file length (header + data) that this header promises."""
-        return self.data_offset + int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        # Exact Python integers: np.prod in int64 wraps (65536**4 -> 0), and a 20-byte file would pass.
+        return self.data_offset + math.prod(self.shape) * self.dtype.itemsize
 
 
-def read_raw_bytes(path: str | os.PathLike) -> bytes:
-    """The decompressed content of ``path`` (gzip detected by magic bytes); DataError if unreadable."""
+def declared_length(prefix: bytes | bytearray) -> int | None:
+    """The total length (header + data) that a valid IDX header at the start of ``prefix`` promises; None
+    while the header is incomplete or invalid (the parser then says what is wrong)."""
+    if len(prefix) < 4 or prefix[0] or prefix[1] or prefix[2] not in IDX_TYPES or not prefix[3]:
+        return None
+    ndim = prefix[3]
+    if len(prefix) < 4 + 4 * ndim:
+        return None
+    shape = struct.unpack(f">{ndim}I", bytes(prefix[4 : 4 + 4 * ndim]))
+    return IdxHeader(IDX_TYPES[prefix[2]], shape, 4 + 4 * ndim).expected_length
+
+
+def gunzip_limited(
+    stream: BinaryIO, source: str | os.PathLike, max_size: int | None = None, advice: str = ""
+) -> bytes:
+    """Decompress the gzip ``stream`` chunk by chunk, never producing more than the IDX content may hold.
+
+    The limit is ``max_size`` (a size the registry knows), and the length the IDX header declares as soon
+    as the header is out: one byte more is a DataError, so a gzip bomb costs at most the limit in memory,
+    never its full expansion. Decompression stops after :data:`MAX_HEADER_LENGTH` bytes that do not start
+    with a valid header; the caller's parser then names the defect. Concatenated members are joined and
+    zero padding after a member is ignored, as :func:`gzip.decompress` does. ``advice`` ends every message.
+    """
+    suffix = f"; {advice}" if advice else ""
+    # Pieces joined once at the end: growing one buffer would copy the content again and again.
+    pieces: list[bytes] = []
+    size, head = 0, b""  # head: the first bytes, enough to hold any header
+    decomp = zlib.decompressobj(wbits=GZIP_WBITS)
+    pending, declared, hard = b"", None, max_size
+    try:
+        while True:
+            if not pending:
+                pending = stream.read(CHUNK)
+                if not pending:
+                    break
+            if decomp.eof:  # a member ended: zero padding, or another member
+                pending = pending.lstrip(b"\0")
+                if not pending:
+                    continue
+                decomp = zlib.decompressobj(wbits=GZIP_WBITS)
+            cap = (
+                hard
+                if declared is not None or hard is not None and hard < MAX_HEADER_LENGTH
+                else MAX_HEADER_LENGTH
+            )
+            # One byte past the cap tells that the content is too long; max_length >= 1 here because
+            # size <= cap (0 would mean "unlimited" to zlib).
+            piece = decomp.decompress(pending, cap + 1 - size)
+            pieces.append(piece)
+            size += len(piece)
+            if declared is None:
+                head = (head + piece)[:MAX_HEADER_LENGTH]
+                if (declared := declared_length(head)) is not None:
+                    hard = declared if max_size is None else min(declared, max_size)
+            if hard is not None and size > hard:
+                what = (
+                    "IDX file has trailing bytes: its gzip content is longer than the "
+                    f"{hard} bytes the header declares"
+                    if hard == declared
+                    else f"gzip content is longer than the {hard} bytes this file has"
+                )
+                raise DataError(f"{source}: {what} (decompression stopped there){suffix}")
+            if declared is None and size >= MAX_HEADER_LENGTH:
+                return b"".join(pieces)  # no valid IDX header: the parser names the defect
+            pending = decomp.unused_data if decomp.eof else decomp.unconsumed_tail
+    except zlib.error as err:
+        raise DataError(f"{source}: corrupt or truncated gzip stream ({err}){suffix}") from None
+    if not decomp.eof:
+        raise DataError(
+            f"{source}: corrupt or truncated gzip stream (it ends inside compressed data){suffix}"
+        )
+    return b"".join(pieces)
+
+
+def read_raw_bytes(path: str | os.PathLike, max_size: int | None = None) -> bytes:
+    """The decompressed content of ``path`` (gzip detected by magic bytes); DataError if unreadable, or if
+    the content would be longer than ``max_size`` or than its IDX header declares (see :func:`gunzip_limited`).
+    """
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            content = f.read()
+            if f.read(2) == GZIP_MAGIC:
+                f.seek(0)
+                return gunzip_limited(f, path, max_size, advice="delete it and fetch it again")
+            size = os.fstat(f.fileno()).st_size
+            if max_size is not None and size > max_size:
+                raise DataError(
+                    f"{path}: {size} bytes, more than the {max_size} bytes this file has; "
+                    "it is not the dataset file it is named after"
+                )
+            f.seek(0)
+            return f.read()
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, not an IDX file") from None
     except OSError as err:
         raise DataError(f"{path}: cannot read ({err.strerror})") from None
-    if content[:2] != GZIP_MAGIC:
-        return content
-    try:
-        return gzip.decompress(content)
-    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
-        raise DataError(
-            f"{path}: corrupt or truncated gzip stream ({err}); delete it and fetch it again"
-        ) from None
+
+
+def unpack(
+    packed: bytes, source: str | os.PathLike = "<bytes>", max_size: int | None = None, advice: str = ""
+) -> bytes:
+    """In-memory version of :func:`read_raw_bytes`: ``packed`` itself if not gzip, else its bounded
+    decompression (see :func:`gunzip_limited` for ``max_size`` and ``advice``)."""
+    if packed[:2] != GZIP_MAGIC:
+        return packed
+    return gunzip_limited(io.BytesIO(packed), source, max_size, advice)
 
 
 def parse_header(content: bytes, source: str | os.PathLike = "<bytes>") -> IdxHeader:
@@ -101,7 +199,11 @@ def parse_idx(content: bytes, source: str | os.PathLike = "<bytes>") -> np.ndarr
             f"{source}: IDX file {what}: the header promises {shape} elements of {header.dtype.name} "
             f"({header.expected_length} bytes with header), the content has {len(content)} bytes"
         )
-    array = np.frombuffer(content, dtype=header.dtype, offset=header.data_offset).reshape(header.shape)
+    try:
+        array = np.frombuffer(content, dtype=header.dtype, offset=header.data_offset).reshape(header.shape)
+    except ValueError:  # e.g. 0 x 2**32-1 x 2**32-1 x 2**32-1: empty, yet too big a shape for numpy
+        shape = "x".join(map(str, header.shape))
+        raise DataError(f"{source}: IDX header declares a shape no array can have ({shape})") from None
     # A private, writable, native-endian copy: frombuffer views are read-only and may be big-endian.
     return array.astype(header.dtype.newbyteorder("="), copy=True)
 
@@ -109,6 +211,11 @@ def parse_idx(content: bytes, source: str | os.PathLike = "<bytes>") -> np.ndarr
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (raw or gzip) into a numpy array; every defect is a DataError naming the file."""
     return parse_idx(read_raw_bytes(path), path)
+
+
+def decode_idx(packed: bytes, source: str | os.PathLike = "<bytes>") -> np.ndarray:
+    """:func:`read_idx` for bytes in memory (raw or gzip); every defect is a DataError naming ``source``."""
+    return parse_idx(unpack(packed, source), source)
 
 
 def encode_idx(array: np.ndarray) -> bytes:

@@ -6,14 +6,26 @@ match the official ``gz_sha256``; an uncompressed file with no known hash is onl
 with a warning. Structural checks always run: IDX header and length, uint8 images of the registry's size,
 as many labels as images, labels below the number of classes.
 
-Decoded cache: decompressing the 26 MB training .gz costs about a quarter of a second at every start. A
-verified file's raw IDX bytes are kept in ``<user cache>/decoded/<raw_sha256>.idx`` (written atomically);
-the name is the content's own hash, so a cached copy is re-hashed on use and ignored if it does not match.
+The mismatch message suggests ``CNNLAB_NO_VERIFY=1`` only where it would change anything: when ``verify``
+was not given. ``cnnlab data check`` and ``cnnlab data list`` always verify, and always hash the bytes.
+
+Decoded cache (loading only): decompressing the 26 MB training .gz costs most of a load. Once a .gz file is
+verified, its raw IDX bytes are kept in ``<user cache>/decoded/<raw_sha256>.idx`` and a stamp,
+``<user cache>/decoded/sources/<hash of the source's path>.json``, records the source's path, its own
+SHA-256, the raw SHA-256 and its stat key (size, mtime_ns, ctime_ns, inode, device) taken before it was read.
+A later load uses the cached bytes only if the source's stat key is unchanged and the stamp vouches for the
+hash the registry expects; the cached bytes are re-hashed on use. Any write to the source, a replacement
+(new inode) or a ``touch``/``os.utime`` restoring the old mtime changes its ctime, which no user program can
+set back, so such a file is read and verified again. A source changed less than :data:`RACY_WINDOW_NS` ago
+is not stamped: timestamps are coarse (a clock tick, or seconds on some filesystems), so a later change
+within the same tick could keep the key (git's "racy clean" problem).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +41,13 @@ from cnnlab.data.catalog import (
     locate_dataset,
     user_cache_dir,
 )
-from cnnlab.data.idx import GZIP_MAGIC, parse_idx, read_raw_bytes
+from cnnlab.data.idx import GZIP_MAGIC, parse_idx, read_raw_bytes, unpack
 from cnnlab.errors import DataError, UsageError
-from cnnlab.fileio import atomic_write_bytes, sha256_hex
+from cnnlab.fileio import atomic_write_bytes, atomic_write_text, sha256_hex
 
 NO_VERIFY_ENV = "CNNLAB_NO_VERIFY"
+# A source whose mtime or ctime is this recent is not stamped (see the module docstring).
+RACY_WINDOW_NS = 2_000_000_000
 
 
 @dataclass
@@ -76,54 +90,124 @@ def decoded_cache_path(raw_sha256: str) -> Path:
     return user_cache_dir() / "decoded" / f"{raw_sha256}.idx"
 
 
-def _mismatch(path: Path, kind: str, actual: str, expected: str) -> DataError:
+def stamp_path(source: Path) -> Path:
+    """Where the stamp of the source file ``source`` (see the module docstring) is kept."""
+    key = sha256_hex(str(source.resolve()).encode())[:32]
+    return user_cache_dir() / "decoded" / "sources" / f"{key}.json"
+
+
+def stat_key(st: os.stat_result) -> list[int]:
+    """What identifies an unchanged file: size, mtime_ns, ctime_ns, inode, device."""
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
+def read_cached(path: Path, file: DataFile) -> tuple[bytes, str] | None:
+    """The decoded content of ``path`` and how it was checked, if its stamp says it was verified against
+    ``file``'s hashes and its stat key has not changed since; else None (the caller reads it again)."""
+    try:
+        stamp = json.loads(stamp_path(path).read_text())
+        current = stat_key(os.stat(path))
+    except (OSError, ValueError):
+        return None
+    if (
+        not isinstance(stamp, dict)
+        or stamp.get("path") != str(path.resolve())
+        or stamp.get("stat") != current
+    ):
+        return None
+    raw_sha256 = stamp.get("raw_sha256")
+    if file.raw_sha256:
+        if raw_sha256 != file.raw_sha256:
+            return None
+        status = "raw sha256 (cached)"
+    elif file.gz_sha256 and stamp.get("source_sha256") == file.gz_sha256:
+        status = "official .gz sha256 (cached)"
+    else:
+        return None
+    if not (
+        isinstance(raw_sha256, str) and len(raw_sha256) == 64 and set(raw_sha256) <= set("0123456789abcdef")
+    ):
+        return None  # a damaged or forged stamp must not name an arbitrary file to read
+    cached = decoded_cache_path(raw_sha256)
+    try:
+        content = cached.read_bytes()
+    except OSError:
+        return None
+    if sha256_hex(content) != raw_sha256:
+        cached.unlink(missing_ok=True)  # damaged: the source is decoded again, which rewrites it
+        return None
+    return content, status
+
+
+def remember(path: Path, before: os.stat_result, source_sha256: str, content: bytes, raw_sha256: str) -> None:
+    """Cache the verified ``content`` of ``path`` and stamp it with ``before``, its stat taken before it was
+    read (``raw_sha256`` is the content's); nothing if the source changed too recently to trust its
+    timestamps, or the cache is unwritable."""
+    if time.time_ns() - max(before.st_mtime_ns, before.st_ctime_ns) < RACY_WINDOW_NS:
+        return
+    cached = decoded_cache_path(raw_sha256)
+    stamp = {
+        "path": str(path.resolve()),
+        "stat": stat_key(before),
+        "source_sha256": source_sha256,
+        "raw_sha256": raw_sha256,
+    }
+    try:
+        if not (cached.is_file() and cached.stat().st_size == len(content)):
+            atomic_write_bytes(cached, content)  # content-addressed: one copy for every source of it
+        atomic_write_text(stamp_path(path), json.dumps(stamp))
+    except OSError:
+        pass  # a read-only cache only costs speed
+
+
+def _mismatch(path: Path, kind: str, actual: str, expected: str, no_verify_hint: bool) -> DataError:
+    hint = f" (or set {NO_VERIFY_ENV}=1 to load unverified data)" if no_verify_hint else ""
     return DataError(
         f"{path}: checksum mismatch ({kind} SHA-256 {actual[:16]}..., expected {expected[:16]}...): the file is "
-        f"corrupt, truncated or not the dataset it claims to be; delete it and fetch it again "
-        f"(or set {NO_VERIFY_ENV}=1 to load unverified data)"
+        f"corrupt, truncated or not the dataset it claims to be; delete it and fetch it again{hint}"
     )
 
 
 def read_verified(
-    path: Path, file: DataFile, *, verify: bool, use_cache: bool = True
+    path: Path, file: DataFile, *, verify: bool, use_cache: bool = True, no_verify_hint: bool = False
 ) -> tuple[np.ndarray, str]:
-    """Decode one dataset file, checking it against ``file``'s hashes; returns (array, how it was checked)."""
-    if verify and use_cache and file.raw_sha256 and path.name.endswith(".gz"):
-        cached = decoded_cache_path(file.raw_sha256)
-        try:
-            content = cached.read_bytes()
-        except OSError:
-            content = b""
-        if content and sha256_hex(content) == file.raw_sha256:
-            return parse_idx(content, path), "raw sha256 (cached)"
+    """Decode one dataset file, checking it against ``file``'s hashes; returns (array, how it was checked).
+
+    ``use_cache``: take the decoded bytes from the stat-keyed cache when the file is unchanged since it was
+    verified, and fill the cache; without it the file's bytes are always read and hashed. ``no_verify_hint``:
+    a mismatch suggests setting CNNLAB_NO_VERIFY (only where that setting would be honoured).
+    """
+    if not verify:
+        return parse_idx(read_raw_bytes(path), path), "not verified"
+    if use_cache:
+        hit = read_cached(path, file)
+        if hit is not None:
+            return parse_idx(hit[0], path), hit[1]
     try:
+        before = os.stat(path)
         packed = path.read_bytes()
     except OSError as err:
         raise DataError(f"{path}: cannot read ({err.strerror})") from None
     is_gzip = packed[:2] == GZIP_MAGIC
-    if verify and is_gzip and not file.raw_sha256 and file.gz_sha256:
+    source_sha256 = sha256_hex(packed) if is_gzip and (use_cache or not file.raw_sha256) else ""
+    if is_gzip and not file.raw_sha256 and file.gz_sha256 and source_sha256 != file.gz_sha256:
         # No known raw hash (KMNIST): only the official .gz bytes can vouch for the content.
-        actual = sha256_hex(packed)
-        if actual != file.gz_sha256:
-            raise _mismatch(path, ".gz", actual, file.gz_sha256)
-    content = read_raw_bytes(path) if is_gzip else packed
-    status = "not verified"
-    if verify and file.raw_sha256:
-        actual = sha256_hex(content)
+        raise _mismatch(path, ".gz", source_sha256, file.gz_sha256, no_verify_hint)
+    content = unpack(packed, path, file.raw_size, advice="delete it and fetch it again")
+    actual = sha256_hex(content)
+    if file.raw_sha256:
         if actual != file.raw_sha256:
-            raise _mismatch(path, "raw content", actual, file.raw_sha256)
+            raise _mismatch(path, "raw content", actual, file.raw_sha256, no_verify_hint)
         status = "raw sha256"
-        if use_cache and is_gzip:
-            try:
-                atomic_write_bytes(decoded_cache_path(file.raw_sha256), content)
-            except OSError:
-                pass  # a read-only cache only costs speed
-    elif verify and is_gzip and file.gz_sha256:
+    elif is_gzip and file.gz_sha256:
         status = "official .gz sha256"
-    elif verify:
+    else:
         warnings.warn(f"{path}: no known checksum for this file; validated structurally only", stacklevel=3)
-        status = "structure only (no known checksum)"
-    return parse_idx(content, path), status
+        return parse_idx(content, path), "structure only (no known checksum)"
+    array = parse_idx(content, path)
+    if use_cache and is_gzip:
+        remember(path, before, source_sha256, content, actual)
+    return array, status
 
 
 def _check_pair(info: DatasetInfo, images: np.ndarray, labels: np.ndarray, paths: tuple[Path, Path]) -> None:
@@ -173,19 +257,23 @@ def load_dataset(
 ) -> DatasetSplits:
     """Load ``name`` into memory as uint8 tensors, verified (see module docstring) and split.
 
-    ``val_fraction`` of the training set (chosen by ``seed``) becomes ``val``; ``data_dir`` is searched first,
-    either as ``<data_dir>/<name>/`` or holding the four files directly.
+    ``val_fraction`` of the training set (chosen by ``seed``) becomes ``val``; ``data_dir``, if given, is the
+    only place searched, either as ``<data_dir>/<name>/`` or holding the four files directly. ``use_cache``:
+    see the module docstring; pass False to read and hash every byte (as ``cnnlab data check`` does).
     """
     info = dataset_info(name)
     if not 0.0 <= val_fraction < 1.0:
         raise UsageError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    no_verify_hint = verify is None  # the environment decides: setting CNNLAB_NO_VERIFY would change this
     verify = verification_enabled(verify)
     directory = locate_dataset(name, data_dir)
     paths = dataset_files(directory, info)
     assert paths is not None  # locate_dataset found all four
     arrays, checks = {}, {}
     for role, path in paths.items():
-        arrays[role], checks[role] = read_verified(path, info.files[role], verify=verify, use_cache=use_cache)
+        arrays[role], checks[role] = read_verified(
+            path, info.files[role], verify=verify, use_cache=use_cache, no_verify_hint=no_verify_hint
+        )
     splits = {}
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
