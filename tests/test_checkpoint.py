@@ -106,7 +106,7 @@ def small_model() -> torch.nn.Module:
 
 
 def state(epoch: int) -> dict:
-    schedule = {"step": epoch, "plateau_factor": 1.0, "best_metric": None, "bad_epochs": 0}
+    schedule = {"step": epoch, "total_steps": 10, "per_step": {"last_epoch": epoch}, "plateau": None}
     return {"epoch": epoch, "step_in_epoch": 0, "partial": None, "schedule": schedule, "history": [],
             "best_accuracy": 0.0}  # fmt: skip
 

@@ -248,9 +248,10 @@ def test_schedules_warm_up_and_decay_as_documented() -> None:
     multi = lrs(epochs=6, schedule="multistep", milestones=(1, 4), gamma=0.1)
     assert multi[9] == 1.0 and math.isclose(multi[10], 0.1) and math.isclose(multi[45], 0.01)
     warm = lrs(epochs=4, schedule="cosine", warmup_epochs=1)
-    assert warm[0] == pytest.approx(0.1) and warm[9] == pytest.approx(1.0) and warm[-1] < 0.01
+    assert warm[0] == pytest.approx(0.1) and warm[10] == pytest.approx(1.0) and warm[-1] < 0.01
+    assert warm == sorted(warm[:11]) + sorted(warm[11:], reverse=True)  # linear up, cosine down
     one = lrs(epochs=4, schedule="onecycle")
-    assert one.index(max(one)) == 10 and one[0] == pytest.approx(1 / 25) and one[-1] < 0.01
+    assert one.index(max(one)) == 9 and one[0] == pytest.approx(1 / 25) and one[-1] < 0.01
 
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     plateau = LRSchedule(opt, recipe(lr=1.0, schedule="plateau", patience=1, gamma=0.1), steps_per_epoch=10)

@@ -296,7 +296,7 @@ def _check_training_state(path: Path, meta: dict[str, Any], tensors: dict[str, t
     if not all(isinstance(row, dict) for row in meta["history"]):
         raise CheckpointError(f"checkpoint file {path} is damaged: 'history' holds a non-object")
     schedule = meta["schedule"]
-    if not all(isinstance(schedule.get(k), (int, float)) for k in ("step", "plateau_factor", "bad_epochs")):
+    if not isinstance(schedule.get("step"), int) or not isinstance(schedule.get("per_step"), dict):
         raise CheckpointError(f"checkpoint file {path} is damaged: the schedule state is incomplete")
     rng = tensors.get("rng.torch")
     if rng is None or rng.dtype != torch.uint8 or rng.dim() != 1:

@@ -529,7 +529,14 @@ class Trainer:
         ``last`` with the position inside the epoch and raises :class:`_Stopped`.
         """
         self.model.train()
-        totals = self.partial or {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        # the learning rate at the epoch's start is its row's "lr" (kept across a mid-epoch resume)
+        totals = self.partial or {
+            "loss": 0.0,
+            "correct": 0,
+            "seen": 0,
+            "seconds": 0.0,
+            "lr": self.schedule.lr,
+        }
         skip, self.skip_steps, self.partial = self.skip_steps, 0, None
         bar = tqdm(
             total=self.steps_per_epoch,
@@ -546,6 +553,7 @@ class Trainer:
         bar.close()
         seconds = totals["seconds"] + time.perf_counter() - start
         return {
+            "lr": totals.get("lr", self.schedule.lr),
             "train_loss": totals["loss"] / max(totals["seen"], 1),
             "train_acc": totals["correct"] / max(totals["seen"], 1),
             "epoch_seconds": seconds,
@@ -646,9 +654,8 @@ class Trainer:
             row.update(test_loss=None, test_acc=None, selected=None)
         with self._ctrl_c_stops(), self.run_lock, training_storage_errors(self.run_dir):
             for epoch in range(self.start_epoch, self.cfg.epochs):
-                lr = self.cfg.lr * self.schedule.factor(epoch * self.steps_per_epoch)  # at the epoch's start
                 try:
-                    row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, **self.train_epoch(epoch)}
+                    row: dict[str, Any] = {"epoch": epoch + 1, **self.train_epoch(epoch)}
                 except _Stopped:
                     return self._result("interrupted")
                 if self.val_loader is not None:

@@ -4,14 +4,14 @@ Weight decay applies to weights of convolutions and linear layers only: norm par
 biases (every parameter with fewer than two dimensions) are exempt, as in Goyal et al. 2017
 section 5.1 and most modern recipes.
 
-Every schedule is a factor on the base learning rate, evaluated per optimisation step, times a
-linear warmup factor; ``plateau`` also keeps state (best metric, epochs without improvement).
-The schedule's state is a small dict, so checkpoints restore it exactly.
+Schedules are PyTorch's own (``torch.optim.lr_scheduler``), stepped once per optimisation step
+(``plateau`` once per epoch); their state dicts go into the checkpoint, so a resumed run continues
+exactly.
 """
 
 from __future__ import annotations
 
-import math
+import warnings
 
 import torch
 from torch import nn
@@ -51,12 +51,25 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         return kind(groups, **options)
 
 
-class LRSchedule:
-    """Sets ``lr = base_lr * warmup(step) * decay(step)`` on every param group.
+# Schedules whose shape depends on the run's length: a resumed run with another --epochs rebuilds them.
+LENGTH_DEPENDENT = ("onecycle", "cosine")
 
-    Call :meth:`step_batch` after each optimiser step and :meth:`step_epoch` with the epoch's
-    validation loss (used by ``plateau`` only). One-cycle follows Smith & Topin 2019: warm up
-    from lr/25 to lr over the first 25% of steps, cosine down to lr/25e4.
+
+class LRSchedule:
+    """The learning-rate schedule of a run, on ``torch.optim.lr_scheduler``, stepped once per batch.
+
+    * ``onecycle``: :class:`~torch.optim.lr_scheduler.OneCycleLR` as Smith & Topin 2019 describe it:
+      from lr/25 up to lr over the first 25% of steps, cosine down to lr/25e4 (no momentum cycling);
+    * ``cosine``: :class:`~torch.optim.lr_scheduler.CosineAnnealingLR` to ``min_lr_ratio * lr``;
+    * ``step`` / ``multistep``: :class:`~torch.optim.lr_scheduler.StepLR` /
+      :class:`~torch.optim.lr_scheduler.MultiStepLR`, with epochs counted in steps;
+    * ``plateau``: :class:`~torch.optim.lr_scheduler.ReduceLROnPlateau` on the validation loss,
+      stepped by :meth:`step_epoch` (rel. threshold 1e-4, ``patience`` epochs, factor ``gamma``);
+    * ``constant``: the base rate.
+
+    ``warmup_epochs`` (not with one-cycle, which has its own) puts a
+    :class:`~torch.optim.lr_scheduler.LinearLR` warmup from lr/W to lr over its W steps in front,
+    through :class:`~torch.optim.lr_scheduler.SequentialLR`.
     """
 
     ONECYCLE_WARM = 0.25
@@ -68,65 +81,58 @@ class LRSchedule:
         self.cfg = cfg
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = cfg.epochs * steps_per_epoch
-        self.warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
+        self.warmup_steps = 0 if cfg.schedule == "onecycle" else round(cfg.warmup_epochs * steps_per_epoch)
         self.step = 0
-        self.plateau_factor = 1.0
-        self.best_metric = math.inf
-        self.bad_epochs = 0
-        self._apply()
+        self.per_step = self._per_step_scheduler()
+        self.plateau = (
+            torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="min", factor=cfg.gamma, patience=cfg.patience, threshold=1e-4
+            )
+            if cfg.schedule == "plateau"
+            else None
+        )
 
-    def factor(self, step: int) -> float:
-        """Multiplier of the base learning rate at optimisation step ``step``."""
-        cfg = self.cfg
-        epoch = step // self.steps_per_epoch
+    def _per_step_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        cfg, opt, spe = self.cfg, self.optimizer, self.steps_per_epoch
+        schedulers = torch.optim.lr_scheduler
         if cfg.schedule == "onecycle":
-            return self._onecycle(step)
-        warm = min(1.0, (step + 1) / self.warmup_steps) if step < self.warmup_steps else 1.0
-        if cfg.schedule == "constant":
-            decay = 1.0
-        elif cfg.schedule == "step":
-            decay = cfg.gamma ** (epoch // cfg.step_size)
+            total = max(2, self.total_steps)
+            # OneCycleLR's warm phase must span more than one step (a run of a few steps, a smoke test)
+            return schedulers.OneCycleLR(
+                opt,
+                max_lr=cfg.lr,
+                total_steps=total,
+                pct_start=max(self.ONECYCLE_WARM, 1.5 / total),
+                anneal_strategy="cos",
+                div_factor=self.ONECYCLE_DIV,
+                final_div_factor=self.ONECYCLE_FINAL_DIV,
+                cycle_momentum=False,
+            )
+        if cfg.schedule == "step":
+            main = schedulers.StepLR(opt, step_size=cfg.step_size * spe, gamma=cfg.gamma)
         elif cfg.schedule == "multistep":
-            decay = cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
-        elif cfg.schedule == "plateau":
-            decay = self.plateau_factor
-        else:  # cosine, after warmup
+            main = schedulers.MultiStepLR(opt, milestones=[m * spe for m in cfg.milestones], gamma=cfg.gamma)
+        elif cfg.schedule == "cosine":
             span = max(1, self.total_steps - self.warmup_steps)
-            t = min(1.0, max(0, step - self.warmup_steps) / span)
-            decay = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
-        return warm * decay
-
-    def _onecycle(self, step: int) -> float:
-        peak = max(1, round(self.ONECYCLE_WARM * self.total_steps))
-        low, final = 1 / self.ONECYCLE_DIV, 1 / (self.ONECYCLE_DIV * self.ONECYCLE_FINAL_DIV)
-        if step < peak:
-            t = step / peak
-            return low + (1 - low) * 0.5 * (1 - math.cos(math.pi * t))
-        t = min(1.0, (step - peak) / max(1, self.total_steps - peak))
-        return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * t))
-
-    def _apply(self) -> None:
-        lr = self.cfg.lr * self.factor(self.step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            main = schedulers.CosineAnnealingLR(opt, T_max=span, eta_min=cfg.lr * cfg.min_lr_ratio)
+        else:  # constant, plateau (decayed per epoch by ReduceLROnPlateau)
+            main = schedulers.ConstantLR(opt, factor=1.0, total_iters=0)
+        if not self.warmup_steps:
+            return main
+        warmup = schedulers.LinearLR(
+            opt, start_factor=1 / self.warmup_steps, end_factor=1.0, total_iters=self.warmup_steps
+        )
+        return schedulers.SequentialLR(opt, [warmup, main], milestones=[self.warmup_steps])
 
     def step_batch(self) -> None:
         """Advance one optimisation step."""
         self.step += 1
-        self._apply()
+        self.per_step.step()
 
     def step_epoch(self, val_loss: float) -> None:
         """End of an epoch: ``plateau`` decays by ``gamma`` after ``patience`` epochs without improvement."""
-        if self.cfg.schedule != "plateau":
-            return
-        if val_loss < self.best_metric * (1 - 1e-4):
-            self.best_metric, self.bad_epochs = val_loss, 0
-        else:
-            self.bad_epochs += 1
-            if self.bad_epochs > self.cfg.patience:
-                self.plateau_factor *= self.cfg.gamma
-                self.bad_epochs = 0
-        self._apply()
+        if self.plateau is not None:
+            self.plateau.step(val_loss)
 
     @property
     def lr(self) -> float:
@@ -134,19 +140,31 @@ class LRSchedule:
         return self.optimizer.param_groups[0]["lr"]
 
     def state_dict(self) -> dict:
-        """Everything needed to continue exactly (JSON-ready)."""
+        """Everything needed to continue exactly (JSON-ready): the schedulers' own state dicts."""
         return {
             "step": self.step,
-            "plateau_factor": self.plateau_factor,
-            "best_metric": self.best_metric if math.isfinite(self.best_metric) else None,
-            "bad_epochs": self.bad_epochs,
+            "total_steps": self.total_steps,
+            "per_step": self.per_step.state_dict(),
+            "plateau": self.plateau.state_dict() if self.plateau is not None else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict`."""
+        """Restore :meth:`state_dict` (after the optimiser, whose param groups hold the current rate).
+
+        A run resumed with another length keeps the schedule it would have had from the start with
+        that length: one-cycle and cosine are rebuilt for it and advanced to the saved step.
+        """
         self.step = int(state["step"])
-        self.plateau_factor = float(state["plateau_factor"])
-        best = state.get("best_metric")
-        self.best_metric = math.inf if best is None else float(best)
-        self.bad_epochs = int(state["bad_epochs"])
-        self._apply()
+        if self.cfg.schedule in LENGTH_DEPENDENT and state.get("total_steps") != self.total_steps:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.cfg.lr
+                group.pop("initial_lr", None)
+            self.per_step = self._per_step_scheduler()
+            with warnings.catch_warnings():  # "lr_scheduler.step() before optimizer.step()": replaying
+                warnings.simplefilter("ignore", UserWarning)
+                for _ in range(self.step):
+                    self.per_step.step()
+        else:
+            self.per_step.load_state_dict(state["per_step"])
+        if self.plateau is not None:
+            self.plateau.load_state_dict(state["plateau"])
