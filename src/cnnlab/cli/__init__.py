@@ -45,13 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
     for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name == module_name:  # a command family not built yet
-                continue
-            raise
-        module.register(subparsers)
+        # every listed module must import: one that fails is a bug to see, not a command to hide
+        importlib.import_module(module_name).register(subparsers)
     return parser
 
 
