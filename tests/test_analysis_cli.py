@@ -113,6 +113,22 @@ def test_paper_tables_small_ones(capsys) -> None:
         (["summary", "lecture-simple", "--input", "1x0x28"], 2, "at least 1"),
         (["summary", "lecture-simple", "--input", "1x8x8"], 2, "smallest input that works is 1x28x28"),
         (["summary", "lecture-simple", "--input", "1x32x32"], 2, "built for 1x28x28 input and got 1x32x32"),
+        (["summary", "lecture-simple", "--input", "99999999999999999999x28x28"], 2, "is too large: a batch"),
+        (
+            ["summary", "lecture-simple", "--input", "3x1000000000x1000000000"],
+            2,
+            "more than one tensor can hold",
+        ),
+        (
+            ["summary", "lecture-simple", "--input", "1x1000000000x1000000000"],
+            2,
+            "too large for lecture-simple",
+        ),
+        (
+            ["summary", "resnet20-cifar", "--input", "3x200000x200000", "--device", "cpu"],
+            2,
+            "too large to run",
+        ),
         (["summary", "lecture-simpel"], 2, "Did you mean 'lecture-simple'"),
         (["summary", "no/such/file.py:Net", "--input", "3x8x8"], 2, "no such Python file"),
         (["summary", "lecture-simple", "--depth", "-2"], 2, "--depth must be at least 1"),
@@ -157,3 +173,50 @@ def test_models_lists_traced_macs(capsys) -> None:
     rows = {r["name"]: r for r in json.loads(out)}
     # lecture-simple: conv1 5*5*1*10*24*24 + conv2 5*5*10*20*8*8 + fc 320*10
     assert code == 0 and rows["lecture-simple"]["macs"] == 144_000 + 320_000 + 3_200
+
+
+BROKEN_FILE = """
+import sys
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        raise RuntimeError("no weights file")
+
+
+def make():
+    sys.exit(3)
+
+
+def needs(width):
+    return nn.Linear(width, 2)
+"""
+
+
+def test_users_file_that_fails_is_one_line_naming_the_file(capsys, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.py"
+    broken.write_text(BROKEN_FILE)
+    exits = tmp_path / "exits.py"
+    exits.write_text("import sys\nsys.exit('no GPU here')\n")
+    for target, code, message in [
+        (f"{exits}:Net", 1, f"importing '{exits}' failed: it called sys.exit('no GPU here')"),
+        (f"{broken}:Net", 1, f"Net() in '{broken}' failed: RuntimeError: no weights file"),
+        (f"{broken}:make", 1, f"make() in '{broken}' failed: it called sys.exit(3)"),
+        (f"{broken}:needs", 2, "needs must be constructible without arguments"),
+    ]:
+        got, _, err = run(capsys, "summary", target, "--input", "3x8x8")
+        assert (got, err.count("\n")) == (code, 1) and err.startswith("cnnlab: error: ") and message in err
+
+
+@pytest.mark.parametrize("name", ["lecture-simple", "resnet20-cifar"])
+def test_summary_on_cpu_runs_a_registry_model_and_agrees_with_meta(capsys, name: str) -> None:
+    code, out, err = run(capsys, "summary", name, "--device", "cpu", "--format", "json")
+    assert code == 0, err
+    on_cpu = json.loads(out)
+    code, out, _ = run(capsys, "summary", name, "--format", "json")
+    on_meta = json.loads(out)
+    assert on_cpu["device"] == "cpu" and on_cpu["totals"] == on_meta["totals"]
+    code, out, err = run(capsys, "summary", name, "--device", "cpu", "--dtype", "bfloat16", "--depth", "1")
+    assert code == 0, err
