@@ -171,3 +171,14 @@ def test_another_input_size_is_refused_with_the_fix_or_runs(name: str) -> None:
         assert rebuilt.forward_aux(x)[0].shape == (2, info.num_classes)
         if "adaptive_pool" in info.options():
             assert meta_model(name, adaptive_pool=True)(x).shape == (2, info.num_classes)
+
+
+def test_lazy_package_names() -> None:
+    import cnnlab
+    import cnnlab.train
+
+    assert cnnlab.create_model is create_model and cnnlab.list_models is list_models
+    assert set(cnnlab.__all__) <= set(dir(cnnlab)) and set(cnnlab.train.__all__) <= set(dir(cnnlab.train))
+    assert callable(cnnlab.train.train) and cnnlab.train.TrainConfig().model
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        cnnlab.nope  # noqa: B018

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from cnnlab.errors import UsageError
 
 CONVENTIONS = """conventions (docs/analysis.md):
@@ -23,6 +21,8 @@ CONVENTIONS = """conventions (docs/analysis.md):
 
 
 def _summary(args: argparse.Namespace) -> int:
+    import torch
+
     from cnnlab.analysis import summarize
     from cnnlab.analysis.loading import load_model, parse_input_size, parse_options
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-
-import torch
+from typing import TYPE_CHECKING
 
 from cnnlab.errors import CnnlabError
-from cnnlab.models import count_params, create_model, list_models, model_info
+
+if TYPE_CHECKING:
+    import torch
 
 
 def traced_macs(model: torch.nn.Module, input_size: tuple[int, int, int]) -> int | None:
@@ -23,6 +24,10 @@ def traced_macs(model: torch.nn.Module, input_size: tuple[int, int, int]) -> int
 
 def model_rows(pattern: str | None = None) -> list[dict]:
     """One row per registered model: name, family, parameters and MACs (counted on the meta device), input, paper."""
+    import torch
+
+    from cnnlab.models import count_params, create_model, list_models, model_info
+
     rows = []
     for name in list_models(pattern):
         info = model_info(name)
