@@ -140,6 +140,9 @@ def test_paper_tables_small_ones(capsys) -> None:
             "--in must be greater than 0",
         ),
         (["paper-tables", "vgg"], 2, "unknown paper table 'vgg'"),
+        (["models", "nothing*"], 2, "no model matches 'nothing*'"),
+        (["models", "vgg17"], 2, "no model matches 'vgg17'; close matches: vgg19, vgg16, vgg13"),
+        (["models", "wrn-27-10"], 2, "depth must be 6n+4"),
     ],
 )
 def test_bad_input_is_one_line_with_status(capsys, argv, code, message) -> None:
@@ -220,3 +223,21 @@ def test_summary_on_cpu_runs_a_registry_model_and_agrees_with_meta(capsys, name:
     assert on_cpu["device"] == "cpu" and on_cpu["totals"] == on_meta["totals"]
     code, out, err = run(capsys, "summary", name, "--device", "cpu", "--dtype", "bfloat16", "--depth", "1")
     assert code == 0, err
+
+
+def test_models_shows_a_family_name_and_names_a_model_that_fails_to_trace(capsys, monkeypatch) -> None:
+    code, out, _ = run(capsys, "models", "wrn-34-2", "--format", "json")
+    assert code == 0 and [r["name"] for r in json.loads(out)] == ["wrn-34-2"]
+    import cnnlab.analysis
+
+    real = cnnlab.analysis.summarize
+
+    def broken_for_lecture_simple(model, *args, **kwargs):
+        if getattr(model, "model_name", "") == "lecture-simple":
+            raise RuntimeError("unsupported operation 'foo'\nsecond line")
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(cnnlab.analysis, "summarize", broken_for_lecture_simple)
+    code, out, err = run(capsys, "models", "lecture-*")
+    assert code == 1 and "trace failed" in out and "467,200" not in out and "6,019,200" in out
+    assert err == "cnnlab: error: cannot trace lecture-simple: RuntimeError: unsupported operation 'foo'\n"
