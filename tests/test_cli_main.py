@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import cnnlab.cli
+import cnnlab.errors
 
 
 def test_a_command_module_that_fails_to_import_is_an_error_not_a_missing_command(monkeypatch) -> None:
@@ -54,3 +55,28 @@ for module in (cnnlab.cli.models, cnnlab.cli.analysis, cnnlab.cli.train):
 )
 def test_building_the_parser_does_not_import_torch() -> None:
     assert not _imports_torch("from cnnlab.cli import build_parser\nbuild_parser()")
+
+
+@pytest.mark.parametrize(
+    "raised, status",
+    [
+        (cnnlab.errors.UsageError("bad --foo"), 2),
+        (cnnlab.errors.DataError("corrupt file"), 1),
+        (cnnlab.errors.CheckpointError("damaged checkpoint"), 1),
+        (cnnlab.errors.TrainingDiverged("loss is NaN"), 1),
+        (cnnlab.errors.Interrupted("stopped; saved"), 130),
+        (KeyboardInterrupt(), 130),
+    ],
+)
+def test_exit_status_rule(monkeypatch, capsys, raised: BaseException, status: int) -> None:
+    import argparse
+
+    def fail(args: argparse.Namespace) -> int:
+        raise raised
+
+    parser = argparse.ArgumentParser()
+    parser.set_defaults(func=fail)
+    monkeypatch.setattr(cnnlab.cli, "build_parser", lambda: parser)
+    assert cnnlab.cli.main([]) == status
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and (err.startswith("cnnlab: error: ") or status == 130)

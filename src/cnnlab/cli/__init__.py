@@ -2,8 +2,9 @@
 
 Each module of this package adds its subcommands with ``register(subparsers)`` and handles them
 with one library call. Errors the user can fix (:class:`cnnlab.errors.CnnlabError`) print one line,
-``cnnlab: error: ...``, and exit with status 2 (usage) or 1 (failure); argparse's own usage errors
-exit 2 as well.
+``cnnlab: error: ...``, and exit with the status of the rule in :mod:`cnnlab.errors`: 2 when the
+command must change, 1 when it was right but something failed, 130 when interrupted; argparse's own
+usage errors exit 2 as well.
 """
 
 from __future__ import annotations
