@@ -41,6 +41,10 @@ class UsageError(CnnlabError, ValueError):
     exit_code = 2
 
 
+class InputSizeError(UsageError):
+    """An input of another size than a model's head was sized for (exit 2); the message names the fix."""
+
+
 class DataError(CnnlabError):
     """A dataset is not there yet, or is corrupt, truncated or fails its checksum; a download failed (exit 1).
 

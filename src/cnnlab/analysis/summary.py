@@ -16,7 +16,7 @@ from torch import nn
 
 from cnnlab.analysis.engine import Attempt, ShapesOnly, Tracer
 from cnnlab.analysis.report import Summary, Totals
-from cnnlab.errors import CnnlabError, UsageError
+from cnnlab.errors import CnnlabError, InputSizeError, UsageError
 from cnnlab.models.layers import _BoundCall, pair, smallest_input_size
 
 DEVICES = ("meta", "cpu")
@@ -167,6 +167,8 @@ def summarize(
     model.train(train_mode)
     try:
         _run(model, x, device, method, tracer, dtype)
+    except InputSizeError as err:  # the model's own check: add the sizes that fit as built
+        raise UsageError(f"{err}{_fitting_as_built(model, shape[1:], method)}") from err
     except CnnlabError:
         raise
     except (RuntimeError, ValueError, IndexError) as err:
@@ -208,16 +210,22 @@ def summarize(
     )
 
 
-def _runs(model: nn.Module, shape: tuple[int, ...]) -> bool:
+def _runs(model: nn.Module, shape: tuple[int, ...], method: str = "forward") -> bool:
     try:
-        _run(model, torch.zeros((1, *shape), device="meta"), "meta", "forward", None, torch.float32)
+        _run(model, torch.zeros((1, *shape), device="meta"), "meta", method, None, torch.float32)
         return True
     except (RuntimeError, ValueError, IndexError):
         return False
 
 
 def fitting_sizes(
-    model: nn.Module, in_chans: int, start: int, limit: int, around: int | None = None, max_run: int = 64
+    model: nn.Module,
+    in_chans: int,
+    start: int,
+    limit: int,
+    around: int | None = None,
+    max_run: int = 64,
+    method: str = "forward",
 ) -> tuple[int, int, bool] | None:
     """The first run of square sides in ``[start, limit]`` on which ``model`` runs (meta device).
 
@@ -227,7 +235,7 @@ def fitting_sizes(
     """
 
     def fits(side: int) -> bool:
-        return _runs(model, (in_chans, side, side))
+        return _runs(model, (in_chans, side, side), method)
 
     if around is not None and fits(around):
         first = around
@@ -241,6 +249,21 @@ def fitting_sizes(
     while last + 1 <= limit and last - first < max_run and fits(last + 1):
         last += 1
     return first, last, last - first >= max_run
+
+
+def _fitting_as_built(model: nn.Module, input_size: Sequence[int], method: str) -> str:
+    """``"; inputs that fit as built: 1x28x28 to 1x31x31"`` for a head sized from the input, or ``""``."""
+    built = getattr(model, "img_size", None)
+    if built is None:
+        return ""
+    c, side = input_size[0], pair(built)[0]
+    found = fitting_sizes(model, c, 1, 2 * side, around=side, method=method)
+    if found is None:
+        return ""
+    first, last, _ = found
+    return f"; inputs that fit as built: {c}x{first}x{first}" + (
+        f" to {c}x{last}x{last}" if last > first else ""
+    )
 
 
 def _expected(attempt: Attempt) -> str | None:

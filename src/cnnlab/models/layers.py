@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from cnnlab.errors import UsageError
+from cnnlab.errors import InputSizeError, UsageError
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": lambda: nn.ReLU(inplace=True),
@@ -167,14 +167,14 @@ class SizedFrom:
             shape == self.feature_shape if self.window == (1, 1) else self.grid(shape) == self.feature_shape
         )
 
-    def error(self, name: str, got_input: Sequence[int], got_map: Sequence[int]) -> UsageError:
+    def error(self, name: str, got_input: Sequence[int], got_map: Sequence[int]) -> InputSizeError:
         """The one-line error for an input of another size: what was built, what came, and the fix."""
         c, h, w = got_input
         bh, bw = self.img_size
         fix = f"build it with img_size={h if h == w else (h, w)} for this size"
         if self.any_size_option:
             fix += f", or with {self.any_size_option} for any size"
-        return UsageError(
+        return InputSizeError(
             f"{name} was built for {c}x{bh}x{bw} input and got {_dims(got_input)}: {self.what} is sized from "
             f"the input (it takes a {_dims(self.feature_shape)} map, got {_dims(self.grid(got_map))}); {fix}"
         )
@@ -216,7 +216,7 @@ class ClassifierModel(nn.Module):
     def check_sized_input(
         self, x: torch.Tensor, arriving: torch.Tensor, sized_from: SizedFrom | None
     ) -> None:
-        """Raise a :class:`UsageError` if ``arriving`` (computed from input ``x``) does not fit a head sized from the input.
+        """Raise an :class:`~cnnlab.errors.InputSizeError` if ``arriving`` (computed from input ``x``) does not fit a head sized from the input.
 
         Cheap on the forward path: one shape comparison. The message names the model, the size it was
         built for, the size it got and the fix.
