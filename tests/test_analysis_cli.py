@@ -112,10 +112,22 @@ def test_paper_tables_small_ones(capsys) -> None:
         (["summary", "lecture-simple", "--input", "axbxc"], 2, "--input must be CxHxW"),
         (["summary", "lecture-simple", "--input", "1x0x28"], 2, "at least 1"),
         (["summary", "lecture-simple", "--input", "1x8x8"], 2, "smallest input that works is 1x28x28"),
+        (["summary", "lecture-simple", "--input", "1x32x32"], 2, "built for 1x28x28 input and got 1x32x32"),
+        (["summary", "lecture-simple", "--input", "99999999999999999999x28x28"], 2, "is too large: a batch"),
         (
-            ["summary", "lecture-simple", "--input", "1x32x32"],
+            ["summary", "lecture-simple", "--input", "3x1000000000x1000000000"],
             2,
-            "received 1x500 but expects 320 input features",
+            "more than one tensor can hold",
+        ),
+        (
+            ["summary", "lecture-simple", "--input", "1x1000000000x1000000000"],
+            2,
+            "too large for lecture-simple",
+        ),
+        (
+            ["summary", "resnet20-cifar", "--input", "3x200000x200000", "--device", "cpu"],
+            2,
+            "too large to run",
         ),
         (["summary", "lecture-simpel"], 2, "Did you mean 'lecture-simple'"),
         (["summary", "no/such/file.py:Net", "--input", "3x8x8"], 2, "no such Python file"),
@@ -128,6 +140,9 @@ def test_paper_tables_small_ones(capsys) -> None:
             "--in must be greater than 0",
         ),
         (["paper-tables", "vgg"], 2, "unknown paper table 'vgg'"),
+        (["models", "nothing*"], 2, "no model matches 'nothing*'"),
+        (["models", "vgg17"], 2, "no model matches 'vgg17'; close matches: vgg19, vgg16, vgg13"),
+        (["models", "wrn-27-10"], 2, "depth must be 6n+4"),
     ],
 )
 def test_bad_input_is_one_line_with_status(capsys, argv, code, message) -> None:
@@ -161,3 +176,68 @@ def test_models_lists_traced_macs(capsys) -> None:
     rows = {r["name"]: r for r in json.loads(out)}
     # lecture-simple: conv1 5*5*1*10*24*24 + conv2 5*5*10*20*8*8 + fc 320*10
     assert code == 0 and rows["lecture-simple"]["macs"] == 144_000 + 320_000 + 3_200
+
+
+BROKEN_FILE = """
+import sys
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        raise RuntimeError("no weights file")
+
+
+def make():
+    sys.exit(3)
+
+
+def needs(width):
+    return nn.Linear(width, 2)
+"""
+
+
+def test_users_file_that_fails_is_one_line_naming_the_file(capsys, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.py"
+    broken.write_text(BROKEN_FILE)
+    exits = tmp_path / "exits.py"
+    exits.write_text("import sys\nsys.exit('no GPU here')\n")
+    for target, code, message in [
+        (f"{exits}:Net", 1, f"importing '{exits}' failed: it called sys.exit('no GPU here')"),
+        (f"{broken}:Net", 1, f"Net() in '{broken}' failed: RuntimeError: no weights file"),
+        (f"{broken}:make", 1, f"make() in '{broken}' failed: it called sys.exit(3)"),
+        (f"{broken}:needs", 2, "needs must be constructible without arguments"),
+    ]:
+        got, _, err = run(capsys, "summary", target, "--input", "3x8x8")
+        assert (got, err.count("\n")) == (code, 1) and err.startswith("cnnlab: error: ") and message in err
+
+
+@pytest.mark.parametrize("name", ["lecture-simple", "resnet20-cifar"])
+def test_summary_on_cpu_runs_a_registry_model_and_agrees_with_meta(capsys, name: str) -> None:
+    code, out, err = run(capsys, "summary", name, "--device", "cpu", "--format", "json")
+    assert code == 0, err
+    on_cpu = json.loads(out)
+    code, out, _ = run(capsys, "summary", name, "--format", "json")
+    on_meta = json.loads(out)
+    assert on_cpu["device"] == "cpu" and on_cpu["totals"] == on_meta["totals"]
+    code, out, err = run(capsys, "summary", name, "--device", "cpu", "--dtype", "bfloat16", "--depth", "1")
+    assert code == 0, err
+
+
+def test_models_shows_a_family_name_and_names_a_model_that_fails_to_trace(capsys, monkeypatch) -> None:
+    code, out, _ = run(capsys, "models", "wrn-34-2", "--format", "json")
+    assert code == 0 and [r["name"] for r in json.loads(out)] == ["wrn-34-2"]
+    import cnnlab.analysis
+
+    real = cnnlab.analysis.summarize
+
+    def broken_for_lecture_simple(model, *args, **kwargs):
+        if getattr(model, "model_name", "") == "lecture-simple":
+            raise RuntimeError("unsupported operation 'foo'\nsecond line")
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(cnnlab.analysis, "summarize", broken_for_lecture_simple)
+    code, out, err = run(capsys, "models", "lecture-*")
+    assert code == 1 and "trace failed" in out and "467,200" not in out and "6,019,200" in out
+    assert err == "cnnlab: error: cannot trace lecture-simple: RuntimeError: unsupported operation 'foo'\n"

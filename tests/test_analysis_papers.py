@@ -1,7 +1,4 @@
-"""The papers' figures reproduced (cnnlab paper-tables): every checked row within its tolerance.
-
-A table whose model has not been registered yet is skipped, naming the model it waits for.
-"""
+"""The papers' figures reproduced (cnnlab paper-tables): every checked row within its tolerance."""
 
 from __future__ import annotations
 
@@ -23,8 +20,6 @@ def _table(name: str):
 @pytest.mark.parametrize("name", list(TABLES))
 def test_reproduction_within_tolerance(name: str) -> None:
     table = _table(name)
-    if table.waiting:
-        pytest.skip(f"waiting for model {table.waiting}")
     assert table.figures
     bad = [(f.label, f.ours, f.paper) for f in table.figures if not f.ok]
     assert not bad, bad
@@ -35,8 +30,6 @@ def test_reproduction_within_tolerance(name: str) -> None:
 
 def test_googlenet_inception_rows_within_one_percent() -> None:
     table = _table("googlenet")
-    if table.waiting:
-        pytest.skip("waiting for googlenet")
     rows = {f.label: f for f in table.figures}
     for block in ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b"):
         for what in ("params", "ops"):
@@ -52,8 +45,6 @@ def test_googlenet_inception_rows_within_one_percent() -> None:
 
 def test_vgg16_exact_per_layer_parameters_and_totals() -> None:
     table = _table("vgg16")
-    if table.waiting:
-        pytest.skip("waiting for vgg16")
     params = [f for f in table.figures if f.label.endswith("params")]
     assert [f.ours for f in params][:2] == [1_728, 36_864] and params[-1].ours == 4_096_000
     assert all(f.ours == f.paper for f in params)
@@ -63,8 +54,6 @@ def test_vgg16_exact_per_layer_parameters_and_totals() -> None:
 
 def test_resnet_stride_placements() -> None:
     table = _table("resnet")
-    if table.waiting:
-        pytest.skip(f"waiting for {table.waiting}")
     rows = {f.label: f for f in table.figures}
     v1 = rows["resnet50 MACs (paper stride, 1x1)"].ours
     v15 = rows["resnet50 MACs (v1.5, stride on 3x3)"].ours
@@ -73,8 +62,6 @@ def test_resnet_stride_placements() -> None:
 
 def test_alexnet_first_layer_inconsistency_is_shown_not_hidden() -> None:
     table = _table("alexnet")
-    if table.waiting:
-        pytest.skip("waiting for alexnet")
     conv1 = table.figures[0]
     assert conv1.ours == 55 * 55 * 96 == 290_400 and conv1.paper == 253_440 and conv1.tolerance is None
     assert [f.ours for f in table.figures[1:]] == [186_624, 64_896, 64_896, 43_264, 4_096, 4_096, 1_000]
@@ -83,3 +70,17 @@ def test_alexnet_first_layer_inconsistency_is_shown_not_hidden() -> None:
 def test_unknown_table_name() -> None:
     with pytest.raises(UsageError, match="unknown paper table 'googlenett'. Did you mean 'googlenet'"):
         paper_tables(["googlenett"])
+
+
+def test_a_table_whose_model_is_missing_fails_instead_of_waiting(monkeypatch) -> None:
+    import cnnlab.models
+    from cnnlab.errors import unknown_choice
+
+    def unregistered(name: str, *args, **kwargs):
+        raise unknown_choice("model", name, [])
+
+    for attr in ("create_model", "model_info"):
+        monkeypatch.setattr(cnnlab.models, attr, unregistered)
+    monkeypatch.setattr(cnnlab.models, "list_models", lambda *a, **k: [])
+    with pytest.raises(UsageError, match="unknown model 'googlenet'"):
+        paper_tables(["googlenet"])

@@ -57,3 +57,15 @@ def test_shape_checks_leave_the_weights_untouched() -> None:
     check_input_size(model, (1, 28, 28))
     assert all(p.device.type == "cpu" for p in model.parameters())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_another_input_size_is_a_clear_error_even_when_the_flattened_width_agrees() -> None:
+    model = create_model("lecture-simple")
+    with pytest.raises(
+        UsageError, match=r"^lecture-simple was built for 1x28x28 input and got 1x32x32: .*img_size=32"
+    ):
+        model(torch.zeros(2, 1, 32, 32))
+    # 1x20x44 gives a 20x2x8 map: 320 values like the 20x4x4 the fc was sized for, so torch ran it silently
+    with pytest.raises(UsageError, match=r"got 1x20x44: .*got 20x2x8\); build it with img_size=\(20, 44\)"):
+        model(torch.zeros(2, 1, 20, 44))
+    assert model(torch.zeros(2, 1, 31, 31)).shape == (2, 10)  # every size giving the 20x4x4 map still runs

@@ -132,3 +132,53 @@ def test_models_doc_lists_every_model_and_is_current() -> None:
         assert module.family_doc(model_info(name).builder.__module__), (
             f"{name}'s family has no docs/models/*.md"
         )
+
+
+SIZED = [n for n in ALL_MODELS if "img_size" in model_info(n).options()]
+
+
+def meta_model(name: str, **options) -> torch.nn.Module:
+    with torch.device("meta"):
+        return create_model(name, **options).eval()
+
+
+@pytest.mark.parametrize("name", SIZED)
+def test_another_input_size_is_refused_with_the_fix_or_runs(name: str) -> None:
+    """A head sized from ``img_size`` refuses another size in one line naming the fix; a pooled head runs."""
+    info = model_info(name)
+    options = (
+        {"aux_logits": True} if "aux_logits" in info.options() else {}
+    )  # GoogLeNet's aux fc is sized too
+    c, h, w = info.input_size
+    other = 2 * h
+    model = meta_model(name, **options)
+    x = torch.empty(2, c, other, other, device="meta")
+    # independent of the check itself: the head is sized from the input iff its parameters depend on img_size
+    rebuilt = meta_model(name, img_size=other, **options)
+    if count_params(rebuilt) == count_params(model):
+        with torch.no_grad():
+            assert model.forward_aux(x)[0].shape == (2, info.num_classes)
+        return
+    with pytest.raises(ValueError) as err, torch.no_grad():
+        model.forward_aux(x)
+    message = str(err.value)
+    assert isinstance(err.value, UsageError) and "\n" not in message
+    assert message.startswith(f"{name} was built for {c}x{h}x{w} input and got {c}x{other}x{other}: ")
+    assert f"img_size={other}" in message
+    assert ("adaptive_pool=True" in message) == ("adaptive_pool" in info.options())
+    # the fixes it names work
+    with torch.no_grad():
+        assert rebuilt.forward_aux(x)[0].shape == (2, info.num_classes)
+        if "adaptive_pool" in info.options():
+            assert meta_model(name, adaptive_pool=True)(x).shape == (2, info.num_classes)
+
+
+def test_lazy_package_names() -> None:
+    import cnnlab
+    import cnnlab.train
+
+    assert cnnlab.create_model is create_model and cnnlab.list_models is list_models
+    assert set(cnnlab.__all__) <= set(dir(cnnlab)) and set(cnnlab.train.__all__) <= set(dir(cnnlab.train))
+    assert callable(cnnlab.train.train) and cnnlab.train.TrainConfig().model
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        cnnlab.nope  # noqa: B018

@@ -1,8 +1,25 @@
-"""Errors that reach the user as one clear line.
+"""Errors that reach the user as one clear line, and the one exit-status rule.
 
-Every error raised for something the user can fix derives from :class:`CnnlabError`.
-The CLI prints ``cnnlab: error: <message>`` and exits with :attr:`CnnlabError.exit_code`
-(2 for usage errors, 1 for failures); anything else is a bug and keeps its traceback.
+Every error raised for something the user can act on derives from :class:`CnnlabError`. The CLI
+prints ``cnnlab: error: <message>`` and exits with :attr:`CnnlabError.exit_code`; anything else is a
+bug and keeps its traceback. The message says what is wrong and what to do.
+
+Exit statuses (one rule for every command):
+
+* **2** - the command line is wrong: the same command can never succeed, the user must change it
+  (:class:`UsageError`). An unknown name, option or value; a number out of range; an input size the
+  model cannot take; a path given on the command line that does not exist or is not what the command
+  needs; a run directory that exists without ``--overwrite``; resuming a run with another model or a
+  directory that holds no run. argparse's own errors exit 2 too.
+* **1** - the command was right but something failed while doing it (every other
+  :class:`CnnlabError`): corrupt, truncated or missing data (:class:`DataError`), a download or a
+  disk that fails, a damaged checkpoint (:class:`CheckpointError`), a loss that diverges
+  (:class:`TrainingDiverged`), a user's model file whose code raises.
+* **130** - interrupted by Ctrl-C (:class:`Interrupted`, or a bare ``KeyboardInterrupt``), as shells
+  expect (128 + SIGINT).
+
+When in doubt, ask "would running the same command again, with nothing else changed but the
+environment (files, network, disk), succeed?" Yes: 1. No, the command itself must change: 2.
 """
 
 from __future__ import annotations
@@ -12,23 +29,35 @@ from collections.abc import Iterable
 
 
 class CnnlabError(Exception):
-    """A failure the user can act on (exit status 1)."""
+    """A failure the user can act on: the command was right, something failed doing it (exit status 1)."""
 
     exit_code = 1
 
 
 class UsageError(CnnlabError, ValueError):
-    """Bad arguments: an unknown name, an out-of-range number, an impossible input size (exit 2)."""
+    """The command (or call) itself is wrong and must change: an unknown name, an out-of-range number, an
+    impossible input size, a path that does not exist, a run directory it may not use (exit 2)."""
 
     exit_code = 2
 
 
+class InputSizeError(UsageError):
+    """An input of another size than a model's head was sized for (exit 2); the message names the fix."""
+
+
 class DataError(CnnlabError):
-    """A dataset is missing, corrupt, truncated or fails its checksum (exit 1)."""
+    """A dataset is not there yet, or is corrupt, truncated or fails its checksum; a download failed (exit 1).
+
+    A ``--data-dir`` the user names that does not exist is a :class:`UsageError`.
+    """
 
 
 class CheckpointError(CnnlabError):
-    """A checkpoint or run directory cannot be used (exit 1)."""
+    """A checkpoint is damaged, truncated or unreadable, or cannot be written (exit 1).
+
+    A checkpoint path that does not exist, a directory with no run to resume, or resuming a run with
+    another model is a :class:`UsageError`: the command must change.
+    """
 
 
 class TrainingDiverged(CnnlabError):

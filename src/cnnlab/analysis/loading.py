@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cnnlab.errors import UsageError
+from cnnlab.errors import CnnlabError, UsageError
 
 _SIZE = re.compile(r"\d+(x\d+){2}")
 
@@ -42,6 +42,14 @@ def parse_options(pairs: list[str] | None) -> dict[str, object]:
     return options
 
 
+def _failure(err: BaseException) -> str:
+    """``sys.exit(3)`` -> "it called sys.exit(3)"; other exceptions -> ``Type: message``."""
+    if isinstance(err, SystemExit):
+        return f"it called sys.exit({err.code!r})"
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
 def _load_from_file(spec: str) -> nn.Module:
     path_text, _, name = spec.rpartition(":")
     path = Path(path_text)
@@ -55,8 +63,8 @@ def _load_from_file(spec: str) -> nn.Module:
     sys.modules[module_name] = module
     try:
         loader_spec.loader.exec_module(module)
-    except Exception as err:  # the user's file: report its first line of failure, not our traceback
-        raise UsageError(f"importing {path_text!r} failed: {type(err).__name__}: {err}") from err
+    except (Exception, SystemExit) as err:  # the user's file: its first line of failure, not our traceback
+        raise CnnlabError(f"importing {path_text!r} failed: {_failure(err)}") from err
     candidates = sorted(
         n
         for n, v in vars(module).items()
@@ -77,9 +85,15 @@ def _load_from_file(spec: str) -> nn.Module:
         model = target
     elif callable(target):
         try:
-            model = target()
-        except TypeError as err:
+            inspect.signature(target).bind()
+        except TypeError as err:  # the command names something that needs arguments: change the command
             raise UsageError(f"{name} must be constructible without arguments to be analysed: {err}") from err
+        except ValueError:  # no signature to inspect (a builtin): let the call say
+            pass
+        try:
+            model = target()
+        except (Exception, SystemExit) as err:  # the user's code failed: one line naming it and the file
+            raise CnnlabError(f"{name}() in {path_text!r} failed: {_failure(err)}") from err
     else:
         raise UsageError(f"{name} in {path_text!r} is not an nn.Module class, instance or factory function")
     if not isinstance(model, nn.Module):
@@ -88,12 +102,13 @@ def _load_from_file(spec: str) -> nn.Module:
 
 
 def load_model(
-    spec: str, options: dict[str, object] | None = None
+    spec: str, options: dict[str, object] | None = None, device: str = "meta"
 ) -> tuple[nn.Module, tuple[int, int, int] | None]:
     """The model named by ``spec`` and its default input size (``None`` for a user's file).
 
-    ``spec`` is a registry name (built on the meta device, no memory) or ``path/to/file.py:Name`` naming an
-    ``nn.Module`` class, instance or factory function; ``options`` go to the registry builder.
+    ``spec`` is a registry name (built on ``device``: on "meta" without memory or arithmetic, on "cpu"
+    with real, initialised weights) or ``path/to/file.py:Name`` naming an ``nn.Module`` class, instance
+    or factory function (built as its code says); ``options`` go to the registry builder.
     """
     from cnnlab.models import create_model, model_info
 
@@ -102,6 +117,6 @@ def load_model(
             raise UsageError(f"name the module inside the file: {spec}:ClassName")
         return _load_from_file(spec), None
     info = model_info(spec)  # unknown names: close matches and the valid ones
-    with torch.device("meta"):
+    with torch.device(device):
         model = create_model(spec, **(options or {}))
     return model, info.input_size

@@ -7,6 +7,8 @@ arrived there, the shape that layer expects, and input sizes that would fit (lec
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Sequence
 
 import torch
@@ -14,7 +16,7 @@ from torch import nn
 
 from cnnlab.analysis.engine import Attempt, ShapesOnly, Tracer
 from cnnlab.analysis.report import Summary, Totals
-from cnnlab.errors import CnnlabError, UsageError
+from cnnlab.errors import CnnlabError, InputSizeError, UsageError
 from cnnlab.models.layers import _BoundCall, pair, smallest_input_size
 
 DEVICES = ("meta", "cpu")
@@ -24,13 +26,52 @@ def _model_label(model: nn.Module) -> str:
     return getattr(model, "model_name", type(model).__name__)
 
 
-def _input_shape(input_size: Sequence[int], batch_size: int) -> tuple[int, ...]:
+#: the most bytes one tensor can hold: torch computes storage sizes in signed 64-bit integers
+MAX_TENSOR_BYTES = 2**63 - 1
+
+
+def _input_shape(input_size: Sequence[int], batch_size: int, dtype: torch.dtype) -> tuple[int, ...]:
     shape = tuple(int(s) for s in input_size)
     if len(shape) != 3 or min(shape) < 1:
         raise UsageError(f"input size must be three positive numbers C, H, W, got {input_size!r}")
     if batch_size < 1:
         raise UsageError(f"batch size must be at least 1, got {batch_size}")
+    nbytes = math.prod((batch_size, *shape)) * torch.empty((), dtype=dtype).element_size()
+    if nbytes > MAX_TENSOR_BYTES:
+        raise UsageError(
+            f"input {'x'.join(map(str, shape))} is too large: a batch of {batch_size} needs {nbytes:.3g} bytes, "
+            f"more than one tensor can hold (2^63 - 1); give a smaller input size"
+        )
     return (batch_size, *shape)
+
+
+def _too_large(model: nn.Module, shape: Sequence[int], attempt: Attempt | None) -> UsageError:
+    """The error for an input whose activations overflow torch's 64-bit storage size on the way."""
+    where = f" at layer {attempt.module_path or '<top>'} ({attempt.op})" if attempt is not None else ""
+    return UsageError(
+        f"input {'x'.join(map(str, shape[1:]))} is too large for {_model_label(model)}: an activation{where} "
+        f"would need more than 2^63 - 1 bytes; give a smaller input size"
+    )
+
+
+def _check_fits_in_memory(model: nn.Module, shape: tuple[int, ...], method: str, dtype: torch.dtype) -> None:
+    """On cpu, refuse an input whose largest single activation exceeds the memory available now.
+
+    The meta trace gives every activation's size for free; the largest one must exist at some point of
+    the real pass, so a run that cannot hold it cannot finish (the rest may be freed as it goes).
+    """
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not Linux-like: nothing to check against
+        return
+    probe = summarize(model, shape[1:], batch_size=shape[0], dtype=dtype, method=method)
+    largest = max((r.activation_bytes for r in probe.rows), default=0)
+    if largest > available:
+        raise UsageError(
+            f"input {'x'.join(map(str, shape[1:]))} is too large to run on cpu: one activation needs "
+            f"{largest / 2**30:,.1f} GiB and {available / 2**30:,.1f} GiB of memory is available; "
+            f"give a smaller input or trace it on the meta device"
+        )
 
 
 def _stand_ins(
@@ -106,15 +147,19 @@ def summarize(
         raise unknown_choice("device", device, DEVICES)
     if not hasattr(model, method):
         raise UsageError(f"{_model_label(model)} has no method {method!r} to trace")
-    shape = _input_shape(input_size, batch_size)
+    shape = _input_shape(input_size, batch_size, dtype)
     if device == "cpu":
         own = next((t for t in model.parameters() if t.is_floating_point()), None)
         if own is not None and own.is_meta:
-            raise UsageError("this model's weights are on the meta device: trace it with device='meta'")
+            raise UsageError(
+                "this model's weights are on the meta device: build it on cpu to trace it there "
+                "(the CLI's --device cpu does), or trace it with device='meta'"
+            )
         if own is not None and own.dtype != dtype:
             raise UsageError(
                 f"the model's weights are {own.dtype}; on cpu trace with that dtype (or on meta)"
             )
+        _check_fits_in_memory(model, shape, method, dtype)
     x = torch.zeros(shape, dtype=dtype, device=device)
     tracer = Tracer(model, {})
     tracer.start(x)
@@ -122,9 +167,13 @@ def summarize(
     model.train(train_mode)
     try:
         _run(model, x, device, method, tracer, dtype)
+    except InputSizeError as err:  # the model's own check: add the sizes that fit as built
+        raise UsageError(f"{err}{_fitting_as_built(model, shape[1:], method)}") from err
     except CnnlabError:
         raise
     except (RuntimeError, ValueError, IndexError) as err:
+        if "overflow" in str(err).lower():  # torch: "Storage size calculation overflowed with sizes=..."
+            raise _too_large(model, shape, tracer.attempt) from err
         raise explain_failure(model, shape[1:], tracer.attempt, err) from err
     finally:
         for m, training in modes:
@@ -161,16 +210,22 @@ def summarize(
     )
 
 
-def _runs(model: nn.Module, shape: tuple[int, ...]) -> bool:
+def _runs(model: nn.Module, shape: tuple[int, ...], method: str = "forward") -> bool:
     try:
-        _run(model, torch.zeros((1, *shape), device="meta"), "meta", "forward", None, torch.float32)
+        _run(model, torch.zeros((1, *shape), device="meta"), "meta", method, None, torch.float32)
         return True
     except (RuntimeError, ValueError, IndexError):
         return False
 
 
 def fitting_sizes(
-    model: nn.Module, in_chans: int, start: int, limit: int, around: int | None = None, max_run: int = 64
+    model: nn.Module,
+    in_chans: int,
+    start: int,
+    limit: int,
+    around: int | None = None,
+    max_run: int = 64,
+    method: str = "forward",
 ) -> tuple[int, int, bool] | None:
     """The first run of square sides in ``[start, limit]`` on which ``model`` runs (meta device).
 
@@ -180,7 +235,7 @@ def fitting_sizes(
     """
 
     def fits(side: int) -> bool:
-        return _runs(model, (in_chans, side, side))
+        return _runs(model, (in_chans, side, side), method)
 
     if around is not None and fits(around):
         first = around
@@ -194,6 +249,21 @@ def fitting_sizes(
     while last + 1 <= limit and last - first < max_run and fits(last + 1):
         last += 1
     return first, last, last - first >= max_run
+
+
+def _fitting_as_built(model: nn.Module, input_size: Sequence[int], method: str) -> str:
+    """``"; inputs that fit as built: 1x28x28 to 1x31x31"`` for a head sized from the input, or ``""``."""
+    built = getattr(model, "img_size", None)
+    if built is None:
+        return ""
+    c, side = input_size[0], pair(built)[0]
+    found = fitting_sizes(model, c, 1, 2 * side, around=side, method=method)
+    if found is None:
+        return ""
+    first, last, _ = found
+    return f"; inputs that fit as built: {c}x{first}x{first}" + (
+        f" to {c}x{last}x{last}" if last > first else ""
+    )
 
 
 def _expected(attempt: Attempt) -> str | None:

@@ -2,8 +2,9 @@
 
 Each module of this package adds its subcommands with ``register(subparsers)`` and handles them
 with one library call. Errors the user can fix (:class:`cnnlab.errors.CnnlabError`) print one line,
-``cnnlab: error: ...``, and exit with status 2 (usage) or 1 (failure); argparse's own usage errors
-exit 2 as well.
+``cnnlab: error: ...``, and exit with the status of the rule in :mod:`cnnlab.errors`: 2 when the
+command must change, 1 when it was right but something failed, 130 when interrupted; argparse's own
+usage errors exit 2 as well.
 """
 
 from __future__ import annotations
@@ -45,13 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
     for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name == module_name:  # a command family not built yet
-                continue
-            raise
-        module.register(subparsers)
+        # every listed module must import: one that fails is a bug to see, not a command to hide
+        importlib.import_module(module_name).register(subparsers)
     return parser
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from cnnlab.errors import UsageError
 
 CONVENTIONS = """conventions (docs/analysis.md):
@@ -23,6 +21,8 @@ CONVENTIONS = """conventions (docs/analysis.md):
 
 
 def _summary(args: argparse.Namespace) -> int:
+    import torch
+
     from cnnlab.analysis import summarize
     from cnnlab.analysis.loading import load_model, parse_input_size, parse_options
 
@@ -31,11 +31,16 @@ def _summary(args: argparse.Namespace) -> int:
     options = parse_options(args.opt)
     if options and ".py:" in args.model:
         raise UsageError("--opt applies to registry models; set options in your own file")
-    model, default_input = load_model(args.model, options)
+    if args.input is not None:
+        parse_input_size(args.input)  # a malformed size is refused before a model is built
+    # --device cpu runs the arithmetic: the weights must exist there, initialised as the paper says
+    model, default_input = load_model(args.model, options, device=args.device)
     if args.input is None and default_input is None:
         raise UsageError(f"give the input size of {args.model} with --input CxHxW, e.g. --input 3x224x224")
     input_size = parse_input_size(args.input) if args.input is not None else default_input
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
+    if args.device == "cpu":
+        model = model.to(dtype)  # weights in the traced dtype (a user's model is converted in place)
     summary = summarize(
         model,
         input_size,
@@ -128,7 +133,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=1, help="batch size traced (default 1)")
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
     p.add_argument(
-        "--device", choices=("meta", "cpu"), default="meta", help="cpu runs the arithmetic for real"
+        "--device",
+        choices=("meta", "cpu"),
+        default="meta",
+        help="meta: shapes only, no memory (default); cpu: builds the model with real weights there and runs "
+        "the arithmetic (slow and memory-hungry for ImageNet models)",
     )
     p.add_argument("--aux", action="store_true", help="trace forward_aux (auxiliary heads included)")
     p.add_argument(

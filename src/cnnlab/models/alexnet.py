@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import UsageError, unknown_choice
-from cnnlab.models.layers import ClassifierModel, feature_shape, pair
+from cnnlab.models.layers import ClassifierModel, SizedFrom, feature_shape, pair
 from cnnlab.models.registry import register_model
 
 ALEXNET_PAPER = "Krizhevsky et al. 2012, ImageNet Classification with Deep Convolutional Neural Networks"
@@ -169,6 +169,14 @@ class PlainConvNet(ClassifierModel):
         finally:
             features.train()
         self.avgpool = nn.AdaptiveAvgPool2d((h, w)) if adaptive_pool else nn.Identity()
+        if not adaptive_pool:  # fc{first} flattens the map as it is: refuse other sizes before it runs
+            self.head_sized_from = SizedFrom(
+                self.img_size,
+                (c, h, w),
+                "its first FC layer",
+                any_size_option="adaptive_pool=True",
+                name=name,
+            )
         num_convs = sum(isinstance(m, nn.Conv2d) for m in features.modules())
         first_fc = num_convs + 1 if first_fc is None else first_fc
         self.classifier = fc_stack(c * h * w, hidden, num_classes, drop_rate, first=first_fc)

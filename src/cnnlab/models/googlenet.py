@@ -39,7 +39,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.errors import unknown_choice
-from cnnlab.models.layers import ClassifierHead, ClassifierModel, ConvNormAct, feature_shape, meta_call, pair
+from cnnlab.models.layers import (
+    ClassifierHead,
+    ClassifierModel,
+    ConvNormAct,
+    SizedFrom,
+    feature_shape,
+    meta_call,
+    pair,
+)
 from cnnlab.models.registry import register_model
 
 GOOGLENET_PAPER = "Szegedy et al. 2015, Going deeper with convolutions"
@@ -123,6 +131,11 @@ class InceptionNet(ClassifierModel):
     def forward_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Main logits and one set of logits per auxiliary head, whatever the training mode."""
         features, tapped = self.run_stages(x, taps=tuple(self.aux_heads))
+        for (
+            name,
+            head,
+        ) in self.aux_heads.items():  # heads sized from the input (GoogLeNet's) refuse other sizes
+            self.check_sized_input(x, tapped[name], getattr(head, "sized_from", None))
         return self.forward_head(features), [head(tapped[name]) for name, head in self.aux_heads.items()]
 
 
@@ -202,7 +215,13 @@ class GoogLeNetInception(ConcatBranches):
 
 
 class GoogLeNetAux(nn.Module):
-    """Section 5's auxiliary classifier; ``grid`` is the pooled map's (H, W), 4x4 at 224."""
+    """Section 5's auxiliary classifier; ``grid`` is the pooled map's (H, W), 4x4 at 224.
+
+    ``sized_from`` records the input size its fc1 was sized for (set by :func:`googlenet`), checked by
+    :meth:`InceptionNet.forward_aux` before the head runs.
+    """
+
+    sized_from: SizedFrom | None = None
 
     def __init__(
         self, in_chs: int, grid: tuple[int, int], num_classes: int, batch_norm: bool = False
@@ -294,7 +313,15 @@ def googlenet(
                 then=partial(F.avg_pool2d, kernel_size=5, stride=3),
                 what="googlenet's auxiliary classifiers",
             )
-            model.aux_heads[tap] = GoogLeNetAux(c, (h, w), num_classes, batch_norm)
+            head = GoogLeNetAux(c, (h, w), num_classes, batch_norm)
+            head.sized_from = SizedFrom(
+                model.img_size,
+                (c, h, w),
+                f"its auxiliary classifier on {tap}",
+                window=(head.pool.kernel_size, head.pool.stride),
+                name="googlenet",
+            )
+            model.aux_heads[tap] = head
     model.aux_loss_weights = (GOOGLENET_AUX_WEIGHT,) * len(model.aux_heads)
     init_googlenet_weights(model)
     return model

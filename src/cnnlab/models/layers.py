@@ -6,6 +6,10 @@
 * :class:`ClassifierHead` - global pooling (optional), flatten, dropout, linear.
 * :class:`ClassifierModel` - base class: ``forward = forward_head(forward_features(x))``; auxiliary
   outputs only through :meth:`ClassifierModel.forward_aux`.
+* :class:`SizedFrom` - what a classifier sized from the input size was built for; the model checks the
+  map reaching it before it runs, so another input size is one clear :class:`UsageError`, not torch's
+  ``mat1 and mat2 shapes cannot be multiplied`` (or, when the flattened widths happen to agree, a
+  silently wrong answer).
 * :func:`feature_shape`, :func:`smallest_input_size` - shapes derived on the meta device, so heads
   sized from the input (the lecture nets' ``fc``, VGG's ``fc6``) work for any input size.
 """
@@ -13,13 +17,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from cnnlab.errors import UsageError
+from cnnlab.errors import InputSizeError, UsageError
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": lambda: nn.ReLU(inplace=True),
@@ -126,16 +131,70 @@ class ClassifierHead(nn.Module):
         return self.fc(self.drop(self.flatten(self.pool(x))))
 
 
+def _dims(shape: Sequence[int]) -> str:
+    return "x".join(map(str, shape))
+
+
+@dataclass(frozen=True)
+class SizedFrom:
+    """What a classifier whose first linear layer is sized from the input was built for.
+
+    ``img_size`` is the input (H, W) the model was built for and ``feature_shape`` the map (C, H, W)
+    the classifier's first linear layer flattens at that size. ``window`` is a fixed ``(kernel, stride)``
+    pooling between the checked map and that layer (GoogLeNet's auxiliary 5x5/3 average pool, Szegedy
+    et al. 2015 Sec. 5), so every map that pools to the same grid is accepted. ``any_size_option``
+    names the builder option that frees the input size (``adaptive_pool=True``), shown in the error;
+    ``name`` names the network when it was not built by :func:`~cnnlab.models.create_model` (which
+    sets ``model_name``).
+    """
+
+    img_size: tuple[int, int]
+    feature_shape: tuple[int, int, int]
+    what: str = "its classifier"
+    window: tuple[int, int] = (1, 1)
+    any_size_option: str | None = None
+    name: str = ""
+
+    def grid(self, shape: Sequence[int]) -> tuple[int, ...]:
+        """The (C, H, W) a map of ``shape`` gives the linear layer, through ``window``."""
+        k, s = self.window
+        c, *hw = shape
+        return (c, *((n - k) // s + 1 for n in hw))
+
+    def accepts(self, shape: Sequence[int]) -> bool:
+        """Whether a map of ``shape`` (C, H, W) gives the classifier the grid it was sized for."""
+        return (
+            shape == self.feature_shape if self.window == (1, 1) else self.grid(shape) == self.feature_shape
+        )
+
+    def error(self, name: str, got_input: Sequence[int], got_map: Sequence[int]) -> InputSizeError:
+        """The one-line error for an input of another size: what was built, what came, and the fix."""
+        c, h, w = got_input
+        bh, bw = self.img_size
+        fix = f"build it with img_size={h if h == w else (h, w)} for this size"
+        if self.any_size_option:
+            fix += f", or with {self.any_size_option} for any size"
+        return InputSizeError(
+            f"{name} was built for {c}x{bh}x{bw} input and got {_dims(got_input)}: {self.what} is sized from "
+            f"the input (it takes a {_dims(self.feature_shape)} map, got {_dims(self.grid(got_map))}); {fix}"
+        )
+
+
 class ClassifierModel(nn.Module):
     """Base class of every cnnlab network.
 
     Subclasses define :meth:`forward_features` (image -> feature map) and :meth:`forward_head`
     (feature map -> logits). :meth:`forward` always returns logits, in training and evaluation
     alike; networks with auxiliary classifiers return them from :meth:`forward_aux`.
+
+    A subclass whose head is sized from the input sets :attr:`head_sized_from`; :meth:`forward`
+    then checks the feature map's shape (a tuple comparison) before the head runs.
     """
 
     #: loss weight of each auxiliary output of :meth:`forward_aux`, in order (GoogLeNet: 0.3, 0.3)
     aux_loss_weights: tuple[float, ...] = ()
+    #: what the head was sized from (lecture nets, VGG, AlexNet ...); ``None`` for heads that pool globally
+    head_sized_from: SizedFrom | None = None
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Image batch -> final feature map."""
@@ -146,11 +205,25 @@ class ClassifierModel(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        features = self.forward_features(x)
+        self.check_sized_input(x, features, self.head_sized_from)
+        return self.forward_head(features)
 
     def forward_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Main logits and the list of auxiliary logits (empty for networks without aux heads)."""
         return self.forward(x), []
+
+    def check_sized_input(
+        self, x: torch.Tensor, arriving: torch.Tensor, sized_from: SizedFrom | None
+    ) -> None:
+        """Raise an :class:`~cnnlab.errors.InputSizeError` if ``arriving`` (computed from input ``x``) does not fit a head sized from the input.
+
+        Cheap on the forward path: one shape comparison. The message names the model, the size it was
+        built for, the size it got and the fix.
+        """
+        if sized_from is not None and not sized_from.accepts(arriving.shape[1:]):
+            name = getattr(self, "model_name", None) or sized_from.name or type(self).__name__
+            raise sized_from.error(name, tuple(x.shape[1:]), tuple(arriving.shape[1:]))
 
 
 class _ShapeOnlyBatchNorm(TorchFunctionMode):
@@ -270,7 +343,7 @@ def check_input_size(model: nn.Module, input_shape: Sequence[int]) -> torch.Size
     """Output shape of ``model`` on ``input_shape`` (``C, H, W`` or ``N, C, H, W``), or a clear :class:`UsageError`.
 
     The message names the smallest input that works, or, for heads sized from the input, the
-    size the model was built for.
+    size the model was built for (:meth:`ClassifierModel.check_sized_input`'s own error).
     """
     shape = tuple(input_shape)
     if len(shape) == 3:
@@ -280,9 +353,10 @@ def check_input_size(model: nn.Module, input_shape: Sequence[int]) -> torch.Size
     try:
         out = _meta_output_shape(meta_call(model), shape)
         return torch.Size((1, *out[1:])) if len(input_shape) == 3 else out
+    except UsageError:
+        raise  # the model's own check: it already names the size it was built for and the fix
     except (RuntimeError, ValueError) as err:
         name = getattr(model, "model_name", type(model).__name__)
-        built_for = getattr(model, "img_size", None)
         c, h, w = shape[1:]
         expected_c = _first_conv_in_channels(model)
         if expected_c is not None and expected_c != c:
@@ -293,12 +367,6 @@ def check_input_size(model: nn.Module, input_shape: Sequence[int]) -> torch.Size
             raise UsageError(
                 f"input {c}x{h}x{w} is too small for {name}: the smallest input that works is "
                 f"{c}x{smallest}x{smallest}"
-            ) from err
-        if built_for is not None:
-            bh, bw = pair(built_for)
-            raise UsageError(
-                f"{name} was built for {c}x{bh}x{bw} input (its classifier is sized from it), got "
-                f"{c}x{h}x{w}; build it with img_size={h if h == w else (h, w)} to use this size"
             ) from err
         raise UsageError(f"{name} cannot run on input {c}x{h}x{w}: {str(err).splitlines()[0]}") from err
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.models.layers import ClassifierHead, ClassifierModel, feature_shape, pair
+from cnnlab.models.layers import ClassifierHead, ClassifierModel, SizedFrom, feature_shape, pair
 from cnnlab.models.registry import register_model
 
 LECTURES = "Hongpu Liu, PyTorch Tutorial, lectures 10 (Basic CNN) and 11 (Advanced CNN)"
@@ -99,6 +99,8 @@ class LectureNet(ClassifierModel):
         self.features = features
         c, h, w = feature_shape(features, in_chans, self.img_size, what=name)
         self.head = ClassifierHead(c * h * w, num_classes, drop_rate, pool=False)
+        # the slides' fc flattens the map as it is: another input size must be refused before it runs
+        self.head_sized_from = SizedFrom(self.img_size, (c, h, w), name=name)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
