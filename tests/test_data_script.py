@@ -7,12 +7,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "get_fashion_mnist.sh"
-BASH = shutil.which("bash")
-
-pytestmark = pytest.mark.skipif(BASH is None, reason="needs bash")
+BASH = shutil.which("bash") or "bash"  # make and the get script need it; a missing bash must fail, not skip
 
 
 def _fake_python(tmp_path: Path, check_status: int, fetch_status: int) -> Path:

@@ -6,17 +6,18 @@ import argparse
 import json
 import sys
 
-import torch
-
 from cnnlab.data.catalog import DATASETS, candidate_dirs, check_explicit_root, dataset_files, dataset_info
-from cnnlab.data.fetch import fetch_dataset
-from cnnlab.data.load import load_dataset, read_verified
 from cnnlab.errors import DataError
+
+# Reading, fetching and loading need numpy and torch: imported in the handlers, so that
+# `cnnlab --help` starts without them.
 
 
 def dataset_status(name: str, data_dir: str | None = None, verify: bool = True) -> dict:
     """Where ``name`` is found (first hit in lookup order) and whether its files verify: every byte is read
     and hashed (the decoded cache is not used: a listing must not vouch for a file it did not read)."""
+    from cnnlab.data.load import read_verified
+
     info = dataset_info(name)
     for source, directory in candidate_dirs(name, data_dir):
         paths = dataset_files(directory, info)
@@ -53,6 +54,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
+    from cnnlab.data.fetch import fetch_dataset
+
     if not args.force:
         # Where loading would find it (the named place only, if one is named): every byte hashed.
         row = dataset_status(args.name, args.data_dir)
@@ -74,6 +77,10 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    import torch
+
+    from cnnlab.data.load import load_dataset
+
     # Always verified (CNNLAB_NO_VERIFY does not apply), every byte hashed: no decoded cache.
     data = load_dataset(args.name, data_dir=args.data_dir, verify=True, use_cache=False)
     info = data.info

@@ -29,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     experiments = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", parser_class=type(p))
     experiments.required = True
-    from cnnlab.experiments.degradation import RECIPE, recipe_config
+    from cnnlab.train.recipes import DEGRADATION as RECIPE
+    from cnnlab.train.recipes import recipe_config
 
     d = experiments.add_parser(
         "degradation",
@@ -41,5 +42,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     d.add_argument("--depths", type=int, nargs="+", default=[20, 56], help="depths 6n+2 (default: 20 56)")
     d.add_argument("--out", default="runs/degradation", help="experiment folder (default: runs/degradation)")
-    add_recipe_args(d, defaults=recipe_config())
+    add_recipe_args(d, defaults=recipe_config(RECIPE))
     d.set_defaults(func=_degradation)

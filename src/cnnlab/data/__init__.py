@@ -10,6 +10,8 @@ Tests with synthetic files pass ``verify=False`` (or set ``CNNLAB_NO_VERIFY=1``)
 :class:`DatasetInfo` with :func:`register_dataset`.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from cnnlab.data.catalog import (
     DATASETS,
     ROLES,
@@ -20,9 +22,31 @@ from cnnlab.data.catalog import (
     register_dataset,
     user_cache_dir,
 )
-from cnnlab.data.idx import read_idx, write_idx
-from cnnlab.data.load import DatasetSplits, Split, load_dataset
-from cnnlab.data.loader import Augment, BatchLoader
+
+if TYPE_CHECKING:
+    from cnnlab.data.idx import read_idx, write_idx
+    from cnnlab.data.load import DatasetSplits, Split, load_dataset
+    from cnnlab.data.loader import Augment, BatchLoader
+
+# Imported on first use (PEP 562): these need numpy or torch, the registry does not.
+_LAZY = {
+    "read_idx": "cnnlab.data.idx",
+    "write_idx": "cnnlab.data.idx",
+    "DatasetSplits": "cnnlab.data.load",
+    "Split": "cnnlab.data.load",
+    "load_dataset": "cnnlab.data.load",
+    "Augment": "cnnlab.data.loader",
+    "BatchLoader": "cnnlab.data.loader",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'cnnlab.data' has no attribute {name!r}")
+
 
 __all__ = [
     "DATASETS",

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from cnnlab.data.catalog import DataFile, DatasetInfo, dataset_info, default_fetch_dir
 from cnnlab.data.idx import parse_idx, read_raw_bytes
-from cnnlab.errors import DataError
+from cnnlab.errors import DataError, UsageError
 from cnnlab.fileio import sha256_hex
 
 try:  # POSIX; elsewhere fetches are not locked and leftover .part files are not cleaned
@@ -183,7 +183,7 @@ def fetch_dataset(
     target = target / name
     mirrors = [mirror] if mirror else list(info.mirrors)
     if not mirrors:
-        raise DataError(f"dataset {name!r} has no known mirror; pass --mirror URL")
+        raise UsageError(f"dataset {name!r} has no known mirror; pass --mirror URL")
     created = not target.exists()
     try:
         target.mkdir(parents=True, exist_ok=True)

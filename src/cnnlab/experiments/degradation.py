@@ -21,27 +21,22 @@ from typing import Any
 from cnnlab.errors import Interrupted, UsageError
 from cnnlab.fileio import atomic_write_text
 from cnnlab.models import model_info
+from cnnlab.train import recipes
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.engine import RunResult, Trainer, ensure_writable_dir
+from cnnlab.train.recipes import DEGRADATION
 
 KINDS = {"plain": "plain{depth}-cifar", "residual": "resnet{depth}-cifar"}
 
 #: He et al. 2016 section 4.2: SGD, momentum 0.9, weight decay 1e-4, lr 0.1, batch 128; for short
 #: budgets a cosine decay with one warm-up epoch replaces the 32k/48k-iteration steps.
-RECIPE = {
-    "lr": 0.1,
-    "momentum": 0.9,
-    "weight_decay": 1e-4,
-    "batch_size": 128,
-    "schedule": "cosine",
-    "warmup_epochs": 1.0,
-}
+RECIPE = DEGRADATION  # the experiment's defaults (cnnlab.train.recipes)
 
 
 def recipe_config() -> TrainConfig:
     """TrainConfig's defaults with :data:`RECIPE` applied: what the experiment trains with unless told
     otherwise, and what ``cnnlab experiment degradation --help`` shows as the defaults."""
-    return dataclasses.replace(TrainConfig(), **RECIPE)
+    return recipes.recipe_config(RECIPE)
 
 
 @dataclasses.dataclass

@@ -29,7 +29,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as serialize
 from torch import nn
 
-from cnnlab.errors import CheckpointError
+from cnnlab.errors import CheckpointError, UsageError
 from cnnlab.fileio import (
     TEMP_SUFFIX,
     atomic_write_bytes,
@@ -251,7 +251,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
+        raise UsageError(f"no checkpoint at {path}")
     try:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as err:
@@ -318,7 +318,7 @@ def load_checkpoint(
     folder = manifest_path.parent
     name = getattr(model, "model_name", type(model).__name__)
     if manifest["model"] != name:
-        raise CheckpointError(f"checkpoint {manifest_path} holds a {manifest['model']!r} model, not {name!r}")
+        raise UsageError(f"checkpoint {manifest_path} holds a {manifest['model']!r} model, not {name!r}")
     weights, _ = load_weights(folder / manifest["files"]["weights"], manifest["sha256"]["weights"])
     try:
         model.load_state_dict(weights)

@@ -51,7 +51,10 @@ def check_run_dir(run_dir: Path, *, overwrite: bool = False, resume: bool = Fals
         raise UsageError(f"run directory {run_dir} exists and is not a directory")
     if resume:
         if not (run_dir / "checkpoints" / "last.json").is_file():
-            raise CheckpointError(f"nothing to resume in {run_dir}: no checkpoints/last.json there")
+            raise UsageError(
+                f"nothing to resume in {run_dir}: no checkpoints/last.json there (it stopped before its first "
+                "checkpoint); start it again with --overwrite"
+            )
     elif holds_run(run_dir) and not overwrite:
         raise UsageError(
             f"run directory {run_dir} already exists; use --overwrite to replace it or --resume to continue it"
