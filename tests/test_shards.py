@@ -49,8 +49,8 @@ def test_a_sharded_step_gives_the_gradients_of_the_whole_batch(tmp_path: Path, t
     sharded = Trainer(recipe(cpu_shards=2, amp=amp), tmp_path / "sharded", data=tiny, progress=False)
     assert whole.shards is None and sharded.shards.workers == 2
     x, y = next(iter(whole.train_loader))
-    loss_whole, correct_whole, _ = whole._step(x, y, lambda: None)
-    loss_sharded, correct_sharded, _ = sharded._step(x, y, lambda: None)
+    loss_whole, correct_whole, _ = whole.step(x, y, lambda: None)
+    loss_sharded, correct_sharded, _ = sharded.step(x, y, lambda: None)
     # fp32: equal up to summation order; bf16 autocast: up to bf16 rounding (8 bits of mantissa)
     bf16 = amp == "bf16"
     rel = 1e-2 if bf16 else 1e-5
@@ -66,9 +66,9 @@ def test_a_sharded_step_gives_the_gradients_of_the_whole_batch(tmp_path: Path, t
 def test_a_batch_smaller_than_the_shard_count_trains_whole(tmp_path: Path, tiny) -> None:
     trainer = Trainer(recipe(cpu_shards=2), tmp_path / "r", data=tiny, progress=False)
     x, y = next(iter(trainer.train_loader))
-    loss, correct, _ = trainer._step(x[:1], y[:1], lambda: None)
+    loss, correct, _ = trainer.step(x[:1], y[:1], lambda: None)
     assert torch.isfinite(torch.tensor(loss)) and correct in (0, 1)
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in trainer.params)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in trainer.step.params)
 
 
 def _metrics(history: list[dict]) -> list[dict]:

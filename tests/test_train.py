@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ import torch
 from cnnlab.cli import main
 from cnnlab.data import load_dataset
 from cnnlab.errors import CheckpointError, TrainingDiverged, UsageError
-from cnnlab.train import TrainConfig, Trainer, engine, train
+from cnnlab.train import TrainConfig, Trainer, precision, train
 from cnnlab.train.optim import LRSchedule, param_groups
 
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr")
@@ -134,7 +135,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tm
         out = forward(x)
         return out * math.nan if trainer.schedule.step >= 12 else out
 
-    trainer.forward = poisoned
+    trainer.step.forward = poisoned
     with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2"):
         trainer.fit()
     manifest = json.loads((tmp_path / "run" / "checkpoints" / "last.json").read_text())
@@ -272,11 +273,11 @@ def test_weight_decay_skips_norm_and_bias_parameters() -> None:
 def test_auxiliary_heads_enter_the_loss_with_their_weights(tmp_path: Path, tiny) -> None:
     trainer = Trainer(recipe(epochs=1), tmp_path / "run", data=tiny, progress=False)
     x, y = next(iter(trainer.test_loader))
-    base, _ = trainer._loss(x, y)
+    base, _ = trainer.step.loss(x, y)
     aux_logits = torch.zeros(len(y), 10)
-    trainer.aux_weights = (0.3, 0.3)
+    trainer.step.aux_weights = (0.3, 0.3)
     trainer.model.forward_aux = lambda inp: (trainer.model(inp), [aux_logits, aux_logits])
-    with_aux, _ = trainer._loss(x, y)
+    with_aux, _ = trainer.step.loss(x, y)
     assert with_aux.item() == pytest.approx(base.item() + 0.6 * math.log(10), rel=1e-5)
 
 
@@ -284,9 +285,9 @@ def test_auxiliary_heads_enter_the_loss_with_their_weights(tmp_path: Path, tiny)
 def test_the_default_is_fp32_and_the_same_batches_on_every_cpu(
     tmp_path: Path, tiny, monkeypatch, has_units: bool
 ) -> None:
-    monkeypatch.setattr(engine, "cpu_has_bf16_matrix_units", lambda: has_units)
+    monkeypatch.setattr(precision, "cpu_has_bf16_matrix_units", lambda: has_units)
     default = Trainer(recipe(), tmp_path / "auto", data=tiny, progress=False)
-    assert default.amp == "fp32" and default.shards is None and default.scaler is None
+    assert default.amp == "fp32" and default.shards is None and default.step.scaler is None
     assert Trainer(recipe(amp="bf16"), tmp_path / "on", data=tiny, progress=False).amp == "bf16"
     line = default.describe()
     assert "cpu (" in line and "fp32" in line and "1 threads" in line and "whole batches" in line
@@ -309,10 +310,10 @@ def test_fp16_autocast_with_gradient_scaling_learns_and_resumes_its_scale(tmp_pa
     trainer = Trainer(recipe(amp="fp16"), tmp_path / "run", data=tiny, progress=False)
     result = trainer.fit()
     assert result.test_acc > 0.5
-    trainer.scaler.update(new_scale=1234.0)  # as if overflows had backed the scale off
+    trainer.step.scaler.update(new_scale=1234.0)  # as if overflows had backed the scale off
     trainer.save("last", epoch=2)
     resumed = Trainer(recipe(amp="fp16", epochs=3), tmp_path / "run", data=tiny, progress=False, resume=True)
-    assert resumed.scaler.get_scale() == 1234.0
+    assert resumed.step.scaler.get_scale() == 1234.0
 
 
 def test_cpu_autocast_runs_convolutions_in_bf16_and_keeps_weights_and_loss_in_fp32(
@@ -324,10 +325,10 @@ def test_cpu_autocast_runs_convolutions_in_bf16_and_keeps_weights_and_loss_in_fp
         lambda module, inputs, output: seen.append(output.dtype)
     )
     x, y = next(iter(trainer.train_loader))
-    loss, logits = trainer._loss(x, y)
+    loss, logits = trainer.step.loss(x, y)
     assert seen == [torch.bfloat16] and logits.dtype == torch.bfloat16 and loss.dtype == torch.float32
-    trainer._step(x, y, lambda: None)
-    assert all(p.dtype == p.grad.dtype == torch.float32 for p in trainer.params)
+    trainer.step(x, y, lambda: None)
+    assert all(p.dtype == p.grad.dtype == torch.float32 for p in trainer.step.params)
     result = train(recipe(amp="bf16"), tmp_path / "trained", data=tiny, progress=False)
     assert result.test_acc > 0.5  # learns as in fp32; chance is 0.1
 
@@ -480,7 +481,7 @@ def test_googlenet_trains_with_its_auxiliary_heads(tmp_path: Path, tiny) -> None
     cfg = recipe(model="googlenet", epochs=1, batch_size=8, eval_batch_size=100, pad_to=80, max_steps_per_epoch=2,
                  model_options={"aux_logits": True})  # fmt: skip
     trainer = Trainer(cfg, tmp_path / "run", data=tiny, progress=False)
-    assert trainer.aux_weights == (0.3, 0.3)
+    assert trainer.step.aux_weights == (0.3, 0.3)
     seen = []
     forward_aux = trainer.model.forward_aux
     trainer.model.forward_aux = lambda x: seen.append(len(x)) or forward_aux(x)
@@ -497,3 +498,39 @@ def test_a_failed_overwrite_leaves_the_old_run_and_no_half_made_folder(tmp_path:
     with pytest.raises(UsageError, match="too small"):
         train(recipe(epochs=1, model="vgg16"), tmp_path / "fresh", data=tiny, progress=False)
     assert not (tmp_path / "fresh").exists()  # a run that could not start leaves nothing behind
+
+
+@pytest.mark.parametrize("accum_steps", [2, 4])
+def test_gradient_accumulation_gives_the_update_of_the_whole_batch(
+    tmp_path: Path, tiny, accum_steps: int
+) -> None:
+    """k micro-batches add up to the whole batch's gradient (BN-free net): the same weights after a step."""
+    whole = Trainer(recipe(), tmp_path / "whole", data=tiny, progress=False)
+    micro = Trainer(recipe(accum_steps=accum_steps), tmp_path / "micro", data=tiny, progress=False)
+    x, y = next(iter(whole.train_loader))
+    loss_whole, correct_whole, _ = whole.step(x, y, lambda: None)
+    loss_micro, correct_micro, _ = micro.step(x, y, lambda: None)
+    assert loss_micro == pytest.approx(loss_whole, rel=1e-6) and correct_micro == correct_whole
+    for (name, a), b in zip(whole.model.named_parameters(), micro.model.parameters()):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-5, atol=1e-6), name
+        assert (a - b).abs().max() <= 1e-6, name
+
+
+def test_a_parameter_the_forward_never_uses_is_named_in_a_warning(tmp_path: Path, tiny) -> None:
+    from cnnlab.train.step import UnusedParametersWarning
+
+    trainer = Trainer(recipe(), tmp_path / "run", data=tiny, progress=False)
+    trainer.model.spare = torch.nn.Linear(3, 3)  # registered, trainable, never called
+    trainer.step.params = [p for p in trainer.model.parameters() if p.requires_grad]
+    x, y = next(iter(trainer.train_loader))
+    with pytest.warns(UnusedParametersWarning, match=r"2 trainable parameters .*: spare.weight, spare.bias"):
+        trainer.step(x, y, lambda: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnusedParametersWarning)
+        trainer.step(x, y, lambda: None)  # said once, on the first step
+
+
+def test_constructing_a_trainer_leaves_the_process_settings_alone(tmp_path: Path, tiny) -> None:
+    threads, rng = torch.get_num_threads(), torch.get_rng_state()
+    Trainer(recipe(threads=threads + 1, seed=123), tmp_path / "run", data=tiny, progress=False)
+    assert torch.get_num_threads() == threads and torch.equal(torch.get_rng_state(), rng)

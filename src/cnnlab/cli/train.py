@@ -44,6 +44,13 @@ RECIPE = (
     ),
     ("--epochs", "epochs", int, "number of epochs"),
     ("--batch-size", "batch_size", int, "training batch size"),
+    (
+        "--accum-steps",
+        "accum_steps",
+        int,
+        "compute each batch's gradient in this many micro-batches, for memory: the same update as the "
+        "whole batch (batch norm sees the micro-batches)",
+    ),
     ("--optimizer", "optimizer", str, f"one of {', '.join(OPTIMIZERS)}"),
     ("--lr", "lr", float, "base (peak) learning rate"),
     ("--momentum", "momentum", float, "SGD momentum"),

@@ -22,7 +22,7 @@ from cnnlab.errors import UsageError
 from cnnlab.fileio import atomic_write_text
 from cnnlab.models import model_info
 from cnnlab.train.config import TrainConfig
-from cnnlab.train.engine import RunResult, Trainer, ensure_writable_dir
+from cnnlab.train.engine import RunResult, Trainer, configure_cpu, ensure_writable_dir
 from cnnlab.train.plots import plot_comparison
 
 COLUMNS = ("model", "params", "val acc", "test acc", "checkpoint", "s/epoch", "images/s")
@@ -96,6 +96,7 @@ def compare(
             f"comparison folder {out} already exists; use --overwrite to replace it or --resume to continue it"
         )
     ensure_writable_dir(out)  # per-model runs check their own overwrite rules
+    configure_cpu(cfg.threads)  # an entry point: process-wide settings once, for every model
     data = None
     runs = []
     for name in models:

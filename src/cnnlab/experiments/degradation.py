@@ -23,7 +23,7 @@ from cnnlab.fileio import atomic_write_text
 from cnnlab.models import model_info
 from cnnlab.train import recipes
 from cnnlab.train.config import TrainConfig
-from cnnlab.train.engine import RunResult, Trainer, ensure_writable_dir
+from cnnlab.train.engine import RunResult, Trainer, configure_cpu, ensure_writable_dir
 from cnnlab.train.recipes import DEGRADATION
 
 KINDS = {"plain": "plain{depth}-cifar", "residual": "resnet{depth}-cifar"}
@@ -193,6 +193,7 @@ def degradation(
         raise UsageError(
             f"experiment folder {out} already exists; use --overwrite to replace it or --resume to continue it"
         )
+    configure_cpu(cfg.threads)  # an entry point: process-wide settings once, for every net
     runs: dict[tuple[str, int], RunResult] = {}
     data, input_shape = None, None
     for key, name in sorted(names.items(), key=lambda item: (item[0][1], item[0][0])):

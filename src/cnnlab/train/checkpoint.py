@@ -308,7 +308,8 @@ def load_checkpoint(
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
 ) -> dict[str, Any]:
-    """Load weights (and optimiser + RNG state) into ``model``/``optimizer``; return the training state.
+    """Load weights (and optimiser state) into ``model``/``optimizer``; return the training state, with the
+    saved random streams as ``rng_state`` (see :func:`restore_rng_state`).
 
     Raises :class:`CheckpointError` for a missing or damaged file, a manifest naming files outside its
     folder, weights of another model or optimiser state that does not fit the parameters.
@@ -337,11 +338,19 @@ def load_checkpoint(
         _restore_optimizer(optimizer, tensors, meta.pop("optimizer", None))
     except (KeyError, ValueError, TypeError, RuntimeError) as err:
         raise CheckpointError(f"optimizer state in {state_path} does not fit this run: {err}") from None
-    try:
-        torch.set_rng_state(tensors["rng.torch"])
-    except RuntimeError as err:
-        raise CheckpointError(f"checkpoint file {state_path} is damaged: {err}") from None
-    cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
-    if cuda_states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda_states)
+    # The random streams are process-wide: returned for the caller to restore when the run resumes.
+    meta["rng_state"] = {
+        "cpu": tensors["rng.torch"],
+        "cuda": [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")],
+    }
     return meta
+
+
+def restore_rng_state(rng_state: dict[str, Any], source: str | Path = "the checkpoint") -> None:
+    """Set the process's random streams to those :func:`load_checkpoint` returned (``meta["rng_state"]``)."""
+    try:
+        torch.set_rng_state(rng_state["cpu"])
+    except RuntimeError as err:
+        raise CheckpointError(f"the random-number state in {source} is damaged: {err}") from None
+    if rng_state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng_state["cuda"])

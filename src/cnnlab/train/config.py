@@ -33,6 +33,7 @@ class TrainConfig:
     data: str = "fashion-mnist"
     epochs: int = 10
     batch_size: int = 128
+    accum_steps: int = 1  # compute each batch's gradient in this many micro-batches (memory; same update)
     eval_batch_size: int = 1000
     # optimiser (weight decay never applies to norm and bias parameters)
     optimizer: str = "sgd"
@@ -83,6 +84,11 @@ class TrainConfig:
             raise unknown_choice("schedule", self.schedule, SCHEDULES)
         _whole("epochs", self.epochs, 1)
         _whole("batch_size", self.batch_size, 1)
+        _whole("accum_steps", self.accum_steps, 1)
+        if self.accum_steps > self.batch_size:
+            raise UsageError(
+                f"accum_steps ({self.accum_steps}) cannot exceed the batch size ({self.batch_size})"
+            )
         _whole("eval_batch_size", self.eval_batch_size, 1)
         _whole("step_size", self.step_size, 1)
         _whole("patience", self.patience, 0)

@@ -38,10 +38,11 @@ from tqdm.auto import tqdm
 from cnnlab.errors import CheckpointError, TrainingDiverged, UsageError
 from cnnlab.fileio import atomic_write_text
 from cnnlab.models import check_input_size, count_params, create_model, model_info
-from cnnlab.train.checkpoint import load_checkpoint, save_checkpoint
+from cnnlab.train.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.optim import LRSchedule, build_optimizer
 from cnnlab.train.plots import plot_curves
+from cnnlab.train.precision import autocast, cpu_has_bf16_matrix_units, cpu_name, precision_note
 from cnnlab.train.rundir import (
     RunLock,
     check_run_dir,
@@ -53,6 +54,14 @@ from cnnlab.train.rundir import ensure_writable_dir as ensure_writable_dir  # re
 from cnnlab.train.rundir import holds_run as holds_run  # re-exported: it lived here
 from cnnlab.train.rundir import read_metrics as read_metrics  # re-exported: it lived here
 from cnnlab.train.shards import CoreShards, core_shards, shard_blocker
+from cnnlab.train.step import TrainStep
+
+__all__ = [
+    "autocast",
+    "cpu_has_bf16_matrix_units",
+    "cpu_name",
+    "precision_note",
+]  # re-exported: they lived here
 
 # A run may not ask for input batches larger than this share of the machine's memory.
 MAX_BATCH_MEMORY_SHARE = 0.5
@@ -77,53 +86,14 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 def configure_cpu(threads: int | None) -> None:
-    """Flush denormals (slow paths on x86 once weights get tiny) and set the thread count."""
+    """Flush denormals (slow paths on x86 once weights get tiny) and set the thread count.
+
+    Process-wide settings: the entry points (:func:`train`, ``compare``, the experiments, the CLI)
+    apply them once; :class:`Trainer` does not.
+    """
     torch.set_flush_denormal(True)
     if threads:
         torch.set_num_threads(threads)
-
-
-def cpu_has_bf16_matrix_units() -> bool:
-    """True on CPUs with AMX-BF16 tiles (Intel Sapphire Rapids and later), where oneDNN's bf16
-    convolutions and matmuls run about twice as fast as fp32 (benchmarks/train_throughput.py)."""
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(probe and probe() and torch.backends.mkldnn.is_available())
-
-
-def cpu_name() -> str:
-    """The CPU's model name as the kernel reports it (``lscpu``'s "Model name"), or the platform's word."""
-    import platform
-
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def autocast(device: torch.device, precision: str | bool) -> contextlib.AbstractContextManager:
-    """Autocast for ``precision`` (``bf16``/``fp16``: convolutions and matmuls in that type, losses in
-    fp32); a no-op for ``fp32``. ``True``/``False`` mean bf16/fp32."""
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, True: torch.bfloat16}.get(precision)
-    if dtype is not None and device.type in ("cuda", "cpu"):
-        return torch.autocast(device.type, dtype=dtype)
-    return contextlib.nullcontext()
-
-
-def precision_note(precision: str, device: torch.device) -> str:
-    """How a run computes, for its start line: fp32, or which autocast and whether this device suits it."""
-    if precision == "fp32":
-        return "fp32"
-    if precision == "fp16":
-        return "fp16 autocast with gradient scaling" + (
-            "" if device.type == "cuda" else " (meant for CUDA; slow here)"
-        )
-    if device.type == "cpu" and not cpu_has_bf16_matrix_units():
-        return "bf16 autocast (this CPU has no bf16 matrix units: slower than fp32)"
-    return "bf16 autocast"
 
 
 def memory_bytes() -> int | None:
@@ -301,12 +271,9 @@ class Trainer:
         self.progress = progress
         self.on_epoch = on_epoch
         check_run_dir(self.run_dir, overwrite=overwrite, resume=resume)  # fail fast; nothing replaced yet
-        configure_cpu(cfg.threads)
         self.device = select_device(cfg.device)
         self.amp = cfg.amp
-        self.scaler = torch.amp.GradScaler(self.device.type) if cfg.amp == "fp16" else None
         self.channels_last = True if cfg.channels_last is None else cfg.channels_last
-        torch.manual_seed(cfg.seed)
 
         self.data = data or load_dataset(
             cfg.data, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed
@@ -351,20 +318,20 @@ class Trainer:
         x0, _ = next(iter(loader(self.data.test, False)))
         self.input_shape = tuple(x0.shape[1:])
 
-        torch.manual_seed(cfg.seed)  # the model's initial weights depend on the seed alone
-        self.model = build_model_for_data(cfg, len(self.classes), self.input_shape).to(self.device)
+        with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed alone
+            torch.manual_seed(cfg.seed)
+            self.model = build_model_for_data(cfg, len(self.classes), self.input_shape).to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.num_params = count_params(self.model)
-        self.aux_weights = tuple(getattr(self.model, "aux_loss_weights", ())) if cfg.aux_loss else ()
         self.steps_per_epoch = len(self.train_loader)
         if cfg.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_steps_per_epoch)
         self.optimizer = build_optimizer(self.model, cfg)
         self.schedule = LRSchedule(self.optimizer, cfg, self.steps_per_epoch)
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.shards = self._shards()
+        self.step = TrainStep(self.model, self.optimizer, self.schedule, cfg, self.device, self.shards)
+        self.rng_state: dict[str, Any] | None = None  # a resumed run's random streams, restored by fit
         self.history: list[dict[str, Any]] = []
         self.start_epoch, self.skip_steps, self.partial = 0, 0, None
         self.best_accuracy = -1.0
@@ -450,7 +417,7 @@ class Trainer:
             "schedule": self.schedule.state_dict(),
             "history": self.history,
             "best_accuracy": self.best_accuracy,
-            "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "grad_scaler": self.step.scaler.state_dict() if self.step.scaler is not None else None,
         }
         optimizer = self.optimizer if name == "last" else None
         return save_checkpoint(
@@ -461,59 +428,18 @@ class Trainer:
         manifest = self.run_dir / "checkpoints" / "last.json"
         self.model.model_name = self.cfg.model
         state = load_checkpoint(manifest, self.model, self.optimizer)
+        self.rng_state = state.pop("rng_state")
         self.schedule.load_state_dict(state["schedule"])
         self.history = state["history"]
         self.best_accuracy = state["best_accuracy"]
         self.start_epoch = state["epoch"]
         self.skip_steps = state["step_in_epoch"]
         self.partial = state["partial"]
-        if self.scaler is not None and state.get("grad_scaler"):
-            self.scaler.load_state_dict(state["grad_scaler"])
+        if self.step.scaler is not None and state.get("grad_scaler"):
+            self.step.scaler.load_state_dict(state["grad_scaler"])
         atomic_write_text(self.run_dir / "config.json", json.dumps(self.cfg.to_dict(), indent=2))
 
     # -- one epoch ------------------------------------------------------------------------------
-
-    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with autocast(self.device, self.amp):
-            if self.aux_weights:
-                logits, aux = self.model.forward_aux(x)
-            else:
-                logits, aux = self.forward(x), []
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing)
-            for weight, aux_logits in zip(self.aux_weights, aux):
-                loss = loss + weight * F.cross_entropy(
-                    aux_logits.float(), y, label_smoothing=self.cfg.label_smoothing
-                )
-        return loss, logits
-
-    def _gradients(self, x: torch.Tensor, y: torch.Tensor, batch: int) -> tuple[float, int, list]:
-        """Loss (as this slice's share of the batch mean), correct count and parameter gradients."""
-        loss, logits = self._loss(x, y)
-        loss = loss * (len(y) / batch)
-        scaled = self.scaler.scale(loss) if self.scaler is not None else loss
-        grads = torch.autograd.grad(scaled, self.params, allow_unused=True)
-        return loss.item(), int((logits.argmax(1) == y).sum()), list(grads)
-
-    def _step(self, x: torch.Tensor, y: torch.Tensor, meanwhile: Callable[[], Any]) -> tuple[float, int, Any]:
-        """Put the batch's gradients in ``.grad``; return its mean loss, correct count and ``meanwhile()``.
-
-        With shards, ``meanwhile`` (fetching the next batch) runs while the workers compute.
-        """
-        if self.shards is None or len(y) < self.shards.workers:  # a last batch too small to split
-            loss_value, correct, grads = self._gradients(x, y, len(y))
-            upcoming = meanwhile()
-        else:
-            pieces = zip(x.tensor_split(self.shards.workers), y.tensor_split(self.shards.workers))
-            futures = self.shards.submit(self._gradients, [(xs, ys, len(y)) for xs, ys in pieces])
-            upcoming = meanwhile()
-            parts = [future.result() for future in futures]
-            loss_value, correct = sum(p[0] for p in parts), sum(p[1] for p in parts)
-            grads = parts[0][2]
-            for part in parts[1:]:  # a fixed order, so the sum is the same on every run
-                grads = [g if h is None else (h if g is None else g.add_(h)) for g, h in zip(grads, part[2])]
-        for param, grad in zip(self.params, grads):
-            param.grad = grad
-        return loss_value, correct, upcoming
 
     def _batches(self, epoch: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
         self.train_loader.set_epoch(epoch)
@@ -568,7 +494,7 @@ class Trainer:
             if step < skip:  # resuming mid-epoch: same order, these were already trained
                 upcoming = next(batches, None)
                 continue
-            loss_value, correct, upcoming = self._step(x, y, lambda: next(batches, None))
+            loss_value, correct, upcoming = self.step(x, y, lambda: next(batches, None))
             if not math.isfinite(loss_value):
                 bar.close()
                 kept = (
@@ -580,16 +506,6 @@ class Trainer:
                     f"loss became {loss_value} at epoch {epoch + 1}, step {step + 1}; {kept}. Lower the learning "
                     f"rate (now {self.schedule.lr:.3g}) or set --grad-clip"
                 )
-            if self.scaler is not None:
-                self.scaler.unscale_(self.optimizer)  # before clipping: the norm of the true gradients
-            if self.cfg.grad_clip:
-                nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
-            if self.scaler is not None:
-                self.scaler.step(self.optimizer)  # skips the step when fp16 gradients overflowed
-                self.scaler.update()
-            else:
-                self.optimizer.step()
-            self.schedule.step_batch()
             totals["loss"] += loss_value * len(y)
             totals["correct"] += correct
             totals["seen"] += len(y)
@@ -650,6 +566,12 @@ class Trainer:
         """
         if self.progress:
             tqdm.write(self.describe())
+        # The run's random stream (dropout, stochastic depth): seeded for a new run, the saved one when
+        # resuming, so that a resumed run continues exactly. Set here, when the run starts, not before.
+        if self.rng_state is not None:
+            restore_rng_state(self.rng_state, self.run_dir / "checkpoints")
+        elif self.start_epoch == 0 and not self.skip_steps:
+            torch.manual_seed(self.cfg.seed)
         for row in self.history:  # a completed run extended with --resume: its old report no longer holds
             row.update(test_loss=None, test_acc=None, selected=None)
         with self._ctrl_c_stops(), self.run_lock, training_storage_errors(self.run_dir):
@@ -756,5 +678,9 @@ def train(
     progress: bool = True,
     data: Any = None,
 ) -> RunResult:
-    """Train ``cfg`` into ``run_dir`` (see :class:`Trainer`); returns the :class:`RunResult`."""
+    """Train ``cfg`` into ``run_dir`` (see :class:`Trainer`); returns the :class:`RunResult`.
+
+    An entry point: it applies the process-wide CPU settings (:func:`configure_cpu`) first.
+    """
+    configure_cpu(cfg.threads)
     return Trainer(cfg, run_dir, overwrite=overwrite, resume=resume, progress=progress, data=data).fit()

@@ -127,7 +127,10 @@ class LRSchedule:
     def step_batch(self) -> None:
         """Advance one optimisation step."""
         self.step += 1
-        if isinstance(self.per_step, torch.optim.lr_scheduler.OneCycleLR) and self.step > self.per_step.total_steps:
+        if (
+            isinstance(self.per_step, torch.optim.lr_scheduler.OneCycleLR)
+            and self.step > self.per_step.total_steps
+        ):
             return  # past the cycle (a benchmark's extra steps): the final rate stays
         self.per_step.step()
 
