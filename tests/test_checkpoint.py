@@ -22,7 +22,7 @@ from safetensors.torch import save as serialize
 from cnnlab.data import load_dataset
 from cnnlab.errors import CheckpointError
 from cnnlab.fileio import atomic_write_text, sha256_hex
-from cnnlab.train import TrainConfig, Trainer, engine, train
+from cnnlab.train import TrainConfig, Trainer, plots, train
 from cnnlab.train.checkpoint import load_checkpoint, load_weights, read_manifest, save_checkpoint
 
 METRICS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
@@ -38,7 +38,7 @@ def tiny(tiny_dataset_dir: Path):
 @pytest.fixture(autouse=True)
 def no_curves(monkeypatch: pytest.MonkeyPatch) -> None:
     """No curves.png: matplotlib takes most of a tiny run's time, and these tests are about checkpoints."""
-    monkeypatch.setattr(engine, "plot_curves", lambda *args, **kwargs: None)
+    monkeypatch.setattr(plots, "plot_curves", lambda *args, **kwargs: None)
 
 
 def recipe(**overrides) -> TrainConfig:

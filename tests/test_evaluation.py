@@ -13,7 +13,7 @@ import pytest
 from cnnlab.cli import main
 from cnnlab.data import load_dataset
 from cnnlab.errors import CheckpointError, UsageError
-from cnnlab.train import TrainConfig, engine, evaluation, train
+from cnnlab.train import TrainConfig, evaluation, plots, train
 from cnnlab.train.evaluation import evaluate_checkpoint
 
 
@@ -25,7 +25,7 @@ def saved_run(tmp_path_factory: pytest.TempPathFactory, tiny_dataset_dir: Path) 
                       max_steps_per_epoch=3, val_fraction=0.2, data_dir=str(tiny_dataset_dir))  # fmt: skip
     data = load_dataset("fashion-mnist", data_dir=tiny_dataset_dir, verify=False, val_fraction=0.2)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(engine, "plot_curves", lambda *args, **kwargs: None)  # not what these tests are about
+        mp.setattr(plots, "plot_curves", lambda *args, **kwargs: None)  # not what these tests are about
         train(cfg, run, data=data, progress=False)
     return run
 

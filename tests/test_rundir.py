@@ -17,7 +17,7 @@ import torch
 
 from cnnlab.data import load_dataset
 from cnnlab.errors import CheckpointError
-from cnnlab.train import TrainConfig, Trainer, engine, train
+from cnnlab.train import TrainConfig, Trainer, plots, rundir, train
 from cnnlab.train.rundir import RunLock
 
 METRICS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc")
@@ -33,7 +33,7 @@ def tiny(tiny_dataset_dir: Path):
 @pytest.fixture(autouse=True)
 def no_curves(monkeypatch: pytest.MonkeyPatch) -> None:
     """No curves.png: matplotlib takes most of a tiny run's time, and these tests are not about it."""
-    monkeypatch.setattr(engine, "plot_curves", lambda *args, **kwargs: None)
+    monkeypatch.setattr(plots, "plot_curves", lambda *args, **kwargs: None)
 
 
 def recipe(**overrides) -> TrainConfig:
@@ -108,13 +108,13 @@ def test_a_full_disk_while_writing_metrics_or_curves_is_one_line_and_resume_fini
         if len(rows) == 2:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(engine, "plot_curves", full)
+    monkeypatch.setattr(plots, "plot_curves", full)
     with pytest.raises(CheckpointError) as failed:
         train(recipe(epochs=3), run, data=tiny, progress=False)
     message = str(failed.value)
     assert message.startswith(f"cannot write to the run directory {run} ({run / 'curves.png'})")
     assert "No space left on device; free space or make it writable, then continue with --resume" in message
-    monkeypatch.setattr(engine, "plot_curves", lambda *args, **kwargs: None)
+    monkeypatch.setattr(plots, "plot_curves", lambda *args, **kwargs: None)
     train(recipe(epochs=3), run, data=tiny, progress=False, resume=True)
     assert metrics(run) == metrics(tmp_path / "straight")
 
@@ -164,7 +164,7 @@ def test_a_full_disk_before_the_first_checkpoint_says_start_again(
     def full(path, text: str) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(engine, "atomic_write_text", full)  # config.json, written before any checkpoint
+    monkeypatch.setattr(rundir, "atomic_write_text", full)  # config.json, written before any checkpoint
     with pytest.raises(CheckpointError) as failed:
         train(recipe(), tmp_path / "run", data=tiny, progress=False)
     assert str(failed.value) == (

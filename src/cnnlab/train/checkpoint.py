@@ -338,7 +338,13 @@ def load_checkpoint(
         _restore_optimizer(optimizer, tensors, meta.pop("optimizer", None))
     except (KeyError, ValueError, TypeError, RuntimeError) as err:
         raise CheckpointError(f"optimizer state in {state_path} does not fit this run: {err}") from None
-    # The random streams are process-wide: returned for the caller to restore when the run resumes.
+    # The random streams are process-wide: returned for the caller to restore when the run resumes,
+    # after a trial restore on a forked stream, so that a damaged state fails here, not later.
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(tensors["rng.torch"])
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint file {state_path} is damaged: {err}") from None
     meta["rng_state"] = {
         "cpu": tensors["rng.torch"],
         "cuda": [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")],

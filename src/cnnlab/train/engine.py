@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import signal
 import threading
 import time
@@ -36,20 +35,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cnnlab.errors import CheckpointError, TrainingDiverged, UsageError
-from cnnlab.fileio import atomic_write_text
 from cnnlab.models import check_input_size, count_params, create_model, model_info
-from cnnlab.train.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
+from cnnlab.train.checkpoint import restore_rng_state
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.optim import LRSchedule, build_optimizer
-from cnnlab.train.plots import plot_curves
 from cnnlab.train.precision import autocast, cpu_has_bf16_matrix_units, cpu_name, precision_note
-from cnnlab.train.rundir import (
-    RunLock,
-    check_run_dir,
-    prepare_run_dir,
-    training_storage_errors,
-    write_metrics,
-)
+from cnnlab.train.rundata import prepare_run_data
+from cnnlab.train.rundir import RunFiles, RunLock, check_run_dir, prepare_run_dir, training_storage_errors
 from cnnlab.train.rundir import ensure_writable_dir as ensure_writable_dir  # re-exported: it lived here
 from cnnlab.train.rundir import holds_run as holds_run  # re-exported: it lived here
 from cnnlab.train.rundir import read_metrics as read_metrics  # re-exported: it lived here
@@ -62,9 +54,6 @@ __all__ = [
     "cpu_name",
     "precision_note",
 ]  # re-exported: they lived here
-
-# A run may not ask for input batches larger than this share of the machine's memory.
-MAX_BATCH_MEMORY_SHARE = 0.5
 
 
 # ---------------------------------------------------------------------------------------- device
@@ -94,26 +83,6 @@ def configure_cpu(threads: int | None) -> None:
     torch.set_flush_denormal(True)
     if threads:
         torch.set_num_threads(threads)
-
-
-def memory_bytes() -> int | None:
-    """Physical memory of this machine in bytes, where the OS says."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def check_batch_fits(batch: int, shape: tuple[int, int, int], what: str) -> None:
-    """Refuse an input batch that cannot fit in memory (fp32), before anything allocates it."""
-    total = memory_bytes()
-    need = 4 * batch * shape[0] * shape[1] * shape[2]
-    if total and need > MAX_BATCH_MEMORY_SHARE * total:
-        c, h, w = shape
-        raise UsageError(
-            f"one {what} batch of {batch} images of {c}x{h}x{w} would take {need / 2**30:.1f} GiB, more than "
-            f"half of this machine's {total / 2**30:.1f} GiB; lower the batch size, --pad-to or --in-chans"
-        )
 
 
 # ------------------------------------------------------------------------------------- evaluation
@@ -261,9 +230,6 @@ class Trainer:
         data: Any = None,
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
-        from cnnlab.data import Augment, BatchLoader, load_dataset
-        from cnnlab.data.load import validation_indices
-
         self.run_dir = Path(run_dir)
         if resume:
             cfg = self._resumed_config(cfg)
@@ -275,48 +241,13 @@ class Trainer:
         self.amp = cfg.amp
         self.channels_last = True if cfg.channels_last is None else cfg.channels_last
 
-        self.data = data or load_dataset(
-            cfg.data, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed
-        )
-        if self.data.val is None and cfg.val_fraction > 0:  # data handed in whole: hold out the same split
-            train_idx, val_idx = validation_indices(len(self.data.train), cfg.val_fraction, cfg.seed)
-            self.data = dataclasses.replace(
-                self.data,
-                train=self.data.train.subset(train_idx, "train"),
-                val=self.data.train.subset(val_idx, "val"),
-            )
-        info = self.data.info
-        self.classes = list(info.classes)
-        self._check_batch_memory()
-        train_split = self.data.train
-        if cfg.train_subset is not None and cfg.train_subset < len(train_split):
-            generator = torch.Generator().manual_seed(cfg.seed)
-            train_split = train_split.subset(
-                torch.randperm(len(train_split), generator=generator)[: cfg.train_subset]
-            )
-
-        def loader(split, train: bool):
-            return BatchLoader(
-                split,
-                batch_size=cfg.batch_size if train else cfg.eval_batch_size,
-                shuffle=train,
-                seed=cfg.seed,
-                augment=Augment(crop_padding=cfg.crop_padding, flip=cfg.flip) if train else None,
-                mean=info.mean,
-                std=info.std,
-                drop_last=False,
-                device=self.device,
-                channels_last=self.channels_last,
-                pad_to=cfg.pad_to,
-                out_chans=cfg.in_chans,
-            )
-
-        self.train_images = len(train_split)
-        self.train_loader = loader(train_split, True)
-        self.val_loader = loader(self.data.val, False) if self.data.val is not None else None
-        self.test_loader = loader(self.data.test, False)
-        x0, _ = next(iter(loader(self.data.test, False)))
-        self.input_shape = tuple(x0.shape[1:])
+        run_data = prepare_run_data(cfg, self.device, self.channels_last, data)
+        self.data, self.classes, self.input_shape = run_data.data, run_data.classes, run_data.input_shape
+        self.train_loader, self.val_loader, self.test_loader = (
+            run_data.train_loader, run_data.val_loader, run_data.test_loader,
+        )  # fmt: skip
+        self.train_images = run_data.train_images
+        self.files = RunFiles(self.run_dir)
 
         with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed alone
             torch.manual_seed(cfg.seed)
@@ -343,15 +274,7 @@ class Trainer:
             if resume:
                 self._restore()
             else:
-                atomic_write_text(self.run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
-
-    def _check_batch_memory(self) -> None:
-        """Refuse, before any allocation, input batches that cannot fit (huge --pad-to or --in-chans)."""
-        cfg, train = self.cfg, self.data.train
-        chans = cfg.in_chans or (1 if train.images.dim() == 3 else int(train.images.shape[1]))
-        h, w = train.images.shape[-2:]
-        side = (cfg.pad_to, cfg.pad_to) if cfg.pad_to else (int(h), int(w))
-        check_batch_fits(max(cfg.batch_size, cfg.eval_batch_size), (chans, *side), "input")
+                self.files.write_config(cfg.to_dict())
 
     def _shards(self) -> CoreShards | None:
         """The CPU batch shards to train with (None: plain operation-level threading, the default)."""
@@ -420,14 +343,11 @@ class Trainer:
             "grad_scaler": self.step.scaler.state_dict() if self.step.scaler is not None else None,
         }
         optimizer = self.optimizer if name == "last" else None
-        return save_checkpoint(
-            self.run_dir / "checkpoints", name, self.model, self.header(), optimizer, state
-        )
+        return self.files.save_checkpoint(name, self.model, self.header(), optimizer, state)
 
     def _restore(self) -> None:
-        manifest = self.run_dir / "checkpoints" / "last.json"
         self.model.model_name = self.cfg.model
-        state = load_checkpoint(manifest, self.model, self.optimizer)
+        state = self.files.load_checkpoint("last", self.model, self.optimizer)
         self.rng_state = state.pop("rng_state")
         self.schedule.load_state_dict(state["schedule"])
         self.history = state["history"]
@@ -437,7 +357,7 @@ class Trainer:
         self.partial = state["partial"]
         if self.step.scaler is not None and state.get("grad_scaler"):
             self.step.scaler.load_state_dict(state["grad_scaler"])
-        atomic_write_text(self.run_dir / "config.json", json.dumps(self.cfg.to_dict(), indent=2))
+        self.files.write_config(self.cfg.to_dict())
 
     # -- one epoch ------------------------------------------------------------------------------
 
@@ -499,7 +419,7 @@ class Trainer:
                 bar.close()
                 kept = (
                     f"the last good checkpoint is kept in {self.run_dir / 'checkpoints'}"
-                    if (self.run_dir / "checkpoints" / "last.json").is_file()
+                    if self.files.manifest("last").is_file()
                     else "no checkpoint was saved yet (it diverged in the first epoch)"
                 )
                 raise TrainingDiverged(
@@ -589,10 +509,7 @@ class Trainer:
                     self.best_accuracy = row["val_acc"]
                     self.save("best", epoch + 1)
                 self.save("last", epoch + 1)
-                write_metrics(self.run_dir / "metrics.csv", self.history)
-                plot_curves(
-                    self.history, self.run_dir / "curves.png", title=f"{self.cfg.model} on {self.cfg.data}"
-                )
+                self.files.record_epochs(self.history, title=f"{self.cfg.model} on {self.cfg.data}")
                 if self.on_epoch:
                     self.on_epoch(row)
                 if self.progress:
@@ -613,7 +530,7 @@ class Trainer:
         record it in metrics.csv and results.json, and return what results.json holds."""
         name, epoch = self.selected_checkpoint()
         if name == "best" and epoch != len(self.history):
-            load_checkpoint(self.run_dir / "checkpoints" / "best.json", self.model)  # weights only
+            self.files.load_checkpoint("best", self.model)  # weights only
         test = self.evaluate(self.test_loader)
         row = self.history[epoch - 1]
         row.update(test_loss=test.loss, test_acc=test.accuracy, selected=1)
@@ -634,8 +551,7 @@ class Trainer:
             "threads": torch.get_num_threads(),
             "cpu_shards": self.cfg.cpu_shards,
         }
-        write_metrics(self.run_dir / "metrics.csv", self.history)
-        atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2))
+        self.files.record_results(self.history, results)
         if self.progress:
             tqdm.write(
                 f"test accuracy {100 * test.accuracy:.2f}% ({name} checkpoint, epoch {epoch}, "

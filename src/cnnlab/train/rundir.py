@@ -15,6 +15,7 @@ import csv
 import errno
 import fcntl
 import io
+import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -217,3 +218,49 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     """Rows of ``metrics.csv`` with numbers parsed (empty cells become None)."""
     with open(path, newline="") as f:
         return [{k: (float(v) if v != "" else None) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+class RunFiles:
+    """The files of one run directory, in their formats: ``config.json``, ``metrics.csv`` and
+    ``curves.png`` (after every epoch), ``results.json`` (the final report) and ``checkpoints/``.
+
+    The training loop says what to record; this class alone knows where and how it is written.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.checkpoints = self.run_dir / "checkpoints"
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        """The recipe, as ``config.json``."""
+        atomic_write_text(self.run_dir / "config.json", json.dumps(config, indent=2))
+
+    def manifest(self, name: str) -> Path:
+        """The manifest of checkpoint ``name`` (``last``, ``best``)."""
+        return self.checkpoints / f"{name}.json"
+
+    def save_checkpoint(
+        self, name: str, model: Any, header: dict[str, Any], optimizer: Any = None, state: Any = None
+    ) -> Path:
+        """Save checkpoint ``name`` (see :func:`cnnlab.train.checkpoint.save_checkpoint`)."""
+        from cnnlab.train.checkpoint import save_checkpoint
+
+        return save_checkpoint(self.checkpoints, name, model, header, optimizer, state)
+
+    def load_checkpoint(self, name: str, model: Any, optimizer: Any = None) -> dict[str, Any]:
+        """Load checkpoint ``name`` into ``model`` (and ``optimizer``); the training state it holds."""
+        from cnnlab.train.checkpoint import load_checkpoint
+
+        return load_checkpoint(self.manifest(name), model, optimizer)
+
+    def record_epochs(self, history: list[dict[str, Any]], title: str) -> None:
+        """``metrics.csv`` and ``curves.png`` for the epochs so far."""
+        from cnnlab.train.plots import plot_curves
+
+        write_metrics(self.run_dir / "metrics.csv", history)
+        plot_curves(history, self.run_dir / "curves.png", title=title)
+
+    def record_results(self, history: list[dict[str, Any]], results: dict[str, Any]) -> None:
+        """The final report: ``results.json`` and the selected row's test columns in ``metrics.csv``."""
+        write_metrics(self.run_dir / "metrics.csv", history)
+        atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2))

@@ -1,0 +1,109 @@
+"""The data of one training run: the splits the recipe asks for, and their batch loaders.
+
+The validation split is held out of the training set by the seed (the same split whether the
+dataset is loaded here or handed in whole); ``train_subset`` trains on a seeded sample of what is
+left; a batch that could not fit in memory (a huge ``pad_to`` or ``in_chans``) is refused before
+anything is allocated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from cnnlab.errors import UsageError
+from cnnlab.train.config import TrainConfig
+
+# A run may not ask for input batches larger than this share of the machine's memory.
+MAX_BATCH_MEMORY_SHARE = 0.5
+
+
+def memory_bytes() -> int | None:
+    """Physical memory of this machine in bytes, where the OS says."""
+    import os
+
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_batch_fits(batch: int, shape: tuple[int, int, int], what: str) -> None:
+    """Refuse an input batch that cannot fit in memory (fp32), before anything allocates it."""
+    total = memory_bytes()
+    need = 4 * batch * shape[0] * shape[1] * shape[2]
+    if total and need > MAX_BATCH_MEMORY_SHARE * total:
+        c, h, w = shape
+        raise UsageError(
+            f"one {what} batch of {batch} images of {c}x{h}x{w} would take {need / 2**30:.1f} GiB, more than "
+            f"half of this machine's {total / 2**30:.1f} GiB; lower the batch size, --pad-to or --in-chans"
+        )
+
+
+@dataclass
+class RunData:
+    """A run's dataset (with its validation split) and the loaders the loop and the evaluations read."""
+
+    data: Any  # cnnlab.data.DatasetSplits
+    classes: list[str]
+    train_loader: Any
+    val_loader: Any | None
+    test_loader: Any
+    train_images: int
+    input_shape: tuple[int, int, int]
+
+
+def prepare_run_data(
+    cfg: TrainConfig, device: torch.device, channels_last: bool, data: Any = None
+) -> RunData:
+    """Load (or take) ``cfg.data``, hold out the validation split, and build the three loaders."""
+    from cnnlab.data import Augment, BatchLoader, load_dataset
+    from cnnlab.data.load import validation_indices
+
+    data = data or load_dataset(cfg.data, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    if data.val is None and cfg.val_fraction > 0:  # handed in whole: hold out the same split
+        train_idx, val_idx = validation_indices(len(data.train), cfg.val_fraction, cfg.seed)
+        data = dataclasses.replace(
+            data, train=data.train.subset(train_idx, "train"), val=data.train.subset(val_idx, "val")
+        )
+    images = data.train.images
+    chans = cfg.in_chans or (1 if images.dim() == 3 else int(images.shape[1]))
+    side = (cfg.pad_to, cfg.pad_to) if cfg.pad_to else tuple(int(v) for v in images.shape[-2:])
+    check_batch_fits(max(cfg.batch_size, cfg.eval_batch_size), (chans, *side), "input")
+    train_split = data.train
+    if cfg.train_subset is not None and cfg.train_subset < len(train_split):
+        generator = torch.Generator().manual_seed(cfg.seed)
+        train_split = train_split.subset(
+            torch.randperm(len(train_split), generator=generator)[: cfg.train_subset]
+        )
+
+    def loader(split: Any, train: bool) -> Any:
+        return BatchLoader(
+            split,
+            batch_size=cfg.batch_size if train else cfg.eval_batch_size,
+            shuffle=train,
+            seed=cfg.seed,
+            augment=Augment(crop_padding=cfg.crop_padding, flip=cfg.flip) if train else None,
+            mean=data.info.mean,
+            std=data.info.std,
+            drop_last=False,
+            device=device,
+            channels_last=channels_last,
+            pad_to=cfg.pad_to,
+            out_chans=cfg.in_chans,
+        )
+
+    test_loader = loader(data.test, False)
+    x0, _ = next(iter(loader(data.test, False)))
+    return RunData(
+        data=data,
+        classes=list(data.info.classes),
+        train_loader=loader(train_split, True),
+        val_loader=loader(data.val, False) if data.val is not None else None,
+        test_loader=test_loader,
+        train_images=len(train_split),
+        input_shape=tuple(x0.shape[1:]),
+    )
