@@ -585,18 +585,11 @@ def _epoch_line(row: dict[str, Any], epochs: int) -> str:
     return " | ".join(parts)
 
 
-def train(
-    cfg: TrainConfig,
-    run_dir: str | Path,
-    *,
-    overwrite: bool = False,
-    resume: bool = False,
-    progress: bool = True,
-    data: Any = None,
-) -> RunResult:
-    """Train ``cfg`` into ``run_dir`` (see :class:`Trainer`); returns the :class:`RunResult`.
+def train(cfg: TrainConfig, run_dir: str | Path, **options: Any) -> RunResult:
+    """Train ``cfg`` into ``run_dir``; returns the :class:`RunResult`. ``options`` are :class:`Trainer`'s
+    keywords (``overwrite``, ``resume``, ``progress``, ``data``, ``on_epoch``).
 
     An entry point: it applies the process-wide CPU settings (:func:`configure_cpu`) first.
     """
     configure_cpu(cfg.threads)
-    return Trainer(cfg, run_dir, overwrite=overwrite, resume=resume, progress=progress, data=data).fit()
+    return Trainer(cfg, run_dir, **options).fit()
