@@ -141,7 +141,7 @@ def plot_degradation(runs: dict[tuple[str, int], RunResult], path: Path, title: 
     is only measured on the selected checkpoint) per epoch; plain dashed, residual solid, one colour per depth."""
     import matplotlib.pyplot as plt
 
-    from cnnlab.train.plots import _save
+    from cnnlab.train.plots import save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
     with_val = all(run.history and all("val_acc" in r for r in run.history) for run in runs.values())
@@ -164,7 +164,7 @@ def plot_degradation(runs: dict[tuple[str, int], RunResult], path: Path, title: 
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def degradation(
