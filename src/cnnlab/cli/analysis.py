@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from cnnlab.cli.options import add_model_option_arg, model_options
 from cnnlab.errors import UsageError
 
 CONVENTIONS = """conventions (docs/analysis.md):
@@ -24,13 +25,13 @@ def _summary(args: argparse.Namespace) -> int:
     import torch
 
     from cnnlab.analysis import summarize
-    from cnnlab.analysis.loading import load_model, parse_input_size, parse_options
+    from cnnlab.analysis.loading import load_model, parse_input_size
 
     if args.depth is not None and args.depth < 1:
         raise UsageError(f"--depth must be at least 1, got {args.depth}")
-    options = parse_options(args.opt)
+    options = model_options(args)
     if options and ".py:" in args.model:
-        raise UsageError("--opt applies to registry models; set options in your own file")
+        raise UsageError("--model-option applies to registry models; set options in your own file")
     if args.input is not None:
         parse_input_size(args.input)  # a malformed size is refused before a model is built
     # --device cpu runs the arithmetic: the weights must exist there, initialised as the paper says
@@ -143,7 +144,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--optimizer-states", type=int, default=1, help="for the training estimate (SGD 1, Adam 2)"
     )
-    p.add_argument("--opt", action="append", metavar="KEY=VALUE", help="builder option, e.g. stride_in=3x3")
+    add_model_option_arg(p)
     p.set_defaults(func=_summary)
 
     c = subparsers.add_parser(

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from cnnlab.cli.options import add_model_option_arg, model_options
 from cnnlab.errors import UsageError
 from cnnlab.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
 
@@ -18,18 +19,6 @@ def _float_list(text: str) -> tuple[int, ...]:
         return tuple(int(v) for v in text.replace(",", " ").split())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected epochs such as '5,8', got {text!r}") from None
-
-
-def _model_option(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"model options are KEY=VALUE, got {text!r}")
-    import ast
-
-    try:
-        return key, ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key, value  # a plain string such as stride_in=3x3
 
 
 # (flag, config field, type, help); every default is shown in --help from the record training starts
@@ -145,14 +134,7 @@ def add_recipe_args(parser: argparse.ArgumentParser, defaults: TrainConfig = DEF
     group.add_argument(
         "--compile", dest="compile", action="store_true", default=None, help="torch.compile the model"
     )
-    group.add_argument(
-        "--model-option",
-        dest="model_options",
-        type=_model_option,
-        action="append",
-        metavar="KEY=VALUE",
-        help="model builder option, e.g. stride_in=3x3 (repeatable)",
-    )
+    add_model_option_arg(group)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     parser.add_argument(
         "--resume",
@@ -169,7 +151,7 @@ def given_settings(args: argparse.Namespace) -> dict[str, object]:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in fields and k != "model" and v is not None}
     if "model_options" in given:
-        given["model_options"] = dict(given["model_options"])
+        given["model_options"] = model_options(args)
     return given
 
 

@@ -1,0 +1,42 @@
+"""Command-line values shared by several commands: ``--model-option KEY=VALUE``, parsed in one place.
+
+Torch-free, so that ``cnnlab --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+
+MODEL_OPTION_HELP = "model builder option, e.g. stride_in=3x3 or img_size=32 (repeatable)"
+
+
+def parse_model_option(text: str) -> tuple[str, object]:
+    """``"img_size=32" -> ("img_size", 32)``: the value read as a Python literal where it is one
+    (ints, floats, True, tuples), else kept as text (``stride_in=3x3``).
+
+    Used as an argparse ``type``: a pair without ``=`` or without a key is argparse's one-line error, exit 2.
+    """
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"model options are KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key.strip(), value  # a plain string such as stride_in=3x3
+
+
+def add_model_option_arg(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--model-option KEY=VALUE`` (repeatable) into ``args.model_options``, a list of (key, value) pairs.
+
+    ``--opt`` is the same flag under its old name (``cnnlab summary`` had it), kept so that no command
+    line breaks, and left out of ``--help``.
+    """
+    common = dict(dest="model_options", type=parse_model_option, action="append", metavar="KEY=VALUE")
+    parser.add_argument("--model-option", help=MODEL_OPTION_HELP, **common)
+    parser.add_argument("--opt", help=argparse.SUPPRESS, **common)
+
+
+def model_options(args: argparse.Namespace) -> dict[str, object]:
+    """The ``--model-option`` pairs given, as keyword options (a repeated key: the last one wins)."""
+    return dict(getattr(args, "model_options", None) or [])
