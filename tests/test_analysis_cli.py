@@ -258,8 +258,8 @@ def test_model_option_means_the_same_in_train_compare_and_summary(
 ) -> None:
     """One parser behind ``--model-option`` in every command (``--opt``, its old name, still works)."""
     import cnnlab.analysis.loading as loading
-    from cnnlab.cli.train import config_from_args
     from cnnlab.cli import build_parser
+    from cnnlab.cli.train import config_from_args
 
     parser = build_parser()
     for argv in (["train", "lecture-simple"], ["compare", "lecture-simple", "lecture-residual"]):
