@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cnnlab.cli.options import add_model_option_arg, model_options
+from cnnlab.cli.common import add_model_option_arg, model_options
 from cnnlab.errors import UsageError
 
 CONVENTIONS = """conventions (docs/analysis.md):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from cnnlab.cli.common import report_experiment
 from cnnlab.cli.train import add_recipe_args, config_from_args
 
 
@@ -14,12 +15,9 @@ def _degradation(args: argparse.Namespace) -> int:
     result = degradation(
         args.depths, cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet
     )
-    print()
-    print(result.markdown())
-    print()
-    print(f"table:  {result.table}")
-    print(f"figure: {result.figure}")
-    return 0
+    return report_experiment(
+        result.markdown(), {"table": result.table, "figure": result.figure}, result.status
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

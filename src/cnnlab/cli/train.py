@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from cnnlab.cli.options import add_model_option_arg, model_options
+from cnnlab.cli.common import add_model_option_arg, model_options, report_experiment
 from cnnlab.errors import UsageError
 from cnnlab.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
 
@@ -245,15 +245,8 @@ def _compare(args: argparse.Namespace) -> int:
     comparison = compare(
         args.models, cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet
     )
-    print()
-    print(comparison.markdown())
-    print()
-    print(f"table: {comparison.table_path}")
-    print(f"plot:  {comparison.plot_path}")
-    if any(r.status != "completed" for r in comparison.runs):
-        print("interrupted: continue with the same command and --resume")
-        return 130
-    return 0
+    files = {"table": comparison.table_path, "plot": comparison.plot_path}
+    return report_experiment(comparison.markdown(), files, comparison.status)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

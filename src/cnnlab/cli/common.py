@@ -1,4 +1,5 @@
-"""Command-line values shared by several commands: ``--model-option KEY=VALUE``, parsed in one place.
+"""What several commands share: ``--model-option KEY=VALUE`` parsed in one place, and how an
+experiment's outcome is printed.
 
 Torch-free, so that ``cnnlab --help`` stays fast.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+from pathlib import Path
 
 MODEL_OPTION_HELP = "model builder option, e.g. stride_in=3x3 or img_size=32 (repeatable)"
 
@@ -40,3 +42,18 @@ def add_model_option_arg(parser: argparse.ArgumentParser | argparse._ArgumentGro
 def model_options(args: argparse.Namespace) -> dict[str, object]:
     """The ``--model-option`` pairs given, as keyword options (a repeated key: the last one wins)."""
     return dict(getattr(args, "model_options", None) or [])
+
+
+def report_experiment(markdown: str, files: dict[str, Path], status: str) -> int:
+    """Print an experiment's table and the files it wrote; the exit status: 0, or 130 after an interruption
+    (the partial table is printed and saved, and the line after it says how to continue)."""
+    from cnnlab.experiments.runner import RESUME_HINT
+
+    width = max(map(len, files)) + 1
+    print(f"\n{markdown}\n")
+    for what, path in files.items():
+        print(f"{what + ':':<{width}} {path}")
+    if status != "completed":
+        print(RESUME_HINT)
+        return 130
+    return 0
