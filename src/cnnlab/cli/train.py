@@ -76,6 +76,14 @@ RECIPE = (
     ("--max-steps-per-epoch", "max_steps_per_epoch", int, "cut epochs short (smoke tests, benchmarks)"),
 )
 
+# (flag, config field, help) of the on/off settings: --flag and --no-flag; a help text that says its
+# own default keeps it (aux_loss is on only where the model has auxiliary heads).
+SWITCHES = (
+    ("--nesterov", "nesterov", "Nesterov momentum"),
+    ("--flip", "flip", "random horizontal flips"),
+    ("--aux-loss", "aux_loss", "use auxiliary heads in the loss (default: on, where the model has them)"),
+)
+
 
 def _shown(value: object) -> str:
     return ("on" if value else "off") if isinstance(value, bool) else str(value)
@@ -98,27 +106,15 @@ def add_recipe_args(parser: argparse.ArgumentParser, defaults: TrainConfig = DEF
             default=None,
             help=text if described else f"{text} (default: {_shown(value)})",
         )
-    group.add_argument(
-        "--nesterov",
-        dest="nesterov",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help=f"Nesterov momentum (default: {_shown(defaults.nesterov)})",
-    )
-    group.add_argument(
-        "--flip",
-        dest="flip",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help=f"random horizontal flips (default: {_shown(defaults.flip)})",
-    )
-    group.add_argument(
-        "--aux-loss",
-        dest="aux_loss",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="use auxiliary heads in the loss (default: on, where the model has them)",
-    )
+    for flag, fieldname, text in SWITCHES:
+        value = getattr(defaults, fieldname)
+        group.add_argument(
+            flag,
+            dest=fieldname,
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=text if "(default: " in text else f"{text} (default: {_shown(value)})",
+        )
     group.add_argument(
         "--amp",
         dest="amp",
