@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cnnlab.cli.common import add_model_option_arg, model_options
+from cnnlab.cli.common import add_command, add_command_group, add_model_option_arg, model_options
 from cnnlab.errors import UsageError
 
 CONVENTIONS = """conventions (docs/analysis.md):
@@ -114,8 +114,10 @@ def _paper_tables(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``summary``, ``cost``, ``rf`` and ``paper-tables``."""
     fmt = argparse.RawDescriptionHelpFormatter
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "summary",
+        _summary,
         help="layer-by-layer parameters, MACs, memory and receptive field of a model",
         description="Trace one forward pass (on the meta device: no arithmetic, no memory) and account for "
         "every operation, functional ones included (F.relu, torch.cat, +).",
@@ -145,24 +147,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--optimizer-states", type=int, default=1, help="for the training estimate (SGD 1, Adam 2)"
     )
     add_model_option_arg(p)
-    p.set_defaults(func=_summary)
 
-    c = subparsers.add_parser(
+    kinds = add_command_group(
+        subparsers,
         "cost",
         help="the cost arithmetic of a convolution, with and without a 1x1 reduction",
         description="Multiplications of a stride-1 'same' convolution: k^2 x size^2 x c_in x c_out.",
+        metavar="KIND",
+        dest="kind",
     )
-    kinds = c.add_subparsers(dest="kind", metavar="KIND", required=True)
-    conv = kinds.add_parser("conv", help="k x k convolution, optionally after a 1x1 reduction")
+    conv = add_command(kinds, "conv", _cost, help="k x k convolution, optionally after a 1x1 reduction")
     conv.add_argument("--in", dest="in_chs", type=int, required=True, help="input channels")
     conv.add_argument("--out", dest="out_chs", type=int, required=True, help="output channels")
     conv.add_argument("--kernel", type=int, required=True, help="kernel side k")
     conv.add_argument("--size", type=int, required=True, help="feature map side (stride 1, same padding)")
     conv.add_argument("--reduce", type=int, help="channels of a 1x1 reduction before the convolution")
-    conv.set_defaults(func=_cost)
 
-    r = subparsers.add_parser(
+    r = add_command(
+        subparsers,
         "rf",
+        _rf,
         help="output size, jump and receptive field, layer by layer",
         description="TARGET is a layer list such as 'conv3s2p1,conv3s2p1' (conv|pool, kernel, then optional "
         "s<stride> p<padding> d<dilation>; pool stride defaults to its kernel) or a model (registry name or "
@@ -174,13 +178,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--size", type=int, help="input side for a layer list (prints output sizes)")
     r.add_argument("--input", help="input size CxHxW for a model (default: the model's own)")
     r.add_argument("--depth", type=int, help="group a model's rows to this many name levels")
-    r.set_defaults(func=_rf)
 
-    t = subparsers.add_parser(
+    t = add_command(
+        subparsers,
         "paper-tables",
+        _paper_tables,
         help="the papers' tables reproduced beside our counts",
         description="GoogLeNet Table 1, VGG-16 per layer, ResNet FLOPs, AlexNet neurons, the 1x1 arithmetic "
         "and the receptive-field example, each figure beside the paper's with the difference.",
     )
     t.add_argument("names", nargs="*", help="googlenet, vgg16, resnet, alexnet, 1x1, rf (default: all)")
-    t.set_defaults(func=_paper_tables)

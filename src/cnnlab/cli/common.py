@@ -1,5 +1,5 @@
-"""What several commands share: ``--model-option KEY=VALUE`` parsed in one place, and how an
-experiment's outcome is printed.
+"""What several commands share: how a (sub)command is declared, ``--model-option KEY=VALUE`` parsed in
+one place, and how an experiment's outcome is printed.
 
 Torch-free, so that ``cnnlab --help`` stays fast.
 """
@@ -8,7 +8,30 @@ from __future__ import annotations
 
 import argparse
 import ast
+from collections.abc import Callable
 from pathlib import Path
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def add_command(
+    subparsers: argparse._SubParsersAction, name: str, func: Handler, help: str, **kwargs: object
+) -> argparse.ArgumentParser:
+    """Declare subcommand ``name``, handled by ``func`` (its arguments are added to the parser returned);
+    ``kwargs`` go to ``add_parser`` (description, epilog, formatter_class)."""
+    parser = subparsers.add_parser(name, help=help, **kwargs)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def add_command_group(
+    subparsers: argparse._SubParsersAction, name: str, help: str, description: str, metavar: str, dest: str
+) -> argparse._SubParsersAction:
+    """Declare ``name`` as a command with required subcommands (``cnnlab data list``); returns the
+    subparsers to declare them in, their name in ``args.<dest>``."""
+    parser = subparsers.add_parser(name, help=help, description=description)
+    return parser.add_subparsers(dest=dest, metavar=metavar, required=True)
+
 
 MODEL_OPTION_HELP = "model builder option, e.g. stride_in=3x3 or img_size=32 (repeatable)"
 

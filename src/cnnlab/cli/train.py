@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from cnnlab.cli.common import add_model_option_arg, model_options, report_experiment
+from cnnlab.cli.common import add_command, add_model_option_arg, model_options, report_experiment
 from cnnlab.errors import UsageError
 from cnnlab.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
 
@@ -247,8 +247,10 @@ def _compare(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``train``, ``evaluate`` and ``compare``."""
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "train",
+        _train,
         help="train a model into a run directory",
         description="Train MODEL on a dataset into OUT/NAME/ (config.json, metrics.csv, curves.png, checkpoints/). "
         "Ctrl-C stops after the current batch and saves a checkpoint; --resume continues exactly.",
@@ -257,10 +259,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs", help="parent folder of run directories (default: runs)")
     p.add_argument("--name", help="run directory name (default: the model name)")
     add_recipe_args(p)
-    p.set_defaults(func=_train)
 
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "evaluate",
+        _evaluate,
         help="evaluate a run directory or checkpoint",
         description="Accuracy, per-class accuracy and confusion matrix (printed, and saved as confusion.png) of a "
         "saved run directory, checkpoint manifest (.json) or weights file (.safetensors).",
@@ -277,10 +280,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="folder holding the dataset files")
     p.add_argument("--out", help="where to save confusion.png (default: the run directory)")
     p.add_argument("--device", default="auto")
-    p.set_defaults(func=_evaluate)
 
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "compare",
+        _compare,
         help="train several models with one recipe and compare them",
         description="Train each MODEL with the same recipe into OUT/MODEL/, then print a table of parameters, final "
         "and best test accuracy, seconds per epoch and images/s, and save comparison.md/.json and comparison.png.",
@@ -288,4 +292,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("models", nargs="+", metavar="MODEL")
     p.add_argument("--out", default="runs/compare", help="folder of the comparison (default: runs/compare)")
     add_recipe_args(p)
-    p.set_defaults(func=_compare)
