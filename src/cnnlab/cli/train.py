@@ -14,7 +14,7 @@ DEFAULTS = TrainConfig()
 MAX_NAME_BYTES = 255  # a run directory's name is one path component
 
 
-def _float_list(text: str) -> tuple[int, ...]:
+def _epoch_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in text.replace(",", " ").split())
     except ValueError:
@@ -47,7 +47,7 @@ RECIPE = (
     ("--schedule", "schedule", str, f"one of {', '.join(SCHEDULES)}"),
     ("--warmup-epochs", "warmup_epochs", float, "linear warmup length in epochs (not with onecycle)"),
     ("--step-size", "step_size", int, "step schedule: epochs between decays"),
-    ("--milestones", "milestones", _float_list, "multistep schedule: epochs at which lr *= gamma, e.g. 5,8"),
+    ("--milestones", "milestones", _epoch_list, "multistep schedule: epochs at which lr *= gamma, e.g. 5,8"),
     ("--gamma", "gamma", float, "decay factor of step, multistep and plateau"),
     ("--label-smoothing", "label_smoothing", float, "label smoothing of the cross-entropy"),
     ("--grad-clip", "grad_clip", float, "clip the gradient norm to this value"),
