@@ -74,6 +74,8 @@ def run_members(
         run_dir = out / name
         if resume and (finished := finished_run(run_dir, cfg)) is not None:
             result.runs[name], result.input_shape = finished
+            if progress:
+                print(f"== {name}: finished, read from {run_dir} (not trained again)", flush=True)
             continue
         if progress:
             print(f"== {name}", flush=True)
