@@ -241,3 +241,50 @@ def test_models_shows_a_family_name_and_names_a_model_that_fails_to_trace(capsys
     code, out, err = run(capsys, "models", "lecture-*")
     assert code == 1 and "trace failed" in out and "467,200" not in out and "6,019,200" in out
     assert err == "cnnlab: error: cannot trace lecture-simple: RuntimeError: unsupported operation 'foo'\n"
+
+
+@pytest.mark.parametrize(
+    "text, key, value",
+    [
+        ("img_size=32", "img_size", 32),
+        ("drop_rate=0.25", "drop_rate", 0.25),
+        ("aux_logits=True", "aux_logits", True),
+        ("stride_in=3x3", "stride_in", "3x3"),
+        ("widths=(16, 32)", "widths", (16, 32)),
+    ],
+)
+def test_model_option_means_the_same_in_train_compare_and_summary(
+    text: str, key: str, value: object, monkeypatch
+) -> None:
+    """One parser behind ``--model-option`` in every command (``--opt``, its old name, still works)."""
+    import cnnlab.analysis.loading as loading
+    from cnnlab.cli import build_parser
+    from cnnlab.cli.train import config_from_args
+
+    parser = build_parser()
+    for argv in (["train", "lecture-simple"], ["compare", "lecture-simple", "lecture-residual"]):
+        args = parser.parse_args([*argv, "--model-option", text])
+        assert config_from_args(args, "lecture-simple").model_options == {key: value}
+
+    seen = []
+
+    def load_model(spec, options=None, device="meta"):
+        seen.append(options)
+        raise SystemExit(0)  # stop before any tracing: only the options matter here
+
+    monkeypatch.setattr(loading, "load_model", load_model)
+    for flag in ("--model-option", "--opt"):
+        with pytest.raises(SystemExit):
+            main(["summary", "lecture-simple", flag, text])
+    assert seen == [{key: value}, {key: value}]
+
+
+@pytest.mark.parametrize(
+    "argv", [["train", "lecture-simple"], ["compare", "lecture-simple"], ["summary", "lecture-simple"]]
+)
+def test_a_model_option_without_equals_is_a_one_line_usage_error(argv: list[str], capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--model-option", "img_size32"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1
+    assert "model options are KEY=VALUE, got 'img_size32'" in err

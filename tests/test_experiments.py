@@ -132,3 +132,78 @@ def test_degradation_with_a_validation_split_selects_on_it_and_only_reports_the_
     )
     assert "| plain8-cifar | 75,002 | 20.00% | 35.00% | 30.00% | 38.00% | 1.0 |" in table
     assert plot_degradation(runs, tmp_path / "f.png", "t").stat().st_size > 1000
+
+
+def _stop_member(monkeypatch, model: str, after_steps: int) -> None:
+    """Make the experiment runner's next fresh (not resumed) run of ``model`` stop as Ctrl-C would,
+    after ``after_steps`` optimiser steps."""
+    from cnnlab.experiments import runner
+
+    class Trainer(runner.Trainer):
+        def __init__(self, cfg, *args, **kwargs) -> None:
+            super().__init__(cfg, *args, **kwargs)
+            if cfg.model == model and not kwargs.get("resume"):
+                step_batch = self.schedule.step_batch
+
+                def step_then_maybe_stop() -> None:
+                    step_batch()
+                    if self.schedule.step == after_steps:
+                        self.request_stop()
+
+                self.schedule.step_batch = step_then_maybe_stop
+
+    monkeypatch.setattr(runner, "Trainer", Trainer)
+
+
+def _files(run_dir: Path) -> dict[str, tuple[int, bytes]]:
+    """metrics.csv and every checkpoint file of a run: modification time and contents."""
+    paths = [run_dir / "metrics.csv", *sorted((run_dir / "checkpoints").iterdir())]
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in paths}
+
+
+def _rows_without_timing(out: Path) -> list[dict]:
+    rows = json.loads((out / "comparison.json").read_text())["rows"]
+    return [{k: v for k, v in r.items() if k not in ("seconds_per_epoch", "images_per_s")} for r in rows]
+
+
+def test_an_interrupted_compare_resumes_without_retraining_the_finished_member(
+    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, capsys
+) -> None:
+    from cnnlab.experiments.runner import RESUME_HINT
+
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    models = ["lecture-simple", "lecture-residual"]
+    recipe = ["--data-dir", str(tiny_dataset_dir), "--epochs", "2", "--batch-size", "100"]
+    recipe += ["--train-subset", "300", "--threads", "1", "--quiet"]
+    assert main(["compare", *models, "--out", str(tmp_path / "straight"), *recipe]) == 0
+
+    out = tmp_path / "stopped"
+    _stop_member(monkeypatch, "lecture-residual", after_steps=2)  # mid-way through its first epoch
+    assert main(["compare", *models, "--out", str(out), *recipe]) == 130
+    assert capsys.readouterr().out.rstrip().endswith(RESUME_HINT)
+    partial = _rows_without_timing(out)  # the partial table is written
+    assert [(r["model"], r["status"]) for r in partial] == [
+        ("lecture-simple", "completed"),
+        ("lecture-residual", "interrupted"),
+    ]
+    first = _files(out / "lecture-simple")
+
+    assert main(["compare", *models, "--out", str(out), "--resume", *recipe]) == 0
+    assert _files(out / "lecture-simple") == first  # read, not trained or evaluated again
+    assert _rows_without_timing(out) == _rows_without_timing(tmp_path / "straight")
+
+
+def test_an_interrupted_degradation_writes_its_partial_table_and_exits_130(
+    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    _stop_member(monkeypatch, "resnet8-cifar", after_steps=2)
+    argv = ["experiment", "degradation", "--depths", "8", "--out", str(tmp_path / "deg"), "--quiet"]
+    argv += ["--data-dir", str(tiny_dataset_dir), "--epochs", "1", "--batch-size", "100"]
+    argv += ["--train-subset", "300", "--threads", "1"]
+    assert main(argv) == 130
+    assert "--resume" in capsys.readouterr().out
+    table = (tmp_path / "deg" / "degradation.md").read_text()
+    assert "| plain8-cifar |" in table and "resnet8-cifar" not in table
+    assert main([*argv, "--resume"]) == 0
+    assert "| resnet8-cifar |" in (tmp_path / "deg" / "degradation.md").read_text()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import importlib.util
 import inspect
 import re
@@ -26,20 +25,6 @@ def parse_input_size(text: str) -> tuple[int, int, int]:
     if min(c, h, w) < 1:
         raise UsageError(f"--input must have C, H and W of at least 1, got {text!r}")
     return c, h, w
-
-
-def parse_options(pairs: list[str] | None) -> dict[str, object]:
-    """``["img_size=32", "stride_in=3x3"]`` -> keyword options (values read as Python literals when they are)."""
-    options: dict[str, object] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--opt takes KEY=VALUE, got {pair!r}")
-        try:
-            options[key.strip()] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            options[key.strip()] = value
-    return options
 
 
 def _failure(err: BaseException) -> str:

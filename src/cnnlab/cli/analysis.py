@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from cnnlab.cli.common import add_command, add_command_group, add_model_option_arg, model_options
 from cnnlab.errors import UsageError
 
 CONVENTIONS = """conventions (docs/analysis.md):
@@ -24,13 +25,13 @@ def _summary(args: argparse.Namespace) -> int:
     import torch
 
     from cnnlab.analysis import summarize
-    from cnnlab.analysis.loading import load_model, parse_input_size, parse_options
+    from cnnlab.analysis.loading import load_model, parse_input_size
 
     if args.depth is not None and args.depth < 1:
         raise UsageError(f"--depth must be at least 1, got {args.depth}")
-    options = parse_options(args.opt)
+    options = model_options(args)
     if options and ".py:" in args.model:
-        raise UsageError("--opt applies to registry models; set options in your own file")
+        raise UsageError("--model-option applies to registry models; set options in your own file")
     if args.input is not None:
         parse_input_size(args.input)  # a malformed size is refused before a model is built
     # --device cpu runs the arithmetic: the weights must exist there, initialised as the paper says
@@ -113,8 +114,10 @@ def _paper_tables(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``summary``, ``cost``, ``rf`` and ``paper-tables``."""
     fmt = argparse.RawDescriptionHelpFormatter
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "summary",
+        _summary,
         help="layer-by-layer parameters, MACs, memory and receptive field of a model",
         description="Trace one forward pass (on the meta device: no arithmetic, no memory) and account for "
         "every operation, functional ones included (F.relu, torch.cat, +).",
@@ -143,25 +146,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--optimizer-states", type=int, default=1, help="for the training estimate (SGD 1, Adam 2)"
     )
-    p.add_argument("--opt", action="append", metavar="KEY=VALUE", help="builder option, e.g. stride_in=3x3")
-    p.set_defaults(func=_summary)
+    add_model_option_arg(p)
 
-    c = subparsers.add_parser(
+    kinds = add_command_group(
+        subparsers,
         "cost",
         help="the cost arithmetic of a convolution, with and without a 1x1 reduction",
         description="Multiplications of a stride-1 'same' convolution: k^2 x size^2 x c_in x c_out.",
+        metavar="KIND",
+        dest="kind",
     )
-    kinds = c.add_subparsers(dest="kind", metavar="KIND", required=True)
-    conv = kinds.add_parser("conv", help="k x k convolution, optionally after a 1x1 reduction")
+    conv = add_command(kinds, "conv", _cost, help="k x k convolution, optionally after a 1x1 reduction")
     conv.add_argument("--in", dest="in_chs", type=int, required=True, help="input channels")
     conv.add_argument("--out", dest="out_chs", type=int, required=True, help="output channels")
     conv.add_argument("--kernel", type=int, required=True, help="kernel side k")
     conv.add_argument("--size", type=int, required=True, help="feature map side (stride 1, same padding)")
     conv.add_argument("--reduce", type=int, help="channels of a 1x1 reduction before the convolution")
-    conv.set_defaults(func=_cost)
 
-    r = subparsers.add_parser(
+    r = add_command(
+        subparsers,
         "rf",
+        _rf,
         help="output size, jump and receptive field, layer by layer",
         description="TARGET is a layer list such as 'conv3s2p1,conv3s2p1' (conv|pool, kernel, then optional "
         "s<stride> p<padding> d<dilation>; pool stride defaults to its kernel) or a model (registry name or "
@@ -173,13 +178,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--size", type=int, help="input side for a layer list (prints output sizes)")
     r.add_argument("--input", help="input size CxHxW for a model (default: the model's own)")
     r.add_argument("--depth", type=int, help="group a model's rows to this many name levels")
-    r.set_defaults(func=_rf)
 
-    t = subparsers.add_parser(
+    t = add_command(
+        subparsers,
         "paper-tables",
+        _paper_tables,
         help="the papers' tables reproduced beside our counts",
         description="GoogLeNet Table 1, VGG-16 per layer, ResNet FLOPs, AlexNet neurons, the 1x1 arithmetic "
         "and the receptive-field example, each figure beside the paper's with the difference.",
     )
     t.add_argument("names", nargs="*", help="googlenet, vgg16, resnet, alexnet, 1x1, rf (default: all)")
-    t.set_defaults(func=_paper_tables)

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from cnnlab.cli.common import add_command, add_command_group
 from cnnlab.data.catalog import DATASETS, candidate_dirs, check_explicit_root, dataset_files, dataset_info
 from cnnlab.errors import DataError
 
@@ -102,25 +103,28 @@ def _check(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``cnnlab data`` with ``list``, ``fetch`` and ``check``."""
-    p = subparsers.add_parser(
+    sub = add_command_group(
+        subparsers,
         "data",
         help="list, fetch and verify the datasets (mnist, fashion-mnist, kmnist)",
         description="Datasets are looked for in --data-dir alone if given, else in $CNNLAB_DATA alone if set, "
         "else in the user cache ($XDG_CACHE_HOME/cnnlab or ~/.cache/cnnlab), then system locations "
         "(/usr/share/datasets). 'check' and 'list' hash every byte; see docs/data.md.",
+        metavar="ACTION",
+        dest="data_command",
     )
-    sub = p.add_subparsers(dest="data_command", metavar="ACTION", parser_class=type(p))
-    sub.required = True
     names = sorted(DATASETS)
 
-    q = sub.add_parser("list", help="which datasets are present, where, and whether they verify")
+    q = add_command(sub, "list", _list, help="which datasets are present, where, and whether they verify")
     q.add_argument("--data-dir", help="the only directory searched (holding NAME/ or the four files)")
     q.add_argument("--no-verify", action="store_true", help="only look for the files, do not hash them")
     q.add_argument("--format", choices=("table", "json"), default="table")
-    q.set_defaults(func=_list)
 
-    q = sub.add_parser(
-        "fetch", help="download a dataset (SHA-256 checked, atomic) unless it is present and verified"
+    q = add_command(
+        sub,
+        "fetch",
+        _fetch,
+        help="download a dataset (SHA-256 checked, atomic) unless it is present and verified",
     )
     q.add_argument("name", metavar="NAME", help=f"one of {', '.join(names)}")
     q.add_argument(
@@ -136,9 +140,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="download even if the dataset is already present and verified, replacing files in the target",
     )
-    q.set_defaults(func=_fetch)
 
-    q = sub.add_parser("check", help="verify a dataset: checksums, IDX structure, counts, labels")
+    q = add_command(sub, "check", _check, help="verify a dataset: checksums, IDX structure, counts, labels")
     q.add_argument("name", metavar="NAME", help=f"one of {', '.join(names)}")
     q.add_argument("--data-dir", help="the only directory searched (holding NAME/ or the four files)")
-    q.set_defaults(func=_check)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from cnnlab.cli.common import add_command, add_command_group, report_experiment
 from cnnlab.cli.train import add_recipe_args, config_from_args
 
 
@@ -14,26 +15,28 @@ def _degradation(args: argparse.Namespace) -> int:
     result = degradation(
         args.depths, cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet
     )
-    print()
-    print(result.markdown())
-    print()
-    print(f"table:  {result.table}")
-    print(f"figure: {result.figure}")
-    return 0
+    return report_experiment(
+        result.markdown(), {"table": result.table, "figure": result.figure}, result.status
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``experiment degradation``."""
-    p = subparsers.add_parser(
-        "experiment", help="run one of the lectures' experiments", description="The lectures' experiments."
+    experiments = add_command_group(
+        subparsers,
+        "experiment",
+        help="run one of the lectures' experiments",
+        description="The lectures' experiments.",
+        metavar="EXPERIMENT",
+        dest="experiment",
     )
-    experiments = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", parser_class=type(p))
-    experiments.required = True
     from cnnlab.train.recipes import DEGRADATION as RECIPE
     from cnnlab.train.recipes import recipe_config
 
-    d = experiments.add_parser(
+    d = add_command(
+        experiments,
         "degradation",
+        _degradation,
         help="plain vs residual nets of several depths (He et al. 2016, Fig. 1/6)",
         description="Train plainN-cifar and resnetN-cifar for each depth with one recipe; plot training and test "
         "error per epoch of all of them on one figure and print the final errors. Recipe defaults follow He et al. "
@@ -43,4 +46,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--depths", type=int, nargs="+", default=[20, 56], help="depths 6n+2 (default: 20 56)")
     d.add_argument("--out", default="runs/degradation", help="experiment folder (default: runs/degradation)")
     add_recipe_args(d, defaults=recipe_config(RECIPE))
-    d.set_defaults(func=_degradation)

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from cnnlab.cli.common import add_command, add_model_option_arg, model_options, report_experiment
 from cnnlab.errors import UsageError
 from cnnlab.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
 
@@ -13,23 +14,11 @@ DEFAULTS = TrainConfig()
 MAX_NAME_BYTES = 255  # a run directory's name is one path component
 
 
-def _float_list(text: str) -> tuple[int, ...]:
+def _epoch_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in text.replace(",", " ").split())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected epochs such as '5,8', got {text!r}") from None
-
-
-def _model_option(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"model options are KEY=VALUE, got {text!r}")
-    import ast
-
-    try:
-        return key, ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key, value  # a plain string such as stride_in=3x3
 
 
 # (flag, config field, type, help); every default is shown in --help from the record training starts
@@ -58,7 +47,7 @@ RECIPE = (
     ("--schedule", "schedule", str, f"one of {', '.join(SCHEDULES)}"),
     ("--warmup-epochs", "warmup_epochs", float, "linear warmup length in epochs (not with onecycle)"),
     ("--step-size", "step_size", int, "step schedule: epochs between decays"),
-    ("--milestones", "milestones", _float_list, "multistep schedule: epochs at which lr *= gamma, e.g. 5,8"),
+    ("--milestones", "milestones", _epoch_list, "multistep schedule: epochs at which lr *= gamma, e.g. 5,8"),
     ("--gamma", "gamma", float, "decay factor of step, multistep and plateau"),
     ("--label-smoothing", "label_smoothing", float, "label smoothing of the cross-entropy"),
     ("--grad-clip", "grad_clip", float, "clip the gradient norm to this value"),
@@ -87,6 +76,14 @@ RECIPE = (
     ("--max-steps-per-epoch", "max_steps_per_epoch", int, "cut epochs short (smoke tests, benchmarks)"),
 )
 
+# (flag, config field, help) of the on/off settings: --flag and --no-flag; a help text that says its
+# own default keeps it (aux_loss is on only where the model has auxiliary heads).
+SWITCHES = (
+    ("--nesterov", "nesterov", "Nesterov momentum"),
+    ("--flip", "flip", "random horizontal flips"),
+    ("--aux-loss", "aux_loss", "use auxiliary heads in the loss (default: on, where the model has them)"),
+)
+
 
 def _shown(value: object) -> str:
     return ("on" if value else "off") if isinstance(value, bool) else str(value)
@@ -109,27 +106,15 @@ def add_recipe_args(parser: argparse.ArgumentParser, defaults: TrainConfig = DEF
             default=None,
             help=text if described else f"{text} (default: {_shown(value)})",
         )
-    group.add_argument(
-        "--nesterov",
-        dest="nesterov",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help=f"Nesterov momentum (default: {_shown(defaults.nesterov)})",
-    )
-    group.add_argument(
-        "--flip",
-        dest="flip",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help=f"random horizontal flips (default: {_shown(defaults.flip)})",
-    )
-    group.add_argument(
-        "--aux-loss",
-        dest="aux_loss",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="use auxiliary heads in the loss (default: on, where the model has them)",
-    )
+    for flag, fieldname, text in SWITCHES:
+        value = getattr(defaults, fieldname)
+        group.add_argument(
+            flag,
+            dest=fieldname,
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=text if "(default: " in text else f"{text} (default: {_shown(value)})",
+        )
     group.add_argument(
         "--amp",
         dest="amp",
@@ -145,14 +130,7 @@ def add_recipe_args(parser: argparse.ArgumentParser, defaults: TrainConfig = DEF
     group.add_argument(
         "--compile", dest="compile", action="store_true", default=None, help="torch.compile the model"
     )
-    group.add_argument(
-        "--model-option",
-        dest="model_options",
-        type=_model_option,
-        action="append",
-        metavar="KEY=VALUE",
-        help="model builder option, e.g. stride_in=3x3 (repeatable)",
-    )
+    add_model_option_arg(group)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     parser.add_argument(
         "--resume",
@@ -169,7 +147,7 @@ def given_settings(args: argparse.Namespace) -> dict[str, object]:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in fields and k != "model" and v is not None}
     if "model_options" in given:
-        given["model_options"] = dict(given["model_options"])
+        given["model_options"] = model_options(args)
     return given
 
 
@@ -263,21 +241,16 @@ def _compare(args: argparse.Namespace) -> int:
     comparison = compare(
         args.models, cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet
     )
-    print()
-    print(comparison.markdown())
-    print()
-    print(f"table: {comparison.table_path}")
-    print(f"plot:  {comparison.plot_path}")
-    if any(r.status != "completed" for r in comparison.runs):
-        print("interrupted: continue with the same command and --resume")
-        return 130
-    return 0
+    files = {"table": comparison.table_path, "plot": comparison.plot_path}
+    return report_experiment(comparison.markdown(), files, comparison.status)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``train``, ``evaluate`` and ``compare``."""
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "train",
+        _train,
         help="train a model into a run directory",
         description="Train MODEL on a dataset into OUT/NAME/ (config.json, metrics.csv, curves.png, checkpoints/). "
         "Ctrl-C stops after the current batch and saves a checkpoint; --resume continues exactly.",
@@ -286,10 +259,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs", help="parent folder of run directories (default: runs)")
     p.add_argument("--name", help="run directory name (default: the model name)")
     add_recipe_args(p)
-    p.set_defaults(func=_train)
 
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "evaluate",
+        _evaluate,
         help="evaluate a run directory or checkpoint",
         description="Accuracy, per-class accuracy and confusion matrix (printed, and saved as confusion.png) of a "
         "saved run directory, checkpoint manifest (.json) or weights file (.safetensors).",
@@ -306,10 +280,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="folder holding the dataset files")
     p.add_argument("--out", help="where to save confusion.png (default: the run directory)")
     p.add_argument("--device", default="auto")
-    p.set_defaults(func=_evaluate)
 
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "compare",
+        _compare,
         help="train several models with one recipe and compare them",
         description="Train each MODEL with the same recipe into OUT/MODEL/, then print a table of parameters, final "
         "and best test accuracy, seconds per epoch and images/s, and save comparison.md/.json and comparison.png.",
@@ -317,4 +292,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("models", nargs="+", metavar="MODEL")
     p.add_argument("--out", default="runs/compare", help="folder of the comparison (default: runs/compare)")
     add_recipe_args(p)
-    p.set_defaults(func=_compare)

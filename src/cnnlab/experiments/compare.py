@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cnnlab.errors import UsageError
+from cnnlab.experiments.runner import run_members
 from cnnlab.fileio import atomic_write_text
 from cnnlab.models import model_info
 from cnnlab.train.config import TrainConfig
-from cnnlab.train.engine import RunResult, Trainer, configure_cpu, ensure_writable_dir
+from cnnlab.train.engine import RunResult
 from cnnlab.train.plots import plot_comparison
 
 COLUMNS = ("model", "params", "val acc", "test acc", "checkpoint", "s/epoch", "images/s")
@@ -35,6 +35,8 @@ class Comparison:
     runs: list[RunResult]
     table_path: Path
     plot_path: Path
+    #: "interrupted" when a run was stopped: the table holds the runs so far (continue with resume=True)
+    status: str = "completed"
 
     def rows(self) -> list[dict[str, Any]]:
         """One dict per model: parameters, the selected checkpoint's validation and test accuracy, mean
@@ -83,36 +85,18 @@ def compare(
     resume: bool = False,
     progress: bool = True,
 ) -> Comparison:
-    """Train each of ``models`` with ``cfg`` (its ``model`` field replaced) and write the comparison."""
-    if not models:
-        raise UsageError("name at least one model to compare")
-    if len(set(models)) != len(models):
-        raise UsageError("each model may be named only once in a comparison")
+    """Train each of ``models`` with ``cfg`` (its ``model`` field replaced) and write the comparison.
+
+    Training follows :func:`cnnlab.experiments.runner.run_members`; after an interruption the comparison
+    of the runs so far is written and its status is ``interrupted``."""
     for name in models:
         model_info(name)  # unknown names fail before any training starts
     out = Path(out_dir)
-    if out.exists() and (out / "comparison.json").exists() and not (overwrite or resume):
-        raise UsageError(
-            f"comparison folder {out} already exists; use --overwrite to replace it or --resume to continue it"
-        )
-    ensure_writable_dir(out)  # per-model runs check their own overwrite rules
-    configure_cpu(cfg.threads)  # an entry point: process-wide settings once, for every model
-    data = None
-    runs = []
-    for name in models:
-        model_cfg = dataclasses.replace(cfg, model=name)
-        run_dir = out / name
-        can_resume = resume and (run_dir / "checkpoints" / "last.json").is_file()
-        if progress:
-            print(f"== {name}", flush=True)
-        trainer = Trainer(
-            model_cfg, run_dir, overwrite=overwrite, resume=can_resume, progress=progress, data=data
-        )
-        data = trainer.data  # load the dataset once for all models
-        result = trainer.fit()
-        runs.append(result)
-        if result.status != "completed":
-            break
+    members = [(name, dataclasses.replace(cfg, model=name)) for name in models]
+    experiment = run_members(
+        out, members, table="comparison.json", overwrite=overwrite, resume=resume, progress=progress
+    )
+    runs = list(experiment.runs.values())
     split = "val" if cfg.val_fraction > 0 else "train"
     plot = plot_comparison(
         {r.config.model: [100 * row[f"{split}_acc"] for row in r.history] for r in runs},
@@ -120,7 +104,7 @@ def compare(
         ylabel=f"{'validation' if split == 'val' else 'training'} accuracy (%)",
         title=f"{'validation' if split == 'val' else 'training'} accuracy on {cfg.data}",
     )
-    comparison = Comparison(runs, out / "comparison.md", plot)
+    comparison = Comparison(runs, out / "comparison.md", plot, experiment.status)
     atomic_write_text(comparison.table_path, comparison.markdown() + "\n")
     atomic_write_text(
         out / "comparison.json", json.dumps({"config": cfg.to_dict(), "rows": comparison.rows()}, indent=2)

@@ -18,12 +18,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cnnlab.errors import Interrupted, UsageError
+from cnnlab.errors import UsageError
+from cnnlab.experiments.runner import run_members
 from cnnlab.fileio import atomic_write_text
 from cnnlab.models import model_info
 from cnnlab.train import recipes
 from cnnlab.train.config import TrainConfig
-from cnnlab.train.engine import RunResult, Trainer, configure_cpu, ensure_writable_dir
+from cnnlab.train.engine import RunResult
 from cnnlab.train.recipes import DEGRADATION
 
 KINDS = {"plain": "plain{depth}-cifar", "residual": "resnet{depth}-cifar"}
@@ -48,6 +49,8 @@ class DegradationResult:
     table: Path
     #: the shape (C, H, W) the nets were built for and trained on: the parameter counts are for it
     input_shape: tuple[int, ...] | None = None
+    #: "interrupted" when a run was stopped: the table holds the epochs so far (continue with resume=True)
+    status: str = "completed"
 
     def has_validation(self) -> bool:
         """Whether every epoch of every run was evaluated on a validation split (then the per-epoch
@@ -60,7 +63,7 @@ class DegradationResult:
         at the end), seconds per epoch. A figure the run did not produce is None."""
         with_val = self.has_validation()
         rows = []
-        for (kind, depth), run in sorted(self.runs.items(), key=lambda item: (item[0][1], item[0][0])):
+        for (kind, depth), run in sorted(self.runs.items(), key=_order):
             last = run.final
             row = {
                 "model": run.config.model,
@@ -136,12 +139,18 @@ class DegradationResult:
         return "\n".join(lines) + f"\n\n{self.verdict()}"
 
 
+def _order(item: tuple[tuple[str, int], object]) -> tuple[int, str]:
+    """Sort key of ``((kind, depth), value)`` pairs: by depth, then kind (plain before residual)."""
+    (kind, depth), _ = item
+    return depth, kind
+
+
 def plot_degradation(runs: dict[tuple[str, int], RunResult], path: Path, title: str) -> Path:
     """Training error (left) and validation error (right; empty without a validation split: the test split
     is only measured on the selected checkpoint) per epoch; plain dashed, residual solid, one colour per depth."""
     import matplotlib.pyplot as plt
 
-    from cnnlab.train.plots import _save
+    from cnnlab.train.plots import save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
     with_val = all(run.history and all("val_acc" in r for r in run.history) for run in runs.values())
@@ -164,7 +173,7 @@ def plot_degradation(runs: dict[tuple[str, int], RunResult], path: Path, title: 
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def degradation(
@@ -177,7 +186,10 @@ def degradation(
     resume: bool = False,
     progress: bool = True,
 ) -> DegradationResult:
-    """Train every (kind, depth) net with ``cfg`` into ``<out_dir>/<model>/``; write the figure and table."""
+    """Train every (kind, depth) net with ``cfg`` into ``<out_dir>/<model>/``; write the figure and table.
+
+    Training follows :func:`cnnlab.experiments.runner.run_members`; after an interruption the figure and
+    table of the epochs so far are written and the result's status is ``interrupted``."""
     if not depths:
         raise UsageError("give at least one depth, e.g. --depths 20 56")
     names = {}
@@ -188,35 +200,17 @@ def degradation(
             name = KINDS[kind].format(depth=depth)
             model_info(name)  # an impossible depth fails here, before any training
             names[(kind, depth)] = name
-    out = ensure_writable_dir(Path(out_dir))
-    if (out / "degradation.json").exists() and not (overwrite or resume):
-        raise UsageError(
-            f"experiment folder {out} already exists; use --overwrite to replace it or --resume to continue it"
-        )
-    configure_cpu(cfg.threads)  # an entry point: process-wide settings once, for every net
-    runs: dict[tuple[str, int], RunResult] = {}
-    data, input_shape = None, None
-    for key, name in sorted(names.items(), key=lambda item: (item[0][1], item[0][0])):
-        run_dir = out / name
-        can_resume = resume and (run_dir / "checkpoints" / "last.json").is_file()
-        if progress:
-            print(f"== {name}", flush=True)
-        trainer = Trainer(
-            dataclasses.replace(cfg, model=name),
-            run_dir,
-            overwrite=overwrite,
-            resume=can_resume,
-            progress=progress,
-            data=data,
-        )
-        data = trainer.data
-        input_shape = tuple(trainer.input_shape)
-        runs[key] = trainer.fit()
-        if runs[key].status != "completed":
-            raise Interrupted(
-                f"stopped during {name}; checkpoint saved. Run the same command with --resume to continue"
-            )
-    result = DegradationResult(runs, out / "degradation.png", out / "degradation.md", input_shape)
+    out = Path(out_dir)
+    members = [(name, dataclasses.replace(cfg, model=name)) for _, name in sorted(names.items(), key=_order)]
+    experiment = run_members(
+        out, members, table="degradation.json", overwrite=overwrite, resume=resume, progress=progress
+    )
+    # a net stopped before its first epoch ended has nothing to report yet: the partial table leaves it out
+    runs = {key: run for key, name in names.items() if (run := experiment.runs.get(name)) and run.history}
+    input_shape = experiment.input_shape
+    result = DegradationResult(
+        runs, out / "degradation.png", out / "degradation.md", input_shape, experiment.status
+    )
     plot_degradation(runs, result.figure, f"plain vs residual on {cfg.data}")
     atomic_write_text(result.table, result.markdown() + "\n")
     atomic_write_text(
@@ -224,7 +218,7 @@ def degradation(
         json.dumps(
             {
                 "config": cfg.to_dict(),
-                "input_shape": list(input_shape),
+                "input_shape": list(input_shape) if input_shape else None,
                 "params_note": result.params_note(),
                 "rows": result.rows(),
                 "verdict": result.verdict(),

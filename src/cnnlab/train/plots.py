@@ -17,7 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from cnnlab.fileio import atomic_write_bytes  # noqa: E402
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    """Write ``fig`` to ``path`` as a PNG, atomically, close it, and return the path."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -45,7 +46,7 @@ def plot_curves(rows: Sequence[Mapping[str, float]], path: Path, title: str = ""
         ax.legend()
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion(
@@ -71,7 +72,7 @@ def plot_confusion(
     ax.set_xticks(range(n), classes, rotation=45, ha="right")
     ax.set_yticks(range(n), classes)
     ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_comparison(
@@ -87,4 +88,4 @@ def plot_comparison(
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)

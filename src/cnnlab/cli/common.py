@@ -1,0 +1,82 @@
+"""What several commands share: how a (sub)command is declared, ``--model-option KEY=VALUE`` parsed in
+one place, and how an experiment's outcome is printed.
+
+Torch-free, so that ``cnnlab --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+from collections.abc import Callable
+from pathlib import Path
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def add_command(
+    subparsers: argparse._SubParsersAction, name: str, func: Handler, help: str, **kwargs: object
+) -> argparse.ArgumentParser:
+    """Declare subcommand ``name``, handled by ``func`` (its arguments are added to the parser returned);
+    ``kwargs`` go to ``add_parser`` (description, epilog, formatter_class)."""
+    parser = subparsers.add_parser(name, help=help, **kwargs)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def add_command_group(
+    subparsers: argparse._SubParsersAction, name: str, help: str, description: str, metavar: str, dest: str
+) -> argparse._SubParsersAction:
+    """Declare ``name`` as a command with required subcommands (``cnnlab data list``); returns the
+    subparsers to declare them in, their name in ``args.<dest>``."""
+    parser = subparsers.add_parser(name, help=help, description=description)
+    return parser.add_subparsers(dest=dest, metavar=metavar, required=True)
+
+
+MODEL_OPTION_HELP = "model builder option, e.g. stride_in=3x3 or img_size=32 (repeatable)"
+
+
+def parse_model_option(text: str) -> tuple[str, object]:
+    """``"img_size=32" -> ("img_size", 32)``: the value read as a Python literal where it is one
+    (ints, floats, True, tuples), else kept as text (``stride_in=3x3``).
+
+    Used as an argparse ``type``: a pair without ``=`` or without a key is argparse's one-line error, exit 2.
+    """
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"model options are KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key.strip(), value  # a plain string such as stride_in=3x3
+
+
+def add_model_option_arg(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--model-option KEY=VALUE`` (repeatable) into ``args.model_options``, a list of (key, value) pairs.
+
+    ``--opt`` is the same flag under its old name (``cnnlab summary`` had it), kept so that no command
+    line breaks, and left out of ``--help``.
+    """
+    common = dict(dest="model_options", type=parse_model_option, action="append", metavar="KEY=VALUE")
+    parser.add_argument("--model-option", help=MODEL_OPTION_HELP, **common)
+    parser.add_argument("--opt", help=argparse.SUPPRESS, **common)
+
+
+def model_options(args: argparse.Namespace) -> dict[str, object]:
+    """The ``--model-option`` pairs given, as keyword options (a repeated key: the last one wins)."""
+    return dict(getattr(args, "model_options", None) or [])
+
+
+def report_experiment(markdown: str, files: dict[str, Path], status: str) -> int:
+    """Print an experiment's table and the files it wrote; the exit status: 0, or 130 after an interruption
+    (the partial table is printed and saved, and the line after it says how to continue)."""
+    from cnnlab.experiments.runner import RESUME_HINT
+
+    width = max(map(len, files)) + 1
+    print(f"\n{markdown}\n")
+    for what, path in files.items():
+        print(f"{what + ':':<{width}} {path}")
+    if status != "completed":
+        print(RESUME_HINT)
+        return 130
+    return 0

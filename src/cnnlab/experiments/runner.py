@@ -1,0 +1,128 @@
+"""One runner for every experiment: train a list of named members into ``<out>/<name>/``, one after another.
+
+    >>> from cnnlab.experiments.runner import run_members
+    >>> runs = run_members("runs/compare", [("a", cfg_a), ("b", cfg_b)], table="comparison.json")
+
+The rules every experiment shares:
+
+* an experiment folder that already holds its table or one of its members' runs is refused unless
+  ``overwrite`` (retrain everything) or ``resume`` (continue) is given;
+* with ``resume`` a member that finished is not trained again (its folder is only read), and an
+  interrupted one continues from its last checkpoint;
+* the dataset is loaded once and shared by every member, and the process-wide CPU settings are
+  applied once (:func:`cnnlab.train.engine.configure_cpu`);
+* Ctrl-C stops the member after its batch and saves its checkpoint; the experiment stops there with
+  status ``interrupted``, and the caller writes its partial table (:data:`RESUME_HINT` says how to go on).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from cnnlab.errors import UsageError
+from cnnlab.train.config import TrainConfig
+from cnnlab.train.engine import RunResult, Trainer, configure_cpu, ensure_writable_dir, saved_config
+from cnnlab.train.rundir import holds_run, read_metrics
+
+#: What to tell the user after an interrupted experiment.
+RESUME_HINT = "interrupted: checkpoint saved; continue with the same command and --resume"
+
+
+@dataclasses.dataclass
+class ExperimentRuns:
+    """The members' runs in training order (only those started), and how the experiment ended."""
+
+    runs: dict[str, RunResult]
+    status: str = "completed"  # or "interrupted"
+    #: the shape (C, H, W) the members were trained on (None when no member got as far as its data)
+    input_shape: tuple[int, ...] | None = None
+
+
+def run_members(
+    out_dir: str | Path,
+    members: Sequence[tuple[str, TrainConfig]],
+    *,
+    table: str,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+) -> ExperimentRuns:
+    """Train each ``(name, config)`` of ``members`` into ``<out_dir>/<name>/``, in order (see the module's rules).
+
+    ``table`` is the file name of the experiment's own results in ``out_dir``; with it or any member's
+    run there, the folder is refused unless ``overwrite`` or ``resume``.
+    """
+    names = [name for name, _ in members]
+    if not names:
+        raise UsageError("an experiment needs at least one member")
+    if len(set(names)) != len(names):
+        raise UsageError("each model may be named only once in an experiment")
+    out = Path(out_dir)
+    started = (out / table).exists() or any(holds_run(out / name) for name in names)
+    if started and not (overwrite or resume):
+        raise UsageError(
+            f"experiment folder {out} already exists; use --overwrite to replace it or --resume to continue it"
+        )
+    ensure_writable_dir(out)
+    configure_cpu(members[0][1].threads)  # an entry point: process-wide settings once, for every member
+    result = ExperimentRuns({})
+    data = None
+    for name, cfg in members:
+        run_dir = out / name
+        if resume and (finished := finished_run(run_dir, cfg)) is not None:
+            result.runs[name], result.input_shape = finished
+            if progress:
+                print(f"== {name}: finished, read from {run_dir} (not trained again)", flush=True)
+            continue
+        if progress:
+            print(f"== {name}", flush=True)
+        can_resume = resume and (run_dir / "checkpoints" / "last.json").is_file()
+        trainer = Trainer(cfg, run_dir, overwrite=overwrite, resume=can_resume, progress=progress, data=data)
+        data = trainer.data  # load the dataset once for all members
+        result.input_shape = tuple(trainer.input_shape)
+        result.runs[name] = trainer.fit()
+        if result.runs[name].status != "completed":
+            result.status = "interrupted"
+            break
+    return result
+
+
+def finished_run(run_dir: Path, cfg: TrainConfig) -> tuple[RunResult, tuple[int, ...]] | None:
+    """The completed run in ``run_dir`` and its input shape, read from its files; None unless it completed
+    ``cfg.epochs`` epochs (a longer ``--epochs`` on resume continues it instead)."""
+    from cnnlab.train.checkpoint import read_manifest
+
+    if not (run_dir / "results.json").is_file() or not (run_dir / "checkpoints" / "last.json").is_file():
+        return None
+    saved = saved_config(run_dir)
+    manifest = read_manifest(run_dir / "checkpoints" / "last.json")
+    if manifest.get("epoch") != cfg.epochs or saved.epochs != cfg.epochs:
+        return None
+    results = json.loads((run_dir / "results.json").read_text())
+    # as a live run's rows: no key for a split it lacks, whole epochs, the test columns always present
+    history = [
+        {"test_loss": None, "test_acc": None, "selected": None}
+        | {k: v for k, v in row.items() if v is not None}
+        | {"epoch": int(row["epoch"])}
+        for row in read_metrics(run_dir / "metrics.csv")
+    ]
+    shape = tuple(manifest["input_shape"])
+    run = RunResult(
+        run_dir, saved, history, _num_params(saved, manifest["num_classes"], shape), results=results
+    )
+    run.best_accuracy = max((r["val_acc"] for r in history if "val_acc" in r), default=0.0)
+    return run, shape
+
+
+def _num_params(cfg: TrainConfig, num_classes: int, input_shape: tuple[int, ...]) -> int:
+    """Parameters of the model a run trained, rebuilt on the meta device (no memory, no arithmetic)."""
+    import torch
+
+    from cnnlab.models.layers import count_params
+    from cnnlab.train.engine import build_model_for_data
+
+    with torch.device("meta"):
+        return count_params(build_model_for_data(cfg, num_classes, input_shape))
