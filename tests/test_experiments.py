@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -207,3 +208,18 @@ def test_an_interrupted_degradation_writes_its_partial_table_and_exits_130(
     assert "| plain8-cifar |" in table and "resnet8-cifar" not in table
     assert main([*argv, "--resume"]) == 0
     assert "| resnet8-cifar |" in (tmp_path / "deg" / "degradation.md").read_text()
+
+
+def test_resuming_an_experiment_with_another_recipe_is_refused(
+    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch
+) -> None:
+    from cnnlab.experiments.runner import run_members
+
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")  # generated files, not the official ones
+    cfg = TrainConfig(
+        model="lecture-simple", epochs=1, batch_size=64, max_steps_per_epoch=2, data_dir=str(tiny_dataset_dir)
+    )
+    run_members(tmp_path, [("lecture-simple", cfg)], table="t.json", progress=False)
+    changed = dataclasses.replace(cfg, lr=0.1)
+    with pytest.raises(UsageError, match="asks for another: lr 0.05 -> 0.1"):
+        run_members(tmp_path, [("lecture-simple", changed)], table="t.json", resume=True, progress=False)

@@ -22,9 +22,16 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from cnnlab.errors import UsageError
+from cnnlab.errors import CheckpointError, UsageError
 from cnnlab.train.config import TrainConfig
-from cnnlab.train.engine import RunResult, Trainer, configure_cpu, ensure_writable_dir, saved_config
+from cnnlab.train.engine import (
+    RunResult,
+    Trainer,
+    configure_cpu,
+    ensure_writable_dir,
+    recipe_changes,
+    saved_config,
+)
 from cnnlab.train.rundir import holds_run, read_metrics
 
 #: What to tell the user after an interrupted experiment.
@@ -70,6 +77,16 @@ def run_members(
     configure_cpu(members[0][1].threads)  # an entry point: process-wide settings once, for every member
     result = ExperimentRuns({})
     data = None
+    if resume:  # one refusal of a changed recipe for every experiment, as `train --resume` has
+        for name, cfg in members:
+            if (out / name / "config.json").is_file():
+                saved = saved_config(out / name)
+                changes = recipe_changes(saved, cfg, [f.name for f in dataclasses.fields(TrainConfig)])
+                if changes:
+                    raise UsageError(
+                        f"--resume continues {out / name} with its saved recipe, but the experiment asks for "
+                        f"another: {'; '.join(changes)}. Drop those flags, or start again with --overwrite"
+                    )
     for name, cfg in members:
         run_dir = out / name
         if resume and (finished := finished_run(run_dir, cfg)) is not None:
@@ -101,7 +118,14 @@ def finished_run(run_dir: Path, cfg: TrainConfig) -> tuple[RunResult, tuple[int,
     manifest = read_manifest(run_dir / "checkpoints" / "last.json")
     if manifest.get("epoch") != cfg.epochs or saved.epochs != cfg.epochs:
         return None
-    results = json.loads((run_dir / "results.json").read_text())
+    try:
+        results = json.loads((run_dir / "results.json").read_text())
+        if not isinstance(results, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as err:
+        raise CheckpointError(
+            f"{run_dir / 'results.json'} is damaged ({err}); resume with --overwrite"
+        ) from None
     # as a live run's rows: no key for a split it lacks, whole epochs, the test columns always present
     history = [
         {"test_loss": None, "test_acc": None, "selected": None}
