@@ -26,6 +26,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from cnnlab.analysis.report import LayerRow
+from cnnlab.models.layers import NORM_OPS, ShapeOnlyNorm
 
 # Operation names (as ``func.__name__``, in-place "_" and dunder underscores stripped) by category.
 CONV = {"conv1d", "conv2d", "conv3d"}
@@ -40,7 +41,7 @@ ADAPTIVE_POOL = {
     "adaptive_max_pool2d",
     "adaptive_max_pool3d",
 }
-NORM = {"batch_norm", "layer_norm", "group_norm", "instance_norm", "local_response_norm"}
+NORM = NORM_OPS
 ACTIVATION = {
     "relu",
     "relu6",
@@ -156,20 +157,6 @@ class _Frame:
     ops: int = 0
 
 
-class ShapesOnly(TorchFunctionMode):
-    """On meta tensors, normalisation returns an empty tensor of its input's shape instead of running.
-
-    torch's meta batch norm decomposes into dozens of operations; shape searches (smallest input, inputs
-    that fit) run the network many times and need only shapes.
-    """
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: D105 - torch protocol
-        kwargs = kwargs or {}
-        if op_name(func) in NORM and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
-            return torch.empty_like(args[0])
-        return func(*args, **kwargs)
-
-
 class Tracer(TorchFunctionMode):
     """Records one :class:`LayerRow` per tensor operation run inside the traced model's forward."""
 
@@ -183,7 +170,8 @@ class Tracer(TorchFunctionMode):
         self.rows: list[LayerRow] = []
         self.used_names: dict[str, int] = {}
         self.attempt: Attempt | None = None
-        self.shapes_only = False  # set for meta tracing: shape-preserving ops need not run their kernels
+        # set for meta tracing: normalisation need not run its kernels (no batch check: probes use batch 1)
+        self.shapes_only: ShapeOnlyNorm | None = None
         self.depth_types: dict[str, str] = {name: type(m).__name__ for name, m in model.named_modules()}
 
     # --- module stack -------------------------------------------------------------------------------
@@ -241,10 +229,8 @@ class Tracer(TorchFunctionMode):
             tuple(weight.shape) if weight is not None else None,
             int((dict(zip(WINDOW_ARGS["conv"], args)) | kwargs).get("groups", 1)) if name in CONV else 1,
         )
-        if self.shapes_only and name in NORM and inputs[0].is_meta:
-            # normalisation keeps the shape; torch's meta batch norm decomposes into dozens of ops (slow)
-            out = torch.empty_like(inputs[0])
-        else:
+        out = self.shapes_only.stand_in(func, args, kwargs) if self.shapes_only is not None else None
+        if out is None:
             out = func(*args, **kwargs)
         result = next(_tensors(out), None)
         if isinstance(result, torch.Tensor):

@@ -233,30 +233,6 @@ def _checkpoint_contexts() -> tuple[contextlib.AbstractContextManager, contextli
     return contextlib.nullcontext(), _recomputing()
 
 
-class ShapeOnMetaBatchNorm2d(nn.BatchNorm2d):
-    """Batch norm that, on the meta device, only propagates the shape.
-
-    PyTorch computes meta batch norm through its Python reference decomposition (~25 ms a call),
-    which made the shape probes of :func:`cnnlab.models.layers.smallest_input_size` take seconds
-    per DenseNet-264 forward; real tensors take the usual path unchanged.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_meta:
-            return torch.empty_like(x)
-        return super().forward(x)
-
-
-def _use_shape_only_meta_batch_norm(model: nn.Module) -> None:
-    """Turn every plain ``nn.BatchNorm2d`` of ``model`` (built by the shared layers) into :class:`ShapeOnMetaBatchNorm2d`.
-
-    The subclass adds no state, so parameters, buffers and state-dict keys stay the same.
-    """
-    for module in model.modules():
-        if type(module) is nn.BatchNorm2d:
-            module.__class__ = ShapeOnMetaBatchNorm2d
-
-
 def _batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     """``bn(x)``, except that a recomputation in training mode leaves the running statistics alone."""
     if _RECOMPUTING.get() and bn.training and not x.is_meta:
@@ -376,7 +352,6 @@ class DenseNet(ClassifierModel):
         stages["act"] = nn.ReLU(inplace=True)
         self.features = nn.Sequential(stages)
         self.head = ClassifierHead(config.num_features, num_classes, drop_rate=0.0)
-        _use_shape_only_meta_batch_norm(self)
         init_weights(self)
 
     @property

@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
@@ -226,35 +225,52 @@ class ClassifierModel(nn.Module):
             raise sized_from.error(name, tuple(x.shape[1:]), tuple(arriving.shape[1:]))
 
 
-class _ShapeOnlyBatchNorm(TorchFunctionMode):
-    """On meta tensors, batch norm only passes the shape through.
+#: the normalisations, by ``func.__name__``: each returns a tensor of its input's shape
+NORM_OPS = frozenset({"batch_norm", "layer_norm", "group_norm", "instance_norm", "local_response_norm"})
+
+
+class ShapeOnlyNorm(TorchFunctionMode):
+    """On meta tensors, normalisation only passes the shape through: the one home of this shortcut.
 
     PyTorch runs meta batch norm through a Python decomposition (about 25 ms a call), which made
-    shape probes of deep nets cost seconds; the result's shape is the input's, and the one error
-    batch norm can raise about sizes (one value per channel in training) is kept.
+    shape probes of deep nets (DenseNet-264) cost seconds; the result's shape is the input's. A mode
+    rather than a batch-norm subclass, so modules keep their exact class (thop and ptflops look them
+    up by ``type``). ``ops`` are the normalisations skipped; ``verify_batch`` keeps the one size error
+    batch norm raises (one value per channel in training), which the skipped call would lose.
     """
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __init__(self, ops: frozenset[str] = frozenset({"batch_norm"}), verify_batch: bool = True) -> None:
+        super().__init__()
+        self.ops = ops
+        self.verify_batch = verify_batch
+
+    def stand_in(self, func: Callable, args: Sequence, kwargs: dict) -> torch.Tensor | None:
+        """``empty_like(input)`` for a normalisation of a meta tensor, else ``None`` (run it for real)."""
+        name = getattr(func, "__name__", "").strip("_")
+        if name not in self.ops or not args or not isinstance(args[0], torch.Tensor) or not args[0].is_meta:
+            return None
+        x = args[0]
+        training = kwargs.get("training", args[5] if len(args) > 5 else False)
+        if self.verify_batch and name == "batch_norm" and training and x.numel() // x.shape[1] == 1:
+            raise ValueError(
+                f"Expected more than 1 value per channel when training, got input size {list(x.shape)}"
+            )
+        return torch.empty_like(x)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: D105 - torch protocol
         kwargs = kwargs or {}
-        if func is F.batch_norm and args and args[0].device.type == "meta":
-            x = args[0]
-            training = kwargs.get("training", args[5] if len(args) > 5 else False)
-            if training and x.numel() // x.shape[1] == 1:
-                raise ValueError(
-                    f"Expected more than 1 value per channel when training, got input size {list(x.shape)}"
-                )
-            return torch.empty_like(x)
-        return func(*args, **kwargs)
+        out = self.stand_in(func, args, kwargs)
+        return func(*args, **kwargs) if out is None else out
 
 
 def _meta_output_shape(fn: Callable[[torch.Tensor], torch.Tensor], input_shape: Sequence[int]) -> torch.Size:
     with torch.device("meta"):
         x = torch.empty(*input_shape)
-    with _ShapeOnlyBatchNorm():
+    with ShapeOnlyNorm():
         return fn(x).shape
 
 
-class _BoundCall(nn.Module):
+class BoundCall(nn.Module):
     """Wrapper whose forward calls ``fn`` (a method of ``inner``), so functional_call can reach it."""
 
     def __init__(self, inner: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
@@ -269,7 +285,7 @@ class _BoundCall(nn.Module):
 
 def meta_call(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor] | None = None):
     """Wrap ``module`` (or its bound method ``fn``) so it runs on meta tensors without touching its weights."""
-    wrapper = _BoundCall(module, fn or module)
+    wrapper = BoundCall(module, fn or module)
 
     def run(x: torch.Tensor) -> torch.Tensor:
         state = {
