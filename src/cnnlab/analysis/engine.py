@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from cnnlab.analysis.receptive import field_step
 from cnnlab.analysis.report import LayerRow
 from cnnlab.models.layers import NORM_OPS, ShapeOnlyNorm
 
@@ -129,11 +130,9 @@ class Field:
         )
 
     def through(self, kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int]) -> Field:
-        """``r_out = r_in + d(k - 1) j_in``, ``j_out = j_in s`` on each axis."""
-        return Field(
-            tuple(j * s for j, s in zip(self.jump, stride)),
-            tuple(r + d * (k - 1) * j for r, j, k, d in zip(self.field, self.jump, kernel, dilation)),
-        )
+        """``r_out = r_in + d(k - 1) j_in``, ``j_out = j_in s`` on each axis (:func:`field_step`)."""
+        steps = [field_step(*axis) for axis in zip(self.jump, self.field, kernel, stride, dilation)]
+        return Field(tuple(j for j, _ in steps), tuple(r for _, r in steps))
 
 
 @dataclass
@@ -351,11 +350,8 @@ class Tracer(TorchFunctionMode):
 
     @staticmethod
     def _flattened(incoming: Field | None, x: torch.Tensor) -> Field | None:
-        """Flattening the spatial axes: every output sees the whole map, ``r_in + (n_in - 1) j_in``."""
+        """Flattening the spatial axes: every output sees the whole map, a window ``k = s = n_in``."""
         if incoming is None or x.dim() < 3 or len(incoming.field) != x.dim() - 2:
             return incoming
-        n = x.shape[2:]
-        return Field(
-            tuple(j * s for j, s in zip(incoming.jump, n)),
-            tuple(r + (s - 1) * j for r, j, s in zip(incoming.field, incoming.jump, n)),
-        )
+        n = tuple(x.shape[2:])
+        return incoming.through(n, n, (1,) * len(n))

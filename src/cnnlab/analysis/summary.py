@@ -17,7 +17,7 @@ from torch import nn
 from cnnlab.analysis.engine import NORM, Attempt, Tracer
 from cnnlab.analysis.report import Summary, Totals
 from cnnlab.errors import CnnlabError, InputSizeError, UsageError
-from cnnlab.models.layers import BoundCall, ShapeOnlyNorm, pair, smallest_input_size
+from cnnlab.models.layers import BoundCall, ShapeOnlyNorm, pair, smallest_input_size, too_small_error
 
 DEVICES = ("meta", "cpu")
 
@@ -317,10 +317,8 @@ def explain_failure(
         also = ""
         if built_for is not None and smallest < first:
             also = f" ({c}x{smallest}x{smallest} if built with img_size={smallest})"
-        return UsageError(
-            f"input {c}x{h}x{w} is too small for {name}:{where}; the smallest input that works is "
-            f"{c}x{first}x{first}" + (rebuild if smallest <= min(h, w) else also)
-        )
+        too_small = too_small_error(input_size, name, first, where)
+        return UsageError(f"{too_small}{rebuild if smallest <= min(h, w) else also}")
     if found is None:
         return UsageError(
             f"{name} cannot run on input {c}x{h}x{w}:{where}; no square input up to {limit} fits"

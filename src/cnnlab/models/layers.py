@@ -315,13 +315,32 @@ def feature_shape(
             1:
         ]  # 2 images: batch norm in training mode needs >1
     except (RuntimeError, ValueError) as err:
-        smallest = smallest_input_size(fn, in_chans)
-        if smallest is None or smallest <= min(h, w):
+        too_small = diagnose_too_small(fn, (in_chans, h, w), what)
+        if too_small is None:
             raise
-        raise UsageError(
-            f"input {in_chans}x{h}x{w} is too small for {what}: the smallest input that works is "
-            f"{in_chans}x{smallest}x{smallest}"
-        ) from err
+        raise too_small from err
+
+
+def too_small_error(input_shape: Sequence[int], what: str, smallest: int, where: str = "") -> UsageError:
+    """The one "input too small" message: the input, the network (``where`` it failed), the smallest that works."""
+    c, h, w = input_shape
+    return UsageError(
+        f"input {c}x{h}x{w} is too small for {what}:{f'{where};' if where else ''} the smallest input that "
+        f"works is {c}x{smallest}x{smallest}"
+    )
+
+
+def diagnose_too_small(
+    fn: nn.Module | Callable[[torch.Tensor], torch.Tensor], input_shape: Sequence[int], what: str
+) -> UsageError | None:
+    """:func:`too_small_error` if the smallest input ``fn`` runs on is larger than ``input_shape`` (C, H, W), else ``None``."""
+    c, h, w = input_shape
+    smallest = smallest_input_size(fn, c)
+    return (
+        too_small_error(input_shape, what, smallest)
+        if smallest is not None and smallest > min(h, w)
+        else None
+    )
 
 
 def smallest_input_size(
@@ -378,12 +397,9 @@ def check_input_size(model: nn.Module, input_shape: Sequence[int]) -> torch.Size
         if expected_c is not None and expected_c != c:
             raise UsageError(f"{name} takes {expected_c}-channel input, got {c} channels") from err
         features = getattr(model, "forward_features", None)
-        smallest = smallest_input_size(meta_call(model, features) if features else model, c)
-        if smallest is not None and smallest > min(h, w):
-            raise UsageError(
-                f"input {c}x{h}x{w} is too small for {name}: the smallest input that works is "
-                f"{c}x{smallest}x{smallest}"
-            ) from err
+        too_small = diagnose_too_small(meta_call(model, features) if features else model, (c, h, w), name)
+        if too_small is not None:
+            raise too_small from err
         raise UsageError(f"{name} cannot run on input {c}x{h}x{w}: {str(err).splitlines()[0]}") from err
 
 
