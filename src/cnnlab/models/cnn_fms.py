@@ -31,7 +31,7 @@ from __future__ import annotations
 from torch import nn
 
 from cnnlab.errors import UsageError, unknown_choice
-from cnnlab.models.alexnet import ConvLayer, MaxPool, PlainConvNet, conv_stack, init_gaussian
+from cnnlab.models.layers import ConvLayer, MaxPool, PlainConvNet, conv_stack, init_gaussian
 from cnnlab.models.registry import register_model
 
 PAPER = "Chatfield et al. 2014, Return of the Devil in the Details: Delving Deep into Convolutional Nets"

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from cnnlab.errors import unknown_choice
-from cnnlab.models.alexnet import ConvLayer, MaxPool, PlainConvNet, conv_stack, init_gaussian
+from cnnlab.models.layers import ConvLayer, MaxPool, PlainConvNet, conv_stack, init_gaussian
 from cnnlab.models.registry import register_model
 
 PAPER = "Sermanet et al. 2014, OverFeat: Integrated Recognition, Localization and Detection using Convolutional Networks"

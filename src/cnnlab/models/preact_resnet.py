@@ -32,12 +32,12 @@ Initialisation: He et al. 2015 Kaiming normal (fan_out), BN weight 1 / bias 0, g
 
 from __future__ import annotations
 
+from cnnlab.models.layers import check_choice
 from cnnlab.models.registry import register_model
 from cnnlab.models.resnet import (
     SHORTCUT_TYPES,
     STRIDE_PLACEMENTS,
     ResNet,
-    check_choice,
     imagenet_stages,
 )
 from cnnlab.models.resnet_cifar import CIFAR_INFO, CIFAR_RESNETS, cifar_resnet

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.errors import UsageError, unknown_choice
-from cnnlab.models.layers import ClassifierHead, ClassifierModel, ConvNormAct
+from cnnlab.models.layers import ClassifierHead, ClassifierModel, ConvNormAct, check_choice
 from cnnlab.models.registry import register_model
 
 RESNET_PAPER = "He et al. 2016, Deep Residual Learning for Image Recognition"
@@ -157,13 +157,6 @@ SHORTCUT_SCALE = 0.5
 SHORTCUT_DROPOUT = 0.5
 #: Initial gate bias b_g: the value Table 1 reports best (cross-validated over 0..-10, Sec. 3.1)
 GATE_BIAS_INIT = -6.0
-
-
-def check_choice(kind: str, value: str, choices: Sequence[str]) -> str:
-    """``value`` if it is one of ``choices``, else a :class:`UsageError` listing them."""
-    if value not in choices:
-        raise unknown_choice(kind, value, choices)
-    return value
 
 
 class ZeroPadShortcut(nn.Module):

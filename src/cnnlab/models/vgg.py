@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from cnnlab.errors import unknown_choice
-from cnnlab.models.alexnet import PlainConvNet, init_gaussian, local_response_norm
+from cnnlab.models.layers import PlainConvNet, init_gaussian, local_response_norm
 from cnnlab.models.registry import register_model
 
 PAPER = "Simonyan & Zisserman 2015, Very Deep Convolutional Networks for Large-Scale Image Recognition"
