@@ -35,8 +35,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from cnnlab.errors import UsageError, unknown_choice
-from cnnlab.models.layers import ConvLayer, MaxPool, PlainConvNet, conv_stack, init_gaussian
+from cnnlab.errors import UsageError
+from cnnlab.models.layers import ConvLayer, MaxPool, PlainConvNet, check_choice, conv_stack, init_gaussian
 from cnnlab.models.registry import register_model
 
 ALEXNET_PAPER = "Krizhevsky et al. 2012, ImageNet Classification with Deep Convolutional Neural Networks"
@@ -114,8 +114,7 @@ def alexnet(
     adaptive_pool: bool = False,
 ) -> PlainConvNet:
     """AlexNet with the paper's layer table; ``widths`` picks the 2012 or the one-weird-trick convolutions."""
-    if widths not in ALEXNET_WIDTHS:
-        raise unknown_choice("AlexNet widths", widths, ALEXNET_WIDTHS)
+    check_choice("AlexNet widths", widths, ALEXNET_WIDTHS)
     if conv1_padding < 0:
         raise UsageError(f"conv1_padding must be at least 0, got {conv1_padding}")
     name = "alexnet" if widths == "2012" else "alexnet-owt"

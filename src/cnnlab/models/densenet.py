@@ -43,8 +43,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from cnnlab.errors import UsageError, unknown_choice
-from cnnlab.models.layers import ClassifierHead, ClassifierModel, ConvNormAct, NormActConv
+from cnnlab.errors import UsageError
+from cnnlab.models.layers import ClassifierHead, ClassifierModel, ConvNormAct, NormActConv, check_choice
 from cnnlab.models.registry import ModelInfo, make_model_info, register_model, register_model_pattern
 
 PAPER = "Huang et al. 2017, Densely Connected Convolutional Networks"
@@ -81,8 +81,7 @@ class DenseNetConfig:
                 f"compression (theta) must be in (0, 1] (1 keeps every channel, the paper uses 0.5), "
                 f"got {self.compression!r}"
             )
-        if self.stem not in STEMS:
-            raise unknown_choice("DenseNet stem", self.stem, STEMS)
+        check_choice("DenseNet stem", self.stem, STEMS)
         for i, (_, block_out, trans_out) in enumerate(self.channel_plan()):
             if trans_out is not None and trans_out < 1:
                 raise UsageError(
@@ -167,8 +166,7 @@ def cifar_config(
     ``variant`` (plain, b, c, bc) sets the default bottleneck and compression; ``compression`` and
     ``bottleneck`` override them. The stem has 16 channels, 2k for DenseNet-BC.
     """
-    if variant not in CIFAR_VARIANTS:
-        raise unknown_choice("DenseNet variant", variant, CIFAR_VARIANTS)
+    check_choice("DenseNet variant", variant, CIFAR_VARIANTS)
     default_bottleneck, default_compression = CIFAR_VARIANTS[variant]
     bottleneck = default_bottleneck if bottleneck is None else bottleneck
     compression = default_compression if compression is None else compression
