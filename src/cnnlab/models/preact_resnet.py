@@ -34,12 +34,8 @@ from __future__ import annotations
 
 from cnnlab.models.layers import check_choice
 from cnnlab.models.registry import register_model
-from cnnlab.models.resnet import (
-    SHORTCUT_TYPES,
-    STRIDE_PLACEMENTS,
-    ResNet,
-    imagenet_stages,
-)
+from cnnlab.models.residual import SHORTCUT_TYPES, STRIDE_PLACEMENTS, ResNet
+from cnnlab.models.resnet import imagenet_stages
 from cnnlab.models.resnet_cifar import CIFAR_INFO, CIFAR_RESNETS, cifar_resnet
 
 PREACT_PAPER = "He et al. 2016, Identity Mappings in Deep Residual Networks"
