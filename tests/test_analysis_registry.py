@@ -12,6 +12,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from cnnlab.analysis import summarize
+from cnnlab.errors import UsageError
 from cnnlab.models import count_params, create_model, list_models, model_info
 from cnnlab.models.layers import meta_call
 
@@ -55,7 +56,7 @@ def test_every_model_summarises_consistently(name: str) -> None:
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_every_model_traces_for_the_models_table(name: str) -> None:
     """``cnnlab models`` counts MACs by tracing each model: none may fail (it would show 'trace failed')."""
-    from cnnlab.cli.models import traced_macs
+    from cnnlab.analysis.zoo import traced_macs
 
     assert traced_macs(meta_model(name), model_info(name).input_size) > 0
 
@@ -77,3 +78,15 @@ def test_macs_agree_with_flop_counter_on_the_zoo(name: str, options: dict) -> No
     with counter, torch.no_grad():
         meta_call(model)(torch.empty(1, *info.input_size, device="meta"))
     assert summarize(model, info.input_size).totals.macs == counter.get_total_flops() // 2
+
+
+def test_model_rows_are_library_data_the_cli_only_prints() -> None:
+    """``cnnlab models``' table comes from :func:`cnnlab.analysis.zoo.model_rows`: the registry's pinned figures."""
+    from cnnlab.analysis.zoo import model_rows
+
+    (row,) = model_rows("alexnet")
+    info = model_info("alexnet")
+    assert row["params"] == info.num_params and row["macs"] == info.macs and row["input"] == "3x227x227"
+    assert [r["name"] for r in model_rows("wrn-34-2")] == ["wrn-34-2"]  # a name a family resolves
+    with pytest.raises(UsageError, match="no model matches 'alexnt'.*close matches: alexnet"):
+        model_rows("alexnt")

@@ -8,7 +8,7 @@ from torch import nn
 
 from cnnlab.errors import UsageError
 from cnnlab.models import check_input_size, count_params, create_model, model_info
-from cnnlab.models.alexnet import local_response_norm
+from cnnlab.models.layers import local_response_norm
 
 
 def meta_model(name: str, **options) -> nn.Module:

@@ -14,7 +14,7 @@ from torch import nn
 
 from cnnlab.errors import UsageError
 from cnnlab.models import count_params, create_model, model_info
-from cnnlab.models.resnet import (
+from cnnlab.models.residual import (
     ACTIVATION_PLACEMENTS,
     GATE_BIAS_INIT,
     ConvSpec,

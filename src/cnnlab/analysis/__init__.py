@@ -4,6 +4,7 @@
 * :mod:`cnnlab.analysis.receptive` - the output-size, jump and receptive-field recurrences and a layer language.
 * :mod:`cnnlab.analysis.cost` - the slides' convolution cost arithmetic (the 1x1 reduction).
 * :mod:`cnnlab.analysis.papers` - the papers' tables reproduced beside our counts.
+* :mod:`cnnlab.analysis.zoo` - the registry as rows (parameters, traced MACs, input, paper) for ``cnnlab models``.
 
 Conventions (MACs vs FLOPs, what is counted where) are in docs/analysis.md.
 """

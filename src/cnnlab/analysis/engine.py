@@ -25,7 +25,9 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from cnnlab.analysis.receptive import field_step
 from cnnlab.analysis.report import LayerRow
+from cnnlab.models.layers import NORM_OPS, ShapeOnlyNorm
 
 # Operation names (as ``func.__name__``, in-place "_" and dunder underscores stripped) by category.
 CONV = {"conv1d", "conv2d", "conv3d"}
@@ -40,7 +42,7 @@ ADAPTIVE_POOL = {
     "adaptive_max_pool2d",
     "adaptive_max_pool3d",
 }
-NORM = {"batch_norm", "layer_norm", "group_norm", "instance_norm", "local_response_norm"}
+NORM = NORM_OPS
 ACTIVATION = {
     "relu",
     "relu6",
@@ -128,11 +130,9 @@ class Field:
         )
 
     def through(self, kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int]) -> Field:
-        """``r_out = r_in + d(k - 1) j_in``, ``j_out = j_in s`` on each axis."""
-        return Field(
-            tuple(j * s for j, s in zip(self.jump, stride)),
-            tuple(r + d * (k - 1) * j for r, j, k, d in zip(self.field, self.jump, kernel, dilation)),
-        )
+        """``r_out = r_in + d(k - 1) j_in``, ``j_out = j_in s`` on each axis (:func:`field_step`)."""
+        steps = [field_step(*axis) for axis in zip(self.jump, self.field, kernel, stride, dilation)]
+        return Field(tuple(j for j, _ in steps), tuple(r for _, r in steps))
 
 
 @dataclass
@@ -156,20 +156,6 @@ class _Frame:
     ops: int = 0
 
 
-class ShapesOnly(TorchFunctionMode):
-    """On meta tensors, normalisation returns an empty tensor of its input's shape instead of running.
-
-    torch's meta batch norm decomposes into dozens of operations; shape searches (smallest input, inputs
-    that fit) run the network many times and need only shapes.
-    """
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: D105 - torch protocol
-        kwargs = kwargs or {}
-        if op_name(func) in NORM and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
-            return torch.empty_like(args[0])
-        return func(*args, **kwargs)
-
-
 class Tracer(TorchFunctionMode):
     """Records one :class:`LayerRow` per tensor operation run inside the traced model's forward."""
 
@@ -183,7 +169,8 @@ class Tracer(TorchFunctionMode):
         self.rows: list[LayerRow] = []
         self.used_names: dict[str, int] = {}
         self.attempt: Attempt | None = None
-        self.shapes_only = False  # set for meta tracing: shape-preserving ops need not run their kernels
+        # set for meta tracing: normalisation need not run its kernels (no batch check: probes use batch 1)
+        self.shapes_only: ShapeOnlyNorm | None = None
         self.depth_types: dict[str, str] = {name: type(m).__name__ for name, m in model.named_modules()}
 
     # --- module stack -------------------------------------------------------------------------------
@@ -241,10 +228,8 @@ class Tracer(TorchFunctionMode):
             tuple(weight.shape) if weight is not None else None,
             int((dict(zip(WINDOW_ARGS["conv"], args)) | kwargs).get("groups", 1)) if name in CONV else 1,
         )
-        if self.shapes_only and name in NORM and inputs[0].is_meta:
-            # normalisation keeps the shape; torch's meta batch norm decomposes into dozens of ops (slow)
-            out = torch.empty_like(inputs[0])
-        else:
+        out = self.shapes_only.stand_in(func, args, kwargs) if self.shapes_only is not None else None
+        if out is None:
             out = func(*args, **kwargs)
         result = next(_tensors(out), None)
         if isinstance(result, torch.Tensor):
@@ -365,11 +350,8 @@ class Tracer(TorchFunctionMode):
 
     @staticmethod
     def _flattened(incoming: Field | None, x: torch.Tensor) -> Field | None:
-        """Flattening the spatial axes: every output sees the whole map, ``r_in + (n_in - 1) j_in``."""
+        """Flattening the spatial axes: every output sees the whole map, a window ``k = s = n_in``."""
         if incoming is None or x.dim() < 3 or len(incoming.field) != x.dim() - 2:
             return incoming
-        n = x.shape[2:]
-        return Field(
-            tuple(j * s for j, s in zip(incoming.jump, n)),
-            tuple(r + (s - 1) * j for r, j, s in zip(incoming.field, incoming.jump, n)),
-        )
+        n = tuple(x.shape[2:])
+        return incoming.through(n, n, (1,) * len(n))

@@ -89,12 +89,16 @@ def output_size(n_in: int, layer: Window) -> int:
     return span // layer.stride + 1
 
 
+def field_step(jump: int, field: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """One layer of the recurrences on one axis: ``(j_in s, r_in + d(k - 1) j_in)``."""
+    return jump * stride, field + dilation * (kernel - 1) * jump
+
+
 def receptive_fields(layers: list[Window], size: int | None = None) -> list[FieldStep]:
     """Apply the recurrences layer by layer from ``j = r = 1`` (and ``n = size`` when given)."""
     steps, jump, field, n = [], 1, 1, size
     for layer in layers:
-        field += (layer.effective_kernel - 1) * jump
-        jump *= layer.stride
+        jump, field = field_step(jump, field, layer.kernel, layer.stride, layer.dilation)
         n = output_size(n, layer) if n is not None else None
         steps.append(FieldStep(layer, n, jump, field))
     return steps

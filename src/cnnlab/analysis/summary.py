@@ -14,10 +14,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from cnnlab.analysis.engine import Attempt, ShapesOnly, Tracer
+from cnnlab.analysis.engine import NORM, Attempt, Tracer
 from cnnlab.analysis.report import Summary, Totals
 from cnnlab.errors import CnnlabError, InputSizeError, UsageError
-from cnnlab.models.layers import _BoundCall, pair, smallest_input_size
+from cnnlab.models.layers import BoundCall, ShapeOnlyNorm, pair, smallest_input_size, too_small_error
 
 DEVICES = ("meta", "cpu")
 
@@ -96,14 +96,19 @@ def _stand_ins(
     return state, params
 
 
+def _shapes_only() -> ShapeOnlyNorm:
+    """Every normalisation shape-only on meta, without batch norm's batch check: the probes use batch 1."""
+    return ShapeOnlyNorm(NORM, verify_batch=False)
+
+
 def _run(
     model: nn.Module, x: torch.Tensor, device: str, method: str, tracer: Tracer | None, dtype: torch.dtype
 ):
     state, params = _stand_ins(model, device, dtype)
-    wrapper = _BoundCall(model, getattr(model, method))
+    wrapper = BoundCall(model, getattr(model, method))
     if tracer is not None:
         tracer.params = params
-        tracer.shapes_only = device == "meta"
+        tracer.shapes_only = _shapes_only() if device == "meta" else None
         tracer.add_root(wrapper, model)
     if device == "meta":
         state = {f"inner.{k}": v for k, v in state.items()}
@@ -111,7 +116,7 @@ def _run(
     else:
         call = lambda: wrapper(x)  # noqa: E731
     if tracer is None:
-        with ShapesOnly(), torch.no_grad():
+        with _shapes_only(), torch.no_grad():
             return call()
     handles = tracer.hooks()
     try:
@@ -293,7 +298,7 @@ def explain_failure(
         expected = _expected(attempt)
         where = f" layer {layer} received {arrived}" + (f" but expects {expected}" if expected else "")
     features = getattr(model, "forward_features", None)
-    probe = _BoundCall(model, features) if features is not None else model
+    probe = BoundCall(model, features) if features is not None else model
     smallest = smallest_input_size(lambda t: _run(probe, t, "meta", "forward", None, t.dtype), c)
     built_for = getattr(model, "img_size", None)
     built = pair(built_for) if built_for is not None else (0, 0)
@@ -312,10 +317,8 @@ def explain_failure(
         also = ""
         if built_for is not None and smallest < first:
             also = f" ({c}x{smallest}x{smallest} if built with img_size={smallest})"
-        return UsageError(
-            f"input {c}x{h}x{w} is too small for {name}:{where}; the smallest input that works is "
-            f"{c}x{first}x{first}" + (rebuild if smallest <= min(h, w) else also)
-        )
+        too_small = too_small_error(input_size, name, first, where)
+        return UsageError(f"{too_small}{rebuild if smallest <= min(h, w) else also}")
     if found is None:
         return UsageError(
             f"{name} cannot run on input {c}x{h}x{w}:{where}; no square input up to {limit} fits"

@@ -33,7 +33,7 @@ def _import_families() -> None:
     import pkgutil
 
     for module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if module.name not in ("layers", "registry") and not module.name.startswith("_"):
+        if module.name not in ("layers", "registry", "residual") and not module.name.startswith("_"):
             importlib.import_module(f"{__name__}.{module.name}")
 
 

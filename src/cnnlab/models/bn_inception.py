@@ -31,8 +31,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from cnnlab.models.googlenet import ConcatBranches, InceptionNet, _check_choice
-from cnnlab.models.layers import ConvNormAct
+from cnnlab.models.layers import ConcatBranches, ConvNormAct, InceptionNet, check_choice
 from cnnlab.models.registry import register_model
 
 BN_INCEPTION_PAPER = (
@@ -64,7 +63,7 @@ class BNInceptionSpec:
     stride: int = 1
 
     def __post_init__(self) -> None:
-        _check_choice("pooling", self.pool, POOL_TYPES)
+        check_choice("pooling", self.pool, POOL_TYPES)
 
     def out_chs(self, in_chs: int) -> int:
         """Channels after concatenation (a pass-through pool keeps the input's width)."""

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from cnnlab.errors import UsageError, unknown_choice
-from cnnlab.models.alexnet import ConvLayer, MaxPool, PlainConvNet, conv_stack, init_gaussian
+from cnnlab.errors import UsageError
+from cnnlab.models.layers import ConvLayer, MaxPool, PlainConvNet, check_choice, conv_stack, init_gaussian
 from cnnlab.models.registry import register_model
 
 PAPER = "Chatfield et al. 2014, Return of the Devil in the Details: Delving Deep into Convolutional Nets"
@@ -81,8 +81,7 @@ def chatfield_cnn(
     adaptive_pool: bool = False,
 ) -> PlainConvNet:
     """CNN-``arch`` of Table 1 (F, M or S) with ``fc7_width`` units in full7."""
-    if arch not in CNN_ARCHS:
-        raise unknown_choice("CNN architecture", arch, CNN_ARCHS)
+    check_choice("CNN architecture", arch, CNN_ARCHS)
     if not isinstance(fc7_width, int) or fc7_width < 1:
         raise UsageError(f"fc7_width must be a whole number of at least 1, got {fc7_width!r}")
     name = f"cnn-{arch.lower()}" + (f"-{fc7_width}" if fc7_width != FC6_WIDTH else "")

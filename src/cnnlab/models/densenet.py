@@ -43,8 +43,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from cnnlab.errors import UsageError, unknown_choice
-from cnnlab.models.layers import ClassifierHead, ClassifierModel, ConvNormAct, NormActConv
+from cnnlab.errors import UsageError
+from cnnlab.models.layers import ClassifierHead, ClassifierModel, ConvNormAct, NormActConv, check_choice
 from cnnlab.models.registry import ModelInfo, make_model_info, register_model, register_model_pattern
 
 PAPER = "Huang et al. 2017, Densely Connected Convolutional Networks"
@@ -81,8 +81,7 @@ class DenseNetConfig:
                 f"compression (theta) must be in (0, 1] (1 keeps every channel, the paper uses 0.5), "
                 f"got {self.compression!r}"
             )
-        if self.stem not in STEMS:
-            raise unknown_choice("DenseNet stem", self.stem, STEMS)
+        check_choice("DenseNet stem", self.stem, STEMS)
         for i, (_, block_out, trans_out) in enumerate(self.channel_plan()):
             if trans_out is not None and trans_out < 1:
                 raise UsageError(
@@ -167,8 +166,7 @@ def cifar_config(
     ``variant`` (plain, b, c, bc) sets the default bottleneck and compression; ``compression`` and
     ``bottleneck`` override them. The stem has 16 channels, 2k for DenseNet-BC.
     """
-    if variant not in CIFAR_VARIANTS:
-        raise unknown_choice("DenseNet variant", variant, CIFAR_VARIANTS)
+    check_choice("DenseNet variant", variant, CIFAR_VARIANTS)
     default_bottleneck, default_compression = CIFAR_VARIANTS[variant]
     bottleneck = default_bottleneck if bottleneck is None else bottleneck
     compression = default_compression if compression is None else compression
@@ -231,30 +229,6 @@ def _recomputing() -> Iterator[None]:
 
 def _checkpoint_contexts() -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
     return contextlib.nullcontext(), _recomputing()
-
-
-class ShapeOnMetaBatchNorm2d(nn.BatchNorm2d):
-    """Batch norm that, on the meta device, only propagates the shape.
-
-    PyTorch computes meta batch norm through its Python reference decomposition (~25 ms a call),
-    which made the shape probes of :func:`cnnlab.models.layers.smallest_input_size` take seconds
-    per DenseNet-264 forward; real tensors take the usual path unchanged.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_meta:
-            return torch.empty_like(x)
-        return super().forward(x)
-
-
-def _use_shape_only_meta_batch_norm(model: nn.Module) -> None:
-    """Turn every plain ``nn.BatchNorm2d`` of ``model`` (built by the shared layers) into :class:`ShapeOnMetaBatchNorm2d`.
-
-    The subclass adds no state, so parameters, buffers and state-dict keys stay the same.
-    """
-    for module in model.modules():
-        if type(module) is nn.BatchNorm2d:
-            module.__class__ = ShapeOnMetaBatchNorm2d
 
 
 def _batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
@@ -376,7 +350,6 @@ class DenseNet(ClassifierModel):
         stages["act"] = nn.ReLU(inplace=True)
         self.features = nn.Sequential(stages)
         self.head = ClassifierHead(config.num_features, num_classes, drop_rate=0.0)
-        _use_shape_only_meta_batch_norm(self)
         init_weights(self)
 
     @property

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -38,105 +37,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.errors import unknown_choice
 from cnnlab.models.layers import (
-    ClassifierHead,
-    ClassifierModel,
+    ConcatBranches,
     ConvNormAct,
+    InceptionNet,
     SizedFrom,
-    feature_shape,
-    meta_call,
+    check_choice,
     pair,
 )
 from cnnlab.models.registry import register_model
 
 GOOGLENET_PAPER = "Szegedy et al. 2015, Going deeper with convolutions"
-
-
-class ConcatBranches(nn.ModuleDict):
-    """Parallel branches applied to the same input, outputs concatenated on channels ("filter concatenation")."""
-
-    def __init__(self, branches: dict[str, nn.Module], out_chs: int) -> None:
-        super().__init__(branches)
-        self.out_chs = out_chs
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([branch(x) for branch in self.values()], dim=1)
-
-
-class InceptionNet(ClassifierModel):
-    """Named stages run in order, a global-average-pool head, and auxiliary heads tapping named stages.
-
-    Stages are direct attributes (``model.inception3a``), so analysis tools find each table row by
-    name. ``aux_heads`` maps a stage name to the head applied to that stage's output.
-    """
-
-    def __init__(
-        self, stages: Iterable[tuple[str, nn.Module]], num_features: int, num_classes: int, drop_rate: float
-    ) -> None:
-        super().__init__()
-        names = []
-        for name, stage in stages:
-            self.add_module(name, stage)
-            names.append(name)
-        self.stage_names = tuple(names)
-        self.num_features = num_features
-        self.head = ClassifierHead(num_features, num_classes, drop_rate)
-        self.aux_heads = nn.ModuleDict()
-
-    def run_stages(
-        self, x: torch.Tensor, taps: Sequence[str] = (), until: str | None = None
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Run the stages in order (up to and including ``until``); return the last output and the tapped ones."""
-        tapped = {}
-        for name in self.stage_names:
-            x = self._modules[name](x)
-            if name in taps:
-                tapped[name] = x
-            if name == until:
-                break
-        return x, tapped
-
-    def stage_shape(
-        self,
-        stage: str,
-        in_chans: int,
-        img_size: int | Sequence[int],
-        then: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        what: str = "this network",
-    ) -> torch.Size:
-        """Shape ``(C, H, W)`` of ``stage``'s output (passed through ``then``) for one image, on the meta device.
-
-        An input too small raises a :class:`~cnnlab.errors.UsageError` naming the smallest size that works.
-        """
-
-        def run(x: torch.Tensor) -> torch.Tensor:
-            y = self.run_stages(x, until=stage)[0]
-            return then(y) if then is not None else y
-
-        # evaluation mode: batch norm in training mode refuses a 1x1 map of one image (a ValueError)
-        was_training = self.training
-        self.eval()
-        try:
-            return feature_shape(meta_call(self, run), in_chans, img_size, what=what)
-        finally:
-            self.train(was_training)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.run_stages(x)[0]
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x)
-
-    def forward_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Main logits and one set of logits per auxiliary head, whatever the training mode."""
-        features, tapped = self.run_stages(x, taps=tuple(self.aux_heads))
-        for (
-            name,
-            head,
-        ) in self.aux_heads.items():  # heads sized from the input (GoogLeNet's) refuse other sizes
-            self.check_sized_input(x, tapped[name], getattr(head, "sized_from", None))
-        return self.forward_head(features), [head(tapped[name]) for name, head in self.aux_heads.items()]
 
 
 @dataclass(frozen=True)
@@ -257,12 +168,6 @@ def init_googlenet_weights(model: nn.Module, conv_bias: float = 0.2) -> None:
             nn.init.zeros_(module.bias)
 
 
-def _check_choice(option: str, value: object, choices: Sequence[object]) -> None:
-    """UsageError naming the valid values of ``option`` unless ``value`` is one of them."""
-    if value not in choices:
-        raise unknown_choice(option, str(value), [str(c) for c in choices])
-
-
 @register_model(
     "googlenet",
     family="googlenet",
@@ -283,7 +188,7 @@ def googlenet(
     lrn: bool = True,
 ) -> InceptionNet:
     """GoogLeNet as in Table 1; ``aux_logits=True`` adds section 5's auxiliary classifiers on 4a and 4d."""
-    _check_choice("branch5x5_kernel", branch5x5_kernel, (5, 3))
+    check_choice("branch5x5_kernel", branch5x5_kernel, (5, 3))
     conv = partial(ConvNormAct, norm=batch_norm)
     norm = _lrn if lrn else nn.Identity
     stages: list[tuple[str, nn.Module]] = [

@@ -37,50 +37,28 @@ Inception-ResNets.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.models.googlenet import ConcatBranches, InceptionNet
-from cnnlab.models.layers import ConvNormAct, pair
+from cnnlab.models.layers import (
+    ConcatBranches,
+    ConvRow,
+    InceptionNet,
+    avg_pool_proj,
+    bn_conv,
+    build_stem,
+    conv_chain,
+    max_pool_3x3_s2,
+    pair,
+    split_1x3_3x1,
+)
 from cnnlab.models.registry import register_model
 
 INCEPTION_V3_PAPER = "Szegedy et al. 2016, Rethinking the Inception Architecture for Computer Vision"
 AUX_WEIGHT = 0.4
-
-# (out_chs, kernel[, stride[, padding]]); padding None keeps the size ("SAME"), 0 is "VALID"
-ConvRow = tuple
-
-
-def bn_conv(
-    in_chs: int, out_chs: int, kernel: int | Sequence[int], stride: int = 1, padding=None
-) -> ConvNormAct:
-    """conv (no bias) -> BN (eps 0.001, the TF reference) -> ReLU."""
-    return ConvNormAct(in_chs, out_chs, kernel, stride, padding, norm=True, bn_eps=1e-3)
-
-
-def conv_chain(in_chs: int, *rows: ConvRow) -> nn.Sequential:
-    """Consecutive :func:`bn_conv` units, each row ``(out_chs, kernel[, stride[, padding]])``."""
-    layers = []
-    for row in rows:
-        layers.append(bn_conv(in_chs, *row))
-        in_chs = row[0]
-    return nn.Sequential(*layers)
-
-
-def avg_pool_proj(in_chs: int, out_chs: int) -> nn.Sequential:
-    """3x3/1 average pool ("SAME", padding not counted, as TensorFlow) -> 1x1 projection."""
-    return nn.Sequential(
-        nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False), bn_conv(in_chs, out_chs, 1)
-    )
-
-
-def max_pool_3x3_s2() -> nn.MaxPool2d:
-    """The valid 3x3/2 max pool of every grid reduction (35 -> 17 -> 8)."""
-    return nn.MaxPool2d(3, stride=2)
 
 
 @dataclass(frozen=True)
@@ -181,14 +159,6 @@ class GridReductionB:
         return ConcatBranches(branches, self.out_chs(in_chs))
 
 
-def split_1x3_3x1(in_chs: int, out_chs: int) -> ConcatBranches:
-    """Figure 7's expanded filter bank: 1x3 and 3x1 side by side on the same input, concatenated."""
-    return ConcatBranches(
-        {"1x3": conv_chain(in_chs, (out_chs, (1, 3))), "3x1": conv_chain(in_chs, (out_chs, (3, 1)))},
-        2 * out_chs,
-    )
-
-
 @dataclass(frozen=True)
 class ModuleC:
     """Figure 7 (8x8): 1x1 | 1x1 -> [1x3, 3x1] | 1x1 -> 3x3 -> [1x3, 3x1] | avg pool -> 1x1."""
@@ -243,18 +213,6 @@ V3_MODULES = (
     ("mixed_7c", ModuleC()),
 )
 V3_AUX_TAP = "mixed_6e"
-
-
-def build_stem(in_chans: int, rows: Sequence[tuple[str, ConvRow | str]]) -> tuple[list, int]:
-    """Named stem stages from ``(name, row)``: a row ``(out_chs, kernel, stride, padding)`` or ``"pool"`` (3x3/2)."""
-    stages, in_chs = [], in_chans
-    for name, row in rows:
-        if row == "pool":
-            stages.append((name, max_pool_3x3_s2()))
-        else:
-            stages.append((name, bn_conv(in_chs, *row)))
-            in_chs = row[0]
-    return stages, in_chs
 
 
 class InceptionV3Aux(nn.Module):

@@ -40,10 +40,11 @@ import torch
 from torch import nn
 
 from cnnlab.errors import UsageError
-from cnnlab.models.googlenet import ConcatBranches, InceptionNet
-from cnnlab.models.inception_v3 import (
+from cnnlab.models.inception_v3 import ModuleA
+from cnnlab.models.layers import (
+    ConcatBranches,
     ConvRow,
-    ModuleA,
+    InceptionNet,
     avg_pool_proj,
     bn_conv,
     build_stem,

@@ -16,15 +16,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from cnnlab.errors import InputSizeError, UsageError
+from cnnlab.errors import InputSizeError, UsageError, unknown_choice
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": lambda: nn.ReLU(inplace=True),
@@ -44,9 +44,14 @@ def make_activation(name: str | None) -> nn.Module:
     try:
         return _ACTIVATIONS[name]()
     except KeyError:
-        from cnnlab.errors import unknown_choice
-
         raise unknown_choice("activation", name, _ACTIVATIONS) from None
+
+
+def check_choice(kind: str, value: object, choices: Sequence[object]) -> object:
+    """``value`` if it is one of ``choices``, else a :class:`UsageError` naming ``kind`` and listing them."""
+    if value not in choices:
+        raise unknown_choice(kind, str(value), [str(c) for c in choices])
+    return value
 
 
 def pair(value: int | Sequence[int]) -> tuple[int, int]:
@@ -226,35 +231,52 @@ class ClassifierModel(nn.Module):
             raise sized_from.error(name, tuple(x.shape[1:]), tuple(arriving.shape[1:]))
 
 
-class _ShapeOnlyBatchNorm(TorchFunctionMode):
-    """On meta tensors, batch norm only passes the shape through.
+#: the normalisations, by ``func.__name__``: each returns a tensor of its input's shape
+NORM_OPS = frozenset({"batch_norm", "layer_norm", "group_norm", "instance_norm", "local_response_norm"})
+
+
+class ShapeOnlyNorm(TorchFunctionMode):
+    """On meta tensors, normalisation only passes the shape through: the one home of this shortcut.
 
     PyTorch runs meta batch norm through a Python decomposition (about 25 ms a call), which made
-    shape probes of deep nets cost seconds; the result's shape is the input's, and the one error
-    batch norm can raise about sizes (one value per channel in training) is kept.
+    shape probes of deep nets (DenseNet-264) cost seconds; the result's shape is the input's. A mode
+    rather than a batch-norm subclass, so modules keep their exact class (thop and ptflops look them
+    up by ``type``). ``ops`` are the normalisations skipped; ``verify_batch`` keeps the one size error
+    batch norm raises (one value per channel in training), which the skipped call would lose.
     """
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __init__(self, ops: frozenset[str] = frozenset({"batch_norm"}), verify_batch: bool = True) -> None:
+        super().__init__()
+        self.ops = ops
+        self.verify_batch = verify_batch
+
+    def stand_in(self, func: Callable, args: Sequence, kwargs: dict) -> torch.Tensor | None:
+        """``empty_like(input)`` for a normalisation of a meta tensor, else ``None`` (run it for real)."""
+        name = getattr(func, "__name__", "").strip("_")
+        if name not in self.ops or not args or not isinstance(args[0], torch.Tensor) or not args[0].is_meta:
+            return None
+        x = args[0]
+        training = kwargs.get("training", args[5] if len(args) > 5 else False)
+        if self.verify_batch and name == "batch_norm" and training and x.numel() // x.shape[1] == 1:
+            raise ValueError(
+                f"Expected more than 1 value per channel when training, got input size {list(x.shape)}"
+            )
+        return torch.empty_like(x)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: D105 - torch protocol
         kwargs = kwargs or {}
-        if func is F.batch_norm and args and args[0].device.type == "meta":
-            x = args[0]
-            training = kwargs.get("training", args[5] if len(args) > 5 else False)
-            if training and x.numel() // x.shape[1] == 1:
-                raise ValueError(
-                    f"Expected more than 1 value per channel when training, got input size {list(x.shape)}"
-                )
-            return torch.empty_like(x)
-        return func(*args, **kwargs)
+        out = self.stand_in(func, args, kwargs)
+        return func(*args, **kwargs) if out is None else out
 
 
 def _meta_output_shape(fn: Callable[[torch.Tensor], torch.Tensor], input_shape: Sequence[int]) -> torch.Size:
     with torch.device("meta"):
         x = torch.empty(*input_shape)
-    with _ShapeOnlyBatchNorm():
+    with ShapeOnlyNorm():
         return fn(x).shape
 
 
-class _BoundCall(nn.Module):
+class BoundCall(nn.Module):
     """Wrapper whose forward calls ``fn`` (a method of ``inner``), so functional_call can reach it."""
 
     def __init__(self, inner: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
@@ -269,7 +291,7 @@ class _BoundCall(nn.Module):
 
 def meta_call(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor] | None = None):
     """Wrap ``module`` (or its bound method ``fn``) so it runs on meta tensors without touching its weights."""
-    wrapper = _BoundCall(module, fn or module)
+    wrapper = BoundCall(module, fn or module)
 
     def run(x: torch.Tensor) -> torch.Tensor:
         state = {
@@ -299,13 +321,32 @@ def feature_shape(
             1:
         ]  # 2 images: batch norm in training mode needs >1
     except (RuntimeError, ValueError) as err:
-        smallest = smallest_input_size(fn, in_chans)
-        if smallest is None or smallest <= min(h, w):
+        too_small = diagnose_too_small(fn, (in_chans, h, w), what)
+        if too_small is None:
             raise
-        raise UsageError(
-            f"input {in_chans}x{h}x{w} is too small for {what}: the smallest input that works is "
-            f"{in_chans}x{smallest}x{smallest}"
-        ) from err
+        raise too_small from err
+
+
+def too_small_error(input_shape: Sequence[int], what: str, smallest: int, where: str = "") -> UsageError:
+    """The one "input too small" message: the input, the network (``where`` it failed), the smallest that works."""
+    c, h, w = input_shape
+    return UsageError(
+        f"input {c}x{h}x{w} is too small for {what}:{f'{where};' if where else ''} the smallest input that "
+        f"works is {c}x{smallest}x{smallest}"
+    )
+
+
+def diagnose_too_small(
+    fn: nn.Module | Callable[[torch.Tensor], torch.Tensor], input_shape: Sequence[int], what: str
+) -> UsageError | None:
+    """:func:`too_small_error` if the smallest input ``fn`` runs on is larger than ``input_shape`` (C, H, W), else ``None``."""
+    c, h, w = input_shape
+    smallest = smallest_input_size(fn, c)
+    return (
+        too_small_error(input_shape, what, smallest)
+        if smallest is not None and smallest > min(h, w)
+        else None
+    )
 
 
 def smallest_input_size(
@@ -362,12 +403,9 @@ def check_input_size(model: nn.Module, input_shape: Sequence[int]) -> torch.Size
         if expected_c is not None and expected_c != c:
             raise UsageError(f"{name} takes {expected_c}-channel input, got {c} channels") from err
         features = getattr(model, "forward_features", None)
-        smallest = smallest_input_size(meta_call(model, features) if features else model, c)
-        if smallest is not None and smallest > min(h, w):
-            raise UsageError(
-                f"input {c}x{h}x{w} is too small for {name}: the smallest input that works is "
-                f"{c}x{smallest}x{smallest}"
-            ) from err
+        too_small = diagnose_too_small(meta_call(model, features) if features else model, (c, h, w), name)
+        if too_small is not None:
+            raise too_small from err
         raise UsageError(f"{name} cannot run on input {c}x{h}x{w}: {str(err).splitlines()[0]}") from err
 
 
@@ -381,3 +419,302 @@ def _first_conv_in_channels(model: nn.Module) -> int | None:
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameter elements (all, or only those with ``requires_grad``)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+# --------------------------------------------------------------------------------------------------
+# Plain conv stack + FC stack (AlexNet-era families): a layer table as data, built into `features` + `classifier`
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MaxPool:
+    """A max-pooling row: window and stride (AlexNet's overlapping pool is ``MaxPool(3, 2)``)."""
+
+    kernel: int
+    stride: int
+
+
+@dataclass(frozen=True)
+class ConvLayer:
+    """One convolution row of a paper's layer table, followed by its ReLU, optional LRN and pooling.
+
+    ``groups=2`` expresses AlexNet's two GPU towers; ``pool=None`` means no pooling after this layer.
+    """
+
+    out_chs: int
+    kernel: int
+    stride: int = 1
+    padding: int = 0
+    groups: int = 1
+    lrn: bool = False
+    pool: MaxPool | None = None
+
+
+def local_response_norm() -> nn.LocalResponseNorm:
+    """AlexNet's LRN (Sec. 3.3: k=2, n=5, alpha=1e-4, beta=0.75).
+
+    The paper divides by ``(k + alpha * sum a^2) ** beta``; torch divides by
+    ``(k + alpha / n * sum a^2) ** beta``, so torch's alpha is the paper's times n.
+    """
+    size = 5
+    return nn.LocalResponseNorm(size, alpha=1e-4 * size, beta=0.75, k=2.0)
+
+
+def conv_stack(
+    layers: Sequence[ConvLayer], in_chans: int, lrn_after_pool: bool = False, ceil_mode: bool = False
+) -> nn.Sequential:
+    """Build ``features`` from table rows, naming modules ``conv1, relu1, norm1, pool1, conv2 ...``.
+
+    AlexNet normalises then pools (Sec. 3.5); ZFNet pools then normalises (Zeiler & Fergus Fig. 3):
+    ``lrn_after_pool`` picks the latter. ``ceil_mode`` rounds pooled sizes up, as Caffe and
+    MatConvNet do (the convention behind the published map sizes of ZFNet, CNN-F/M/S and NIN).
+    """
+    modules: OrderedDict[str, nn.Module] = OrderedDict()
+    chs = in_chans
+    for i, row in enumerate(layers, start=1):
+        if row.groups > 1 and (chs % row.groups or row.out_chs % row.groups):
+            raise UsageError(
+                f"conv{i} cannot be split into {row.groups} towers: {chs} -> {row.out_chs} channels "
+                f"must both be divisible by {row.groups}"
+            )
+        modules[f"conv{i}"] = nn.Conv2d(
+            chs, row.out_chs, row.kernel, row.stride, row.padding, groups=row.groups
+        )
+        modules[f"relu{i}"] = nn.ReLU(inplace=True)
+        norm = {f"norm{i}": local_response_norm()} if row.lrn else {}
+        pool = {}
+        if row.pool is not None:
+            pool[f"pool{i}"] = nn.MaxPool2d(row.pool.kernel, row.pool.stride, ceil_mode=ceil_mode)
+        modules.update({**pool, **norm} if lrn_after_pool else {**norm, **pool})
+        chs = row.out_chs
+    return nn.Sequential(modules)
+
+
+def fc_stack(
+    in_features: int, hidden: Sequence[int], num_classes: int, drop_rate: float, first: int
+) -> nn.Sequential:
+    """The FC classifier ``fc{first}, relu, drop, ..., fc{last}``: dropout after each hidden ReLU.
+
+    Dropout sits on the outputs of the hidden FC layers, as in AlexNet Sec. 4.2 ("dropout in the first
+    two fully-connected layers") and VGG Sec. 3.1 ("dropout ... for the first two FC layers").
+    """
+    modules: OrderedDict[str, nn.Module] = OrderedDict()
+    width = in_features
+    for i, out in enumerate(hidden, start=first):
+        modules[f"fc{i}"] = nn.Linear(width, out)
+        modules[f"relu{i}"] = nn.ReLU(inplace=True)
+        modules[f"drop{i}"] = nn.Dropout(drop_rate)
+        width = out
+    modules[f"fc{first + len(hidden)}"] = nn.Linear(width, num_classes)
+    return nn.Sequential(modules)
+
+
+class PlainConvNet(ClassifierModel):
+    """``features`` (convolutions) -> [adaptive pool] -> flatten -> ``classifier`` (FC stack).
+
+    The first FC layer's width is derived from the feature map at ``img_size`` (``feature_shape``),
+    so any input above the minimum works once the model is built for it; ``adaptive_pool=True``
+    pools every input to that map size instead (torchvision's layout), so one model runs on any size.
+    FC layers are numbered after the convolutions (conv1-5 -> fc6-8, OverFeat-accurate's conv1-6 ->
+    fc7-9), as the papers name them, or from ``first_fc`` (VGG's released models: always fc6-8).
+    """
+
+    def __init__(
+        self,
+        features: nn.Sequential,
+        hidden: Sequence[int],
+        num_classes: int,
+        in_chans: int,
+        img_size: int | tuple[int, int],
+        drop_rate: float,
+        adaptive_pool: bool,
+        name: str,
+        first_fc: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.img_size = pair(img_size)
+        self.features = features
+        # evaluation mode: batch norm in training mode refuses a 1x1 map of one image (ValueError),
+        # which would hide the "smallest input" message of an img_size that is too small
+        features.eval()
+        try:
+            c, h, w = feature_shape(features, in_chans, self.img_size, what=name)
+        finally:
+            features.train()
+        self.avgpool = nn.AdaptiveAvgPool2d((h, w)) if adaptive_pool else nn.Identity()
+        if not adaptive_pool:  # fc{first} flattens the map as it is: refuse other sizes before it runs
+            self.head_sized_from = SizedFrom(
+                self.img_size,
+                (c, h, w),
+                "its first FC layer",
+                any_size_option="adaptive_pool=True",
+                name=name,
+            )
+        num_convs = sum(isinstance(m, nn.Conv2d) for m in features.modules())
+        first_fc = num_convs + 1 if first_fc is None else first_fc
+        self.classifier = fc_stack(c * h * w, hidden, num_classes, drop_rate, first=first_fc)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(x), 1))
+
+
+def init_gaussian(model: nn.Module, std: float = 0.01, bias_one: Collection[str] = ()) -> None:
+    """Weights of every conv and linear layer ~ N(0, std), biases 0, or 1 for modules named in ``bias_one``.
+
+    Batch-norm layers start at scale 1, shift 0. The initialisation AlexNet, ZFNet, OverFeat and VGG
+    describe; CNN-F/M/S, whose paper states none, reuse it.
+    """
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            nn.init.normal_(module.weight, 0.0, std)
+            if module.bias is not None:
+                nn.init.constant_(module.bias, 1.0 if name.rsplit(".", 1)[-1] in bias_one else 0.0)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+# --------------------------------------------------------------------------------------------------
+# Inception machinery (GoogLeNet, BN-Inception, Inception-v3/v4): filter concatenation, named stages
+# --------------------------------------------------------------------------------------------------
+
+
+class ConcatBranches(nn.ModuleDict):
+    """Parallel branches applied to the same input, outputs concatenated on channels ("filter concatenation")."""
+
+    def __init__(self, branches: dict[str, nn.Module], out_chs: int) -> None:
+        super().__init__(branches)
+        self.out_chs = out_chs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([branch(x) for branch in self.values()], dim=1)
+
+
+class InceptionNet(ClassifierModel):
+    """Named stages run in order, a global-average-pool head, and auxiliary heads tapping named stages.
+
+    Stages are direct attributes (``model.inception3a``), so analysis tools find each table row by
+    name. ``aux_heads`` maps a stage name to the head applied to that stage's output.
+    """
+
+    def __init__(
+        self, stages: Iterable[tuple[str, nn.Module]], num_features: int, num_classes: int, drop_rate: float
+    ) -> None:
+        super().__init__()
+        names = []
+        for name, stage in stages:
+            self.add_module(name, stage)
+            names.append(name)
+        self.stage_names = tuple(names)
+        self.num_features = num_features
+        self.head = ClassifierHead(num_features, num_classes, drop_rate)
+        self.aux_heads = nn.ModuleDict()
+
+    def run_stages(
+        self, x: torch.Tensor, taps: Sequence[str] = (), until: str | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Run the stages in order (up to and including ``until``); return the last output and the tapped ones."""
+        tapped = {}
+        for name in self.stage_names:
+            x = self._modules[name](x)
+            if name in taps:
+                tapped[name] = x
+            if name == until:
+                break
+        return x, tapped
+
+    def stage_shape(
+        self,
+        stage: str,
+        in_chans: int,
+        img_size: int | Sequence[int],
+        then: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        what: str = "this network",
+    ) -> torch.Size:
+        """Shape ``(C, H, W)`` of ``stage``'s output (passed through ``then``) for one image, on the meta device.
+
+        An input too small raises a :class:`~cnnlab.errors.UsageError` naming the smallest size that works.
+        """
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            y = self.run_stages(x, until=stage)[0]
+            return then(y) if then is not None else y
+
+        # evaluation mode: batch norm in training mode refuses a 1x1 map of one image (a ValueError)
+        was_training = self.training
+        self.eval()
+        try:
+            return feature_shape(meta_call(self, run), in_chans, img_size, what=what)
+        finally:
+            self.train(was_training)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run_stages(x)[0]
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x)
+
+    def forward_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Main logits and one set of logits per auxiliary head, whatever the training mode."""
+        features, tapped = self.run_stages(x, taps=tuple(self.aux_heads))
+        for (
+            name,
+            head,
+        ) in self.aux_heads.items():  # heads sized from the input (GoogLeNet's) refuse other sizes
+            self.check_sized_input(x, tapped[name], getattr(head, "sized_from", None))
+        return self.forward_head(features), [head(tapped[name]) for name, head in self.aux_heads.items()]
+
+
+# (out_chs, kernel[, stride[, padding]]); padding None keeps the size ("SAME"), 0 is "VALID"
+ConvRow = tuple
+
+
+def bn_conv(
+    in_chs: int, out_chs: int, kernel: int | Sequence[int], stride: int = 1, padding=None
+) -> ConvNormAct:
+    """conv (no bias) -> BN (eps 0.001, the TF reference) -> ReLU."""
+    return ConvNormAct(in_chs, out_chs, kernel, stride, padding, norm=True, bn_eps=1e-3)
+
+
+def conv_chain(in_chs: int, *rows: ConvRow) -> nn.Sequential:
+    """Consecutive :func:`bn_conv` units, each row ``(out_chs, kernel[, stride[, padding]])``."""
+    layers = []
+    for row in rows:
+        layers.append(bn_conv(in_chs, *row))
+        in_chs = row[0]
+    return nn.Sequential(*layers)
+
+
+def avg_pool_proj(in_chs: int, out_chs: int) -> nn.Sequential:
+    """3x3/1 average pool ("SAME", padding not counted, as TensorFlow) -> 1x1 projection."""
+    return nn.Sequential(
+        nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False), bn_conv(in_chs, out_chs, 1)
+    )
+
+
+def max_pool_3x3_s2() -> nn.MaxPool2d:
+    """The valid 3x3/2 max pool of every grid reduction (35 -> 17 -> 8)."""
+    return nn.MaxPool2d(3, stride=2)
+
+
+def split_1x3_3x1(in_chs: int, out_chs: int) -> ConcatBranches:
+    """Figure 7's expanded filter bank: 1x3 and 3x1 side by side on the same input, concatenated."""
+    return ConcatBranches(
+        {"1x3": conv_chain(in_chs, (out_chs, (1, 3))), "3x1": conv_chain(in_chs, (out_chs, (3, 1)))},
+        2 * out_chs,
+    )
+
+
+def build_stem(in_chans: int, rows: Sequence[tuple[str, ConvRow | str]]) -> tuple[list, int]:
+    """Named stem stages from ``(name, row)``: a row ``(out_chs, kernel, stride, padding)`` or ``"pool"`` (3x3/2)."""
+    stages, in_chs = [], in_chans
+    for name, row in rows:
+        if row == "pool":
+            stages.append((name, max_pool_3x3_s2()))
+        else:
+            stages.append((name, bn_conv(in_chs, *row)))
+            in_chs = row[0]
+    return stages, in_chs

@@ -32,8 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from cnnlab.models.alexnet import MaxPool
-from cnnlab.models.layers import ClassifierModel
+from cnnlab.models.layers import ClassifierModel, MaxPool
 from cnnlab.models.registry import register_model
 
 PAPER = "Lin et al. 2014, Network In Network"

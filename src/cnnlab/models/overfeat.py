@@ -26,8 +26,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from cnnlab.errors import unknown_choice
-from cnnlab.models.alexnet import ConvLayer, MaxPool, PlainConvNet, conv_stack, init_gaussian
+from cnnlab.models.layers import ConvLayer, MaxPool, PlainConvNet, check_choice, conv_stack, init_gaussian
 from cnnlab.models.registry import register_model
 
 PAPER = "Sermanet et al. 2014, OverFeat: Integrated Recognition, Localization and Detection using Convolutional Networks"
@@ -107,8 +106,7 @@ def overfeat(
     adaptive_pool: bool = False,
 ) -> PlainConvNet:
     """OverFeat ``model`` ("fast": Table 1, "accurate": Table 3); ``img_size`` defaults to the table's."""
-    if model not in OVERFEAT_MODELS:
-        raise unknown_choice("OverFeat model", model, OVERFEAT_MODELS)
+    check_choice("OverFeat model", model, OVERFEAT_MODELS)
     spec = OVERFEAT_MODELS[model]
     img_size = spec.img_size if img_size is None else img_size
     features = conv_stack(spec.convs, in_chans)

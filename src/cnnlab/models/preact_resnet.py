@@ -32,14 +32,10 @@ Initialisation: He et al. 2015 Kaiming normal (fan_out), BN weight 1 / bias 0, g
 
 from __future__ import annotations
 
+from cnnlab.models.layers import check_choice
 from cnnlab.models.registry import register_model
-from cnnlab.models.resnet import (
-    SHORTCUT_TYPES,
-    STRIDE_PLACEMENTS,
-    ResNet,
-    check_choice,
-    imagenet_stages,
-)
+from cnnlab.models.residual import SHORTCUT_TYPES, STRIDE_PLACEMENTS, ResNet
+from cnnlab.models.resnet import imagenet_stages
 from cnnlab.models.resnet_cifar import CIFAR_INFO, CIFAR_RESNETS, cifar_resnet
 
 PREACT_PAPER = "He et al. 2016, Identity Mappings in Deep Residual Networks"

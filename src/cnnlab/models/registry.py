@@ -21,6 +21,7 @@ from torch import nn
 from cnnlab.errors import UsageError, unknown_choice
 
 Builder = Callable[..., nn.Module]
+_GLOB = "*?["  # the characters that make a name a shell-style pattern
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,35 @@ def list_models(pattern: str | None = None, family: str | None = None) -> list[s
     if family:
         names = [n for n in names if _REGISTRY[n].family == family]
     return names
+
+
+def match_models(pattern: str | None) -> list[str]:
+    """Registry names matching ``pattern``; a name a family resolves (``wrn-34-2``) matches itself.
+
+    Nothing matching is a :class:`UsageError` naming close matches: an empty table would look like an
+    empty registry.
+    """
+    import difflib
+    import fnmatch
+
+    names = list_models(pattern)
+    if names or not pattern:
+        return names
+    if not any(ch in pattern for ch in _GLOB):
+        try:
+            model_info(pattern)  # a family pattern (resnet74-cifar, densenet-bc-190-40) or a clear error
+            return [pattern]
+        except UsageError as err:
+            if "unknown model" not in str(err):
+                raise  # the family's own rule: "wrn-27-10: depth must be 6n+4"
+    stem = pattern.strip(_GLOB)
+    every = list_models()
+    close = (
+        difflib.get_close_matches(stem, every, n=3, cutoff=0.5)
+        or [n for n in every if stem and fnmatch.fnmatch(n, f"*{stem}*")][:3]
+    )
+    hint = f"; close matches: {', '.join(close)}" if close else "; 'cnnlab models' lists them all"
+    raise UsageError(f"no model matches {pattern!r}{hint}")
 
 
 def model_info(name: str) -> ModelInfo:

@@ -22,8 +22,10 @@ from __future__ import annotations
 import re
 
 from cnnlab.errors import UsageError
+from cnnlab.models.layers import check_choice
 from cnnlab.models.registry import ModelInfo, make_model_info, register_model, register_model_pattern
-from cnnlab.models.resnet import GATE_BIAS_INIT, RESNET_PAPER, ResNet, Stage, check_choice
+from cnnlab.models.residual import GATE_BIAS_INIT, ResNet, Stage
+from cnnlab.models.resnet import RESNET_PAPER
 
 #: Sec. 4.2's table: filters of the three stages (output maps 32x32, 16x16, 8x8) and their strides
 CIFAR_WIDTHS = (16, 32, 64)

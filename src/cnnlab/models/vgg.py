@@ -33,8 +33,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from cnnlab.errors import unknown_choice
-from cnnlab.models.alexnet import PlainConvNet, init_gaussian, local_response_norm
+from cnnlab.models.layers import PlainConvNet, check_choice, init_gaussian, local_response_norm
 from cnnlab.models.registry import register_model
 
 PAPER = "Simonyan & Zisserman 2015, Very Deep Convolutional Networks for Large-Scale Image Recognition"
@@ -149,10 +148,8 @@ def vgg(
     init: str = "gaussian",
 ) -> PlainConvNet:
     """VGG network of Table 1 column ``config`` (A, A-LRN, B, C, D, E)."""
-    if config not in VGG_CONFIGS:
-        raise unknown_choice("VGG configuration", config, VGG_CONFIGS)
-    if init not in VGG_INITS:
-        raise unknown_choice("VGG init", init, VGG_INITS)
+    check_choice("VGG configuration", config, VGG_CONFIGS)
+    check_choice("VGG init", init, VGG_INITS)
     name = f"vgg-{config.lower()}" + ("-bn" if batch_norm else "")
     features = vgg_features(VGG_CONFIGS[config], in_chans, batch_norm)
     model = PlainConvNet(

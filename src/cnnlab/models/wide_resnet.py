@@ -21,7 +21,8 @@ import re
 
 from cnnlab.errors import UsageError
 from cnnlab.models.registry import ModelInfo, make_model_info, register_model, register_model_pattern
-from cnnlab.models.resnet import WRN_PAPER, ResNet, Stage
+from cnnlab.models.residual import ResNet, Stage
+from cnnlab.models.resnet import WRN_PAPER
 
 #: Table 1: group widths as multiples of k (conv2, conv3, conv4) and the stride of each group's first block
 WRN_WIDTHS = (16, 32, 64)

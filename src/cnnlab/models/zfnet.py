@@ -25,14 +25,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from cnnlab.models.alexnet import (
-    ALEXNET_FC,
-    OVERLAPPING_POOL,
-    ConvLayer,
-    PlainConvNet,
-    conv_stack,
-    init_gaussian,
-)
+from cnnlab.models.alexnet import ALEXNET_FC, OVERLAPPING_POOL
+from cnnlab.models.layers import ConvLayer, PlainConvNet, conv_stack, init_gaussian
 from cnnlab.models.registry import register_model
 
 PAPER = "Zeiler & Fergus 2013, Visualizing and Understanding Convolutional Networks"
