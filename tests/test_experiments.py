@@ -19,8 +19,9 @@ def test_degradation_trains_plain_and_residual_twins_and_writes_figure_and_table
 ) -> None:
     monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
     cfg = TrainConfig(
-        data_dir=str(tiny_dataset_dir), epochs=2, batch_size=100, lr=0.1, threads=1, train_subset=300
-    )
+        data_dir=str(tiny_dataset_dir), epochs=2, batch_size=100, lr=0.1, threads=1, train_subset=200,
+        max_steps_per_epoch=1, eval_batch_size=200,
+    )  # fmt: skip
     result = degradation([8, 14], cfg, tmp_path / "deg", progress=False)
     assert {(r["kind"], r["depth"]) for r in result.rows()} == {
         ("plain", 8),
