@@ -88,7 +88,7 @@ def test_missing_dataset_says_how_to_get_it(no_system_data, tmp_path):
     message = str(err.value)
     assert "not found" in message and "cnnlab data fetch fashion-mnist" in message
     assert "apt-get install dataset-fashion-mnist" in message
-    with pytest.raises(DataError, match="does not exist"):
+    with pytest.raises(UsageError, match="does not exist"):
         locate_dataset("mnist", data_dir=tmp_path / "absent")
 
 
@@ -138,16 +138,16 @@ def test_named_place_without_the_dataset_is_an_error_not_a_fallback(
     ):
         load_dataset("fashion-mnist", verify=False)
     monkeypatch.setenv("CNNLAB_DATA", str(tmp_path / "absent"))
-    with pytest.raises(DataError, match=r"\$CNNLAB_DATA .* does not exist"):
+    with pytest.raises(UsageError, match=r"\$CNNLAB_DATA .* does not exist"):
         load_dataset("fashion-mnist", verify=False)
 
 
 def test_data_dir_naming_a_file_says_so(copy_tiny, capsys):
     path = copy_tiny / "fashion-mnist" / "train-images-idx3-ubyte.gz"
-    with pytest.raises(DataError, match=f"data directory {path} is a file, not a folder") as err:
+    with pytest.raises(UsageError, match=f"data directory {path} is a file, not a folder") as err:
         locate_dataset("fashion-mnist", data_dir=path)
     assert str(path.parent) in str(err.value)
-    assert main(["data", "check", "fashion-mnist", "--data-dir", str(path)]) == 1
+    assert main(["data", "check", "fashion-mnist", "--data-dir", str(path)]) == 2  # a path to change: exit 2
     assert "is a file, not a folder" in capsys.readouterr().err
 
 

@@ -454,7 +454,7 @@ def test_missing_dataset_says_how_to_get_it(tmp_path: Path, capsys, monkeypatch)
         ]
     )
     err = capsys.readouterr().err
-    assert code == 1 and "cnnlab data fetch kmnist" in err
+    assert code == 2 and "cnnlab data fetch kmnist" in err
 
 
 def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path: Path, tiny_dataset_dir: Path) -> None:
@@ -534,3 +534,48 @@ def test_constructing_a_trainer_leaves_the_process_settings_alone(tmp_path: Path
     threads, rng = torch.get_num_threads(), torch.get_rng_state()
     Trainer(recipe(threads=threads + 1, seed=123), tmp_path / "run", data=tiny, progress=False)
     assert torch.get_num_threads() == threads and torch.equal(torch.get_rng_state(), rng)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--lr", "1e300"], "lr must be at most 3.4e+38"),
+        (["--weight-decay", "1e300"], "weight_decay must be at most"),
+        (["--threads", str(2**70)], "threads must be at most 4096"),
+        (["--crop-padding", "100000"], "one training batch of"),
+        (["--model-option", "img_size=abc"], "lecture-simple cannot be built with img_size='abc'"),
+        (["--warmup-epochs", "0.5"], "warmup_epochs does not apply to the onecycle schedule"),
+        (["--epochs", str(2**70)], "epochs must be at most"),
+        (["--overwrite", "--resume"], "--overwrite and --resume contradict each other"),
+    ],
+)
+def test_probe_findings_are_one_line_usage_errors(
+    flags: list[str], message: str, tmp_path: Path, tiny_dataset_dir: Path, capsys, monkeypatch
+) -> None:
+    """Inputs a new-user probe found ending in tracebacks or silent acceptance."""
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    argv = [
+        "train",
+        "lecture-simple",
+        "--data-dir",
+        str(tiny_dataset_dir),
+        "--out",
+        str(tmp_path),
+        "--name",
+        "run",
+    ]
+    assert main([*argv, *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+def test_resume_cannot_shorten_a_run_below_the_epochs_it_trained(tmp_path: Path, tiny) -> None:
+    train(recipe(epochs=2, max_steps_per_epoch=2), tmp_path / "run", data=tiny, progress=False)
+    with pytest.raises(UsageError, match="has already trained 2 epochs; resume it with --epochs 2 or more"):
+        train(
+            recipe(epochs=1, max_steps_per_epoch=2), tmp_path / "run", data=tiny, progress=False, resume=True
+        )
+    longer = train(
+        recipe(epochs=3, max_steps_per_epoch=2), tmp_path / "run", data=tiny, progress=False, resume=True
+    )
+    assert [row["epoch"] for row in longer.history] == [1, 2, 3] and longer.test_acc is not None

@@ -71,7 +71,7 @@ RECIPE = (
         "cpu_shards",
         int,
         "split each CPU batch into this many shards computed in parallel, one per core; exact, allowed "
-        "only for models known to treat each image independently (default: 1, off)",
+        "only for models known to treat each image independently (1: off)",
     ),
     ("--max-steps-per-epoch", "max_steps_per_epoch", int, "cut epochs short (smoke tests, benchmarks)"),
 )
@@ -195,6 +195,8 @@ def _train(args: argparse.Namespace) -> int:
     from cnnlab.train import train
 
     run_dir = run_dir_for(args.out, args.name, args.model)
+    if args.overwrite and args.resume:
+        raise UsageError("--overwrite and --resume contradict each other; choose one")
     if args.resume:
         cfg = resumed_config(args, args.model, run_dir)
     else:

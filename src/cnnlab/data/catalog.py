@@ -297,19 +297,19 @@ def explicit_root(data_dir: str | os.PathLike | None = None) -> tuple[str, Path]
 
 
 def check_explicit_root(data_dir: str | os.PathLike | None = None, hint: str = "") -> None:
-    """DataError if the place the user named does not exist or is a file rather than a folder; ``hint``
-    (how to get the data) ends the message for a folder that does not exist."""
+    """UsageError (a command to change) if the place the user named does not exist or is a file rather
+    than a folder; ``hint`` (how to get the data) ends the message for a folder that does not exist."""
     named = explicit_root(data_dir)
     if named is None:
         return
     label, root = named
     what = f"data directory {root}" if label == "--data-dir" else f"$CNNLAB_DATA ({root})"
     if root.is_file():
-        raise DataError(
+        raise UsageError(
             f"{what} is a file, not a folder; name the folder that holds the dataset (e.g. {root.parent})"
         )
     if not root.is_dir():
-        raise DataError(
+        raise UsageError(
             f"{what} does not exist; name the folder that holds the dataset"
             + (f", or {hint}" if hint else "")
         )

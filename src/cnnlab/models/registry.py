@@ -220,7 +220,13 @@ def create_model(
     kwargs = {**info.default_options, **options, "num_classes": num_classes, "in_chans": in_chans}
     if drop_rate is not None:
         kwargs["drop_rate"] = drop_rate
-    model = info.builder(**kwargs)
+    try:
+        model = info.builder(**kwargs)
+    except UsageError:
+        raise
+    except (TypeError, ValueError, OverflowError) as err:  # an option value of the wrong kind, e.g. img_size=abc
+        shown = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "its defaults"
+        raise UsageError(f"{name} cannot be built with {shown}: {err}") from None
     model.model_info = info  # metadata travels with the module (checkpoints, analysis, aux losses)
     model.model_name = name
     return model

@@ -18,6 +18,9 @@ SCHEDULES = ("constant", "step", "multistep", "plateau", "cosine", "onecycle")
 # gradient scaler (meant for CUDA).
 PRECISIONS = ("fp32", "bf16", "fp16")
 MAX_SEED = 2**63 - 1
+MAX_EPOCHS = 1_000_000
+MAX_THREADS = 4096
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 @dataclass
@@ -83,6 +86,8 @@ class TrainConfig:
         if self.schedule not in SCHEDULES:
             raise unknown_choice("schedule", self.schedule, SCHEDULES)
         _whole("epochs", self.epochs, 1)
+        if self.epochs > MAX_EPOCHS:
+            raise UsageError(f"epochs must be at most {MAX_EPOCHS:,}, got {self.epochs}")
         _whole("batch_size", self.batch_size, 1)
         _whole("accum_steps", self.accum_steps, 1)
         if self.accum_steps > self.batch_size:
@@ -100,6 +105,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 raise UsageError(f"{name} must be a finite number, got {value}")
+            if value is not None and abs(value) > FLOAT32_MAX:  # the optimiser holds it in fp32 tensors
+                raise UsageError(f"{name} must be at most {FLOAT32_MAX:.3g}, got {value}")
         if not self.lr > 0:
             raise UsageError(f"learning rate must be greater than 0, got {self.lr}")
         _whole("seed", self.seed, 0)
@@ -122,6 +129,11 @@ class TrainConfig:
             raise UsageError(f"weight_decay must be at least 0, got {self.weight_decay}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise UsageError(f"validation fraction must be in [0, 1), got {self.val_fraction}")
+        if self.schedule == "onecycle" and self.warmup_epochs:
+            raise UsageError(
+                "warmup_epochs does not apply to the onecycle schedule, which warms up over its first 25% of "
+                "steps; leave it at 0 or choose another schedule"
+            )
         if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
             raise UsageError(
                 f"warmup_epochs must be between 0 and epochs ({self.epochs}), got {self.warmup_epochs}"
@@ -138,6 +150,8 @@ class TrainConfig:
             )
         if self.threads is not None:
             _whole("threads", self.threads, 1)
+            if self.threads > MAX_THREADS:
+                raise UsageError(f"threads must be at most {MAX_THREADS}, got {self.threads}")
         _whole("cpu_shards", self.cpu_shards, 1)
         if self.cpu_shards > self.batch_size:
             raise UsageError(

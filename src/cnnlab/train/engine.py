@@ -231,6 +231,8 @@ class Trainer:
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
+        if overwrite and resume:
+            raise UsageError("--overwrite and --resume contradict each other; choose one")
         if resume:
             cfg = self._resumed_config(cfg)
         self.cfg = cfg.validate()
@@ -348,6 +350,11 @@ class Trainer:
     def _restore(self) -> None:
         self.model.model_name = self.cfg.model
         state = self.files.load_checkpoint("last", self.model, self.optimizer)
+        if state["epoch"] > self.cfg.epochs:
+            raise UsageError(
+                f"{self.run_dir} has already trained {state['epoch']} epochs; resume it with --epochs "
+                f"{state['epoch']} or more"
+            )
         self.rng_state = state.pop("rng_state")
         self.schedule.load_state_dict(state["schedule"])
         self.history = state["history"]

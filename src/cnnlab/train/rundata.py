@@ -39,7 +39,7 @@ def check_batch_fits(batch: int, shape: tuple[int, int, int], what: str) -> None
         c, h, w = shape
         raise UsageError(
             f"one {what} batch of {batch} images of {c}x{h}x{w} would take {need / 2**30:.1f} GiB, more than "
-            f"half of this machine's {total / 2**30:.1f} GiB; lower the batch size, --pad-to or --in-chans"
+            f"half of this machine's {total / 2**30:.1f} GiB; lower the batch size, --pad-to, --crop-padding or --in-chans"
         )
 
 
@@ -71,8 +71,10 @@ def prepare_run_data(
         )
     images = data.train.images
     chans = cfg.in_chans or (1 if images.dim() == 3 else int(images.shape[1]))
-    side = (cfg.pad_to, cfg.pad_to) if cfg.pad_to else tuple(int(v) for v in images.shape[-2:])
-    check_batch_fits(max(cfg.batch_size, cfg.eval_batch_size), (chans, *side), "input")
+    h, w = (cfg.pad_to, cfg.pad_to) if cfg.pad_to else tuple(int(v) for v in images.shape[-2:])
+    check_batch_fits(cfg.eval_batch_size, (chans, h, w), "evaluation")
+    pad = 2 * cfg.crop_padding  # the training batch is padded before its random crop
+    check_batch_fits(cfg.batch_size, (chans, h + pad, w + pad), "training")
     train_split = data.train
     if cfg.train_subset is not None and cfg.train_subset < len(train_split):
         generator = torch.Generator().manual_seed(cfg.seed)
