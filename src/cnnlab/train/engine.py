@@ -563,7 +563,7 @@ class Trainer:
             "threads": torch.get_num_threads(),
             "cpu_shards": self.cfg.cpu_shards,
         }
-        self.files.record_results(self.history, results)
+        self.files.record_results(self.history, results, title=f"{self.cfg.model} on {self.cfg.data}")
         if self.progress:
             tqdm.write(
                 f"test accuracy {100 * test.accuracy:.2f}% ({name} checkpoint, epoch {epoch}, "

@@ -260,7 +260,8 @@ class RunFiles:
         write_metrics(self.run_dir / "metrics.csv", history)
         plot_curves(history, self.run_dir / "curves.png", title=title)
 
-    def record_results(self, history: list[dict[str, Any]], results: dict[str, Any]) -> None:
-        """The final report: ``results.json`` and the selected row's test columns in ``metrics.csv``."""
-        write_metrics(self.run_dir / "metrics.csv", history)
+    def record_results(self, history: list[dict[str, Any]], results: dict[str, Any], title: str) -> None:
+        """The final report: ``results.json``, the selected row's test columns in ``metrics.csv`` and its
+        test point on ``curves.png``."""
+        self.record_epochs(history, title)
         atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2))
