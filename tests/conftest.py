@@ -31,3 +31,22 @@ def tiny_dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     official file names) that a small CNN learns in 1-2 epochs. Load with ``verify=False``:
     ``load_dataset("fashion-mnist", data_dir=tiny_dataset_dir, verify=False)``."""
     return write_synthetic_dataset(tmp_path_factory.mktemp("data"), "fashion-mnist", 600, 200, seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_short_test(tiny_dataset_dir: Path):
+    """The tiny dataset with a 64-image test split, for tests that train many short runs."""
+    import dataclasses
+
+    from cnnlab.data import load_dataset
+
+    data = load_dataset("fashion-mnist", data_dir=tiny_dataset_dir, verify=False)
+    return dataclasses.replace(data, test=data.test.subset(torch.arange(64)))
+
+
+@pytest.fixture
+def no_curves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No curves.png: matplotlib takes most of a tiny run's time (for tests that are not about it)."""
+    from cnnlab.train import plots
+
+    monkeypatch.setattr(plots, "plot_curves", lambda *args, **kwargs: None)

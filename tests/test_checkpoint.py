@@ -19,26 +19,20 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as serialize
 
-from cnnlab.data import load_dataset
 from cnnlab.errors import CheckpointError
 from cnnlab.fileio import atomic_write_text, sha256_hex
-from cnnlab.train import TrainConfig, Trainer, plots, train
+from cnnlab.train import TrainConfig, Trainer, train
 from cnnlab.train.checkpoint import load_checkpoint, load_weights, read_manifest, save_checkpoint
 
 METRICS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 
 
+pytestmark = pytest.mark.usefixtures("no_curves")  # conftest.py: matplotlib is not what these test
+
+
 @pytest.fixture(scope="module")
-def tiny(tiny_dataset_dir: Path):
-    """The tiny dataset with a 64-image test split: these tests train many short runs."""
-    data = load_dataset("fashion-mnist", data_dir=tiny_dataset_dir, verify=False)
-    return dataclasses.replace(data, test=data.test.subset(torch.arange(64)))
-
-
-@pytest.fixture(autouse=True)
-def no_curves(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No curves.png: matplotlib takes most of a tiny run's time, and these tests are about checkpoints."""
-    monkeypatch.setattr(plots, "plot_curves", lambda *args, **kwargs: None)
+def tiny(tiny_short_test: object) -> object:
+    return tiny_short_test
 
 
 def recipe(**overrides) -> TrainConfig:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import dataclasses
 import errno
 import json
 import multiprocessing
@@ -13,9 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import torch
 
-from cnnlab.data import load_dataset
 from cnnlab.errors import CheckpointError
 from cnnlab.train import TrainConfig, Trainer, plots, rundir, train
 from cnnlab.train.rundir import RunLock
@@ -23,17 +20,12 @@ from cnnlab.train.rundir import RunLock
 METRICS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc")
 
 
+pytestmark = pytest.mark.usefixtures("no_curves")  # conftest.py: matplotlib is not what these test
+
+
 @pytest.fixture(scope="module")
-def tiny(tiny_dataset_dir: Path):
-    """The tiny dataset with a 64-image test split, for short runs."""
-    data = load_dataset("fashion-mnist", data_dir=tiny_dataset_dir, verify=False)
-    return dataclasses.replace(data, test=data.test.subset(torch.arange(64)))
-
-
-@pytest.fixture(autouse=True)
-def no_curves(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No curves.png: matplotlib takes most of a tiny run's time, and these tests are not about it."""
-    monkeypatch.setattr(plots, "plot_curves", lambda *args, **kwargs: None)
+def tiny(tiny_short_test: object) -> object:
+    return tiny_short_test
 
 
 def recipe(**overrides) -> TrainConfig:
