@@ -109,7 +109,7 @@ def test_residual_scale_out_of_range_is_a_usage_error(bad) -> None:
 
 def test_residual_block_adds_the_scaled_branch_to_its_input() -> None:
     torch.manual_seed(0)
-    block = ResidualA(4, 4, 4, 4, 4, 4).build(8, scale=0.25).eval()
+    block = ResidualA(4, 4, 4, 4, 4, 4).build_block(8, scale=0.25).eval()
     x = torch.randn(2, 8, 5, 5)
     residual = block.up(block.branches(x))
     torch.testing.assert_close(block(x), torch.relu(x + 0.25 * residual))

@@ -21,9 +21,9 @@ Initialisation: the paper does not describe one. We follow the reference Caffe m
 (bvlc_googlenet): "xavier" filler, i.e. uniform in +-sqrt(3 / fan_in), for every convolution and
 linear layer, convolution biases 0.2, linear biases 0 (:func:`init_googlenet_weights`).
 
-This module also holds what every Inception family of cnnlab shares: :class:`ConcatBranches`
-(the filter concatenation) and :class:`InceptionNet` (named stages, global-pool head, auxiliary
-heads tapping named stages).
+What every Inception family of cnnlab shares (:class:`ConcatBranches`, the filter concatenation;
+:class:`InceptionNet`, named stages with a global-pool head and auxiliary heads; the branch records)
+lives in :mod:`cnnlab.models.layers`.
 """
 
 from __future__ import annotations

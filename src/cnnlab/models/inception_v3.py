@@ -44,16 +44,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.models.layers import (
-    ConcatBranches,
+    AvgPoolProj,
+    Branch,
+    BranchRecord,
     ConvRow,
     InceptionNet,
-    avg_pool_proj,
+    MaxPoolPass,
     bn_conv,
     build_stem,
-    conv_chain,
-    max_pool_3x3_s2,
+    convs,
     pair,
-    split_1x3_3x1,
 )
 from cnnlab.models.registry import register_model
 
@@ -62,7 +62,7 @@ AUX_WEIGHT = 0.4
 
 
 @dataclass(frozen=True)
-class ModuleA:
+class ModuleA(BranchRecord):
     """Figure 5 (35x35) as released: 1x1 | 1x1 -> 5x5 | 1x1 -> 3x3 -> 3x3 | avg pool -> 1x1."""
 
     pool_proj: int
@@ -72,45 +72,35 @@ class ModuleA:
     dbl_reduce: int = 64
     dbl: int = 96
 
-    def out_chs(self, in_chs: int) -> int:
-        """Channels after concatenation."""
-        return self.b1x1 + self.b5x5 + self.dbl + self.pool_proj
-
-    def build(self, in_chs: int) -> ConcatBranches:
-        """The module for ``in_chs`` input channels."""
-        branches = {
-            "branch1x1": conv_chain(in_chs, (self.b1x1, 1)),
-            "branch5x5": conv_chain(in_chs, (self.b5x5_reduce, 1), (self.b5x5, 5)),
-            "branch3x3dbl": conv_chain(in_chs, (self.dbl_reduce, 1), (self.dbl, 3), (self.dbl, 3)),
-            "branch_pool": avg_pool_proj(in_chs, self.pool_proj),
+    def branches(self) -> dict[str, Branch]:
+        """The four branches, concatenated in this order."""
+        return {
+            "branch1x1": convs((self.b1x1, 1)),
+            "branch5x5": convs((self.b5x5_reduce, 1), (self.b5x5, 5)),
+            "branch3x3dbl": convs((self.dbl_reduce, 1), (self.dbl, 3), (self.dbl, 3)),
+            "branch_pool": AvgPoolProj(self.pool_proj),
         }
-        return ConcatBranches(branches, self.out_chs(in_chs))
 
 
 @dataclass(frozen=True)
-class GridReductionA:
+class GridReductionA(BranchRecord):
     """Figure 10, 35 -> 17: 3x3/2 | 1x1 -> 3x3 -> 3x3/2 | max pool 3x3/2 (the input passes through)."""
 
     b3x3: int = 384
     dbl_reduce: int = 64
     dbl: int = 96
 
-    def out_chs(self, in_chs: int) -> int:
-        """Channels after concatenation (the pooled input keeps its width)."""
-        return self.b3x3 + self.dbl + in_chs
-
-    def build(self, in_chs: int) -> ConcatBranches:
-        """The module for ``in_chs`` input channels."""
-        branches = {
-            "branch3x3": conv_chain(in_chs, (self.b3x3, 3, 2, 0)),
-            "branch3x3dbl": conv_chain(in_chs, (self.dbl_reduce, 1), (self.dbl, 3), (self.dbl, 3, 2, 0)),
-            "branch_pool": max_pool_3x3_s2(),
+    def branches(self) -> dict[str, Branch]:
+        """The three branches, concatenated in this order."""
+        return {
+            "branch3x3": convs((self.b3x3, 3, 2, 0)),
+            "branch3x3dbl": convs((self.dbl_reduce, 1), (self.dbl, 3), (self.dbl, 3, 2, 0)),
+            "branch_pool": MaxPoolPass(),
         }
-        return ConcatBranches(branches, self.out_chs(in_chs))
 
 
 @dataclass(frozen=True)
-class ModuleB:
+class ModuleB(BranchRecord):
     """Figure 6 with n = 7 (17x17): 1x1 | 1x1 -> 1x7 -> 7x1 | 1x1 -> 7x1 -> 1x7 -> 7x1 -> 1x7 | avg pool -> 1x1."""
 
     b7x7_reduce: int  # the width inside both 7x7 branches (128, 160, 160, 192 in the four modules)
@@ -118,49 +108,37 @@ class ModuleB:
     b7x7: int = 192
     pool_proj: int = 192
 
-    def out_chs(self, in_chs: int) -> int:
-        """Channels after concatenation (768)."""
-        return self.b1x1 + 2 * self.b7x7 + self.pool_proj
-
-    def build(self, in_chs: int) -> ConcatBranches:
-        """The module for ``in_chs`` input channels."""
+    def branches(self) -> dict[str, Branch]:
+        """The four branches (768 channels), concatenated in this order."""
         mid, out = self.b7x7_reduce, self.b7x7
-        branches = {
-            "branch1x1": conv_chain(in_chs, (self.b1x1, 1)),
-            "branch7x7": conv_chain(in_chs, (mid, 1), (mid, (1, 7)), (out, (7, 1))),
-            "branch7x7dbl": conv_chain(
-                in_chs, (mid, 1), (mid, (7, 1)), (mid, (1, 7)), (mid, (7, 1)), (out, (1, 7))
-            ),
-            "branch_pool": avg_pool_proj(in_chs, self.pool_proj),
+        return {
+            "branch1x1": convs((self.b1x1, 1)),
+            "branch7x7": convs((mid, 1), (mid, (1, 7)), (out, (7, 1))),
+            "branch7x7dbl": convs((mid, 1), (mid, (7, 1)), (mid, (1, 7)), (mid, (7, 1)), (out, (1, 7))),
+            "branch_pool": AvgPoolProj(self.pool_proj),
         }
-        return ConcatBranches(branches, self.out_chs(in_chs))
 
 
 @dataclass(frozen=True)
-class GridReductionB:
+class GridReductionB(BranchRecord):
     """17 -> 8: 1x1 -> 3x3/2 | 1x1 -> 1x7 -> 7x1 -> 3x3/2 | max pool 3x3/2."""
 
     b3x3_reduce: int = 192
     b3x3: int = 320
     b7x7x3: int = 192
 
-    def out_chs(self, in_chs: int) -> int:
-        """Channels after concatenation (1280)."""
-        return self.b3x3 + self.b7x7x3 + in_chs
-
-    def build(self, in_chs: int) -> ConcatBranches:
-        """The module for ``in_chs`` input channels."""
+    def branches(self) -> dict[str, Branch]:
+        """The three branches (1280 channels), concatenated in this order."""
         w = self.b7x7x3
-        branches = {
-            "branch3x3": conv_chain(in_chs, (self.b3x3_reduce, 1), (self.b3x3, 3, 2, 0)),
-            "branch7x7x3": conv_chain(in_chs, (w, 1), (w, (1, 7)), (w, (7, 1)), (w, 3, 2, 0)),
-            "branch_pool": max_pool_3x3_s2(),
+        return {
+            "branch3x3": convs((self.b3x3_reduce, 1), (self.b3x3, 3, 2, 0)),
+            "branch7x7x3": convs((w, 1), (w, (1, 7)), (w, (7, 1)), (w, 3, 2, 0)),
+            "branch_pool": MaxPoolPass(),
         }
-        return ConcatBranches(branches, self.out_chs(in_chs))
 
 
 @dataclass(frozen=True)
-class ModuleC:
+class ModuleC(BranchRecord):
     """Figure 7 (8x8): 1x1 | 1x1 -> [1x3, 3x1] | 1x1 -> 3x3 -> [1x3, 3x1] | avg pool -> 1x1."""
 
     b1x1: int = 320
@@ -170,23 +148,14 @@ class ModuleC:
     dbl: int = 384
     pool_proj: int = 192
 
-    def out_chs(self, in_chs: int) -> int:
-        """Channels after concatenation (2048)."""
-        return self.b1x1 + 2 * self.b3x3 + 2 * self.dbl + self.pool_proj
-
-    def build(self, in_chs: int) -> ConcatBranches:
-        """The module for ``in_chs`` input channels."""
-        branches = {
-            "branch1x1": conv_chain(in_chs, (self.b1x1, 1)),
-            "branch3x3": nn.Sequential(
-                bn_conv(in_chs, self.b3x3_reduce, 1), split_1x3_3x1(self.b3x3_reduce, self.b3x3)
-            ),
-            "branch3x3dbl": nn.Sequential(
-                conv_chain(in_chs, (self.dbl_reduce, 1), (self.dbl, 3)), split_1x3_3x1(self.dbl, self.dbl)
-            ),
-            "branch_pool": avg_pool_proj(in_chs, self.pool_proj),
+    def branches(self) -> dict[str, Branch]:
+        """The four branches (2048 channels), concatenated in this order."""
+        return {
+            "branch1x1": convs((self.b1x1, 1)),
+            "branch3x3": convs((self.b3x3_reduce, 1), split=self.b3x3),
+            "branch3x3dbl": convs((self.dbl_reduce, 1), (self.dbl, 3), split=self.dbl),
+            "branch_pool": AvgPoolProj(self.pool_proj),
         }
-        return ConcatBranches(branches, self.out_chs(in_chs))
 
 
 # Table 1 (as released): stem rows, named as in the reference, (out_chs, kernel, stride, padding) or "pool"
@@ -294,11 +263,5 @@ __all__ = [
     "ModuleA",
     "ModuleB",
     "ModuleC",
-    "avg_pool_proj",
-    "bn_conv",
-    "build_stem",
-    "conv_chain",
     "inception_v3",
-    "max_pool_3x3_s2",
-    "split_1x3_3x1",
 ]

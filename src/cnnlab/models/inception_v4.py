@@ -42,15 +42,18 @@ from torch import nn
 from cnnlab.errors import UsageError
 from cnnlab.models.inception_v3 import ModuleA
 from cnnlab.models.layers import (
+    AvgPoolProj,
+    Branch,
+    BranchRecord,
     ConcatBranches,
     ConvRow,
     InceptionNet,
-    avg_pool_proj,
+    MaxPoolPass,
     bn_conv,
     build_stem,
     conv_chain,
+    convs,
     max_pool_3x3_s2,
-    split_1x3_3x1,
 )
 from cnnlab.models.registry import register_model
 
@@ -85,7 +88,7 @@ class InceptionV4Stem(nn.Sequential):
 
 
 @dataclass(frozen=True)
-class InceptionA:
+class InceptionA(BranchRecord):
     """Figure 4 (35x35): avg pool -> 1x1 96 | 1x1 96 | 1x1 64 -> 3x3 96 | 1x1 64 -> 3x3 96 -> 3x3 96."""
 
     pool_proj: int = 96
@@ -95,23 +98,18 @@ class InceptionA:
     dbl_reduce: int = 64
     dbl: int = 96
 
-    def out_chs(self, in_chs: int) -> int:
-        """Channels after concatenation (384)."""
-        return self.pool_proj + self.b1x1 + self.b3x3 + self.dbl
-
-    def build(self, in_chs: int) -> ConcatBranches:
-        """The module for ``in_chs`` input channels."""
-        branches = {
-            "branch_pool": avg_pool_proj(in_chs, self.pool_proj),
-            "branch1x1": conv_chain(in_chs, (self.b1x1, 1)),
-            "branch3x3": conv_chain(in_chs, (self.b3x3_reduce, 1), (self.b3x3, 3)),
-            "branch3x3dbl": conv_chain(in_chs, (self.dbl_reduce, 1), (self.dbl, 3), (self.dbl, 3)),
+    def branches(self) -> dict[str, Branch]:
+        """The four branches (384 channels), concatenated in this order."""
+        return {
+            "branch_pool": AvgPoolProj(self.pool_proj),
+            "branch1x1": convs((self.b1x1, 1)),
+            "branch3x3": convs((self.b3x3_reduce, 1), (self.b3x3, 3)),
+            "branch3x3dbl": convs((self.dbl_reduce, 1), (self.dbl, 3), (self.dbl, 3)),
         }
-        return ConcatBranches(branches, self.out_chs(in_chs))
 
 
 @dataclass(frozen=True)
-class ReductionA:
+class ReductionA(BranchRecord):
     """Figure 7, 35 -> 17: max pool 3x3/2 V | 3x3/2 n V | 1x1 k -> 3x3 l -> 3x3/2 m V (k, l, m, n: Table 1)."""
 
     k: int
@@ -119,22 +117,17 @@ class ReductionA:
     m: int
     n: int
 
-    def out_chs(self, in_chs: int) -> int:
-        """Channels after concatenation: the pooled input, n and m."""
-        return in_chs + self.n + self.m
-
-    def build(self, in_chs: int) -> ConcatBranches:
-        """The module for ``in_chs`` input channels."""
-        branches = {
-            "branch_pool": max_pool_3x3_s2(),
-            "branch3x3": conv_chain(in_chs, (self.n, 3, 2, V)),
-            "branch3x3dbl": conv_chain(in_chs, (self.k, 1), (self.l, 3), (self.m, 3, 2, V)),
+    def branches(self) -> dict[str, Branch]:
+        """The pooled input, n and m, concatenated in this order."""
+        return {
+            "branch_pool": MaxPoolPass(),
+            "branch3x3": convs((self.n, 3, 2, V)),
+            "branch3x3dbl": convs((self.k, 1), (self.l, 3), (self.m, 3, 2, V)),
         }
-        return ConcatBranches(branches, self.out_chs(in_chs))
 
 
 @dataclass(frozen=True)
-class InceptionB:
+class InceptionB(BranchRecord):
     """Figure 5 (17x17): avg pool -> 1x1 128 | 1x1 384 | 1x1 192 -> 1x7 224 -> 7x1 256 |
     1x1 192 -> 1x7 192 -> 7x1 224 -> 1x7 224 -> 7x1 256."""
 
@@ -147,28 +140,19 @@ class InceptionB:
     dbl_mid: int = 224
     dbl: int = 256
 
-    def out_chs(self, in_chs: int) -> int:
-        """Channels after concatenation (1024)."""
-        return self.pool_proj + self.b1x1 + self.b7x7 + self.dbl
-
-    def build(self, in_chs: int) -> ConcatBranches:
-        """The module for ``in_chs`` input channels."""
+    def branches(self) -> dict[str, Branch]:
+        """The four branches (1024 channels), concatenated in this order."""
         r, d = self.dbl_reduce, self.dbl_mid
-        branches = {
-            "branch_pool": avg_pool_proj(in_chs, self.pool_proj),
-            "branch1x1": conv_chain(in_chs, (self.b1x1, 1)),
-            "branch7x7": conv_chain(
-                in_chs, (self.b7x7_reduce, 1), (self.b7x7_mid, (1, 7)), (self.b7x7, (7, 1))
-            ),
-            "branch7x7dbl": conv_chain(
-                in_chs, (r, 1), (r, (1, 7)), (d, (7, 1)), (d, (1, 7)), (self.dbl, (7, 1))
-            ),
+        return {
+            "branch_pool": AvgPoolProj(self.pool_proj),
+            "branch1x1": convs((self.b1x1, 1)),
+            "branch7x7": convs((self.b7x7_reduce, 1), (self.b7x7_mid, (1, 7)), (self.b7x7, (7, 1))),
+            "branch7x7dbl": convs((r, 1), (r, (1, 7)), (d, (7, 1)), (d, (1, 7)), (self.dbl, (7, 1))),
         }
-        return ConcatBranches(branches, self.out_chs(in_chs))
 
 
 @dataclass(frozen=True)
-class ReductionB:
+class ReductionB(BranchRecord):
     """Figure 8, 17 -> 8: max pool 3x3/2 V | 1x1 192 -> 3x3/2 192 V | 1x1 256 -> 1x7 256 -> 7x1 320 -> 3x3/2 320 V."""
 
     b3x3_reduce: int = 192
@@ -177,28 +161,19 @@ class ReductionB:
     b7x7_mid: int = 256
     b7x7: int = 320
 
-    def out_chs(self, in_chs: int) -> int:
-        """Channels after concatenation (1536)."""
-        return in_chs + self.b3x3 + self.b7x7
-
-    def build(self, in_chs: int) -> ConcatBranches:
-        """The module for ``in_chs`` input channels."""
-        branches = {
-            "branch_pool": max_pool_3x3_s2(),
-            "branch3x3": conv_chain(in_chs, (self.b3x3_reduce, 1), (self.b3x3, 3, 2, V)),
-            "branch7x7x3": conv_chain(
-                in_chs,
-                (self.b7x7_reduce, 1),
-                (self.b7x7_mid, (1, 7)),
-                (self.b7x7, (7, 1)),
-                (self.b7x7, 3, 2, V),
+    def branches(self) -> dict[str, Branch]:
+        """The three branches (1536 channels), concatenated in this order."""
+        return {
+            "branch_pool": MaxPoolPass(),
+            "branch3x3": convs((self.b3x3_reduce, 1), (self.b3x3, 3, 2, V)),
+            "branch7x7x3": convs(
+                (self.b7x7_reduce, 1), (self.b7x7_mid, (1, 7)), (self.b7x7, (7, 1)), (self.b7x7, 3, 2, V)
             ),
         }
-        return ConcatBranches(branches, self.out_chs(in_chs))
 
 
 @dataclass(frozen=True)
-class InceptionC:
+class InceptionC(BranchRecord):
     """Figure 6 (8x8): avg pool -> 1x1 256 | 1x1 256 | 1x1 384 -> [1x3 256, 3x1 256] |
     1x1 384 -> 1x3 448 -> 3x1 512 -> [1x3 256, 3x1 256]."""
 
@@ -211,24 +186,16 @@ class InceptionC:
     dbl_3x1: int = 512
     dbl: int = 256
 
-    def out_chs(self, in_chs: int) -> int:
-        """Channels after concatenation (1536)."""
-        return self.pool_proj + self.b1x1 + 2 * self.b3x3 + 2 * self.dbl
-
-    def build(self, in_chs: int) -> ConcatBranches:
-        """The module for ``in_chs`` input channels."""
-        branches = {
-            "branch_pool": avg_pool_proj(in_chs, self.pool_proj),
-            "branch1x1": conv_chain(in_chs, (self.b1x1, 1)),
-            "branch3x3": nn.Sequential(
-                bn_conv(in_chs, self.b3x3_reduce, 1), split_1x3_3x1(self.b3x3_reduce, self.b3x3)
-            ),
-            "branch3x3dbl": nn.Sequential(
-                conv_chain(in_chs, (self.dbl_reduce, 1), (self.dbl_1x3, (1, 3)), (self.dbl_3x1, (3, 1))),
-                split_1x3_3x1(self.dbl_3x1, self.dbl),
+    def branches(self) -> dict[str, Branch]:
+        """The four branches (1536 channels), concatenated in this order."""
+        return {
+            "branch_pool": AvgPoolProj(self.pool_proj),
+            "branch1x1": convs((self.b1x1, 1)),
+            "branch3x3": convs((self.b3x3_reduce, 1), split=self.b3x3),
+            "branch3x3dbl": convs(
+                (self.dbl_reduce, 1), (self.dbl_1x3, (1, 3)), (self.dbl_3x1, (3, 1)), split=self.dbl
             ),
         }
-        return ConcatBranches(branches, self.out_chs(in_chs))
 
 
 # Figure 9: (stage name prefix, module, repeats)
@@ -257,8 +224,16 @@ class ResidualInception(nn.Module):
         return self.act(x + self.scale * self.up(self.branches(x)))
 
 
+class ResidualRecord(BranchRecord):
+    """An Inception-ResNet block's record: its branches, concatenated, then Figure 20's residual unit around them."""
+
+    def build_block(self, in_chs: int, scale: float, activate: bool = True) -> ResidualInception:
+        """The block for ``in_chs`` channels (the residual keeps that width)."""
+        return ResidualInception(self.build(in_chs), in_chs, scale, activate)
+
+
 @dataclass(frozen=True)
-class ResidualA:
+class ResidualA(ResidualRecord):
     """Inception-ResNet-A (Figure 10 / 16, 35x35): 1x1 | 1x1 -> 3x3 | 1x1 -> 3x3 -> 3x3, then 1x1 linear."""
 
     b1x1: int
@@ -268,20 +243,17 @@ class ResidualA:
     dbl_mid: int
     dbl: int
 
-    def build(self, in_chs: int, scale: float, activate: bool = True) -> ResidualInception:
-        """The block for ``in_chs`` channels (the residual keeps that width)."""
-        branches = {
-            "branch1x1": conv_chain(in_chs, (self.b1x1, 1)),
-            "branch3x3": conv_chain(in_chs, (self.b3x3_reduce, 1), (self.b3x3, 3)),
-            "branch3x3dbl": conv_chain(in_chs, (self.dbl_reduce, 1), (self.dbl_mid, 3), (self.dbl, 3)),
+    def branches(self) -> dict[str, Branch]:
+        """The three branches, concatenated in this order."""
+        return {
+            "branch1x1": convs((self.b1x1, 1)),
+            "branch3x3": convs((self.b3x3_reduce, 1), (self.b3x3, 3)),
+            "branch3x3dbl": convs((self.dbl_reduce, 1), (self.dbl_mid, 3), (self.dbl, 3)),
         }
-        return ResidualInception(
-            ConcatBranches(branches, self.b1x1 + self.b3x3 + self.dbl), in_chs, scale, activate
-        )
 
 
 @dataclass(frozen=True)
-class ResidualB:
+class ResidualB(ResidualRecord):
     """Inception-ResNet-B (Figure 11 / 17, 17x17): 1x1 | 1x1 -> 1x7 -> 7x1, then 1x1 linear."""
 
     b1x1: int
@@ -289,17 +261,16 @@ class ResidualB:
     b1x7: int
     b7x1: int
 
-    def build(self, in_chs: int, scale: float, activate: bool = True) -> ResidualInception:
-        """The block for ``in_chs`` channels."""
-        branches = {
-            "branch1x1": conv_chain(in_chs, (self.b1x1, 1)),
-            "branch7x7": conv_chain(in_chs, (self.b7x7_reduce, 1), (self.b1x7, (1, 7)), (self.b7x1, (7, 1))),
+    def branches(self) -> dict[str, Branch]:
+        """The two branches, concatenated in this order."""
+        return {
+            "branch1x1": convs((self.b1x1, 1)),
+            "branch7x7": convs((self.b7x7_reduce, 1), (self.b1x7, (1, 7)), (self.b7x1, (7, 1))),
         }
-        return ResidualInception(ConcatBranches(branches, self.b1x1 + self.b7x1), in_chs, scale, activate)
 
 
 @dataclass(frozen=True)
-class ResidualC:
+class ResidualC(ResidualRecord):
     """Inception-ResNet-C (Figure 13 / 19, 8x8): 1x1 | 1x1 -> 1x3 -> 3x1, then 1x1 linear."""
 
     b1x1: int
@@ -307,17 +278,16 @@ class ResidualC:
     b1x3: int
     b3x1: int
 
-    def build(self, in_chs: int, scale: float, activate: bool = True) -> ResidualInception:
-        """The block for ``in_chs`` channels."""
-        branches = {
-            "branch1x1": conv_chain(in_chs, (self.b1x1, 1)),
-            "branch3x3": conv_chain(in_chs, (self.b3x3_reduce, 1), (self.b1x3, (1, 3)), (self.b3x1, (3, 1))),
+    def branches(self) -> dict[str, Branch]:
+        """The two branches, concatenated in this order."""
+        return {
+            "branch1x1": convs((self.b1x1, 1)),
+            "branch3x3": convs((self.b3x3_reduce, 1), (self.b1x3, (1, 3)), (self.b3x1, (3, 1))),
         }
-        return ResidualInception(ConcatBranches(branches, self.b1x1 + self.b3x1), in_chs, scale, activate)
 
 
 @dataclass(frozen=True)
-class ResNetReductionB:
+class ResNetReductionB(BranchRecord):
     """Figure 12 / 18, 17 -> 8: max pool 3x3/2 V | 1x1 -> 3x3/2 V | 1x1 -> 3x3/2 V | 1x1 -> 3x3 -> 3x3/2 V."""
 
     b3x3a_reduce: int
@@ -328,19 +298,14 @@ class ResNetReductionB:
     dbl_mid: int
     dbl: int
 
-    def out_chs(self, in_chs: int) -> int:
-        """Channels after concatenation."""
-        return in_chs + self.b3x3a + self.b3x3b + self.dbl
-
-    def build(self, in_chs: int) -> ConcatBranches:
-        """The module for ``in_chs`` input channels."""
-        branches = {
-            "branch_pool": max_pool_3x3_s2(),
-            "branch3x3a": conv_chain(in_chs, (self.b3x3a_reduce, 1), (self.b3x3a, 3, 2, V)),
-            "branch3x3b": conv_chain(in_chs, (self.b3x3b_reduce, 1), (self.b3x3b, 3, 2, V)),
-            "branch3x3dbl": conv_chain(in_chs, (self.dbl_reduce, 1), (self.dbl_mid, 3), (self.dbl, 3, 2, V)),
+    def branches(self) -> dict[str, Branch]:
+        """The four branches, concatenated in this order."""
+        return {
+            "branch_pool": MaxPoolPass(),
+            "branch3x3a": convs((self.b3x3a_reduce, 1), (self.b3x3a, 3, 2, V)),
+            "branch3x3b": convs((self.b3x3b_reduce, 1), (self.b3x3b, 3, 2, V)),
+            "branch3x3dbl": convs((self.dbl_reduce, 1), (self.dbl_mid, 3), (self.dbl, 3, 2, V)),
         }
-        return ConcatBranches(branches, self.out_chs(in_chs))
 
 
 @dataclass(frozen=True)
@@ -435,7 +400,9 @@ def inception_resnet_stages(
     for (prefix, block, repeats, reduction, reduction_name), scale in zip(groups, scales):
         for i in range(1, repeats + 1):
             plain = spec.last_block_plain and reduction is None and i == repeats
-            stages.append((f"{prefix}{i}", block.build(in_chs, 1.0 if plain else scale, activate=not plain)))
+            stages.append(
+                (f"{prefix}{i}", block.build_block(in_chs, 1.0 if plain else scale, activate=not plain))
+            )
         if reduction is not None:
             stages.append((reduction_name, reduction.build(in_chs)))
             in_chs = reduction.out_chs(in_chs)

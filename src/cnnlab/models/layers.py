@@ -708,6 +708,80 @@ def split_1x3_3x1(in_chs: int, out_chs: int) -> ConcatBranches:
     )
 
 
+@dataclass(frozen=True)
+class Convs:
+    """A branch of consecutive :func:`bn_conv` rows, optionally ending in Figure 7's 1x3 | 3x1 split of ``split`` each."""
+
+    rows: tuple[ConvRow, ...]
+    split: int | None = None
+
+    def out_chs(self, in_chs: int) -> int:
+        """The branch's output channels."""
+        return 2 * self.split if self.split else self.rows[-1][0]
+
+    def build(self, in_chs: int) -> nn.Module:
+        """The branch for ``in_chs`` input channels."""
+        chain = conv_chain(in_chs, *self.rows)
+        return nn.Sequential(chain, split_1x3_3x1(self.rows[-1][0], self.split)) if self.split else chain
+
+
+def convs(*rows: ConvRow, split: int | None = None) -> Convs:
+    """A :class:`Convs` branch from its rows ``(out_chs, kernel[, stride[, padding]])``."""
+    return Convs(tuple(rows), split)
+
+
+@dataclass(frozen=True)
+class AvgPoolProj:
+    """The pooling branch of Inception-v3/v4 modules: 3x3/1 average pool -> 1x1 projection to ``width``."""
+
+    width: int
+
+    def out_chs(self, in_chs: int) -> int:
+        """The projection's width."""
+        return self.width
+
+    def build(self, in_chs: int) -> nn.Module:
+        """The branch for ``in_chs`` input channels."""
+        return avg_pool_proj(in_chs, self.width)
+
+
+@dataclass(frozen=True)
+class MaxPoolPass:
+    """The pooling branch of a grid reduction: valid 3x3/2 max pool, the input's channels pass through."""
+
+    def out_chs(self, in_chs: int) -> int:
+        """As many channels as come in."""
+        return in_chs
+
+    def build(self, in_chs: int) -> nn.Module:
+        """The 3x3/2 max pool."""
+        return max_pool_3x3_s2()
+
+
+Branch = Convs | AvgPoolProj | MaxPoolPass
+
+
+class BranchRecord:
+    """Base of an Inception module written as a record of its paper's branch widths.
+
+    A subclass (a frozen dataclass of widths) says what its branches are in :meth:`branches`, in
+    concatenation order; the module's width and the module itself follow from that one place.
+    """
+
+    def branches(self) -> dict[str, Branch]:
+        """Branch name -> branch, in concatenation order."""
+        raise NotImplementedError
+
+    def out_chs(self, in_chs: int) -> int:
+        """Channels after concatenation for ``in_chs`` input channels."""
+        return sum(branch.out_chs(in_chs) for branch in self.branches().values())
+
+    def build(self, in_chs: int) -> ConcatBranches:
+        """The module for ``in_chs`` input channels."""
+        built = {name: branch.build(in_chs) for name, branch in self.branches().items()}
+        return ConcatBranches(built, self.out_chs(in_chs))
+
+
 def build_stem(in_chans: int, rows: Sequence[tuple[str, ConvRow | str]]) -> tuple[list, int]:
     """Named stem stages from ``(name, row)``: a row ``(out_chs, kernel, stride, padding)`` or ``"pool"`` (3x3/2)."""
     stages, in_chs = [], in_chans
