@@ -50,3 +50,21 @@ def no_curves(monkeypatch: pytest.MonkeyPatch) -> None:
     from cnnlab.train import plots
 
     monkeypatch.setattr(plots, "plot_curves", lambda *args, **kwargs: None)
+
+
+def stop_after_steps(trainer, steps: int) -> None:
+    """Make ``trainer`` stop as Ctrl-C would once it has taken ``steps`` optimiser steps."""
+    step_batch = trainer.schedule.step_batch
+
+    def step_then_maybe_stop() -> None:
+        step_batch()
+        if trainer.schedule.step == steps:
+            trainer.request_stop()
+
+    trainer.schedule.step_batch = step_then_maybe_stop
+
+
+@pytest.fixture
+def interrupt_after():
+    """:func:`stop_after_steps`, for tests that stop a run part-way (conftest is not importable as a module)."""
+    return stop_after_steps

@@ -30,11 +30,6 @@ METRICS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "tes
 pytestmark = pytest.mark.usefixtures("no_curves")  # conftest.py: matplotlib is not what these test
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_short_test: object) -> object:
-    return tiny_short_test
-
-
 def recipe(**overrides) -> TrainConfig:
     base = dict(model="lecture-simple", epochs=2, batch_size=32, eval_batch_size=256, lr=0.05, threads=1,
                 max_steps_per_epoch=2)  # fmt: skip
@@ -167,11 +162,11 @@ def test_a_save_removes_the_files_of_the_previous_one_and_leftovers_of_a_killed_
 
 
 def test_a_full_disk_at_each_checkpoint_write_then_resume_ends_like_an_uninterrupted_run(
-    tmp_path: Path, tiny
+    tmp_path: Path, tiny_short_test
 ) -> None:
     cfg = recipe(val_fraction=0.0)
     with FullDisk(tmp_path / "straight" / "checkpoints") as probe:
-        train(cfg, tmp_path / "straight", data=tiny, progress=False)
+        train(cfg, tmp_path / "straight", data=tiny_short_test, progress=False)
     expected = metrics(tmp_path / "straight")
     assert probe.writes >= 3 * cfg.epochs  # at least weights, state and manifest of last
     for k in range(probe.writes):
@@ -182,11 +177,11 @@ def test_a_full_disk_at_each_checkpoint_write_then_resume_ends_like_an_uninterru
                 CheckpointError, match=f"cannot write checkpoint to {run / 'checkpoints'}: No space left"
             ),
         ):
-            train(cfg, run, data=tiny, progress=False)
+            train(cfg, run, data=tiny_short_test, progress=False)
         if "last" in intact(run / "checkpoints"):
-            train(cfg, run, data=tiny, progress=False, resume=True)
+            train(cfg, run, data=tiny_short_test, progress=False, resume=True)
         else:  # the disk filled up before the first checkpoint: nothing to resume, start again
-            train(cfg, run, data=tiny, progress=False, overwrite=True)
+            train(cfg, run, data=tiny_short_test, progress=False, overwrite=True)
         assert metrics(run) == expected, f"write {k}"
 
 
@@ -194,9 +189,9 @@ def test_a_full_disk_at_each_checkpoint_write_then_resume_ends_like_an_uninterru
 
 
 @pytest.fixture(scope="module")
-def saved_run(tmp_path_factory: pytest.TempPathFactory, tiny) -> Path:
+def saved_run(tmp_path_factory: pytest.TempPathFactory, tiny_short_test) -> Path:
     run = tmp_path_factory.mktemp("saved") / "run"
-    train(recipe(epochs=1), run, data=tiny, progress=False)
+    train(recipe(epochs=1), run, data=tiny_short_test, progress=False)
     return run
 
 
@@ -241,7 +236,7 @@ def rewrite_state(run: Path, change: Callable[[dict, dict], None]) -> None:
 
 
 def test_a_manifest_naming_a_file_outside_its_folder_is_refused(
-    saved_run: Path, tmp_path: Path, tiny
+    saved_run: Path, tmp_path: Path, tiny_short_test
 ) -> None:
     run = copy_run(saved_run, tmp_path)
     weights_name = json.loads((run / "checkpoints" / "last.json").read_text())["files"]["weights"]
@@ -250,12 +245,12 @@ def test_a_manifest_naming_a_file_outside_its_folder_is_refused(
     for name in ("../outside.safetensors", str(outside), "sub/x.safetensors", "..", ""):
         edit_manifest(run, lambda m, name=name: m["files"].update(weights=name))
         with pytest.raises(CheckpointError, match="is refused: its weights file .* is not a plain file name"):
-            Trainer(recipe(epochs=2), run, data=tiny, progress=False, resume=True)
+            Trainer(recipe(epochs=2), run, data=tiny_short_test, progress=False, resume=True)
     edit_manifest(run, lambda m: m["files"].update(weights=weights_name))
     for sha in (None, "", "0" * 63, "x" * 64):
         edit_manifest(run, lambda m, sha=sha: m["sha256"].update(weights=sha))
         with pytest.raises(CheckpointError, match="is refused: its weights file has no valid SHA-256"):
-            Trainer(recipe(epochs=2), run, data=tiny, progress=False, resume=True)
+            Trainer(recipe(epochs=2), run, data=tiny_short_test, progress=False, resume=True)
 
 
 @pytest.mark.parametrize(
@@ -275,12 +270,12 @@ def test_a_manifest_naming_a_file_outside_its_folder_is_refused(
     ],
 )
 def test_damaged_manifests_are_clear_errors(
-    saved_run: Path, tmp_path: Path, tiny, change: Callable, message: str
+    saved_run: Path, tmp_path: Path, tiny_short_test, change: Callable, message: str
 ) -> None:
     run = copy_run(saved_run, tmp_path)
     edit_manifest(run, change)
     with pytest.raises(CheckpointError, match=message):
-        Trainer(recipe(epochs=2), run, data=tiny, progress=False, resume=True)
+        Trainer(recipe(epochs=2), run, data=tiny_short_test, progress=False, resume=True)
 
 
 def drop(key: str) -> Callable[[dict, dict], None]:
@@ -311,15 +306,17 @@ def drop(key: str) -> Callable[[dict, dict], None]:
     ],
 )
 def test_damaged_state_files_are_clear_errors(
-    saved_run: Path, tmp_path: Path, tiny, change: Callable, message: str
+    saved_run: Path, tmp_path: Path, tiny_short_test, change: Callable, message: str
 ) -> None:
     run = copy_run(saved_run, tmp_path)
     rewrite_state(run, change)
     with pytest.raises(CheckpointError, match=message):
-        Trainer(recipe(epochs=2), run, data=tiny, progress=False, resume=True)
+        Trainer(recipe(epochs=2), run, data=tiny_short_test, progress=False, resume=True)
 
 
-def test_a_state_file_that_is_not_safetensors_is_a_clear_error(saved_run: Path, tmp_path: Path, tiny) -> None:
+def test_a_state_file_that_is_not_safetensors_is_a_clear_error(
+    saved_run: Path, tmp_path: Path, tiny_short_test
+) -> None:
     run = copy_run(saved_run, tmp_path)
     garbage = b"\x80\x04not safetensors"  # pickle-like bytes: never unpickled
     manifest = json.loads((run / "checkpoints" / "last.json").read_text())
@@ -327,29 +324,29 @@ def test_a_state_file_that_is_not_safetensors_is_a_clear_error(saved_run: Path, 
     manifest["sha256"]["state"] = sha256_hex(garbage)
     atomic_write_text(run / "checkpoints" / "last.json", json.dumps(manifest))
     with pytest.raises(CheckpointError, match="cannot be read"):
-        Trainer(recipe(epochs=2), run, data=tiny, progress=False, resume=True)
+        Trainer(recipe(epochs=2), run, data=tiny_short_test, progress=False, resume=True)
 
 
 # --------------------------------------------------------------------------------- SIGKILL
 
 
-def train_in_child(cfg: TrainConfig, run: Path, tiny, mode: dict) -> None:
-    train(cfg, run, data=tiny, progress=False, **mode)
+def train_in_child(cfg: TrainConfig, run: Path, tiny_short_test, mode: dict) -> None:
+    train(cfg, run, data=tiny_short_test, progress=False, **mode)
 
 
 def test_sigkill_at_random_moments_always_leaves_a_checkpoint_that_resumes_to_the_same_metrics(
-    tmp_path: Path, tiny
+    tmp_path: Path, tiny_short_test
 ) -> None:
     # Many one-step epochs: a checkpoint is saved every few tens of milliseconds, so kills land in saves.
     cfg = recipe(epochs=12, max_steps_per_epoch=1, val_fraction=0.0)
-    train(cfg, tmp_path / "straight", data=tiny, progress=False)
+    train(cfg, tmp_path / "straight", data=tiny_short_test, progress=False)
     run, checkpoints = tmp_path / "run", tmp_path / "run" / "checkpoints"
     context = multiprocessing.get_context("fork")  # the child shares the loaded data and starts at once
     moments = random.Random(20261202)
     leftovers = 0
     for _ in range(5):
         mode = {"resume": True} if (checkpoints / "last.json").exists() else {"overwrite": True}
-        child = context.Process(target=train_in_child, args=(cfg, run, tiny, mode))
+        child = context.Process(target=train_in_child, args=(cfg, run, tiny_short_test, mode))
         child.start()
         time.sleep(moments.uniform(0.05, 0.6))
         os.kill(child.pid, signal.SIGKILL)
@@ -361,6 +358,6 @@ def test_sigkill_at_random_moments_always_leaves_a_checkpoint_that_resumes_to_th
                 p.name.startswith((".last", "last.")) and p.name not in named for p in checkpoints.iterdir()
             )
     mode = {"resume": True} if (checkpoints / "last.json").exists() else {"overwrite": True}
-    train(cfg, run, data=tiny, progress=False, **mode)
+    train(cfg, run, data=tiny_short_test, progress=False, **mode)
     assert metrics(run) == metrics(tmp_path / "straight")
     print(f"{leftovers} of 5 kills left files of an unfinished save behind")  # shown with -s

@@ -136,7 +136,7 @@ def test_degradation_with_a_validation_split_selects_on_it_and_only_reports_the_
     assert plot_degradation(runs, tmp_path / "f.png", "t").stat().st_size > 1000
 
 
-def _stop_member(monkeypatch, model: str, after_steps: int) -> None:
+def _stop_member(monkeypatch, interrupt_after, model: str, after_steps: int) -> None:
     """Make the experiment runner's next fresh (not resumed) run of ``model`` stop as Ctrl-C would,
     after ``after_steps`` optimiser steps."""
     from cnnlab.experiments import runner
@@ -145,14 +145,7 @@ def _stop_member(monkeypatch, model: str, after_steps: int) -> None:
         def __init__(self, cfg, *args, **kwargs) -> None:
             super().__init__(cfg, *args, **kwargs)
             if cfg.model == model and not kwargs.get("resume"):
-                step_batch = self.schedule.step_batch
-
-                def step_then_maybe_stop() -> None:
-                    step_batch()
-                    if self.schedule.step == after_steps:
-                        self.request_stop()
-
-                self.schedule.step_batch = step_then_maybe_stop
+                interrupt_after(self, after_steps)
 
     monkeypatch.setattr(runner, "Trainer", Trainer)
 
@@ -169,7 +162,7 @@ def _rows_without_timing(out: Path) -> list[dict]:
 
 
 def test_an_interrupted_compare_resumes_without_retraining_the_finished_member(
-    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, capsys
+    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, capsys, interrupt_after
 ) -> None:
     from cnnlab.experiments.runner import RESUME_HINT
 
@@ -180,7 +173,9 @@ def test_an_interrupted_compare_resumes_without_retraining_the_finished_member(
     assert main(["compare", *models, "--out", str(tmp_path / "straight"), *recipe]) == 0
 
     out = tmp_path / "stopped"
-    _stop_member(monkeypatch, "lecture-residual", after_steps=2)  # mid-way through its first epoch
+    _stop_member(
+        monkeypatch, interrupt_after, "lecture-residual", after_steps=2
+    )  # mid-way through its first epoch
     assert main(["compare", *models, "--out", str(out), *recipe]) == 130
     assert capsys.readouterr().out.rstrip().endswith(RESUME_HINT)
     partial = _rows_without_timing(out)  # the partial table is written
@@ -196,10 +191,10 @@ def test_an_interrupted_compare_resumes_without_retraining_the_finished_member(
 
 
 def test_an_interrupted_degradation_writes_its_partial_table_and_exits_130(
-    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, capsys
+    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, capsys, interrupt_after
 ) -> None:
     monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
-    _stop_member(monkeypatch, "resnet8-cifar", after_steps=2)
+    _stop_member(monkeypatch, interrupt_after, "resnet8-cifar", after_steps=2)
     argv = ["experiment", "degradation", "--depths", "8", "--out", str(tmp_path / "deg"), "--quiet"]
     argv += ["--data-dir", str(tiny_dataset_dir), "--epochs", "1", "--batch-size", "100"]
     argv += ["--train-subset", "300", "--threads", "1"]

@@ -23,11 +23,6 @@ METRICS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc")
 pytestmark = pytest.mark.usefixtures("no_curves")  # conftest.py: matplotlib is not what these test
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_short_test: object) -> object:
-    return tiny_short_test
-
-
 def recipe(**overrides) -> TrainConfig:
     base = dict(model="lecture-simple", epochs=2, batch_size=32, eval_batch_size=256, lr=0.05, threads=1,
                 max_steps_per_epoch=2, val_fraction=0.0)  # fmt: skip
@@ -39,49 +34,55 @@ def metrics(run_dir: Path) -> list[dict[str, str]]:
         return [{k: row[k] for k in METRICS} for row in csv.DictReader(f)]
 
 
-def hold_run(run: Path, tiny, mode: str, ready, go) -> None:
+def hold_run(run: Path, tiny_short_test, mode: str, ready, go) -> None:
     """In a child process: open the run (taking its lock), say so, wait, then train it to 3 epochs."""
-    trainer = Trainer(recipe(epochs=3), run, data=tiny, progress=False, **{mode: True})
+    trainer = Trainer(recipe(epochs=3), run, data=tiny_short_test, progress=False, **{mode: True})
     ready.set()
     go.wait(30)
     trainer.fit()
 
 
 @pytest.mark.parametrize("mode", ["overwrite", "resume"])
-def test_a_second_process_cannot_use_a_run_directory_in_use(tmp_path: Path, tiny, mode: str) -> None:
+def test_a_second_process_cannot_use_a_run_directory_in_use(
+    tmp_path: Path, tiny_short_test, mode: str
+) -> None:
     run = tmp_path / "run"
-    train(recipe(), run, data=tiny, progress=False)
+    train(recipe(), run, data=tiny_short_test, progress=False)
     context = multiprocessing.get_context("fork")  # the child shares the loaded data and starts at once
     ready, go = context.Event(), context.Event()
-    holder = context.Process(target=hold_run, args=(run, tiny, mode, ready, go))
+    holder = context.Process(target=hold_run, args=(run, tiny_short_test, mode, ready, go))
     holder.start()
     try:
         assert ready.wait(30), "the holder did not start"
         in_use = f"run directory {run} is in use by another cnnlab process \\(PID {holder.pid}\\)"
         with pytest.raises(CheckpointError, match=in_use):
-            train(recipe(), run, data=tiny, progress=False, overwrite=True)
+            train(recipe(), run, data=tiny_short_test, progress=False, overwrite=True)
         if mode == "resume":
             with pytest.raises(CheckpointError, match=in_use):
-                train(recipe(epochs=3), run, data=tiny, progress=False, resume=True)
+                train(recipe(epochs=3), run, data=tiny_short_test, progress=False, resume=True)
     finally:
         go.set()
         holder.join(30)
     assert holder.exitcode == 0
     assert len(metrics(run)) == 3  # the holder's run finished undisturbed
-    train(recipe(epochs=4), run, data=tiny, progress=False, resume=True)  # and the folder is free again
+    train(
+        recipe(epochs=4), run, data=tiny_short_test, progress=False, resume=True
+    )  # and the folder is free again
     assert len(metrics(run)) == 4
 
 
-def test_the_lock_is_released_when_opening_a_run_fails_and_when_fit_returns(tmp_path: Path, tiny) -> None:
+def test_the_lock_is_released_when_opening_a_run_fails_and_when_fit_returns(
+    tmp_path: Path, tiny_short_test
+) -> None:
     run = tmp_path / "run"
-    train(recipe(), run, data=tiny, progress=False)
+    train(recipe(), run, data=tiny_short_test, progress=False)
     (run / "checkpoints" / "last.json").write_text("[]")
     with pytest.raises(CheckpointError, match="damaged") as failed:
-        Trainer(recipe(epochs=3), run, data=tiny, progress=False, resume=True)
+        Trainer(recipe(epochs=3), run, data=tiny_short_test, progress=False, resume=True)
     assert failed.traceback  # the failed Trainer is still referenced here, yet its lock is gone
     with RunLock(run):
         pass
-    trainer = Trainer(recipe(), run, data=tiny, progress=False, overwrite=True)
+    trainer = Trainer(recipe(), run, data=tiny_short_test, progress=False, overwrite=True)
     with pytest.raises(CheckpointError, match=f"PID {os.getpid()}"):
         RunLock(run).acquire()
     trainer.fit()
@@ -91,9 +92,9 @@ def test_the_lock_is_released_when_opening_a_run_fails_and_when_fit_returns(tmp_
 
 
 def test_a_full_disk_while_writing_metrics_or_curves_is_one_line_and_resume_finishes(
-    tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_short_test, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    train(recipe(epochs=3), tmp_path / "straight", data=tiny, progress=False)
+    train(recipe(epochs=3), tmp_path / "straight", data=tiny_short_test, progress=False)
     run = tmp_path / "run"
 
     def full(rows, path: Path, title: str = "") -> None:
@@ -102,12 +103,12 @@ def test_a_full_disk_while_writing_metrics_or_curves_is_one_line_and_resume_fini
 
     monkeypatch.setattr(plots, "plot_curves", full)
     with pytest.raises(CheckpointError) as failed:
-        train(recipe(epochs=3), run, data=tiny, progress=False)
+        train(recipe(epochs=3), run, data=tiny_short_test, progress=False)
     message = str(failed.value)
     assert message.startswith(f"cannot write to the run directory {run} ({run / 'curves.png'})")
     assert "No space left on device; free space or make it writable, then continue with --resume" in message
     monkeypatch.setattr(plots, "plot_curves", lambda *args, **kwargs: None)
-    train(recipe(epochs=3), run, data=tiny, progress=False, resume=True)
+    train(recipe(epochs=3), run, data=tiny_short_test, progress=False, resume=True)
     assert metrics(run) == metrics(tmp_path / "straight")
 
 
@@ -122,11 +123,11 @@ def tmpfs(folder: Path, size: str):
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="mounting a tmpfs needs root")
-def test_a_real_full_or_read_only_file_system(tmp_path: Path, tiny) -> None:
-    train(recipe(epochs=3), tmp_path / "straight", data=tiny, progress=False)
+def test_a_real_full_or_read_only_file_system(tmp_path: Path, tiny_short_test) -> None:
+    train(recipe(epochs=3), tmp_path / "straight", data=tiny_short_test, progress=False)
     with tmpfs(tmp_path / "small", "4m") as disk:
         run = disk / "run"
-        first = Trainer(recipe(epochs=3), run, data=tiny, progress=False)
+        first = Trainer(recipe(epochs=3), run, data=tiny_short_test, progress=False)
         first.on_epoch = lambda row: first.request_stop()
         assert first.fit().status == "interrupted"
         filler = disk / "filler"
@@ -136,29 +137,29 @@ def test_a_real_full_or_read_only_file_system(tmp_path: Path, tiny) -> None:
                 f.flush()
         manifest = (run / "checkpoints" / "last.json").read_text()
         with pytest.raises(CheckpointError, match="No space left on device"):
-            train(recipe(epochs=3), run, data=tiny, progress=False, resume=True)
+            train(recipe(epochs=3), run, data=tiny_short_test, progress=False, resume=True)
         assert (run / "checkpoints" / "last.json").read_text() == manifest
         filler.unlink()
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
         with pytest.raises(CheckpointError, match="Read-only file system"):
-            train(recipe(epochs=3), run, data=tiny, progress=False, overwrite=True)
+            train(recipe(epochs=3), run, data=tiny_short_test, progress=False, overwrite=True)
         with pytest.raises(CheckpointError, match="Read-only file system"):
-            train(recipe(epochs=3), run, data=tiny, progress=False, resume=True)
+            train(recipe(epochs=3), run, data=tiny_short_test, progress=False, resume=True)
         subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
         assert json.loads((run / "checkpoints" / "last.json").read_text())["epoch"] == 1
-        train(recipe(epochs=3), run, data=tiny, progress=False, resume=True)
+        train(recipe(epochs=3), run, data=tiny_short_test, progress=False, resume=True)
         assert metrics(run) == metrics(tmp_path / "straight")
 
 
 def test_a_full_disk_before_the_first_checkpoint_says_start_again(
-    tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_short_test, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def full(path, text: str) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
     monkeypatch.setattr(rundir, "atomic_write_text", full)  # config.json, written before any checkpoint
     with pytest.raises(CheckpointError) as failed:
-        train(recipe(), tmp_path / "run", data=tiny, progress=False)
+        train(recipe(), tmp_path / "run", data=tiny_short_test, progress=False)
     assert str(failed.value) == (
         f"cannot write to the run directory {tmp_path / 'run'} ({tmp_path / 'run' / 'config.json'}): "
         "No space left on device; free space or make it writable, then start again"

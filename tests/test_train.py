@@ -107,20 +107,13 @@ def test_same_seed_gives_same_metrics(tmp_path: Path, tiny) -> None:
 
 @pytest.mark.parametrize("stop_after_steps", [10, 14])  # an epoch boundary (10 steps/epoch) and mid-epoch
 def test_resume_ends_with_the_same_metrics_as_an_uninterrupted_run(
-    tmp_path: Path, tiny, stop_after_steps: int
+    tmp_path: Path, tiny, stop_after_steps: int, interrupt_after
 ) -> None:
     cfg = recipe(epochs=3, crop_padding=2, flip=True, drop_rate=0.3, schedule="cosine", warmup_epochs=1)
     train(cfg, tmp_path / "straight", data=tiny, progress=False)
 
     trainer = Trainer(cfg, tmp_path / "stopped", data=tiny, progress=False)
-    step_batch = trainer.schedule.step_batch
-
-    def step_then_maybe_stop() -> None:
-        step_batch()
-        if trainer.schedule.step == stop_after_steps:
-            trainer.request_stop()
-
-    trainer.schedule.step_batch = step_then_maybe_stop
+    interrupt_after(trainer, stop_after_steps)
     assert trainer.fit().status == "interrupted"
     resumed = train(cfg, tmp_path / "stopped", data=tiny, progress=False, resume=True)
     assert resumed.status == "completed"
