@@ -228,17 +228,17 @@ def test_summary_on_cpu_runs_a_registry_model_and_agrees_with_meta(capsys, name:
 def test_models_shows_a_family_name_and_names_a_model_that_fails_to_trace(capsys, monkeypatch) -> None:
     code, out, _ = run(capsys, "models", "wrn-34-2", "--format", "json")
     assert code == 0 and [r["name"] for r in json.loads(out)] == ["wrn-34-2"]
-    import cnnlab.analysis.zoo
+    import cnnlab.analysis.summary
 
-    real = cnnlab.analysis.zoo.summarize
+    real = cnnlab.analysis.summary.summarize
 
     def broken_for_lecture_simple(model, *args, **kwargs):
         if getattr(model, "model_name", "") == "lecture-simple":
             raise RuntimeError("unsupported operation 'foo'\nsecond line")
         return real(model, *args, **kwargs)
 
-    monkeypatch.setattr(cnnlab.analysis.zoo, "summarize", broken_for_lecture_simple)
-    code, out, err = run(capsys, "models", "lecture-*")
+    monkeypatch.setattr(cnnlab.analysis.summary, "summarize", broken_for_lecture_simple)
+    code, out, err = run(capsys, "models", "lecture-*", "--trace")
     assert code == 1 and "trace failed" in out and "467,200" not in out and "6,019,200" in out
     assert err == "cnnlab: error: cannot trace lecture-simple: RuntimeError: unsupported operation 'foo'\n"
 

@@ -54,11 +54,19 @@ def test_every_model_summarises_consistently(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
-def test_every_model_traces_for_the_models_table(name: str) -> None:
-    """``cnnlab models`` counts MACs by tracing each model: none may fail (it would show 'trace failed')."""
-    from cnnlab.analysis.zoo import traced_macs
+def test_every_stored_row_of_the_models_table_equals_a_fresh_trace(name: str) -> None:
+    """``cnnlab models`` reads src/cnnlab/zoo_table.py; each row must be what tracing the model gives now."""
+    from cnnlab.analysis.zoo import table_row, traced_row
 
-    assert traced_macs(meta_model(name), model_info(name).input_size) > 0
+    fresh = traced_row(name)
+    assert "macs_error" not in fresh, fresh.get("macs_error")  # a model that fails to trace is a failure
+    assert table_row(name) == fresh, "the models table is stale: run python scripts/gen_zoo_table.py"
+
+
+def test_the_models_table_holds_exactly_the_registry() -> None:
+    from cnnlab.zoo_table import ZOO_TABLE
+
+    assert sorted(ZOO_TABLE) == ALL_MODELS, "the models table is stale: run python scripts/gen_zoo_table.py"
 
 
 # a grouped network (AlexNet's two towers), residual additions, asymmetric-kernel branches, dense concatenation
@@ -88,5 +96,6 @@ def test_model_rows_are_library_data_the_cli_only_prints() -> None:
     info = model_info("alexnet")
     assert row["params"] == info.num_params and row["macs"] == info.macs and row["input"] == "3x227x227"
     assert [r["name"] for r in model_rows("wrn-34-2")] == ["wrn-34-2"]  # a name a family resolves
+    assert model_rows("alexnet", trace=True) == [row]  # counted again, the same
     with pytest.raises(UsageError, match="no model matches 'alexnt'.*close matches: alexnet"):
         model_rows("alexnt")

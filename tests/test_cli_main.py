@@ -48,6 +48,15 @@ for module in (cnnlab.cli.models, cnnlab.cli.analysis, cnnlab.cli.train):
     assert _imports_torch("import cnnlab\ncnnlab.create_model('lecture-simple')")  # the lazy names still work
 
 
+def test_listing_the_built_in_models_reads_the_stored_table_without_torch() -> None:
+    """``cnnlab models`` is instant: the built-in rows are data (src/cnnlab/zoo_table.py), not traced."""
+    code = "from cnnlab.cli import main\ntry:\n    main(['models', 'resnet*'])\nexcept SystemExit:\n    pass"
+    assert not _imports_torch(code)
+    assert _imports_torch(
+        "from cnnlab.analysis.zoo import model_rows\nmodel_rows('wrn-34-2')"
+    )  # resolved: traced
+
+
 def test_building_the_parser_does_not_import_torch() -> None:
     assert not _imports_torch("from cnnlab.cli import build_parser\nbuild_parser()")
 

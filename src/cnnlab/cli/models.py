@@ -8,9 +8,9 @@ import sys
 
 
 def _run(args: argparse.Namespace) -> int:
-    from cnnlab.analysis.zoo import model_rows  # lazy: 'cnnlab --help' runs without torch
+    from cnnlab.analysis.zoo import model_rows  # torch-free for built-in models: the table is data
 
-    rows = model_rows(args.pattern)
+    rows = model_rows(args.pattern, trace=args.trace)
     failed = [r for r in rows if "macs_error" in r]
     if args.format == "json":
         print(json.dumps(rows, indent=2))
@@ -32,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="list the registered models with parameters, MACs, input size and paper",
         description="List every registered model: parameter count (at its default classes and channels), "
         "MACs of one image at its default input (multiply-accumulates of convolutions and linear layers, "
-        "traced on the meta device as 'cnnlab summary' does), default input size (CxHxW) and paper. "
+        "traced on the meta device as 'cnnlab summary' does; the built-in models' counts are stored, "
+        "--trace counts them again), default input size (CxHxW) and paper. "
         "A pattern that matches nothing is an error (exit 2); a model that fails to trace is marked "
         "'trace failed' and named on stderr (exit 1).",
     )
@@ -40,4 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "pattern", nargs="?", help="shell-style filter, e.g. 'resnet*', or a name such as wrn-34-2"
     )
     p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument(
+        "--trace", action="store_true", help="trace every model now instead of reading the stored counts"
+    )
     p.set_defaults(func=_run)
