@@ -16,7 +16,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 def bench(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     yield lambda name: importlib.import_module(name)
-    for name in ("_common", "train_throughput"):
+    for name in ("_common", "train_throughput", "zoo_throughput"):
         sys.modules.pop(name, None)
 
 
@@ -56,3 +56,18 @@ def test_train_throughput_prints_its_verdict_and_writes_a_new_file(
     assert row["bf16_settings"] == {"amp": "bf16", "cpu_shards": 1} and "bf16_speedup" in row
     assert (BENCHMARKS / "results" / "train_throughput.json").read_bytes() == committed
     assert throughput.parse_args([*argv, "--save"]).save  # --save: results_path(..., True, ...) above
+
+
+def test_zoo_throughput_compares_the_engine_with_a_plain_loop(
+    bench, tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    zoo = bench("zoo_throughput")
+    argv = ["--steps", "1", "--rounds", "1", "--models", "resnet8-cifar", "--batch-size", "4"]
+    assert zoo.main([*argv, "--data-dir", str(tiny_dataset_dir), "--results-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "verdict: resnet8-cifar 3x64x64, cnnlab vs a plain loop: target >= 1.00x, measured " in out
+    (written,) = tmp_path.glob("zoo_throughput-*Z.json")
+    result = json.loads(written.read_text())
+    assert result["input"] == "3x64x64" and {"cpu_model", "isa"} <= set(result)
+    assert result["rows"][0]["plain_images_per_s"] > 0 and result["rows"][0]["engine_images_per_s"] > 0
