@@ -192,12 +192,14 @@ class Draws:
     """One epoch's random choices, per position in its order (None: that part is off).
 
     ``boxes``: float [N, 4] (top, left, height, width) in canvas pixels; ``flips``: bool [N];
-    ``colour``: float [N, C] raw-pixel shifts.
+    ``colour``: float [N, C] raw-pixel shifts. ``rescaled``: the boxes are not all output-sized crops at
+    whole pixels (they are resampled, not gathered).
     """
 
     boxes: torch.Tensor | None
     flips: torch.Tensor | None
     colour: torch.Tensor | None
+    rescaled: bool = False
 
     def take(self, start: int, stop: int) -> Draws:
         """The draws of positions ``start:stop``."""
@@ -205,7 +207,7 @@ class Draws:
         def cut(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t[start:stop]
 
-        return Draws(cut(self.boxes), cut(self.flips), cut(self.colour))
+        return Draws(cut(self.boxes), cut(self.flips), cut(self.colour), self.rescaled)
 
 
 def _uniform(
@@ -273,7 +275,7 @@ def draw(
         boxes = _boxes(
             torch.tensor([[(canvas[0] - out[0]) // 2, (canvas[1] - out[1]) // 2]]).expand(n, 2), out
         )
-    return Draws(boxes, flips, colour)
+    return Draws(boxes, flips, colour, rescaled=pipeline in ("vgg", "inception"))
 
 
 def _place(
@@ -318,14 +320,6 @@ def _colour_shift(augment: Augment, n: int, channels: int, generator: torch.Gene
         raise UsageError(f"the colour PCA has {len(values)} channels, the images {channels}")
     alpha = torch.randn(n, channels, generator=generator, dtype=torch.float64) * augment.pca_std
     return ((alpha * values) @ vectors.T * 255.0).to(torch.float32)
-
-
-def integer_crops(boxes: torch.Tensor | None, out: tuple[int, int]) -> bool:
-    """Whether every box is an ``out``-sized crop at whole-pixel offsets (the gather path)."""
-    if boxes is None:
-        return True
-    sizes_match = bool((boxes[:, 2] == out[0]).all() and (boxes[:, 3] == out[1]).all())
-    return sizes_match and bool((boxes[:, :2] == boxes[:, :2].round()).all())
 
 
 def gather_crops(
@@ -377,6 +371,6 @@ def apply(batch: torch.Tensor, draws: Draws, out: tuple[int, int]) -> torch.Tens
     """``batch`` (uint8 canvas) cropped, rescaled and mirrored as ``draws`` say: uint8 where only whole-pixel
     crops and flips were asked, float32 (raw pixel units) otherwise. The colour shift is left to the caller,
     which fuses it into normalisation."""
-    if integer_crops(draws.boxes, out):
-        return gather_crops(batch, draws.boxes, draws.flips, out)
-    return resample_crops(batch, draws.boxes, draws.flips, out)
+    if draws.rescaled:
+        return resample_crops(batch, draws.boxes, draws.flips, out)
+    return gather_crops(batch, draws.boxes, draws.flips, out)
