@@ -4,7 +4,7 @@ the colour PCA, and exact resume of runs that use them."""
 from __future__ import annotations
 
 import csv
-import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cnnlab.data import Augment, BatchLoader, Split, colour_pca, load_dataset
+from cnnlab.data import Augment, BatchLoader, Split, colour_pca
 from cnnlab.data.augment import (
     AREA_RANGE,
     ASPECT_RANGE,
@@ -243,12 +243,6 @@ def test_impossible_sizes_and_a_missing_pca_are_usage_errors() -> None:
 # -- runs ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_dataset_dir: Path):
-    data = load_dataset("fashion-mnist", data_dir=tiny_dataset_dir, verify=False)
-    return dataclasses.replace(data, test=data.test.subset(torch.arange(64)))
-
-
 def _metrics(run_dir: Path) -> list[dict[str, str]]:
     with open(run_dir / "metrics.csv") as f:
         return [{k: row[k] for k in ("train_loss", "train_acc", "test_acc")} for row in csv.DictReader(f)]
@@ -256,30 +250,29 @@ def _metrics(run_dir: Path) -> list[dict[str, str]]:
 
 @pytest.mark.parametrize("pipeline", ["alexnet", "vgg"])
 def test_a_run_stopped_mid_epoch_resumes_to_the_metrics_of_an_uninterrupted_one(
-    tmp_path: Path, tiny, no_curves, pipeline
+    tmp_path: Path, tiny_short_test, no_curves, interrupt_after, pipeline
 ) -> None:
     cfg = TrainConfig(
         model="lecture-simple", epochs=2, batch_size=128, eval_batch_size=256, threads=1, train_subset=384,
         augment=pipeline, pad_to=32, input_size=28,
     )  # fmt: skip
-    train(cfg, tmp_path / "straight", data=tiny, progress=False)
-    trainer = Trainer(cfg, tmp_path / "stopped", data=tiny, progress=False)
+    train(cfg, tmp_path / "straight", data=tiny_short_test, progress=False)
+    trainer = Trainer(cfg, tmp_path / "stopped", data=tiny_short_test, progress=False)
     assert trainer.input_shape == (1, 28, 28)
-    step_batch = trainer.schedule.step_batch
-
-    def step_then_stop() -> None:
-        step_batch()
-        if trainer.schedule.step == 4:  # inside the second epoch (3 steps per epoch)
-            trainer.request_stop()
-
-    trainer.schedule.step_batch = step_then_stop
+    interrupt_after(trainer, 4)  # inside the second epoch (3 steps per epoch)
     assert trainer.fit().status == "interrupted"
-    resumed = Trainer(cfg, tmp_path / "stopped", data=tiny, progress=False, resume=True)
+    resumed = Trainer(cfg, tmp_path / "stopped", data=tiny_short_test, progress=False, resume=True)
     if pipeline == "alexnet":  # the colour PCA is the run's saved one
         assert (tmp_path / "stopped" / "colour_pca.json").is_file()
         assert resumed.colour_pca == trainer.colour_pca and resumed.colour_pca.eigenvalues[0] > 0
     assert resumed.fit().status == "completed"
     assert _metrics(tmp_path / "stopped") == _metrics(tmp_path / "straight")
+    if pipeline == "alexnet":  # read back, not recomputed
+        saved = tmp_path / "stopped" / "colour_pca.json"
+        saved.write_text(json.dumps({"eigenvalues": [0.5], "eigenvectors": [[1.0]]}))
+        again = Trainer(cfg, tmp_path / "stopped", data=tiny_short_test, progress=False, resume=True)
+        assert again.colour_pca.eigenvalues == (0.5,)
+        again.run_lock.release()
 
 
 def test_configs_saved_before_augmentation_existed_still_load_complete() -> None:

@@ -3,7 +3,6 @@ convolutions, and ``cnnlab evaluate --tta``."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab.cli import main
-from cnnlab.data import Augment, BatchLoader, Split, load_dataset
+from cnnlab.data import Augment, BatchLoader, Split
 from cnnlab.errors import UsageError
 from cnnlab.models import create_model
 from cnnlab.models.dense import conv_from_linear, dense_model
@@ -122,16 +121,14 @@ def test_bad_scales_and_modes_are_usage_errors() -> None:
 
 
 @pytest.fixture(scope="module")
-def cropped_run(tmp_path_factory: pytest.TempPathFactory, tiny_dataset_dir: Path) -> Path:
+def cropped_run(tmp_path_factory: pytest.TempPathFactory, tiny_dataset_dir: Path, tiny_short_test) -> Path:
     """lecture-simple trained one short epoch on 28x28 crops of 32x32-padded images (the crops pipeline)."""
-    data = load_dataset("fashion-mnist", data_dir=tiny_dataset_dir, verify=False)
-    data = dataclasses.replace(data, test=data.test.subset(torch.arange(64)))
     cfg = TrainConfig(
         model="lecture-simple", epochs=1, batch_size=64, eval_batch_size=64, threads=1, train_subset=192,
         pad_to=32, input_size=28, augment="crops", data_dir=str(tiny_dataset_dir),
     )  # fmt: skip
     run = tmp_path_factory.mktemp("tta") / "run"
-    train(cfg, run, data=data, progress=False)
+    train(cfg, run, data=tiny_short_test, progress=False)
     return run
 
 
