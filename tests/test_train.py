@@ -540,6 +540,13 @@ def test_constructing_a_trainer_leaves_the_process_settings_alone(tmp_path: Path
         (["--warmup-epochs", "0.5"], "warmup_epochs does not apply to the onecycle schedule"),
         (["--epochs", str(2**70)], "epochs must be at most"),
         (["--overwrite", "--resume"], "--overwrite and --resume contradict each other"),
+        (["--augment", "vgg", "--crop-padding", "2"], "crop_padding applies to the none (custom) and cifar"),
+        (["--augment", "crops"], "the crops augmentation needs an input size below the stored image size"),
+        (["--input-size", "29"], "input_size 29 is larger than the 28x28 images"),
+        (
+            ["--augment", "vgg", "--input-size", "20", "--scale-range", "16,30"],
+            "needs Smin >= the input size 20",
+        ),
     ],
 )
 def test_probe_findings_are_one_line_usage_errors(

@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from cnnlab.cli.common import add_command, add_model_option_arg, model_options, report_experiment
+from cnnlab.data.views import AUGMENTATIONS, TTA_MODES
 from cnnlab.errors import UsageError
 from cnnlab.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
 
@@ -19,6 +20,25 @@ def _epoch_list(text: str) -> tuple[int, ...]:
         return tuple(int(v) for v in text.replace(",", " ").split())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected epochs such as '5,8', got {text!r}") from None
+
+
+def _int_pair(text: str) -> tuple[int, int]:
+    values = text.replace(",", " ").split()
+    try:
+        pair = tuple(int(v) for v in values)
+    except ValueError:
+        pair = ()
+    if len(pair) != 2:
+        raise argparse.ArgumentTypeError(f"expected two whole numbers such as '256,512', got {text!r}")
+    return pair
+
+
+def _augmentation(text: str) -> str:
+    if text not in AUGMENTATIONS:
+        raise argparse.ArgumentTypeError(
+            f"unknown augmentation {text!r}; choose one of {', '.join(AUGMENTATIONS)}"
+        )
+    return text
 
 
 # (flag, config field, type, help); every default is shown in --help from the record training starts
@@ -52,7 +72,27 @@ RECIPE = (
     ("--label-smoothing", "label_smoothing", float, "label smoothing of the cross-entropy"),
     ("--grad-clip", "grad_clip", float, "clip the gradient norm to this value"),
     ("--drop-rate", "drop_rate", float, "dropout before the classifier (default: the model's own)"),
-    ("--crop-padding", "crop_padding", int, "random-crop augmentation with this padding (0: off)"),
+    (
+        "--augment",
+        "augment",
+        _augmentation,
+        "training augmentation pipeline: "
+        + "; ".join(f"{name} ({paper})" for name, paper in AUGMENTATIONS.items()).replace("%", "%%"),
+    ),
+    (
+        "--input-size",
+        "input_size",
+        int,
+        "the square crop the network sees, smaller than the stored (padded) images; evaluation takes the "
+        "centre crop (default: the stored size)",
+    ),
+    (
+        "--scale-range",
+        "scale_range",
+        _int_pair,
+        "vgg augmentation: Smin,Smax of the jittered shorter side (default: input size x 256/224, x 512/224)",
+    ),
+    ("--crop-padding", "crop_padding", int, "random-crop augmentation with this padding (0: off; cifar: 4)"),
     (
         "--val-fraction",
         "val_fraction",
@@ -216,8 +256,17 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from cnnlab.train.evaluation import evaluate_checkpoint
+    from cnnlab.train.evaluation import evaluate_checkpoint, evaluate_tta_checkpoint
 
+    if args.scales and not args.tta:
+        raise UsageError("--scales applies to --tta multiscale and --tta dense; add --tta")
+    if args.tta:
+        tta = evaluate_tta_checkpoint(
+            args.path, args.tta, scales=args.scales or (), split=args.split, data_dir=args.data_dir,
+            which=args.checkpoint, device=args.device,
+        )  # fmt: skip
+        print(tta.report())
+        return 0
     evaluation = evaluate_checkpoint(
         args.path,
         split=args.split,
@@ -282,6 +331,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="folder holding the dataset files")
     p.add_argument("--out", help="where to save confusion.png (default: the run directory)")
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--tta",
+        nargs="+",
+        choices=tuple(TTA_MODES),
+        metavar="MODE",
+        help="test-time evaluation, one accuracy per mode, softmax posteriors averaged over views: "
+        + "; ".join(f"{name}: {what}" for name, what in TTA_MODES.items()),
+    )
+    p.add_argument(
+        "--scales",
+        nargs="+",
+        type=int,
+        metavar="Q",
+        help="shorter sides to rescale the images to, for --tta multiscale (required) and dense (default: the "
+        "stored size)",
+    )
 
     p = add_command(
         subparsers,

@@ -24,9 +24,10 @@ from cnnlab.data.catalog import (
 )
 
 if TYPE_CHECKING:
+    from cnnlab.data.augment import Augment, ColourPCA, colour_pca
     from cnnlab.data.idx import read_idx, write_idx
     from cnnlab.data.load import DatasetSplits, Split, load_dataset
-    from cnnlab.data.loader import Augment, BatchLoader
+    from cnnlab.data.loader import BatchLoader
 
 # Imported on first use (PEP 562): these need numpy or torch, the registry does not.
 _LAZY = {
@@ -35,7 +36,9 @@ _LAZY = {
     "DatasetSplits": "cnnlab.data.load",
     "Split": "cnnlab.data.load",
     "load_dataset": "cnnlab.data.load",
-    "Augment": "cnnlab.data.loader",
+    "Augment": "cnnlab.data.augment",
+    "ColourPCA": "cnnlab.data.augment",
+    "colour_pca": "cnnlab.data.augment",
     "BatchLoader": "cnnlab.data.loader",
 }
 
@@ -53,10 +56,12 @@ __all__ = [
     "ROLES",
     "Augment",
     "BatchLoader",
+    "ColourPCA",
     "DataFile",
     "DatasetInfo",
     "DatasetSplits",
     "Split",
+    "colour_pca",
     "dataset_info",
     "load_dataset",
     "locate_dataset",

@@ -1,41 +1,23 @@
 """Batches from an in-memory split: sliced, augmented and normalised as whole tensors.
 
-No per-sample Python work: a batch is one index gather on the uint8 images, an optional crop-and-flip
-done as a single advanced-indexing gather over the whole batch, and one fused multiply-add that converts
-to float32 and normalises with precomputed scale and shift. Order and augmentation are drawn from a
-generator seeded by (seed, epoch) alone, so resuming at an epoch boundary reproduces the rest exactly.
+No per-sample Python work: a batch is one index gather on the uint8 images, the augmentation pipeline
+of :mod:`cnnlab.data.augment` applied to the whole batch (one gather for crops and flips, one
+``grid_sample`` for rescaled crops), and one fused multiply-add that converts to float32 and normalises
+with precomputed scale and shift. Order and augmentation are drawn from a generator seeded by
+(seed, epoch) alone, so resuming at an epoch boundary reproduces the rest exactly.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from cnnlab.data.augment import Augment, Draws, apply, draw
 from cnnlab.data.load import Split
 from cnnlab.errors import UsageError, check_positive
-
-
-@dataclass(frozen=True)
-class Augment:
-    """Training-time augmentation: random crop after zero-padding by ``crop_padding`` pixels, random h-flip.
-
-    Padding is with raw 0 (the background of the MNIST family). Defaults: no augmentation.
-    """
-
-    crop_padding: int = 0
-    flip: bool = False
-
-    def __post_init__(self) -> None:
-        check_positive("crop_padding", self.crop_padding, allow_zero=True)
-
-    @property
-    def active(self) -> bool:
-        """Whether this augments anything."""
-        return self.crop_padding > 0 or self.flip
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -86,7 +68,9 @@ class BatchLoader:
                 f"out_chans={out_chans} needs single-channel images; these have {in_chans} channels"
             )
         self.pad = self._centre_padding(pad_to, height, width)
-        self.out_size = (height + self.pad[2] + self.pad[3], width + self.pad[0] + self.pad[1])
+        self.stored_size = (height + self.pad[2] + self.pad[3], width + self.pad[0] + self.pad[1])
+        self.out_size = self.augment.output_size(*self.stored_size)
+        self.canvas = tuple(side + 2 * self.augment.padding for side in self.stored_size)
         mean_t, std_t = self._per_channel("mean", mean, in_chans), self._per_channel("std", std, in_chans)
         if (std_t <= 0).any():
             raise UsageError(f"std must be positive, got {tuple(std)}")
@@ -132,11 +116,9 @@ class BatchLoader:
         check_positive("epoch", epoch, allow_zero=True)
         self.epoch = int(epoch)
 
-    def _geometry(
-        self, batch: torch.Tensor, offsets: torch.Tensor | None, flips: torch.Tensor | None
-    ) -> torch.Tensor:
-        """Pad (pad_to and crop padding) with raw 0, then crop and flip every image with one gather."""
-        p = self.augment.crop_padding
+    def _geometry(self, batch: torch.Tensor, draws: Draws) -> torch.Tensor:
+        """Pad (pad_to and crop padding) with raw 0, then crop, rescale and flip as ``draws`` say."""
+        p = self.augment.padding
         left, right, top, bottom = self.pad
         if any(self.pad) or p:
             n, c, h, w = batch.shape
@@ -144,29 +126,14 @@ class BatchLoader:
             canvas = batch.new_zeros(n, c, h + top + bottom + 2 * p, w + left + right + 2 * p)
             canvas[:, :, top + p : top + p + h, left + p : left + p + w] = batch
             batch = canvas
-        if offsets is None and flips is None:
-            return batch
-        n, c, height, width = batch.shape
-        out_h, out_w = self.out_size
-        rows = torch.arange(out_h).expand(n, out_h)
-        cols = torch.arange(out_w).expand(n, out_w)
-        if offsets is not None:
-            rows = rows + offsets[:, :1]
-            cols = cols + offsets[:, 1:]
-        if flips is not None:
-            cols = torch.where(flips[:, None], cols.flip(1), cols)
-        # Flat indices into the contiguous canvas: one torch.take crops and flips the whole batch.
-        flat = (
-            (torch.arange(n) * (c * height * width))[:, None, None, None]
-            + (torch.arange(c) * (height * width))[None, :, None, None]
-            + (rows * width)[:, None, :, None]
-            + cols[:, None, None, :]
-        )
-        return torch.take(batch, flat)
+        return apply(batch, draws, self.out_size)
 
-    def _to_float(self, batch: torch.Tensor) -> torch.Tensor:
-        """uint8 [B, C, H, W] -> normalised float32 on the device, channels repeated and laid out as asked."""
+    def _to_float(self, batch: torch.Tensor, colour: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 (or float32 raw-pixel) [B, C, H, W] -> normalised float32 on the device, with ``colour``
+        ([B, C] raw-pixel shifts) added, channels repeated and laid out as asked."""
         batch = batch.to(self.device, non_blocking=True)
+        if colour is not None:
+            batch = batch.float() + colour.to(self.device)[:, :, None, None]
         if self.out_chans != batch.shape[1]:
             batch = batch.expand(-1, self.out_chans, -1, -1)
         x = torch.addcmul(self.shift, batch, self.scale)  # uint8 -> float32, scaled and shifted, one kernel
@@ -178,9 +145,7 @@ class BatchLoader:
         generator = epoch_generator(self.seed, epoch)
         order = torch.randperm(n, generator=generator) if self.shuffle else None
         # All of the epoch's randomness is drawn up front, per position in the epoch's order.
-        p = self.augment.crop_padding
-        offsets = torch.randint(0, 2 * p + 1, (n, 2), generator=generator) if p else None
-        flips = torch.rand(n, generator=generator) < 0.5 if self.augment.flip else None
+        draws = draw(self.augment, n, self.canvas, generator, int(self.images.shape[1]))
         for batch_index in range(len(self)):
             start = batch_index * self.batch_size
             stop = min(start + self.batch_size, n)
@@ -189,9 +154,6 @@ class BatchLoader:
                 images, labels = self.images.index_select(0, index), self.labels.index_select(0, index)
             else:
                 images, labels = self.images[start:stop], self.labels[start:stop]
-            batch = self._geometry(
-                images,
-                offsets[start:stop] if offsets is not None else None,
-                flips[start:stop] if flips is not None else None,
-            )
-            yield self._to_float(batch), labels.to(self.device, non_blocking=True)
+            part = draws.take(start, stop)
+            batch = self._geometry(images, part)
+            yield self._to_float(batch, part.colour), labels.to(self.device, non_blocking=True)

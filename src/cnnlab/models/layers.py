@@ -135,6 +135,10 @@ class ClassifierHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.drop(self.flatten(self.pool(x))))
 
+    def flat_layers(self) -> list[nn.Module] | None:
+        """The layers after the flatten of a map as it is (``pool=False``); None when the head pools globally."""
+        return None if isinstance(self.pool, nn.AdaptiveAvgPool2d) else [self.drop, self.fc]
+
 
 def _dims(shape: Sequence[int]) -> str:
     return "x".join(map(str, shape))
@@ -217,6 +221,14 @@ class ClassifierModel(nn.Module):
     def forward_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Main logits and the list of auxiliary logits (empty for networks without aux heads)."""
         return self.forward(x), []
+
+    def flat_classifier(self) -> list[nn.Module] | None:
+        """The layers that :meth:`forward_head` applies to the flattened feature map, in order, for a head
+        that flattens the map as it is (:attr:`head_sized_from`); None for heads that pool first.
+
+        Dense evaluation (:mod:`cnnlab.models.dense`) turns these fully-connected layers into convolutions.
+        """
+        return None
 
     def check_sized_input(
         self, x: torch.Tensor, arriving: torch.Tensor, sized_from: SizedFrom | None
@@ -559,6 +571,10 @@ class PlainConvNet(ClassifierModel):
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.avgpool(x), 1))
+
+    def flat_classifier(self) -> list[nn.Module] | None:
+        """The FC stack, unless ``adaptive_pool`` pools the map before it."""
+        return None if isinstance(self.avgpool, nn.AdaptiveAvgPool2d) else list(self.classifier)
 
 
 def init_gaussian(model: nn.Module, std: float = 0.01, bias_one: Collection[str] = ()) -> None:

@@ -108,6 +108,10 @@ class LectureNet(ClassifierModel):
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(x)
 
+    def flat_classifier(self) -> list[nn.Module] | None:
+        """The slides' fc (after its dropout)."""
+        return self.head.flat_layers()
+
 
 def _register_lecture(name: str, num_params: int, description: str):
     return register_model(

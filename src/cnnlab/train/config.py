@@ -59,6 +59,9 @@ class TrainConfig:
     drop_rate: float | None = None
     crop_padding: int = 0
     flip: bool = False
+    augment: str = "none"  # a training pipeline of cnnlab.data.augment (cifar, alexnet, vgg, inception ...)
+    input_size: int | None = None  # the square crop the network sees, when smaller than the stored images
+    scale_range: tuple[int, int] | None = None  # vgg augmentation: shorter side S in [Smin, Smax]
     aux_loss: bool = True  # use the model's auxiliary heads in the loss (GoogLeNet: 0.3 each)
     # data
     val_fraction: float = (
@@ -165,7 +168,22 @@ class TrainConfig:
             _whole("in_chans", self.in_chans, 1)
         if self.pad_to is not None:
             _whole("pad_to", self.pad_to, 1)
+        if self.input_size is not None:
+            _whole("input_size", self.input_size, 1)
+        if self.scale_range is not None:
+            for value in self.scale_range:
+                _whole("each of scale_range", value, 1)
+        self.augmentation()  # the pipeline checks its own settings
         return self
+
+    def augmentation(self, pca: Any = None) -> Any:
+        """The training :class:`cnnlab.data.augment.Augment` of this recipe (``pca``: alexnet's colour PCA)."""
+        from cnnlab.data.augment import Augment
+
+        return Augment(
+            crop_padding=self.crop_padding, flip=self.flip, pipeline=self.augment,
+            input_size=self.input_size, scale_range=self.scale_range, pca=pca,
+        )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists)."""
@@ -185,6 +203,7 @@ class TrainConfig:
         if unknown:
             raise UsageError(f"unknown training settings: {', '.join(unknown)}")
         values = {key: _legacy(key, value) for key, value in values.items()}
+        values = {**{key: value for key, value in ADDED_LATER.items() if key not in values}, **values}
         missing = sorted(names - set(values))
         if complete and missing:
             raise UsageError(f"training settings are missing: {', '.join(missing)}")
@@ -192,10 +211,14 @@ class TrainConfig:
         for key, value in values.items():
             if not _fits(value, hints[key]):
                 raise UsageError(f"training setting {key} has a value of the wrong type: {value!r}")
-        for key in ("betas", "milestones"):
+        for key in ("betas", "milestones", "scale_range"):
             if key in values and values[key] is not None:
                 values[key] = tuple(values[key])
         return cls(**values)
+
+
+# Settings added after runs were saved without them: their value in those runs (which then still resume).
+ADDED_LATER: dict[str, Any] = {"augment": "none", "input_size": None, "scale_range": None}
 
 
 def _legacy(key: str, value: Any) -> Any:

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from cnnlab.data.augment import ColourPCA
 from cnnlab.errors import CheckpointError, TrainingDiverged, UsageError
 from cnnlab.models import check_input_size, count_params, create_model, model_info
 from cnnlab.train.checkpoint import restore_rng_state
@@ -70,7 +71,9 @@ def select_device(name: str = "auto") -> torch.device:
     if device is None or device.type not in ("cpu", "cuda"):
         raise UsageError(f"cannot train or evaluate on device {name!r}; use auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {name} was asked for, but no CUDA GPU is available; use --device cpu or auto")
+        raise UsageError(
+            f"device {name} was asked for, but no CUDA GPU is available; use --device cpu or auto"
+        )
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise UsageError(
             f"device {name} was asked for, but this machine has {torch.cuda.device_count()} CUDA GPU(s); "
@@ -248,13 +251,17 @@ class Trainer:
         self.amp = cfg.amp
         self.channels_last = True if cfg.channels_last is None else cfg.channels_last
 
-        run_data = prepare_run_data(cfg, self.device, self.channels_last, data)
+        self.files = RunFiles(self.run_dir)
+        saved_pca = self.files.read_colour_pca() if resume else None  # the run's own, not recomputed
+        run_data = prepare_run_data(
+            cfg, self.device, self.channels_last, data, ColourPCA.from_dict(saved_pca) if saved_pca else None
+        )
+        self.colour_pca = run_data.colour_pca
         self.data, self.classes, self.input_shape = run_data.data, run_data.classes, run_data.input_shape
         self.train_loader, self.val_loader, self.test_loader = (
             run_data.train_loader, run_data.val_loader, run_data.test_loader,
         )  # fmt: skip
         self.train_images = run_data.train_images
-        self.files = RunFiles(self.run_dir)
 
         with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed alone
             torch.manual_seed(cfg.seed)
@@ -282,6 +289,8 @@ class Trainer:
                 self._restore()
             else:
                 self.files.write_config(cfg.to_dict())
+            if self.colour_pca is not None:
+                self.files.write_colour_pca(self.colour_pca.to_dict())
 
     def _shards(self) -> CoreShards | None:
         """The CPU batch shards to train with (None: plain operation-level threading, the default)."""

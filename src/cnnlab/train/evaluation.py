@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -155,6 +157,65 @@ def _check_header(weights_path: Path, header: dict) -> TrainConfig:
         raise CheckpointError(f"{weights_path} has a damaged training config in its header: {err}") from None
 
 
+@dataclass
+class LoadedCheckpoint:
+    """A saved model rebuilt with its weights, and the data split to evaluate it on."""
+
+    cfg: TrainConfig
+    header: dict
+    model: torch.nn.Module
+    split: Any  # cnnlab.data.Split
+    info: Any  # cnnlab.data.DatasetInfo
+    device: torch.device
+    choice: CheckpointChoice
+
+    def loader(self, centre_crop: bool = True) -> Any:
+        """Batches of the split as training evaluated them (``centre_crop``: the run's input-size centre
+        crop), or at their stored (padded) size for test-time views."""
+        from cnnlab.data import Augment, BatchLoader
+
+        cfg = self.cfg
+        return BatchLoader(
+            self.split, batch_size=cfg.eval_batch_size, shuffle=False, seed=cfg.seed,
+            augment=Augment(input_size=cfg.input_size) if centre_crop else None, mean=self.info.mean,
+            std=self.info.std, device=self.device, channels_last=True, pad_to=cfg.pad_to, out_chans=cfg.in_chans,
+        )  # fmt: skip
+
+
+def load_checkpoint(
+    path: str | Path,
+    *,
+    split: str = "test",
+    data_dir: str | None = None,
+    which: str | None = None,
+    device: str = "auto",
+) -> LoadedCheckpoint:
+    """Rebuild the model saved at ``path`` (run directory, manifest or weights file) and load its data split."""
+    from cnnlab.data import load_dataset
+
+    choice = resolve_checkpoint(path, which)
+    weights_path = choice.weights
+    state, header = load_weights(weights_path, choice.sha256)
+    cfg = _check_header(weights_path, header)
+    if data_dir is not None:
+        cfg.data_dir = data_dir
+    configure_cpu(cfg.threads)
+    dev = select_device(device)
+    data = load_dataset(cfg.data, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    chosen = {"test": data.test, "val": data.val, "train": data.train}[split]
+    if chosen is None:
+        raise UsageError(f"this run has no {split} split (it was trained with val_fraction 0)")
+    model = build_model_for_data(cfg, header["num_classes"], tuple(header["input_shape"]))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"{weights_path} does not fit {cfg.model}: {str(err).splitlines()[0]}"
+        ) from None
+    model = model.to(dev, memory_format=torch.channels_last)
+    return LoadedCheckpoint(cfg, header, model, chosen, data.info, dev, choice)
+
+
 def evaluate_checkpoint(
     path: str | Path,
     *,
@@ -169,35 +230,10 @@ def evaluate_checkpoint(
     The confusion matrix is saved as ``confusion.png`` in ``out_dir`` (default: the run directory);
     failing to save it (a full disk, read-only storage) is a warning in the report, not an error.
     """
-    from cnnlab.data import BatchLoader, load_dataset
-
-    choice = resolve_checkpoint(path, which)
-    weights_path = choice.weights
-    state, header = load_weights(weights_path, choice.sha256)
-    cfg = _check_header(weights_path, header)
-    if data_dir is not None:
-        cfg.data_dir = data_dir
-    configure_cpu(cfg.threads)
-    dev = select_device(device)
-    data = load_dataset(cfg.data, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed)
-    chosen = {"test": data.test, "val": data.val, "train": data.train}[split]
-    if chosen is None:
-        raise UsageError(f"this run has no {split} split (it was trained with val_fraction 0)")
-    loader = BatchLoader(
-        chosen, batch_size=cfg.eval_batch_size, shuffle=False, seed=cfg.seed, augment=None,
-        mean=data.info.mean, std=data.info.std, device=dev, channels_last=True, pad_to=cfg.pad_to,
-        out_chans=cfg.in_chans,
-    )  # fmt: skip
-    model = build_model_for_data(cfg, header["num_classes"], tuple(header["input_shape"]))
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise CheckpointError(
-            f"{weights_path} does not fit {cfg.model}: {str(err).splitlines()[0]}"
-        ) from None
-    model = model.to(dev, memory_format=torch.channels_last)
-    result = evaluate(model, loader, header["num_classes"], dev)
-    classes = [str(c) for c in header.get("classes") or data.info.classes]
+    loaded = load_checkpoint(path, split=split, data_dir=data_dir, which=which, device=device)
+    cfg, header, choice = loaded.cfg, loaded.header, loaded.choice
+    result = evaluate(loaded.model, loaded.loader(), header["num_classes"], loaded.device)
+    classes = [str(c) for c in header.get("classes") or loaded.info.classes]
     out = Path(out_dir) if out_dir else choice.run_dir
     png, warnings = None, []
     try:
@@ -208,6 +244,76 @@ def evaluate_checkpoint(
     except OSError as err:  # the report matters more than the picture: print it anyway
         warnings.append(f"could not save the confusion matrix plot in {out}: {err.strerror or err}")
     return CheckpointEvaluation(
-        cfg.model, cfg.data, split, classes, result, weights_path, png,
+        cfg.model, cfg.data, split, classes, result, choice.weights, png,
         checkpoint=choice.name, epoch=choice.epoch, note=choice.note, warnings=warnings,
     )  # fmt: skip
+
+
+@dataclass
+class TTAEvaluation:
+    """The result of :func:`evaluate_tta_checkpoint`: one row per test-time mode."""
+
+    model: str
+    data: str
+    split: str
+    checkpoint: str
+    weights: Path
+    input_shape: tuple[int, int, int]
+    stored_size: tuple[int, int]
+    rows: list[Any]  # cnnlab.train.tta.TTAResult
+
+    def report(self) -> str:
+        """A table: mode, views per image, accuracy, loss."""
+        c, h, w = self.input_shape
+        lines = [
+            f"{self.model} on {self.data} ({self.split} split, {int(self.rows[0].result.confusion.sum())} images), "
+            f"checkpoint {self.checkpoint}: {self.weights}",
+            f"input {h}x{w} from images stored at {self.stored_size[0]}x{self.stored_size[1]}; posteriors averaged over views",
+            "",
+            f"{'mode':<11} {'views':>5} {'scales':<12} {'accuracy':>9} {'loss':>8}",
+        ]
+        for row in self.rows:
+            scales = ",".join(map(str, row.scales)) or "-"
+            lines.append(
+                f"{row.mode:<11} {row.views:>5} {scales:<12} {100 * row.result.accuracy:>8.2f}% {row.result.loss:>8.4f}"
+            )
+        return "\n".join(lines)
+
+
+def evaluate_tta_checkpoint(
+    path: str | Path,
+    modes: Sequence[str],
+    *,
+    scales: Sequence[int] = (),
+    split: str = "test",
+    data_dir: str | None = None,
+    which: str | None = None,
+    device: str = "auto",
+) -> TTAEvaluation:
+    """Evaluate the model saved at ``path`` under each test-time mode of ``modes`` (:mod:`cnnlab.train.tta`).
+
+    ``scales`` (shorter sides) apply to ``multiscale`` and ``dense``; the other modes ignore them.
+    """
+    from cnnlab.train.tta import evaluate_tta
+
+    if not modes:
+        raise UsageError("name at least one test-time mode")
+    loaded = load_checkpoint(path, split=split, data_dir=data_dir, which=which, device=device)
+    header, cfg = loaded.header, loaded.cfg
+    shape = tuple(header["input_shape"])
+    loader = loaded.loader(centre_crop=False)
+    rows = [
+        evaluate_tta(
+            loaded.model,
+            loader,
+            header["num_classes"],
+            loaded.device,
+            mode,
+            shape[1:],
+            scales if mode in ("multiscale", "dense") else (),
+        )  # fmt: skip
+        for mode in modes
+    ]
+    return TTAEvaluation(
+        cfg.model, cfg.data, split, loaded.choice.name, loaded.choice.weights, shape, loader.stored_size, rows
+    )

@@ -54,13 +54,20 @@ class RunData:
     test_loader: Any
     train_images: int
     input_shape: tuple[int, int, int]
+    colour_pca: Any = None  # the alexnet augmentation's cnnlab.data.augment.ColourPCA of the training split
 
 
 def prepare_run_data(
-    cfg: TrainConfig, device: torch.device, channels_last: bool, data: Any = None
+    cfg: TrainConfig, device: torch.device, channels_last: bool, data: Any = None, colour_pca: Any = None
 ) -> RunData:
-    """Load (or take) ``cfg.data``, hold out the validation split, and build the three loaders."""
+    """Load (or take) ``cfg.data``, hold out the validation split, and build the three loaders.
+
+    The alexnet augmentation's colour PCA is ``colour_pca`` (a resumed run's saved one) or computed
+    from the training split (before ``train_subset``); evaluation loaders take the centre crop of
+    ``cfg.input_size``.
+    """
     from cnnlab.data import Augment, BatchLoader, load_dataset
+    from cnnlab.data.augment import colour_pca as compute_colour_pca
     from cnnlab.data.load import validation_indices
 
     data = data or load_dataset(cfg.data, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed)
@@ -73,8 +80,11 @@ def prepare_run_data(
     chans = cfg.in_chans or (1 if images.dim() == 3 else int(images.shape[1]))
     h, w = (cfg.pad_to, cfg.pad_to) if cfg.pad_to else tuple(int(v) for v in images.shape[-2:])
     check_batch_fits(cfg.eval_batch_size, (chans, h, w), "evaluation")
-    pad = 2 * cfg.crop_padding  # the training batch is padded before its random crop
+    pad = 2 * cfg.augmentation().padding  # the training batch is padded before its random crop
     check_batch_fits(cfg.batch_size, (chans, h + pad, w + pad), "training")
+    if cfg.augment == "alexnet" and colour_pca is None:
+        colour_pca = compute_colour_pca(data.train.images)
+    train_augment, eval_augment = cfg.augmentation(colour_pca), Augment(input_size=cfg.input_size)
     train_split = data.train
     if cfg.train_subset is not None and cfg.train_subset < len(train_split):
         generator = torch.Generator().manual_seed(cfg.seed)
@@ -88,7 +98,7 @@ def prepare_run_data(
             batch_size=cfg.batch_size if train else cfg.eval_batch_size,
             shuffle=train,
             seed=cfg.seed,
-            augment=Augment(crop_padding=cfg.crop_padding, flip=cfg.flip) if train else None,
+            augment=train_augment if train else eval_augment,
             mean=data.info.mean,
             std=data.info.std,
             drop_last=False,
@@ -108,4 +118,5 @@ def prepare_run_data(
         test_loader=test_loader,
         train_images=len(train_split),
         input_shape=tuple(x0.shape[1:]),
+        colour_pca=colour_pca,
     )

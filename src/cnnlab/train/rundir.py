@@ -235,6 +235,20 @@ class RunFiles:
         """The recipe, as ``config.json``."""
         atomic_write_text(self.run_dir / "config.json", json.dumps(config, indent=2))
 
+    def write_colour_pca(self, values: dict[str, Any]) -> None:
+        """The alexnet augmentation's colour PCA of the training split, as ``colour_pca.json``."""
+        atomic_write_text(self.run_dir / "colour_pca.json", json.dumps(values, indent=2))
+
+    def read_colour_pca(self) -> dict[str, Any] | None:
+        """The saved colour PCA (None where the run has none)."""
+        path = self.run_dir / "colour_pca.json"
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"{path} is damaged ({err}); delete it to recompute it") from None
+
     def manifest(self, name: str) -> Path:
         """The manifest of checkpoint ``name`` (``last``, ``best``)."""
         return self.checkpoints / f"{name}.json"

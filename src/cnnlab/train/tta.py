@@ -1,0 +1,152 @@
+"""Test-time evaluation: several views of each test image, their softmax posteriors averaged.
+
+Modes (:data:`cnnlab.data.views.TTA_MODES`); ``size`` is the input the network was trained on (its
+crop), the images arrive at their stored (padded) size:
+
+* ``center`` - the centre crop; what training validates and tests on.
+* ``5crop`` / ``10crop`` - the four corner crops and the centre crop (Chatfield et al. 2014 Sec. 3.2),
+  and their mirror images for ten (Krizhevsky et al. 2012 Sec. 4.1: "the network makes a prediction
+  by extracting five 224x224 patches ... as well as their horizontal reflections ... and averaging
+  the predictions made by the network's softmax layer on the ten patches").
+* ``multiscale`` - at each scale Q of ``scales`` the image is isotropically rescaled so its shorter side
+  is Q; its centre crop and mirror image are the views (the multi-scale crops of Szegedy et al. 2015
+  Sec. 7 and Chatfield et al., reduced to centre crops).
+* ``dense`` - Simonyan & Zisserman 2015 Sec. 3.2: the fully-connected layers as convolutions
+  (:func:`cnnlab.models.dense.dense_model`) over the whole image rescaled to each Q (default: as
+  stored), the class score map averaged spatially; the posteriors of the image and its mirror image,
+  over all scales, are averaged.
+
+Rescaling is bilinear with antialiasing (``F.interpolate``), on the normalised batch; per-channel
+normalisation commutes with cropping, flipping and interpolation, so the order does not matter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnlab.data.augment import five_crop_corners
+from cnnlab.data.views import TTA_MODES
+from cnnlab.errors import UsageError, unknown_choice
+from cnnlab.train.engine import EvalResult
+
+
+@dataclass
+class TTAResult:
+    """One test-time mode's result: how many views each image got, and the metrics."""
+
+    mode: str
+    views: int
+    scales: tuple[int, ...]
+    result: EvalResult
+
+
+def rescale(x: torch.Tensor, shorter: int) -> torch.Tensor:
+    """``x`` [B, C, H, W] isotropically rescaled so its shorter side is ``shorter`` (bilinear, antialiased)."""
+    h, w = x.shape[-2:]
+    if min(h, w) == shorter:
+        return x
+    size = (round(h * shorter / min(h, w)), round(w * shorter / min(h, w)))
+    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
+def crop_views(x: torch.Tensor, size: tuple[int, int], corners: bool, flips: bool) -> Iterator[torch.Tensor]:
+    """The centre crop (or the five crops with ``corners``) of ``size``, each followed by its mirror with ``flips``."""
+    height, width = x.shape[-2:]
+    places = five_crop_corners((height, width), size).tolist()
+    for top, left in places if corners else places[-1:]:
+        view = x[..., top : top + size[0], left : left + size[1]]
+        yield view
+        if flips:
+            yield view.flip(-1)
+
+
+def check_scales(mode: str, scales: Sequence[int], size: tuple[int, int]) -> None:
+    """Scales must be whole numbers no smaller than the input size (a crop of it must fit)."""
+    for q in scales:
+        if not isinstance(q, int) or q < max(size):
+            raise UsageError(
+                f"{mode} scales must be whole numbers of at least the input size {max(size)}, got {q}"
+            )
+
+
+def view_count(mode: str, scales: Sequence[int]) -> int:
+    """How many views of each image ``mode`` averages."""
+    return {"center": 1, "5crop": 5, "10crop": 10}.get(mode, 2 * max(1, len(scales)))
+
+
+@torch.inference_mode()
+def evaluate_tta(
+    model: nn.Module,
+    loader,
+    num_classes: int,
+    device: torch.device,
+    mode: str,
+    size: tuple[int, int],
+    scales: Sequence[int] = (),
+) -> TTAResult:
+    """Mean cross-entropy of the averaged posteriors, accuracy and confusion matrix of ``model`` under ``mode``.
+
+    ``loader`` yields normalised images at their stored (padded) size; ``size`` is the model's input.
+    ``scales``: shorter sides for ``multiscale`` (required) and ``dense`` (default: the stored size).
+    """
+    if mode not in TTA_MODES:
+        raise unknown_choice("test-time mode", mode, TTA_MODES)
+    scales = tuple(scales)
+    if mode == "multiscale" and not scales:
+        raise UsageError(
+            "multiscale evaluation needs the scales to rescale the images to, e.g. --scales 28 32 36"
+        )
+    if mode in ("center", "5crop", "10crop") and scales:
+        raise UsageError(f"scales apply to multiscale and dense evaluation, not {mode}")
+    check_scales(mode, scales, size)
+    model.eval()
+    if mode == "dense":
+        from cnnlab.models.dense import dense_model
+
+        net = dense_model(model).eval()
+        forward: Callable[[torch.Tensor], torch.Tensor] = lambda v: net(v).mean((2, 3))  # noqa: E731
+    else:
+        forward = model
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
+    for x, y in loader:
+        if min(x.shape[-2:]) < max(size):
+            raise UsageError(
+                f"the images are {x.shape[-2]}x{x.shape[-1]}, smaller than the input size {size}"
+            )
+        views = _views(x, mode, size, scales)
+        probs = None
+        count = 0
+        for view in views:
+            p = F.softmax(forward(view.contiguous(memory_format=torch.channels_last)).float(), dim=1)
+            probs = p if probs is None else probs + p
+            count += 1
+        probs = probs / count
+        loss_sum += F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum")
+        confusion += torch.bincount(y * num_classes + probs.argmax(1), minlength=num_classes**2)
+    confusion = confusion.view(num_classes, num_classes).cpu()
+    total = int(confusion.sum())
+    result = EvalResult(
+        float(loss_sum) / max(total, 1), float(confusion.diag().sum()) / max(total, 1), confusion
+    )
+    return TTAResult(mode, view_count(mode, scales), scales, result)
+
+
+def _views(
+    x: torch.Tensor, mode: str, size: tuple[int, int], scales: tuple[int, ...]
+) -> Iterator[torch.Tensor]:
+    if mode in ("center", "5crop", "10crop"):
+        yield from crop_views(x, size, corners=mode != "center", flips=mode == "10crop")
+    elif mode == "multiscale":
+        for q in scales:
+            yield from crop_views(rescale(x, q), size, corners=False, flips=True)
+    else:  # dense: the whole image and its mirror at each scale
+        for q in scales or (min(x.shape[-2:]),):
+            whole = rescale(x, q)
+            yield whole
+            yield whole.flip(-1)
