@@ -76,6 +76,7 @@ class DatasetSplits:
     test: Split
     directory: Path
     checks: dict[str, str]
+    manifest: dict | None = None  # an image folder's files, labels and splits (saved in a run directory)
 
 
 def verification_enabled(verify: bool | None) -> bool:
