@@ -26,6 +26,8 @@ from cnnlab.errors import DataError, UsageError, unknown_choice
 # replaces them, e.g. to test the behaviour of a machine without them.
 SYSTEM_DATA_DIRS: tuple[str, ...] = ("/usr/share/datasets", "/usr/local/share/datasets")
 ROLES = ("train_images", "train_labels", "test_images", "test_labels")
+# What loading an image folder does with an image it cannot decode (cnnlab.data.imagefolder).
+BAD_IMAGE_POLICIES = ("error", "skip")
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ import concurrent.futures
 import json
 import os
 import warnings
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,13 +45,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from cnnlab.data.catalog import DatasetInfo, user_cache_dir
+from cnnlab.data.catalog import BAD_IMAGE_POLICIES, DatasetInfo, user_cache_dir
 from cnnlab.errors import DataError, UsageError, unknown_choice
 from cnnlab.fileio import atomic_file, atomic_write_text, sha256_file, sha256_hex
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif")
 SPLIT_FOLDERS = ("train", "val", "test")
-BAD_IMAGE_POLICIES = ("error", "skip")
 TEST_FRACTION = 0.2  # held out as the test split of a folder without test/
 TEST_SPLIT_SEED = 0
 # Larger images are refused before decoding (a decompression bomb): 8k x 8k, far above any CNN's input.
@@ -332,6 +332,14 @@ def _run_chunks(func: Any, chunks: list[Any], args: tuple, workers: int, progres
             for chunk, future in zip(chunks, futures):
                 yield future.result()
                 bar.update(len(chunk))
+
+
+def probe_sizes(scan: FolderScan, *, workers: int | None = None, progress: bool = True) -> Counter[str]:
+    """How many images of each size (``"WxH"``) the folder holds, from their headers (unreadable: ``"?"``)."""
+    paths = [str(scan.root / f.relpath) for f in scan.files]
+    workers = default_workers(len(paths)) if workers is None else workers
+    chunks = _run_chunks(_probe_chunk, _chunks(paths, CHUNK * 4), (MAX_IMAGE_PIXELS,), workers, progress, "reading headers")
+    return Counter("?" if isinstance(r, str) else f"{r[0]}x{r[1]}" for chunk in chunks for r in chunk)
 
 
 def default_workers(n: int) -> int:

@@ -9,6 +9,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from cnnlab.data.catalog import BAD_IMAGE_POLICIES
 from cnnlab.errors import UsageError, unknown_choice
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -17,6 +18,8 @@ SCHEDULES = ("constant", "step", "multistep", "plateau", "cosine", "onecycle")
 # autocast to bfloat16 (CPUs with AMX bf16 units, CUDA); "fp16" is autocast to float16 with a
 # gradient scaler (meant for CUDA).
 PRECISIONS = ("fp32", "bf16", "fp16")
+# Settings added after runs were first saved: a config.json without them gets these values.
+ADDED_SETTINGS: dict[str, Any] = {"image_size": None, "bad_images": "error"}
 MAX_SEED = 2**63 - 1
 MAX_EPOCHS = 1_000_000
 MAX_THREADS = 4096
@@ -68,6 +71,9 @@ class TrainConfig:
     data_dir: str | None = None
     pad_to: int | None = None
     in_chans: int | None = None  # repeat grey images to this many channels (3 for ImageNet-shaped nets)
+    # image folders: stored size (shorter side resized, centre crop) and what to do with unreadable images
+    image_size: int | None = None
+    bad_images: str = "error"
     model_options: dict[str, Any] = field(default_factory=dict)
     # reproducibility and speed
     seed: int = 0
@@ -165,6 +171,10 @@ class TrainConfig:
             _whole("in_chans", self.in_chans, 1)
         if self.pad_to is not None:
             _whole("pad_to", self.pad_to, 1)
+        if self.image_size is not None:
+            _whole("image_size", self.image_size, 1)
+        if self.bad_images not in BAD_IMAGE_POLICIES:
+            raise unknown_choice("bad-images policy", str(self.bad_images), BAD_IMAGE_POLICIES)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -185,6 +195,7 @@ class TrainConfig:
         if unknown:
             raise UsageError(f"unknown training settings: {', '.join(unknown)}")
         values = {key: _legacy(key, value) for key, value in values.items()}
+        values = {**{k: v for k, v in ADDED_SETTINGS.items() if k not in values}, **values}
         missing = sorted(names - set(values))
         if complete and missing:
             raise UsageError(f"training settings are missing: {', '.join(missing)}")

@@ -282,6 +282,8 @@ class Trainer:
                 self._restore()
             else:
                 self.files.write_config(cfg.to_dict())
+            if getattr(self.data, "manifest", None) is not None:  # an image folder: which files, labels, splits
+                self.files.write_data_manifest(self.data.manifest)
 
     def _shards(self) -> CoreShards | None:
         """The CPU batch shards to train with (None: plain operation-level threading, the default)."""

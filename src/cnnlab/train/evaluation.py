@@ -169,7 +169,8 @@ def evaluate_checkpoint(
     The confusion matrix is saved as ``confusion.png`` in ``out_dir`` (default: the run directory);
     failing to save it (a full disk, read-only storage) is a warning in the report, not an error.
     """
-    from cnnlab.data import BatchLoader, load_dataset
+    from cnnlab.data import BatchLoader
+    from cnnlab.train.rundata import load_config_data
 
     choice = resolve_checkpoint(path, which)
     weights_path = choice.weights
@@ -179,7 +180,7 @@ def evaluate_checkpoint(
         cfg.data_dir = data_dir
     configure_cpu(cfg.threads)
     dev = select_device(device)
-    data = load_dataset(cfg.data, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    data = load_config_data(cfg)
     chosen = {"test": data.test, "val": data.val, "train": data.train}[split]
     if chosen is None:
         raise UsageError(f"this run has no {split} split (it was trained with val_fraction 0)")
