@@ -186,6 +186,7 @@ def scan_folder(root: str | os.PathLike) -> FolderScan:
     index = {c: i for i, c in enumerate(classes)}
     files: list[ImageFile] = []
     ignored = 0
+    empty: list[Path] = []
     for split, folder in groups:
         rows = []
         for name in _class_folders(folder):
@@ -196,7 +197,7 @@ def scan_folder(root: str | os.PathLike) -> FolderScan:
             found, skipped = _walk_images(folder / name, root)
             ignored += skipped
             if not found and split in ("", "train"):
-                raise DataError(f"{folder / name}: empty class folder (no images); add images or remove the folder")
+                empty.append(folder / name)
             prefix = len((folder / name).relative_to(root).as_posix()) + 1
             for relpath, st in found:
                 rows.append((relpath[prefix:], index[name], relpath, st))
@@ -208,13 +209,15 @@ def scan_folder(root: str | os.PathLike) -> FolderScan:
             )  # fmt: skip
     if not files:
         raise DataError(f"{root}: no images found ({', '.join(IMAGE_EXTENSIONS)}); {ignored} other files ignored")
+    if empty:
+        raise DataError(f"{empty[0]}: empty class folder (no images); add images or remove the folder")
     return FolderScan(root, classes, files, ignored, bool(splits))
 
 
 # --------------------------------------------------------------------------------------------- decoding
 
 
-def _to_eight_bit(image: Any) -> Any:
+def to_eight_bit(image: Any) -> Any:
     """16/32-bit integer and float grey images as 8-bit ``L`` (integers: their top 8 of 16 bits)."""
     from PIL import Image
 
@@ -260,7 +263,7 @@ def decode_image(
             image.seek(0)  # a GIF's (or any animation's) first frame
             image.load()
             if image.mode in ("I", "F") or image.mode.startswith("I;16"):
-                image = _to_eight_bit(image)
+                image = to_eight_bit(image)
             image = image.convert("L" if chans == 1 else "RGB")
             if size is not None and (width, height) != (size, size):
                 scale = size / min(width, height)
