@@ -28,11 +28,17 @@ def dataset_status(name: str, data_dir: str | None = None, verify: bool = True) 
         status = "not checked"
         if verify:
             try:
-                checks = {
-                    read_verified(p, info.files[r], verify=True, use_cache=False)[1] for r, p in paths.items()
-                }
+                if info.format == "cifar":
+                    from cnnlab.data.cifar import unpacked_digests, verify_file
+
+                    recorded = unpacked_digests(directory / info.archive.folder)  # type: ignore[union-attr]
+                    checks = {verify_file(p, info.files[r], recorded) for r, p in paths.items()}
+                else:
+                    checks = {
+                        read_verified(p, info.files[r], verify=True, use_cache=False)[1] for r, p in paths.items()
+                    }
                 status = (
-                    "verified" if all(c.endswith("sha256") for c in checks) else ", ".join(sorted(checks))
+                    "verified" if all(c.split(" (")[0].endswith("sha256") for c in checks) else ", ".join(sorted(checks))
                 )
             except DataError as err:
                 status = f"FAILED: {err}"
@@ -89,13 +95,15 @@ def _check(args: argparse.Namespace) -> int:
     print(f"{info.name}: {data.directory}")
     for role, how in data.checks.items():
         print(f"  {info.files[role].name:<26} {how}")
-    pixels = data.train.images.float().div_(255)
+    from cnnlab.data.imagefolder import channel_stats
+
+    mean, std = channel_stats(data.train.images)
     print(
         f"  train {len(data.train)}, test {len(data.test)}, {info.num_classes} classes, images {'x'.join(map(str, info.image_size))}"
     )
     print(
-        f"  train pixel mean {pixels.mean():.4f} std {pixels.std():.4f} "
-        f"(registry: {info.mean[0]:.4f}, {info.std[0]:.4f})"
+        f"  train pixel mean {' '.join(f'{v:.4f}' for v in mean)} std {' '.join(f'{v:.4f}' for v in std)} "
+        f"(registry: {' '.join(f'{v:.4f}' for v in info.mean)}, {' '.join(f'{v:.4f}' for v in info.std)})"
     )
     counts = torch.bincount(data.train.labels, minlength=info.num_classes).tolist()
     print("  train labels per class: " + " ".join(map(str, counts)))
@@ -164,7 +172,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     q.add_argument("name", metavar="NAME", help=f"one of {', '.join(names)}")
     q.add_argument(
-        "--mirror", metavar="URL", help="base URL holding the four .gz files (default: known mirrors)"
+        "--mirror",
+        metavar="URL",
+        help="base URL holding the four .gz files, or CIFAR's archive (default: known mirrors)",
     )
     q.add_argument(
         "--data-dir",

@@ -285,6 +285,14 @@ def load_dataset(
         raise UsageError(f"val_fraction must be in [0, 1), got {val_fraction}")
     no_verify_hint = verify is None  # the environment decides: setting CNNLAB_NO_VERIFY would change this
     verify = verification_enabled(verify)
+    if info.format == "cifar":
+        from cnnlab.data.cifar import load_cifar
+
+        data = load_cifar(info, data_dir, verify)
+        if val_fraction > 0:
+            train_idx, val_idx = validation_indices(len(data.train), val_fraction, seed)
+            data.train, data.val = data.train.subset(train_idx, "train"), data.train.subset(val_idx, "val")
+        return data
     directory = locate_dataset(name, data_dir)
     paths = dataset_files(directory, info)
     assert paths is not None  # locate_dataset found all four
