@@ -517,12 +517,13 @@ def folder_metadata(root: Path) -> dict | None:
     return meta if isinstance(meta, dict) else None
 
 
-def channel_stats(images: np.ndarray | torch.Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:
+def channel_stats(images: np.ndarray | torch.Tensor) -> tuple[list[float], list[float]]:
     """Mean and standard deviation per channel of uint8 images [N, C, H, W] (or [N, H, W]), in [0, 1]."""
     array = images.numpy() if isinstance(images, torch.Tensor) else images
     if array.ndim == 3:
         array = array[:, None]
     c = array.shape[1]
+    chunk = max(1, (1 << 23) // max(1, int(np.prod(array.shape[1:]))))  # ~64 MB of float64 at a time
     total = np.zeros(c, dtype=np.float64)
     squares = np.zeros(c, dtype=np.float64)
     count = 0
@@ -536,6 +537,26 @@ def channel_stats(images: np.ndarray | torch.Tensor, chunk: int = 4096) -> tuple
     mean = total / count
     std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
     return [float(v) / 255 for v in mean], [max(float(v) / 255, 1e-6) for v in std]
+
+
+def pool_stats(key: str, images: torch.Tensor, rows: torch.Tensor) -> tuple[list[float], list[float]]:
+    """:func:`channel_stats` of ``images[rows]``, kept beside the decoded cache ``key`` (they cost more than
+    loading the cache): recomputed when the rows or the cache change."""
+    path = image_cache_dir() / f"{key}.stats.json"
+    rows_hash = sha256_hex(rows.numpy().tobytes())
+    try:
+        record = json.loads(path.read_text())
+        if record.get("rows") == rows_hash and record.get("meta") == sha256_file(image_cache_dir() / f"{key}.json"):
+            return [float(v) for v in record["mean"]], [float(v) for v in record["std"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    mean, std = channel_stats(images.index_select(0, rows) if len(rows) < len(images) else images)
+    try:
+        meta_hash = sha256_file(image_cache_dir() / f"{key}.json")
+        atomic_write_text(path, json.dumps({"rows": rows_hash, "meta": meta_hash, "mean": mean, "std": std}))
+    except OSError:
+        pass  # a read-only cache only costs time
+    return mean, std
 
 
 @dataclass
@@ -696,8 +717,11 @@ def load_image_folder(
         class_names = [str(c) for c in meta["classes"]]
     mean, std = meta.get("mean"), meta.get("std")
     if not (isinstance(mean, list) and isinstance(std, list) and len(mean) in (1, settings.chans) and len(mean) == len(std)):
-        pool = images[kept[train_pool][:2000]] if not isinstance(images, torch.Tensor) else images.index_select(0, kept[train_pool])
-        mean, std = channel_stats(pool.numpy() if isinstance(pool, LazyImages) else pool)
+        pool_rows = kept[train_pool]
+        if isinstance(images, LazyImages):
+            mean, std = channel_stats(images[pool_rows[:2000]].numpy())
+        else:
+            mean, std = pool_stats(cache_key(scan, image_size, in_chans), images, pool_rows)
         stats_source = "measured on the folder's training images" + (" (a sample of 2000)" if stream else "")
     else:
         stats_source = f"recorded in {METADATA_FILE}"

@@ -28,14 +28,16 @@ class Augment:
 
     crop_padding: int = 0
     flip: bool = False
+    crop_size: int | None = None  # a random crop of this size (square), e.g. 224 of 256 (AlexNet, section 4.1)
 
     def __post_init__(self) -> None:
         check_positive("crop_padding", self.crop_padding, allow_zero=True)
+        check_positive("crop_size", self.crop_size)
 
     @property
     def active(self) -> bool:
         """Whether this augments anything."""
-        return self.crop_padding > 0 or self.flip
+        return self.crop_padding > 0 or self.flip or self.crop_size is not None
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -87,6 +89,15 @@ class BatchLoader:
             )
         self.pad = self._centre_padding(pad_to, height, width)
         self.out_size = (height + self.pad[2] + self.pad[3], width + self.pad[0] + self.pad[1])
+        crop = self.augment.crop_size
+        if crop is not None:
+            if crop > min(self.out_size) + 2 * self.augment.crop_padding:
+                raise UsageError(f"crop_size {crop} is larger than the {self.out_size[0]}x{self.out_size[1]} images")
+            slack = [side + 2 * self.augment.crop_padding - crop for side in self.out_size]
+            self.crop_slack: tuple[int, int] | None = (slack[0], slack[1])
+            self.out_size = (crop, crop)
+        else:
+            self.crop_slack = None
         mean_t, std_t = self._per_channel("mean", mean, in_chans), self._per_channel("std", std, in_chans)
         if (std_t <= 0).any():
             raise UsageError(f"std must be positive, got {tuple(std)}")
@@ -180,6 +191,10 @@ class BatchLoader:
         # All of the epoch's randomness is drawn up front, per position in the epoch's order.
         p = self.augment.crop_padding
         offsets = torch.randint(0, 2 * p + 1, (n, 2), generator=generator) if p else None
+        if self.crop_slack is not None:  # a crop smaller than the (padded) image: drawn per axis
+            offsets = torch.stack(
+                [torch.randint(0, slack + 1, (n,), generator=generator) for slack in self.crop_slack], dim=1
+            )
         flips = torch.rand(n, generator=generator) < 0.5 if self.augment.flip else None
         for batch_index in range(len(self)):
             start = batch_index * self.batch_size
