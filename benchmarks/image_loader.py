@@ -73,7 +73,7 @@ class PillowFolderDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.items[index]
         with Image.open(path) as image:
-            x = torch.from_numpy(np.asarray(image.convert("RGB"))).permute(2, 0, 1).float().div(255)
+            x = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).float().div(255)
         if self.padding:
             x = F.pad(x, [self.padding] * 4)
         top = int(torch.randint(0, x.shape[1] - self.crop + 1, ()))
@@ -95,7 +95,9 @@ def epoch_rate(batches: object, count: int) -> float:
     return count / elapsed
 
 
-def measure(name: str, root: Path, args: argparse.Namespace, *, image_size: int | None, crop: int, padding: int) -> dict:
+def measure(
+    name: str, root: Path, args: argparse.Namespace, *, image_size: int | None, crop: int, padding: int
+) -> dict:
     """Both loaders on one folder: first load, then ``args.rounds`` timed epochs each, interleaved."""
     start = time.perf_counter()
     data = load_dataset(str(root), image_size=image_size, progress=False)
@@ -103,11 +105,23 @@ def measure(name: str, root: Path, args: argparse.Namespace, *, image_size: int 
     start = time.perf_counter()
     load_dataset(str(root), image_size=image_size, progress=False)
     cached_load = time.perf_counter() - start
-    everything = Split("all", torch.cat([data.train.images, data.test.images]), torch.cat([data.train.labels, data.test.labels]))
-    augment = Augment(crop_padding=padding, flip=True) if crop == everything.images.shape[-1] else Augment(crop_size=crop, flip=True)
-    ours = BatchLoader(everything, args.batch_size, shuffle=True, augment=augment, mean=data.info.mean, std=data.info.std)
+    everything = Split(
+        "all",
+        torch.cat([data.train.images, data.test.images]),
+        torch.cat([data.train.labels, data.test.labels]),
+    )
+    augment = (
+        Augment(crop_padding=padding, flip=True)
+        if crop == everything.images.shape[-1]
+        else Augment(crop_size=crop, flip=True)
+    )
+    ours = BatchLoader(
+        everything, args.batch_size, shuffle=True, augment=augment, mean=data.info.mean, std=data.info.std
+    )
     dataset = PillowFolderDataset(root, crop, padding, list(data.info.mean), list(data.info.std))
-    theirs = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, num_workers=2, persistent_workers=True)
+    theirs = DataLoader(
+        dataset, batch_size=args.batch_size, shuffle=True, num_workers=2, persistent_workers=True
+    )
     n = len(everything)
     epoch_rate(ours, n), epoch_rate(theirs, n)  # first epoch: untimed
     rates: dict[str, list[float]] = {"cnnlab": [], "baseline": []}
@@ -131,11 +145,17 @@ def measure(name: str, root: Path, args: argparse.Namespace, *, image_size: int 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line (see the module's docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--png", type=int, default=20_000, help="images in the 32x32 PNG folder (default: 20000)")
-    parser.add_argument("--jpeg", type=int, default=2_000, help="images in the 256x256 JPEG folder (default: 2000)")
+    parser.add_argument(
+        "--png", type=int, default=20_000, help="images in the 32x32 PNG folder (default: 20000)"
+    )
+    parser.add_argument(
+        "--jpeg", type=int, default=2_000, help="images in the 256x256 JPEG folder (default: 2000)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="timed epochs per loader (default: 3)")
     parser.add_argument("--batch-size", type=int, default=128, help="(default: 128)")
-    parser.add_argument("--work-dir", type=Path, help="where the generated folders are kept (default: a temporary folder)")
+    parser.add_argument(
+        "--work-dir", type=Path, help="where the generated folders are kept (default: a temporary folder)"
+    )
     add_output_args(parser)
     return parser.parse_args(argv)
 

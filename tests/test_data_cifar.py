@@ -98,7 +98,9 @@ def _register(archive: bytes) -> None:
     """NAME: CIFAR-10 with the test archive's SHA-256 and PER_FILE records per file (no per-file hashes)."""
     base = dataset_info("cifar10")
     files = {r: DataFile(f.name, None, raw_size=PER_FILE * 3073) for r, f in base.files.items()}
-    arch = Archive(base.archive.name, hashlib.sha256(archive).hexdigest(), None, len(archive), base.archive.folder)
+    arch = Archive(
+        base.archive.name, hashlib.sha256(archive).hexdigest(), None, len(archive), base.archive.folder
+    )
     register_dataset(dataclasses.replace(base, name=NAME, files=files, archive=arch), replace=True)
 
 
@@ -112,9 +114,14 @@ def test_fetch_verifies_unpacks_and_loads_verified(server, tmp_path: Path, clean
     archive = _tar(_good_members())
     _register(archive)
     server.routes["/c/cifar-10-binary.tar.gz"] = (200, archive, None)
-    assert main(["data", "fetch", NAME, "--mirror", server.base + "/c", "--data-dir", str(tmp_path), "--quiet"]) == 0
+    assert (
+        main(["data", "fetch", NAME, "--mirror", server.base + "/c", "--data-dir", str(tmp_path), "--quiet"])
+        == 0
+    )
     folder = tmp_path / NAME / "cifar-10-batches-bin"
-    assert (folder / "cnnlab-unpacked.json").is_file() and not (tmp_path / NAME / "cifar-10-binary.tar.gz").exists()
+    assert (folder / "cnnlab-unpacked.json").is_file() and not (
+        tmp_path / NAME / "cifar-10-binary.tar.gz"
+    ).exists()
     data = load_dataset(NAME, data_dir=tmp_path, verify=True)
     assert len(data.train) == 5 * PER_FILE and set(data.checks.values()) == {
         "sha256 (recorded when unpacked from the verified archive)"
@@ -135,7 +142,9 @@ def test_fetch_verifies_unpacks_and_loads_verified(server, tmp_path: Path, clean
         ([("cifar-10-batches-py/data_batch_1", b"\x80\x02.", "file")], r"pickle\) version"),
     ],
 )
-def test_unsafe_or_wrong_archives_are_refused_and_nothing_is_left(server, tmp_path: Path, cleanup, members, message) -> None:
+def test_unsafe_or_wrong_archives_are_refused_and_nothing_is_left(
+    server, tmp_path: Path, cleanup, members, message
+) -> None:
     good = [m for m in _good_members() if not any(m[0] == b[0] for b in members)]
     archive = _tar(members + good)
     _register(archive)  # the archive passes its checksum: the unpacking checks alone must refuse it
@@ -146,7 +155,9 @@ def test_unsafe_or_wrong_archives_are_refused_and_nothing_is_left(server, tmp_pa
     assert [p.name for p in (tmp_path / NAME).iterdir()] == [] if (tmp_path / NAME).exists() else True
 
 
-def test_wrong_checksum_truncation_and_the_pickle_archive_under_the_binary_name(server, tmp_path: Path, cleanup) -> None:
+def test_wrong_checksum_truncation_and_the_pickle_archive_under_the_binary_name(
+    server, tmp_path: Path, cleanup
+) -> None:
     archive = _tar(_good_members())
     _register(archive)
     flipped = bytearray(archive)
@@ -159,7 +170,9 @@ def test_wrong_checksum_truncation_and_the_pickle_archive_under_the_binary_name(
         fetch_dataset(NAME, tmp_path, server.base + "/cut", progress=False)
     pickled = _tar([("cifar-10-batches-py/data_batch_1", b"\x80\x02.", "file")])
     server.routes["/py/cifar-10-binary.tar.gz"] = (200, pickled, None)
-    with pytest.raises(DataError, match=r"checksum mismatch.*pickle\) version of CIFAR.*cifar-10-binary\.tar\.gz"):
+    with pytest.raises(
+        DataError, match=r"checksum mismatch.*pickle\) version of CIFAR.*cifar-10-binary\.tar\.gz"
+    ):
         fetch_dataset(NAME, tmp_path, server.base + "/py", progress=False)
     corrupt = b"\x1f\x8b" + bytes(200)
     with pytest.raises(DataError, match="truncated or corrupt archive"):

@@ -20,7 +20,10 @@ def exported(tiny_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CNNLAB_NO_VERIFY", "1")  # generated stand-in files: not the official checksums
         return export_imagefolder(
-            "fashion-mnist", tmp_path_factory.mktemp("export") / "fm", data_dir=tiny_dataset_dir, progress=False
+            "fashion-mnist",
+            tmp_path_factory.mktemp("export") / "fm",
+            data_dir=tiny_dataset_dir,
+            progress=False,
         )
 
 
@@ -46,7 +49,9 @@ def test_training_from_the_exported_folder_gives_the_idx_metrics(
                   val_fraction=0.1, eval_batch_size=256, device="cpu", threads=1)  # fmt: skip
     idx_cfg = TrainConfig(data="fashion-mnist", data_dir=str(tiny_dataset_dir), **recipe).validate()
     idx_run = train(idx_cfg, tmp_path / "idx", progress=False)
-    folder_run = train(TrainConfig(data=str(exported), **recipe).validate(), tmp_path / "folder", progress=False)
+    folder_run = train(
+        TrainConfig(data=str(exported), **recipe).validate(), tmp_path / "folder", progress=False
+    )
     timing = ("epoch_seconds", "train_images_per_s")
     metrics = [[{k: v for k, v in row.items() if k not in timing} for row in run.history]
                for run in (idx_run, folder_run)]  # fmt: skip

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from cnnlab.cli import main
-from cnnlab.data import load_dataset
 from cnnlab.data import imagefolder as imf
+from cnnlab.data import load_dataset
 from cnnlab.errors import DataError, UsageError
 
 
@@ -24,7 +24,9 @@ def write_folder(root: Path, per_class: int = 4, size: int = 8, mode: str = "RGB
         (root / c).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
             shape = (size, size, 3) if mode == "RGB" else (size, size)
-            Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).convert(mode).save(root / c / f"{i:03d}.{ext}")
+            Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).convert(mode).save(
+                root / c / f"{i:03d}.{ext}"
+            )
     return root
 
 
@@ -95,7 +97,9 @@ def test_split_folders_val_folder_and_the_seeded_test_hold_out(tmp_path: Path) -
     assert len(data.test) == 4 and len(data.train) == 16  # 20% of train/ held out as the test split
     again = load_dataset(str(tmp_path / "s"), val_fraction=0.5, seed=4, progress=False)
     assert torch.equal(data.test.images, again.test.images)  # the test split does not depend on the seed
-    flat = load_dataset(str(write_folder(tmp_path / "flat", per_class=10)), val_fraction=0.25, seed=0, progress=False)
+    flat = load_dataset(
+        str(write_folder(tmp_path / "flat", per_class=10)), val_fraction=0.25, seed=0, progress=False
+    )
     assert (len(flat.train), len(flat.val), len(flat.test)) == (12, 4, 4)
     with pytest.raises(DataError, match="not among the train/ classes"):
         write_folder(tmp_path / "s" / "test", classes=("cow",))
@@ -159,7 +163,9 @@ def test_bad_images_error_naming_the_file_or_are_skipped_and_counted(tmp_path: P
 
 def test_a_decompression_bomb_is_refused_naming_the_file(tmp_path: Path) -> None:
     root = write_folder(tmp_path / "f")
-    with pytest.raises(DataError, match=r"cat/000\.png: 8x8 pixels, over the limit of 10 .*decompression bomb"):
+    with pytest.raises(
+        DataError, match=r"cat/000\.png: 8x8 pixels, over the limit of 10 .*decompression bomb"
+    ):
         imf.load_image_folder(root, max_pixels=10, progress=False)
 
 
@@ -184,7 +190,9 @@ def test_empty_class_no_images_symlink_loops_are_one_line_errors(tmp_path: Path)
         load_dataset(str(tmp_path / "missing"), progress=False)
 
 
-def test_cli_trains_and_evaluates_from_a_folder_and_saves_the_manifest(tmp_path: Path, no_curves, capsys) -> None:
+def test_cli_trains_and_evaluates_from_a_folder_and_saves_the_manifest(
+    tmp_path: Path, no_curves, capsys
+) -> None:
     root = write_folder(tmp_path / "f", per_class=12, size=16, mode="L")
     Image.new("L", (20, 24), 9).save(root / "cat" / "big.png")
     args = ["train", "lecture-simple", "--data", f"imagefolder:{root}", "--image-size", "16", "--epochs", "1",
@@ -200,5 +208,29 @@ def test_cli_trains_and_evaluates_from_a_folder_and_saves_the_manifest(tmp_path:
     assert main(["data", "stats", str(root), "--image-size", "16", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "stored as 1x16x16" in out and "16x16 (24), 20x24 (1)" in out
-    assert main(["train", "lecture-simple", "--data", str(root), "--out", str(tmp_path / "r2"), "--quiet"]) == 2
+    assert (
+        main(["train", "lecture-simple", "--data", str(root), "--out", str(tmp_path / "r2"), "--quiet"]) == 2
+    )
     assert "--image-size" in capsys.readouterr().err
+
+
+def test_a_random_crop_smaller_than_the_image_takes_a_window_of_it() -> None:
+    from cnnlab.data import Augment, BatchLoader
+    from cnnlab.data.load import Split
+
+    images = torch.arange(4 * 36, dtype=torch.uint8).view(4, 1, 6, 6)
+    loader = BatchLoader(Split("t", images, torch.zeros(4, dtype=torch.int64)), 4,
+                         augment=Augment(crop_size=4, flip=True), std=(1 / 255,))  # fmt: skip
+    windows = set()
+    for _ in range(6):
+        ((x, _),) = list(loader)
+        assert x.shape == (4, 1, 4, 4)
+        for i in range(4):
+            found = [(r, c, f) for r in range(3) for c in range(3) for f in (False, True)
+                     if torch.equal(x[i, 0], (images[i, 0, r:r + 4, c:c + 4].flip(-1) if f else
+                                              images[i, 0, r:r + 4, c:c + 4]).float())]  # fmt: skip
+            assert len(found) == 1
+            windows.add(found[0])
+    assert len(windows) > 6  # offsets and flips vary
+    with pytest.raises(UsageError, match="crop_size 7 is larger"):
+        BatchLoader(Split("t", images, torch.zeros(4, dtype=torch.int64)), 4, augment=Augment(crop_size=7))

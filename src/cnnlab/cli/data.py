@@ -35,10 +35,13 @@ def dataset_status(name: str, data_dir: str | None = None, verify: bool = True) 
                     checks = {verify_file(p, info.files[r], recorded) for r, p in paths.items()}
                 else:
                     checks = {
-                        read_verified(p, info.files[r], verify=True, use_cache=False)[1] for r, p in paths.items()
+                        read_verified(p, info.files[r], verify=True, use_cache=False)[1]
+                        for r, p in paths.items()
                     }
                 status = (
-                    "verified" if all(c.split(" (")[0].endswith("sha256") for c in checks) else ", ".join(sorted(checks))
+                    "verified"
+                    if all(c.split(" (")[0].endswith("sha256") for c in checks)
+                    else ", ".join(sorted(checks))
                 )
             except DataError as err:
                 status = f"FAILED: {err}"
@@ -212,9 +215,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         _stats,
         help="mean/std per channel, images per class and split, image sizes of a dataset or image folder",
     )
-    q.add_argument("data", metavar="DATA", help="a dataset name, or an image folder (PATH or imagefolder:PATH)")
+    q.add_argument(
+        "data", metavar="DATA", help="a dataset name, or an image folder (PATH or imagefolder:PATH)"
+    )
     q.add_argument("--data-dir", help="the only directory searched for a registry dataset")
-    q.add_argument("--image-size", type=int, help="image folders: the stored size S (shorter side, centre crop)")
+    q.add_argument(
+        "--image-size", type=int, help="image folders: the stored size S (shorter side, centre crop)"
+    )
     q.add_argument("--in-chans", type=int, choices=(1, 3), help="image folders: decode to 1 or 3 channels")
     q.add_argument("--bad-images", choices=("error", "skip"), default="error", help="(default: error)")
     q.add_argument("--format", choices=("table", "json"), default="table")

@@ -139,7 +139,9 @@ def register_dataset(info: DatasetInfo, *, replace: bool = False) -> DatasetInfo
     if info.name in DATASETS and not replace:
         raise UsageError(f"dataset {info.name!r} is already registered (pass replace=True to override)")
     if info.format not in FORMATS:
-        raise UsageError(f"dataset {info.name!r}: unknown format {info.format!r} (one of {', '.join(FORMATS)})")
+        raise UsageError(
+            f"dataset {info.name!r}: unknown format {info.format!r} (one of {', '.join(FORMATS)})"
+        )
     if info.format == "idx" and set(info.files) != set(ROLES):
         raise UsageError(f"dataset {info.name!r} must name exactly the files {', '.join(ROLES)}")
     if len(info.mean) != info.in_chans or len(info.std) != info.in_chans:
@@ -322,7 +324,9 @@ register_dataset(
         test_size=10_000,
         files={
             **{
-                f"train_{i}": DataFile(f"cifar-10-batches-bin/data_batch_{i}.bin", sha, raw_size=10_000 * 3073)
+                f"train_{i}": DataFile(
+                    f"cifar-10-batches-bin/data_batch_{i}.bin", sha, raw_size=10_000 * 3073
+                )
                 for i, sha in enumerate(
                     (
                         "cee916563c9f80d84e3cc88e17fdc0941787f1244f00a67874d45b261883ada5",

@@ -59,7 +59,9 @@ def label_bytes(info: DatasetInfo) -> int:
     return 2 if info.coarse_classes else 1
 
 
-def parse_records(content: bytes, path: Path, info: DatasetInfo, expected_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def parse_records(
+    content: bytes, path: Path, info: DatasetInfo, expected_size: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 [N, 3, 32, 32], fine labels uint8 [N]) of one binary CIFAR file, structure checked."""
     if content[:1] == PICKLE_MAGIC:
         raise DataError(pickle_message(str(path), info))
@@ -122,7 +124,9 @@ def refuse_pickle_copy(name: str, info: DatasetInfo, data_dir: str | os.PathLike
                     raise DataError(pickle_message(str(where / folder), info))
 
 
-def load_cifar(info: DatasetInfo, data_dir: str | os.PathLike | None, verify: bool, use_cache: bool = True) -> Any:
+def load_cifar(
+    info: DatasetInfo, data_dir: str | os.PathLike | None, verify: bool, use_cache: bool = True
+) -> Any:
     """CIFAR's train and test splits as a :class:`~cnnlab.data.load.DatasetSplits` (no validation split)."""
     from cnnlab.data.load import DatasetSplits, Split
 
@@ -149,7 +153,9 @@ def load_cifar(info: DatasetInfo, data_dir: str | os.PathLike | None, verify: bo
             images.append(x)
             labels.append(y)
         splits[split] = Split(
-            split, torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels).astype(np.int64))
+            split,
+            torch.from_numpy(np.concatenate(images)),
+            torch.from_numpy(np.concatenate(labels).astype(np.int64)),
         )
     return DatasetSplits(info, splits["train"], None, splits["test"], directory, checks)
 
@@ -164,7 +170,11 @@ def archive_hint(path: Path, info: DatasetInfo) -> str:
             first = tar.next()
     except (tarfile.TarError, OSError, EOFError, zlib.error):
         return ""
-    if first is not None and PurePosixPath(first.name).parts[:1] and PurePosixPath(first.name).parts[0] in PICKLE_FOLDERS:
+    if (
+        first is not None
+        and PurePosixPath(first.name).parts[:1]
+        and PurePosixPath(first.name).parts[0] in PICKLE_FOLDERS
+    ):
         return "; " + pickle_message("the archive", info)
     return ""
 
@@ -204,10 +214,14 @@ def unpack_archive(archive: Path, target: Path, info: DatasetInfo) -> Path:
                     if problem == "pickle":
                         raise DataError(pickle_message(str(archive), info))
                     if problem:
-                        raise DataError(f"{archive}: {problem}; nothing was unpacked; fetch it again or from another --mirror")
+                        raise DataError(
+                            f"{archive}: {problem}; nothing was unpacked; fetch it again or from another --mirror"
+                        )
                     written += member.size
                     if written > budget:
-                        raise DataError(f"{archive}: more than {budget} bytes to unpack; refused (not {info.name}?)")
+                        raise DataError(
+                            f"{archive}: more than {budget} bytes to unpack; refused (not {info.name}?)"
+                        )
                     if hasattr(tarfile, "data_filter"):
                         tar.extract(member, staging, filter="data")
                     else:  # pragma: no cover - Python without extraction filters: our own checks above
@@ -222,7 +236,9 @@ def unpack_archive(archive: Path, target: Path, info: DatasetInfo) -> Path:
                 raise DataError(f"{archive}: does not hold {file.name}; not the {info.name} binary archive")
             parse_records(path.read_bytes(), path, info, file.raw_size)
             digests[file.name] = sha256_file(path)
-        atomic_write_text(folder / UNPACKED_RECORD, json.dumps({"archive": info.archive.name, "files": digests}, indent=2))
+        atomic_write_text(
+            folder / UNPACKED_RECORD, json.dumps({"archive": info.archive.name, "files": digests}, indent=2)
+        )
         if final.exists():
             shutil.rmtree(final)
         os.replace(folder, final)
@@ -231,7 +247,9 @@ def unpack_archive(archive: Path, target: Path, info: DatasetInfo) -> Path:
     return final
 
 
-def fetch_cifar(info: DatasetInfo, target: Path, mirrors: list[str], *, progress: bool, timeout: float) -> None:
+def fetch_cifar(
+    info: DatasetInfo, target: Path, mirrors: list[str], *, progress: bool, timeout: float
+) -> None:
     """Download ``info``'s archive from the first mirror that works, check its SHA-256 (or, where none is
     known, its MD5 and size), unpack it into ``target`` and delete the archive."""
     from cnnlab.data.fetch import download_file
@@ -253,13 +271,17 @@ def fetch_cifar(info: DatasetInfo, target: Path, mirrors: list[str], *, progress
 
         md5 = hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
         if md5 != archive.md5 or path.stat().st_size != archive.size:
-            raise DataError(f"{url}: MD5 or size mismatch; try again or another --mirror{archive_hint(path, info)}")
+            raise DataError(
+                f"{url}: MD5 or size mismatch; try again or another --mirror{archive_hint(path, info)}"
+            )
         return "official archive md5 and size"
 
     for base in mirrors:
         url = base.rstrip("/") + "/" + archive.name
         try:
-            download_file(url, dest, None, progress=progress, timeout=timeout, limit=archive.size, check=check)
+            download_file(
+                url, dest, None, progress=progress, timeout=timeout, limit=archive.size, check=check
+            )
             break
         except DataError as err:
             failures.append(str(err))

@@ -32,14 +32,18 @@ def class_folder_name(label: int, name: str, num_classes: int) -> str:
     return f"{label:0{len(str(num_classes - 1))}d}_{safe}"
 
 
-def _write_split(images: np.ndarray, labels: np.ndarray, folder: Path, folders: list[str], progress: bool) -> None:
+def _write_split(
+    images: np.ndarray, labels: np.ndarray, folder: Path, folders: list[str], progress: bool
+) -> None:
     from PIL import Image
     from tqdm import tqdm
 
     for name in folders:
         (folder / name).mkdir(parents=True)
     width = len(str(max(len(labels) - 1, 0)))
-    for i in tqdm(range(len(labels)), desc=folder.name, unit="img", disable=None if progress else True, leave=False):
+    for i in tqdm(
+        range(len(labels)), desc=folder.name, unit="img", disable=None if progress else True, leave=False
+    ):
         image = images[i]
         image = image[0] if image.ndim == 3 and image.shape[0] == 1 else image
         pil = Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0) if image.ndim == 3 else image))
@@ -139,7 +143,9 @@ def dataset_stats(
     if is_folder_spec(data):
         on_disk = probe_sizes(scan_folder(folder_path(data)), progress=progress)
     else:
-        on_disk = Counter({f"{info.image_size[1]}x{info.image_size[0]}": len(splits.train) + len(splits.test)})
+        on_disk = Counter(
+            {f"{info.image_size[1]}x{info.image_size[0]}": len(splits.train) + len(splits.test)}
+        )
     return {
         "data": data if is_folder_spec(data) else info.name,
         "classes": list(info.classes),

@@ -130,7 +130,9 @@ def _walk_images(folder: Path, root: Path) -> tuple[list[tuple[str, os.stat_resu
         try:
             st = os.stat(current)
         except OSError as err:
-            raise DataError(f"{current}: cannot read the folder ({err.strerror}); fix the link or remove it") from None
+            raise DataError(
+                f"{current}: cannot read the folder ({err.strerror}); fix the link or remove it"
+            ) from None
         if (st.st_dev, st.st_ino) in seen:
             raise DataError(f"{current}: a symbolic-link loop (this folder contains itself); remove the link")
         seen.add((st.st_dev, st.st_ino))
@@ -178,11 +180,15 @@ def scan_folder(root: str | os.PathLike) -> FolderScan:
         raise UsageError(f"{root} is a file, not an image folder; name a folder with one subfolder per class")
     splits = [s for s in SPLIT_FOLDERS if (root / s).is_dir()]
     if splits and "train" not in splits:
-        raise DataError(f"{root} has {'/ '.join(splits)}/ but no train/ folder; add train/ with one folder per class")
+        raise DataError(
+            f"{root} has {'/ '.join(splits)}/ but no train/ folder; add train/ with one folder per class"
+        )
     groups = [(s, root / s) for s in splits] if splits else [("", root)]
     classes = _class_folders(groups[0][1])
     if not classes:
-        raise DataError(f"{groups[0][1]} has no class folders; put each class's images in a subfolder named after it")
+        raise DataError(
+            f"{groups[0][1]} has no class folders; put each class's images in a subfolder named after it"
+        )
     index = {c: i for i, c in enumerate(classes)}
     files: list[ImageFile] = []
     ignored = 0
@@ -208,7 +214,9 @@ def scan_folder(root: str | os.PathLike) -> FolderScan:
                           st.st_ino if st else -1)
             )  # fmt: skip
     if not files:
-        raise DataError(f"{root}: no images found ({', '.join(IMAGE_EXTENSIONS)}); {ignored} other files ignored")
+        raise DataError(
+            f"{root}: no images found ({', '.join(IMAGE_EXTENSIONS)}); {ignored} other files ignored"
+        )
     if empty:
         raise DataError(f"{empty[0]}: empty class folder (no images); add images or remove the folder")
     return FolderScan(root, classes, files, ignored, bool(splits))
@@ -318,7 +326,9 @@ def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def _run_chunks(func: Any, chunks: list[Any], args: tuple, workers: int, progress: bool, what: str) -> Iterator[Any]:
+def _run_chunks(
+    func: Any, chunks: list[Any], args: tuple, workers: int, progress: bool, what: str
+) -> Iterator[Any]:
     """``func(chunk, *args)`` for each chunk, in order, in worker processes (or here, for ``workers`` 0)."""
     from tqdm import tqdm
 
@@ -341,7 +351,9 @@ def probe_sizes(scan: FolderScan, *, workers: int | None = None, progress: bool 
     """How many images of each size (``"WxH"``) the folder holds, from their headers (unreadable: ``"?"``)."""
     paths = [str(scan.root / f.relpath) for f in scan.files]
     workers = default_workers(len(paths)) if workers is None else workers
-    chunks = _run_chunks(_probe_chunk, _chunks(paths, CHUNK * 4), (MAX_IMAGE_PIXELS,), workers, progress, "reading headers")
+    chunks = _run_chunks(
+        _probe_chunk, _chunks(paths, CHUNK * 4), (MAX_IMAGE_PIXELS,), workers, progress, "reading headers"
+    )
     return Counter("?" if isinstance(r, str) else f"{r[0]}x{r[1]}" for chunk in chunks for r in chunk)
 
 
@@ -392,14 +404,18 @@ def resolve_settings(
     channels (without ``in_chans``).
     """
     if in_chans is not None and in_chans not in (1, 3):
-        raise UsageError(f"an image folder is decoded to 1 or 3 channels, not {in_chans}; pass --in-chans 1 or 3")
+        raise UsageError(
+            f"an image folder is decoded to 1 or 3 channels, not {in_chans}; pass --in-chans 1 or 3"
+        )
     paths = [str(scan.root / f.relpath) for f in scan.files]
     workers = default_workers(len(paths)) if workers is None else workers
     bad: list[tuple[str, str]] = []
     sizes: dict[tuple[int, int], str] = {}
     grey = True
     if image_size is None or in_chans is None:
-        results = _run_chunks(_probe_chunk, _chunks(paths, CHUNK * 4), (max_pixels,), workers, progress, "reading headers")
+        results = _run_chunks(
+            _probe_chunk, _chunks(paths, CHUNK * 4), (max_pixels,), workers, progress, "reading headers"
+        )
         flat = [r for chunk in results for r in chunk]
         for path, r in zip(paths, flat):
             if isinstance(r, str):
@@ -417,7 +433,7 @@ def resolve_settings(
             )
         if not sizes:
             raise DataError(f"{scan.root}: none of its {len(paths)} images can be read")
-        (height, width), = sizes
+        ((height, width),) = sizes
     else:
         height = width = image_size
     chans = in_chans if in_chans is not None else (1 if grey else 3)
@@ -474,7 +490,13 @@ def decode_folder(
         s = meta["settings"]
         return array, DecodeSettings(s["height"], s["width"], s["chans"], s["image_size"]), bad  # type: ignore[return-value]
     settings, bad = resolve_settings(
-        scan, image_size, in_chans, bad_images=bad_images, max_pixels=max_pixels, workers=workers, progress=progress
+        scan,
+        image_size,
+        in_chans,
+        bad_images=bad_images,
+        max_pixels=max_pixels,
+        workers=workers,
+        progress=progress,
     )
     paths = [str(scan.root / f.relpath) for f in scan.files]
     workers = default_workers(len(paths)) if workers is None else workers
@@ -488,7 +510,14 @@ def decode_folder(
         chunks = _chunks(paths, CHUNK)
         for start, (decoded, failures) in zip(
             range(0, len(paths), CHUNK),
-            _run_chunks(_decode_chunk, chunks, (size, settings.chans, max_pixels), workers, progress, "decoding images"),
+            _run_chunks(
+                _decode_chunk,
+                chunks,
+                (size, settings.chans, max_pixels),
+                workers,
+                progress,
+                "decoding images",
+            ),
         ):
             out[start : start + len(decoded)] = decoded
             bad.extend((paths[start + i], reason) for i, reason in failures)
@@ -513,7 +542,9 @@ def folder_metadata(root: Path) -> dict | None:
     try:
         meta = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise DataError(f"{path}: unreadable ({err}); delete it (it only names classes and mean/std)") from None
+        raise DataError(
+            f"{path}: unreadable ({err}); delete it (it only names classes and mean/std)"
+        ) from None
     return meta if isinstance(meta, dict) else None
 
 
@@ -546,7 +577,9 @@ def pool_stats(key: str, images: torch.Tensor, rows: torch.Tensor) -> tuple[list
     rows_hash = sha256_hex(rows.numpy().tobytes())
     try:
         record = json.loads(path.read_text())
-        if record.get("rows") == rows_hash and record.get("meta") == sha256_file(image_cache_dir() / f"{key}.json"):
+        if record.get("rows") == rows_hash and record.get("meta") == sha256_file(
+            image_cache_dir() / f"{key}.json"
+        ):
             return [float(v) for v in record["mean"]], [float(v) for v in record["std"]]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
@@ -612,12 +645,16 @@ class LazyImages:
         per = max(1, -(-len(paths) // max(1, self.workers)))
         chunks = _chunks(list(paths), per)
         workers = self.workers if len(paths) >= 2 * per and self.workers > 1 else 0
-        parts = list(_run_chunks(_decode_chunk, chunks, (size, self.chans, self.max_pixels), workers, False, ""))
+        parts = list(
+            _run_chunks(_decode_chunk, chunks, (size, self.chans, self.max_pixels), workers, False, "")
+        )
         for chunk, (_, bad) in zip(chunks, parts):
             if bad:
                 raise DataError(f"{chunk[bad[0][0]]}: {bad[0][1]}; fix or remove it")
-        return torch.from_numpy(np.concatenate([p[0] for p in parts])) if parts else torch.zeros(
-            (0, self.chans, self.height, self.width), dtype=torch.uint8
+        return (
+            torch.from_numpy(np.concatenate([p[0] for p in parts]))
+            if parts
+            else torch.zeros((0, self.chans, self.height, self.width), dtype=torch.uint8)
         )
 
     def numpy(self) -> np.ndarray:
@@ -672,7 +709,9 @@ def load_image_folder(
         settings, bad = resolve_settings(scan, image_size, in_chans, bad_images=bad_images,
                                          max_pixels=max_pixels, workers=workers, progress=progress)  # fmt: skip
         paths = [str(root / f.relpath) for f in scan.files]
-        images: Any = LazyImages(paths, settings.chans, settings.height, settings.width, settings.image_size, max_pixels)
+        images: Any = LazyImages(
+            paths, settings.chans, settings.height, settings.width, settings.image_size, max_pixels
+        )
     else:
         array, settings, bad = decode_folder(scan, image_size, in_chans, bad_images=bad_images,
                                              max_pixels=max_pixels, workers=workers, progress=progress,
@@ -716,7 +755,12 @@ def load_image_folder(
     if isinstance(meta.get("classes"), list) and len(meta["classes"]) == len(class_names):
         class_names = [str(c) for c in meta["classes"]]
     mean, std = meta.get("mean"), meta.get("std")
-    if not (isinstance(mean, list) and isinstance(std, list) and len(mean) in (1, settings.chans) and len(mean) == len(std)):
+    if not (
+        isinstance(mean, list)
+        and isinstance(std, list)
+        and len(mean) in (1, settings.chans)
+        and len(mean) == len(std)
+    ):
         pool_rows = kept[train_pool]
         if isinstance(images, LazyImages):
             mean, std = channel_stats(images[pool_rows[:2000]].numpy())

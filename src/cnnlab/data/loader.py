@@ -28,7 +28,8 @@ class Augment:
 
     crop_padding: int = 0
     flip: bool = False
-    crop_size: int | None = None  # a random crop of this size (square), e.g. 224 of 256 (AlexNet, section 4.1)
+    # a random square crop of this size, e.g. 224 of 256 (AlexNet, section 4.1); None: the image's size
+    crop_size: int | None = None
 
     def __post_init__(self) -> None:
         check_positive("crop_padding", self.crop_padding, allow_zero=True)
@@ -92,7 +93,9 @@ class BatchLoader:
         crop = self.augment.crop_size
         if crop is not None:
             if crop > min(self.out_size) + 2 * self.augment.crop_padding:
-                raise UsageError(f"crop_size {crop} is larger than the {self.out_size[0]}x{self.out_size[1]} images")
+                raise UsageError(
+                    f"crop_size {crop} is larger than the {self.out_size[0]}x{self.out_size[1]} images"
+                )
             slack = [side + 2 * self.augment.crop_padding - crop for side in self.out_size]
             self.crop_slack: tuple[int, int] | None = (slack[0], slack[1])
             self.out_size = (crop, crop)

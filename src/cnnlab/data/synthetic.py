@@ -71,7 +71,9 @@ def cifar_records(labels: np.ndarray, info_name: str = "cifar10", seed: int = 0)
     return np.concatenate([*(h.astype(np.uint8) for h in heads), planes], axis=1).tobytes()
 
 
-def write_synthetic_cifar(root: str | os.PathLike, name: str = "cifar10", per_file: int = 20, seed: int = 0) -> Path:
+def write_synthetic_cifar(
+    root: str | os.PathLike, name: str = "cifar10", per_file: int = 20, seed: int = 0
+) -> Path:
     """Write a small stand-in for CIFAR ``name`` under ``<root>/<name>/<its folder>/`` with the official file
     names and record layout (``per_file`` records each). Load with ``verify=False``. Returns ``root``."""
     info = dataset_info(name)

@@ -282,7 +282,7 @@ class Trainer:
                 self._restore()
             else:
                 self.files.write_config(cfg.to_dict())
-            if getattr(self.data, "manifest", None) is not None:  # an image folder: which files, labels, splits
+            if getattr(self.data, "manifest", None) is not None:  # an image folder's files, labels, splits
                 self.files.write_data_manifest(self.data.manifest)
 
     def _shards(self) -> CoreShards | None:
