@@ -142,6 +142,9 @@ def test_worker_processes_and_streaming_give_the_same_images(tmp_path: Path) -> 
     a = [x for x, _ in BatchLoader(memory.train, 4, shuffle=True, seed=1)]
     b = [x for x, _ in BatchLoader(streamed.train, 4, shuffle=True, seed=1)]
     assert all(torch.equal(x, y) for x, y in zip(a, b)) and len(a) == len(b) == 2
+    a = [x for x, _ in BatchLoader(memory.test, 1)]  # unshuffled: slices of the split
+    b = [x for x, _ in BatchLoader(streamed.test, 1)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b)) and len(a) == len(b) == len(memory.test) == 2
 
 
 def test_bad_images_error_naming_the_file_or_are_skipped_and_counted(tmp_path: Path) -> None:

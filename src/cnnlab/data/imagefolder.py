@@ -33,12 +33,13 @@ images, a symbolic-link loop and images of several sizes without ``image_size`` 
 from __future__ import annotations
 
 import concurrent.futures
+import errno
 import json
 import os
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +158,7 @@ def _walk_images(folder: Path, root: Path) -> tuple[list[tuple[str, os.stat_resu
             try:
                 fst = os.stat(path)
             except OSError as err:  # a broken link, or a link loop (ELOOP)
-                if err.errno == 40:
+                if err.errno == errno.ELOOP:
                     raise DataError(f"{path}: a symbolic-link loop; remove the link") from None
                 fst = None  # decoding reports it under the bad-images policy
             found.append((path.relative_to(root).as_posix(), fst))
@@ -625,13 +626,14 @@ class LazyImages:
         return len(self.paths)
 
     def __getitem__(self, index: Any) -> Any:
+        """An index tensor (or list) selects files: a lazy subset, nothing decoded (``Split.subset``); a slice
+        or an int decodes, as the batch loader's unshuffled batches ask."""
         if isinstance(index, slice):
-            return LazyImages(self.paths[index], self.chans, self.height, self.width, self.image_size,
-                              self.max_pixels, self.workers)  # fmt: skip
+            return self.decode(self.paths[index])
         if isinstance(index, int):
-            return self.index_select(0, torch.tensor([index]))[0]
-        return LazyImages([self.paths[int(i)] for i in torch.as_tensor(index).reshape(-1)], self.chans,
-                          self.height, self.width, self.image_size, self.max_pixels, self.workers)  # fmt: skip
+            return self.decode([self.paths[index]])[0]
+        chosen = [self.paths[int(i)] for i in torch.as_tensor(index).reshape(-1)]
+        return replace(self, paths=chosen)
 
     def index_select(self, dim: int, index: torch.Tensor) -> torch.Tensor:
         """Decode the images at ``index`` (dim 0) into a uint8 tensor, split among the workers."""
