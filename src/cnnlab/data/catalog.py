@@ -312,6 +312,19 @@ CIFAR_RECORD_PIXELS = 3 * 32 * 32  # a record: label byte(s), then the red, gree
 # verified archive is also accepted by the digest recorded at unpacking (cnnlab.data.cifar). mean/std per
 # channel over the 50k training images: the values commonly published (e.g. in the CIFAR ResNet
 # reproductions), not re-measured here.
+# What CIFAR-10 and CIFAR-100 share: publisher, shape, split sizes, format.
+_CIFAR_COMMON: dict = dict(
+    image_size=(32, 32),
+    train_size=50_000,
+    test_size=10_000,
+    mirrors=("https://www.cs.toronto.edu/~kriz/",),
+    homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+    license="no licence stated; cite the tech report",
+    paper="Krizhevsky 2009, Learning Multiple Layers of Features from Tiny Images",
+    stats_source="commonly published values over the 50k training images; not re-measured here",
+    in_chans=3,
+    format="cifar",
+)
 register_dataset(
     DatasetInfo(
         name="cifar10",
@@ -319,9 +332,6 @@ register_dataset(
         classes=CIFAR10_CLASSES,
         mean=(0.4914, 0.4822, 0.4465),
         std=(0.2470, 0.2435, 0.2616),
-        image_size=(32, 32),
-        train_size=50_000,
-        test_size=10_000,
         files={
             **{
                 f"train_{i}": DataFile(
@@ -344,13 +354,7 @@ register_dataset(
                 raw_size=10_000 * 3073,
             ),
         },
-        mirrors=("https://www.cs.toronto.edu/~kriz/",),
-        homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
-        license="no licence stated; cite the tech report",
-        paper="Krizhevsky 2009, Learning Multiple Layers of Features from Tiny Images",
-        stats_source="commonly published values over the 50k training images; not re-measured here",
-        in_chans=3,
-        format="cifar",
+        **_CIFAR_COMMON,
         archive=Archive(
             "cifar-10-binary.tar.gz",
             "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd",
@@ -368,9 +372,6 @@ register_dataset(
         coarse_classes=CIFAR100_COARSE_CLASSES,
         mean=(0.5071, 0.4865, 0.4409),
         std=(0.2673, 0.2564, 0.2762),
-        image_size=(32, 32),
-        train_size=50_000,
-        test_size=10_000,
         files={
             "train": DataFile(
                 "cifar-100-binary/train.bin",
@@ -383,13 +384,7 @@ register_dataset(
                 raw_size=10_000 * 3074,
             ),
         },
-        mirrors=("https://www.cs.toronto.edu/~kriz/",),
-        homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
-        license="no licence stated; cite the tech report",
-        paper="Krizhevsky 2009, Learning Multiple Layers of Features from Tiny Images",
-        stats_source="commonly published values over the 50k training images; not re-measured here",
-        in_chans=3,
-        format="cifar",
+        **_CIFAR_COMMON,
         archive=Archive(
             "cifar-100-binary.tar.gz",
             "58a81ae192c23a4be8b1804d68e518ed807d710a4eb253b1f2a199162a40d8ec",
