@@ -45,6 +45,7 @@ def make_folder(root: Path, count: int, size: int, ext: str, classes: int = 10) 
     if done.is_file():
         return root
     shutil.rmtree(root, ignore_errors=True)
+    classes = min(classes, count)  # no empty class folder (an error) in a tiny trial run
     labels = np.arange(count) % classes
     for k in range(classes):
         (root / f"class{k}").mkdir(parents=True)
