@@ -160,7 +160,7 @@ def test_bad_images_error_naming_the_file_or_are_skipped_and_counted(tmp_path: P
     assert data.manifest["ignored_files"] == 1 and data.manifest["skipped_images"][0].endswith("002.png")
     with pytest.raises(DataError, match=r"002\.png"):  # the cache remembers it: error policy still refuses
         load_dataset(str(root), progress=False)
-    with pytest.raises(UsageError, match="bad-images policy"):
+    with pytest.raises(UsageError, match="unknown --bad-images value"):
         load_dataset(str(root), bad_images="ignore", progress=False)
 
 

@@ -30,6 +30,12 @@ ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 BAD_IMAGE_POLICIES = ("error", "skip")
 
 
+def check_bad_images(policy: str) -> None:
+    """UsageError unless ``policy`` is one of :data:`BAD_IMAGE_POLICIES`."""
+    if policy not in BAD_IMAGE_POLICIES:
+        raise unknown_choice("--bad-images value", str(policy), BAD_IMAGE_POLICIES)
+
+
 @dataclass(frozen=True)
 class DataFile:
     """One IDX file of a dataset: its name (without .gz) and the checksums that identify it.

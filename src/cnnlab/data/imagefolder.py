@@ -46,8 +46,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from cnnlab.data.catalog import BAD_IMAGE_POLICIES, DatasetInfo, user_cache_dir
-from cnnlab.errors import DataError, UsageError, unknown_choice
+from cnnlab.data.catalog import DatasetInfo, check_bad_images, user_cache_dir
+from cnnlab.errors import DataError, UsageError
 from cnnlab.fileio import atomic_file, atomic_write_text, sha256_file, sha256_hex
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif")
@@ -110,12 +110,6 @@ def is_folder_spec(data: str) -> bool:
 def folder_path(data: str) -> Path:
     """The folder an image-folder ``--data`` names."""
     return Path(data.removeprefix("imagefolder:")).expanduser()
-
-
-def check_policy(bad_images: str) -> None:
-    """UsageError unless ``bad_images`` is a known policy."""
-    if bad_images not in BAD_IMAGE_POLICIES:
-        raise unknown_choice("bad-images policy", bad_images, BAD_IMAGE_POLICIES)
 
 
 # ---------------------------------------------------------------------------------------------- scanning
@@ -481,7 +475,7 @@ def decode_folder(
     """Every image of ``scan`` as one uint8 array [N, C, H, W] (a bad image's row is zero), the settings
     and the bad images (path, reason); from the verified cache where it holds this folder, else decoded
     by worker processes and cached."""
-    check_policy(bad_images)
+    check_bad_images(bad_images)
     key = cache_key(scan, image_size, in_chans)
     hit = _read_cache(key, len(scan.files)) if use_cache else None
     if hit is not None:
@@ -695,7 +689,7 @@ def load_image_folder(
     """
     from cnnlab.data.load import DatasetSplits, Split, validation_indices
 
-    check_policy(bad_images)
+    check_bad_images(bad_images)
     if image_size is not None and image_size < 1:
         raise UsageError(f"--image-size must be at least 1, got {image_size}")
     root = folder_path(str(data))

@@ -9,7 +9,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from cnnlab.data.catalog import BAD_IMAGE_POLICIES
+from cnnlab.data.catalog import check_bad_images
 from cnnlab.errors import UsageError, unknown_choice
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -173,8 +173,7 @@ class TrainConfig:
             _whole("pad_to", self.pad_to, 1)
         if self.image_size is not None:
             _whole("image_size", self.image_size, 1)
-        if self.bad_images not in BAD_IMAGE_POLICIES:
-            raise unknown_choice("bad-images policy", str(self.bad_images), BAD_IMAGE_POLICIES)
+        check_bad_images(self.bad_images)
         return self
 
     def to_dict(self) -> dict[str, Any]:
