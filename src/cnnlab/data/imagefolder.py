@@ -93,6 +93,11 @@ class FolderScan:
     ignored: int = 0  # non-image files
     split_folders: bool = False
 
+    def paths(self) -> list[str]:
+        """Every image's full path, in dataset order."""
+        base = os.path.join(str(self.root), "")
+        return [base + f.relpath for f in self.files]
+
     def identity(self) -> list[list[Any]]:
         """Everything the decoded cache depends on, file by file."""
         return [[f.relpath, f.size, f.mtime_ns, f.inode] for f in self.files]
@@ -115,11 +120,16 @@ def folder_path(data: str) -> Path:
 # ---------------------------------------------------------------------------------------------- scanning
 
 
-def _walk_images(folder: Path, root: Path) -> tuple[list[tuple[str, os.stat_result]], int]:
-    """Image files under ``folder`` (links followed, loops refused): (path relative to root, stat), ignored."""
-    found, ignored = [], 0
+def _walk_images(folder: Path, root: Path) -> tuple[list[tuple[str, os.stat_result | None]], int]:
+    """Image files under ``folder`` (links followed, loops refused): (path relative to root, stat), ignored.
+
+    Plain strings, not pathlib: a folder of 70,000 images is scanned at every load.
+    """
+    found: list[tuple[str, os.stat_result | None]] = []
+    ignored = 0
     seen: set[tuple[int, int]] = set()
-    stack = [folder]
+    prefix = len(str(root).rstrip(os.sep)) + 1
+    stack = [str(folder)]
     while stack:
         current = stack.pop()
         try:
@@ -138,24 +148,23 @@ def _walk_images(folder: Path, root: Path) -> tuple[list[tuple[str, os.stat_resu
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            path = Path(entry.path)
             try:
                 is_dir = entry.is_dir()  # follows links
             except OSError:
                 is_dir = False
             if is_dir:
-                stack.append(path)
+                stack.append(entry.path)
                 continue
-            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            if os.path.splitext(entry.name)[1].lower() not in IMAGE_EXTENSIONS:
                 ignored += 1
                 continue
             try:
-                fst = os.stat(path)
+                fst: os.stat_result | None = entry.stat()  # follows links
             except OSError as err:  # a broken link, or a link loop (ELOOP)
                 if err.errno == errno.ELOOP:
-                    raise DataError(f"{path}: a symbolic-link loop; remove the link") from None
+                    raise DataError(f"{entry.path}: a symbolic-link loop; remove the link") from None
                 fst = None  # decoding reports it under the bad-images policy
-            found.append((path.relative_to(root).as_posix(), fst))
+            found.append((entry.path[prefix:].replace(os.sep, "/"), fst))
     return found, ignored
 
 
@@ -344,7 +353,7 @@ def _run_chunks(
 
 def probe_sizes(scan: FolderScan, *, workers: int | None = None, progress: bool = True) -> Counter[str]:
     """How many images of each size (``"WxH"``) the folder holds, from their headers (unreadable: ``"?"``)."""
-    paths = [str(scan.root / f.relpath) for f in scan.files]
+    paths = scan.paths()
     workers = default_workers(len(paths)) if workers is None else workers
     chunks = _run_chunks(
         _probe_chunk, _chunks(paths, CHUNK * 4), (MAX_IMAGE_PIXELS,), workers, progress, "reading headers"
@@ -402,7 +411,7 @@ def resolve_settings(
         raise UsageError(
             f"an image folder is decoded to 1 or 3 channels, not {in_chans}; pass --in-chans 1 or 3"
         )
-    paths = [str(scan.root / f.relpath) for f in scan.files]
+    paths = scan.paths()
     workers = default_workers(len(paths)) if workers is None else workers
     bad: list[tuple[str, str]] = []
     sizes: dict[tuple[int, int], str] = {}
@@ -493,7 +502,7 @@ def decode_folder(
         workers=workers,
         progress=progress,
     )
-    paths = [str(scan.root / f.relpath) for f in scan.files]
+    paths = scan.paths()
     workers = default_workers(len(paths)) if workers is None else workers
     size = image_size if image_size is not None else (settings.height, settings.width)
     shape = (len(paths), settings.chans, settings.height, settings.width)
@@ -658,6 +667,29 @@ class LazyImages:
         return self.decode(self.paths).numpy()
 
 
+def estimate_settings(
+    scan: FolderScan, image_size: int | None, in_chans: int | None, max_pixels: int = MAX_IMAGE_PIXELS
+) -> DecodeSettings:
+    """The stored size and channels, for the memory estimate only, without reading every header: those
+    asked for, else those of the decoded cache, else the first readable image's size and 3 channels."""
+    meta_path = image_cache_dir() / f"{cache_key(scan, image_size, in_chans)}.json"
+    try:
+        s = json.loads(meta_path.read_text())["settings"]
+        return DecodeSettings(int(s["height"]), int(s["width"]), int(s["chans"]), image_size)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    chans = in_chans or 3
+    if image_size is not None:
+        return DecodeSettings(image_size, image_size, chans, image_size)
+    for path in scan.paths()[:16]:
+        try:
+            width, height, _ = probe_image(path, max_pixels)
+            return DecodeSettings(height, width, chans, None)
+        except BadImage:
+            continue
+    return DecodeSettings(1, 1, chans, None)  # nothing readable: decoding will say so
+
+
 def fits_in_memory(n: int, settings: DecodeSettings, share: float = MEMORY_SHARE) -> bool:
     """Whether ``n`` decoded images take at most ``share`` of physical memory (True where unknown)."""
     from cnnlab.train.rundata import memory_bytes
@@ -695,16 +727,12 @@ def load_image_folder(
     root = folder_path(str(data))
     scan = scan_folder(root)
     n = len(scan.files)
-    if stream is None and image_size is not None and in_chans is not None:
-        stream = not fits_in_memory(n, DecodeSettings(image_size, image_size, in_chans, image_size))
     if stream is None:
-        settings, bad = resolve_settings(scan, image_size, in_chans, bad_images=bad_images,
-                                         max_pixels=max_pixels, workers=workers, progress=progress)  # fmt: skip
-        stream = not fits_in_memory(n, settings)
+        stream = not fits_in_memory(n, estimate_settings(scan, image_size, in_chans, max_pixels))
     if stream:
         settings, bad = resolve_settings(scan, image_size, in_chans, bad_images=bad_images,
                                          max_pixels=max_pixels, workers=workers, progress=progress)  # fmt: skip
-        paths = [str(root / f.relpath) for f in scan.files]
+        paths = scan.paths()
         images: Any = LazyImages(
             paths, settings.chans, settings.height, settings.width, settings.image_size, max_pixels
         )
@@ -714,7 +742,7 @@ def load_image_folder(
                                              use_cache=use_cache)  # fmt: skip
         images = torch.from_numpy(array)
     bad_paths = {p for p, _ in bad}
-    keep = [i for i, f in enumerate(scan.files) if str(root / f.relpath) not in bad_paths]
+    keep = [i for i, p in enumerate(scan.paths()) if p not in bad_paths] if bad_paths else list(range(n))
     files = [scan.files[i] for i in keep]
     if not files:
         raise DataError(f"{root}: none of its {n} images can be read")
