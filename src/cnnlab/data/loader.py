@@ -152,6 +152,16 @@ class BatchLoader:
         """Pad (pad_to and crop padding) with raw 0, then crop and flip every image with one gather."""
         p = self.augment.crop_padding
         left, right, top, bottom = self.pad
+        if self.crop_slack is not None and offsets is not None and not p and not any(self.pad):
+            # A crop of the image itself (224 of 256): one slice copy per image; the gather's flat index
+            # would be 8 bytes per output element, costing more than the copy (same values either way).
+            out_h, out_w = self.out_size
+            out = batch.new_empty((batch.shape[0], batch.shape[1], out_h, out_w))
+            mirror = flips.tolist() if flips is not None else [False] * len(out)
+            for i, ((row, col), flip) in enumerate(zip(offsets.tolist(), mirror)):
+                window = batch[i, :, row : row + out_h, col : col + out_w]
+                out[i] = window.flip(-1) if flip else window
+            return out
         if any(self.pad) or p:
             n, c, h, w = batch.shape
             # A zeroed canvas and one slice copy: several times faster than F.pad on uint8.
