@@ -3,6 +3,8 @@ reads or writes the developer's ~/.cache/cnnlab; tests that need data use ``tiny
 
 from __future__ import annotations
 
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,42 @@ def stop_after_steps(trainer, steps: int) -> None:
 def interrupt_after():
     """:func:`stop_after_steps`, for tests that stop a run part-way (conftest is not importable as a module)."""
     return stop_after_steps
+
+
+class RouteHandler(BaseHTTPRequestHandler):
+    """Serves ``server.routes``: path -> (status, body, declared length or None)."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server API)
+        self.server.hits.append(self.path)
+        status, body, declared = self.server.routes.get(self.path, (404, b"not here", None))
+        self.send_response(status)
+        self.send_header("Content-Length", str(declared if declared is not None else len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+
+    def log_message(self, *args) -> None:  # keep test output clean
+        pass
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch):
+    """A ThreadingHTTPServer on 127.0.0.1 (port chosen by the OS) in a daemon thread; stops after the test,
+    or by itself after 60 s at the latest."""
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), RouteHandler)
+    httpd.routes, httpd.hits = {}, []
+    httpd.timeout = 1
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    watchdog = threading.Timer(60, httpd.shutdown)
+    watchdog.daemon = True
+    watchdog.start()
+    httpd.base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield httpd
+    watchdog.cancel()
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(5)

@@ -16,7 +16,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 def bench(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     yield lambda name: importlib.import_module(name)
-    for name in ("_common", "train_throughput", "zoo_throughput"):
+    for name in ("_common", "train_throughput", "zoo_throughput", "image_loader"):
         sys.modules.pop(name, None)
 
 
@@ -71,3 +71,28 @@ def test_zoo_throughput_compares_the_engine_with_a_plain_loop(
     result = json.loads(written.read_text())
     assert result["input"] == "3x64x64" and {"cpu_model", "isa"} <= set(result)
     assert result["rows"][0]["plain_images_per_s"] > 0 and result["rows"][0]["engine_images_per_s"] > 0
+
+
+def test_image_loader_prints_both_verdicts_and_writes_its_json(bench, tmp_path: Path, capsys) -> None:
+    loader = bench("image_loader")
+    argv = [
+        "--png",
+        "30",
+        "--jpeg",
+        "6",
+        "--rounds",
+        "1",
+        "--batch-size",
+        "16",
+        "--work-dir",
+        str(tmp_path / "w"),
+    ]
+    assert loader.main([*argv, "--results-dir", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "verdict: png32, cnnlab loader vs per-sample Pillow DataLoader(num_workers=2): target >= 3.00x" in out
+    )
+    assert "verdict: jpeg256, " in out
+    (written,) = (tmp_path / "r").glob("image_loader-*Z.json")
+    rows = json.loads(written.read_text())["rows"]
+    assert [r["images"] for r in rows] == [30, 6] and all(r["baseline_images_per_s"] > 0 for r in rows)

@@ -77,7 +77,7 @@ def test_registry_entries_are_complete():
 def test_unknown_dataset_name_lists_close_matches():
     with pytest.raises(
         UsageError,
-        match=r"unknown dataset 'fashion_mnist'\. Did you mean 'fashion-mnist'.*Valid datasets: fashion-mnist, kmnist, mnist",
+        match=r"unknown dataset 'fashion_mnist'\. Did you mean 'fashion-mnist'.*Valid datasets: cifar10, cifar100, fashion-mnist, kmnist, mnist",
     ):
         load_dataset("fashion_mnist")
 

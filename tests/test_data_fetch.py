@@ -6,8 +6,6 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -31,42 +29,6 @@ def _files() -> dict[str, bytes]:
         out[f"{prefix}-images-idx3-ubyte"] = encode_idx(synthetic_images(labels, seed=n))
         out[f"{prefix}-labels-idx1-ubyte"] = encode_idx(labels)
     return out
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """Serves ``server.routes``: path -> (status, body, declared length or None)."""
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server API)
-        self.server.hits.append(self.path)
-        status, body, declared = self.server.routes.get(self.path, (404, b"not here", None))
-        self.send_response(status)
-        self.send_header("Content-Length", str(declared if declared is not None else len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-        self.wfile.flush()
-
-    def log_message(self, *args) -> None:  # keep test output clean
-        pass
-
-
-@pytest.fixture
-def server():
-    """A ThreadingHTTPServer on 127.0.0.1 (port chosen by the OS) in a daemon thread; stops after the test,
-    or by itself after 60 s at the latest."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.routes, httpd.hits = {}, []
-    httpd.timeout = 1
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    watchdog = threading.Timer(60, httpd.shutdown)
-    watchdog.daemon = True
-    watchdog.start()
-    httpd.base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield httpd
-    watchdog.cancel()
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(5)
 
 
 @pytest.fixture

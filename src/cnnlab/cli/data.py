@@ -1,4 +1,5 @@
-"""``cnnlab data list | fetch | check``: where the datasets are, getting them, verifying them."""
+"""``cnnlab data list | fetch | check | export | stats``: where the datasets are, getting them, verifying
+them, writing one out as an image folder, and the statistics of any dataset or folder."""
 
 from __future__ import annotations
 
@@ -27,11 +28,20 @@ def dataset_status(name: str, data_dir: str | None = None, verify: bool = True) 
         status = "not checked"
         if verify:
             try:
-                checks = {
-                    read_verified(p, info.files[r], verify=True, use_cache=False)[1] for r, p in paths.items()
-                }
+                if info.format == "cifar":
+                    from cnnlab.data.cifar import unpacked_digests, verify_file
+
+                    recorded = unpacked_digests(directory / info.archive.folder)  # type: ignore[union-attr]
+                    checks = {verify_file(p, info.files[r], recorded) for r, p in paths.items()}
+                else:
+                    checks = {
+                        read_verified(p, info.files[r], verify=True, use_cache=False)[1]
+                        for r, p in paths.items()
+                    }
                 status = (
-                    "verified" if all(c.endswith("sha256") for c in checks) else ", ".join(sorted(checks))
+                    "verified"
+                    if all(c.split(" (")[0].endswith("sha256") for c in checks)
+                    else ", ".join(sorted(checks))
                 )
             except DataError as err:
                 status = f"FAILED: {err}"
@@ -88,16 +98,53 @@ def _check(args: argparse.Namespace) -> int:
     print(f"{info.name}: {data.directory}")
     for role, how in data.checks.items():
         print(f"  {info.files[role].name:<26} {how}")
-    pixels = data.train.images.float().div_(255)
+    from cnnlab.data.imagefolder import channel_stats
+
+    mean, std = channel_stats(data.train.images)
     print(
         f"  train {len(data.train)}, test {len(data.test)}, {info.num_classes} classes, images {'x'.join(map(str, info.image_size))}"
     )
     print(
-        f"  train pixel mean {pixels.mean():.4f} std {pixels.std():.4f} "
-        f"(registry: {info.mean[0]:.4f}, {info.std[0]:.4f})"
+        f"  train pixel mean {' '.join(f'{v:.4f}' for v in mean)} std {' '.join(f'{v:.4f}' for v in std)} "
+        f"(registry: {' '.join(f'{v:.4f}' for v in info.mean)}, {' '.join(f'{v:.4f}' for v in info.std)})"
     )
     counts = torch.bincount(data.train.labels, minlength=info.num_classes).tolist()
     print("  train labels per class: " + " ".join(map(str, counts)))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from cnnlab.data.export import export_imagefolder
+
+    out = export_imagefolder(
+        args.name, args.dir, data_dir=args.data_dir, overwrite=args.overwrite, progress=not args.quiet
+    )
+    print(f"{args.name}: written as an image folder in {out} (train/, test/, cnnlab-dataset.json)")
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from cnnlab.data.export import dataset_stats
+
+    stats = dataset_stats(
+        args.data, data_dir=args.data_dir, image_size=args.image_size, in_chans=args.in_chans,
+        bad_images=args.bad_images, progress=not args.quiet,
+    )  # fmt: skip
+    if args.format == "json":
+        print(json.dumps(stats, indent=2))
+        return 0
+    h, w = stats["stored_size"]
+    print(f"{stats['data']}: {len(stats['classes'])} classes, stored as {stats['channels']}x{h}x{w}")
+    print("  train mean per channel: " + " ".join(f"{v:.4f}" for v in stats["mean"]))
+    print("  train std per channel:  " + " ".join(f"{v:.4f}" for v in stats["std"]))
+    width = max(len(c) for c in stats["classes"])
+    splits = list(stats["counts"])
+    print(f"  {'class':<{width}} " + " ".join(f"{s:>7}" for s in splits))
+    for k, name in enumerate(stats["classes"]):
+        print(f"  {name:<{width}} " + " ".join(f"{stats['counts'][s][k]:>7}" for s in splits))
+    sizes = ", ".join(f"{size} ({n})" for size, n in list(stats["image_sizes"].items())[:10])
+    more = len(stats["image_sizes"]) - 10
+    print(f"  image sizes on disk (WxH, count): {sizes}" + (f", and {more} more" if more > 0 else ""))
     return 0
 
 
@@ -106,7 +153,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = add_command_group(
         subparsers,
         "data",
-        help="list, fetch and verify the datasets (mnist, fashion-mnist, kmnist)",
+        help="list, fetch, verify, export and describe datasets and image folders",
         description="Datasets are looked for in --data-dir alone if given, else in $CNNLAB_DATA alone if set, "
         "else in the user cache ($XDG_CACHE_HOME/cnnlab or ~/.cache/cnnlab), then system locations "
         "(/usr/share/datasets). 'check' and 'list' hash every byte; see docs/data.md.",
@@ -128,7 +175,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     q.add_argument("name", metavar="NAME", help=f"one of {', '.join(names)}")
     q.add_argument(
-        "--mirror", metavar="URL", help="base URL holding the four .gz files (default: known mirrors)"
+        "--mirror",
+        metavar="URL",
+        help="base URL holding the four .gz files, or CIFAR's archive (default: known mirrors)",
     )
     q.add_argument(
         "--data-dir",
@@ -144,3 +193,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q = add_command(sub, "check", _check, help="verify a dataset: checksums, IDX structure, counts, labels")
     q.add_argument("name", metavar="NAME", help=f"one of {', '.join(names)}")
     q.add_argument("--data-dir", help="the only directory searched (holding NAME/ or the four files)")
+
+    q = add_command(
+        sub,
+        "export",
+        _export,
+        help="write a dataset as an image folder (a PNG per image, train/ and test/)",
+        description="Write NAME's train and test splits as DIR/train/<k>_<class>/<index>.png and DIR/test/...; "
+        "training from DIR gives the same samples in the same order as training from NAME.",
+    )
+    q.add_argument("name", metavar="NAME", help=f"one of {', '.join(names)}")
+    q.add_argument("--format", choices=("imagefolder",), default="imagefolder", help="(default: imagefolder)")
+    q.add_argument("dir", metavar="DIR", help="the folder to write")
+    q.add_argument("--overwrite", action="store_true", help="replace DIR if it exists and is not empty")
+    q.add_argument("--data-dir", help="the only directory searched for NAME")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    q = add_command(
+        sub,
+        "stats",
+        _stats,
+        help="mean/std per channel, images per class and split, image sizes of a dataset or image folder",
+    )
+    q.add_argument(
+        "data", metavar="DATA", help="a dataset name, or an image folder (PATH or imagefolder:PATH)"
+    )
+    q.add_argument("--data-dir", help="the only directory searched for a registry dataset")
+    q.add_argument(
+        "--image-size", type=int, help="image folders: the stored size S (shorter side, centre crop)"
+    )
+    q.add_argument("--in-chans", type=int, choices=(1, 3), help="image folders: decode to 1 or 3 channels")
+    q.add_argument("--bad-images", choices=("error", "skip"), default="error", help="(default: error)")
+    q.add_argument("--format", choices=("table", "json"), default="table")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")

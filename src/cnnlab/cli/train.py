@@ -44,7 +44,12 @@ def _augmentation(text: str) -> str:
 # (flag, config field, type, help); every default is shown in --help from the record training starts
 # from (TrainConfig's, or an experiment's recipe), except where the help text says what None means.
 RECIPE = (
-    ("--data", "data", str, "dataset name (cnnlab data list)"),
+    (
+        "--data",
+        "data",
+        str,
+        "dataset name (cnnlab data list), or an image folder: PATH or imagefolder:PATH (docs/data.md)",
+    ),
     (
         "--data-dir",
         "data_dir",
@@ -102,7 +107,21 @@ RECIPE = (
     ),
     ("--train-subset", "train_subset", int, "train on this many images, a seeded sample (budget runs)"),
     ("--pad-to", "pad_to", int, "zero-pad images to this size (e.g. 32 for CIFAR-shaped nets)"),
-    ("--in-chans", "in_chans", int, "repeat grey images to this many channels (e.g. 3)"),
+    (
+        "--in-chans",
+        "in_chans",
+        int,
+        "repeat grey images to this many channels (e.g. 3); an image folder is decoded to 1 or 3 channels "
+        "(default: 1 if all its images are grey, else 3)",
+    ),
+    (
+        "--image-size",
+        "image_size",
+        int,
+        "image folders: resize the shorter side to S and crop the centre SxS (default: the images' own "
+        "size, which they must then share)",
+    ),
+    ("--bad-images", "bad_images", str, "image folders: error or skip an image that cannot be decoded"),
     ("--seed", "seed", int, "random seed: same seed, machine and thread count give the same metrics"),
     ("--device", "device", str, "auto (CUDA when present), cpu, cuda, cuda:N"),
     ("--threads", "threads", int, "CPU threads (default: torch's choice)"),

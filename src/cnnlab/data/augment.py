@@ -118,7 +118,8 @@ class Augment:
     the pad of ``cifar``); ``flip``: random horizontal flips (custom path). ``input_size``: the square
     crop the network sees, at most the stored (padded) size; evaluation takes its centre crop.
     ``scale_range``: ``vgg``'s [Smin, Smax]. ``pca``: ``alexnet``'s eigen-decomposition (from the training
-    split, :func:`colour_pca`). Padding is with raw 0 (the background of the MNIST family).
+    split, :func:`colour_pca`); ``pca_std``: the std of its weights alpha (0: no colour noise). Padding
+    is with raw 0 (the background of the MNIST family).
     """
 
     crop_padding: int = 0
@@ -269,7 +270,7 @@ def draw(
         boxes = _place(*_resized_crop_sizes(n, image, generator), image, generator)
     flip = augment.flip or pipeline != "none"
     flips = torch.rand(n, generator=generator) < 0.5 if flip else None
-    if pipeline == "alexnet":
+    if pipeline == "alexnet" and augment.pca_std > 0:  # pca_std=0: the crops and flips alone
         colour = _colour_shift(augment, n, channels, generator)
     if boxes is None and canvas != out:  # the centre crop
         boxes = _boxes(

@@ -26,6 +26,14 @@ from cnnlab.errors import DataError, UsageError, unknown_choice
 # replaces them, e.g. to test the behaviour of a machine without them.
 SYSTEM_DATA_DIRS: tuple[str, ...] = ("/usr/share/datasets", "/usr/local/share/datasets")
 ROLES = ("train_images", "train_labels", "test_images", "test_labels")
+# What loading an image folder does with an image it cannot decode (cnnlab.data.imagefolder).
+BAD_IMAGE_POLICIES = ("error", "skip")
+
+
+def check_bad_images(policy: str) -> None:
+    """UsageError unless ``policy`` is one of :data:`BAD_IMAGE_POLICIES`."""
+    if policy not in BAD_IMAGE_POLICIES:
+        raise unknown_choice("--bad-images value", str(policy), BAD_IMAGE_POLICIES)
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,23 @@ class DataFile:
 
 
 @dataclass(frozen=True)
+class Archive:
+    """A dataset distributed as one archive (CIFAR): its file name, checksums, exact size, and the folder
+    its files unpack into (``DataFile.name`` of each file starts with it)."""
+
+    name: str
+    sha256: str | None
+    md5: str | None
+    size: int
+    folder: str
+
+
+# How a dataset's files are laid out and read: the MNIST family's four IDX files, or CIFAR's binary
+# record files (cnnlab.data.cifar).
+FORMATS = ("idx", "cifar")
+
+
+@dataclass(frozen=True)
 class DatasetInfo:
     """Everything known about one dataset without reading it."""
 
@@ -70,6 +95,9 @@ class DatasetInfo:
     stats_source: str = ""
     in_chans: int = 1
     description: str = field(default="", compare=False)
+    format: str = "idx"
+    archive: Archive | None = None
+    coarse_classes: tuple[str, ...] = ()  # CIFAR-100's 20 superclasses (the labels used are the fine ones)
 
     @property
     def num_classes(self) -> int:
@@ -86,6 +114,11 @@ class DatasetInfo:
         hint = f"run `cnnlab data fetch {self.name}`"
         if self.debian_package:
             hint += f", or on Debian `apt-get install {self.debian_package}`"
+        if self.format == "cifar" and self.archive is not None:
+            return hint + (
+                f", or pass --data-dir / set CNNLAB_DATA to a directory holding {self.archive.folder}/ "
+                f"(unpacked from {self.archive.name})"
+            )
         return hint + ", or pass --data-dir / set CNNLAB_DATA to a directory holding the four IDX files"
 
 
@@ -111,7 +144,11 @@ def register_dataset(info: DatasetInfo, *, replace: bool = False) -> DatasetInfo
     """Add ``info`` to the registry (tests may register synthetic datasets); returns it."""
     if info.name in DATASETS and not replace:
         raise UsageError(f"dataset {info.name!r} is already registered (pass replace=True to override)")
-    if set(info.files) != set(ROLES):
+    if info.format not in FORMATS:
+        raise UsageError(
+            f"dataset {info.name!r}: unknown format {info.format!r} (one of {', '.join(FORMATS)})"
+        )
+    if info.format == "idx" and set(info.files) != set(ROLES):
         raise UsageError(f"dataset {info.name!r} must name exactly the files {', '.join(ROLES)}")
     if len(info.mean) != info.in_chans or len(info.std) != info.in_chans:
         raise UsageError(f"dataset {info.name!r}: mean and std need one value per channel ({info.in_chans})")
@@ -253,6 +290,118 @@ register_dataset(
 )
 
 
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+# CIFAR-100's fine labels in label order (alphabetical, as in the archive's fine_label_names.txt), and
+# its 20 coarse superclasses (coarse_label_names.txt).
+CIFAR100_CLASSES = tuple(
+    """apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel
+    can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur
+    dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion
+    lizard lobster man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree
+    pear pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea
+    seal shark shrew skunk skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table
+    tank telephone television tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf woman
+    worm""".split()
+)
+CIFAR100_COARSE_CLASSES = tuple(
+    """aquatic_mammals fish flowers food_containers fruit_and_vegetables household_electrical_devices
+    household_furniture insects large_carnivores large_man-made_outdoor_things large_natural_outdoor_scenes
+    large_omnivores_and_herbivores medium_mammals non-insect_invertebrates people reptiles small_mammals
+    trees vehicles_1 vehicles_2""".split()
+)
+CIFAR_RECORD_PIXELS = 3 * 32 * 32  # a record: label byte(s), then the red, green and blue 32x32 planes
+
+# CIFAR (Krizhevsky 2009), the binary version. Archive SHA-256: as recorded by several independent
+# projects' download code (Go, Julia and Haskell dataset loaders agree), not measured here (no network);
+# MD5: as published on the CIFAR page. Per-file SHA-256 of the unpacked .bin files: as recorded by one
+# project (torch.rb's dataset code), not measured here; a file unpacked by `cnnlab data fetch` from the
+# verified archive is also accepted by the digest recorded at unpacking (cnnlab.data.cifar). mean/std per
+# channel over the 50k training images: the values commonly published (e.g. in the CIFAR ResNet
+# reproductions), not re-measured here.
+# What CIFAR-10 and CIFAR-100 share: publisher, shape, split sizes, format.
+_CIFAR_COMMON: dict = dict(
+    image_size=(32, 32),
+    train_size=50_000,
+    test_size=10_000,
+    mirrors=("https://www.cs.toronto.edu/~kriz/",),
+    homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+    license="no licence stated; cite the tech report",
+    paper="Krizhevsky 2009, Learning Multiple Layers of Features from Tiny Images",
+    stats_source="commonly published values over the 50k training images; not re-measured here",
+    in_chans=3,
+    format="cifar",
+)
+register_dataset(
+    DatasetInfo(
+        name="cifar10",
+        title="CIFAR-10 (32x32 colour images, 10 classes)",
+        classes=CIFAR10_CLASSES,
+        mean=(0.4914, 0.4822, 0.4465),
+        std=(0.2470, 0.2435, 0.2616),
+        files={
+            **{
+                f"train_{i}": DataFile(
+                    f"cifar-10-batches-bin/data_batch_{i}.bin", sha, raw_size=10_000 * 3073
+                )
+                for i, sha in enumerate(
+                    (
+                        "cee916563c9f80d84e3cc88e17fdc0941787f1244f00a67874d45b261883ada5",
+                        "a591ca11fa1708a91ee40f54b3da4784ccd871ecf2137de63f51ada8b3fa57ed",
+                        "bbe8596564c0f86427f876058170b84dac6670ddf06d79402899d93ceea26f67",
+                        "014e562d6e23c72197cc727519169a60359f5eccd8945ad5a09d710285ff4e48",
+                        "755304fc0b379caeae8c14f0dac912fbc7d6cd469eb67a1029a08a39453a9add",
+                    ),
+                    start=1,
+                )
+            },
+            "test": DataFile(
+                "cifar-10-batches-bin/test_batch.bin",
+                "8e2eb146ae340b09e24670f29cabc6326dba54da8789dab6768acf480273f65b",
+                raw_size=10_000 * 3073,
+            ),
+        },
+        **_CIFAR_COMMON,
+        archive=Archive(
+            "cifar-10-binary.tar.gz",
+            "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd",
+            "c32a1d4ab5d03f1284b67883e8d87530",
+            170_052_171,
+            "cifar-10-batches-bin",
+        ),
+    )
+)
+register_dataset(
+    DatasetInfo(
+        name="cifar100",
+        title="CIFAR-100 (32x32 colour images, 100 classes in 20 superclasses)",
+        classes=CIFAR100_CLASSES,
+        coarse_classes=CIFAR100_COARSE_CLASSES,
+        mean=(0.5071, 0.4865, 0.4409),
+        std=(0.2673, 0.2564, 0.2762),
+        files={
+            "train": DataFile(
+                "cifar-100-binary/train.bin",
+                "f31298fc616915fa142368359df1c4ca2ae984d6915ca468b998a5ec6aeebf29",
+                raw_size=50_000 * 3074,
+            ),
+            "test": DataFile(
+                "cifar-100-binary/test.bin",
+                "d8b1e6b7b3bee4020055f0699b111f60b1af1e262aeb93a0b659061746f8224a",
+                raw_size=10_000 * 3074,
+            ),
+        },
+        **_CIFAR_COMMON,
+        archive=Archive(
+            "cifar-100-binary.tar.gz",
+            "58a81ae192c23a4be8b1804d68e518ed807d710a4eb253b1f2a199162a40d8ec",
+            "03b5dce01913d631647c71ecec9e9cb8",
+            168_513_733,
+            "cifar-100-binary",
+        ),
+    )
+)
+
+
 def dataset_info(name: str) -> DatasetInfo:
     """The registry entry for ``name``; UsageError with close matches if unknown."""
     try:
@@ -332,7 +481,7 @@ def find_file(directory: Path, file: DataFile) -> Path | None:
 
 
 def dataset_files(directory: Path, info: DatasetInfo) -> dict[str, Path] | None:
-    """Role -> path when ``directory`` holds all four files of ``info``, else None."""
+    """Role -> path when ``directory`` holds all the files of ``info``, else None."""
     found = {role: find_file(directory, f) for role, f in info.files.items()}
     return found if all(found.values()) else None  # type: ignore[return-value]
 
@@ -341,8 +490,9 @@ def missing_files(directory: Path, info: DatasetInfo) -> str:
     """What ``directory`` lacks of ``info``'s files, in words, e.g. for an error message."""
     if not directory.is_dir():
         return f"there is no folder {directory}"
-    absent = [f"{f.name}[.gz]" for f in info.files.values() if find_file(directory, f) is None]
-    return f"{directory} lacks {', '.join(absent)}" if absent else f"{directory} holds all four files"
+    gz = "[.gz]" if info.format == "idx" else ""
+    absent = [f"{f.name}{gz}" for f in info.files.values() if find_file(directory, f) is None]
+    return f"{directory} lacks {', '.join(absent)}" if absent else f"{directory} holds all its files"
 
 
 def locate_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Path:

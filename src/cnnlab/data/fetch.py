@@ -20,6 +20,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm import tqdm
@@ -88,9 +89,20 @@ def _check_download(path: Path, file: DataFile, gz_digest: str, url: str, dest: 
 
 
 def download_file(
-    url: str, dest: Path, file: DataFile, *, progress: bool = True, timeout: float = 60.0
+    url: str,
+    dest: Path,
+    file: DataFile | None,
+    *,
+    progress: bool = True,
+    timeout: float = 60.0,
+    limit: int | None = None,
+    check: Callable[[Path, str, str], str] | None = None,
 ) -> str:
-    """Download ``url`` to ``dest`` atomically after verifying it against ``file``; returns what matched."""
+    """Download ``url`` to ``dest`` atomically after verifying it against ``file``; returns what matched.
+
+    ``check(temporary path, sha256, url)``, if given, verifies instead (returning what matched, raising
+    DataError otherwise), and ``limit`` caps the size instead of ``file``'s (an archive, for CIFAR).
+    """
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
@@ -99,7 +111,9 @@ def download_file(
             f"cannot write to {dest.parent} ({err.strerror}); choose another --data-dir"
         ) from None
     tmp = Path(tmp_name)
-    limit = max_gz_size(file)
+    if limit is None:
+        assert file is not None
+        limit = max_gz_size(file)
     try:
         digest = hashlib.sha256()
         total, received = None, 0
@@ -145,7 +159,11 @@ def download_file(
             raise DataError(
                 f"{url}: download truncated ({received} of {total} bytes); {dest} was not written"
             )
-        status = _check_download(tmp, file, digest.hexdigest(), url, dest)
+        if check is not None:
+            status = check(tmp, digest.hexdigest(), url)
+        else:
+            assert file is not None
+            status = _check_download(tmp, file, digest.hexdigest(), url, dest)
         os.replace(tmp, dest)
         return status
     finally:
@@ -194,7 +212,14 @@ def fetch_dataset(
             for file in info.files.values():
                 for stale in part_files(target / file.gz_name):
                     stale.unlink(missing_ok=True)  # left by a killed fetch: we hold the lock, none is live
-            _fetch_files(info, target, mirrors, progress=progress, timeout=timeout, force=force)
+            if info.format == "cifar":
+                from cnnlab.data.cifar import fetch_cifar
+
+                for stale in part_files(target / info.archive.name):  # type: ignore[union-attr]
+                    stale.unlink(missing_ok=True)
+                fetch_cifar(info, target, mirrors, progress=progress, timeout=timeout)
+            else:
+                _fetch_files(info, target, mirrors, progress=progress, timeout=timeout, force=force)
     except BaseException:
         if created and target.is_dir() and not any(target.iterdir()):
             target.rmdir()  # leave no empty dataset directory behind a failed first fetch

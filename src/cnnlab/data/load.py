@@ -76,6 +76,7 @@ class DatasetSplits:
     test: Split
     directory: Path
     checks: dict[str, str]
+    manifest: dict | None = None  # an image folder's files, labels and splits (saved in a run directory)
 
 
 def verification_enabled(verify: bool | None) -> bool:
@@ -254,18 +255,44 @@ def load_dataset(
     seed: int = 0,
     verify: bool | None = None,
     use_cache: bool = True,
+    *,
+    image_size: int | None = None,
+    in_chans: int | None = None,
+    bad_images: str = "error",
+    progress: bool = True,
 ) -> DatasetSplits:
     """Load ``name`` into memory as uint8 tensors, verified (see module docstring) and split.
 
     ``val_fraction`` of the training set (chosen by ``seed``) becomes ``val``; ``data_dir``, if given, is the
     only place searched, either as ``<data_dir>/<name>/`` or holding the four files directly. ``use_cache``:
     see the module docstring; pass False to read and hash every byte (as ``cnnlab data check`` does).
+
+    ``name`` may also be an image folder (``imagefolder:PATH`` or a path; see :mod:`cnnlab.data.imagefolder`),
+    decoded at ``image_size`` into ``in_chans`` channels with the ``bad_images`` policy; those three apply
+    to image folders only. CIFAR-10/100 are read from their binary files (:mod:`cnnlab.data.cifar`).
     """
+    from cnnlab.data.imagefolder import is_folder_spec, load_image_folder
+
+    if is_folder_spec(name):
+        return load_image_folder(
+            name, image_size=image_size, in_chans=in_chans, bad_images=bad_images, val_fraction=val_fraction,
+            seed=seed, progress=progress, use_cache=use_cache,
+        )  # fmt: skip
+    if image_size is not None:
+        raise UsageError(f"--image-size applies to image folders; {name} has a fixed size (use --pad-to)")
     info = dataset_info(name)
     if not 0.0 <= val_fraction < 1.0:
         raise UsageError(f"val_fraction must be in [0, 1), got {val_fraction}")
     no_verify_hint = verify is None  # the environment decides: setting CNNLAB_NO_VERIFY would change this
     verify = verification_enabled(verify)
+    if info.format == "cifar":
+        from cnnlab.data.cifar import load_cifar
+
+        data = load_cifar(info, data_dir, verify)
+        if val_fraction > 0:
+            train_idx, val_idx = validation_indices(len(data.train), val_fraction, seed)
+            data.train, data.val = data.train.subset(train_idx, "train"), data.train.subset(val_idx, "val")
+        return data
     directory = locate_dataset(name, data_dir)
     paths = dataset_files(directory, info)
     assert paths is not None  # locate_dataset found all four

@@ -9,6 +9,7 @@ import numpy as np
 
 from cnnlab.data.catalog import dataset_info
 from cnnlab.data.idx import write_idx
+from cnnlab.fileio import atomic_write_bytes
 
 
 def synthetic_images(labels: np.ndarray, size: int = 28, noise: int = 40, seed: int = 0) -> np.ndarray:
@@ -58,4 +59,26 @@ def write_synthetic_dataset(
         for role, array in ((f"{split}_images", images), (f"{split}_labels", labels)):
             file = info.files[role]
             write_idx(directory / (file.gz_name if compress else file.name), array, compress=compress)
+    return Path(root)
+
+
+def cifar_records(labels: np.ndarray, info_name: str = "cifar10", seed: int = 0) -> bytes:
+    """Binary CIFAR records of generated 32x32 colour images for ``labels`` (CIFAR-100: the coarse label
+    byte is ``label // 5``), in the official record layout: label byte(s), then the R, G, B planes."""
+    grey = synthetic_images(labels, 32, seed=seed)
+    planes = np.stack([grey, grey[:, ::-1], 255 - grey], axis=1).reshape(len(labels), -1)
+    heads = [labels[:, None] // 5, labels[:, None]] if info_name == "cifar100" else [labels[:, None]]
+    return np.concatenate([*(h.astype(np.uint8) for h in heads), planes], axis=1).tobytes()
+
+
+def write_synthetic_cifar(
+    root: str | os.PathLike, name: str = "cifar10", per_file: int = 20, seed: int = 0
+) -> Path:
+    """Write a small stand-in for CIFAR ``name`` under ``<root>/<name>/<its folder>/`` with the official file
+    names and record layout (``per_file`` records each). Load with ``verify=False``. Returns ``root``."""
+    info = dataset_info(name)
+    rng = np.random.default_rng(seed)
+    for i, file in enumerate(info.files.values()):
+        labels = rng.integers(0, info.num_classes, per_file).astype(np.uint8)
+        atomic_write_bytes(Path(root) / name / file.name, cifar_records(labels, name, seed=seed + i))
     return Path(root)

@@ -224,7 +224,11 @@ def create_model(
         model = info.builder(**kwargs)
     except UsageError:
         raise
-    except (TypeError, ValueError, OverflowError) as err:  # an option value of the wrong kind, e.g. img_size=abc
+    except (
+        TypeError,
+        ValueError,
+        OverflowError,
+    ) as err:  # an option value of the wrong kind, e.g. img_size=abc
         shown = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "its defaults"
         raise UsageError(f"{name} cannot be built with {shown}: {err}") from None
     model.model_info = info  # metadata travels with the module (checkpoints, analysis, aux losses)

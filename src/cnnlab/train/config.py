@@ -9,6 +9,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from cnnlab.data.catalog import check_bad_images
 from cnnlab.errors import UsageError, unknown_choice
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -17,6 +18,10 @@ SCHEDULES = ("constant", "step", "multistep", "plateau", "cosine", "onecycle")
 # autocast to bfloat16 (CPUs with AMX bf16 units, CUDA); "fp16" is autocast to float16 with a
 # gradient scaler (meant for CUDA).
 PRECISIONS = ("fp32", "bf16", "fp16")
+# Settings added after runs were saved without them: their value in those runs (which then still resume).
+ADDED_LATER: dict[str, Any] = {
+    "augment": "none", "input_size": None, "scale_range": None, "image_size": None, "bad_images": "error",
+}  # fmt: skip
 MAX_SEED = 2**63 - 1
 MAX_EPOCHS = 1_000_000
 MAX_THREADS = 4096
@@ -71,6 +76,9 @@ class TrainConfig:
     data_dir: str | None = None
     pad_to: int | None = None
     in_chans: int | None = None  # repeat grey images to this many channels (3 for ImageNet-shaped nets)
+    # image folders: stored size (shorter side resized, centre crop) and what to do with unreadable images
+    image_size: int | None = None
+    bad_images: str = "error"
     model_options: dict[str, Any] = field(default_factory=dict)
     # reproducibility and speed
     seed: int = 0
@@ -174,6 +182,9 @@ class TrainConfig:
             for value in self.scale_range:
                 _whole("each of scale_range", value, 1)
         self.augmentation()  # the pipeline checks its own settings
+        if self.image_size is not None:
+            _whole("image_size", self.image_size, 1)
+        check_bad_images(self.bad_images)
         return self
 
     def augmentation(self, pca: Any = None) -> Any:
@@ -215,10 +226,6 @@ class TrainConfig:
             if key in values and values[key] is not None:
                 values[key] = tuple(values[key])
         return cls(**values)
-
-
-# Settings added after runs were saved without them: their value in those runs (which then still resume).
-ADDED_LATER: dict[str, Any] = {"augment": "none", "input_size": None, "scale_range": None}
 
 
 def _legacy(key: str, value: Any) -> Any:

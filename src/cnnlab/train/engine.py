@@ -291,6 +291,8 @@ class Trainer:
                 self.files.write_config(cfg.to_dict())
             if self.colour_pca is not None:
                 self.files.write_colour_pca(self.colour_pca.to_dict())
+            if getattr(self.data, "manifest", None) is not None:  # an image folder's files, labels, splits
+                self.files.write_data_manifest(self.data.manifest)
 
     def _shards(self) -> CoreShards | None:
         """The CPU batch shards to train with (None: plain operation-level threading, the default)."""

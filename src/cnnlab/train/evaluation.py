@@ -191,7 +191,7 @@ def load_checkpoint(
     device: str = "auto",
 ) -> LoadedCheckpoint:
     """Rebuild the model saved at ``path`` (run directory, manifest or weights file) and load its data split."""
-    from cnnlab.data import load_dataset
+    from cnnlab.train.rundata import load_config_data
 
     choice = resolve_checkpoint(path, which)
     weights_path = choice.weights
@@ -201,7 +201,7 @@ def load_checkpoint(
         cfg.data_dir = data_dir
     configure_cpu(cfg.threads)
     dev = select_device(device)
-    data = load_dataset(cfg.data, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    data = load_config_data(cfg)
     chosen = {"test": data.test, "val": data.val, "train": data.train}[split]
     if chosen is None:
         raise UsageError(f"this run has no {split} split (it was trained with val_fraction 0)")

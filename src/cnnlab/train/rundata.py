@@ -57,6 +57,26 @@ class RunData:
     colour_pca: Any = None  # the alexnet augmentation's cnnlab.data.augment.ColourPCA of the training split
 
 
+def load_config_data(cfg: TrainConfig, data_dir: str | None = None, progress: bool = True) -> Any:
+    """The dataset ``cfg`` trains on, split as the run splits it: a registry dataset, CIFAR, or an image
+    folder decoded with the run's ``image_size``, ``in_chans`` and ``bad_images`` (the one place that maps
+    a recipe to :func:`cnnlab.data.load_dataset`, for training and for evaluating a saved run)."""
+    from cnnlab.data import load_dataset
+    from cnnlab.data.imagefolder import is_folder_spec
+
+    folder = is_folder_spec(cfg.data)
+    return load_dataset(
+        cfg.data,
+        data_dir=data_dir if data_dir is not None else cfg.data_dir,
+        val_fraction=cfg.val_fraction,
+        seed=cfg.seed,
+        image_size=cfg.image_size,
+        in_chans=cfg.in_chans if folder else None,
+        bad_images=cfg.bad_images,
+        progress=progress,
+    )
+
+
 def prepare_run_data(
     cfg: TrainConfig, device: torch.device, channels_last: bool, data: Any = None, colour_pca: Any = None
 ) -> RunData:
@@ -66,11 +86,11 @@ def prepare_run_data(
     from the training split (before ``train_subset``); evaluation loaders take the centre crop of
     ``cfg.input_size``.
     """
-    from cnnlab.data import Augment, BatchLoader, load_dataset
+    from cnnlab.data import Augment, BatchLoader
     from cnnlab.data.augment import colour_pca as compute_colour_pca
     from cnnlab.data.load import validation_indices
 
-    data = data or load_dataset(cfg.data, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    data = data or load_config_data(cfg)
     if data.val is None and cfg.val_fraction > 0:  # handed in whole: hold out the same split
         train_idx, val_idx = validation_indices(len(data.train), cfg.val_fraction, cfg.seed)
         data = dataclasses.replace(

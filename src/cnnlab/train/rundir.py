@@ -222,7 +222,8 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 class RunFiles:
     """The files of one run directory, in their formats: ``config.json``, ``metrics.csv`` and
-    ``curves.png`` (after every epoch), ``results.json`` (the final report) and ``checkpoints/``.
+    ``curves.png`` (after every epoch), ``results.json`` (the final report), ``checkpoints/`` and, for an image
+    folder, ``data_manifest.json``.
 
     The training loop says what to record; this class alone knows where and how it is written.
     """
@@ -248,6 +249,10 @@ class RunFiles:
             return json.loads(path.read_text())
         except (OSError, ValueError) as err:
             raise CheckpointError(f"{path} is damaged ({err}); delete it to recompute it") from None
+
+    def write_data_manifest(self, manifest: dict[str, Any]) -> None:
+        """An image folder's files (relative path, label, split, size, mtime_ns), as ``data_manifest.json``."""
+        atomic_write_text(self.run_dir / "data_manifest.json", json.dumps(manifest))
 
     def manifest(self, name: str) -> Path:
         """The manifest of checkpoint ``name`` (``last``, ``best``)."""
