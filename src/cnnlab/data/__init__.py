@@ -25,7 +25,7 @@ from cnnlab.data.catalog import (
 
 if TYPE_CHECKING:
     from cnnlab.data.idx import read_idx, write_idx
-    from cnnlab.data.load import DatasetSplits, Split, load_dataset
+    from cnnlab.data.load import DatasetSplits, Split, class_subset, load_dataset
     from cnnlab.data.loader import Augment, BatchLoader
 
 # Imported on first use (PEP 562): these need numpy or torch, the registry does not.
@@ -35,6 +35,7 @@ _LAZY = {
     "DatasetSplits": "cnnlab.data.load",
     "Split": "cnnlab.data.load",
     "load_dataset": "cnnlab.data.load",
+    "class_subset": "cnnlab.data.load",
     "Augment": "cnnlab.data.loader",
     "BatchLoader": "cnnlab.data.loader",
 }

@@ -169,7 +169,7 @@ def evaluate_checkpoint(
     The confusion matrix is saved as ``confusion.png`` in ``out_dir`` (default: the run directory);
     failing to save it (a full disk, read-only storage) is a warning in the report, not an error.
     """
-    from cnnlab.data import BatchLoader, load_dataset
+    from cnnlab.data import BatchLoader, class_subset, load_dataset
 
     choice = resolve_checkpoint(path, which)
     weights_path = choice.weights
@@ -180,6 +180,8 @@ def evaluate_checkpoint(
     configure_cpu(cfg.threads)
     dev = select_device(device)
     data = load_dataset(cfg.data, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    if cfg.classes:  # the run's class-subset view (transfer experiments)
+        data = class_subset(data, cfg.classes)
     chosen = {"test": data.test, "val": data.val, "train": data.train}[split]
     if chosen is None:
         raise UsageError(f"this run has no {split} split (it was trained with val_fraction 0)")

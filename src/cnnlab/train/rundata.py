@@ -54,6 +54,7 @@ class RunData:
     test_loader: Any
     train_images: int
     input_shape: tuple[int, int, int]
+    loaded: Any = None  # the dataset as loaded (before a class subset): what experiments share
 
 
 def prepare_run_data(
@@ -69,6 +70,11 @@ def prepare_run_data(
         data = dataclasses.replace(
             data, train=data.train.subset(train_idx, "train"), val=data.train.subset(val_idx, "val")
         )
+    loaded = data
+    if cfg.classes:  # a class-subset view, relabelled 0..k-1 (transfer experiments)
+        from cnnlab.data.load import class_subset
+
+        data = class_subset(data, cfg.classes)
     images = data.train.images
     chans = cfg.in_chans or (1 if images.dim() == 3 else int(images.shape[1]))
     h, w = (cfg.pad_to, cfg.pad_to) if cfg.pad_to else tuple(int(v) for v in images.shape[-2:])
@@ -108,4 +114,5 @@ def prepare_run_data(
         test_loader=test_loader,
         train_images=len(train_split),
         input_shape=tuple(x0.shape[1:]),
+        loaded=loaded,
     )
