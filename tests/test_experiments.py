@@ -224,3 +224,31 @@ def test_resuming_an_experiment_with_another_recipe_is_refused(
     changed = dataclasses.replace(cfg, lr=0.1)
     with pytest.raises(UsageError, match="asks for another: lr 0.05 -> 0.1"):
         run_members(tmp_path, [("lecture-simple", changed)], table="t.json", resume=True, progress=False)
+
+
+def test_transfer_trains_every_member_and_its_table_comes_from_the_runs(
+    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, capsys, no_curves
+) -> None:
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    out = tmp_path / "transfer"
+    argv = ["experiment", "transfer", "--model", "lecture-simple", "--split", "dissimilar", "--out", str(out)]
+    argv += ["--data-dir", str(tiny_dataset_dir), "--epochs", "1", "--batch-size", "50", "--threads", "1"]
+    argv += ["--max-steps-per-epoch", "1", "--train-subset", "100", "--n", "2", "--quiet"]
+    assert main(argv) == 0
+    saved = json.loads((out / "transfer.json").read_text())
+    assert (saved["A"], saved["B"]) == ([5, 7, 9, 8, 1], [0, 2, 3, 4, 6])
+    assert [r["n"] for r in saved["rows"]] == [2]  # lecture-simple: conv1, conv2, fc
+    for row in saved["rows"]:
+        for kind in ("BnB", "BnB+", "AnB", "AnB+"):
+            name = f"{kind[0]}{row['n']}B{kind[3:]}"
+            assert row[kind] == json.loads((out / name / "results.json").read_text())["test_acc"], name
+    assert saved["baseB"] == json.loads((out / "baseB" / "results.json").read_text())["test_acc"]
+    frozen = json.loads((out / "A2B" / "config.json").read_text())
+    assert frozen["freeze"] == ["2"] and len(frozen["frozen"]) >= 2 and frozen["init"].endswith("baseA")
+    assert json.loads((out / "A2B+" / "config.json").read_text())["frozen"] == []
+    assert (out / "transfer.png").stat().st_size > 1000 and "| 2 |" in (out / "transfer.md").read_text()
+    before = (out / "baseA" / "metrics.csv").stat().st_mtime_ns
+    assert main([*argv, "--resume"]) == 0  # finished members are read, not trained again
+    assert (out / "baseA" / "metrics.csv").stat().st_mtime_ns == before
+    assert main([*argv[:4], "--split", "nope", *argv[6:]]) == 2
+    assert "valid splits: random, dissimilar" in capsys.readouterr().err

@@ -20,8 +20,21 @@ def _degradation(args: argparse.Namespace) -> int:
     )
 
 
+def _transfer(args: argparse.Namespace) -> int:
+    from cnnlab.experiments.transfer import transfer
+
+    cfg = config_from_args(args, args.model)
+    result = transfer(
+        cfg, args.out, split=args.split, ns=args.n, overwrite=args.overwrite, resume=args.resume,
+        progress=not args.quiet,
+    )  # fmt: skip
+    return report_experiment(
+        result.markdown(), {"table": result.table, "figure": result.figure}, result.status
+    )
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``experiment degradation``."""
+    """Add ``experiment degradation`` and ``experiment transfer``."""
     experiments = add_command_group(
         subparsers,
         "experiment",
@@ -46,3 +59,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--depths", type=int, nargs="+", default=[20, 56], help="depths 6n+2 (default: 20 56)")
     d.add_argument("--out", default="runs/degradation", help="experiment folder (default: runs/degradation)")
     add_recipe_args(d, defaults=recipe_config(RECIPE))
+
+    t = add_command(
+        experiments,
+        "transfer",
+        _transfer,
+        help="transfer and selffer networks: baseA, baseB, BnB, BnB+, AnB, AnB+ (Yosinski et al. 2014, Fig. 2)",
+        description="Split the classes into halves A and B (--split random: seeded; or a named split such as "
+        "fashion-mnist's 'dissimilar': footwear, bags and trousers vs tops and dresses). Train baseA and baseB, "
+        "then for each n (conv/fc layers as cnnlab summary MODEL --layers counts them) BnB and AnB (first n "
+        "layers copied from baseB / baseA and frozen, the rest re-initialised) and BnB+ and AnB+ (the same, all "
+        "layers learning). Writes transfer.png (accuracy on B against n) and transfer.md/.json. Scale it to the "
+        "machine with --n, --epochs, --train-subset and --max-steps-per-epoch (the budget).",
+    )
+    t.add_argument(
+        "--model", default="lecture-residual", help="the net (default: lecture-residual, 7 layers)"
+    )
+    t.add_argument(
+        "--split", default="random", help="random (seeded by --seed) or a named split (default: random)"
+    )
+    t.add_argument("--n", type=int, nargs="+", help="the n to chop at (default: every layer but the last)")
+    t.add_argument("--out", default="runs/transfer", help="experiment folder (default: runs/transfer)")
+    add_recipe_args(t)

@@ -59,6 +59,7 @@ __all__ = [
     "DatasetSplits",
     "Split",
     "dataset_info",
+    "class_subset",
     "load_dataset",
     "locate_dataset",
     "read_idx",
