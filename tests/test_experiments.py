@@ -252,3 +252,35 @@ def test_transfer_trains_every_member_and_its_table_comes_from_the_runs(
     assert (out / "baseA" / "metrics.csv").stat().st_mtime_ns == before
     assert main([*argv[:4], "--split", "nope", *argv[6:]]) == 2
     assert "valid splits: random, dissimilar" in capsys.readouterr().err
+
+
+def test_batchnorm_trains_the_five_variants_and_its_table_comes_from_the_runs(
+    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, no_curves
+) -> None:
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    out = tmp_path / "bn"
+    argv = ["experiment", "batchnorm", "--steps", "4", "--eval-every", "2", "--out", str(out), "--quiet"]
+    argv += ["--data-dir", str(tiny_dataset_dir), "--batch-size", "20", "--threads", "1", "--lr", "0.01"]
+    assert main(argv) == 0
+    saved = json.loads((out / "batchnorm.json").read_text())
+    assert [r["net"] for r in saved["rows"]] == [
+        "Inception",
+        "BN-Baseline",
+        "BN-x5",
+        "BN-x30",
+        "BN-x5-Sigmoid",
+    ]
+    for row in saved["rows"]:
+        config = json.loads((out / row["net"] / "config.json").read_text())
+        results = json.loads((out / row["net"] / "results.json").read_text())
+        assert row["test_acc"] == results["test_acc"] and row["lr"] == config["lr"]
+        metrics = (out / row["net"] / "metrics.csv").read_text().splitlines()
+        assert len(metrics) == 3 and row["steps"] == 4  # two evaluations, every 2 steps
+    assert saved["rows"][3]["lr"] == pytest.approx(0.3)  # x30
+    sigmoid = json.loads((out / "BN-x5-Sigmoid" / "config.json").read_text())
+    assert sigmoid["model_options"] == {"batch_norm": True, "activation": "sigmoid"}
+    inception_best = max(acc for _, acc in saved["curves"]["Inception"])
+    assert saved["target"] == inception_best
+    assert (out / "batchnorm.png").stat().st_size > 1000 and "| BN-x30 | 0.3 |" in (
+        out / "batchnorm.md"
+    ).read_text()

@@ -33,8 +33,21 @@ def _transfer(args: argparse.Namespace) -> int:
     )
 
 
+def _batchnorm(args: argparse.Namespace) -> int:
+    from cnnlab.experiments.batchnorm import batchnorm, recipe_config
+
+    cfg = config_from_args(args, args.model, base=recipe_config())
+    result = batchnorm(
+        cfg, args.out, steps=args.steps, eval_every=args.eval_every, overwrite=args.overwrite, resume=args.resume,
+        progress=not args.quiet,
+    )  # fmt: skip
+    return report_experiment(
+        result.markdown(), {"table": result.table, "figure": result.figure}, result.status
+    )
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``experiment degradation`` and ``experiment transfer``."""
+    """Add ``experiment degradation``, ``transfer`` and ``batchnorm``."""
     experiments = add_command_group(
         subparsers,
         "experiment",
@@ -81,3 +94,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--n", type=int, nargs="+", help="the n to chop at (default: every layer but the last)")
     t.add_argument("--out", default="runs/transfer", help="experiment folder (default: runs/transfer)")
     add_recipe_args(t)
+
+    from cnnlab.experiments.batchnorm import RECIPE as BN_RECIPE
+    from cnnlab.experiments.batchnorm import recipe_config as bn_recipe_config
+
+    b = add_command(
+        experiments,
+        "batchnorm",
+        _batchnorm,
+        help="Inception vs BN-Baseline vs BN-x5 vs BN-x30 vs BN-x5-Sigmoid (Ioffe & Szegedy 2015, Fig. 2)",
+        description="Train one Inception net without BN (Inception) and with BN after every convolution at the "
+        "base lr (BN-Baseline), x5 and x30 the base lr (BN-x5, BN-x30) and BN-x5 with sigmoids (BN-x5-Sigmoid); "
+        "plot validation accuracy against steps (batchnorm.png) and give the steps each needs to reach the "
+        "no-BN net's best validation accuracy (batchnorm.md/.json); test accuracy is measured once per net. "
+        f"Defaults: {', '.join(f'{k}={v}' for k, v in BN_RECIPE.items())} (slide 004: Inception's 0.0015). "
+        "The budget: --steps, --eval-every, --train-subset.",
+    )
+    b.add_argument(
+        "--model", default="lecture-inception", help="a net with batch_norm and activation options"
+    )
+    b.add_argument("--steps", type=int, default=2000, help="training steps per net (default: 2000)")
+    b.add_argument(
+        "--eval-every", type=int, default=100, help="validation every this many steps (default: 100)"
+    )
+    b.add_argument("--out", default="runs/batchnorm", help="experiment folder (default: runs/batchnorm)")
+    add_recipe_args(b, defaults=bn_recipe_config())
