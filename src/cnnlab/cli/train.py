@@ -257,6 +257,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         which=args.checkpoint,
         out_dir=args.out,
         device=args.device,
+        bn_recalibrate=args.bn_recalibrate,
     )
     print(evaluation.report())
     return 0
@@ -339,6 +340,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data-dir", help="folder holding the dataset files")
     p.add_argument("--out", help="where to save confusion.png (default: the run directory)")
+    p.add_argument(
+        "--bn-recalibrate",
+        action="store_true",
+        help="recompute batch-norm statistics over the whole training split before evaluating (BN-Inception's "
+        "test-time statistics, Ioffe & Szegedy 2015 section 3.1)",
+    )
     p.add_argument("--device", default="auto")
 
     p = add_command(

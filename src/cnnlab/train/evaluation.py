@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
 from cnnlab.errors import CheckpointError, UsageError
 from cnnlab.train.checkpoint import load_weights, read_manifest
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.engine import EvalResult, build_model_for_data, configure_cpu, evaluate, select_device
 from cnnlab.train.plots import plot_confusion
+from cnnlab.train.transfer import BATCH_NORMS
 
 
 @dataclass
@@ -155,6 +158,26 @@ def _check_header(weights_path: Path, header: dict) -> TrainConfig:
         raise CheckpointError(f"{weights_path} has a damaged training config in its header: {err}") from None
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, loader: Any) -> int:
+    """Replace every batch-norm layer's running mean and variance by the statistics of the whole of
+    ``loader`` (a cumulative average over its batches: ``momentum=None``); the rest of the model stays
+    in eval mode (no dropout). Returns how many layers were recomputed."""
+    norms = [m for m in model.modules() if isinstance(m, BATCH_NORMS)]
+    model.eval()
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    for x, _ in loader:
+        model(x)
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+        m.eval()
+    return len(norms)
+
+
 def evaluate_checkpoint(
     path: str | Path,
     *,
@@ -163,9 +186,12 @@ def evaluate_checkpoint(
     which: str | None = None,
     out_dir: str | Path | None = None,
     device: str = "auto",
+    bn_recalibrate: bool = False,
 ) -> CheckpointEvaluation:
     """Rebuild the model saved at ``path`` (run directory, manifest or weights file) and evaluate it.
 
+    ``bn_recalibrate``: recompute the batch-norm statistics over the whole training split first (as
+    BN-Inception is tested, Ioffe & Szegedy 2015 section 3.1; slide 004) instead of the running averages.
     The confusion matrix is saved as ``confusion.png`` in ``out_dir`` (default: the run directory);
     failing to save it (a full disk, read-only storage) is a warning in the report, not an error.
     """
@@ -185,11 +211,15 @@ def evaluate_checkpoint(
     chosen = {"test": data.test, "val": data.val, "train": data.train}[split]
     if chosen is None:
         raise UsageError(f"this run has no {split} split (it was trained with val_fraction 0)")
-    loader = BatchLoader(
-        chosen, batch_size=cfg.eval_batch_size, shuffle=False, seed=cfg.seed, augment=None,
-        mean=data.info.mean, std=data.info.std, device=dev, channels_last=True, pad_to=cfg.pad_to,
-        out_chans=cfg.in_chans,
-    )  # fmt: skip
+
+    def loader_of(split_data: Any) -> Any:
+        return BatchLoader(
+            split_data, batch_size=cfg.eval_batch_size, shuffle=False, seed=cfg.seed, augment=None,
+            mean=data.info.mean, std=data.info.std, device=dev, channels_last=True, pad_to=cfg.pad_to,
+            out_chans=cfg.in_chans,
+        )  # fmt: skip
+
+    loader = loader_of(chosen)
     model = build_model_for_data(cfg, header["num_classes"], tuple(header["input_shape"]))
     try:
         model.load_state_dict(state)
@@ -198,6 +228,15 @@ def evaluate_checkpoint(
             f"{weights_path} does not fit {cfg.model}: {str(err).splitlines()[0]}"
         ) from None
     model = model.to(dev, memory_format=torch.channels_last)
+    note = choice.note
+    if bn_recalibrate:
+        layers = recalibrate_batchnorm(model, loader_of(data.train))
+        if not layers:
+            raise UsageError(f"--bn-recalibrate: {cfg.model} has no batch-norm layers")
+        recalibrated = (
+            f"batch-norm statistics of {layers} layers recomputed over {len(data.train):,} training images"
+        )
+        note = f"{note}; {recalibrated}" if note else recalibrated
     result = evaluate(model, loader, header["num_classes"], dev)
     classes = [str(c) for c in header.get("classes") or data.info.classes]
     out = Path(out_dir) if out_dir else choice.run_dir
@@ -211,5 +250,5 @@ def evaluate_checkpoint(
         warnings.append(f"could not save the confusion matrix plot in {out}: {err.strerror or err}")
     return CheckpointEvaluation(
         cfg.model, cfg.data, split, classes, result, weights_path, png,
-        checkpoint=choice.name, epoch=choice.epoch, note=choice.note, warnings=warnings,
+        checkpoint=choice.name, epoch=choice.epoch, note=note, warnings=warnings,
     )  # fmt: skip
