@@ -274,14 +274,24 @@ def _compare(args: argparse.Namespace) -> int:
                 resumed_config(args, model, Path(args.out) / model), model=args.models[0]
             )
     comparison = compare(
-        args.models, cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet
-    )
+        args.models, cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet,
+        seeds=args.seeds,
+    )  # fmt: skip
     files = {"table": comparison.table_path, "plot": comparison.plot_path}
     return report_experiment(comparison.markdown(), files, comparison.status)
 
 
+def _ensemble(args: argparse.Namespace) -> int:
+    from cnnlab.train.ensemble import ensemble, parse_weights
+
+    weights = parse_weights(args.weights, len(args.runs))
+    result = ensemble(args.runs, weights, split=args.split, data_dir=args.data_dir, device=args.device)
+    print(result.report())
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``train``, ``evaluate`` and ``compare``."""
+    """Add ``train``, ``evaluate``, ``ensemble`` and ``compare``."""
     p = add_command(
         subparsers,
         "train",
@@ -350,6 +360,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = add_command(
         subparsers,
+        "ensemble",
+        _ensemble,
+        help="average several runs' softmax outputs (model averaging)",
+        description="Evaluate each RUN (its selected checkpoint) and the average of their softmax outputs "
+        "(weighted with --weights) on one split; prints each member's accuracy and the ensemble's.",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories, manifests or weights files")
+    p.add_argument("--weights", help="one weight per run, e.g. 1,2,1 (default: equal)")
+    p.add_argument("--split", choices=("test", "val"), default="test")
+    p.add_argument("--data-dir", help="folder holding the dataset files")
+    p.add_argument("--device", default="auto")
+
+    p = add_command(
+        subparsers,
         "compare",
         _compare,
         help="train several models with one recipe and compare them",
@@ -358,4 +382,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("models", nargs="+", metavar="MODEL")
     p.add_argument("--out", default="runs/compare", help="folder of the comparison (default: runs/compare)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="train each model with this many seeds (--seed, --seed + 1, ...) into OUT/MODEL-seedS/ and report "
+        "the mean and standard deviation (default: 1, into OUT/MODEL/)",
+    )
     add_recipe_args(p)

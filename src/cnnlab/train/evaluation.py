@@ -158,6 +158,63 @@ def _check_header(weights_path: Path, header: dict) -> TrainConfig:
         raise CheckpointError(f"{weights_path} has a damaged training config in its header: {err}") from None
 
 
+@dataclass
+class SavedModel:
+    """A saved run's model rebuilt on its device, with the dataset it was trained on (its class subset)."""
+
+    model: nn.Module
+    cfg: TrainConfig
+    header: dict
+    data: Any  # cnnlab.data.DatasetSplits
+    device: torch.device
+    choice: CheckpointChoice
+
+    def loader(self, split: Any) -> Any:
+        """An unaugmented, unshuffled loader of ``split`` as the run saw its images (padding, channels)."""
+        from cnnlab.data import BatchLoader
+
+        cfg = self.cfg
+        return BatchLoader(
+            split, batch_size=cfg.eval_batch_size, shuffle=False, seed=cfg.seed, augment=None,
+            mean=self.data.info.mean, std=self.data.info.std, device=self.device, channels_last=True,
+            pad_to=cfg.pad_to, out_chans=cfg.in_chans,
+        )  # fmt: skip
+
+
+def load_saved_model(
+    path: str | Path,
+    *,
+    which: str | None = None,
+    data_dir: str | None = None,
+    device: str = "auto",
+    data: Any = None,
+) -> SavedModel:
+    """Rebuild the model saved at ``path`` (run directory, manifest or weights file) with its weights, and
+    load its dataset (or take ``data``, the same dataset already loaded), as its run split it."""
+    from cnnlab.data import class_subset, load_dataset
+
+    choice = resolve_checkpoint(path, which)
+    state, header = load_weights(choice.weights, choice.sha256)
+    cfg = _check_header(choice.weights, header)
+    if data_dir is not None:
+        cfg.data_dir = data_dir
+    configure_cpu(cfg.threads)
+    dev = select_device(device)
+    if data is None:
+        data = load_dataset(cfg.data, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    if cfg.classes:  # the run's class-subset view (transfer experiments)
+        data = class_subset(data, cfg.classes)
+    model = build_model_for_data(cfg, header["num_classes"], tuple(header["input_shape"]))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"{choice.weights} does not fit {cfg.model}: {str(err).splitlines()[0]}"
+        ) from None
+    model = model.to(dev, memory_format=torch.channels_last).eval()
+    return SavedModel(model, cfg, header, data, dev, choice)
+
+
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, loader: Any) -> int:
     """Replace every batch-norm layer's running mean and variance by the statistics of the whole of
@@ -195,39 +252,16 @@ def evaluate_checkpoint(
     The confusion matrix is saved as ``confusion.png`` in ``out_dir`` (default: the run directory);
     failing to save it (a full disk, read-only storage) is a warning in the report, not an error.
     """
-    from cnnlab.data import BatchLoader, class_subset, load_dataset
-
-    choice = resolve_checkpoint(path, which)
+    saved = load_saved_model(path, which=which, data_dir=data_dir, device=device)
+    cfg, data, dev, model, header, choice = (
+        saved.cfg, saved.data, saved.device, saved.model, saved.header, saved.choice
+    )  # fmt: skip
     weights_path = choice.weights
-    state, header = load_weights(weights_path, choice.sha256)
-    cfg = _check_header(weights_path, header)
-    if data_dir is not None:
-        cfg.data_dir = data_dir
-    configure_cpu(cfg.threads)
-    dev = select_device(device)
-    data = load_dataset(cfg.data, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed)
-    if cfg.classes:  # the run's class-subset view (transfer experiments)
-        data = class_subset(data, cfg.classes)
     chosen = {"test": data.test, "val": data.val, "train": data.train}[split]
     if chosen is None:
         raise UsageError(f"this run has no {split} split (it was trained with val_fraction 0)")
-
-    def loader_of(split_data: Any) -> Any:
-        return BatchLoader(
-            split_data, batch_size=cfg.eval_batch_size, shuffle=False, seed=cfg.seed, augment=None,
-            mean=data.info.mean, std=data.info.std, device=dev, channels_last=True, pad_to=cfg.pad_to,
-            out_chans=cfg.in_chans,
-        )  # fmt: skip
-
+    loader_of = saved.loader
     loader = loader_of(chosen)
-    model = build_model_for_data(cfg, header["num_classes"], tuple(header["input_shape"]))
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise CheckpointError(
-            f"{weights_path} does not fit {cfg.model}: {str(err).splitlines()[0]}"
-        ) from None
-    model = model.to(dev, memory_format=torch.channels_last)
     note = choice.note
     if bn_recalibrate:
         layers = recalibrate_batchnorm(model, loader_of(data.train))
