@@ -284,3 +284,34 @@ def test_batchnorm_trains_the_five_variants_and_its_table_comes_from_the_runs(
     assert (out / "batchnorm.png").stat().st_size > 1000 and "| BN-x30 | 0.3 |" in (
         out / "batchnorm.md"
     ).read_text()
+
+
+def test_augmentation_trains_three_variants_and_its_table_comes_from_the_runs(
+    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, no_curves
+) -> None:
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    out = tmp_path / "aug"
+    argv = [
+        "experiment",
+        "augmentation",
+        "--out",
+        str(out),
+        "--data-dir",
+        str(tiny_dataset_dir),
+        "--epochs",
+        "1",
+    ]
+    argv += ["--batch-size", "50", "--threads", "1", "--max-steps-per-epoch", "2", "--quiet"]
+    assert main(argv) == 0
+    saved = json.loads((out / "augmentation.json").read_text())
+    assert [(r["variant"], r["crop_padding"], r["flip"]) for r in saved["rows"]] == [
+        ("no-aug", 0, False),
+        ("flip", 0, True),
+        ("crops+flip", 4, True),
+    ]
+    for row in saved["rows"]:
+        results = json.loads((out / row["variant"] / "results.json").read_text())
+        assert row["test_acc_centre"] == results["test_acc"] and row["val_acc"] == results["val_acc"]
+    assert (out / "augmentation.png").stat().st_size > 1000 and "| crops+flip |" in (
+        out / "augmentation.md"
+    ).read_text()

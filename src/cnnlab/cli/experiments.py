@@ -46,8 +46,20 @@ def _batchnorm(args: argparse.Namespace) -> int:
     )
 
 
+def _augmentation(args: argparse.Namespace) -> int:
+    from cnnlab.experiments.augmentation import augmentation
+
+    cfg = config_from_args(args, args.model)
+    result = augmentation(
+        cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet
+    )
+    return report_experiment(
+        result.markdown(), {"table": result.table, "figure": result.figure}, result.status
+    )
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``experiment degradation``, ``transfer`` and ``batchnorm``."""
+    """Add ``experiment degradation``, ``transfer``, ``batchnorm`` and ``augmentation``."""
     experiments = add_command_group(
         subparsers,
         "experiment",
@@ -119,3 +131,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     b.add_argument("--out", default="runs/batchnorm", help="experiment folder (default: runs/batchnorm)")
     add_recipe_args(b, defaults=bn_recipe_config())
+
+    a = add_command(
+        experiments,
+        "augmentation",
+        _augmentation,
+        help="no augmentation vs flips vs crops and flips (Chatfield et al. 2014)",
+        description="Train MODEL three times: without augmentation, with random flips, and with random crops "
+        "(--crop-padding, 4 when 0) and flips; table and figure of validation accuracy, and test accuracy of each "
+        "selected checkpoint with centre (whole-image) evaluation. 10-crop test-time evaluation is not in yet. "
+        "The budget: --epochs, --train-subset, --max-steps-per-epoch.",
+    )
+    a.add_argument("--model", default="lecture-simple", help="the net (default: lecture-simple)")
+    a.add_argument(
+        "--out", default="runs/augmentation", help="experiment folder (default: runs/augmentation)"
+    )
+    add_recipe_args(a)
