@@ -78,7 +78,7 @@ def test_cli_train_uses_the_models_recipe_and_records_it(
     common += ["--threads", "1", "--out", str(tmp_path), "--train-subset", "64"]
     assert main(["train", "nin-cifar", "--batch-size", "32", *common]) == 0
     saved = json.loads((tmp_path / "nin-cifar" / "config.json").read_text())
-    assert saved["recipe"] == "nin" and saved["lr"] == 0.01 and saved["warmup_epochs"] == 1.0
+    assert saved["recipe"] == "nin" and saved["lr"] == 0.01 and saved["schedule"] == "plateau"
     assert "batch_size" not in saved["recipe_fields"] and "lr" in saved["recipe_fields"]
     assert saved["batch_size"] == 32
     assert main(["train", "nin-cifar", "--recipe", "none", "--name", "plain", *common]) == 0

@@ -112,11 +112,6 @@ RECIPES: dict[str, Recipe] = {
             gamma=(0.1, "paper section 4.1: a scale of 10"),
             weight_decay=(5e-4, "paper section 4.1: weight decay as Krizhevsky et al."),
             batch_size=(128, "paper section 4.1: mini-batches of 128"),
-            warmup_epochs=(
-                1.0,
-                "cnnlab: a linear warm-up epoch; without BN the 9-layer ReLU stack with global average "
-                "pooling stays at ln(10) from a cold start at 1e-2",
-            ),
         ),
         _recipe(
             "googlenet",
