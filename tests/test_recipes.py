@@ -112,8 +112,9 @@ REPRESENTATIVES = {
 # Measured: with the papers' N(0, 0.01) initialisation and no batch norm, these nets' outputs stay
 # constant (loss ln 2) over the first steps at the papers' lr 1e-2 (VGG section 3.1 trained its deeper
 # nets from net A's weights for this reason); AlexNet's bias-1 layers jump on a batch of 8 (the paper's
-# is 128). Strict: the day they learn here, the test says so.
-STUCK_AT_FIRST = {"alexnet", "zfnet", "overfeat-fast", "cnn-s", "vgg11"}
+# is 128); GoogLeNet's loss (dropout 0.4, two auxiliary heads, batch 8) falls over 4 steps and rises
+# again by step 6 (over 20 steps it falls). Strict: the day they learn here, the test says so.
+STUCK_AT_FIRST = {"alexnet", "zfnet", "vgg11", "googlenet"}
 
 
 def test_representatives_cover_every_family_at_a_size_that_runs() -> None:
