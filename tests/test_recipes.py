@@ -76,12 +76,12 @@ def test_cli_train_uses_the_models_recipe_and_records_it(
     monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
     common = ["--data-dir", str(tiny_dataset_dir), "--epochs", "1", "--max-steps-per-epoch", "1", "--quiet"]
     common += ["--threads", "1", "--out", str(tmp_path), "--train-subset", "64"]
-    assert main(["train", "nin-cifar", "--batch-size", "32", *common]) == 0
-    saved = json.loads((tmp_path / "nin-cifar" / "config.json").read_text())
-    assert saved["recipe"] == "nin" and saved["lr"] == 0.01 and saved["schedule"] == "plateau"
+    assert main(["train", "resnet8-cifar", "--batch-size", "32", *common]) == 0
+    saved = json.loads((tmp_path / "resnet8-cifar" / "config.json").read_text())
+    assert saved["recipe"] == "resnet-cifar" and saved["lr"] == 0.1 and saved["weight_decay"] == 1e-4
     assert "batch_size" not in saved["recipe_fields"] and "lr" in saved["recipe_fields"]
     assert saved["batch_size"] == 32
-    assert main(["train", "nin-cifar", "--recipe", "none", "--name", "plain", *common]) == 0
+    assert main(["train", "resnet8-cifar", "--recipe", "none", "--name", "plain", *common]) == 0
     plain = json.loads((tmp_path / "plain" / "config.json").read_text())
     assert plain["recipe"] is None and plain["lr"] == TrainConfig().lr and plain["recipe_fields"] == []
 
