@@ -107,8 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--out", default="runs/transfer", help="experiment folder (default: runs/transfer)")
     add_recipe_args(t)
 
-    from cnnlab.experiments.batchnorm import RECIPE as BN_RECIPE
-    from cnnlab.experiments.batchnorm import recipe_config as bn_recipe_config
+    from cnnlab.train.recipes import BATCHNORM as BN_RECIPE
 
     b = add_command(
         experiments,
@@ -130,7 +129,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--eval-every", type=int, default=100, help="validation every this many steps (default: 100)"
     )
     b.add_argument("--out", default="runs/batchnorm", help="experiment folder (default: runs/batchnorm)")
-    add_recipe_args(b, defaults=bn_recipe_config())
+    add_recipe_args(b, defaults=recipe_config(BN_RECIPE))
 
     a = add_command(
         experiments,

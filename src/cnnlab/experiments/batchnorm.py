@@ -27,6 +27,7 @@ from cnnlab.experiments.runner import run_members
 from cnnlab.fileio import atomic_write_text
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.engine import RunResult
+from cnnlab.train.recipes import BATCHNORM
 
 #: (name, lr multiplier, model options): Ioffe & Szegedy 2015 section 4.2.1 and figure 2.
 VARIANTS: tuple[tuple[str, float, dict[str, Any]], ...] = (
@@ -37,16 +38,7 @@ VARIANTS: tuple[tuple[str, float, dict[str, Any]], ...] = (
     ("BN-x5-Sigmoid", 5.0, {"batch_norm": True, "activation": "sigmoid"}),
 )
 
-#: The experiment's defaults: slide 004's Inception base lr 0.0015 (BN-x5 0.0075, BN-x30 0.045), SGD
-#: with momentum 0.9 (section 4.2), a constant rate so that the curves compare the rates themselves.
-RECIPE: dict[str, Any] = {
-    "model": "lecture-inception",
-    "lr": 0.0015,
-    "momentum": 0.9,
-    "nesterov": False,
-    "schedule": "constant",
-    "batch_size": 32,  # section 4.2: mini-batches of 32 per replica
-}
+RECIPE = BATCHNORM  # the experiment's defaults (cnnlab.train.recipes)
 
 
 def recipe_config() -> TrainConfig:

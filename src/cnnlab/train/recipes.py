@@ -282,6 +282,18 @@ FAMILY_RECIPES: dict[str, str] = {
     "densenet": "densenet",
 }
 
+#: The batch-norm experiment's defaults (cnnlab.experiments.batchnorm): slide 004's Inception base lr
+#: 0.0015 (BN-x5 0.0075, BN-x30 0.045), SGD with momentum 0.9 (Ioffe & Szegedy 2015 section 4.2), a
+#: constant rate so that the curves compare the rates themselves, mini-batches of 32 (section 4.2).
+BATCHNORM: dict[str, Any] = {
+    "model": "lecture-inception",
+    "lr": 0.0015,
+    "momentum": 0.9,
+    "nesterov": False,
+    "schedule": "constant",
+    "batch_size": 32,
+}
+
 # He et al. 2016 section 4.2 (CIFAR-10): the degradation experiment's defaults.
 DEGRADATION: dict[str, Any] = RECIPES["resnet-cifar"].settings()
 
