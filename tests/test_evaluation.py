@@ -115,3 +115,45 @@ def test_a_weights_file_with_a_damaged_header_is_a_clear_error(run: Path) -> Non
         save_file(tensors, str(run / "bad.safetensors"), metadata={"json": json.dumps({**header, **damage})})
         with pytest.raises(CheckpointError, match="has a damaged"):
             evaluate_checkpoint(run / "bad.safetensors")
+
+
+def test_bn_recalibrate_recomputes_the_statistics_over_the_training_split(
+    tmp_path, tiny_dataset_dir, monkeypatch
+) -> None:
+    import torch
+
+    from cnnlab.cli import main
+    from cnnlab.data import BatchLoader, load_dataset
+    from cnnlab.models import create_model
+    from cnnlab.train.evaluation import recalibrate_batchnorm
+
+    model = create_model("resnet8-cifar", num_classes=10, in_chans=1)
+    data = load_dataset("fashion-mnist", data_dir=tiny_dataset_dir, verify=False)
+    loader = BatchLoader(data.train, batch_size=150, shuffle=False, seed=0, mean=(0.5,), std=(0.5,))
+    assert recalibrate_batchnorm(model, loader) == sum(
+        isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()
+    )
+    images = torch.cat([x for x, _ in loader])
+    first = model.conv1.bn
+    with torch.no_grad():
+        expected = model.conv1.conv(images).mean((0, 2, 3))
+    assert torch.allclose(first.running_mean, expected, atol=1e-4)  # the whole split, not a moving average
+    assert not model.training and first.momentum == 0.1
+
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    common = ["--data-dir", str(tiny_dataset_dir)]
+    argv = [
+        "train",
+        "resnet8-cifar",
+        "--epochs",
+        "1",
+        "--max-steps-per-epoch",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--quiet",
+    ]
+    assert main([*argv, *common, "--batch-size", "50", "--threads", "1"]) == 0
+    assert main(["evaluate", str(tmp_path / "resnet8-cifar"), "--bn-recalibrate", *common]) == 0
+    assert main(["train", "lecture-simple", *argv[2:], *common]) == 0
+    assert main(["evaluate", str(tmp_path / "lecture-simple"), "--bn-recalibrate", *common]) == 2

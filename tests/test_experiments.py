@@ -219,3 +219,94 @@ def test_resuming_an_experiment_with_another_recipe_is_refused(
     changed = dataclasses.replace(cfg, lr=0.1)
     with pytest.raises(UsageError, match="asks for another: lr 0.05 -> 0.1"):
         run_members(tmp_path, [("lecture-simple", changed)], table="t.json", resume=True, progress=False)
+
+
+def test_transfer_trains_every_member_and_its_table_comes_from_the_runs(
+    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, capsys, no_curves
+) -> None:
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    out = tmp_path / "transfer"
+    argv = ["experiment", "transfer", "--model", "lecture-simple", "--split", "dissimilar", "--out", str(out)]
+    argv += ["--data-dir", str(tiny_dataset_dir), "--epochs", "1", "--batch-size", "50", "--threads", "1"]
+    argv += ["--max-steps-per-epoch", "1", "--train-subset", "100", "--n", "2", "--quiet"]
+    assert main(argv) == 0
+    saved = json.loads((out / "transfer.json").read_text())
+    assert (saved["A"], saved["B"]) == ([5, 7, 9, 8, 1], [0, 2, 3, 4, 6])
+    assert [r["n"] for r in saved["rows"]] == [2]  # lecture-simple: conv1, conv2, fc
+    for row in saved["rows"]:
+        for kind in ("BnB", "BnB+", "AnB", "AnB+"):
+            name = f"{kind[0]}{row['n']}B{kind[3:]}"
+            assert row[kind] == json.loads((out / name / "results.json").read_text())["test_acc"], name
+    assert saved["baseB"] == json.loads((out / "baseB" / "results.json").read_text())["test_acc"]
+    frozen = json.loads((out / "A2B" / "config.json").read_text())
+    assert frozen["freeze"] == ["2"] and len(frozen["frozen"]) >= 2 and frozen["init"].endswith("baseA")
+    assert json.loads((out / "A2B+" / "config.json").read_text())["frozen"] == []
+    assert (out / "transfer.png").stat().st_size > 1000 and "| 2 |" in (out / "transfer.md").read_text()
+    before = (out / "baseA" / "metrics.csv").stat().st_mtime_ns
+    assert main([*argv, "--resume"]) == 0  # finished members are read, not trained again
+    assert (out / "baseA" / "metrics.csv").stat().st_mtime_ns == before
+    assert main([*argv[:4], "--split", "nope", *argv[6:]]) == 2
+    assert "valid splits: random, dissimilar" in capsys.readouterr().err
+
+
+def test_batchnorm_trains_the_five_variants_and_its_table_comes_from_the_runs(
+    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, no_curves
+) -> None:
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    out = tmp_path / "bn"
+    argv = ["experiment", "batchnorm", "--steps", "4", "--eval-every", "2", "--out", str(out), "--quiet"]
+    argv += ["--data-dir", str(tiny_dataset_dir), "--batch-size", "20", "--threads", "1", "--lr", "0.01"]
+    assert main(argv) == 0
+    saved = json.loads((out / "batchnorm.json").read_text())
+    assert [r["net"] for r in saved["rows"]] == [
+        "Inception",
+        "BN-Baseline",
+        "BN-x5",
+        "BN-x30",
+        "BN-x5-Sigmoid",
+    ]
+    for row in saved["rows"]:
+        config = json.loads((out / row["net"] / "config.json").read_text())
+        results = json.loads((out / row["net"] / "results.json").read_text())
+        assert row["test_acc"] == results["test_acc"] and row["lr"] == config["lr"]
+        metrics = (out / row["net"] / "metrics.csv").read_text().splitlines()
+        assert len(metrics) == 3 and row["steps"] == 4  # two evaluations, every 2 steps
+    assert saved["rows"][3]["lr"] == pytest.approx(0.3)  # x30
+    sigmoid = json.loads((out / "BN-x5-Sigmoid" / "config.json").read_text())
+    assert sigmoid["model_options"] == {"batch_norm": True, "activation": "sigmoid"}
+    inception_best = max(acc for _, acc in saved["curves"]["Inception"])
+    assert saved["target"] == inception_best
+    assert (out / "batchnorm.png").stat().st_size > 1000 and "| BN-x30 | 0.3 |" in (
+        out / "batchnorm.md"
+    ).read_text()
+
+
+def test_augmentation_trains_three_variants_and_its_table_comes_from_the_runs(
+    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, no_curves
+) -> None:
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    out = tmp_path / "aug"
+    argv = [
+        "experiment",
+        "augmentation",
+        "--out",
+        str(out),
+        "--data-dir",
+        str(tiny_dataset_dir),
+        "--epochs",
+        "1",
+    ]
+    argv += ["--batch-size", "50", "--threads", "1", "--max-steps-per-epoch", "2", "--quiet"]
+    assert main(argv) == 0
+    saved = json.loads((out / "augmentation.json").read_text())
+    assert [(r["variant"], r["crop_padding"], r["flip"]) for r in saved["rows"]] == [
+        ("no-aug", 0, False),
+        ("flip", 0, True),
+        ("crops+flip", 4, True),
+    ]
+    for row in saved["rows"]:
+        results = json.loads((out / row["variant"] / "results.json").read_text())
+        assert row["test_acc_centre"] == results["test_acc"] and row["val_acc"] == results["val_acc"]
+    assert (out / "augmentation.png").stat().st_size > 1000 and "| crops+flip |" in (
+        out / "augmentation.md"
+    ).read_text()

@@ -36,6 +36,12 @@ def _summary(args: argparse.Namespace) -> int:
         parse_input_size(args.input)  # a malformed size is refused before a model is built
     # --device cpu runs the arithmetic: the weights must exist there, initialised as the paper says
     model, default_input = load_model(args.model, options, device=args.device)
+    if args.layers:  # the conv and fc layers as the papers count them (what --freeze N counts)
+        from cnnlab.models.layers import paper_layers
+
+        for index, (name, layer) in enumerate(paper_layers(model), 1):
+            print(f"{index:>4}  {name:<40} {layer!r}")
+        return 0
     if args.input is None and default_input is None:
         raise UsageError(f"give the input size of {args.model} with --input CxHxW, e.g. --input 3x224x224")
     input_size = parse_input_size(args.input) if args.input is not None else default_input
@@ -126,6 +132,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", help="registry name (see 'cnnlab models') or path/to/file.py:Name")
     p.add_argument("--input", help="input size CxHxW (default: the model's own)")
+    p.add_argument(
+        "--layers",
+        action="store_true",
+        help="list the conv and fc layers with their index, as papers count them (train --freeze N counts these)",
+    )
     p.add_argument("--depth", type=int, help="group rows to this many name levels (default: every operation)")
     p.add_argument(
         "--format",

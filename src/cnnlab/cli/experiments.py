@@ -20,8 +20,46 @@ def _degradation(args: argparse.Namespace) -> int:
     )
 
 
+def _transfer(args: argparse.Namespace) -> int:
+    from cnnlab.experiments.transfer import transfer
+
+    cfg = config_from_args(args, args.model)
+    result = transfer(
+        cfg, args.out, split=args.split, ns=args.n, overwrite=args.overwrite, resume=args.resume,
+        progress=not args.quiet,
+    )  # fmt: skip
+    return report_experiment(
+        result.markdown(), {"table": result.table, "figure": result.figure}, result.status
+    )
+
+
+def _batchnorm(args: argparse.Namespace) -> int:
+    from cnnlab.experiments.batchnorm import batchnorm, recipe_config
+
+    cfg = config_from_args(args, args.model, base=recipe_config())
+    result = batchnorm(
+        cfg, args.out, steps=args.steps, eval_every=args.eval_every, overwrite=args.overwrite, resume=args.resume,
+        progress=not args.quiet,
+    )  # fmt: skip
+    return report_experiment(
+        result.markdown(), {"table": result.table, "figure": result.figure}, result.status
+    )
+
+
+def _augmentation(args: argparse.Namespace) -> int:
+    from cnnlab.experiments.augmentation import augmentation
+
+    cfg = config_from_args(args, args.model)
+    result = augmentation(
+        cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet
+    )
+    return report_experiment(
+        result.markdown(), {"table": result.table, "figure": result.figure}, result.status
+    )
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``experiment degradation``."""
+    """Add ``experiment degradation``, ``transfer``, ``batchnorm`` and ``augmentation``."""
     experiments = add_command_group(
         subparsers,
         "experiment",
@@ -46,3 +84,65 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--depths", type=int, nargs="+", default=[20, 56], help="depths 6n+2 (default: 20 56)")
     d.add_argument("--out", default="runs/degradation", help="experiment folder (default: runs/degradation)")
     add_recipe_args(d, defaults=recipe_config(RECIPE))
+
+    t = add_command(
+        experiments,
+        "transfer",
+        _transfer,
+        help="transfer and selffer networks: baseA, baseB, BnB, BnB+, AnB, AnB+ (Yosinski et al. 2014, Fig. 2)",
+        description="Split the classes into halves A and B (--split random: seeded; or a named split such as "
+        "fashion-mnist's 'dissimilar': footwear, bags and trousers vs tops and dresses). Train baseA and baseB, "
+        "then for each n (conv/fc layers as cnnlab summary MODEL --layers counts them) BnB and AnB (first n "
+        "layers copied from baseB / baseA and frozen, the rest re-initialised) and BnB+ and AnB+ (the same, all "
+        "layers learning). Writes transfer.png (accuracy on B against n) and transfer.md/.json. Scale it to the "
+        "machine with --n, --epochs, --train-subset and --max-steps-per-epoch (the budget).",
+    )
+    t.add_argument(
+        "--model", default="lecture-residual", help="the net (default: lecture-residual, 7 layers)"
+    )
+    t.add_argument(
+        "--split", default="random", help="random (seeded by --seed) or a named split (default: random)"
+    )
+    t.add_argument("--n", type=int, nargs="+", help="the n to chop at (default: every layer but the last)")
+    t.add_argument("--out", default="runs/transfer", help="experiment folder (default: runs/transfer)")
+    add_recipe_args(t)
+
+    from cnnlab.train.recipes import BATCHNORM as BN_RECIPE
+
+    b = add_command(
+        experiments,
+        "batchnorm",
+        _batchnorm,
+        help="Inception vs BN-Baseline vs BN-x5 vs BN-x30 vs BN-x5-Sigmoid (Ioffe & Szegedy 2015, Fig. 2)",
+        description="Train one Inception net without BN (Inception) and with BN after every convolution at the "
+        "base lr (BN-Baseline), x5 and x30 the base lr (BN-x5, BN-x30) and BN-x5 with sigmoids (BN-x5-Sigmoid); "
+        "plot validation accuracy against steps (batchnorm.png) and give the steps each needs to reach the "
+        "no-BN net's best validation accuracy (batchnorm.md/.json); test accuracy is measured once per net. "
+        f"Defaults: {', '.join(f'{k}={v}' for k, v in BN_RECIPE.items())} (slide 004: Inception's 0.0015). "
+        "The budget: --steps, --eval-every, --train-subset.",
+    )
+    b.add_argument(
+        "--model", default="lecture-inception", help="a net with batch_norm and activation options"
+    )
+    b.add_argument("--steps", type=int, default=2000, help="training steps per net (default: 2000)")
+    b.add_argument(
+        "--eval-every", type=int, default=100, help="validation every this many steps (default: 100)"
+    )
+    b.add_argument("--out", default="runs/batchnorm", help="experiment folder (default: runs/batchnorm)")
+    add_recipe_args(b, defaults=recipe_config(BN_RECIPE))
+
+    a = add_command(
+        experiments,
+        "augmentation",
+        _augmentation,
+        help="no augmentation vs flips vs crops and flips (Chatfield et al. 2014)",
+        description="Train MODEL three times: without augmentation, with random flips, and with random crops "
+        "(--crop-padding, 4 when 0) and flips; table and figure of validation accuracy, and test accuracy of each "
+        "selected checkpoint with centre (whole-image) evaluation. 10-crop test-time evaluation is not in yet. "
+        "The budget: --epochs, --train-subset, --max-steps-per-epoch.",
+    )
+    a.add_argument("--model", default="lecture-simple", help="the net (default: lecture-simple)")
+    a.add_argument(
+        "--out", default="runs/augmentation", help="experiment folder (default: runs/augmentation)"
+    )
+    add_recipe_args(a)

@@ -45,3 +45,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--trace", action="store_true", help="trace every model now instead of reading the stored counts"
     )
     p.set_defaults(func=_run)
+    register_recipes(subparsers)
+
+
+def _recipes(args: argparse.Namespace) -> int:
+    from cnnlab.train.recipes import RECIPES, describe_recipe, recipe
+
+    if args.name:
+        recipe(args.name)  # an unknown name: one line naming the valid ones
+        print(describe_recipe(args.name))
+        return 0
+    if args.models:
+        from cnnlab.models import list_models, model_info
+
+        for name in list_models(args.models if args.models is not True else None):
+            print(f"{name:<36} {model_info(name).recipe}")
+        return 0
+    width = max(map(len, RECIPES))
+    for r in RECIPES.values():
+        shown = ", ".join(f"{k}={v}" for k, v in r.settings().items()) or "TrainConfig's defaults"
+        print(f"{r.name:<{width}}  {r.paper}\n{'':<{width}}  {shown}")
+    return 0
+
+
+def register_recipes(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``cnnlab recipes``."""
+    p = subparsers.add_parser(
+        "recipes",
+        help="list the papers' training recipes (values and sources)",
+        description="List the named training recipes with their values; NAME prints one with each value's "
+        "source (paper section or slide); --models lists which recipe each model trains with.",
+    )
+    p.add_argument("name", nargs="?", help="a recipe to show with its sources")
+    p.add_argument(
+        "--models", nargs="?", const=True, metavar="PATTERN", help="each model's recipe (optionally filtered)"
+    )
+    p.set_defaults(func=_recipes)

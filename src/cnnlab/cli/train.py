@@ -148,13 +148,23 @@ def _shown(value: object) -> str:
     return ("on" if value else "off") if isinstance(value, bool) else str(value)
 
 
-def add_recipe_args(parser: argparse.ArgumentParser, defaults: TrainConfig = DEFAULTS) -> None:
+def add_recipe_args(
+    parser: argparse.ArgumentParser,
+    defaults: TrainConfig = DEFAULTS,
+    recipe_help: str = "a paper's recipe (cnnlab recipes) under the flags given; 'none': the defaults shown",
+) -> None:
     """The training-recipe flags shared by ``train``, ``compare`` and the experiments.
 
     ``defaults`` is the record training starts from (an experiment passes its recipe), so the
-    defaults that ``--help`` shows are the ones used.
+    defaults that ``--help`` shows are the ones used when no ``--recipe`` is given.
     """
     group = parser.add_argument_group("recipe")
+    group.add_argument(
+        "--recipe",
+        dest="recipe_name",
+        metavar="NAME",
+        help=recipe_help,
+    )
     for flag, fieldname, kind, text in RECIPE:
         value = getattr(defaults, fieldname)
         described = value is None and "(default: " in text  # the text says what None means
@@ -207,11 +217,23 @@ def given_settings(args: argparse.Namespace) -> dict[str, object]:
     given = {k: v for k, v in vars(args).items() if k in fields and k != "model" and v is not None}
     if "model_options" in given:
         given["model_options"] = model_options(args)
+    if "freeze" in given:
+        given["freeze"] = tuple(given["freeze"])
     return given
 
 
-def config_from_args(args: argparse.Namespace, model: str, base: TrainConfig = DEFAULTS) -> TrainConfig:
-    """``base`` (TrainConfig's defaults), overridden by the flags actually given."""
+def config_from_args(
+    args: argparse.Namespace, model: str, base: TrainConfig = DEFAULTS, recipe: str | None = None
+) -> TrainConfig:
+    """``base`` (TrainConfig's defaults), overridden by the flags actually given.
+
+    With ``--recipe NAME`` (or ``recipe``, the caller's default: ``train`` passes the model's own), the
+    named recipe replaces ``base`` and the config records which values came from it."""
+    from cnnlab.train.recipes import config_with_recipe
+
+    name = getattr(args, "recipe_name", None) or recipe
+    if name is not None:
+        return config_with_recipe(name, given_settings(args), model=model).validate()
     return dataclasses.replace(base, model=model, **given_settings(args)).validate()
 
 
@@ -227,6 +249,11 @@ def resumed_config(args: argparse.Namespace, model: str, run_dir: Path) -> Train
     if saved.model != model:
         raise UsageError(f"{run_dir} is a run of {saved.model!r}, not {model!r}; resume it with that model")
     given = given_settings(args)
+    asked = getattr(args, "recipe_name", None)
+    if asked is not None and asked != (saved.recipe or "none"):
+        raise UsageError(
+            f"{run_dir} was trained with recipe {saved.recipe or 'none'}, not {asked}; drop --recipe"
+        )
     requested = dataclasses.replace(saved, **given)
     changes = recipe_changes(saved, requested, given)
     if changes:
@@ -259,7 +286,12 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume:
         cfg = resumed_config(args, args.model, run_dir)
     else:
-        cfg = config_from_args(args, args.model)
+        from cnnlab.models import model_info
+
+        cfg = config_from_args(args, args.model, recipe=model_info(args.model).recipe)
+        if cfg.recipe_fields and not args.quiet:
+            taken = ", ".join(f"{k}={getattr(cfg, k)}" for k in cfg.recipe_fields)
+            print(f"recipe {cfg.recipe}: {taken} (cnnlab recipes {cfg.recipe} gives the sources)")
     result = train(cfg, run_dir, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet)
     if result.status == "interrupted":
         print(
@@ -293,6 +325,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         which=args.checkpoint,
         out_dir=args.out,
         device=args.device,
+        bn_recalibrate=args.bn_recalibrate,
     )
     print(evaluation.report())
     return 0
@@ -309,26 +342,62 @@ def _compare(args: argparse.Namespace) -> int:
                 resumed_config(args, model, Path(args.out) / model), model=args.models[0]
             )
     comparison = compare(
-        args.models, cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet
-    )
+        args.models, cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet,
+        seeds=args.seeds,
+    )  # fmt: skip
     files = {"table": comparison.table_path, "plot": comparison.plot_path}
     return report_experiment(comparison.markdown(), files, comparison.status)
 
 
+def _ensemble(args: argparse.Namespace) -> int:
+    from cnnlab.train.ensemble import ensemble, parse_weights
+
+    weights = parse_weights(args.weights, len(args.runs))
+    result = ensemble(args.runs, weights, split=args.split, data_dir=args.data_dir, device=args.device)
+    print(result.report())
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``train``, ``evaluate`` and ``compare``."""
+    """Add ``train``, ``evaluate``, ``ensemble`` and ``compare``."""
     p = add_command(
         subparsers,
         "train",
         _train,
         help="train a model into a run directory",
         description="Train MODEL on a dataset into OUT/NAME/ (config.json, metrics.csv, curves.png, checkpoints/). "
-        "Ctrl-C stops after the current batch and saves a checkpoint; --resume continues exactly.",
+        "Ctrl-C stops after the current batch and saves a checkpoint; --resume continues exactly. MODEL trains "
+        "with its paper's recipe (cnnlab recipes; the model's own is in cnnlab recipes --models): its values "
+        "replace the defaults shown below, and the flags given replace both.",
     )
     p.add_argument("model", help="model name (cnnlab models)")
     p.add_argument("--out", default="runs", help="parent folder of run directories (default: runs)")
     p.add_argument("--name", help="run directory name (default: the model name)")
-    add_recipe_args(p)
+    add_recipe_args(
+        p,
+        recipe_help="recipe to train with (cnnlab recipes; default: the model's own); 'none': the defaults shown",
+    )
+    t = p.add_argument_group("starting from weights (Yosinski et al. 2014)")
+    t.add_argument(
+        "--init",
+        metavar="RUN_OR_WEIGHTS",
+        help="start from these weights: a run directory, checkpoint manifest or .safetensors file; a classifier "
+        "with another class count is dropped and re-initialised",
+    )
+    t.add_argument(
+        "--freeze",
+        nargs="+",
+        metavar="N_OR_PATTERN",
+        help="freeze the first N conv/fc layers (as cnnlab summary MODEL --layers counts them), or the modules "
+        "whose names match these patterns; frozen batch-norm layers keep their statistics",
+    )
+    t.add_argument(
+        "--reinit-above",
+        dest="reinit_above",
+        type=int,
+        metavar="N",
+        help="after --init, re-initialise the layers above the N-th (the model's own initialisation)",
+    )
 
     p = add_command(
         subparsers,
@@ -349,6 +418,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data-dir", help="folder holding the dataset files")
     p.add_argument("--out", help="where to save confusion.png (default: the run directory)")
+    p.add_argument(
+        "--bn-recalibrate",
+        action="store_true",
+        help="recompute batch-norm statistics over the whole training split before evaluating (BN-Inception's "
+        "test-time statistics, Ioffe & Szegedy 2015 section 3.1)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--tta",
@@ -369,6 +444,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = add_command(
         subparsers,
+        "ensemble",
+        _ensemble,
+        help="average several runs' softmax outputs (model averaging)",
+        description="Evaluate each RUN (its selected checkpoint) and the average of their softmax outputs "
+        "(weighted with --weights) on one split; prints each member's accuracy and the ensemble's.",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories, manifests or weights files")
+    p.add_argument("--weights", help="one weight per run, e.g. 1,2,1 (default: equal)")
+    p.add_argument("--split", choices=("test", "val"), default="test")
+    p.add_argument("--data-dir", help="folder holding the dataset files")
+    p.add_argument("--device", default="auto")
+    p = add_command(
+        subparsers,
         "compare",
         _compare,
         help="train several models with one recipe and compare them",
@@ -377,4 +465,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("models", nargs="+", metavar="MODEL")
     p.add_argument("--out", default="runs/compare", help="folder of the comparison (default: runs/compare)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="train each model with this many seeds (--seed, --seed + 1, ...) into OUT/MODEL-seedS/ and report "
+        "the mean and standard deviation (default: 1, into OUT/MODEL/)",
+    )
     add_recipe_args(p)

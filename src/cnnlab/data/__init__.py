@@ -26,7 +26,7 @@ from cnnlab.data.catalog import (
 if TYPE_CHECKING:
     from cnnlab.data.augment import Augment, ColourPCA, colour_pca
     from cnnlab.data.idx import read_idx, write_idx
-    from cnnlab.data.load import DatasetSplits, Split, load_dataset
+    from cnnlab.data.load import DatasetSplits, Split, class_subset, load_dataset
     from cnnlab.data.loader import BatchLoader
 
 # Imported on first use (PEP 562): these need numpy or torch, the registry does not.
@@ -36,6 +36,7 @@ _LAZY = {
     "DatasetSplits": "cnnlab.data.load",
     "Split": "cnnlab.data.load",
     "load_dataset": "cnnlab.data.load",
+    "class_subset": "cnnlab.data.load",
     "Augment": "cnnlab.data.augment",
     "ColourPCA": "cnnlab.data.augment",
     "colour_pca": "cnnlab.data.augment",
@@ -63,6 +64,7 @@ __all__ = [
     "Split",
     "colour_pca",
     "dataset_info",
+    "class_subset",
     "load_dataset",
     "locate_dataset",
     "read_idx",

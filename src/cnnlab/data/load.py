@@ -23,10 +23,12 @@ within the same tick could keep the key (git's "racy clean" problem).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -311,3 +313,27 @@ def load_dataset(
         train_idx, val_idx = validation_indices(len(train), val_fraction, seed)
         train, val = train.subset(train_idx, "train"), train.subset(val_idx, "val")
     return DatasetSplits(info, train, val, splits["test"], directory, checks)
+
+
+def class_subset(data: DatasetSplits, classes: Sequence[int]) -> DatasetSplits:
+    """The samples of ``classes`` only, relabelled ``0 .. k-1`` in the order given (class ``classes[i]``
+    becomes ``i``), in every split; the info's class names and count follow. For transfer experiments
+    (Yosinski et al. 2014: tasks A and B are two halves of one dataset's classes)."""
+    count = data.info.num_classes
+    bad = [c for c in classes if not 0 <= c < count]
+    if bad:
+        raise UsageError(f"class indices {bad} are outside {data.info.name}'s 0..{count - 1}")
+    order = torch.tensor(list(classes), dtype=torch.int64)
+    relabel = torch.full((count,), -1, dtype=torch.int64)
+    relabel[order] = torch.arange(len(order))
+
+    def view(split: Split | None) -> Split | None:
+        if split is None:
+            return None
+        keep = torch.nonzero(relabel[split.labels] >= 0).flatten()
+        return Split(split.name, split.images[keep], relabel[split.labels[keep]])
+
+    info = dataclasses.replace(data.info, classes=tuple(data.info.classes[c] for c in classes))
+    return dataclasses.replace(
+        data, info=info, train=view(data.train), val=view(data.val), test=view(data.test)
+    )

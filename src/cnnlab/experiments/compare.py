@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cnnlab.errors import UsageError
 from cnnlab.experiments.runner import run_members
 from cnnlab.fileio import atomic_write_text
 from cnnlab.models import model_info
@@ -37,6 +38,7 @@ class Comparison:
     plot_path: Path
     #: "interrupted" when a run was stopped: the table holds the runs so far (continue with resume=True)
     status: str = "completed"
+    seeds: int = 1  # runs per model (seeds cfg.seed, cfg.seed + 1, ...)
 
     def rows(self) -> list[dict[str, Any]]:
         """One dict per model: parameters, the selected checkpoint's validation and test accuracy, mean
@@ -48,6 +50,7 @@ class Comparison:
             rows.append(
                 {
                     "model": run.config.model,
+                    "seed": run.config.seed,
                     "params": run.num_params,
                     "val_acc": run.results.get("val_acc"),
                     "test_acc": run.results.get("test_acc"),
@@ -61,8 +64,41 @@ class Comparison:
             )
         return rows
 
+    def seed_rows(self) -> list[dict[str, Any]]:
+        """Per model over its seeds: the number of finished runs and the mean and (sample) standard
+        deviation of their validation and test accuracy."""
+        import statistics
+
+        rows = []
+        for model in dict.fromkeys(r.config.model for r in self.runs):
+            finished = [r for r in self.runs if r.config.model == model and r.test_acc is not None]
+            row: dict[str, Any] = {"model": model, "runs": len(finished)}
+            for key in ("val_acc", "test_acc"):
+                values = [r.results.get(key) for r in finished if r.results.get(key) is not None]
+                row[f"{key}_mean"] = statistics.fmean(values) if values else None
+                row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
+            rows.append(row)
+        return rows
+
+    def seeds_markdown(self) -> str:
+        """Mean ± standard deviation over seeds, one row per model."""
+        pm = lambda m, s: "-" if m is None else f"{100 * m:.2f}%" + ("" if s is None else f" ± {100 * s:.2f}")  # noqa: E731
+        lines = ["| model | runs | val acc (mean ± std) | test acc (mean ± std) |", "|---|---|---|---|"]
+        for r in self.seed_rows():
+            lines.append(
+                f"| {r['model']} | {r['runs']} | {pm(r['val_acc_mean'], r['val_acc_std'])} | "
+                f"{pm(r['test_acc_mean'], r['test_acc_std'])} |"
+            )
+        return "\n".join(lines)
+
     def markdown(self) -> str:
-        """The comparison table in Markdown."""
+        """The comparison table in Markdown (after it, with several seeds, their mean ± std per model)."""
+        if self.seeds > 1:
+            return self.run_markdown() + "\n\n" + self.seeds_markdown()
+        return self.run_markdown()
+
+    def run_markdown(self) -> str:
+        """The table of every run in Markdown."""
         lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
         for r in self.rows():
             acc = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
@@ -84,6 +120,7 @@ def compare(
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = True,
+    seeds: int = 1,
 ) -> Comparison:
     """Train each of ``models`` with ``cfg`` (its ``model`` field replaced) and write the comparison.
 
@@ -92,21 +129,40 @@ def compare(
     for name in models:
         model_info(name)  # unknown names fail before any training starts
     out = Path(out_dir)
-    members = [(name, dataclasses.replace(cfg, model=name)) for name in models]
+    if seeds < 1:
+        raise UsageError(f"--seeds must be at least 1, got {seeds}")
+    if seeds == 1:
+        members = [(name, dataclasses.replace(cfg, model=name)) for name in models]
+    else:  # <model>-seed<S>/ for seeds cfg.seed .. cfg.seed + seeds - 1
+        members = [
+            (f"{name}-seed{cfg.seed + k}", dataclasses.replace(cfg, model=name, seed=cfg.seed + k))
+            for name in models
+            for k in range(seeds)
+        ]
     experiment = run_members(
         out, members, table="comparison.json", overwrite=overwrite, resume=resume, progress=progress
     )
     runs = list(experiment.runs.values())
     split = "val" if cfg.val_fraction > 0 else "train"
     plot = plot_comparison(
-        {r.config.model: [100 * row[f"{split}_acc"] for row in r.history] for r in runs},
+        {
+            (r.config.model if seeds == 1 else f"{r.config.model} seed {r.config.seed}"): [
+                100 * row[f"{split}_acc"] for row in r.history
+            ]
+            for r in runs
+        },
         out / "comparison.png",
         ylabel=f"{'validation' if split == 'val' else 'training'} accuracy (%)",
         title=f"{'validation' if split == 'val' else 'training'} accuracy on {cfg.data}",
     )
-    comparison = Comparison(runs, out / "comparison.md", plot, experiment.status)
+    comparison = Comparison(runs, out / "comparison.md", plot, experiment.status, seeds)
     atomic_write_text(comparison.table_path, comparison.markdown() + "\n")
     atomic_write_text(
-        out / "comparison.json", json.dumps({"config": cfg.to_dict(), "rows": comparison.rows()}, indent=2)
+        out / "comparison.json",
+        json.dumps(
+            {"config": cfg.to_dict(), "rows": comparison.rows()}
+            | ({"seeds": seeds, "seed_rows": comparison.seed_rows()} if seeds > 1 else {}),
+            indent=2,
+        ),
     )
     return comparison

@@ -98,7 +98,7 @@ def run_members(
             print(f"== {name}", flush=True)
         can_resume = resume and (run_dir / "checkpoints" / "last.json").is_file()
         trainer = Trainer(cfg, run_dir, overwrite=overwrite, resume=can_resume, progress=progress, data=data)
-        data = trainer.data  # load the dataset once for all members
+        data = trainer.loaded_data  # load the dataset once for all members (class subsets are views of it)
         result.input_shape = tuple(trainer.input_shape)
         result.runs[name] = trainer.fit()
         if result.runs[name].status != "completed":

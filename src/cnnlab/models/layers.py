@@ -808,3 +808,15 @@ def build_stem(in_chans: int, rows: Sequence[tuple[str, ConvRow | str]]) -> tupl
             stages.append((name, bn_conv(in_chs, *row)))
             in_chs = row[0]
     return stages, in_chs
+
+
+def paper_layers(model: nn.Module, include_aux: bool = False) -> list[tuple[str, nn.Module]]:
+    """The conv and fc layers in order, as the papers count them ("conv1 ... fc8": layer N is the N-th of
+    this list; Yosinski et al. 2014 freeze and transfer by this count). Auxiliary heads (GoogLeNet's
+    ``aux*``) are left out unless ``include_aux``."""
+    return [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, (nn.Conv2d, nn.Linear))
+        and (include_aux or not any(part.startswith("aux") for part in name.split(".")))
+    ]

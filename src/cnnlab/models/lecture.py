@@ -22,7 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.models.layers import ClassifierHead, ClassifierModel, SizedFrom, feature_shape, pair
+from cnnlab.models.layers import (
+    ClassifierHead,
+    ClassifierModel,
+    SizedFrom,
+    feature_shape,
+    make_activation,
+    pair,
+)
 from cnnlab.models.registry import register_model
 
 LECTURES = "Hongpu Liu, PyTorch Tutorial, lectures 10 (Basic CNN) and 11 (Advanced CNN)"
@@ -48,16 +55,19 @@ class InceptionABranches:
 class InceptionA(nn.Module):
     """The lecture's Inception module: four branches concatenated on channels, no activations inside."""
 
-    def __init__(self, in_chs: int, widths: InceptionABranches = InceptionABranches()) -> None:
+    def __init__(
+        self, in_chs: int, widths: InceptionABranches = InceptionABranches(), batch_norm: bool = False
+    ) -> None:
         super().__init__()
         self.widths = widths
-        self.branch1x1 = nn.Conv2d(in_chs, widths.b1x1, kernel_size=1)
-        self.branch5x5_1 = nn.Conv2d(in_chs, widths.b5x5_reduce, kernel_size=1)
-        self.branch5x5_2 = nn.Conv2d(widths.b5x5_reduce, widths.b5x5, kernel_size=5, padding=2)
-        self.branch3x3_1 = nn.Conv2d(in_chs, widths.b3x3dbl_reduce, kernel_size=1)
-        self.branch3x3_2 = nn.Conv2d(widths.b3x3dbl_reduce, widths.b3x3dbl, kernel_size=3, padding=1)
-        self.branch3x3_3 = nn.Conv2d(widths.b3x3dbl, widths.b3x3dbl, kernel_size=3, padding=1)
-        self.branch_pool = nn.Conv2d(in_chs, widths.pool_proj, kernel_size=1)
+        conv = lambda i, o, k: _conv(i, o, k, batch_norm)  # noqa: E731
+        self.branch1x1 = conv(in_chs, widths.b1x1, 1)
+        self.branch5x5_1 = conv(in_chs, widths.b5x5_reduce, 1)
+        self.branch5x5_2 = conv(widths.b5x5_reduce, widths.b5x5, 5)
+        self.branch3x3_1 = conv(in_chs, widths.b3x3dbl_reduce, 1)
+        self.branch3x3_2 = conv(widths.b3x3dbl_reduce, widths.b3x3dbl, 3)
+        self.branch3x3_3 = conv(widths.b3x3dbl, widths.b3x3dbl, 3)
+        self.branch_pool = conv(in_chs, widths.pool_proj, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branch1x1 = self.branch1x1(x)
@@ -65,6 +75,13 @@ class InceptionA(nn.Module):
         branch3x3 = self.branch3x3_3(self.branch3x3_2(self.branch3x3_1(x)))
         branch_pool = self.branch_pool(F.avg_pool2d(x, kernel_size=3, stride=1, padding=1))
         return torch.cat([branch1x1, branch5x5, branch3x3, branch_pool], dim=1)
+
+
+def _conv(in_chs: int, out_chs: int, kernel: int, batch_norm: bool, padding: int | None = None) -> nn.Module:
+    """A convolution ("same" padding unless given), followed by batch norm where ``batch_norm`` (the
+    BN-Inception variant: BN after every convolution, Ioffe & Szegedy 2015 section 4.2)."""
+    conv = nn.Conv2d(in_chs, out_chs, kernel_size=kernel, padding=kernel // 2 if padding is None else padding)
+    return nn.Sequential(OrderedDict(conv=conv, bn=nn.BatchNorm2d(out_chs))) if batch_norm else conv
 
 
 class ResidualBlock(nn.Module):
@@ -146,20 +163,29 @@ def lecture_simple(
 
 @_register_lecture("lecture-inception", 97_298, "Lecture 11's net with two InceptionA modules")
 def lecture_inception(
-    num_classes: int = 10, in_chans: int = 1, drop_rate: float = 0.0, img_size: int | tuple[int, int] = 28
+    num_classes: int = 10,
+    in_chans: int = 1,
+    drop_rate: float = 0.0,
+    img_size: int | tuple[int, int] = 28,
+    batch_norm: bool = False,
+    activation: str = "relu",
 ) -> LectureNet:
-    """Lecture 11's Inception net: conv5(10) - pool - relu - InceptionA - conv5(20) - pool - relu - InceptionA - fc."""
+    """Lecture 11's Inception net: conv5(10) - pool - relu - InceptionA - conv5(20) - pool - relu - InceptionA - fc.
+
+    Named deviations for the batch-norm experiment (Ioffe & Szegedy 2015 section 4.2): ``batch_norm``
+    puts BN after every convolution (BN-Baseline), ``activation="sigmoid"`` replaces the ReLUs
+    (BN-x5-Sigmoid)."""
     widths = InceptionABranches()
     features = nn.Sequential(
         OrderedDict(
-            conv1=nn.Conv2d(in_chans, 10, kernel_size=5),
+            conv1=_conv(in_chans, 10, 5, batch_norm, padding=0),
             pool1=nn.MaxPool2d(2),
-            relu1=nn.ReLU(),
-            incep1=InceptionA(10, widths),
-            conv2=nn.Conv2d(widths.out_chs, 20, kernel_size=5),
+            relu1=make_activation(activation),
+            incep1=InceptionA(10, widths, batch_norm),
+            conv2=_conv(widths.out_chs, 20, 5, batch_norm, padding=0),
             pool2=nn.MaxPool2d(2),
-            relu2=nn.ReLU(),
-            incep2=InceptionA(20, widths),
+            relu2=make_activation(activation),
+            incep2=InceptionA(20, widths, batch_norm),
         )
     )
     return LectureNet(features, num_classes, in_chans, img_size, drop_rate, "lecture-inception")

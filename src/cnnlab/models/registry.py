@@ -45,6 +45,8 @@ class ModelInfo:
     aux_loss_weights: tuple[float, ...] = ()
     default_options: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    #: the named training recipe (cnnlab.train.recipes) ``cnnlab train`` uses for this model
+    recipe: str = "lecture"
 
     @property
     def in_chans(self) -> int:
@@ -75,9 +77,17 @@ def make_model_info(
     macs: int | None = None,
     aux_loss_weights: tuple[float, ...] = (),
     description: str = "",
+    recipe: str | None = None,
     **default_options: Any,
 ) -> ModelInfo:
-    """A :class:`ModelInfo` record (what :func:`register_model` stores; pattern resolvers return one)."""
+    """A :class:`ModelInfo` record (what :func:`register_model` stores; pattern resolvers return one).
+
+    ``recipe`` defaults to the family's (:data:`cnnlab.train.recipes.FAMILY_RECIPES`)."""
+    from cnnlab.train.recipes import RECIPES, family_recipe
+
+    recipe = recipe or family_recipe(family)
+    if recipe not in RECIPES:
+        raise ValueError(f"model {name!r} names an unknown recipe {recipe!r}")
     return ModelInfo(
         name=name,
         builder=builder,
@@ -91,6 +101,7 @@ def make_model_info(
         aux_loss_weights=tuple(aux_loss_weights),
         default_options=dict(default_options),
         description=description or (builder.__doc__ or "").strip().split("\n")[0],
+        recipe=recipe,
     )
 
 

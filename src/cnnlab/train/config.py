@@ -21,8 +21,11 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 # Settings added after runs were saved without them: their value in those runs (which then still resume).
 ADDED_LATER: dict[str, Any] = {
     "augment": "none", "input_size": None, "scale_range": None, "image_size": None, "bad_images": "error",
+    "recipe": None, "recipe_fields": (), "init": None, "freeze": (), "reinit_above": None, "classes": (),
 }  # fmt: skip
 MAX_SEED = 2**63 - 1
+# What config.json records beside the settings (Trainer.config_record): read back, they are left out.
+RECORDED = ("frozen", "init_notes")
 MAX_EPOCHS = 1_000_000
 MAX_THREADS = 4096
 FLOAT32_MAX = 3.4028234663852886e38
@@ -89,6 +92,14 @@ class TrainConfig:
     compile: bool = False
     amp: str = "fp32"  # one of PRECISIONS; anything but fp32 is opt-in
     max_steps_per_epoch: int | None = None  # for smoke runs and benchmarks
+    # provenance: the named recipe (cnnlab.train.recipes) and the fields whose value came from it
+    recipe: str | None = None
+    recipe_fields: tuple[str, ...] = ()
+    # transfer (cnnlab.train.transfer): start from weights, freeze layers, re-initialise the top ones
+    init: str | None = None  # a run directory, checkpoint manifest or .safetensors weights file
+    freeze: tuple[str, ...] = ()  # ("N",): the first N conv/fc layers; else module-name patterns
+    reinit_above: int | None = None  # re-initialise the conv/fc layers after the first N (after --init)
+    classes: tuple[int, ...] = ()  # train on these classes only, relabelled 0..k-1 (cnnlab.data.class_subset)
 
     def validate(self) -> TrainConfig:
         """Raise :class:`UsageError` on any invalid value; return self."""
@@ -185,6 +196,12 @@ class TrainConfig:
         if self.image_size is not None:
             _whole("image_size", self.image_size, 1)
         check_bad_images(self.bad_images)
+        if self.reinit_above is not None:
+            _whole("reinit_above", self.reinit_above, 0)
+        for index in self.classes:
+            _whole("class index", index, 0)
+        if len(set(self.classes)) != len(self.classes) or len(self.classes) == 1:
+            raise UsageError(f"classes must name at least two different classes, got {list(self.classes)}")
         return self
 
     def augmentation(self, pca: Any = None) -> Any:
@@ -210,6 +227,7 @@ class TrainConfig:
         if not isinstance(values, dict):
             raise UsageError(f"training settings must be a JSON object, got {type(values).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if k not in RECORDED}
         unknown = sorted(set(values) - names)
         if unknown:
             raise UsageError(f"unknown training settings: {', '.join(unknown)}")
@@ -222,7 +240,7 @@ class TrainConfig:
         for key, value in values.items():
             if not _fits(value, hints[key]):
                 raise UsageError(f"training setting {key} has a value of the wrong type: {value!r}")
-        for key in ("betas", "milestones", "scale_range"):
+        for key in ("betas", "milestones", "scale_range", "recipe_fields", "freeze", "classes"):
             if key in values and values[key] is not None:
                 values[key] = tuple(values[key])
         return cls(**values)

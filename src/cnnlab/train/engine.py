@@ -48,6 +48,7 @@ from cnnlab.train.rundir import holds_run as holds_run  # re-exported: it lived 
 from cnnlab.train.rundir import read_metrics as read_metrics  # re-exported: it lived here
 from cnnlab.train.shards import CoreShards, core_shards, shard_blocker
 from cnnlab.train.step import TrainStep
+from cnnlab.train.transfer import hold_frozen_norms
 
 __all__ = [
     "autocast",
@@ -262,12 +263,14 @@ class Trainer:
             run_data.train_loader, run_data.val_loader, run_data.test_loader,
         )  # fmt: skip
         self.train_images = run_data.train_images
+        self.loaded_data = run_data.loaded  # before any class subset: what an experiment's members share
 
         with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed alone
             torch.manual_seed(cfg.seed)
             self.model = build_model_for_data(cfg, len(self.classes), self.input_shape).to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.frozen, self.init_notes = self._transfer(resume)
         self.num_params = count_params(self.model)
         self.steps_per_epoch = len(self.train_loader)
         if cfg.max_steps_per_epoch:
@@ -288,7 +291,7 @@ class Trainer:
             if resume:
                 self._restore()
             else:
-                self.files.write_config(cfg.to_dict())
+                self.files.write_config(self.config_record())
             if self.colour_pca is not None:
                 self.files.write_colour_pca(self.colour_pca.to_dict())
             if getattr(self.data, "manifest", None) is not None:  # an image folder's files, labels, splits
@@ -380,7 +383,33 @@ class Trainer:
         self.partial = state["partial"]
         if self.step.scaler is not None and state.get("grad_scaler"):
             self.step.scaler.load_state_dict(state["grad_scaler"])
-        self.files.write_config(self.cfg.to_dict())
+        self.files.write_config(self.config_record())
+
+    def _transfer(self, resume: bool) -> tuple[list[str], list[str]]:
+        """``--init`` (not when resuming: the checkpoint has the weights), ``--reinit-above`` and
+        ``--freeze`` (before the optimiser is built, so frozen parameters are not in it)."""
+        from cnnlab.train.transfer import apply_init, freeze
+
+        cfg, notes = self.cfg, []
+        if cfg.init and not resume:
+            notes = apply_init(self.model, cfg.init, cfg.reinit_above)
+        elif cfg.reinit_above is not None and not cfg.init:
+            raise UsageError("--reinit-above applies to weights loaded with --init; give --init too")
+        frozen = freeze(self.model, cfg.freeze)
+        if frozen:
+            notes.append(f"frozen: {', '.join(frozen)} (batch-norm statistics included)")
+        if self.progress:
+            for note in notes:
+                tqdm.write(note)
+        return frozen, notes
+
+    def config_record(self) -> dict[str, Any]:
+        """What config.json holds: the recipe, and what --init and --freeze did (read back as the recipe
+        alone: :data:`cnnlab.train.config.RECORDED`)."""
+        record = self.cfg.to_dict()
+        if self.frozen or self.init_notes:
+            record.update(frozen=self.frozen, init_notes=self.init_notes)
+        return record
 
     # -- one epoch ------------------------------------------------------------------------------
 
@@ -398,6 +427,7 @@ class Trainer:
         ``last`` with the position inside the epoch and raises :class:`_Stopped`.
         """
         self.model.train()
+        hold_frozen_norms(self.model, self.frozen)  # frozen layers keep their batch-norm statistics
         # the learning rate at the epoch's start is its row's "lr" (kept across a mid-epoch resume)
         totals = self.partial or {
             "loss": 0.0,

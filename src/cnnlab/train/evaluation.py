@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from cnnlab.errors import CheckpointError, UsageError
 from cnnlab.train.checkpoint import load_weights, read_manifest
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.engine import EvalResult, build_model_for_data, configure_cpu, evaluate, select_device
 from cnnlab.train.plots import plot_confusion
+from cnnlab.train.transfer import BATCH_NORMS
 
 
 @dataclass
@@ -158,62 +160,91 @@ def _check_header(weights_path: Path, header: dict) -> TrainConfig:
 
 
 @dataclass
-class LoadedCheckpoint:
-    """A saved model rebuilt with its weights, and the data split to evaluate it on."""
+class SavedModel:
+    """A saved run's model rebuilt on its device, with the dataset it was trained on (its class subset)."""
 
+    model: nn.Module
     cfg: TrainConfig
     header: dict
-    model: torch.nn.Module
-    split: Any  # cnnlab.data.Split
-    info: Any  # cnnlab.data.DatasetInfo
+    data: Any  # cnnlab.data.DatasetSplits
     device: torch.device
     choice: CheckpointChoice
 
-    def loader(self, centre_crop: bool = True) -> Any:
-        """Batches of the split as training evaluated them (``centre_crop``: the run's input-size centre
-        crop), or at their stored (padded) size for test-time views."""
+    def split(self, name: str) -> Any:
+        """The run's ``test``, ``val`` or ``train`` split (a usage error where the run has none)."""
+        chosen = {"test": self.data.test, "val": self.data.val, "train": self.data.train}[name]
+        if chosen is None:
+            raise UsageError(f"this run has no {name} split (it was trained with val_fraction 0)")
+        return chosen
+
+    def loader(self, split: Any, centre_crop: bool = True) -> Any:
+        """An unshuffled loader of ``split`` as the run evaluated its images (padding, channels and, with
+        ``centre_crop``, the centre crop of its input size), or at their stored (padded) size for test-time
+        views."""
         from cnnlab.data import Augment, BatchLoader
 
         cfg = self.cfg
         return BatchLoader(
-            self.split, batch_size=cfg.eval_batch_size, shuffle=False, seed=cfg.seed,
-            augment=Augment(input_size=cfg.input_size) if centre_crop else None, mean=self.info.mean,
-            std=self.info.std, device=self.device, channels_last=True, pad_to=cfg.pad_to, out_chans=cfg.in_chans,
+            split, batch_size=cfg.eval_batch_size, shuffle=False, seed=cfg.seed,
+            augment=Augment(input_size=cfg.input_size) if centre_crop else None, mean=self.data.info.mean,
+            std=self.data.info.std, device=self.device, channels_last=True, pad_to=cfg.pad_to,
+            out_chans=cfg.in_chans,
         )  # fmt: skip
 
 
-def load_checkpoint(
+def load_saved_model(
     path: str | Path,
     *,
-    split: str = "test",
-    data_dir: str | None = None,
     which: str | None = None,
+    data_dir: str | None = None,
     device: str = "auto",
-) -> LoadedCheckpoint:
-    """Rebuild the model saved at ``path`` (run directory, manifest or weights file) and load its data split."""
+    data: Any = None,
+) -> SavedModel:
+    """Rebuild the model saved at ``path`` (run directory, manifest or weights file) with its weights, and
+    load its dataset (or take ``data``, the same dataset already loaded), as its run split it."""
+    from cnnlab.data import class_subset
     from cnnlab.train.rundata import load_config_data
 
     choice = resolve_checkpoint(path, which)
-    weights_path = choice.weights
-    state, header = load_weights(weights_path, choice.sha256)
-    cfg = _check_header(weights_path, header)
+    state, header = load_weights(choice.weights, choice.sha256)
+    cfg = _check_header(choice.weights, header)
     if data_dir is not None:
         cfg.data_dir = data_dir
     configure_cpu(cfg.threads)
     dev = select_device(device)
-    data = load_config_data(cfg)
-    chosen = {"test": data.test, "val": data.val, "train": data.train}[split]
-    if chosen is None:
-        raise UsageError(f"this run has no {split} split (it was trained with val_fraction 0)")
+    if data is None:
+        data = load_config_data(cfg)
+    if cfg.classes:  # the run's class-subset view (transfer experiments)
+        data = class_subset(data, cfg.classes)
     model = build_model_for_data(cfg, header["num_classes"], tuple(header["input_shape"]))
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
         raise CheckpointError(
-            f"{weights_path} does not fit {cfg.model}: {str(err).splitlines()[0]}"
+            f"{choice.weights} does not fit {cfg.model}: {str(err).splitlines()[0]}"
         ) from None
-    model = model.to(dev, memory_format=torch.channels_last)
-    return LoadedCheckpoint(cfg, header, model, chosen, data.info, dev, choice)
+    model = model.to(dev, memory_format=torch.channels_last).eval()
+    return SavedModel(model, cfg, header, data, dev, choice)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, loader: Any) -> int:
+    """Replace every batch-norm layer's running mean and variance by the statistics of the whole of
+    ``loader`` (a cumulative average over its batches: ``momentum=None``); the rest of the model stays
+    in eval mode (no dropout). Returns how many layers were recomputed."""
+    norms = [m for m in model.modules() if isinstance(m, BATCH_NORMS)]
+    model.eval()
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    for x, _ in loader:
+        model(x)
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+        m.eval()
+    return len(norms)
 
 
 def evaluate_checkpoint(
@@ -224,16 +255,34 @@ def evaluate_checkpoint(
     which: str | None = None,
     out_dir: str | Path | None = None,
     device: str = "auto",
+    bn_recalibrate: bool = False,
 ) -> CheckpointEvaluation:
     """Rebuild the model saved at ``path`` (run directory, manifest or weights file) and evaluate it.
 
+    ``bn_recalibrate``: recompute the batch-norm statistics over the whole training split first (as
+    BN-Inception is tested, Ioffe & Szegedy 2015 section 3.1; slide 004) instead of the running averages.
     The confusion matrix is saved as ``confusion.png`` in ``out_dir`` (default: the run directory);
     failing to save it (a full disk, read-only storage) is a warning in the report, not an error.
     """
-    loaded = load_checkpoint(path, split=split, data_dir=data_dir, which=which, device=device)
-    cfg, header, choice = loaded.cfg, loaded.header, loaded.choice
-    result = evaluate(loaded.model, loaded.loader(), header["num_classes"], loaded.device)
-    classes = [str(c) for c in header.get("classes") or loaded.info.classes]
+    saved = load_saved_model(path, which=which, data_dir=data_dir, device=device)
+    cfg, data, dev, model, header, choice = (
+        saved.cfg, saved.data, saved.device, saved.model, saved.header, saved.choice
+    )  # fmt: skip
+    weights_path = choice.weights
+    chosen = saved.split(split)
+    loader_of = saved.loader
+    loader = loader_of(chosen)
+    note = choice.note
+    if bn_recalibrate:
+        layers = recalibrate_batchnorm(model, loader_of(data.train))
+        if not layers:
+            raise UsageError(f"--bn-recalibrate: {cfg.model} has no batch-norm layers")
+        recalibrated = (
+            f"batch-norm statistics of {layers} layers recomputed over {len(data.train):,} training images"
+        )
+        note = f"{note}; {recalibrated}" if note else recalibrated
+    result = evaluate(model, loader, header["num_classes"], dev)
+    classes = [str(c) for c in header.get("classes") or data.info.classes]
     out = Path(out_dir) if out_dir else choice.run_dir
     png, warnings = None, []
     try:
@@ -244,8 +293,8 @@ def evaluate_checkpoint(
     except OSError as err:  # the report matters more than the picture: print it anyway
         warnings.append(f"could not save the confusion matrix plot in {out}: {err.strerror or err}")
     return CheckpointEvaluation(
-        cfg.model, cfg.data, split, classes, result, choice.weights, png,
-        checkpoint=choice.name, epoch=choice.epoch, note=choice.note, warnings=warnings,
+        cfg.model, cfg.data, split, classes, result, weights_path, png,
+        checkpoint=choice.name, epoch=choice.epoch, note=note, warnings=warnings,
     )  # fmt: skip
 
 
@@ -298,10 +347,10 @@ def evaluate_tta_checkpoint(
 
     if not modes:
         raise UsageError("name at least one test-time mode")
-    loaded = load_checkpoint(path, split=split, data_dir=data_dir, which=which, device=device)
+    loaded = load_saved_model(path, which=which, data_dir=data_dir, device=device)
     header, cfg = loaded.header, loaded.cfg
     shape = tuple(header["input_shape"])
-    loader = loaded.loader(centre_crop=False)
+    loader = loaded.loader(loaded.split(split), centre_crop=False)
     rows = [
         evaluate_tta(
             loaded.model,

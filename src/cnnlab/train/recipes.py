@@ -1,28 +1,340 @@
-"""Named training recipes: a paper's settings as data, applied over :class:`TrainConfig`'s defaults.
+"""Named training recipes: each paper's settings as data, every value beside its source.
 
 Torch-free, so that ``--help`` can show a recipe's values as its defaults without importing torch.
+
+A recipe sets some :class:`TrainConfig` fields; the rest keep TrainConfig's defaults. Explicit flags
+override a recipe's values (``cnnlab train alexnet --lr 0.005``), and the run's ``config.json``
+records the recipe's name (``recipe``) and which fields came from it (``recipe_fields``).
+
+Sources: the survey slides in ``shared/seeds`` (003: the AlexNet and ResNet "training in practice"
+lists; 004: BN-Inception's learning rates) and the papers' own sections. Where a paper's schedule
+is counted in iterations or over 100+ epochs and cannot shrink to a short run, the value says it
+is a cnnlab deviation and why.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
+from cnnlab.errors import unknown_choice
 from cnnlab.train.config import TrainConfig
 
-# He et al. 2016, section 4.2 (CIFAR-10): SGD with momentum 0.9, lr 0.1, weight decay 1e-4, batch
-# 128; a cosine schedule with one warm-up epoch in place of the paper's steps at 32k and 48k
-# iterations, so that short budgets still end annealed.
-DEGRADATION: dict[str, Any] = {
-    "lr": 0.1,
-    "momentum": 0.9,
-    "weight_decay": 1e-4,
-    "batch_size": 128,
-    "schedule": "cosine",
-    "warmup_epochs": 1.0,
+#: ``--recipe none``: TrainConfig's defaults, whatever the model's own recipe is.
+NO_RECIPE = "none"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A paper's training settings: ``values`` maps a TrainConfig field to ``(value, source)``."""
+
+    name: str
+    paper: str
+    values: dict[str, tuple[Any, str]]
+
+    def settings(self) -> dict[str, Any]:
+        """``{field: value}`` without the sources."""
+        return {key: value for key, (value, _) in self.values.items()}
+
+
+def _recipe(name: str, paper: str, **values: tuple[Any, str]) -> Recipe:
+    return Recipe(name, paper, values)
+
+
+_SLIDE_ALEXNET = "slide 003 (AlexNet details)"
+_SLIDE_RESNET = "slide 003 (Training ResNet in practice)"
+_STEPS_NOTE = (
+    "cnnlab: cosine with 1 warm-up epoch in place of the paper's steps, so short budgets end annealed"
+)
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in (
+        _recipe(
+            "lecture",
+            "cnnlab's own recipe (README: measured on Fashion-MNIST)",
+            # nothing overridden: TrainConfig's defaults are the lecture recipe
+        ),
+        _recipe(
+            "alexnet",
+            "Krizhevsky, Sutskever & Hinton 2012",
+            optimizer=("sgd", f"{_SLIDE_ALEXNET}: SGD Momentum 0.9; paper section 5"),
+            momentum=(0.9, f"{_SLIDE_ALEXNET}; paper section 5"),
+            nesterov=(False, "paper section 5: plain momentum update"),
+            lr=(0.01, f"{_SLIDE_ALEXNET}: learning rate 1e-2; paper section 5"),
+            schedule=("plateau", f"{_SLIDE_ALEXNET}: reduced by 10 manually when val accuracy plateaus"),
+            gamma=(0.1, f"{_SLIDE_ALEXNET}: reduced by 10"),
+            weight_decay=(5e-4, f"{_SLIDE_ALEXNET}: L2 weight decay 5e-4; paper section 5"),
+            batch_size=(128, f"{_SLIDE_ALEXNET}: batch size 128; paper section 5"),
+            drop_rate=(0.5, f"{_SLIDE_ALEXNET}: dropout 0.5; paper section 4.2"),
+        ),
+        _recipe(
+            "zfnet",
+            "Zeiler & Fergus 2014",
+            optimizer=("sgd", "paper section 3: stochastic gradient descent"),
+            momentum=(0.9, "paper section 3: momentum 0.9"),
+            nesterov=(False, "paper section 3: plain momentum"),
+            lr=(0.01, "paper section 3: learning rate 1e-2"),
+            schedule=("plateau", "paper section 3: annealed manually when the validation error plateaus"),
+            gamma=(0.1, "cnnlab: a factor of 10, as AlexNet's (the paper does not give it)"),
+            weight_decay=(5e-4, "cnnlab: AlexNet's (the paper does not give it)"),
+            batch_size=(128, "paper section 3: mini-batch 128"),
+            drop_rate=(0.5, "paper section 3: dropout 0.5 in the fully connected layers"),
+        ),
+        _recipe(
+            "vgg",
+            "Simonyan & Zisserman 2015",
+            optimizer=("sgd", "paper section 3.1: mini-batch gradient descent with momentum"),
+            momentum=(0.9, "paper section 3.1: momentum 0.9"),
+            nesterov=(False, "paper section 3.1: plain momentum"),
+            lr=(0.01, "paper section 3.1: learning rate 1e-2"),
+            schedule=(
+                "plateau",
+                "paper section 3.1: decreased by 10 when validation accuracy stopped improving",
+            ),
+            gamma=(0.1, "paper section 3.1: decreased by a factor of 10"),
+            weight_decay=(5e-4, "paper section 3.1: L2 penalty 5e-4"),
+            batch_size=(256, "paper section 3.1: batch size 256"),
+            drop_rate=(0.5, "paper section 3.1: dropout ratio 0.5 on the first two FC layers"),
+        ),
+        _recipe(
+            "nin",
+            "Lin, Chen & Yan 2014",
+            optimizer=(
+                "sgd",
+                "paper section 4.1: the protocol of Krizhevsky et al. (mini-batch SGD, momentum)",
+            ),
+            momentum=(0.9, "paper section 4.1: as Krizhevsky et al."),
+            nesterov=(False, "paper section 4.1: as Krizhevsky et al."),
+            lr=(0.01, "cnnlab: 1e-2, AlexNet's; the paper sets it by hand and does not print it"),
+            schedule=("plateau", "paper section 4.1: lr lowered by 10 when the accuracy stops improving"),
+            gamma=(0.1, "paper section 4.1: a scale of 10"),
+            weight_decay=(5e-4, "paper section 4.1: weight decay as Krizhevsky et al."),
+            batch_size=(128, "paper section 4.1: mini-batches of 128"),
+        ),
+        _recipe(
+            "googlenet",
+            "Szegedy et al. 2015",
+            optimizer=("sgd", "paper section 6: asynchronous SGD with momentum"),
+            momentum=(0.9, "paper section 6: momentum 0.9"),
+            nesterov=(False, "paper section 6: plain momentum"),
+            lr=(0.01, "cnnlab: 1e-2 (the paper does not print its base rate)"),
+            schedule=("step", "paper section 6: fixed schedule, lr decreased by 4% every 8 epochs"),
+            step_size=(8, "paper section 6: every 8 epochs"),
+            gamma=(0.96, "paper section 6: decreased by 4%"),
+            weight_decay=(2e-4, "cnnlab: 2e-4 (the paper does not print it)"),
+            batch_size=(128, "cnnlab: 128 (asynchronous training has no single batch size)"),
+            drop_rate=(0.4, "paper table 1 and slide 004: dropout (40%) before the classifier"),
+        ),
+        _recipe(
+            "bn-inception",
+            "Ioffe & Szegedy 2015",
+            optimizer=("sgd", "paper section 4.2: SGD with momentum"),
+            momentum=(0.9, "paper section 4.2: momentum 0.9"),
+            nesterov=(False, "paper section 4.2: plain momentum"),
+            lr=(0.0075, "slide 004 and paper section 4.2.2: BN-x5, 5 x Inception's 0.0015 = 0.0075"),
+            schedule=("step", "paper section 4.2.1: 'accelerate the learning rate decay' (6x Inception's)"),
+            step_size=(1, "cnnlab: Inception's 4% per 8 epochs sped up 6x is about 4% every 1.3 epochs"),
+            gamma=(0.96, "paper section 4.2.1 with GoogLeNet's 4% decay"),
+            weight_decay=(4e-5, "paper section 4.2.1: L2 weight regularisation reduced by a factor of 5"),
+            batch_size=(32, "paper section 4.2: mini-batches of 32 per replica"),
+            drop_rate=(0.0, "paper section 4.2.1 and slide 004: remove dropout"),
+        ),
+        _recipe(
+            "inception-v3",
+            "Szegedy et al. 2016 (Rethinking the Inception Architecture)",
+            optimizer=(
+                "sgd",
+                "paper section 8: momentum 0.9 SGD (their best used RMSProp, which cnnlab does not have)",
+            ),
+            momentum=(0.9, "paper section 8: momentum decay 0.9"),
+            nesterov=(False, "paper section 8: plain momentum"),
+            lr=(0.045, "paper section 8: learning rate 0.045"),
+            schedule=("step", "paper section 8: decayed every two epochs"),
+            step_size=(2, "paper section 8: every two epochs"),
+            gamma=(0.94, "paper section 8: exponential rate 0.94"),
+            weight_decay=(4e-5, "cnnlab: 4e-5, BN-Inception's (the paper does not print it)"),
+            batch_size=(32, "paper section 8: batch size 32 per replica"),
+            grad_clip=(2.0, "paper section 8: gradient clipping with threshold 2.0"),
+            label_smoothing=(0.1, "paper section 7: label smoothing, epsilon 0.1"),
+        ),
+        _recipe(
+            "resnet",
+            "He et al. 2016 (Deep Residual Learning), ImageNet",
+            optimizer=("sgd", f"{_SLIDE_RESNET}: SGD + Momentum; paper section 3.4"),
+            momentum=(0.9, f"{_SLIDE_RESNET}: momentum 0.9; paper section 3.4"),
+            nesterov=(False, "paper section 3.4: plain momentum"),
+            lr=(0.1, f"{_SLIDE_RESNET}: learning rate 0.1; paper section 3.4"),
+            schedule=("plateau", f"{_SLIDE_RESNET}: divided by 10 when validation error plateaus"),
+            gamma=(0.1, f"{_SLIDE_RESNET}: divided by 10"),
+            weight_decay=(1e-4, "paper section 3.4: 0.0001 (the slide prints 1e-5)"),
+            batch_size=(256, f"{_SLIDE_RESNET}: mini-batch size 256; paper section 3.4"),
+            drop_rate=(0.0, f"{_SLIDE_RESNET}: no dropout; paper section 3.4"),
+        ),
+        _recipe(
+            "resnet-cifar",
+            "He et al. 2016 (Deep Residual Learning), CIFAR-10",
+            lr=(0.1, "paper section 4.2: learning rate 0.1"),
+            momentum=(0.9, "paper section 4.2: momentum 0.9"),
+            nesterov=(False, "paper section 4.2: plain momentum"),
+            weight_decay=(1e-4, "paper section 4.2: weight decay 0.0001"),
+            batch_size=(128, "paper section 4.2: mini-batch size 128"),
+            schedule=("cosine", f"{_STEPS_NOTE} (paper section 4.2: /10 at 32k and 48k iterations)"),
+            warmup_epochs=(1.0, "cnnlab: one warm-up epoch (paper section 4.2 warms ResNet-110 up at 0.01)"),
+        ),
+        _recipe(
+            "preact",
+            "He et al. 2016 (Identity Mappings in Deep Residual Networks)",
+            lr=(0.1, "paper section 4 / appendix: as He et al. 2016a section 4.2, lr 0.1"),
+            momentum=(0.9, "paper appendix: momentum 0.9"),
+            nesterov=(False, "paper appendix: plain momentum"),
+            weight_decay=(1e-4, "paper appendix: weight decay 0.0001"),
+            batch_size=(128, "paper appendix: mini-batch 128 on CIFAR"),
+            schedule=("cosine", f"{_STEPS_NOTE} (paper: /10 at 32k and 48k iterations)"),
+            warmup_epochs=(1.0, "cnnlab: one warm-up epoch (the paper warms up at 0.01 for 400 iterations)"),
+        ),
+        _recipe(
+            "wrn",
+            "Zagoruyko & Komodakis 2016",
+            optimizer=("sgd", "paper section 4: SGD with Nesterov momentum"),
+            momentum=(0.9, "paper section 4: momentum 0.9"),
+            nesterov=(True, "paper section 4: Nesterov momentum"),
+            lr=(0.1, "paper section 4: learning rate 0.1"),
+            schedule=("step", "paper section 4: lr x 0.2 at epochs 60, 120, 160 (200 in all)"),
+            step_size=(
+                60,
+                "paper section 4: every 60 epochs (cnnlab: step, the paper's 160 is a 3rd step at 40)",
+            ),
+            gamma=(0.2, "paper section 4: dropped by 0.2"),
+            weight_decay=(5e-4, "paper section 4: weight decay 0.0005"),
+            batch_size=(128, "paper section 4: mini-batch size 128"),
+        ),
+        _recipe(
+            "densenet",
+            "Huang et al. 2017",
+            optimizer=("sgd", "paper section 4.2: SGD"),
+            momentum=(0.9, "paper section 4.2: Nesterov momentum 0.9"),
+            nesterov=(True, "paper section 4.2: Nesterov momentum without dampening"),
+            lr=(0.1, "paper section 4.2: learning rate 0.1"),
+            schedule=("cosine", f"{_STEPS_NOTE} (paper section 4.2: /10 at 50% and 75% of the epochs)"),
+            warmup_epochs=(1.0, "cnnlab: one warm-up epoch (see schedule)"),
+            weight_decay=(1e-4, "paper section 4.2: weight decay 1e-4"),
+            batch_size=(64, "paper section 4.2: batch size 64 on CIFAR"),
+            drop_rate=(
+                0.0,
+                "paper section 4.2: dropout 0.2 only without augmentation, in the blocks; none at the head",
+            ),
+        ),
+        _recipe(
+            "overfeat",
+            "Sermanet et al. 2014",
+            optimizer=("sgd", "paper section 3.1: stochastic gradient descent"),
+            momentum=(0.6, "paper section 3.1: momentum term 0.6"),
+            nesterov=(False, "paper section 3.1: plain momentum"),
+            lr=(0.05, "paper section 3.1: initial learning rate 5e-2"),
+            schedule=("step", "paper section 3.1: lr x 0.5 after 30, 50, 60, 70, 80 epochs"),
+            step_size=(
+                10,
+                "cnnlab: every 10 epochs (the paper's steps at 30, 50, 60, 70, 80 are mostly 10 apart)",
+            ),
+            gamma=(0.5, "paper section 3.1: a factor of 0.5"),
+            weight_decay=(1e-5, "paper section 3.1: L2 weight decay 1e-5"),
+            batch_size=(128, "paper section 3.1: mini-batch 128"),
+            drop_rate=(0.5, "paper section 3.1: dropout 0.5 in the fully connected layers"),
+        ),
+        _recipe(
+            "cnn-fms",
+            "Chatfield et al. 2014 (Return of the Devil in the Details)",
+            optimizer=("sgd", "paper section 3: the protocol of Krizhevsky et al."),
+            momentum=(0.9, "paper section 3: momentum 0.9"),
+            nesterov=(False, "paper section 3: as Krizhevsky et al."),
+            lr=(0.01, "paper section 3: initial learning rate 1e-2"),
+            schedule=(
+                "plateau",
+                "paper section 3: decreased by 10 when the validation error stops decreasing",
+            ),
+            gamma=(0.1, "paper section 3: a factor of 10"),
+            weight_decay=(5e-4, "paper section 3: weight decay 5e-4"),
+            batch_size=(256, "paper section 3: batch size 256"),
+            drop_rate=(0.5, "paper section 3: dropout on the fully connected layers 6 and 7"),
+        ),
+    )
 }
 
+#: The recipe each model family trains with unless told otherwise (registry metadata ``recipe``).
+FAMILY_RECIPES: dict[str, str] = {
+    "lecture": "lecture",
+    "alexnet": "alexnet",
+    "zfnet": "zfnet",
+    "overfeat": "overfeat",
+    "cnn-fms": "cnn-fms",
+    "vgg": "vgg",
+    "nin": "nin",
+    "googlenet": "googlenet",
+    "bn-inception": "bn-inception",
+    "inception-v3": "inception-v3",
+    "inception-v4": "inception-v3",  # Szegedy et al. 2017 section 3.3: v3's RMSProp, lr 0.045, x0.94 per 2 epochs
+    "resnet": "resnet",
+    "resnet-cifar": "resnet-cifar",
+    "preact-resnet": "preact",
+    "wide-resnet": "wrn",
+    "densenet": "densenet",
+}
 
-def recipe_config(recipe: dict[str, Any]) -> TrainConfig:
-    """TrainConfig's defaults with ``recipe`` applied."""
-    return dataclasses.replace(TrainConfig(), **recipe)
+#: The batch-norm experiment's defaults (cnnlab.experiments.batchnorm): slide 004's Inception base lr
+#: 0.0015 (BN-x5 0.0075, BN-x30 0.045), SGD with momentum 0.9 (Ioffe & Szegedy 2015 section 4.2), a
+#: constant rate so that the curves compare the rates themselves, mini-batches of 32 (section 4.2).
+BATCHNORM: dict[str, Any] = {
+    "model": "lecture-inception",
+    "lr": 0.0015,
+    "momentum": 0.9,
+    "nesterov": False,
+    "schedule": "constant",
+    "batch_size": 32,
+}
+
+# He et al. 2016 section 4.2 (CIFAR-10): the degradation experiment's defaults.
+DEGRADATION: dict[str, Any] = RECIPES["resnet-cifar"].settings()
+
+
+def recipe(name: str) -> Recipe:
+    """The recipe called ``name``; an unknown name is a :class:`UsageError` listing the valid ones."""
+    if name not in RECIPES:
+        raise unknown_choice("recipe", name, [*RECIPES, NO_RECIPE])
+    return RECIPES[name]
+
+
+def family_recipe(family: str) -> str:
+    """The recipe a model family trains with (``lecture``'s defaults for a family without one)."""
+    return FAMILY_RECIPES.get(family, "lecture")
+
+
+def recipe_config(settings: dict[str, Any]) -> TrainConfig:
+    """TrainConfig's defaults with ``settings`` (a recipe's :meth:`Recipe.settings`) applied."""
+    return dataclasses.replace(TrainConfig(), **settings)
+
+
+def config_with_recipe(name: str | None, given: dict[str, Any], **fixed: Any) -> TrainConfig:
+    """TrainConfig's defaults, then recipe ``name``'s values, then ``given`` (explicit settings win).
+
+    The result records ``recipe`` (None for ``none``) and ``recipe_fields``: the fields whose value
+    came from the recipe (those ``given`` did not override). ``fixed`` are set last (``model``).
+    """
+    if name is None or name == NO_RECIPE:
+        return dataclasses.replace(TrainConfig(), **given, **fixed, recipe=None, recipe_fields=())
+    settings = recipe(name).settings()
+    taken = tuple(sorted(k for k in settings if k not in given))
+    return dataclasses.replace(recipe_config(settings), **given, **fixed, recipe=name, recipe_fields=taken)
+
+
+def describe_recipe(name: str) -> str:
+    """A recipe's values and their sources, one per line (``cnnlab recipes NAME``)."""
+    r = recipe(name)
+    lines = [f"{r.name}: {r.paper}"]
+    if not r.values:
+        lines.append("  (TrainConfig's defaults: nothing overridden)")
+    width = max((len(k) for k in r.values), default=0)
+    for key, (value, source) in r.values.items():
+        lines.append(f"  {key:<{width}} = {value!r:<10} {source}")
+    return "\n".join(lines)

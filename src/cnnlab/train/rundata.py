@@ -55,6 +55,7 @@ class RunData:
     train_images: int
     input_shape: tuple[int, int, int]
     colour_pca: Any = None  # the alexnet augmentation's cnnlab.data.augment.ColourPCA of the training split
+    loaded: Any = None  # the dataset as loaded (before a class subset): what experiments share
 
 
 def load_config_data(cfg: TrainConfig, data_dir: str | None = None, progress: bool = True) -> Any:
@@ -96,6 +97,11 @@ def prepare_run_data(
         data = dataclasses.replace(
             data, train=data.train.subset(train_idx, "train"), val=data.train.subset(val_idx, "val")
         )
+    loaded = data
+    if cfg.classes:  # a class-subset view, relabelled 0..k-1 (transfer experiments)
+        from cnnlab.data.load import class_subset
+
+        data = class_subset(data, cfg.classes)
     images = data.train.images
     chans = cfg.in_chans or (1 if images.dim() == 3 else int(images.shape[1]))
     h, w = (cfg.pad_to, cfg.pad_to) if cfg.pad_to else tuple(int(v) for v in images.shape[-2:])
@@ -139,4 +145,5 @@ def prepare_run_data(
         train_images=len(train_split),
         input_shape=tuple(x0.shape[1:]),
         colour_pca=colour_pca,
+        loaded=loaded,
     )

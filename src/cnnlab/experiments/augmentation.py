@@ -1,0 +1,119 @@
+"""The augmentation study of Chatfield et al. 2014 (slide 004, "Return of the Devil in the Details").
+
+Three nets of one model trained with: no augmentation, flips only ("almost no improvement" in the
+paper), random crops and flips ("about 3%"). Crops are TrainConfig's ``crop_padding`` (pad, then a
+random crop of the original size) and flips its ``flip``.
+
+Evaluation: centre (the whole image, as trained). The paper also tests with 10 crops (centre and
+4 corners, and their flips); that view plugs in at :data:`TEST_VIEWS` / :func:`view_accuracy`, the one
+place to extend once test-time augmentation (``evaluate --tta``) exists.
+
+    >>> from cnnlab.experiments.augmentation import augmentation
+    >>> result = augmentation(TrainConfig(model="lecture-simple", epochs=5), "runs/augmentation")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from cnnlab.experiments.runner import run_members
+from cnnlab.fileio import atomic_write_text
+from cnnlab.train.config import TrainConfig
+from cnnlab.train.engine import RunResult
+
+#: (name, settings) of the training-time variants (Chatfield et al. 2014 section 3.1 / slide 004).
+VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("no-aug", {"crop_padding": 0, "flip": False}),
+    ("flip", {"crop_padding": 0, "flip": True}),
+    ("crops+flip", {"flip": True}),  # crop_padding: the config's (default 4, see augmentation())
+)
+
+#: Test-time views. Only "centre" exists today; 10-crop TTA PLUGS IN HERE (and in view_accuracy).
+TEST_VIEWS = ("centre",)
+
+
+def view_accuracy(run: RunResult, view: str) -> float | None:
+    """Test accuracy of ``run``'s selected checkpoint under test-time ``view``.
+
+    "centre" is the run's own final report (the test split measured once). A "10-crop" view would
+    evaluate the selected checkpoint on the 10 crops and average their softmax outputs: add it to
+    :data:`TEST_VIEWS` and compute it here when test-time augmentation lands."""
+    if view == "centre":
+        return run.test_acc
+    raise ValueError(f"test view {view!r} is not available yet (see TEST_VIEWS)")
+
+
+@dataclasses.dataclass
+class AugmentationResult:
+    """The runs by variant and where the figure and table went."""
+
+    runs: dict[str, RunResult]
+    figure: Path
+    table: Path
+    status: str = "completed"
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per variant: its settings, best validation accuracy and test accuracy per view."""
+        rows = []
+        for name, run in self.runs.items():
+            row = {
+                "variant": name,
+                "crop_padding": run.config.crop_padding,
+                "flip": run.config.flip,
+                "val_acc": run.results.get("val_acc"),
+            }
+            row.update({f"test_acc_{view}": view_accuracy(run, view) for view in TEST_VIEWS})
+            rows.append(row)
+        return rows
+
+    def markdown(self) -> str:
+        """The table in Markdown."""
+        pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+        views = " | ".join(f"test acc ({v})" for v in TEST_VIEWS)
+        lines = [f"| training augmentation | val acc | {views} |", "|---|---|" + "---|" * len(TEST_VIEWS)]
+        for r in self.rows():
+            cells = " | ".join(pct(r[f"test_acc_{v}"]) for v in TEST_VIEWS)
+            lines.append(f"| {r['variant']} | {pct(r['val_acc'])} | {cells} |")
+        return "\n".join(lines)
+
+
+def augmentation(
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+) -> AugmentationResult:
+    """Train the three variants of ``cfg`` (crops use ``cfg.crop_padding``, 4 when it is 0) and write
+    ``augmentation.png``, ``augmentation.md`` and ``augmentation.json``."""
+    padding = cfg.crop_padding or 4
+    members = []
+    for name, settings in VARIANTS:
+        settings = {**settings, "crop_padding": settings.get("crop_padding", padding)}
+        members.append((name, dataclasses.replace(cfg, **settings)))
+    out = Path(out_dir)
+    experiment = run_members(
+        out, members, table="augmentation.json", overwrite=overwrite, resume=resume, progress=progress
+    )
+    runs = {name: run for name, run in experiment.runs.items() if run.history}
+    result = AugmentationResult(runs, out / "augmentation.png", out / "augmentation.md", experiment.status)
+    from cnnlab.train.plots import plot_comparison
+
+    plot_comparison(
+        {name: [100 * r["val_acc"] for r in run.history if "val_acc" in r] for name, run in runs.items()},
+        result.figure,
+        ylabel="validation accuracy (%)",
+        title=f"{cfg.model} on {cfg.data}: training augmentation (Chatfield et al. 2014)",
+    )
+    atomic_write_text(result.table, result.markdown() + "\n")
+    atomic_write_text(
+        out / "augmentation.json",
+        json.dumps(
+            {"config": cfg.to_dict(), "test_views": list(TEST_VIEWS), "rows": result.rows()}, indent=2
+        ),
+    )
+    return result

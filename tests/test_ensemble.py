@@ -1,0 +1,83 @@
+"""`cnnlab compare --seeds N` (mean ± std) and `cnnlab ensemble` (softmax averaging) on tiny generated data."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnnlab.cli import main
+from cnnlab.errors import UsageError
+from cnnlab.train.ensemble import ensemble, parse_weights
+from cnnlab.train.evaluation import load_saved_model
+
+
+@pytest.fixture(scope="module")
+def two_seeds(tmp_path_factory, tiny_dataset_dir: Path) -> Path:
+    out = tmp_path_factory.mktemp("seeds")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CNNLAB_NO_VERIFY", "1")
+        argv = [
+            "compare",
+            "lecture-simple",
+            "--seeds",
+            "2",
+            "--out",
+            str(out),
+            "--data-dir",
+            str(tiny_dataset_dir),
+        ]
+        argv += [
+            "--epochs",
+            "1",
+            "--batch-size",
+            "50",
+            "--threads",
+            "1",
+            "--max-steps-per-epoch",
+            "3",
+            "--quiet",
+        ]
+        assert main(argv) == 0
+    return out
+
+
+def test_compare_seeds_reports_mean_and_std_of_the_runs(two_seeds: Path) -> None:
+    saved = json.loads((two_seeds / "comparison.json").read_text())
+    tests = [
+        json.loads((two_seeds / f"lecture-simple-seed{s}" / "results.json").read_text())["test_acc"]
+        for s in (0, 1)
+    ]
+    (row,) = saved["seed_rows"]
+    assert row["runs"] == 2 and row["test_acc_mean"] == statistics.fmean(tests)
+    assert row["test_acc_std"] == statistics.stdev(tests)
+    assert [r["seed"] for r in saved["rows"]] == [0, 1]
+    assert "± " in (two_seeds / "comparison.md").read_text()
+
+
+def test_ensemble_averages_softmax_outputs_and_reports_each_member(
+    two_seeds: Path, tiny_dataset_dir: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    runs = [two_seeds / f"lecture-simple-seed{s}" for s in (0, 1)]
+    result = ensemble(runs, parse_weights("1,3", 2))
+    assert result.weights == [0.25, 0.75]
+    for run, acc in zip(runs, result.member_accuracy):
+        assert acc == pytest.approx(json.loads((run / "results.json").read_text())["test_acc"], abs=1e-6)
+    # the ensemble's accuracy, recomputed by hand from the two models' softmax outputs
+    probs, labels = [], None
+    for run in runs:
+        saved = load_saved_model(run)
+        batches = list(saved.loader(saved.data.test))
+        probs.append(torch.cat([torch.softmax(saved.model(x), 1) for x, _ in batches]))
+        labels = torch.cat([y for _, y in batches])
+    mixed = 0.25 * probs[0] + 0.75 * probs[1]
+    assert result.accuracy == pytest.approx(float((mixed.argmax(1) == labels).float().mean()))
+    assert main(["ensemble", *map(str, runs), "--weights", "1,1"]) == 0
+    assert "ensemble" in capsys.readouterr().out
+    assert main(["ensemble", *map(str, runs), "--weights", "1"]) == 2
+    with pytest.raises(UsageError, match="at least two runs"):
+        ensemble(runs[:1])
