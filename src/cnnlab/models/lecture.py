@@ -105,9 +105,6 @@ class LectureNet(ClassifierModel):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x)
-
 
 def _register_lecture(name: str, num_params: int, description: str):
     return register_model(
