@@ -329,7 +329,7 @@ def stage_reductions(model: ClassifierModel) -> list[dict[str, object]]:
     Stages that do nothing (an empty ``final_act``) are skipped.
     """
     stages = model.feature_stages()
-    in_chans = _first_conv_in_channels(model) or 3
+    in_chans = first_conv_in_channels(model) or 3
     info = getattr(model, "model_info", None)
     size = pair(getattr(model, "img_size", None) or (info.input_size[1:] if info else 224))
 
@@ -567,7 +567,7 @@ def check_input_size(model: nn.Module, input_shape: Sequence[int]) -> torch.Size
     except (RuntimeError, ValueError) as err:
         name = getattr(model, "model_name", type(model).__name__)
         c, h, w = shape[1:]
-        expected_c = _first_conv_in_channels(model)
+        expected_c = first_conv_in_channels(model)
         if expected_c is not None and expected_c != c:
             raise UsageError(f"{name} takes {expected_c}-channel input, got {c} channels") from err
         features = getattr(model, "forward_features", None)
@@ -577,7 +577,8 @@ def check_input_size(model: nn.Module, input_shape: Sequence[int]) -> torch.Size
         raise UsageError(f"{name} cannot run on input {c}x{h}x{w}: {str(err).splitlines()[0]}") from err
 
 
-def _first_conv_in_channels(model: nn.Module) -> int | None:
+def first_conv_in_channels(model: nn.Module) -> int | None:
+    """Input channels of the first convolution of ``model`` (the channels it takes), ``None`` without one."""
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             return module.in_channels

@@ -131,7 +131,7 @@ def resolve_weights(path: str | Path, which: str | None = None) -> tuple[Path, s
     return choice.weights, choice.sha256
 
 
-def _check_header(weights_path: Path, header: dict) -> TrainConfig:
+def check_training_header(weights_path: Path, header: dict) -> TrainConfig:
     """The training config of a weights file's header, or a CheckpointError saying what is missing."""
     if "config" not in header:
         raise CheckpointError(
@@ -174,7 +174,7 @@ def evaluate_checkpoint(
     choice = resolve_checkpoint(path, which)
     weights_path = choice.weights
     state, header = load_weights(weights_path, choice.sha256)
-    cfg = _check_header(weights_path, header)
+    cfg = check_training_header(weights_path, header)
     if data_dir is not None:
         cfg.data_dir = data_dir
     configure_cpu(cfg.threads)
