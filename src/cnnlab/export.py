@@ -14,6 +14,7 @@ import json
 import re
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from cnnlab.errors import CnnlabError, UsageError
+from cnnlab.fileio import atomic_write_bytes
 from cnnlab.weights import ModelCard, card_for_model, load_model, save_model_file
 
 FORMATS = ("onnx", "safetensors")
@@ -75,6 +77,9 @@ class ExportResult:
     format: str
     seconds: float
     max_abs_diff: float | None = None
+    logit_scale: float | None = (
+        None  # max |PyTorch logit| on the check input: what the difference compares to
+    )
 
     def report(self) -> str:
         """One line for the CLI."""
@@ -95,8 +100,20 @@ class _OpFinder(TorchDispatchMode):
         self.first: dict[str, str] = {}
         self.handles = []
         for name, module in model.named_modules():
-            self.handles.append(module.register_forward_pre_hook(lambda m, a, n=name: self.stack.append(n)))
-            self.handles.append(module.register_forward_hook(lambda m, a, o: self.stack.pop()))
+            self.handles.append(module.register_forward_pre_hook(self.enter(name)))
+            self.handles.append(module.register_forward_hook(self.leave))
+
+    def enter(self, name: str) -> Callable[..., None]:
+        """A forward pre-hook pushing ``name`` (hooks must return None, or they replace inputs and outputs)."""
+
+        def hook(module: nn.Module, args: Any) -> None:
+            self.stack.append(name)
+
+        return hook
+
+    def leave(self, module: nn.Module, args: Any, output: Any) -> None:
+        """A forward hook popping the module's name."""
+        self.stack.pop()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: D105 - torch protocol
         op = func.name().split(".")[0]  # "aten::adaptive_max_pool2d.default" -> "aten::adaptive_max_pool2d"
@@ -126,17 +143,18 @@ def layer_using(model: nn.Module, example: torch.Tensor, op: str) -> tuple[str, 
 
 def _onnx_failure(model: nn.Module, example: torch.Tensor, err: Exception, opset: int) -> UsageError:
     """The exporter's error as one line naming the layer, where an unsupported op is to blame."""
-    text = str(err)
-    match = re.search(r"(aten::\w+)", text)
+    text = str(err).strip()
+    first = text.splitlines()[0].split(". ")[0] if text else type(err).__name__
+    match = re.search(r"operator '?(?:aten::)?(\w+)", first) or re.search(r"aten::(\w+)", first)
     name = getattr(model, "model_name", type(model).__name__)
     if match:
-        found = layer_using(model, example, match.group(1))
+        op = f"aten::{match.group(1)}"
+        found = layer_using(model, example, op)
         where = f"layer {found[0]!r} ({found[1]})" if found else "a layer"
         return UsageError(
-            f"cannot export {name} to ONNX opset {opset}: {where} uses {match.group(1)}, which the exporter does "
-            f"not support at this opset; try a higher --opset, or replace that layer"
+            f"cannot export {name} to ONNX opset {opset}: {where} uses {op}, which the exporter cannot convert "
+            f"({first}); try another --opset, or replace that layer"
         )
-    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
     return UsageError(f"cannot export {name} to ONNX opset {opset}: {first}")
 
 
@@ -176,7 +194,8 @@ def export_onnx(
 
     The example input is one image of the card's input size (two with ``dynamic_batch``, which also
     makes the batch dimension symbolic). With ``check``, onnxruntime runs the file on that input and
-    :attr:`ExportResult.max_abs_diff` is its largest difference from PyTorch's logits.
+    :attr:`ExportResult.max_abs_diff` is its largest difference from PyTorch's logits
+    (:attr:`ExportResult.logit_scale` their largest magnitude).
     """
     require_onnx()
     import onnx
@@ -198,12 +217,11 @@ def export_onnx(
                 model, (example,), str(temporary), dynamo=False, opset_version=opset,
                 input_names=["input"], output_names=["logits"], dynamic_axes=axes,
             )  # fmt: skip
-        proto = onnx.load(str(temporary))
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = ONNX_CARD_KEY, json.dumps(card.header())
-        from cnnlab.fileio import atomic_write_bytes
-
-        atomic_write_bytes(out, proto.SerializeToString())
+        # the card as metadata_props: a serialized message followed by another one is their merge (protobuf's
+        # rule for concatenation), so the field is appended without parsing the file's weights again
+        extra = onnx.ModelProto()
+        extra.metadata_props.add(key=ONNX_CARD_KEY, value=json.dumps(card.header()))
+        atomic_write_bytes(out, temporary.read_bytes() + extra.SerializeToString())
     except CnnlabError:
         raise
     except Exception as err:  # the exporter raises many types (RuntimeError, SymbolicValueError, ...)
@@ -211,14 +229,15 @@ def export_onnx(
     finally:
         temporary.unlink(missing_ok=True)
     seconds = time.perf_counter() - start
-    diff = None
+    diff = scale = None
     if check:
         session = onnx_session(out)
         got = session.run(None, {"input": example.numpy()})[0]
         with torch.no_grad():
             want = model(example)
         diff = float((torch.from_numpy(got) - want).abs().max())
-    return ExportResult(out, "onnx", seconds, diff)
+        scale = float(want.abs().max())
+    return ExportResult(out, "onnx", seconds, diff, scale)
 
 
 def export_model(
