@@ -56,3 +56,18 @@ def test_train_throughput_prints_its_verdict_and_writes_a_new_file(
     assert row["bf16_settings"] == {"amp": "bf16", "cpu_shards": 1} and "bf16_speedup" in row
     assert (BENCHMARKS / "results" / "train_throughput.json").read_bytes() == committed
     assert throughput.parse_args([*argv, "--save"]).save  # --save: results_path(..., True, ...) above
+
+
+def test_onnx_inference_prints_its_verdict_and_writes_a_new_file(bench, tmp_path: Path, capsys) -> None:
+    onnx_bench = bench("onnx_inference")
+    argv = ["--models", "lecture-simple", "--batches", "1", "3", "--rounds", "1"]
+    assert onnx_bench.main([*argv, "--results-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "verdict: lecture-simple batch 3, onnxruntime vs PyTorch images/s: target >= 1.00x, measured " in out
+    )
+    (written,) = tmp_path.glob("onnx_inference-*Z.json")
+    result = json.loads(written.read_text())
+    assert [r["batch"] for r in result["rows"]] == [1, 3]
+    assert all(r["max_abs_diff"] < 1e-4 and r["onnxruntime_images_per_s"] > 0 for r in result["rows"])
+    sys.modules.pop("onnx_inference", None)
