@@ -131,3 +131,11 @@ def test_an_unsupported_op_names_the_layer(tmp_path: Path) -> None:
     message = str(err.value)
     assert "layer 'features.pool2' (AdaptiveMaxPool2d)" in message and "\n" not in message
     assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_the_cli_choices_are_the_librarys() -> None:
+    from cnnlab import export, predict
+    from cnnlab.cli import deploy
+
+    assert deploy.EXPORT_FORMATS == export.FORMATS and deploy.DEFAULT_OPSET == export.DEFAULT_OPSET
+    assert deploy.OUTPUT_FORMATS == predict.OUTPUT_FORMATS

@@ -6,6 +6,12 @@ import argparse
 
 from cnnlab.cli.common import add_command, add_model_option_arg, model_options
 
+# Torch-free copies of cnnlab.export.FORMATS / DEFAULT_OPSET and cnnlab.predict.OUTPUT_FORMATS, so that
+# `cnnlab --help` does not import torch (tests/test_predict.py checks they agree).
+EXPORT_FORMATS = ("onnx", "safetensors")
+DEFAULT_OPSET = 17
+OUTPUT_FORMATS = ("table", "json")
+
 
 def _positive(text: str) -> int:
     try:
@@ -41,9 +47,6 @@ def _predict(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``export`` and ``predict``."""
-    from cnnlab.export import DEFAULT_OPSET, FORMATS
-    from cnnlab.predict import OUTPUT_FORMATS
-
     p = add_command(
         subparsers,
         "export",
@@ -57,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "model", metavar="RUN_OR_MODEL", help="run directory, checkpoint, model file or model name"
     )
-    p.add_argument("--format", choices=FORMATS, required=True)
+    p.add_argument("--format", choices=EXPORT_FORMATS, required=True)
     p.add_argument("-o", "--output", help="file to write (default: MODEL.onnx / MODEL.safetensors here)")
     p.add_argument(
         "--opset", type=_positive, default=DEFAULT_OPSET, help=f"ONNX opset (default: {DEFAULT_OPSET})"
