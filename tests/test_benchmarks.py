@@ -16,7 +16,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 def bench(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     yield lambda name: importlib.import_module(name)
-    for name in ("_common", "train_throughput", "zoo_throughput", "image_loader"):
+    for name in ("_common", "train_throughput", "zoo_throughput", "image_loader", "onnx_inference"):
         sys.modules.pop(name, None)
 
 
@@ -96,3 +96,17 @@ def test_image_loader_prints_both_verdicts_and_writes_its_json(bench, tmp_path: 
     (written,) = (tmp_path / "r").glob("image_loader-*Z.json")
     rows = json.loads(written.read_text())["rows"]
     assert [r["images"] for r in rows] == [30, 6] and all(r["baseline_images_per_s"] > 0 for r in rows)
+
+
+def test_onnx_inference_prints_its_verdict_and_writes_a_new_file(bench, tmp_path: Path, capsys) -> None:
+    onnx_bench = bench("onnx_inference")
+    argv = ["--models", "lecture-simple", "--batches", "1", "3", "--rounds", "1"]
+    assert onnx_bench.main([*argv, "--results-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "verdict: lecture-simple batch 3, onnxruntime vs PyTorch images/s: target >= 1.00x, measured " in out
+    )
+    (written,) = tmp_path.glob("onnx_inference-*Z.json")
+    result = json.loads(written.read_text())
+    assert [r["batch"] for r in result["rows"]] == [1, 3]
+    assert all(r["max_abs_diff"] < 1e-4 and r["onnxruntime_images_per_s"] > 0 for r in result["rows"])

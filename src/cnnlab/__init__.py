@@ -17,12 +17,23 @@ from cnnlab.errors import CnnlabError, UsageError
 
 if TYPE_CHECKING:
     from cnnlab.models import create_model, list_models, model_info, register_model
+    from cnnlab.weights import load_model, load_weights
 
 __version__ = "0.1.0"
 
-__all__ = ["CnnlabError", "UsageError", "create_model", "list_models", "model_info", "register_model"]
+__all__ = [
+    "CnnlabError",
+    "UsageError",
+    "create_model",
+    "list_models",
+    "load_model",
+    "load_weights",
+    "model_info",
+    "register_model",
+]
 
 _FROM_MODELS = ("create_model", "list_models", "model_info", "register_model")
+_FROM_WEIGHTS = ("load_model", "load_weights")
 
 
 def __getattr__(name: str) -> Any:
@@ -30,6 +41,10 @@ def __getattr__(name: str) -> Any:
         import cnnlab.models
 
         return getattr(cnnlab.models, name)
+    if name in _FROM_WEIGHTS:
+        import cnnlab.weights
+
+        return getattr(cnnlab.weights, name)
     raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")
 
 

@@ -124,4 +124,5 @@ def alexnet(
         features, ALEXNET_FC, num_classes, in_chans, img_size, drop_rate, adaptive_pool, name
     )
     init_alexnet(model)
+    model.classifier_init = init_alexnet
     return model

@@ -155,4 +155,5 @@ def bn_inception(num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 
         in_chs = spec.out_chs(in_chs)
     model = InceptionNet(stages, in_chs, num_classes, drop_rate)
     init_bn_inception_weights(model)
+    model.classifier_init = init_bn_inception_weights
     return model

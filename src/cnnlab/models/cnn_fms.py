@@ -90,6 +90,7 @@ def chatfield_cnn(
         features, (FC6_WIDTH, fc7_width), num_classes, in_chans, img_size, drop_rate, adaptive_pool, name
     )
     init_cnn_fms(model)
+    model.classifier_init = init_cnn_fms
     return model
 
 

@@ -351,6 +351,7 @@ class DenseNet(ClassifierModel):
         self.features = nn.Sequential(stages)
         self.head = ClassifierHead(config.num_features, num_classes, drop_rate=0.0)
         init_weights(self)
+        self.classifier_init = init_weights
 
     @property
     def memory_efficient(self) -> bool:
@@ -365,9 +366,6 @@ class DenseNet(ClassifierModel):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x)
 
 
 def init_weights(model: nn.Module) -> None:

@@ -229,4 +229,5 @@ def googlenet(
             model.aux_heads[tap] = head
     model.aux_loss_weights = (GOOGLENET_AUX_WEIGHT,) * len(model.aux_heads)
     init_googlenet_weights(model)
+    model.classifier_init = init_googlenet_weights
     return model

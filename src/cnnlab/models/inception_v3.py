@@ -253,6 +253,7 @@ def inception_v3(
         model.stage_shape(V3_AUX_TAP, in_chans, img_size, then=head, what="inception-v3's auxiliary head")
     model.aux_loss_weights = (AUX_WEIGHT,) * len(model.aux_heads)
     init_inception_v3_weights(model)
+    model.classifier_init = init_inception_v3_weights
     return model
 
 

@@ -452,6 +452,7 @@ def inception_v4(num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 
         in_chs = module.out_chs(in_chs)
     model = InceptionNet(stages, in_chs, num_classes, drop_rate)
     init_inception_v4_weights(model)
+    model.classifier_init = init_inception_v4_weights
     return model
 
 
@@ -461,6 +462,7 @@ def _inception_resnet(
     stages, in_chs = inception_resnet_stages(spec, in_chans, _residual_scales(residual_scale))
     model = InceptionNet(stages, in_chs, num_classes, drop_rate)
     init_inception_v4_weights(model)
+    model.classifier_init = init_inception_v4_weights
     return model
 
 

@@ -132,8 +132,10 @@ class ClassifierHead(nn.Module):
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.fc = nn.Linear(in_features, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.drop(self.flatten(self.pool(x))))
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Logits, or with ``pre_logits`` the embedding ``fc`` takes (pooled, flattened, after dropout)."""
+        x = self.drop(self.flatten(self.pool(x)))
+        return x if pre_logits else self.fc(x)
 
     def flat_layers(self) -> list[nn.Module] | None:
         """The layers after the flatten of a map as it is (``pool=False``); None when the head pools globally."""
@@ -198,20 +200,33 @@ class ClassifierModel(nn.Module):
 
     A subclass whose head is sized from the input sets :attr:`head_sized_from`; :meth:`forward`
     then checks the feature map's shape (a tuple comparison) before the head runs.
+
+    The fine-tuning API (as timm names it): :meth:`forward_head` with ``pre_logits=True`` gives the
+    penultimate embedding, :meth:`get_classifier` / :meth:`reset_classifier` the final layer,
+    :attr:`feature_info` the feature maps at each stride, which :class:`FeatureExtractor`
+    (``create_model(name, features_only=True)``) returns.
     """
 
     #: loss weight of each auxiliary output of :meth:`forward_aux`, in order (GoogLeNet: 0.3, 0.3)
     aux_loss_weights: tuple[float, ...] = ()
     #: what the head was sized from (lecture nets, VGG, AlexNet ...); ``None`` for heads that pool globally
     head_sized_from: SizedFrom | None = None
+    #: dotted name of the final classifier layer (a Linear; NIN's is a 1x1 convolution)
+    classifier_name: str = "head.fc"
+    #: the family's initialisation, applied by :meth:`reset_classifier` to a new final layer after
+    #: PyTorch's default (``None``: PyTorch's default alone, what families that leave linear layers to it use)
+    classifier_init: Callable[[nn.Module], None] | None = None
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Image batch -> final feature map."""
         raise NotImplementedError
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        """Final feature map -> logits."""
-        raise NotImplementedError
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Final feature map -> logits; with ``pre_logits`` the embedding the final layer takes.
+
+        The default serves networks whose head is a :class:`ClassifierHead` named ``head``.
+        """
+        return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.forward_features(x)
@@ -241,6 +256,159 @@ class ClassifierModel(nn.Module):
         if sized_from is not None and not sized_from.accepts(arriving.shape[1:]):
             name = getattr(self, "model_name", None) or sized_from.name or type(self).__name__
             raise sized_from.error(name, tuple(x.shape[1:]), tuple(arriving.shape[1:]))
+
+    # ---- the fine-tuning API ---------------------------------------------------------------------
+
+    def get_classifier(self) -> nn.Module:
+        """The final classifier layer (the one whose outputs are the logits)."""
+        return self.get_submodule(self.classifier_name)
+
+    def classifier_names(self) -> list[str]:
+        """Dotted names of every layer that outputs class scores: the main one, then each auxiliary head's last Linear."""
+        names = [self.classifier_name]
+        for tap, head in getattr(self, "aux_heads", {}).items():
+            linears = [n for n, m in head.named_modules() if isinstance(m, nn.Linear)]
+            if linears:
+                names.append(f"aux_heads.{tap}.{linears[-1]}")
+        return names
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes the final layer outputs."""
+        layer = self.get_classifier()
+        return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the final layer (and each auxiliary head's) by a new one for ``num_classes``.
+
+        The new layer has the old one's kind and input width, sits on its device, and is initialised as the
+        family initialises its classifier (:attr:`classifier_init`), or by PyTorch's default where the
+        family leaves its linear layers to it. Everything else keeps its weights.
+        """
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+            raise UsageError(f"num_classes must be a whole number of at least 1, got {num_classes!r}")
+        for name in self.classifier_names():
+            old = self.get_submodule(name)
+            if isinstance(old, nn.Linear):
+                new: nn.Module = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
+            elif isinstance(old, nn.Conv2d):
+                new = nn.Conv2d(
+                    old.in_channels, num_classes, old.kernel_size, old.stride, old.padding,
+                    bias=old.bias is not None,
+                )  # fmt: skip
+            else:
+                raise TypeError(f"{name} is a {type(old).__name__}, not a Linear or Conv2d classifier")
+            if self.classifier_init is not None:
+                self.classifier_init(new)
+            self.set_submodule(name, new.to(old.weight.device, old.weight.dtype))
+
+    def feature_stages(self) -> list[tuple[str, nn.Module]]:
+        """``(dotted name, module)`` of the stages :meth:`forward_features` runs, in order: applied one after
+        another they compute it. The default serves networks whose features are a ``features`` Sequential."""
+        features = getattr(self, "features", None)
+        if not isinstance(features, nn.Sequential):
+            raise NotImplementedError(f"{type(self).__name__} does not list its feature stages")
+        return [(f"features.{name}", module) for name, module in features.named_children()]
+
+    @property
+    def feature_info(self) -> list[dict[str, object]]:
+        """One entry per stride: the last stage whose output has that reduction, as
+        ``{"module": dotted name, "num_chs": channels, "reduction": input size / map size}``.
+
+        Found by running the stages on the meta device (see :func:`stage_reductions`), cached per model.
+        """
+        cached = self.__dict__.get("_feature_info")
+        if cached is None:
+            cached = stage_reductions(self)
+            self.__dict__["_feature_info"] = cached
+        return [dict(entry) for entry in cached]
+
+
+#: the input growth used to measure a stage's reduction: a multiple of every product of strides 2 and 3
+#: up to 64 x 9 x 5, so a map grows by exactly growth / reduction pixels (floor and ceil modes alike)
+REDUCTION_PROBE_GROWTH = 2880
+
+
+def _is_noop(module: nn.Module) -> bool:
+    return isinstance(module, nn.Identity) or (isinstance(module, nn.Sequential) and len(module) == 0)
+
+
+def stage_reductions(model: ClassifierModel) -> list[dict[str, object]]:
+    """:attr:`ClassifierModel.feature_info` computed: the stages run on the meta device at two input sizes.
+
+    A stage's reduction is exact: the input grows by :data:`REDUCTION_PROBE_GROWTH` pixels and its map by
+    that divided by the product of the strides before it (conv arithmetic is affine in the input size).
+    Stages that do nothing (an empty ``final_act``) are skipped.
+    """
+    stages = model.feature_stages()
+    in_chans = first_conv_in_channels(model) or 3
+    info = getattr(model, "model_info", None)
+    size = pair(getattr(model, "img_size", None) or (info.input_size[1:] if info else 224))
+
+    def shapes(h: int, w: int) -> list[tuple[int, ...]]:
+        found: list[tuple[int, ...]] = []
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            for _, stage in stages:
+                x = stage(x)
+                found.append(tuple(x.shape[1:]))
+            return x
+
+        was_training = model.training
+        model.eval()  # batch norm in training mode refuses 1x1 maps of one image
+        try:
+            with torch.device("meta"):
+                x = torch.empty(1, in_chans, h, w)
+            with ShapeOnlyNorm():
+                meta_call(model, run)(x)
+        finally:
+            model.train(was_training)
+        return found
+
+    small = shapes(*size)
+    grown = shapes(size[0] + REDUCTION_PROBE_GROWTH, size[1] + REDUCTION_PROBE_GROWTH)
+    levels: dict[int, dict[str, object]] = {}
+    for (name, module), a, b in zip(stages, small, grown):
+        if _is_noop(module) or len(a) != 3 or b[1] == a[1]:
+            continue
+        reduction = round(REDUCTION_PROBE_GROWTH / (b[1] - a[1]))
+        levels[reduction] = {"module": name, "num_chs": int(a[0]), "reduction": reduction}
+    return [levels[r] for r in sorted(levels)]
+
+
+class FeatureExtractor(nn.Module):
+    """A network as a backbone: its forward returns the feature map at each stride (a list of tensors).
+
+    ``create_model(name, features_only=True)`` builds one. It runs the network's feature stages only, up
+    to the last one asked for; ``out_indices`` picks entries of :attr:`feature_info` (default: all).
+    The network stays whole in ``model``, so its state dict (prefixed ``model.``) and its weight files
+    keep their names.
+    """
+
+    def __init__(self, model: ClassifierModel, out_indices: Sequence[int] | None = None) -> None:
+        super().__init__()
+        self.model = model
+        every = model.feature_info
+        indices = range(len(every)) if out_indices is None else out_indices
+        try:
+            self.feature_info = [every[i] for i in indices]
+        except (IndexError, TypeError):
+            raise UsageError(
+                f"out_indices must pick from the {len(every)} feature levels (0..{len(every) - 1}), "
+                f"got {out_indices!r}"
+            ) from None
+        self.model_name = getattr(model, "model_name", type(model).__name__)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        wanted = {entry["module"] for entry in self.feature_info}
+        outs = []
+        for name, stage in self.model.feature_stages():
+            x = stage(x)
+            if name in wanted:
+                outs.append(x)
+                if len(outs) == len(wanted):
+                    break
+        return outs
 
 
 #: the normalisations, by ``func.__name__``: each returns a tensor of its input's shape
@@ -411,7 +579,7 @@ def check_input_size(model: nn.Module, input_shape: Sequence[int]) -> torch.Size
     except (RuntimeError, ValueError) as err:
         name = getattr(model, "model_name", type(model).__name__)
         c, h, w = shape[1:]
-        expected_c = _first_conv_in_channels(model)
+        expected_c = first_conv_in_channels(model)
         if expected_c is not None and expected_c != c:
             raise UsageError(f"{name} takes {expected_c}-channel input, got {c} channels") from err
         features = getattr(model, "forward_features", None)
@@ -421,7 +589,8 @@ def check_input_size(model: nn.Module, input_shape: Sequence[int]) -> torch.Size
         raise UsageError(f"{name} cannot run on input {c}x{h}x{w}: {str(err).splitlines()[0]}") from err
 
 
-def _first_conv_in_channels(model: nn.Module) -> int | None:
+def first_conv_in_channels(model: nn.Module) -> int | None:
+    """Input channels of the first convolution of ``model`` (the channels it takes), ``None`` without one."""
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             return module.in_channels
@@ -565,12 +734,16 @@ class PlainConvNet(ClassifierModel):
         num_convs = sum(isinstance(m, nn.Conv2d) for m in features.modules())
         first_fc = num_convs + 1 if first_fc is None else first_fc
         self.classifier = fc_stack(c * h * w, hidden, num_classes, drop_rate, first=first_fc)
+        self.classifier_name = f"classifier.fc{first_fc + len(hidden)}"
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.avgpool(x), 1))
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Logits; with ``pre_logits`` the last hidden FC layer's output after its ReLU and dropout
+        (fc7 of AlexNet and VGG, the "fc7 features" of transfer learning)."""
+        x = torch.flatten(self.avgpool(x), 1)
+        return self.classifier[:-1](x) if pre_logits else self.classifier(x)
 
     def flat_classifier(self) -> list[nn.Module] | None:
         """The FC stack, unless ``adaptive_pool`` pools the map before it."""
@@ -670,8 +843,9 @@ class InceptionNet(ClassifierModel):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.run_stages(x)[0]
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x)
+    def feature_stages(self) -> list[tuple[str, nn.Module]]:
+        """The named stages, in order."""
+        return [(name, self._modules[name]) for name in self.stage_names]
 
     def forward_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Main logits and one set of logits per auxiliary head, whatever the training mode."""

@@ -122,9 +122,6 @@ class LectureNet(ClassifierModel):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x)
-
     def flat_classifier(self) -> list[nn.Module] | None:
         """The slides' fc (after its dropout)."""
         return self.head.flat_layers()

@@ -30,6 +30,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.models.layers import ClassifierModel, MaxPool
@@ -110,11 +111,16 @@ class NetworkInNetwork(ClassifierModel):
                 flatten=nn.Flatten(1),
             )
         )
+        self.classifier_name = f"head.cccp{cccp + 1}"
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Logits; with ``pre_logits`` the global average of the map the class-map layer takes (NIN has
+        no FC layer: its classifier is that 1x1 convolution, Lin et al. 2014 Sec. 3.2)."""
+        if pre_logits:
+            return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
         return self.head(x)
 
 
@@ -129,6 +135,7 @@ def init_nin(model: nn.Module) -> None:
 def _build(spec: NinSpec, num_classes: int, in_chans: int, drop_rate: float) -> NetworkInNetwork:
     model = NetworkInNetwork(spec, num_classes, in_chans, drop_rate)
     init_nin(model)
+    model.classifier_init = init_nin
     return model
 
 

@@ -114,4 +114,5 @@ def overfeat(
         features, spec.fc, num_classes, in_chans, img_size, drop_rate, adaptive_pool, f"overfeat-{model}"
     )
     init_overfeat(net)
+    net.classifier_init = init_overfeat
     return net

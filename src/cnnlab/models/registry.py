@@ -19,6 +19,7 @@ from typing import Any
 from torch import nn
 
 from cnnlab.errors import UsageError, unknown_choice
+from cnnlab.models.layers import FeatureExtractor
 
 Builder = Callable[..., nn.Module]
 _GLOB = "*?["  # the characters that make a name a shell-style pattern
@@ -202,9 +203,13 @@ def create_model(
     num_classes: int | None = None,
     in_chans: int | None = None,
     drop_rate: float | None = None,
+    features_only: bool = False,
     **options: Any,
 ) -> nn.Module:
     """Build the registered model ``name``.
+
+    ``features_only=True`` returns it as a backbone, a :class:`~cnnlab.models.layers.FeatureExtractor`
+    whose forward gives the feature map at each stride (a list of tensors).
 
     ``num_classes`` and ``in_chans`` default to the model's own (10 and 1 for the lecture nets,
     1000 and 3 for the ImageNet papers); ``drop_rate`` to the paper's dropout. Further keyword
@@ -244,4 +249,7 @@ def create_model(
         raise UsageError(f"{name} cannot be built with {shown}: {err}") from None
     model.model_info = info  # metadata travels with the module (checkpoints, analysis, aux losses)
     model.model_name = name
+    model.model_options = dict(options)  # what rebuilds it (self-describing model files)
+    if features_only:
+        return FeatureExtractor(model)
     return model

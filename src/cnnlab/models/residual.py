@@ -388,9 +388,10 @@ class ResNet(ClassifierModel):
             x = stage(x)
         return self.final_act(x)
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        """Feature map -> logits: global average pool, [dropout], ``fc``."""
-        return self.head(x)
+    def feature_stages(self) -> list[tuple[str, nn.Module]]:
+        """``conv1``, ``maxpool``, ``layer1`` ... ``layerN``, ``final_act``: what :meth:`forward_features` runs."""
+        names = ["conv1", "maxpool", *(f"layer{i}" for i in range(1, self.num_stages + 1)), "final_act"]
+        return [(name, getattr(self, name)) for name in names]
 
 
 def init_weights(model: nn.Module, zero_init_last_bn: bool = False) -> None:

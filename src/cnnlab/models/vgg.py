@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from torch import nn
 
@@ -156,6 +157,7 @@ def vgg(
         features, VGG_FC, num_classes, in_chans, img_size, drop_rate, adaptive_pool, name, first_fc=6
     )
     init_vgg(model, init)
+    model.classifier_init = partial(init_vgg, init=init)
     return model
 
 

@@ -67,4 +67,5 @@ def zfnet(
         features, ALEXNET_FC, num_classes, in_chans, img_size, drop_rate, adaptive_pool, "zfnet"
     )
     init_zfnet(model)
+    model.classifier_init = init_zfnet
     return model

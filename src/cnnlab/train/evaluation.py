@@ -135,7 +135,7 @@ def resolve_weights(path: str | Path, which: str | None = None) -> tuple[Path, s
     return choice.weights, choice.sha256
 
 
-def _check_header(weights_path: Path, header: dict) -> TrainConfig:
+def check_training_header(weights_path: Path, header: dict) -> TrainConfig:
     """The training config of a weights file's header, or a CheckpointError saying what is missing."""
     if "config" not in header:
         raise CheckpointError(
@@ -207,7 +207,7 @@ def load_saved_model(
 
     choice = resolve_checkpoint(path, which)
     state, header = load_weights(choice.weights, choice.sha256)
-    cfg = _check_header(choice.weights, header)
+    cfg = check_training_header(choice.weights, header)
     if data_dir is not None:
         cfg.data_dir = data_dir
     configure_cpu(cfg.threads)

@@ -1,0 +1,166 @@
+"""Predict on image files: decode with Pillow, prepare as the run's test-time pipeline, top-k classes.
+
+The pipeline is the one evaluation uses: images are decoded to the dataset's channels and size (an image
+of another size is resized, bilinear), then the run's :class:`~cnnlab.data.BatchLoader` (zero-padding to
+``pad_to``, grey repeated to the model's channels, the dataset's mean/std) turns them into the model's
+input. A model file, a run directory or an exported ONNX file (run by onnxruntime) all predict alike.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cnnlab.errors import UsageError, check_positive
+from cnnlab.weights import ModelCard
+
+#: what a folder argument contributes: files with these suffixes (case-insensitive), sorted by name
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+OUTPUT_FORMATS = ("table", "json")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The top classes of one image: ``(class index, class name, probability)``, most probable first."""
+
+    image: Path
+    top: list[tuple[int, str, float]]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "image": str(self.image),
+            "top": [{"index": i, "class": c, "probability": p} for i, c, p in self.top],
+        }
+
+
+def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
+    """The image files named, and those in the folders named (sorted); nothing found is a :class:`UsageError`."""
+    found: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            inside = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not inside:
+                raise UsageError(f"{item} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            found.extend(inside)
+        elif item.is_file():
+            found.append(item)
+        else:
+            raise UsageError(f"no image file or folder at {item}")
+    if not found:
+        raise UsageError("no images given")
+    return found
+
+
+def decode_images(paths: Sequence[Path], card: ModelCard) -> torch.Tensor:
+    """uint8 ``[N, C, H, W]`` at the card's image channels and size, decoded as an image folder decodes
+    its files (:func:`cnnlab.data.imagefolder.decode_image`: shorter side resized, centre crop); a file
+    that is not a readable image, or of another size for a non-square model input, is a
+    :class:`UsageError` naming it."""
+    from cnnlab.data.imagefolder import BadImage, decode_image
+
+    height, width = card.image_size
+    arrays = []
+    for path in paths:
+        try:
+            array = decode_image(path, height if height == width else None, card.image_chans)
+        except BadImage as err:
+            raise UsageError(f"{path} cannot be decoded as an image: {err}") from None
+        if array.shape[1:] != (height, width):
+            raise UsageError(
+                f"{path} is {array.shape[2]}x{array.shape[1]}; this model takes {width}x{height} images"
+            )
+        arrays.append(array)
+    return torch.from_numpy(np.stack(arrays))
+
+
+def prepared_batches(images: torch.Tensor, card: ModelCard, batch_size: int = 64) -> Iterable[torch.Tensor]:
+    """The model's input batches for decoded ``images``: the run's test-time :class:`~cnnlab.data.BatchLoader`."""
+    from cnnlab.data import BatchLoader, Split
+
+    split = Split("predict", images, torch.zeros(len(images), dtype=torch.int64))
+    loader = BatchLoader(
+        split, batch_size=batch_size, shuffle=False, augment=None, mean=card.mean, std=card.std,
+        pad_to=card.pad_to, out_chans=card.in_chans,
+    )  # fmt: skip
+    for x, _ in loader:
+        yield x
+
+
+def torch_runner(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Logits of a PyTorch model (evaluation mode, no gradients)."""
+    model.eval()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return model(x)
+
+    return run
+
+
+def onnx_runner(session: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Logits of an onnxruntime session; a file exported for batch 1 runs one image at a time."""
+    batch = session.get_inputs()[0].shape[0]
+    name = session.get_inputs()[0].name
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        chunks = x.split(batch) if isinstance(batch, int) else (x,)
+        return torch.cat([torch.from_numpy(session.run(None, {name: c.numpy()})[0]) for c in chunks])
+
+    return run
+
+
+def load_predictor(path: str | Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], ModelCard]:
+    """A logits function and the card of a run directory, model file or exported ONNX file."""
+    from cnnlab.weights import load_model
+
+    path = Path(path)
+    if path.suffix == ".onnx":
+        from cnnlab.export import onnx_card, onnx_session
+
+        if not path.is_file():
+            raise UsageError(f"no ONNX file at {path}")
+        session = onnx_session(path)
+        return onnx_runner(session), onnx_card(session, path)
+    model = load_model(path)
+    return torch_runner(model), model.model_card
+
+
+def predict(
+    model_path: str | Path, inputs: Iterable[str | Path], topk: int = 5, batch_size: int = 64
+) -> list[Prediction]:
+    """Top-``topk`` classes (softmax probabilities) of each image in ``inputs`` (files and folders) under the
+    model at ``model_path`` (run directory, checkpoint, model file or ``.onnx``)."""
+    check_positive("topk", topk)
+    paths = collect_images(inputs)
+    run, card = load_predictor(model_path)
+    k = min(topk, card.num_classes)
+    images = decode_images(paths, card)
+    predictions: list[Prediction] = []
+    for x in prepared_batches(images, card, batch_size):
+        probs = torch.softmax(run(x).float(), dim=1)
+        values, indices = probs.topk(k, dim=1)
+        for v, i in zip(values.tolist(), indices.tolist()):
+            path = paths[len(predictions)]
+            predictions.append(Prediction(path, [(c, card.classes[c], p) for c, p in zip(i, v)]))
+    return predictions
+
+
+def format_predictions(predictions: Sequence[Prediction], fmt: str = "table") -> str:
+    """``table``: one line per image with its top classes and probabilities; ``json``: a list of objects."""
+    if fmt == "json":
+        return json.dumps([p.as_dict() for p in predictions], indent=2)
+    if fmt != "table":
+        raise UsageError(f"unknown output format {fmt!r}; choose {' or '.join(OUTPUT_FORMATS)}")
+    width = max(len(str(p.image)) for p in predictions)
+    lines = []
+    for p in predictions:
+        shown = "  ".join(f"{name} {100 * prob:5.1f}%" for _, name, prob in p.top)
+        lines.append(f"{str(p.image):<{width}}  {shown}")
+    return "\n".join(lines)

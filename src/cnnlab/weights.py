@@ -1,0 +1,434 @@
+"""Weight files in and out: the one place that reads a weight file into a model.
+
+* :func:`read_weight_file` - tensors (and the JSON header, if any) of a ``.safetensors`` file, or of a
+  ``.pth``/``.pt``/``.bin`` file read with ``torch.load(weights_only=True)``: nothing is ever unpickled
+  beyond tensors and plain containers, so a pickle that carries code is refused, not run.
+* :func:`load_weights` - a file into a built model, through the key map of its ``source``; every name and
+  shape is checked (never matched by position), and a classifier with another class count is dropped and
+  re-initialised only when the caller asks for ``num_classes``.
+* :func:`load_model` - a self-describing file (an exported model file, a run directory, a checkpoint or a
+  training weights file) -> the model, built and loaded, with its :class:`ModelCard` as ``model.model_card``.
+* :func:`save_model_file` - the self-describing safetensors file ``cnnlab export --format safetensors`` writes.
+
+Key maps of other libraries plug in with :func:`register_source`: a source is a function
+``(file tensors, model) -> tensors under the model's names``; ``"cnnlab"`` is the identity.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import re
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnlab.errors import CheckpointError, UsageError, unknown_choice
+
+#: the format tag of a self-describing model file (and of its ONNX twin's metadata)
+MODEL_FORMAT = "cnnlab-model"
+MODEL_FORMAT_VERSION = 1
+#: suffixes read with torch.load(weights_only=True)
+TORCH_SUFFIXES = (".pth", ".pt", ".bin")
+#: a torch file's dict may wrap the state dict under one of these keys (training scripts' checkpoints)
+WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema")
+
+KeyMap = Callable[[dict[str, torch.Tensor], nn.Module], dict[str, torch.Tensor]]
+
+
+def identity_key_map(tensors: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """cnnlab's own files: names are already the model's."""
+    return dict(tensors)
+
+
+#: source name -> key map; :func:`register_source` adds one (torchvision, timm ...)
+SOURCES: dict[str, KeyMap] = {"cnnlab": identity_key_map}
+
+
+def register_source(name: str, key_map: KeyMap) -> None:
+    """Make ``load_weights(..., source=name)`` read files through ``key_map``.
+
+    ``key_map(tensors, model)`` returns the file's tensors under the model's state-dict names (it may
+    raise a :class:`~cnnlab.errors.UsageError` for a model it has no map for); :func:`load_weights`
+    then checks every name and shape as for cnnlab's own files.
+    """
+    if name in SOURCES:
+        raise ValueError(f"weight source {name!r} is already registered")
+    SOURCES[name] = key_map
+
+
+def list_sources() -> list[str]:
+    """The weight sources :func:`load_weights` accepts."""
+    return sorted(SOURCES)
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What :func:`load_weights` did: the file, its header, and what it says to the user."""
+
+    path: Path
+    source: str
+    loaded: int
+    dropped: tuple[str, ...] = ()
+    messages: tuple[str, ...] = ()
+    header: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "x".join(map(str, t.shape)) if t.dim() else "scalar"
+
+
+def _unpickling_refusal(path: Path, err: Exception) -> CheckpointError:
+    """torch's weights-only refusal, as one line: which global the pickle wanted, and the fix."""
+    text = str(err)
+    found = re.search(r"GLOBAL [\w.]+", text)
+    what = f" ({found.group(0)})" if found else ""
+    return CheckpointError(
+        f"{path} is refused: it is a pickle that would run code or build objects other than tensors{what}; "
+        "nothing was unpickled. Use a file of tensors only (a state dict saved with torch.save, or safetensors)"
+    )
+
+
+def _tensor_dict(path: Path, loaded: Any) -> dict[str, torch.Tensor]:
+    """The state dict in a torch file: the dict itself, or the one under a wrapper key."""
+
+    def tensors_only(value: Any) -> bool:
+        return (
+            isinstance(value, dict)
+            and bool(value)
+            and all(isinstance(v, torch.Tensor) for v in value.values())
+        )
+
+    if tensors_only(loaded):
+        return dict(loaded)
+    if isinstance(loaded, dict):
+        for key in WRAPPER_KEYS:
+            if tensors_only(loaded.get(key)):
+                return dict(loaded[key])
+    kind = type(loaded).__name__
+    raise CheckpointError(
+        f"{path} holds no state dict (a {kind}{' with keys ' + ', '.join(map(str, list(loaded)[:5])) if isinstance(loaded, dict) else ''}); "
+        f"expected a dict of tensors, or one under {', '.join(WRAPPER_KEYS)}"
+    )
+
+
+def read_weight_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and JSON header (``{}`` for torch files and headerless safetensors) of a weight file.
+
+    A missing path is a :class:`UsageError`; a truncated or damaged file, or a pickle carrying code,
+    a :class:`CheckpointError` saying so.
+    """
+    from cnnlab.train.checkpoint import load_weights as read_safetensors
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"no weight file at {path}")
+    if path.suffix == ".safetensors":
+        try:
+            return read_safetensors(path)
+        except CheckpointError as err:
+            raise CheckpointError(
+                f"weight file {path} is truncated or damaged ({str(err).split(': ', 1)[-1]}); fetch or export it again"
+            ) from None
+    if path.suffix not in TORCH_SUFFIXES:
+        raise UsageError(
+            f"{path}: unknown weight file type {path.suffix or '(no suffix)'!r}; use .safetensors or "
+            f"{', '.join(TORCH_SUFFIXES)}"
+        )
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower() or "weights_only" in str(err):
+            raise _unpickling_refusal(path, err) from None
+        raise CheckpointError(
+            f"weight file {path} is truncated or damaged: {str(err).splitlines()[0]}"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(
+            f"weight file {path} is truncated or damaged ({first}); fetch or save it again"
+        ) from None
+    return _tensor_dict(path, loaded), {}
+
+
+def _classifier_keys(model: nn.Module) -> set[str]:
+    names = model.classifier_names() if hasattr(model, "classifier_names") else []
+    return {f"{name}.{p}" for name in names for p in ("weight", "bias")}
+
+
+def load_weights(
+    model: nn.Module,
+    path: str | Path,
+    source: str = "cnnlab",
+    num_classes: int | None = None,
+) -> LoadReport:
+    """Load the weight file at ``path`` into ``model`` (in place) through ``source``'s key map.
+
+    Every tensor of the model must be in the file under its name with its shape, and the file may hold
+    nothing else; the first mismatch is a :class:`UsageError` naming the key and both shapes. A
+    classifier with another class count is refused with the fix named, unless ``num_classes`` is given:
+    then the model's classifier is set to ``num_classes`` (:meth:`reset_classifier`), the file's is
+    dropped and the report says so. A model built with ``features_only=True`` loads its network's file.
+    """
+    if source not in SOURCES:
+        raise unknown_choice("weight source", source, SOURCES)
+    target_model = getattr(model, "model", model) if not hasattr(model, "get_classifier") else model
+    name = getattr(target_model, "model_name", type(target_model).__name__)
+    tensors, header = read_weight_file(path)
+    mapped = SOURCES[source](tensors, target_model)
+    messages: list[str] = []
+    if num_classes is not None and getattr(target_model, "num_classes", num_classes) != num_classes:
+        target_model.reset_classifier(num_classes)
+    expected = target_model.state_dict()
+    classifier = _classifier_keys(target_model)
+    dropped: list[str] = []
+    for key, want in expected.items():
+        got = mapped.get(key)
+        if got is None:
+            if key.endswith("num_batches_tracked"):
+                continue  # a counter that changes no output; older files lack it
+            extra = sorted(set(mapped) - set(expected))
+            hint = f" (the file has {extra[0]!r}, which the model does not)" if extra else ""
+            raise UsageError(
+                f"{path} does not fit {name}: it has no {key!r} ({_shape(want)}){hint}; "
+                "is it a file of another model or another source (--weights-from)?"
+            )
+        if got.shape == want.shape:
+            continue
+        if key in classifier and got.dim() == want.dim() and got.shape[1:] == want.shape[1:]:
+            if num_classes is None:
+                raise UsageError(
+                    f"{path} has a {got.shape[0]}-class classifier ({key}), {name} has {want.shape[0]} classes: "
+                    f"build the model with num_classes={got.shape[0]} to use it, or ask for num_classes="
+                    f"{want.shape[0]} (--num-classes {want.shape[0]}) to drop it and start a new classifier"
+                )
+            dropped.append(key)
+            continue
+        raise UsageError(
+            f"{path} does not fit {name}: {key} is {_shape(got)} in the file and {_shape(want)} in the model"
+        )
+    unexpected = [k for k in mapped if k not in expected]
+    if unexpected:
+        raise UsageError(
+            f"{path} does not fit {name}: it has {unexpected[0]!r} ({_shape(mapped[unexpected[0]])}), which the "
+            f"model does not{f' ({len(unexpected) - 1} more)' if len(unexpected) > 1 else ''}"
+        )
+    if dropped:
+        layers = sorted({k.rsplit(".", 1)[0] for k in dropped})
+        messages.append(
+            f"dropped the file's classifier {', '.join(layers)} ({mapped[dropped[0]].shape[0]} classes): "
+            f"newly initialised for {num_classes} classes"
+        )
+    keep = {k: v for k, v in mapped.items() if k not in dropped}
+    target_model.load_state_dict(keep, strict=False)
+    return LoadReport(Path(path), source, len(keep), tuple(dropped), tuple(messages), header)
+
+
+# --------------------------------------------------------------------------------------------------
+# Self-describing model files
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelCard:
+    """What a model file says about its model and its input: enough to rebuild it and to prepare images.
+
+    ``input_size`` is what the model takes (C, H, W). The test-time pipeline of the run it came from:
+    decode to ``image_chans`` channels at ``image_size`` (H, W), zero-pad to ``pad_to``, repeat grey to
+    ``in_chans`` channels, normalise with ``mean``/``std`` per image channel (see
+    :class:`~cnnlab.data.BatchLoader`). ``config`` is the training recipe, where there was one.
+    """
+
+    model: str
+    model_options: dict[str, Any]
+    num_classes: int
+    input_size: tuple[int, int, int]
+    classes: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    image_size: tuple[int, int]
+    image_chans: int
+    pad_to: int | None = None
+    data: str | None = None
+    config: dict[str, Any] | None = None
+    cnnlab_version: str = ""
+    format: str = MODEL_FORMAT
+    format_version: int = MODEL_FORMAT_VERSION
+
+    @property
+    def in_chans(self) -> int:
+        """Channels the model takes."""
+        return self.input_size[0]
+
+    def header(self) -> dict[str, Any]:
+        """The JSON header of a model file; it also carries the training-header keys ``cnnlab evaluate`` reads."""
+        values = dataclasses.asdict(self)
+        values["input_shape"] = list(self.input_size)  # the training header's name for it
+        return values
+
+    @classmethod
+    def from_header(cls, header: dict[str, Any], where: str | Path) -> ModelCard:
+        """The card of a model file's header, or a :class:`CheckpointError` saying what is wrong."""
+        if header.get("format") != MODEL_FORMAT:
+            raise UsageError(f"{where} is not a cnnlab model file (no {MODEL_FORMAT!r} header)")
+        if header.get("format_version") != MODEL_FORMAT_VERSION:
+            raise CheckpointError(
+                f"{where} is a cnnlab model file of format version {header.get('format_version')!r}; "
+                f"this cnnlab reads version {MODEL_FORMAT_VERSION}: upgrade cnnlab"
+            )
+        names = {f.name for f in dataclasses.fields(cls)}
+        try:
+            values = {k: v for k, v in header.items() if k in names}
+            card = cls(**values)
+            card.input_size = tuple(int(v) for v in card.input_size)
+            card.image_size = tuple(int(v) for v in card.image_size)
+            card.mean, card.std = tuple(map(float, card.mean)), tuple(map(float, card.std))
+            if (
+                len(card.input_size) != 3
+                or len(card.image_size) != 2
+                or len(card.classes) != card.num_classes
+            ):
+                raise ValueError("input_size, image_size or classes do not fit")
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{where} has a damaged model header: {err}") from None
+        return card
+
+
+def card_for_model(model: nn.Module, input_size: tuple[int, int, int] | None = None) -> ModelCard:
+    """A card for a model that no training run describes: numbered classes, no normalisation (mean 0,
+    std 1), images decoded at the model's input size with its channels."""
+    from cnnlab import __version__
+    from cnnlab.models.layers import first_conv_in_channels, pair
+
+    info = getattr(model, "model_info", None)
+    c, h, w = input_size or (
+        first_conv_in_channels(model) or 3,
+        *pair(getattr(model, "img_size", None) or (info.input_size[1:] if info else 224)),
+    )
+    if hasattr(model, "get_classifier"):
+        num_classes = model.num_classes
+    else:
+        num_classes = info.num_classes if info else 0
+    return ModelCard(
+        model=getattr(model, "model_name", type(model).__name__),
+        model_options=dict(getattr(model, "model_options", {})),
+        num_classes=num_classes,
+        input_size=(c, h, w),
+        classes=[str(i) for i in range(num_classes)],
+        mean=(0.0,),
+        std=(1.0,),
+        image_size=(h, w),
+        image_chans=c,
+        cnnlab_version=__version__,
+    )
+
+
+def card_from_training_header(header: dict[str, Any], where: str | Path) -> ModelCard:
+    """The card of a run's weights file (its header names the recipe and the dataset)."""
+    from cnnlab import __version__
+    from cnnlab.data import dataset_info
+    from cnnlab.train.evaluation import check_training_header
+
+    cfg = check_training_header(Path(where), header)
+    info = dataset_info(cfg.data)
+    return ModelCard(
+        model=cfg.model,
+        model_options=dict(cfg.model_options),
+        num_classes=header["num_classes"],
+        input_size=tuple(header["input_shape"]),
+        classes=[str(c) for c in header.get("classes") or info.classes],
+        mean=tuple(info.mean),
+        std=tuple(info.std),
+        image_size=tuple(info.image_size),
+        image_chans=info.in_chans,
+        pad_to=cfg.pad_to,
+        data=cfg.data,
+        config=cfg.to_dict(),
+        cnnlab_version=__version__,
+    )
+
+
+def build_from_card(card: ModelCard) -> nn.Module:
+    """The registry model a card describes (its classes, channels, options and, where the head is sized
+    from it, its input size), with fresh weights."""
+    from cnnlab.train.config import TrainConfig
+    from cnnlab.train.engine import build_model_for_data
+
+    if card.config is not None:
+        cfg = TrainConfig.from_dict(card.config)
+    else:
+        cfg = TrainConfig(model=card.model, model_options=dict(card.model_options))
+    return build_model_for_data(cfg, card.num_classes, card.input_size)
+
+
+def read_model_file(
+    path: str | Path, which: str | None = None
+) -> tuple[dict[str, torch.Tensor], ModelCard, Path]:
+    """Tensors, card and weights path of a self-describing file: an exported model file, a run directory,
+    a checkpoint manifest or a run's weights file (``which``: ``best``/``last`` of a run directory)."""
+    from cnnlab.train.checkpoint import load_weights as read_safetensors
+    from cnnlab.train.evaluation import resolve_checkpoint
+
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"no run directory or model file at {path}")
+    if path.is_file() and path.suffix in TORCH_SUFFIXES:
+        raise UsageError(
+            f"{path} is a bare state dict: it does not say which model it is. Build the model and use "
+            "load_weights (or --weights), or export it with cnnlab export"
+        )
+    if path.is_dir() or path.suffix == ".json":
+        choice = resolve_checkpoint(path, which)
+        weights = choice.weights
+        tensors, header = read_safetensors(weights, choice.sha256)
+    else:
+        weights = path
+        tensors, header = read_weight_file(path)
+    if header.get("format") == MODEL_FORMAT:
+        return tensors, ModelCard.from_header(header, weights), weights
+    if "config" in header:
+        return tensors, card_from_training_header(header, weights), weights
+    raise UsageError(
+        f"{weights} does not say which model it is (no cnnlab header); build the model and use load_weights"
+    )
+
+
+def load_model(path: str | Path, which: str | None = None) -> nn.Module:
+    """The model saved at ``path`` (an exported model file, a run directory, a checkpoint manifest or a
+    run's weights file), built, loaded and in evaluation mode; its card is ``model.model_card``."""
+    tensors, card, weights = read_model_file(path, which)
+    model = build_from_card(card)
+    expected = model.state_dict()
+    for key, want in expected.items():
+        got = tensors.get(key)
+        if got is None or got.shape != want.shape:
+            shown = "missing" if got is None else _shape(got)
+            raise CheckpointError(
+                f"{weights} does not fit the {card.model} it describes: {key} is {shown} in the file and "
+                f"{_shape(want)} in the model"
+            )
+    model.load_state_dict(tensors, strict=True)
+    model.model_card = card
+    return model.eval()
+
+
+def save_model_file(model: nn.Module, card: ModelCard, out: str | Path, overwrite: bool = False) -> Path:
+    """Write ``model``'s weights with ``card`` as the header: the self-describing file :func:`load_model`,
+    :func:`load_weights` and ``cnnlab predict``/``evaluate`` read. An existing file needs ``overwrite``."""
+    from cnnlab.train.checkpoint import save_weights
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise UsageError(f"{out} exists; pass --overwrite (overwrite=True) to replace it")
+    if out.suffix != ".safetensors":
+        raise UsageError(f"a model file is named *.safetensors, got {out.name}")
+    try:
+        save_weights(out, model, card.header())
+    except OSError as err:
+        raise CheckpointError(f"cannot write {out}: {err.strerror or err}") from None
+    return out

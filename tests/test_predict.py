@@ -1,0 +1,142 @@
+"""``cnnlab predict`` and ``cnnlab export``: PNGs of a (generated) Fashion-MNIST test split predicted through the
+run, its model file and its ONNX export agree with ``cnnlab evaluate`` on the same images; clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnlab.cli import main
+from cnnlab.data import load_dataset
+from cnnlab.errors import UsageError
+from cnnlab.export import export_model
+from cnnlab.predict import predict
+from cnnlab.train import TrainConfig, plots, train
+from cnnlab.train.evaluation import evaluate_checkpoint
+
+
+@pytest.fixture(scope="module")
+def padded_run(tmp_path_factory: pytest.TempPathFactory, tiny_dataset_dir: Path) -> Path:
+    """A short run whose test-time pipeline does something: 28 -> 32 padding and grey -> 3 channels."""
+    run = tmp_path_factory.mktemp("predict") / "run"
+    cfg = TrainConfig(model="lecture-simple", epochs=1, batch_size=64, eval_batch_size=256, threads=1,
+                      max_steps_per_epoch=4, val_fraction=0.0, pad_to=32, in_chans=3,
+                      data_dir=str(tiny_dataset_dir))  # fmt: skip
+    data = load_dataset("fashion-mnist", data_dir=tiny_dataset_dir, verify=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(plots, "plot_curves", lambda *args, **kwargs: None)
+        train(cfg, run, data=data, progress=False)
+    return run
+
+
+@pytest.fixture(scope="module")
+def test_pngs(tmp_path_factory: pytest.TempPathFactory, tiny_dataset_dir: Path) -> tuple[Path, list[int]]:
+    """The test split written as PNG files, in order, and its labels."""
+    folder = tmp_path_factory.mktemp("pngs")
+    split = load_dataset("fashion-mnist", data_dir=tiny_dataset_dir, verify=False).test
+    for i, image in enumerate(split.images.numpy()):
+        Image.fromarray(image).save(folder / f"{i:04d}.png")
+    return folder, split.labels.tolist()
+
+
+def confusion(predicted: list[int], labels: list[int], classes: int = 10) -> list[list[int]]:
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(matrix, (labels, predicted), 1)
+    return matrix.tolist()
+
+
+def test_predict_agrees_with_evaluate_through_the_run_its_model_file_and_onnx(
+    padded_run: Path, test_pngs: tuple[Path, list[int]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    run = tmp_path / "run"
+    shutil.copytree(padded_run, run)
+    folder, labels = test_pngs
+    evaluation = evaluate_checkpoint(run, out_dir=tmp_path)
+    expected = evaluation.result.confusion.tolist()
+
+    from_run = [p.top[0][0] for p in predict(run, [folder], topk=1)]
+    assert confusion(from_run, labels) == expected
+
+    model_file = export_model(run, "safetensors", out=tmp_path / "m.safetensors").path
+    onnx_file = export_model(run, "onnx", out=tmp_path / "m.onnx", dynamic_batch=True)
+    assert onnx_file.max_abs_diff < 1e-4
+    for path in (model_file, onnx_file.path):
+        predictions = predict(path, [folder], topk=3)
+        assert [p.top[0][0] for p in predictions] == from_run, path
+        assert all(p.top[0][2] >= p.top[1][2] >= p.top[2][2] for p in predictions)
+    # the exported model file evaluates as its run did (its header carries the training recipe)
+    assert evaluate_checkpoint(model_file, out_dir=tmp_path).result.confusion.tolist() == expected
+
+
+def test_predict_cli_table_json_and_batch_one_onnx(
+    padded_run: Path, test_pngs, tmp_path: Path, capsys
+) -> None:
+    folder, _ = test_pngs
+    images = [str(folder / "0000.png"), str(folder / "0001.png")]
+    onnx = tmp_path / "b1.onnx"
+    assert main(["export", str(padded_run), "--format", "onnx", "-o", str(onnx)]) == 0
+    assert "onnxruntime vs PyTorch max |difference|" in capsys.readouterr().out
+    assert (
+        main(["predict", str(onnx), *images, "--topk", "2", "--format", "json"]) == 0
+    )  # batch-1 file, 2 images
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["image"] for r in rows] == images and all(len(r["top"]) == 2 for r in rows)
+    classes = load_dataset  # noqa: F841 - the class names come from the run's dataset
+    assert rows[0]["top"][0]["class"] in ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")  # fmt: skip
+    assert main(["predict", str(padded_run), *images, "--topk", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(images[0]) and lines[0].endswith("%")
+
+
+def test_not_an_image_and_other_bad_input_are_one_line_errors(
+    padded_run: Path, tmp_path: Path, capsys
+) -> None:
+    bad = tmp_path / "notes.png"
+    bad.write_text("not a picture")
+    assert main(["predict", str(padded_run), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"cnnlab: error: {bad} cannot be decoded as an image: corrupt or truncated image (")
+    assert err.count("\n") == 1
+    (tmp_path / "empty").mkdir()
+    assert main(["predict", str(padded_run), str(tmp_path / "empty")]) == 2
+    assert "holds no image files" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "nowhere"), str(bad)]) == 2
+    assert "no run directory or model file" in capsys.readouterr().err
+    out = tmp_path / "x.safetensors"
+    assert main(["export", "lecture-simple", "--format", "safetensors", "-o", str(out)]) == 0
+    assert main(["export", "lecture-simple", "--format", "safetensors", "-o", str(out)]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="unknown model"):
+        export_model("lecture-simpel", "onnx", out=tmp_path / "y.onnx")
+
+
+def test_an_unsupported_op_names_the_layer(tmp_path: Path) -> None:
+    """An op the ONNX exporter cannot convert (adaptive max pooling to a grid that does not divide the map)."""
+    from cnnlab.export import export_onnx
+    from cnnlab.models import create_model
+
+    model = create_model("lecture-simple")
+    model.features.pool2 = torch.nn.AdaptiveMaxPool2d(3)  # the 8x8 map pooled to 3x3
+    model.head_sized_from = None
+    model.head.fc = torch.nn.Linear(20 * 3 * 3, 10)
+    with pytest.raises(UsageError) as err:
+        export_onnx(model, tmp_path / "bad.onnx")
+    message = str(err.value)
+    assert "layer 'features.pool2' (AdaptiveMaxPool2d)" in message and "\n" not in message
+    assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_the_cli_choices_are_the_librarys() -> None:
+    from cnnlab import export, predict
+    from cnnlab.cli import deploy
+
+    assert deploy.EXPORT_FORMATS == export.FORMATS and deploy.DEFAULT_OPSET == export.DEFAULT_OPSET
+    assert deploy.OUTPUT_FORMATS == predict.OUTPUT_FORMATS
