@@ -17,12 +17,23 @@ from cnnlab.errors import CnnlabError, UsageError
 
 if TYPE_CHECKING:
     from cnnlab.models import create_model, list_models, model_info, register_model
+    from cnnlab.references import from_reference, list_references
 
 __version__ = "0.1.0"
 
-__all__ = ["CnnlabError", "UsageError", "create_model", "list_models", "model_info", "register_model"]
+__all__ = [
+    "CnnlabError",
+    "UsageError",
+    "create_model",
+    "from_reference",
+    "list_models",
+    "list_references",
+    "model_info",
+    "register_model",
+]
 
 _FROM_MODELS = ("create_model", "list_models", "model_info", "register_model")
+_FROM_REFERENCES = ("from_reference", "list_references")
 
 
 def __getattr__(name: str) -> Any:
@@ -30,6 +41,10 @@ def __getattr__(name: str) -> Any:
         import cnnlab.models
 
         return getattr(cnnlab.models, name)
+    if name in _FROM_REFERENCES:
+        import cnnlab.references
+
+        return getattr(cnnlab.references, name)
     raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")
 
 
