@@ -10,16 +10,20 @@ reference's constructor arguments and library versions, and its logits. No weigh
 tests regenerate them from the names and the seed, load them through cnnlab's key map
 (``cnnlab.from_reference``) and compare logits.
 
-Set up once, in a virtual environment of its own (never the project's)::
+Set up once, in a virtual environment of its own outside the repository (never the project's: the
+reference libraries must not become cnnlab dependencies), with the project's Python::
 
-    /work/main/.venv/bin/python -m venv /work/refvenv
-    /work/refvenv/bin/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
-    /work/refvenv/bin/pip install --no-deps "torchvision==0.28.*" timm
-    /work/refvenv/bin/pip install numpy pillow pyyaml huggingface_hub safetensors
+    python -m venv ~/refvenv
+    ~/refvenv/bin/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+    ~/refvenv/bin/pip install --no-deps "torchvision==0.28.*" timm   # --no-deps: keep the CPU torch
+    ~/refvenv/bin/pip install numpy pillow pyyaml huggingface_hub safetensors
 
 then, from the repository root::
 
-    PYTHONPATH=src /work/refvenv/bin/python scripts/make_reference_fixtures.py [--only NAME ...] [--overwrite]
+    PYTHONPATH=src ~/refvenv/bin/python scripts/make_reference_fixtures.py [--only NAME ...] [--overwrite]
+
+The fixtures of this repository were written with torch 2.13.0+cpu, torchvision 0.28.0 and timm
+1.0.31 (each fixture records its versions); about 6 minutes on 2 cores.
 
 torchvision's PyPI wheel links its C++ ops against the CUDA build of torch; beside the CPU build its
 import fails while registering fake kernels for ``torchvision::nms`` and friends. The classification

@@ -213,7 +213,9 @@ class InceptionC(BranchRecord):
             "branch_pool": AvgPoolProj(self.pool_proj),
             "branch1x1": convs((self.b1x1, 1)),
             "branch3x3": convs((self.b3x3_reduce, 1), split=self.b3x3),
-            "branch3x3dbl": convs((self.dbl_reduce, 1), (self.dbl_1x3, k1), (self.dbl_3x1, k2), split=self.dbl),
+            "branch3x3dbl": convs(
+                (self.dbl_reduce, 1), (self.dbl_1x3, k1), (self.dbl_3x1, k2), split=self.dbl
+            ),
         }
 
 
