@@ -237,3 +237,12 @@ def test_transform_input_is_torchvisions_renormalisation():
     torch.testing.assert_close(RenormalizeInput()((pixels - mean) / std), (pixels - 0.5) / 0.5)
     with pytest.raises(UsageError, match="in_chans=1"):
         cnnlab.create_model("googlenet", in_chans=1, transform_input=True)
+
+
+def test_the_loaded_model_is_trainable_and_owns_its_tensors():
+    state = weights("torchvision_resnet18")
+    model = from_reference("torchvision", "resnet18", state)
+    assert model.training and all(p.requires_grad and p.device.type == "cpu" for p in model.parameters())
+    with torch.no_grad():
+        model.conv1.conv.weight.add_(1.0)
+    assert not torch.equal(model.conv1.conv.weight, state["conv1.weight"])  # the caller's dict is untouched

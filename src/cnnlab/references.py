@@ -663,19 +663,21 @@ def from_reference(
     with torch.device("meta"):
         model = build_reference_model(source, name, **options)
     mapped = map_reference_state_dict(source, name, state, model=model, notes=notes)
-    model.load_state_dict(_complete(mapped, model), strict=True, assign=True)
+    # a state dict passed in stays the caller's: the model gets copies (a file's tensors are its own)
+    full = _complete(mapped, model, copy=isinstance(weights, dict))
+    model.load_state_dict(full, strict=True, assign=True)
     return model
 
 
 def _complete(
-    mapped: dict[str, torch.Tensor], model: nn.Module, keep: Sequence[str] = ()
+    mapped: dict[str, torch.Tensor], model: nn.Module, keep: Sequence[str] = (), copy: bool = False
 ) -> dict[str, torch.Tensor]:
-    """``mapped`` in the model's dtypes, with BN batch counters the file lacks (zero) and the model's own
-    tensors under the prefixes ``keep``: a full state dict for a strict load."""
+    """``mapped`` in the model's dtypes (copies if ``copy``), with BN batch counters the file lacks (zero)
+    and the model's own tensors under the prefixes ``keep``: a full state dict for a strict load."""
     full = {}
     for key, current in model.state_dict().items():
         if key in mapped:
-            full[key] = mapped[key].to(dtype=current.dtype, device="cpu")
+            full[key] = mapped[key].to(dtype=current.dtype, device="cpu", copy=copy)
         elif any(key.startswith(p) for p in keep):
             full[key] = current
         else:  # map_reference_state_dict let only BN's num_batches_tracked be absent
