@@ -44,6 +44,8 @@ GOLDEN = [
     "torchvision_inception_v3",
     "timm_inception_v4",
     "timm_inception_resnet_v2",
+    "timm_resnetv2_18",  # basic units: the first unit's identity shortcut adds the raw pooled map
+    "timm_resnetv2_50",
 ]
 
 
@@ -85,7 +87,8 @@ def test_the_issues_families_are_supported():
         assert {f"vgg{depth}", f"vgg{depth}_bn"} <= names
     assert {"wide_resnet50_2", "wide_resnet101_2", "alexnet", "googlenet", "inception_v3"} <= names
     assert {f"densenet{d}" for d in (121, 161, 169, 201)} <= names
-    assert cnnlab.list_references("timm") == [("timm", "inception_resnet_v2"), ("timm", "inception_v4")]
+    timm = {n for _, n in cnnlab.list_references("timm")}
+    assert timm == {"inception_v4", "inception_resnet_v2", *(f"resnetv2_{d}" for d in (18, 34, 50, 101, 152))}
 
 
 @pytest.mark.parametrize("stem", GOLDEN)
@@ -132,6 +135,12 @@ def test_the_papers_variant_computes_another_function(stem, paper):
 def test_inception_v4s_factor_order_is_caught_by_shapes():
     with pytest.raises(UsageError, match=r"'features\.4\.branch1\.1\.conv\.weight'.*64x64x1x7.*64x64x7x1"):
         logits("timm_inception_v4", factor_order="paper")
+
+
+def test_resnetv2s_stem_is_not_the_papers():
+    """With the paper's stem (BN-ReLU before the max pool), timm's resnetv2 weights have nowhere to go."""
+    with pytest.raises(UsageError, match=r"'stages\.0\.blocks\.0\.norm1\.weight' is not a weight"):
+        logits("timm_resnetv2_18", stem_norm_act=True)
 
 
 def test_inception_v3_auxiliary_head_maps_when_kept():

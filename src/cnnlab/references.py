@@ -344,6 +344,42 @@ def timm_inception_resnet_v2_key(key: str, model: nn.Module) -> str | None:
     return f"{stage}.{name}{row_part}.{branch.group(3)}.{param}"
 
 
+def timm_resnetv2_key(key: str, model: nn.Module) -> str | None:
+    """timm ``resnetv2_*`` (pre-activation): ``stages.<s>.blocks.<b>`` -> ``layer<s+1>.<b>``.
+
+    A unit's ``norm1`` is its pre-activation (``preact.bn1``), ``norm2/norm3`` and the convs sit in
+    cnnlab's ``branch``, ``downsample.conv`` is the bare 1x1 projection; ``stem.conv`` is ``conv1`` and
+    ``norm`` the final BN-ReLU (``final_act``).
+    """
+    unit = {
+        "norm1": "preact.bn1",
+        "norm2": "branch.bn2",
+        "norm3": "branch.bn3",
+        "downsample.conv": "shortcut.conv",
+    }
+
+    def block(m: re.Match[str]) -> str:
+        part = unit.get(m.group(3), f"branch.{m.group(3)}")
+        return f"layer{int(m.group(1)) + 1}.{m.group(2)}.{part}.{m.group('param')}"
+
+    return _rename(
+        key,
+        [
+            (rf"stem\.conv\.{PARAM}", r"conv1.conv.\g<param>"),
+            (rf"stages\.(\d)\.blocks\.(\d+)\.(norm[123]|conv[123]|downsample\.conv)\.{PARAM}", block),
+            (rf"norm\.{PARAM}", r"final_act.bn1.\g<param>"),
+            (rf"head\.fc\.{PARAM}", r"head.fc.\g<param>"),
+        ],
+    )
+
+
+def linear_from_1x1_conv(key: str, tensor: torch.Tensor) -> torch.Tensor:
+    """timm's resnetv2 classifier is a 1x1 convolution after the global pool: its weight as a linear layer's."""
+    if key == "head.fc.weight" and tensor.dim() == 4 and tuple(tensor.shape[2:]) == (1, 1):
+        return tensor.flatten(1)
+    return tensor
+
+
 # --------------------------------------------------------------------------------------------------
 # The table of supported references
 # --------------------------------------------------------------------------------------------------
@@ -353,6 +389,7 @@ def timm_inception_resnet_v2_key(key: str, model: nn.Module) -> str | None:
 class Reference:
     """One reference model: the cnnlab model and options computing its function, and its key map.
 
+    ``convert(reference_key, tensor)`` reshapes a tensor the reference stores in another layout.
     ``aux_prefixes`` are the reference keys of auxiliary heads, dropped (with a message) when the
     cnnlab model is built without them; ``ref_classifier`` and ``classifier`` name the final
     classifier in the reference and in cnnlab: it gives the file's class count, and is dropped and
@@ -368,6 +405,7 @@ class Reference:
     classifier: str = "head.fc"  # ... and in cnnlab
     aux_prefixes: tuple[str, ...] = ()
     note: str = ""
+    convert: Callable[[str, torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
 
 
 V15 = {"stride_in": "3x3"}  # torchvision's ResNet v1.5: the stride on the bottleneck's 3x3
@@ -468,6 +506,18 @@ def _table() -> dict[tuple[str, str], Reference]:
             ref_classifier="classif",
         )
     )
+    for depth in (18, 34, 50, 101, 152):
+        refs.append(
+            Reference(
+                "timm",
+                f"resnetv2_{depth}",
+                f"preact-resnet{depth}",
+                timm_resnetv2_key,
+                {"stem_norm_act": False, **V15},
+                ref_classifier="head.fc",
+                convert=linear_from_1x1_conv,
+            )
+        )
     return {(r.source, r.name): r for r in refs}
 
 
@@ -578,6 +628,7 @@ def map_reference_state_dict(
     dropped = []
     for key, tensor in state_dict.items():
         new = ref.key_map(key, model)
+        tensor = ref.convert(key, tensor) if ref.convert is not None else tensor
         if new is None or new not in target:
             if any(key.startswith(p) for p in ref.aux_prefixes) and (new is None or new not in target):
                 dropped.append(key)
