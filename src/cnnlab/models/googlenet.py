@@ -15,7 +15,9 @@ Pooling rounds up (ceil mode), as in the reference Caffe model, so the grid is 1
 The paper has no batch norm; the named deviations are ``batch_norm=True`` (BN after every
 convolution, biases dropped), ``lrn=False`` (no LocalRespNorm) and ``branch5x5_kernel=3``
 (torchvision's 3x3 in the "5x5" branch). 6,998,552 parameters at 1000 classes without the auxiliary
-heads (derivation in docs/models/googlenet.md).
+heads (derivation in docs/models/googlenet.md). Three more make the function torchvision's, not only
+its count: ``bn_eps=1e-3``, ``pool4_kernel=2`` (its 2x2/2 max pool after 4e) and ``transform_input=True``
+(its published weights expect inputs in [-1, 1]; :class:`~cnnlab.models.layers.RenormalizeInput`).
 
 Initialisation: the paper does not describe one. We follow the reference Caffe model
 (bvlc_googlenet): "xavier" filler, i.e. uniform in +-sqrt(3 / fan_in), for every convolution and

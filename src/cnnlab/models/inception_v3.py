@@ -15,7 +15,10 @@ the widely used definition. 299x299 input.
 * 2 x module C (Figure 7: expanded filter bank, 1x3 and 3x1 in parallel), :class:`ModuleC`.
 * Head: global average pool, dropout, linear (2048 -> classes).
 
-Batch norm (eps 0.001, as the reference) follows every convolution, which has no bias.
+Batch norm (eps 0.001, as the reference) follows every convolution, which has no bias. The pooling
+branches average "SAME" windows over the pixels inside the map, as TensorFlow; torchvision's variant
+counts the padding (``count_include_pad=True``) and, for its published weights, renormalises the input
+(``transform_input=True``).
 23,834,568 parameters at 1000 classes without the auxiliary head (the torchvision figure).
 
 Auxiliary head (section 4, Figure 8; ``aux_logits=True``): on the last 17x17 module (``mixed_6e``),

@@ -23,6 +23,10 @@ factor of section 3.3 ("between 0.1 and 0.3"): one float for every block, or one
 (A, B, C); the default (0.17, 0.10, 0.20) is the released v2's, also used for v1 (the paper gives
 no per-model value).
 
+Branch order (``branch_order``, ``factor_order``): the figures' order by default; ``"released"`` is the
+order of the TF-slim checkpoints (and timm): pooling branches concatenated last, and in Inception-v4
+some 7x1/1x7 and 1x3/3x1 pairs swapped (:func:`factor_pair`).
+
 Every other convolution: no bias, batch norm (eps 0.001, as the reference), ReLU. "V" in the
 figures is valid padding, other convolutions keep the size.
 
