@@ -182,6 +182,12 @@ def test_another_class_count_drops_the_classifier_only():
         model.layer4[1].branch.conv2.weight, weights("torchvision_resnet18")["layer4.1.conv2.weight"]
     )
     assert model.head.fc.weight.device.type == "cpu" and model.head.fc.weight.abs().sum() > 0
+    headless = {k: v for k, v in weights("torchvision_resnet18").items() if not k.startswith("fc.")}
+    notes.clear()
+    model = from_reference("torchvision", "resnet18", headless, notes=notes)
+    assert model.head.fc.out_features == 1000 and notes == [
+        "the file has no classifier; head.fc is newly initialised for 1000 classes"
+    ]
 
 
 def test_a_file_of_another_architecture_names_the_first_mismatch():

@@ -603,6 +603,11 @@ def reference_classes(ref: Reference, state_dict: dict[str, torch.Tensor]) -> in
     return int(weight.shape[0]) if weight is not None and weight.dim() >= 1 else None
 
 
+def model_classes(model: nn.Module, ref: Reference) -> int:
+    """The class count of the cnnlab model's classifier."""
+    return int(model.state_dict()[f"{ref.classifier}.weight"].shape[0])
+
+
 def map_reference_state_dict(
     source: str,
     name: str,
@@ -696,15 +701,17 @@ def from_reference(
     num_classes = num_classes or file_classes
     if num_classes is not None:
         options["num_classes"] = num_classes
-    if file_classes is not None and file_classes != num_classes:
+    if file_classes is None or file_classes != num_classes:
         # a new classifier: build for real (cnnlab's initialisation), load all but the file's classifier
         model = build_reference_model(source, name, **options)
         prefix = f"{ref.ref_classifier}."
         state = {k: v for k, v in state.items() if not k.startswith(prefix)}
-        notes.append(
-            f"the file's classifier ({file_classes} classes) is dropped; {ref.classifier} is newly "
-            f"initialised for {num_classes} classes"
+        had = (
+            f"the file's classifier ({file_classes} classes) is dropped"
+            if file_classes
+            else "the file has no classifier"
         )
+        notes.append(f"{had}; {ref.classifier} is newly initialised for {model_classes(model, ref)} classes")
         fresh = (f"{ref.classifier}.",)
         mapped = map_reference_state_dict(source, name, state, model=model, notes=notes, allow_missing=fresh)
         model.load_state_dict(_complete(mapped, model, fresh), strict=True)
