@@ -18,6 +18,7 @@ from cnnlab.errors import CnnlabError, UsageError
 if TYPE_CHECKING:
     from cnnlab.models import create_model, list_models, model_info, register_model
     from cnnlab.weights import load_model, load_weights
+    from cnnlab.references import from_reference, list_references
 
 __version__ = "0.1.0"
 
@@ -25,7 +26,9 @@ __all__ = [
     "CnnlabError",
     "UsageError",
     "create_model",
+    "from_reference",
     "list_models",
+    "list_references",
     "load_model",
     "load_weights",
     "model_info",
@@ -34,6 +37,7 @@ __all__ = [
 
 _FROM_MODELS = ("create_model", "list_models", "model_info", "register_model")
 _FROM_WEIGHTS = ("load_model", "load_weights")
+_FROM_REFERENCES = ("from_reference", "list_references")
 
 
 def __getattr__(name: str) -> Any:
@@ -45,6 +49,10 @@ def __getattr__(name: str) -> Any:
         import cnnlab.weights
 
         return getattr(cnnlab.weights, name)
+    if name in _FROM_REFERENCES:
+        import cnnlab.references
+
+        return getattr(cnnlab.references, name)
     raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")
 
 

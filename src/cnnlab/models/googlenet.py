@@ -15,7 +15,9 @@ Pooling rounds up (ceil mode), as in the reference Caffe model, so the grid is 1
 The paper has no batch norm; the named deviations are ``batch_norm=True`` (BN after every
 convolution, biases dropped), ``lrn=False`` (no LocalRespNorm) and ``branch5x5_kernel=3``
 (torchvision's 3x3 in the "5x5" branch). 6,998,552 parameters at 1000 classes without the auxiliary
-heads (derivation in docs/models/googlenet.md).
+heads (derivation in docs/models/googlenet.md). Three more make the function torchvision's, not only
+its count: ``bn_eps=1e-3``, ``pool4_kernel=2`` (its 2x2/2 max pool after 4e) and ``transform_input=True``
+(its published weights expect inputs in [-1, 1]; :class:`~cnnlab.models.layers.RenormalizeInput`).
 
 Initialisation: the paper does not describe one. We follow the reference Caffe model
 (bvlc_googlenet): "xavier" filler, i.e. uniform in +-sqrt(3 / fan_in), for every convolution and
@@ -41,8 +43,10 @@ from cnnlab.models.layers import (
     ConcatBranches,
     ConvNormAct,
     InceptionNet,
+    RenormalizeInput,
     SizedFrom,
     check_choice,
+    check_transform_input,
     pair,
 )
 from cnnlab.models.registry import register_model
@@ -86,9 +90,9 @@ GOOGLENET_AUX_TAPS = ("inception4a", "inception4d")
 GOOGLENET_AUX_WEIGHT = 0.3
 
 
-def _max_pool_3x3_s2() -> nn.MaxPool2d:
+def _max_pool_3x3_s2(kernel: int = 3) -> nn.MaxPool2d:
     # ceil mode as Caffe rounds: 112 -> 56 -> 28 (Table 1's output sizes)
-    return nn.MaxPool2d(3, stride=2, ceil_mode=True)
+    return nn.MaxPool2d(kernel, stride=2, ceil_mode=True)
 
 
 def _lrn() -> nn.LocalResponseNorm:
@@ -99,8 +103,15 @@ def _lrn() -> nn.LocalResponseNorm:
 class GoogLeNetInception(ConcatBranches):
     """Figure 2b: 1x1 | 1x1 -> 3x3 | 1x1 -> 5x5 | 3x3 max pool -> 1x1, every convolution followed by ReLU."""
 
-    def __init__(self, in_chs: int, spec: InceptionSpec, branch5x5_kernel: int = 5, batch_norm: bool = False):
-        conv = partial(ConvNormAct, norm=batch_norm)
+    def __init__(
+        self,
+        in_chs: int,
+        spec: InceptionSpec,
+        branch5x5_kernel: int = 5,
+        batch_norm: bool = False,
+        bn_eps: float = 1e-5,
+    ):
+        conv = partial(ConvNormAct, norm=batch_norm, bn_eps=bn_eps)
         branches = {
             "branch1x1": conv(in_chs, spec.b1x1, 1),
             "branch3x3": nn.Sequential(
@@ -135,11 +146,16 @@ class GoogLeNetAux(nn.Module):
     sized_from: SizedFrom | None = None
 
     def __init__(
-        self, in_chs: int, grid: tuple[int, int], num_classes: int, batch_norm: bool = False
+        self,
+        in_chs: int,
+        grid: tuple[int, int],
+        num_classes: int,
+        batch_norm: bool = False,
+        bn_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         self.pool = nn.AvgPool2d(5, stride=3)
-        self.conv = ConvNormAct(in_chs, 128, 1, norm=batch_norm)
+        self.conv = ConvNormAct(in_chs, 128, 1, norm=batch_norm, bn_eps=bn_eps)
         self.flatten = nn.Flatten(1)
         self.fc1 = nn.Linear(128 * grid[0] * grid[1], 1024)
         self.act = nn.ReLU(inplace=True)
@@ -186,12 +202,22 @@ def googlenet(
     branch5x5_kernel: int = 5,
     batch_norm: bool = False,
     lrn: bool = True,
+    bn_eps: float = 1e-5,
+    pool4_kernel: int = 3,
+    transform_input: bool = False,
 ) -> InceptionNet:
-    """GoogLeNet as in Table 1; ``aux_logits=True`` adds section 5's auxiliary classifiers on 4a and 4d."""
+    """GoogLeNet as in Table 1; ``aux_logits=True`` adds section 5's auxiliary classifiers on 4a and 4d.
+
+    torchvision's variant is ``branch5x5_kernel=3, batch_norm=True, lrn=False, bn_eps=1e-3,
+    pool4_kernel=2`` (and ``transform_input=True`` for its published weights): see docs/models/googlenet.md.
+    """
     check_choice("branch5x5_kernel", branch5x5_kernel, (5, 3))
-    conv = partial(ConvNormAct, norm=batch_norm)
+    check_choice("pool4_kernel", pool4_kernel, (3, 2))
+    check_transform_input(transform_input, in_chans)
+    conv = partial(ConvNormAct, norm=batch_norm, bn_eps=bn_eps)
     norm = _lrn if lrn else nn.Identity
-    stages: list[tuple[str, nn.Module]] = [
+    stages: list[tuple[str, nn.Module]] = [("transform_input", RenormalizeInput())] if transform_input else []
+    stages += [
         ("conv1", conv(in_chans, 64, 7, stride=2)),
         ("pool1", _max_pool_3x3_s2()),
         ("lrn1", norm()),
@@ -202,10 +228,13 @@ def googlenet(
     ]
     in_chs = 192
     for row, spec in GOOGLENET_TABLE1.items():
-        stages.append((f"inception{row}", GoogLeNetInception(in_chs, spec, branch5x5_kernel, batch_norm)))
+        stages.append(
+            (f"inception{row}", GoogLeNetInception(in_chs, spec, branch5x5_kernel, batch_norm, bn_eps))
+        )
         in_chs = spec.out_chs
         if row in GOOGLENET_POOLS:
-            stages.append((GOOGLENET_POOLS[row], _max_pool_3x3_s2()))
+            pool = GOOGLENET_POOLS[row]
+            stages.append((pool, _max_pool_3x3_s2(pool4_kernel if pool == "pool4" else 3)))
     model = InceptionNet(stages, in_chs, num_classes, drop_rate)
     model.img_size = pair(img_size)
     model.stage_shape(model.stage_names[-1], in_chans, img_size, what="googlenet")  # too small: UsageError
@@ -218,7 +247,7 @@ def googlenet(
                 then=partial(F.avg_pool2d, kernel_size=5, stride=3),
                 what="googlenet's auxiliary classifiers",
             )
-            head = GoogLeNetAux(c, (h, w), num_classes, batch_norm)
+            head = GoogLeNetAux(c, (h, w), num_classes, batch_norm, bn_eps)
             head.sized_from = SizedFrom(
                 model.img_size,
                 (c, h, w),

@@ -15,7 +15,10 @@ the widely used definition. 299x299 input.
 * 2 x module C (Figure 7: expanded filter bank, 1x3 and 3x1 in parallel), :class:`ModuleC`.
 * Head: global average pool, dropout, linear (2048 -> classes).
 
-Batch norm (eps 0.001, as the reference) follows every convolution, which has no bias.
+Batch norm (eps 0.001, as the reference) follows every convolution, which has no bias. The pooling
+branches average "SAME" windows over the pixels inside the map, as TensorFlow; torchvision's variant
+counts the padding (``count_include_pad=True``) and, for its published weights, renormalises the input
+(``transform_input=True``).
 23,834,568 parameters at 1000 classes without the auxiliary head (the torchvision figure).
 
 Auxiliary head (section 4, Figure 8; ``aux_logits=True``): on the last 17x17 module (``mixed_6e``),
@@ -37,7 +40,7 @@ Inception-ResNets.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -50,8 +53,10 @@ from cnnlab.models.layers import (
     ConvRow,
     InceptionNet,
     MaxPoolPass,
+    RenormalizeInput,
     bn_conv,
     build_stem,
+    check_transform_input,
     convs,
     pair,
 )
@@ -71,6 +76,7 @@ class ModuleA(BranchRecord):
     b5x5: int = 64
     dbl_reduce: int = 64
     dbl: int = 96
+    count_include_pad: bool = False  # the pooling branch's border windows (see avg_pool_proj)
 
     def branches(self) -> dict[str, Branch]:
         """The four branches, concatenated in this order."""
@@ -78,7 +84,7 @@ class ModuleA(BranchRecord):
             "branch1x1": convs((self.b1x1, 1)),
             "branch5x5": convs((self.b5x5_reduce, 1), (self.b5x5, 5)),
             "branch3x3dbl": convs((self.dbl_reduce, 1), (self.dbl, 3), (self.dbl, 3)),
-            "branch_pool": AvgPoolProj(self.pool_proj),
+            "branch_pool": AvgPoolProj(self.pool_proj, self.count_include_pad),
         }
 
 
@@ -107,6 +113,7 @@ class ModuleB(BranchRecord):
     b1x1: int = 192
     b7x7: int = 192
     pool_proj: int = 192
+    count_include_pad: bool = False
 
     def branches(self) -> dict[str, Branch]:
         """The four branches (768 channels), concatenated in this order."""
@@ -115,7 +122,7 @@ class ModuleB(BranchRecord):
             "branch1x1": convs((self.b1x1, 1)),
             "branch7x7": convs((mid, 1), (mid, (1, 7)), (out, (7, 1))),
             "branch7x7dbl": convs((mid, 1), (mid, (7, 1)), (mid, (1, 7)), (mid, (7, 1)), (out, (1, 7))),
-            "branch_pool": AvgPoolProj(self.pool_proj),
+            "branch_pool": AvgPoolProj(self.pool_proj, self.count_include_pad),
         }
 
 
@@ -147,6 +154,7 @@ class ModuleC(BranchRecord):
     dbl_reduce: int = 448
     dbl: int = 384
     pool_proj: int = 192
+    count_include_pad: bool = False
 
     def branches(self) -> dict[str, Branch]:
         """The four branches (2048 channels), concatenated in this order."""
@@ -154,7 +162,7 @@ class ModuleC(BranchRecord):
             "branch1x1": convs((self.b1x1, 1)),
             "branch3x3": convs((self.b3x3_reduce, 1), split=self.b3x3),
             "branch3x3dbl": convs((self.dbl_reduce, 1), (self.dbl, 3), split=self.dbl),
-            "branch_pool": AvgPoolProj(self.pool_proj),
+            "branch_pool": AvgPoolProj(self.pool_proj, self.count_include_pad),
         }
 
 
@@ -237,10 +245,21 @@ def inception_v3(
     drop_rate: float = 0.2,
     img_size: int | tuple[int, int] = 299,
     aux_logits: bool = False,
+    count_include_pad: bool = False,
+    transform_input: bool = False,
 ) -> InceptionNet:
-    """Inception-v3 as released; ``drop_rate`` 0.2 is the reference's keep probability 0.8."""
+    """Inception-v3 as released; ``drop_rate`` 0.2 is the reference's keep probability 0.8.
+
+    torchvision's variant: ``count_include_pad=True`` (its pooling branches divide border windows by
+    9) and, for its published weights, ``transform_input=True``; see docs/models/inception_v3.md.
+    """
+    check_transform_input(transform_input, in_chans)
     stages, in_chs = build_stem(in_chans, V3_STEM)
+    if transform_input:
+        stages.insert(0, ("transform_input", RenormalizeInput()))
     for name, spec in V3_MODULES:
+        if count_include_pad and isinstance(spec, ModuleA | ModuleB | ModuleC):
+            spec = replace(spec, count_include_pad=True)
         stages.append((name, spec.build(in_chs)))
         in_chs = spec.out_chs(in_chs)
     model = InceptionNet(stages, in_chs, num_classes, drop_rate)

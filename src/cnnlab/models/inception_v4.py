@@ -23,6 +23,10 @@ factor of section 3.3 ("between 0.1 and 0.3"): one float for every block, or one
 (A, B, C); the default (0.17, 0.10, 0.20) is the released v2's, also used for v1 (the paper gives
 no per-model value).
 
+Branch order (``branch_order``, ``factor_order``): the figures' order by default; ``"released"`` is the
+order of the TF-slim checkpoints (and timm): pooling branches concatenated last, and in Inception-v4
+some 7x1/1x7 and 1x3/3x1 pairs swapped (:func:`factor_pair`).
+
 Every other convolution: no bias, batch norm (eps 0.001, as the reference), ReLU. "V" in the
 figures is valid padding, other convolutions keep the size.
 
@@ -34,7 +38,7 @@ and Glorot (Xavier) uniform for the final linear layer, zero biases, BN weight 1
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -51,6 +55,7 @@ from cnnlab.models.layers import (
     MaxPoolPass,
     bn_conv,
     build_stem,
+    check_choice,
     conv_chain,
     convs,
     max_pool_3x3_s2,
@@ -61,6 +66,21 @@ INCEPTION_V4_PAPER = (
     "Szegedy et al. 2017, Inception-v4, Inception-ResNet and the Impact of Residual Connections on Learning"
 )
 V = 0  # "V" in the figures: valid padding
+# Named orders (options of inception-v4 and inception-resnet-v2): the paper's figures, or the released
+# TF-slim checkpoints that timm reproduces
+ORDERS = ("paper", "released")
+
+
+def factor_pair(first: int, released: bool, pair_of: int = 7) -> tuple[tuple[int, int], tuple[int, int]]:
+    """A factorised n x n convolution as two kernels, ``first`` the orientation the paper's figure draws first.
+
+    ``first`` is ``(1, n)`` or ``(n, 1)``; ``released`` swaps the pair, the order of TF-slim's checkpoints
+    (and timm's) where it differs from the figures: the stem's 7x1/1x7 (Figure 3), Inception-B's
+    double 7x7 branch (Figure 5) and Inception-C's 1x3/3x1 (Figure 6).
+    """
+    wide, tall = (1, pair_of), (pair_of, 1)
+    a, b = (wide, tall) if first == wide else (tall, wide)
+    return (b, a) if released else (a, b)
 
 
 # ---------------------------------------------------------------- Inception-v4 (Figures 3-9)
@@ -68,8 +88,9 @@ class InceptionV4Stem(nn.Sequential):
     """Figure 3: three convs, then [max pool | conv 3x3/2 96], [1x1 64 -> 3x3 96 V | 1x1 64 -> 7x1 -> 1x7 -> 3x3 96 V],
     [conv 3x3/2 192 V | max pool] -> 35x35x384."""
 
-    def __init__(self, in_chans: int) -> None:
+    def __init__(self, in_chans: int, factor_order: str = "paper") -> None:
         super().__init__()
+        k1, k2 = factor_pair((7, 1), factor_order == "released")
         self.convs = conv_chain(in_chans, (32, 3, 2, V), (32, 3, 1, V), (64, 3))  # 299 -> 149 -> 147 -> 147
         self.mixed_3a = ConcatBranches(
             {"pool": max_pool_3x3_s2(), "conv": conv_chain(64, (96, 3, 2, V))}, 160
@@ -77,7 +98,7 @@ class InceptionV4Stem(nn.Sequential):
         self.mixed_4a = ConcatBranches(
             {
                 "branch3x3": conv_chain(160, (64, 1), (96, 3, 1, V)),
-                "branch7x7": conv_chain(160, (64, 1), (64, (7, 1)), (64, (1, 7)), (96, 3, 1, V)),
+                "branch7x7": conv_chain(160, (64, 1), (64, k1), (64, k2), (96, 3, 1, V)),
             },
             192,
         )
@@ -139,15 +160,17 @@ class InceptionB(BranchRecord):
     dbl_reduce: int = 192
     dbl_mid: int = 224
     dbl: int = 256
+    factor_order: str = "paper"  # "released": the double branch starts with 7x1 (see factor_pair)
 
     def branches(self) -> dict[str, Branch]:
         """The four branches (1024 channels), concatenated in this order."""
         r, d = self.dbl_reduce, self.dbl_mid
+        k1, k2 = factor_pair((1, 7), self.factor_order == "released")
         return {
             "branch_pool": AvgPoolProj(self.pool_proj),
             "branch1x1": convs((self.b1x1, 1)),
             "branch7x7": convs((self.b7x7_reduce, 1), (self.b7x7_mid, (1, 7)), (self.b7x7, (7, 1))),
-            "branch7x7dbl": convs((r, 1), (r, (1, 7)), (d, (7, 1)), (d, (1, 7)), (self.dbl, (7, 1))),
+            "branch7x7dbl": convs((r, 1), (r, k1), (d, k2), (d, k1), (self.dbl, k2)),
         }
 
 
@@ -185,15 +208,17 @@ class InceptionC(BranchRecord):
     dbl_1x3: int = 448
     dbl_3x1: int = 512
     dbl: int = 256
+    factor_order: str = "paper"  # "released": 3x1 (448) before 1x3 (512), see factor_pair
 
     def branches(self) -> dict[str, Branch]:
         """The four branches (1536 channels), concatenated in this order."""
+        k1, k2 = factor_pair((1, 3), self.factor_order == "released", pair_of=3)
         return {
             "branch_pool": AvgPoolProj(self.pool_proj),
             "branch1x1": convs((self.b1x1, 1)),
             "branch3x3": convs((self.b3x3_reduce, 1), split=self.b3x3),
             "branch3x3dbl": convs(
-                (self.dbl_reduce, 1), (self.dbl_1x3, (1, 3)), (self.dbl_3x1, (3, 1)), split=self.dbl
+                (self.dbl_reduce, 1), (self.dbl_1x3, k1), (self.dbl_3x1, k2), split=self.dbl
             ),
         }
 
@@ -385,9 +410,9 @@ def _residual_scales(residual_scale: float | Sequence[float]) -> tuple[float, fl
 
 
 def inception_resnet_stages(
-    spec: InceptionResNetSpec, in_chans: int, scales: Sequence[float]
+    spec: InceptionResNetSpec, in_chans: int, scales: Sequence[float], pool_last: bool = False
 ) -> tuple[list, int]:
-    """The named stages of an Inception-ResNet and its final width."""
+    """The named stages of an Inception-ResNet and its final width (``pool_last``: the reductions' max-pool branch last)."""
     stages, in_chs = build_stem(in_chans, spec.stem)
     if spec.stem_module is not None:
         stages.append(("mixed_5b", spec.stem_module.build(in_chs)))
@@ -404,7 +429,7 @@ def inception_resnet_stages(
                 (f"{prefix}{i}", block.build_block(in_chs, 1.0 if plain else scale, activate=not plain))
             )
         if reduction is not None:
-            stages.append((reduction_name, reduction.build(in_chs)))
+            stages.append((reduction_name, reduction.build(in_chs, pool_last=pool_last)))
             in_chs = reduction.out_chs(in_chs)
     if spec.final_conv:
         stages.append(("conv_7b", bn_conv(in_chs, spec.final_conv, 1)))
@@ -441,14 +466,30 @@ def _register(name: str, num_params: int, params_source: str):
     42_679_816,
     "issue 5 / timm inception_v4; derived by hand: see docs/models/inception_v4.md",
 )
-def inception_v4(num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.2) -> InceptionNet:
-    """Inception-v4 (Figure 9); ``drop_rate`` 0.2 is the figure's "keep 0.8"."""
-    stem = InceptionV4Stem(in_chans)
+def inception_v4(
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    drop_rate: float = 0.2,
+    branch_order: str = "paper",
+    factor_order: str = "paper",
+) -> InceptionNet:
+    """Inception-v4 (Figure 9); ``drop_rate`` 0.2 is the figure's "keep 0.8".
+
+    ``branch_order="released"`` concatenates the pooling branch last and ``factor_order="released"``
+    swaps the 7x1/1x7 and 1x3/3x1 pairs where the figures and the released checkpoints differ; both
+    together compute timm's ``inception_v4`` (see docs/models/inception_v4.md).
+    """
+    check_choice("branch_order", branch_order, ORDERS)
+    check_choice("factor_order", factor_order, ORDERS)
+    stem = InceptionV4Stem(in_chans, factor_order)
     stages: list[tuple[str, nn.Module]] = [("stem", stem)]
     in_chs = stem.out_chs
     for prefix, module, repeats in V4_LAYOUT:
+        if isinstance(module, InceptionB | InceptionC):
+            module = replace(module, factor_order=factor_order)
         for i in range(1, repeats + 1):
-            stages.append((f"{prefix}{i}" if repeats > 1 else prefix, module.build(in_chs)))
+            name = f"{prefix}{i}" if repeats > 1 else prefix
+            stages.append((name, module.build(in_chs, pool_last=branch_order == "released")))
         in_chs = module.out_chs(in_chs)
     model = InceptionNet(stages, in_chs, num_classes, drop_rate)
     init_inception_v4_weights(model)
@@ -457,9 +498,16 @@ def inception_v4(num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 
 
 
 def _inception_resnet(
-    spec: InceptionResNetSpec, num_classes: int, in_chans: int, drop_rate: float, residual_scale
+    spec: InceptionResNetSpec,
+    num_classes: int,
+    in_chans: int,
+    drop_rate: float,
+    residual_scale,
+    branch_order: str = "paper",
 ) -> InceptionNet:
-    stages, in_chs = inception_resnet_stages(spec, in_chans, _residual_scales(residual_scale))
+    check_choice("branch_order", branch_order, ORDERS)
+    scales = _residual_scales(residual_scale)
+    stages, in_chs = inception_resnet_stages(spec, in_chans, scales, pool_last=branch_order == "released")
     model = InceptionNet(stages, in_chs, num_classes, drop_rate)
     init_inception_v4_weights(model)
     model.classifier_init = init_inception_v4_weights
@@ -491,6 +539,12 @@ def inception_resnet_v2(
     in_chans: int = 3,
     drop_rate: float = 0.2,
     residual_scale: float | tuple[float, float, float] = DEFAULT_RESIDUAL_SCALE,
+    branch_order: str = "paper",
 ) -> InceptionNet:
-    """Inception-ResNet-v2 as released (TF-slim); see the module docstring for the paper's figures."""
-    return _inception_resnet(RESNET_V2, num_classes, in_chans, drop_rate, residual_scale)
+    """Inception-ResNet-v2 as released (TF-slim); see the module docstring for the paper's figures.
+
+    ``branch_order="released"`` concatenates Reduction-A/B's max-pool branch last, as the released
+    checkpoints and timm's ``inception_resnet_v2`` do (the figures draw it first). Every tensor keeps
+    its shape either way, so only the outputs tell the two apart.
+    """
+    return _inception_resnet(RESNET_V2, num_classes, in_chans, drop_rate, residual_scale, branch_order)

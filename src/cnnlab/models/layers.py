@@ -782,6 +782,40 @@ class ConcatBranches(nn.ModuleDict):
         return torch.cat([branch(x) for branch in self.values()], dim=1)
 
 
+# ImageNet's per-channel mean and std, the normalisation torchvision's weights expect
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class RenormalizeInput(nn.Module):
+    """Turn an input normalised with ImageNet's mean/std into one normalised with mean 0.5, std 0.5.
+
+    torchvision's ``transform_input`` (GoogLeNet, Inception-v3): its published weights of these two
+    networks were ported from TensorFlow, whose inputs lie in [-1, 1]; the flag lets them take the
+    same ImageNet-normalised input as every other torchvision model. No parameters.
+    """
+
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
+        super().__init__()
+        # x_tf = (x * std + mean - 0.5) / 0.5: one scale and one shift per channel, kept as Python
+        # floats (no buffer: nothing in the state dict, and the meta-device shape probes need none)
+        self.scale = tuple(s / 0.5 for s in std)
+        self.shift = tuple((m - 0.5) / 0.5 for m in mean)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        channels = [x[:, c : c + 1] * a + b for c, (a, b) in enumerate(zip(self.scale, self.shift))]
+        return torch.cat(channels, dim=1)
+
+
+def check_transform_input(transform_input: bool, in_chans: int) -> None:
+    """``transform_input=True`` renormalises ImageNet's three channels: refuse other channel counts."""
+    if transform_input and in_chans != len(IMAGENET_MEAN):
+        raise UsageError(
+            f"transform_input=True renormalises ImageNet's 3 input channels; this model has in_chans={in_chans} "
+            "(drop transform_input or use in_chans=3)"
+        )
+
+
 class InceptionNet(ClassifierModel):
     """Named stages run in order, a global-average-pool head, and auxiliary heads tapping named stages.
 
@@ -878,10 +912,15 @@ def conv_chain(in_chs: int, *rows: ConvRow) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def avg_pool_proj(in_chs: int, out_chs: int) -> nn.Sequential:
-    """3x3/1 average pool ("SAME", padding not counted, as TensorFlow) -> 1x1 projection."""
+def avg_pool_proj(in_chs: int, out_chs: int, count_include_pad: bool = False) -> nn.Sequential:
+    """3x3/1 average pool ("SAME") -> 1x1 projection.
+
+    The border windows average only the pixels inside the map, as TensorFlow's "SAME" pooling of the
+    reference; ``count_include_pad=True`` divides by 9 everywhere, as torchvision's Inception-v3 does.
+    """
     return nn.Sequential(
-        nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False), bn_conv(in_chs, out_chs, 1)
+        nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=count_include_pad),
+        bn_conv(in_chs, out_chs, 1),
     )
 
 
@@ -925,6 +964,7 @@ class AvgPoolProj:
     """The pooling branch of Inception-v3/v4 modules: 3x3/1 average pool -> 1x1 projection to ``width``."""
 
     width: int
+    count_include_pad: bool = False  # True: torchvision's Inception-v3 (see avg_pool_proj)
 
     def out_chs(self, in_chs: int) -> int:
         """The projection's width."""
@@ -932,7 +972,7 @@ class AvgPoolProj:
 
     def build(self, in_chs: int) -> nn.Module:
         """The branch for ``in_chs`` input channels."""
-        return avg_pool_proj(in_chs, self.width)
+        return avg_pool_proj(in_chs, self.width, self.count_include_pad)
 
 
 @dataclass(frozen=True)
@@ -966,9 +1006,21 @@ class BranchRecord:
         """Channels after concatenation for ``in_chs`` input channels."""
         return sum(branch.out_chs(in_chs) for branch in self.branches().values())
 
-    def build(self, in_chs: int) -> ConcatBranches:
-        """The module for ``in_chs`` input channels."""
-        built = {name: branch.build(in_chs) for name, branch in self.branches().items()}
+    def ordered_branches(self, pool_last: bool = False) -> dict[str, Branch]:
+        """:meth:`branches` in concatenation order; ``pool_last`` moves the pooling branch to the end.
+
+        The papers' figures draw the pooling branch first (Inception-v4 Figures 4-8); the released
+        TF-slim models, and timm after them, concatenate it last. Same weights, other channel order.
+        """
+        branches = self.branches()
+        if not pool_last:
+            return branches
+        pools = {n: b for n, b in branches.items() if isinstance(b, AvgPoolProj | MaxPoolPass)}
+        return {**{n: b for n, b in branches.items() if n not in pools}, **pools}
+
+    def build(self, in_chs: int, pool_last: bool = False) -> ConcatBranches:
+        """The module for ``in_chs`` input channels (``pool_last``: see :meth:`ordered_branches`)."""
+        built = {name: branch.build(in_chs) for name, branch in self.ordered_branches(pool_last).items()}
         return ConcatBranches(built, self.out_chs(in_chs))
 
 

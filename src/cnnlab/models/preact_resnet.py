@@ -50,8 +50,15 @@ def preact_resnet(
     shortcut: str = "B",
     drop_path_rate: float = 0.0,
     drop_path_mode: str = "original",
+    stem_norm_act: bool = True,
 ) -> ResNet:
-    """ImageNet pre-activation ResNet-``depth``: Table 1 of He et al. 2016a with Fig. 4e units."""
+    """ImageNet pre-activation ResNet-``depth``: Table 1 of He et al. 2016a with Fig. 4e units.
+
+    ``stem_norm_act=False`` is timm's ``resnetv2_*`` layout: the stem is the bare 7x7 conv and max pool,
+    and the first unit pre-activates the max-pooled map itself, so its identity shortcut (ResNet-18/34)
+    adds the raw pooled map, where the paper's appendix (the default) adds the stem's BN-ReLU output
+    (and BN-ReLU precedes the max pool). Same parameter count.
+    """
     check_choice("shortcut type", shortcut, SHORTCUT_TYPES)
     check_choice("stride placement", stride_in, STRIDE_PLACEMENTS)
     kind, stages = imagenet_stages(depth)
@@ -66,6 +73,7 @@ def preact_resnet(
         stride_in=stride_in,
         drop_path_rate=drop_path_rate,
         drop_path_mode=drop_path_mode,
+        stem_norm_act=stem_norm_act,
     )
 
 
