@@ -82,6 +82,12 @@ SWITCHES = (
     ("--nesterov", "nesterov", "Nesterov momentum"),
     ("--flip", "flip", "random horizontal flips"),
     ("--aux-loss", "aux_loss", "use auxiliary heads in the loss (default: on, where the model has them)"),
+    (
+        "--sync-bn",
+        "sync_bn",
+        "data-parallel runs (torchrun, --nproc): batch norm with the statistics of the global batch over "
+        "every process, as one process computes them",
+    ),
 )
 
 
@@ -140,6 +146,8 @@ def add_recipe_args(parser: argparse.ArgumentParser, defaults: TrainConfig = DEF
         "only a run continued within its original length ends as an uninterrupted one would)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    # Under torchrun (or --nproc) the entry point joins the process group before the command runs.
+    parser.set_defaults(joins_process_group=True)
 
 
 def given_settings(args: argparse.Namespace) -> dict[str, object]:
@@ -193,7 +201,17 @@ def run_dir_for(out: str, name: str | None, model: str) -> Path:
 
 def _train(args: argparse.Namespace) -> int:
     from cnnlab.train import train
+    from cnnlab.train.distributed import current, launch, launched_by_torchrun
 
+    if args.nproc is not None and args.nproc < 1:
+        raise UsageError(f"--nproc must be at least 1, got {args.nproc}")
+    if args.nproc is not None and args.nproc > 1 and not launched_by_torchrun():
+        if args.batch_size is not None and args.batch_size % args.nproc:
+            raise UsageError(
+                f"the batch size {args.batch_size} is the global batch, shared equally by {args.nproc} "
+                f"processes; choose a multiple of {args.nproc}"
+            )
+        return launch(args.nproc, args.argv)  # this process becomes the elastic agent of N ranks
     run_dir = run_dir_for(args.out, args.name, args.model)
     if args.overwrite and args.resume:
         raise UsageError("--overwrite and --resume contradict each other; choose one")
@@ -202,6 +220,8 @@ def _train(args: argparse.Namespace) -> int:
     else:
         cfg = config_from_args(args, args.model)
     result = train(cfg, run_dir, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet)
+    if not current().is_main:  # rank 0 reports for the job, and its exit status is the job's
+        return 0
     if result.status == "interrupted":
         print(
             f"interrupted: checkpoint saved in {run_dir / 'checkpoints'}; continue with the same command and --resume"
@@ -261,6 +281,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs", help="parent folder of run directories (default: runs)")
     p.add_argument("--name", help="run directory name (default: the model name)")
     add_recipe_args(p)
+    p.add_argument(
+        "--nproc",
+        type=int,
+        help="train in this many data-parallel processes on this machine (DDP through torch's elastic "
+        "launcher, as torchrun --nproc-per-node; gloo on CPUs, NCCL on GPUs): --batch-size stays the "
+        "global batch and must divide by it; see docs/distributed.md (default: 1, one process)",
+    )
 
     p = add_command(
         subparsers,

@@ -20,6 +20,7 @@ from typing import Any
 
 from cnnlab.experiments.runner import run_members
 from cnnlab.fileio import atomic_write_text
+from cnnlab.train import distributed
 from cnnlab.models import model_info
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.engine import RunResult
@@ -98,6 +99,8 @@ def compare(
     )
     runs = list(experiment.runs.values())
     split = "val" if cfg.val_fraction > 0 else "train"
+    if not distributed.current().is_main:  # data-parallel: rank 0 alone writes
+        return Comparison(runs, out / "comparison.md", out / "comparison.png", experiment.status)
     plot = plot_comparison(
         {r.config.model: [100 * row[f"{split}_acc"] for row in r.history] for r in runs},
         out / "comparison.png",

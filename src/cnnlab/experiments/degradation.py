@@ -21,6 +21,7 @@ from typing import Any
 from cnnlab.errors import UsageError
 from cnnlab.experiments.runner import run_members
 from cnnlab.fileio import atomic_write_text
+from cnnlab.train import distributed
 from cnnlab.models import model_info
 from cnnlab.train import recipes
 from cnnlab.train.config import TrainConfig
@@ -211,6 +212,8 @@ def degradation(
     result = DegradationResult(
         runs, out / "degradation.png", out / "degradation.md", input_shape, experiment.status
     )
+    if not distributed.current().is_main:  # data-parallel: rank 0 alone writes
+        return result
     plot_degradation(runs, result.figure, f"plain vs residual on {cfg.data}")
     atomic_write_text(result.table, result.markdown() + "\n")
     atomic_write_text(

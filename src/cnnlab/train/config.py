@@ -75,6 +75,7 @@ class TrainConfig:
     channels_last: bool | None = None  # None: on where it is faster (CUDA, and CPU for conv nets)
     threads: int | None = None
     cpu_shards: int = 1  # >1: split each CPU batch into this many shards, one per core (cnnlab.train.shards)
+    sync_bn: bool = False  # data-parallel runs: batch norm over the global batch (cnnlab.train.distributed)
     compile: bool = False
     amp: str = "fp32"  # one of PRECISIONS; anything but fp32 is opt-in
     max_steps_per_epoch: int | None = None  # for smoke runs and benchmarks
@@ -185,6 +186,7 @@ class TrainConfig:
         if unknown:
             raise UsageError(f"unknown training settings: {', '.join(unknown)}")
         values = {key: _legacy(key, value) for key, value in values.items()}
+        values = {**{k: v for k, v in ADDED_LATER.items() if k in names}, **values}
         missing = sorted(names - set(values))
         if complete and missing:
             raise UsageError(f"training settings are missing: {', '.join(missing)}")
@@ -196,6 +198,10 @@ class TrainConfig:
             if key in values and values[key] is not None:
                 values[key] = tuple(values[key])
         return cls(**values)
+
+
+# Settings added after runs were saved without them: an older config.json means their default.
+ADDED_LATER: dict[str, Any] = {"sync_bn": False}
 
 
 def _legacy(key: str, value: Any) -> Any:

@@ -57,9 +57,13 @@ class RunData:
 
 
 def prepare_run_data(
-    cfg: TrainConfig, device: torch.device, channels_last: bool, data: Any = None
+    cfg: TrainConfig, device: torch.device, channels_last: bool, data: Any = None, dist: Any = None
 ) -> RunData:
-    """Load (or take) ``cfg.data``, hold out the validation split, and build the three loaders."""
+    """Load (or take) ``cfg.data``, hold out the validation split, and build the three loaders.
+
+    ``dist`` (a :class:`cnnlab.train.distributed.DistContext`): the loaders yield this rank's part of
+    every batch; the batch sizes stay global.
+    """
     from cnnlab.data import Augment, BatchLoader, load_dataset
     from cnnlab.data.load import validation_indices
 
@@ -96,6 +100,8 @@ def prepare_run_data(
             channels_last=channels_last,
             pad_to=cfg.pad_to,
             out_chans=cfg.in_chans,
+            rank=dist.rank if dist is not None else 0,
+            world_size=dist.world_size if dist is not None else 1,
         )
 
     test_loader = loader(data.test, False)
