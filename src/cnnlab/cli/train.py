@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from pathlib import Path
 
 from cnnlab.cli.common import add_command, add_model_option_arg, model_options, report_experiment
@@ -200,18 +201,20 @@ def run_dir_for(out: str, name: str | None, model: str) -> Path:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from cnnlab.train import train
-    from cnnlab.train.distributed import current, launch, launched_by_torchrun
-
     if args.nproc is not None and args.nproc < 1:
         raise UsageError(f"--nproc must be at least 1, got {args.nproc}")
-    if args.nproc is not None and args.nproc > 1 and not launched_by_torchrun():
-        if args.batch_size is not None and args.batch_size % args.nproc:
+    if args.nproc is not None and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        if args.batch_size is not None and args.batch_size % args.nproc:  # refused before any process starts
             raise UsageError(
                 f"the batch size {args.batch_size} is the global batch, shared equally by {args.nproc} "
                 f"processes; choose a multiple of {args.nproc}"
             )
+        from cnnlab.train.distributed import launch
+
         return launch(args.nproc, args.argv)  # this process becomes the elastic agent of N ranks
+    from cnnlab.train import train
+    from cnnlab.train.distributed import current
+
     run_dir = run_dir_for(args.out, args.name, args.model)
     if args.overwrite and args.resume:
         raise UsageError("--overwrite and --resume contradict each other; choose one")

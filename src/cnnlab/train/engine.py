@@ -359,6 +359,12 @@ class Trainer:
         where = cpu_name() if self.device.type == "cpu" else torch.cuda.get_device_name(self.device)
         threads = f"{torch.get_num_threads()} threads" if self.device.type == "cpu" else "CUDA"
         mode = f"{self.shards.workers} CPU batch shards" if self.shards else "whole batches"
+        if self.dist.active:
+            mode = (
+                f"{self.dist.world_size} DDP processes ({torch.distributed.get_backend()}), "
+                f"{cfg.batch_size // self.dist.world_size} images each of every batch"
+            )
+            threads += " per process" if self.device.type == "cpu" else ""
         val = self.data.val
         selection = (
             f"{len(val):,} val images select the checkpoint"
