@@ -1,6 +1,7 @@
 """Training throughput on the CPU's two cores, three ways: threads, CPU shards, DDP processes.
 
-Each lecture net trains the same steps of the default recipe (batch 128, fp32) with
+Each lecture net trains the same steps at batch 128, fp32, constant learning rate 0.01 (a short run
+of the default one-cycle schedule can diverge; the rate does not change the speed) with
 
 * ``threads``: one process, PyTorch's operation-level threading over 2 threads (``--threads 2``);
 * ``shards``:  one process, each batch split into 2 shards trained side by side (``--cpu-shards 2``);
@@ -47,7 +48,7 @@ def run_once(model: str, mechanism: str, steps: int, workdir: Path, data_dir: st
     """Train ``model`` for ``steps`` steps with ``mechanism``; its training images/s."""
     cmd = [
         sys.executable, "-m", "cnnlab", "train", model, "--epochs", "1", "--max-steps-per-epoch", str(steps),
-        "--val-fraction", "0", "--device", "cpu", "--out", str(workdir), "--name", f"{model}-{mechanism}",
+        "--val-fraction", "0", "--schedule", "constant", "--lr", "0.01", "--device", "cpu", "--out", str(workdir), "--name", f"{model}-{mechanism}",
         "--overwrite", "--quiet", *MECHANISMS[mechanism], *(["--data-dir", data_dir] if data_dir else []),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
