@@ -51,7 +51,10 @@ def run_once(model: str, mechanism: str, steps: int, workdir: Path, data_dir: st
         "--val-fraction", "0", "--schedule", "constant", "--lr", "0.01", "--device", "cpu", "--out", str(workdir), "--name", f"{model}-{mechanism}",
         "--overwrite", "--quiet", *MECHANISMS[mechanism], *(["--data-dir", data_dir] if data_dir else []),
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])),
+    }
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
@@ -64,7 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=80, help="training steps per run (default: 80)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default: 2)")
-    parser.add_argument("--models", nargs="+", default=list(MODELS), help="models (default: the lecture nets)")
+    parser.add_argument(
+        "--models", nargs="+", default=list(MODELS), help="models (default: the lecture nets)"
+    )
     parser.add_argument("--data-dir", help="folder holding fashion-mnist/ (default: cnnlab's search path)")
     add_output_args(parser)
     return parser.parse_args(argv)
@@ -78,16 +83,22 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.rounds):
             for model in args.models:
                 for mechanism in MECHANISMS:
-                    figures[model][mechanism].append(run_once(model, mechanism, args.steps, Path(tmp), args.data_dir))
+                    figures[model][mechanism].append(
+                        run_once(model, mechanism, args.steps, Path(tmp), args.data_dir)
+                    )
     rows, verdicts = [], []
-    print(f"\n{'model':<18} {'1 proc x 2 threads':>19} {'cpu shards 2':>13} {'2 DDP x 1 thread':>17} {'ddp/shards':>11}")
+    print(
+        f"\n{'model':<18} {'1 proc x 2 threads':>19} {'cpu shards 2':>13} {'2 DDP x 1 thread':>17} {'ddp/shards':>11}"
+    )
     for model in args.models:
         med = {k: statistics.median(v) for k, v in figures[model].items()}
         ratio = med["ddp"] / med["shards"]
         rows.append({"model": model, **{f"{k}_images_per_s": round(v, 1) for k, v in med.items()},
                      "ddp_vs_shards": round(ratio, 3), "ddp_vs_threads": round(med["ddp"] / med["threads"], 3),
                      "shards_vs_threads": round(med["shards"] / med["threads"], 3), "runs": figures[model]})  # fmt: skip
-        print(f"{model:<18} {med['threads']:>19.0f} {med['shards']:>13.0f} {med['ddp']:>17.0f} {ratio:>10.2f}x")
+        print(
+            f"{model:<18} {med['threads']:>19.0f} {med['shards']:>13.0f} {med['ddp']:>17.0f} {ratio:>10.2f}x"
+        )
         verdicts.append(
             verdict(f"{model}, 2 DDP processes vs cpu shards 2", ">= 1.00x", f"{ratio:.2f}x", ratio >= 1.0)
         )

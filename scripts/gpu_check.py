@@ -58,14 +58,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("gpu_check.json"), help="the JSON to write")
     parser.add_argument("--data-dir", help="folder holding fashion-mnist/ (default: cnnlab's search path)")
     parser.add_argument(
-        "--models", nargs="+", default=list(EPOCH_MODELS), help="models of the one-epoch runs (default: %(default)s)"
+        "--models",
+        nargs="+",
+        default=list(EPOCH_MODELS),
+        help="models of the one-epoch runs (default: %(default)s)",
     )
     parser.add_argument("--epochs", type=positive, default=1, help="epochs of each run (default: 1)")
     parser.add_argument("--train-subset", type=positive, help="train on this many images (a quicker check)")
     parser.add_argument("--registry-pattern", help="only the registry's models matching this pattern")
     parser.add_argument("--no-ddp", action="store_true", help="skip the DDP check")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile check")
-    parser.add_argument("--plan", action="store_true", help="print the checks this command would run, run none")
+    parser.add_argument(
+        "--plan", action="store_true", help="print the checks this command would run, run none"
+    )
     args = parser.parse_args(argv)
     from cnnlab.errors import UsageError
     from cnnlab.models import model_info
@@ -80,7 +85,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def plan(args: argparse.Namespace, gpus: int) -> list[str]:
     """One line per check the command runs."""
-    lines = [f"registry: forward+backward of every model{' matching ' + args.registry_pattern if args.registry_pattern else ''}"]
+    lines = [
+        f"registry: forward+backward of every model{' matching ' + args.registry_pattern if args.registry_pattern else ''}"
+    ]
     lines += [
         f"epochs: {name}, {precision}, channels_last {'on' if layout else 'off'}"
         for name in args.models
@@ -88,7 +95,11 @@ def plan(args: argparse.Namespace, gpus: int) -> list[str]:
         for layout in LAYOUTS
     ]
     if not args.no_ddp:
-        lines.append(f"ddp: {DDP_MODEL} in {gpus} NCCL processes" if gpus >= 2 else "ddp: skipped (needs 2 or more GPUs)")
+        lines.append(
+            f"ddp: {DDP_MODEL} in {gpus} NCCL processes"
+            if gpus >= 2
+            else "ddp: skipped (needs 2 or more GPUs)"
+        )
     if not args.no_compile:
         lines.append(f"compile: {COMPILE_MODEL} with torch.compile")
     return lines
@@ -133,7 +144,9 @@ def epoch_run(cfg: Any, run_dir: Path, data: Any) -> dict[str, Any]:
 
     result = train(cfg, run_dir, data=data, progress=False, overwrite=True)
     return {
-        "train_images_per_s": round(sum(r["train_images_per_s"] for r in result.history) / len(result.history), 1),
+        "train_images_per_s": round(
+            sum(r["train_images_per_s"] for r in result.history) / len(result.history), 1
+        ),
         "test_acc": result.test_acc,
     }
 
@@ -148,7 +161,10 @@ def ddp_run(args: argparse.Namespace, gpus: int, run_dir: Path) -> dict[str, Any
         *(["--data-dir", args.data_dir] if args.data_dir else []),
         *(["--train-subset", str(args.train_subset)] if args.train_subset else []),
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])),
+    }
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode:
         raise RuntimeError(f"exit {done.returncode}: {done.stderr.strip()[-1500:]}")
@@ -208,7 +224,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_compile:
             cfg = dataclasses.replace(base, model=COMPILE_MODEL, compile=True)
             report["compile"] = attempt({"model": COMPILE_MODEL}, epoch_run, cfg, Path(tmp) / "compile", data)
-    failed = [r for r in [*report["registry"], *report["epochs"], report.get("ddp"), report.get("compile")] if r and not r["ok"]]
+    failed = [
+        r
+        for r in [*report["registry"], *report["epochs"], report.get("ddp"), report.get("compile")]
+        if r and not r["ok"]
+    ]
     report["failed"] = len(failed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     from cnnlab.fileio import atomic_write_text

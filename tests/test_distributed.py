@@ -51,7 +51,9 @@ def free_port() -> int:
 def last_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     """The weights of a run's ``last`` checkpoint."""
     folder = run_dir / "checkpoints"
-    name = next(p for p in folder.iterdir() if p.name.startswith("last.") and p.name.endswith("weights.safetensors"))
+    name = next(
+        p for p in folder.iterdir() if p.name.startswith("last.") and p.name.endswith("weights.safetensors")
+    )
     return load_weights(folder / name.name)[0]
 
 
@@ -119,7 +121,9 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
     assert a.keys() == b.keys()
     gaps = {k: float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].numel()}
     worst = max(gaps, key=gaps.get)
-    assert gaps[worst] < WEIGHTS_TOL, f"{worst} differs by {gaps[worst]:.3g} (largest value {float(b[worst].abs().max()):.3g})"
+    assert gaps[worst] < WEIGHTS_TOL, (
+        f"{worst} differs by {gaps[worst]:.3g} (largest value {float(b[worst].abs().max()):.3g})"
+    )
 
 
 def test_two_processes_give_the_one_process_update(two_ranks, tiny_dataset_dir, tmp_path, no_curves):
@@ -141,10 +145,15 @@ def test_sync_bn_gives_the_one_process_update(two_ranks, tiny_dataset_dir, tmp_p
 
 def test_interrupted_and_resumed_ends_as_uninterrupted(two_ranks):
     timing = ("epoch_seconds", "train_images_per_s")
-    whole, cut = read_metrics(two_ranks / "plain" / "metrics.csv"), read_metrics(two_ranks / "cut" / "metrics.csv")
+    whole, cut = (
+        read_metrics(two_ranks / "plain" / "metrics.csv"),
+        read_metrics(two_ranks / "cut" / "metrics.csv"),
+    )
     assert len(whole) == len(cut) == TWO.epochs
     for a, b in zip(whole, cut):
-        assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
+        assert {k: v for k, v in a.items() if k not in timing} == {
+            k: v for k, v in b.items() if k not in timing
+        }
     assert_same_weights(last_weights(two_ranks / "plain"), last_weights(two_ranks / "cut"))
 
 
@@ -210,7 +219,16 @@ def rank_pid(launcher: int, rank: int) -> int | None:
 def start_until_checkpoint(tmp_path: Path, data_dir: Path) -> tuple[subprocess.Popen, int]:
     """Start a long two-process run; return it and rank 1's PID once its first checkpoint is written."""
     cmd = cnnlab_command(
-        tmp_path, data_dir, "--epochs", "500", "--train-subset", "64", "--batch-size", "32", "--val-fraction", "0"
+        tmp_path,
+        data_dir,
+        "--epochs",
+        "500",
+        "--train-subset",
+        "64",
+        "--batch-size",
+        "32",
+        "--val-fraction",
+        "0",
     )
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
     deadline = time.monotonic() + 60

@@ -25,7 +25,9 @@ def test_the_plan_lists_every_run_without_a_gpu(gpu_check, capsys):
     runs = [line for line in lines if line.startswith("epochs: ")]
     assert len(runs) == 2 * 2 * 2  # models x (fp32, bf16) x channels_last on/off
     assert "epochs: resnet20-cifar, bf16, channels_last off" in runs
-    assert any(line.startswith("ddp: ") for line in lines) and any(line.startswith("compile: ") for line in lines)
+    assert any(line.startswith("ddp: ") for line in lines) and any(
+        line.startswith("compile: ") for line in lines
+    )
 
 
 def test_no_ddp_and_no_compile_leave_those_out(gpu_check, capsys):
@@ -47,5 +49,9 @@ def test_without_cuda_it_refuses_clearly_and_writes_nothing(gpu_check, capsys, t
     out = tmp_path / "gpu.json"
     assert gpu_check.main(["--out", str(out)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("gpu-check: error: no CUDA GPU is visible") and "\n" == err[-1] and err.count("\n") == 1
+    assert (
+        err.startswith("gpu-check: error: no CUDA GPU is visible")
+        and "\n" == err[-1]
+        and err.count("\n") == 1
+    )
     assert not out.exists()

@@ -20,8 +20,8 @@ from typing import Any
 
 from cnnlab.experiments.runner import run_members
 from cnnlab.fileio import atomic_write_text
-from cnnlab.train import distributed
 from cnnlab.models import model_info
+from cnnlab.train import distributed
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.engine import RunResult
 from cnnlab.train.plots import plot_comparison

@@ -21,9 +21,8 @@ from typing import Any
 from cnnlab.errors import UsageError
 from cnnlab.experiments.runner import run_members
 from cnnlab.fileio import atomic_write_text
-from cnnlab.train import distributed
 from cnnlab.models import model_info
-from cnnlab.train import recipes
+from cnnlab.train import distributed, recipes
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.engine import RunResult
 from cnnlab.train.recipes import DEGRADATION

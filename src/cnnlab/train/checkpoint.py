@@ -368,7 +368,9 @@ def load_checkpoint(
     return meta
 
 
-def restore_rng_state(rng_state: dict[str, Any], source: str | Path = "the checkpoint", rank: int = 0) -> None:
+def restore_rng_state(
+    rng_state: dict[str, Any], source: str | Path = "the checkpoint", rank: int = 0
+) -> None:
     """Set the process's random streams to those :func:`load_checkpoint` returned (``meta["rng_state"]``).
 
     ``rank`` > 0 (a data-parallel run): that rank's own saved streams. A rank the checkpoint has no

@@ -136,7 +136,9 @@ class DistContext:
         if error is not None:
             raise error
         if worst:
-            failure = DistributedError(f"rank {self.rank}: stopped because another rank failed (its error is above)")
+            failure = DistributedError(
+                f"rank {self.rank}: stopped because another rank failed (its error is above)"
+            )
             failure.exit_code = worst
             raise failure
 
@@ -307,7 +309,10 @@ def _report_failure(err: BaseException) -> int:
         failure = failures[rank]
         code = failure.exitcode
         how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
-        print(f"cnnlab: error: rank {rank} (pid {failure.pid}) {how}; the other ranks were stopped", file=sys.stderr)
+        print(
+            f"cnnlab: error: rank {rank} (pid {failure.pid}) {how}; the other ranks were stopped",
+            file=sys.stderr,
+        )
     return 2 if codes and all(code == 2 for code in codes) else 1
 
 
@@ -347,7 +352,9 @@ class CrossRankBatchNorm2d(nn.BatchNorm2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1):
+        if not (
+            self.training and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+        ):
             return super().forward(x)
         self._check_input_dim(x)
         dims = (0, 2, 3)
@@ -363,9 +370,7 @@ class CrossRankBatchNorm2d(nn.BatchNorm2d):
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
-                momentum = (
-                    1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-                )
+                momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
                 unbiased = var * (total / (total - 1).clamp(min=1))
                 self.running_mean.lerp_(mean.to(self.running_mean.dtype), momentum)
                 self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
@@ -381,7 +386,11 @@ def sync_batch_norm(model: nn.Module, device: torch.device) -> nn.Module:
     for name, child in list(model.named_children()):
         if type(child) is nn.BatchNorm2d:
             replacement = CrossRankBatchNorm2d(
-                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats,
+                child.num_features,
+                child.eps,
+                child.momentum,
+                child.affine,
+                child.track_running_stats,
                 device=child.running_mean.device if child.running_mean is not None else None,
             )
             replacement.load_state_dict(child.state_dict())

@@ -71,7 +71,9 @@ def select_device(name: str = "auto") -> torch.device:
     if device is None or device.type not in ("cpu", "cuda"):
         raise UsageError(f"cannot train or evaluate on device {name!r}; use auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {name} was asked for, but no CUDA GPU is available; use --device cpu or auto")
+        raise UsageError(
+            f"device {name} was asked for, but no CUDA GPU is available; use --device cpu or auto"
+        )
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise UsageError(
             f"device {name} was asked for, but this machine has {torch.cuda.device_count()} CUDA GPU(s); "
@@ -267,7 +269,8 @@ class Trainer:
         failure = None
         try:
             if self.dist.is_main:
-                self.run_lock = RunLock(self.run_dir).acquire()  # one process per run directory, until fit returns
+                # one process per run directory, until fit returns
+                self.run_lock = RunLock(self.run_dir).acquire()
                 with self.run_lock.released_on_error(), training_storage_errors(self.run_dir):
                     prepare_run_dir(self.run_dir, overwrite=overwrite, resume=resume)
                     if resume:
@@ -587,7 +590,9 @@ class Trainer:
                 raise KeyboardInterrupt
             self.request_stop()
             who = f"rank {self.dist.rank}: " if self.dist.active else ""
-            tqdm.write(f"{who}stopping after this batch and saving a checkpoint (Ctrl-C again to abort at once)")
+            tqdm.write(
+                f"{who}stopping after this batch and saving a checkpoint (Ctrl-C again to abort at once)"
+            )
 
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
