@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +36,6 @@ EPOCH_MODELS = ("lecture-simple", "lecture-inception", "lecture-residual", "resn
 PRECISIONS = ("fp32", "bf16")
 LAYOUTS = (True, False)  # channels_last on, off
 DDP_MODEL = COMPILE_MODEL = "lecture-residual"
-SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def positive(text: str) -> int:
@@ -153,21 +150,18 @@ def epoch_run(cfg: Any, run_dir: Path, data: Any) -> dict[str, Any]:
 
 def ddp_run(args: argparse.Namespace, gpus: int, run_dir: Path) -> dict[str, Any]:
     """``cnnlab train --nproc GPUS --device cuda`` (NCCL): images/s and test accuracy from its files."""
+    from cnnlab.train.distributed import launch
     from cnnlab.train.rundir import read_metrics
 
-    cmd = [
-        sys.executable, "-m", "cnnlab", "train", DDP_MODEL, "--nproc", str(gpus), "--device", "cuda",
-        "--epochs", str(args.epochs), "--out", str(run_dir.parent), "--name", run_dir.name, "--overwrite", "--quiet",
+    argv = [
+        "train", DDP_MODEL, "--nproc", str(gpus), "--device", "cuda", "--epochs", str(args.epochs),
+        "--out", str(run_dir.parent), "--name", run_dir.name, "--overwrite", "--quiet",
         *(["--data-dir", args.data_dir] if args.data_dir else []),
         *(["--train-subset", str(args.train_subset)] if args.train_subset else []),
     ]  # fmt: skip
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])),
-    }
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if done.returncode:
-        raise RuntimeError(f"exit {done.returncode}: {done.stderr.strip()[-1500:]}")
+    status = launch(gpus, argv)  # the elastic launcher of `cnnlab train --nproc`, from this process
+    if status:
+        raise RuntimeError(f"cnnlab {' '.join(argv)} exited with status {status} (its error is above)")
     rows = read_metrics(run_dir / "metrics.csv")
     selected = next(r for r in rows if r.get("selected"))
     return {

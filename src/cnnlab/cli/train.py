@@ -213,7 +213,6 @@ def _train(args: argparse.Namespace) -> int:
 
         return launch(args.nproc, args.argv)  # this process becomes the elastic agent of N ranks
     from cnnlab.train import train
-    from cnnlab.train.distributed import current
 
     run_dir = run_dir_for(args.out, args.name, args.model)
     if args.overwrite and args.resume:
@@ -223,7 +222,7 @@ def _train(args: argparse.Namespace) -> int:
     else:
         cfg = config_from_args(args, args.model)
     result = train(cfg, run_dir, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet)
-    if not current().is_main:  # rank 0 reports for the job, and its exit status is the job's
+    if not on_rank_zero():  # rank 0 reports for the job, and its exit status is the job's
         return 0
     if result.status == "interrupted":
         print(
@@ -236,6 +235,15 @@ def _train(args: argparse.Namespace) -> int:
         f"({r['checkpoint']} checkpoint, epoch {r['epoch']}, selected by {r['selection']}); run directory {run_dir}"
     )
     return 0
+
+
+def on_rank_zero() -> bool:
+    """Whether this process reports for its job: always, but in a data-parallel job only rank 0."""
+    if "WORLD_SIZE" not in os.environ:
+        return True
+    from cnnlab.train.distributed import current
+
+    return current().is_main
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -266,6 +274,8 @@ def _compare(args: argparse.Namespace) -> int:
     comparison = compare(
         args.models, cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet
     )
+    if not on_rank_zero():  # data-parallel: rank 0 reports for the job
+        return 0
     files = {"table": comparison.table_path, "plot": comparison.plot_path}
     return report_experiment(comparison.markdown(), files, comparison.status)
 

@@ -109,7 +109,10 @@ class TrainStep:
         """
         self.optimizer.zero_grad(set_to_none=True)
         loss, correct, upcoming = 0.0, 0, None
-        pieces = min(self.cfg.accum_steps, len(y))
+        # As many micro-batches on every rank (the smallest rank part bounds them): with --sync-bn each
+        # one is a collective all ranks must join.
+        smallest = (total // self.dist.world_size) if total else len(y)
+        pieces = min(self.cfg.accum_steps, max(1, smallest), len(y))
         parts = list(zip(x.tensor_split(pieces), y.tensor_split(pieces)))
         for index, (xs, ys) in enumerate(parts):
             final = index == len(parts) - 1
