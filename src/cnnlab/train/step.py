@@ -72,13 +72,13 @@ class TrainStep:
         self.shards = shards
         self.dist = dist
         self.aux_weights = tuple(getattr(model, "aux_loss_weights", ())) if cfg.aux_loss else ()
-        trained: nn.Module = WithAuxOutputs(model) if self.aux_weights else model
+        trained: nn.Module = model
         self.ddp: nn.parallel.DistributedDataParallel | None = None
         if dist.active:
             # Parameters the loss leaves out (auxiliary heads with aux_loss off) must not stall DDP.
             unused = bool(getattr(model, "aux_loss_weights", ())) and not cfg.aux_loss
             self.ddp = nn.parallel.DistributedDataParallel(
-                trained,
+                WithAuxOutputs(model) if self.aux_weights else model,
                 device_ids=[device] if device.type == "cuda" else None,
                 find_unused_parameters=unused,
             )
@@ -92,7 +92,10 @@ class TrainStep:
         """Mean loss (fp32) and logits of one (micro-)batch, under the run's autocast."""
         smoothing = self.cfg.label_smoothing
         with autocast(self.device, self.cfg.amp):
-            logits, aux = self.forward(x) if self.aux_weights else (self.forward(x), [])
+            if not self.aux_weights:
+                logits, aux = self.forward(x), []
+            else:  # through DDP, which must see every output; in one process, as the model gives them
+                logits, aux = self.ddp(x) if self.ddp is not None else self.model.forward_aux(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
             for weight, aux_logits in zip(self.aux_weights, aux):
                 loss = loss + weight * F.cross_entropy(aux_logits.float(), y, label_smoothing=smoothing)
