@@ -203,6 +203,22 @@ def test_nproc_refuses_a_batch_it_cannot_share(tmp_path, tiny_dataset_dir):
     assert "multiple of 2" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_a_rank_that_refuses_the_run_stops_every_rank(tmp_path, tiny_dataset_dir):
+    (tmp_path / "lecture-simple").mkdir()
+    (tmp_path / "lecture-simple" / "config.json").write_text("{}")  # a run is there: rank 0 refuses
+    done = subprocess.run(
+        cnnlab_command(tmp_path, tiny_dataset_dir, "--train-subset", "64", "--epochs", "1"),
+        capture_output=True, text=True, env=cli_env(), timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("cnnlab: error:")]
+    # rank 0 says why (the ranks' lines come in either order); rank 1 says it stopped for that
+    assert any(line.startswith("cnnlab: error: run directory") and "--overwrite" in line for line in errors)
+    assert "cnnlab: error: rank 1: stopped because another rank failed (see its error)" in errors
+    assert len(errors) == 2  # no line about a rank that died: none did
+    assert "Traceback" not in done.stderr
+
+
 def rank_pid(launcher: int, rank: int) -> int | None:
     """The PID of the worker of ``rank`` among ``launcher``'s children, once it runs."""
     children = Path(f"/proc/{launcher}/task/{launcher}/children")

@@ -137,7 +137,7 @@ class DistContext:
             raise error
         if worst:
             failure = DistributedError(
-                f"rank {self.rank}: stopped because another rank failed (its error is above)"
+                f"rank {self.rank}: stopped because another rank failed (see its error)"
             )
             failure.exit_code = worst
             raise failure
@@ -298,22 +298,35 @@ def launch(nproc: int, argv: Sequence[str], *, shutdown_timeout: int = 30) -> in
 
 
 def _report_failure(err: BaseException) -> int:
-    """One line per failed rank from the launcher's ChildFailedError; the exit status to return."""
+    """The job's exit status from the launcher's ChildFailedError, with one line per rank that died.
+
+    A rank that exits 1, 2 or 130 has printed its own line (an error, or where its checkpoint is);
+    a rank the agent stopped with SIGTERM on the way out is no failure of its own. A rank killed by
+    any other signal, or ending with another status, gets a line here. The status is 130 when the
+    ranks stopped on request, 2 when they all refused the command line, else 1.
+    """
     failures = getattr(err, "failures", {}) or {}
-    codes = [failures[rank].exitcode for rank in sorted(failures)]
-    # Rank 0 exits 130 after a stop on request (its checkpoint saved, its message printed); a rank the
-    # agent then sends SIGTERM on its way out is part of that stop, not a failure.
-    if 130 in codes and all(code in (130, -signal.SIGTERM, -signal.SIGINT) for code in codes):
-        return 130
-    for rank in sorted(failures):
-        failure = failures[rank]
-        code = failure.exitcode
+    codes = {rank: failures[rank].exitcode for rank in sorted(failures)}
+    died = False
+    for rank, code in codes.items():
+        if code in (1, 2, 130, -signal.SIGTERM):
+            continue
+        died = True
         how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
         print(
-            f"cnnlab: error: rank {rank} (pid {failure.pid}) {how}; the other ranks were stopped",
+            f"cnnlab: error: rank {rank} (pid {failures[rank].pid}) {how}; the other ranks were stopped",
             file=sys.stderr,
         )
-    return 2 if codes and all(code == 2 for code in codes) else 1
+    exited = [code for code in codes.values() if code > 0]
+    if not died and not exited:
+        print(
+            "cnnlab: error: every rank was stopped by SIGTERM before it could stop cleanly", file=sys.stderr
+        )
+    if died or not exited:
+        return 1
+    if all(code == 130 for code in exited):
+        return 130
+    return 2 if all(code == 2 for code in exited) else 1
 
 
 # ----------------------------------------------------------------------------- synchronised batch norm
