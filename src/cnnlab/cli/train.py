@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from pathlib import Path
 
 from cnnlab.cli.common import add_command, add_model_option_arg, model_options, report_experiment
@@ -141,6 +142,12 @@ SWITCHES = (
     ("--nesterov", "nesterov", "Nesterov momentum"),
     ("--flip", "flip", "random horizontal flips"),
     ("--aux-loss", "aux_loss", "use auxiliary heads in the loss (default: on, where the model has them)"),
+    (
+        "--sync-bn",
+        "sync_bn",
+        "data-parallel runs (torchrun, --nproc): batch norm with the statistics of the global batch over "
+        "every process, as one process computes them",
+    ),
 )
 
 
@@ -209,6 +216,8 @@ def add_recipe_args(
         "only a run continued within its original length ends as an uninterrupted one would)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    # Under torchrun (or --nproc) the entry point joins the process group before the command runs.
+    parser.set_defaults(joins_process_group=True)
 
 
 def given_settings(args: argparse.Namespace) -> dict[str, object]:
@@ -278,6 +287,17 @@ def run_dir_for(out: str, name: str | None, model: str) -> Path:
 
 
 def _train(args: argparse.Namespace) -> int:
+    if args.nproc is not None and args.nproc < 1:
+        raise UsageError(f"--nproc must be at least 1, got {args.nproc}")
+    if args.nproc is not None and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        if args.batch_size is not None and args.batch_size % args.nproc:  # refused before any process starts
+            raise UsageError(
+                f"the batch size {args.batch_size} is the global batch, shared equally by {args.nproc} "
+                f"processes; choose a multiple of {args.nproc}"
+            )
+        from cnnlab.train.distributed import launch
+
+        return launch(args.nproc, args.argv)  # this process becomes the elastic agent of N ranks
     from cnnlab.train import train
 
     run_dir = run_dir_for(args.out, args.name, args.model)
@@ -293,6 +313,8 @@ def _train(args: argparse.Namespace) -> int:
             taken = ", ".join(f"{k}={getattr(cfg, k)}" for k in cfg.recipe_fields)
             print(f"recipe {cfg.recipe}: {taken} (cnnlab recipes {cfg.recipe} gives the sources)")
     result = train(cfg, run_dir, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet)
+    if not on_rank_zero():  # rank 0 reports for the job, and its exit status is the job's
+        return 0
     if result.status == "interrupted":
         print(
             f"interrupted: checkpoint saved in {run_dir / 'checkpoints'}; continue with the same command and --resume"
@@ -304,6 +326,15 @@ def _train(args: argparse.Namespace) -> int:
         f"({r['checkpoint']} checkpoint, epoch {r['epoch']}, selected by {r['selection']}); run directory {run_dir}"
     )
     return 0
+
+
+def on_rank_zero() -> bool:
+    """Whether this process reports for its job: always, but in a data-parallel job only rank 0."""
+    if "WORLD_SIZE" not in os.environ:
+        return True
+    from cnnlab.train.distributed import current
+
+    return current().is_main
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -345,6 +376,8 @@ def _compare(args: argparse.Namespace) -> int:
         args.models, cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet,
         seeds=args.seeds,
     )  # fmt: skip
+    if not on_rank_zero():  # data-parallel: rank 0 reports for the job
+        return 0
     files = {"table": comparison.table_path, "plot": comparison.plot_path}
     return report_experiment(comparison.markdown(), files, comparison.status)
 
@@ -397,6 +430,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         metavar="N",
         help="after --init, re-initialise the layers above the N-th (the model's own initialisation)",
+    )
+    p.add_argument(
+        "--nproc",
+        type=int,
+        help="train in this many data-parallel processes on this machine (DDP through torch's elastic "
+        "launcher, as torchrun --nproc-per-node; gloo on CPUs, NCCL on GPUs): --batch-size stays the "
+        "global batch and must divide by it; see docs/distributed.md (default: 1, one process)",
     )
 
     p = add_command(

@@ -259,12 +259,18 @@ class RunFiles:
         return self.checkpoints / f"{name}.json"
 
     def save_checkpoint(
-        self, name: str, model: Any, header: dict[str, Any], optimizer: Any = None, state: Any = None
+        self,
+        name: str,
+        model: Any,
+        header: dict[str, Any],
+        optimizer: Any = None,
+        state: Any = None,
+        rank_rng: Any = None,
     ) -> Path:
         """Save checkpoint ``name`` (see :func:`cnnlab.train.checkpoint.save_checkpoint`)."""
         from cnnlab.train.checkpoint import save_checkpoint
 
-        return save_checkpoint(self.checkpoints, name, model, header, optimizer, state)
+        return save_checkpoint(self.checkpoints, name, model, header, optimizer, state, rank_rng)
 
     def load_checkpoint(self, name: str, model: Any, optimizer: Any = None) -> dict[str, Any]:
         """Load checkpoint ``name`` into ``model`` (and ``optimizer``); the training state it holds."""
