@@ -100,6 +100,9 @@ class EvalResult:
     loss: float
     accuracy: float
     confusion: torch.Tensor
+    #: softmax outputs [N, classes] and labels [N] in the loader's order (``keep_outputs=True`` only)
+    probabilities: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
 
     @property
     def per_class_accuracy(self) -> list[float]:
@@ -116,14 +119,18 @@ def evaluate(
     device: torch.device,
     amp: str | bool = "fp32",
     shards: CoreShards | None = None,
+    keep_outputs: bool = False,
 ) -> EvalResult:
     """Mean cross-entropy, accuracy and confusion matrix of ``model`` over ``loader``.
 
-    With ``shards``, each batch is split across its workers (see :mod:`cnnlab.train.shards`).
+    With ``shards``, each batch is split across its workers (see :mod:`cnnlab.train.shards`). With
+    ``keep_outputs``, the result also holds every image's softmax probabilities and label (on the CPU),
+    for views of single images (the most confident mistakes of ``cnnlab report``).
     """
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
+    kept: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), autocast(device, amp):  # both are per thread
@@ -136,11 +143,17 @@ def evaluate(
             logits = forward(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         confusion += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes**2)
+        if keep_outputs:
+            kept.append((logits.float().softmax(1).cpu(), y.cpu()))
     confusion = confusion.view(num_classes, num_classes).cpu()
     count = int(confusion.sum())
-    return EvalResult(
+    result = EvalResult(
         float(loss_sum) / max(count, 1), float(confusion.diag().sum()) / max(count, 1), confusion
     )
+    if keep_outputs:
+        result.probabilities = torch.cat([p for p, _ in kept]) if kept else torch.zeros(0, num_classes)
+        result.labels = torch.cat([t for _, t in kept]) if kept else torch.zeros(0, dtype=torch.int64)
+    return result
 
 
 # -------------------------------------------------------------------------------------- training

@@ -29,6 +29,8 @@ class CheckpointEvaluation:
     epoch: int | None = None
     note: str = ""  # why this checkpoint, when it is not the one asked for
     warnings: list[str] = field(default_factory=list)
+    #: the split's uint8 images, in the order of ``result.probabilities`` (with ``keep_outputs`` only)
+    images: torch.Tensor | None = None
 
     def report(self) -> str:
         """Which checkpoint, accuracy, per-class accuracy and the confusion matrix as text."""
@@ -71,7 +73,7 @@ def _run_dir_of(folder: Path) -> Path:
     return folder.parent if folder.name == "checkpoints" else folder
 
 
-def _runs_in(folder: Path) -> list[Path]:
+def runs_in(folder: Path) -> list[Path]:
     """Subfolders of ``folder`` holding a run with a checkpoint (the runs of a comparison)."""
     return sorted(
         sub
@@ -100,7 +102,7 @@ def resolve_checkpoint(path: str | Path, which: str | None = None) -> Checkpoint
             name = "last"
             note = "the run has no best checkpoint (no validation split), so its result is its last epoch"
         if not (folder / f"{name}.json").is_file():
-            runs = [] if folder.exists() else _runs_in(path)
+            runs = [] if folder.exists() else runs_in(path)
             if (path / "comparison.json").is_file() or runs:
                 kind = (
                     "a comparison folder (cnnlab compare)"
@@ -155,6 +157,40 @@ def _check_header(weights_path: Path, header: dict) -> TrainConfig:
         raise CheckpointError(f"{weights_path} has a damaged training config in its header: {err}") from None
 
 
+@dataclass
+class LoadedModel:
+    """A saved model rebuilt with its weights (see :func:`load_model`), and what it was trained on."""
+
+    model: torch.nn.Module
+    config: TrainConfig
+    classes: list[str]
+    input_shape: tuple[int, int, int]
+    choice: CheckpointChoice
+    device: torch.device
+
+
+def load_model(path: str | Path, which: str | None = None, device: str = "auto") -> LoadedModel:
+    """Rebuild the model saved at ``path`` (run directory, manifest or weights file) with its weights, on
+    ``device``, in evaluation mode; the SHA-256 of the weights is checked against the manifest."""
+    from cnnlab.data.catalog import dataset_info
+
+    choice = resolve_checkpoint(path, which)
+    weights_path = choice.weights
+    state, header = load_weights(weights_path, choice.sha256)
+    cfg = _check_header(weights_path, header)
+    dev = select_device(device)
+    model = build_model_for_data(cfg, header["num_classes"], tuple(header["input_shape"]))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"{weights_path} does not fit {cfg.model}: {str(err).splitlines()[0]}"
+        ) from None
+    classes = [str(c) for c in header.get("classes") or dataset_info(cfg.data).classes]
+    model = model.to(dev, memory_format=torch.channels_last).eval()
+    return LoadedModel(model, cfg, classes, tuple(header["input_shape"]), choice, dev)
+
+
 def evaluate_checkpoint(
     path: str | Path,
     *,
@@ -163,22 +199,23 @@ def evaluate_checkpoint(
     which: str | None = None,
     out_dir: str | Path | None = None,
     device: str = "auto",
+    plot: bool = True,
+    keep_outputs: bool = False,
 ) -> CheckpointEvaluation:
     """Rebuild the model saved at ``path`` (run directory, manifest or weights file) and evaluate it.
 
-    The confusion matrix is saved as ``confusion.png`` in ``out_dir`` (default: the run directory);
-    failing to save it (a full disk, read-only storage) is a warning in the report, not an error.
+    The confusion matrix is saved as ``confusion.png`` in ``out_dir`` (default: the run directory)
+    unless ``plot`` is False; failing to save it (a full disk, read-only storage) is a warning in the
+    report, not an error. ``keep_outputs``: the result also holds each image's probabilities (see
+    :func:`cnnlab.train.engine.evaluate`) and :attr:`CheckpointEvaluation.images` the split's images.
     """
     from cnnlab.data import BatchLoader, load_dataset
 
-    choice = resolve_checkpoint(path, which)
-    weights_path = choice.weights
-    state, header = load_weights(weights_path, choice.sha256)
-    cfg = _check_header(weights_path, header)
+    loaded = load_model(path, which, device)
+    cfg, choice, dev = loaded.config, loaded.choice, loaded.device
     if data_dir is not None:
         cfg.data_dir = data_dir
     configure_cpu(cfg.threads)
-    dev = select_device(device)
     data = load_dataset(cfg.data, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed)
     chosen = {"test": data.test, "val": data.val, "train": data.train}[split]
     if chosen is None:
@@ -188,26 +225,20 @@ def evaluate_checkpoint(
         mean=data.info.mean, std=data.info.std, device=dev, channels_last=True, pad_to=cfg.pad_to,
         out_chans=cfg.in_chans,
     )  # fmt: skip
-    model = build_model_for_data(cfg, header["num_classes"], tuple(header["input_shape"]))
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise CheckpointError(
-            f"{weights_path} does not fit {cfg.model}: {str(err).splitlines()[0]}"
-        ) from None
-    model = model.to(dev, memory_format=torch.channels_last)
-    result = evaluate(model, loader, header["num_classes"], dev)
-    classes = [str(c) for c in header.get("classes") or data.info.classes]
+    result = evaluate(loaded.model, loader, len(loaded.classes), dev, keep_outputs=keep_outputs)
+    classes = loaded.classes
     out = Path(out_dir) if out_dir else choice.run_dir
     png, warnings = None, []
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        png = plot_confusion(
-            result.confusion.tolist(), classes, out / "confusion.png", f"{cfg.model} ({split})"
-        )
-    except OSError as err:  # the report matters more than the picture: print it anyway
-        warnings.append(f"could not save the confusion matrix plot in {out}: {err.strerror or err}")
+    if plot:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            png = plot_confusion(
+                result.confusion.tolist(), classes, out / "confusion.png", f"{cfg.model} ({split})"
+            )
+        except OSError as err:  # the report matters more than the picture: print it anyway
+            warnings.append(f"could not save the confusion matrix plot in {out}: {err.strerror or err}")
     return CheckpointEvaluation(
-        cfg.model, cfg.data, split, classes, result, weights_path, png,
+        cfg.model, cfg.data, split, classes, result, choice.weights, png,
         checkpoint=choice.name, epoch=choice.epoch, note=choice.note, warnings=warnings,
+        images=chosen.images if keep_outputs else None,
     )  # fmt: skip

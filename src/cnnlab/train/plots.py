@@ -17,16 +17,26 @@ import matplotlib.pyplot as plt  # noqa: E402
 from cnnlab.fileio import atomic_write_bytes  # noqa: E402
 
 
+def figure_png(fig: plt.Figure, dpi: int = 110) -> bytes:
+    """``fig`` as PNG bytes (tight bounding box); the figure is closed."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
 def save_figure(fig: plt.Figure, path: Path) -> Path:
     """Write ``fig`` to ``path`` as a PNG, atomically, close it, and return the path."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(Path(path), buffer.getvalue())
+    atomic_write_bytes(Path(path), figure_png(fig))
     return Path(path)
 
 
 def plot_curves(rows: Sequence[Mapping[str, float]], path: Path, title: str = "") -> Path:
+    """:func:`curves_figure` written to ``path``."""
+    return save_figure(curves_figure(rows, title), path)
+
+
+def curves_figure(rows: Sequence[Mapping[str, float]], title: str = "") -> plt.Figure:
     """Loss and accuracy per epoch (train, and val where present) side by side, the selected test point starred."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     epochs = [r["epoch"] for r in rows]
@@ -46,12 +56,17 @@ def plot_curves(rows: Sequence[Mapping[str, float]], path: Path, title: str = ""
         ax.legend()
     if title:
         fig.suptitle(title)
-    return save_figure(fig, path)
+    return fig
 
 
 def plot_confusion(
     matrix: Sequence[Sequence[int]], classes: Sequence[str], path: Path, title: str = ""
 ) -> Path:
+    """:func:`confusion_figure` written to ``path``."""
+    return save_figure(confusion_figure(matrix, classes, title), path)
+
+
+def confusion_figure(matrix: Sequence[Sequence[int]], classes: Sequence[str], title: str = "") -> plt.Figure:
     """Confusion matrix (rows: true class, columns: predicted), with counts in the cells."""
     n = len(classes)
     fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.8 + 0.6 * n))
@@ -72,7 +87,7 @@ def plot_confusion(
     ax.set_xticks(range(n), classes, rotation=45, ha="right")
     ax.set_yticks(range(n), classes)
     ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
-    return save_figure(fig, path)
+    return fig
 
 
 def plot_comparison(
@@ -81,6 +96,13 @@ def plot_comparison(
     ylabel: str = "validation accuracy (%)",
     title: str = "",
 ) -> Path:
+    """:func:`comparison_figure` written to ``path``."""
+    return save_figure(comparison_figure(series, ylabel, title), path)
+
+
+def comparison_figure(
+    series: Mapping[str, Sequence[float]], ylabel: str = "validation accuracy (%)", title: str = ""
+) -> plt.Figure:
     """One line per run: a metric per epoch (validation accuracy for ``cnnlab compare``)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, values in series.items():
@@ -88,4 +110,4 @@ def plot_comparison(
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     ax.legend()
-    return save_figure(fig, path)
+    return fig
