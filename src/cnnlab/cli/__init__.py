@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "cnnlab.cli.data",
     "cnnlab.cli.analysis",
     "cnnlab.cli.experiments",
+    "cnnlab.cli.inspect",
 )
 
 

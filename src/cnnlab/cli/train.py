@@ -201,7 +201,10 @@ def _train(args: argparse.Namespace) -> int:
         cfg = resumed_config(args, args.model, run_dir)
     else:
         cfg = config_from_args(args, args.model)
-    result = train(cfg, run_dir, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet)
+    result = train(
+        cfg, run_dir, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet,
+        tensorboard=args.tensorboard,
+    )  # fmt: skip
     if result.status == "interrupted":
         print(
             f"interrupted: checkpoint saved in {run_dir / 'checkpoints'}; continue with the same command and --resume"
@@ -212,6 +215,10 @@ def _train(args: argparse.Namespace) -> int:
         f"done: {cfg.model}, {len(result.history)} epochs; test accuracy {100 * r['test_acc']:.2f}% "
         f"({r['checkpoint']} checkpoint, epoch {r['epoch']}, selected by {r['selection']}); run directory {run_dir}"
     )
+    if args.report:
+        from cnnlab.inspect import write_report
+
+        print(f"report: {write_report(run_dir, run_dir / 'report.html', overwrite=True, device=cfg.device)}")
     return 0
 
 
@@ -244,7 +251,33 @@ def _compare(args: argparse.Namespace) -> int:
         args.models, cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet
     )
     files = {"table": comparison.table_path, "plot": comparison.plot_path}
+    if args.report and comparison.status == "completed":
+        from cnnlab.inspect import write_report
+
+        # derived from the runs, like comparison.md: rewritten whenever the comparison is
+        files["report"] = write_report(
+            [run.run_dir for run in comparison.runs], Path(args.out) / "report.html", overwrite=True,
+            device=cfg.device,
+        )  # fmt: skip
     return report_experiment(comparison.markdown(), files, comparison.status)
+
+
+def _add_view_args(parser: argparse.ArgumentParser, tensorboard: bool) -> None:
+    group = parser.add_argument_group("views")
+    group.add_argument(
+        "--report",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write report.html at the end (cnnlab report: curves, confusion matrix, mistakes, filters) "
+        "(default: on)",
+    )
+    if tensorboard:
+        group.add_argument(
+            "--tensorboard",
+            action="store_true",
+            help="also write TensorBoard event files to RUN/tensorboard/ (needs the tensorboard package; "
+            "metrics.csv stays the record)",
+        )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -261,6 +294,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs", help="parent folder of run directories (default: runs)")
     p.add_argument("--name", help="run directory name (default: the model name)")
     add_recipe_args(p)
+    _add_view_args(p, tensorboard=True)
 
     p = add_command(
         subparsers,
@@ -294,3 +328,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("models", nargs="+", metavar="MODEL")
     p.add_argument("--out", default="runs/compare", help="folder of the comparison (default: runs/compare)")
     add_recipe_args(p)
+    _add_view_args(p, tensorboard=False)

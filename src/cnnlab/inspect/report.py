@@ -96,10 +96,9 @@ def collect_run(run_dir: str | Path, *, device: str = "auto", data_dir: str | No
 
     from cnnlab.analysis import summarize
     from cnnlab.experiments.compare import Comparison
-    from cnnlab.experiments.runner import finished_run
     from cnnlab.inspect.views import enlargement, filter_tiles, filters, png_bytes, tile_grid
-    from cnnlab.train.engine import saved_config
-    from cnnlab.train.evaluation import evaluate_checkpoint, load_model
+    from cnnlab.train.engine import RunResult, saved_config
+    from cnnlab.train.evaluation import evaluate_checkpoint
     from cnnlab.train.rundir import read_metrics
 
     run_dir = Path(run_dir)
@@ -122,14 +121,14 @@ def collect_run(run_dir: str | Path, *, device: str = "auto", data_dir: str | No
         )
         for i in order.tolist()
     ]
-    loaded = load_model(run_dir, device="cpu")
-    layer, weights = filters(loaded.model)
+    layer, weights = filters(evaluation.network)
     tiles, columns = filter_tiles(weights)
     grid = tile_grid(tiles, columns)
     filters_png = png_bytes(grid, enlargement(grid.shape[1], 320))
-    summary = summarize(loaded.model, loaded.input_shape)
-    finished = finished_run(run_dir, saved_config(run_dir))
-    row = Comparison([finished[0]], Path(), Path()).rows()[0] if finished else {}
+    summary = summarize(evaluation.network, evaluation.input_shape)
+    history = [{"epoch_seconds": 0.0, "train_images_per_s": 0.0} | row for row in metrics]
+    run = RunResult(run_dir, saved_config(run_dir), history, summary.totals.params, results=results)
+    row = Comparison([run], Path(), Path()).rows()[0]  # the columns of comparison.md
     return RunView(
         run_dir, config, results, metrics, evaluation.classes, result.confusion.numpy(),
         result.per_class_accuracy, mistakes, filters_png, layer, tuple(weights.shape), summary, row,
@@ -160,6 +159,7 @@ img.pixels { image-rendering: pixelated; }
 .stat b { display: block; font-size: 1.3rem; }
 .stat span { color: var(--muted); font-size: 0.85rem; }
 .two { display: grid; grid-template-columns: minmax(0, 3fr) minmax(0, 2fr); gap: 16px; align-items: start; }
+.pair { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1fr); gap: 16px; align-items: start; }
 .scroll { overflow-x: auto; -webkit-overflow-scrolling: touch; }
 table { border-collapse: collapse; font-size: 0.9rem; width: 100%; }
 th, td { padding: 4px 8px; border-bottom: 1px solid var(--line); text-align: left; white-space: nowrap; }
@@ -171,10 +171,12 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .mistakes img { width: 100%; image-rendering: pixelated; }
 .mistakes figcaption { font-size: 0.78rem; line-height: 1.3; margin-top: 3px; overflow-wrap: anywhere; }
 .mistakes .wrong { color: #b3261e; }
+table.confusion td { text-align: center; padding: 4px 2px; min-width: 2.1em; font-variant-numeric: tabular-nums; }
+table.confusion th { padding: 4px; font-weight: 600; font-size: 0.8rem; }
 details summary { cursor: pointer; font-weight: 600; margin: 0.6em 0; }
 @media (max-width: 700px) {
   main { padding: 8px; }
-  .two { grid-template-columns: minmax(0, 1fr); }
+  .two, .pair { grid-template-columns: minmax(0, 1fr); }
   section.card { padding: 10px; }
   header h1 { font-size: 1.3rem; }
 }
@@ -190,7 +192,7 @@ def _img(png: bytes, alt: str, pixels: bool = False) -> str:
 def _figure(fig: Any, alt: str) -> str:
     from cnnlab.train.plots import figure_png
 
-    return f'<div class="figure">{_img(figure_png(fig, dpi=100), alt)}</div>'
+    return f'<div class="figure">{_img(figure_png(fig, dpi=90), alt)}</div>'
 
 
 def _pct(value: float | None) -> str:
@@ -213,24 +215,25 @@ def _stat(value: str, label: str) -> str:
 def _comparison_section(views: Sequence[RunView]) -> str:
     from cnnlab.train.plots import comparison_figure
 
-    heads = ("run", "model", "params", "epochs", "val acc", "test acc", "checkpoint", "s/epoch", "images/s")
+    # the accuracies first: on a phone the columns after them scroll inside the table's box
+    heads = ("run", "test acc", "val acc", "params", "epochs", "checkpoint", "s/epoch", "images/s", "model")
     rows = []
     for v in views:
         r = v.comparison_row
         rows.append(
             [
                 f'<a href="#{v.anchor}">{html.escape(v.run_dir.name)}</a>',
-                html.escape(str(v.config.get("model"))),
+                f"<b>{_pct(v.results.get('test_acc'))}</b>",
+                _pct(v.results.get("val_acc")),
                 f"{r.get('params', 0):,}",
                 str(r.get("epochs", len(v.metrics))),
-                _pct(v.results.get("val_acc")),
-                f"<b>{_pct(v.results.get('test_acc'))}</b>",
                 f"{html.escape(str(v.results.get('checkpoint')))} (epoch {v.results.get('epoch')})",
                 f"{r.get('seconds_per_epoch', 0):.1f}",
                 f"{r.get('images_per_s', 0):,.0f}",
+                html.escape(str(v.config.get("model"))),
             ]
         )
-    table = _table(heads, rows, (False, False, True, True, True, True, False, True, True))
+    table = _table(heads, rows, (False, True, True, True, True, False, True, True, False))
     figures = []
     for split, what in (("val", "validation"), ("train", "training")):
         for metric, label, factor in (("acc", "accuracy (%)", 100), ("loss", "loss", 1)):
@@ -247,13 +250,35 @@ def _comparison_section(views: Sequence[RunView]) -> str:
         '<p class="muted">Test accuracy is that of each run\'s selected checkpoint (best validation accuracy), '
         "measured once on the test split.</p>"
         f"{table}<h3>Curves, overlaid</h3>"
-        f'<div class="two">{"".join(figures[:2])}</div><div class="two">{"".join(figures[2:])}</div></section>'
+        f'<div class="pair">{"".join(figures)}</div></section>'
+    )
+
+
+def _confusion_table(matrix: np.ndarray, classes: Sequence[str]) -> str:
+    """The confusion matrix as a shaded HTML table: its counts stay legible at any width (a picture's
+    would shrink to a few pixels on a phone)."""
+    peak = max(int(matrix.max()), 1)
+    head = "<th></th>" + "".join(f'<th class=num title="{html.escape(c)}">{j}</th>' for j, c in enumerate(classes))
+    rows = []
+    for i, (name, counts) in enumerate(zip(classes, matrix.tolist())):
+        cells = []
+        for j, count in enumerate(counts):
+            share = count / peak
+            colour = f"rgba({31 if i == j else 179}, {95 if i == j else 38}, {191 if i == j else 30}, {share:.2f})"
+            ink = "#fff" if share > 0.55 else "inherit"
+            cells.append(f'<td style="background:{colour};color:{ink}">{count or ""}</td>')
+        rows.append(f"<tr><th>{i} {html.escape(name)}</th>{''.join(cells)}</tr>")
+    return (
+        '<div><div class="scroll"><table class="confusion">'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+        '<p class="muted">Rows: the true class; columns: the class predicted (numbered as the rows). '
+        "Blue: right, red: wrong; darker is more images.</p></div>"
     )
 
 
 def _run_section(v: RunView) -> str:
     from cnnlab.analysis.report import COLUMNS
-    from cnnlab.train.plots import confusion_figure, curves_figure
+    from cnnlab.train.plots import curves_figure
 
     r = v.results
     params = v.summary.totals.params
@@ -265,11 +290,11 @@ def _run_section(v: RunView) -> str:
             _stat(f"{params:,}", "parameters"),
         ]
     )
-    curves = _figure(curves_figure(v.metrics, title=v.title), "loss and accuracy per epoch")
-    confusion = _figure(
-        confusion_figure(v.confusion.tolist(), v.classes, title="confusion matrix (test)"),
-        "confusion matrix: rows are true classes, columns predicted",
+    curves = "".join(
+        _figure(curves_figure(v.metrics, metrics=(metric,)), f"loss and accuracy per epoch: {metric}")
+        for metric in ("acc", "loss")
     )
+    confusion = _confusion_table(v.confusion, v.classes)
     per_class = _table(
         ("class", "accuracy", ""),
         [
@@ -307,9 +332,9 @@ def _run_section(v: RunView) -> str:
     return (
         f'<section class="card" id="{v.anchor}"><h2>{html.escape(v.title)}</h2>'
         f'<p class="muted">{html.escape(str(v.run_dir))}</p><div class="stats">{stats}</div>'
-        f"<h3>Learning curves</h3>{curves}"
+        f'<h3>Learning curves</h3><div class="pair">{curves}</div>'
         '<p class="muted">The test split is measured once, on the selected checkpoint: the red star.</p>'
-        f'<h3>Which classes it confuses</h3><div class="two">{confusion}<div>{per_class}</div></div>'
+        f'<h3>Which classes it confuses (test split)</h3><div class="two">{confusion}<div>{per_class}</div></div>'
         f"<h3>The test images it gets most confidently wrong</h3>{mistakes}"
         f"<h3>First-layer filters</h3>"
         f'<p class="muted">{html.escape(v.filters_layer)}: {out} filters of {chans}x{kh}x{kw}, {shown}; '
@@ -333,7 +358,11 @@ def render_report(views: Sequence[RunView], title: str | None = None) -> str:
             for v in views
         )
         nav = f'<nav><ul><li><a href="#compare">side by side</a></li>{links}</ul></nav>'
-    body = (_comparison_section(views) if len(views) > 1 else "") + "".join(_run_section(v) for v in views)
+    import matplotlib
+
+    # figures are shown at phone widths too: larger type than the run directory's PNGs
+    with matplotlib.rc_context({"font.size": 13, "legend.fontsize": 11}):
+        body = (_comparison_section(views) if len(views) > 1 else "") + "".join(_run_section(v) for v in views)
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

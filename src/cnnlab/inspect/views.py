@@ -65,7 +65,8 @@ def filter_tiles(weights: np.ndarray, max_inputs: int = 16) -> tuple[np.ndarray,
 
 
 def feature_map_modules(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[int, ...]]:
-    """Name -> output shape of every module that produces a 4-D feature map when ``model`` sees ``x``."""
+    """Name -> output shape of every module that produces a 4-D feature map when ``model`` sees ``x``
+    (in its ``forward_features`` where it has one: the head's pooling is not a stage)."""
     shapes: dict[str, tuple[int, ...]] = {}
     handles = [
         m.register_forward_hook(
@@ -78,7 +79,7 @@ def feature_map_modules(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[in
     ]
     try:
         with torch.no_grad():
-            model(x)
+            getattr(model, "forward_features", model)(x)
     finally:
         for h in handles:
             h.remove()
@@ -117,7 +118,7 @@ def activations(model: nn.Module, x: torch.Tensor, layers: Sequence[str] | None 
     ]
     try:
         with torch.no_grad():
-            model(x[:1])
+            getattr(model, "forward_features", model)(x[:1])
     finally:
         for h in handles:
             h.remove()

@@ -247,8 +247,14 @@ class Trainer:
         progress: bool = True,
         data: Any = None,
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        tensorboard: bool = False,
     ) -> None:
         self.run_dir = Path(run_dir)
+        if tensorboard:  # a missing package fails before any work
+            from cnnlab.inspect.tensorboard import summary_writer_class
+
+            summary_writer_class()
+        self.tensorboard: Any = None
         if overwrite and resume:
             raise UsageError("--overwrite and --resume contradict each other; choose one")
         if resume:
@@ -295,6 +301,10 @@ class Trainer:
                 self._restore()
             else:
                 self.files.write_config(cfg.to_dict())
+            if tensorboard:  # event files beside metrics.csv, which stays the record
+                from cnnlab.inspect.tensorboard import TensorBoardLog
+
+                self.tensorboard = TensorBoardLog(self.run_dir)
 
     def _shards(self) -> CoreShards | None:
         """The CPU batch shards to train with (None: plain operation-level threading, the default)."""
@@ -535,6 +545,8 @@ class Trainer:
                     self.save("best", epoch + 1)
                 self.save("last", epoch + 1)
                 self.files.record_epochs(self.history, title=f"{self.cfg.model} on {self.cfg.data}")
+                if self.tensorboard:
+                    self.tensorboard.epoch(row)
                 if self.on_epoch:
                     self.on_epoch(row)
                 if self.progress:
@@ -577,6 +589,9 @@ class Trainer:
             "cpu_shards": self.cfg.cpu_shards,
         }
         self.files.record_results(self.history, results, title=f"{self.cfg.model} on {self.cfg.data}")
+        if self.tensorboard:
+            self.tensorboard.final(self.cfg.to_dict(), results, test.confusion, self.classes)
+            self.tensorboard.close()
         if self.progress:
             tqdm.write(
                 f"test accuracy {100 * test.accuracy:.2f}% ({name} checkpoint, epoch {epoch}, "
@@ -612,7 +627,7 @@ def _epoch_line(row: dict[str, Any], epochs: int) -> str:
 
 def train(cfg: TrainConfig, run_dir: str | Path, **options: Any) -> RunResult:
     """Train ``cfg`` into ``run_dir``; returns the :class:`RunResult`. ``options`` are :class:`Trainer`'s
-    keywords (``overwrite``, ``resume``, ``progress``, ``data``, ``on_epoch``).
+    keywords (``overwrite``, ``resume``, ``progress``, ``data``, ``on_epoch``, ``tensorboard``).
 
     An entry point: it applies the process-wide CPU settings (:func:`configure_cpu`) first.
     """

@@ -31,6 +31,9 @@ class CheckpointEvaluation:
     warnings: list[str] = field(default_factory=list)
     #: the split's uint8 images, in the order of ``result.probabilities`` (with ``keep_outputs`` only)
     images: torch.Tensor | None = None
+    #: the model evaluated, with its weights, and its input shape (C, H, W)
+    network: torch.nn.Module | None = None
+    input_shape: tuple[int, int, int] | None = None
 
     def report(self) -> str:
         """Which checkpoint, accuracy, per-class accuracy and the confusion matrix as text."""
@@ -240,5 +243,5 @@ def evaluate_checkpoint(
     return CheckpointEvaluation(
         cfg.model, cfg.data, split, classes, result, choice.weights, png,
         checkpoint=choice.name, epoch=choice.epoch, note=choice.note, warnings=warnings,
-        images=chosen.images if keep_outputs else None,
+        images=chosen.images if keep_outputs else None, network=loaded.model, input_shape=loaded.input_shape,
     )  # fmt: skip

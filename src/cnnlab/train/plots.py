@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from cnnlab.fileio import atomic_write_bytes  # noqa: E402
 
@@ -36,22 +37,25 @@ def plot_curves(rows: Sequence[Mapping[str, float]], path: Path, title: str = ""
     return save_figure(curves_figure(rows, title), path)
 
 
-def curves_figure(rows: Sequence[Mapping[str, float]], title: str = "") -> plt.Figure:
-    """Loss and accuracy per epoch (train, and val where present) side by side, the selected test point starred."""
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+def curves_figure(
+    rows: Sequence[Mapping[str, float]], title: str = "", metrics: Sequence[str] = ("loss", "acc")
+) -> plt.Figure:
+    """Loss and accuracy per epoch (train, and val where present) side by side, the selected test point
+    starred; ``metrics`` picks the panels (``("acc",)``: accuracy alone, for narrow pages)."""
+    labels = {"loss": ("loss", "loss", 1), "acc": ("accuracy", "accuracy (%)", 100)}
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
     epochs = [r["epoch"] for r in rows]
-    for split, style in (("train", "-"), ("val", "--")):
-        if rows and rows[0].get(f"{split}_loss") not in (None, ""):
-            ax_loss.plot(epochs, [r[f"{split}_loss"] for r in rows], style, marker="o", label=split)
-            ax_acc.plot(epochs, [100 * r[f"{split}_acc"] for r in rows], style, marker="o", label=split)
-    # The test split is measured once, on the selected checkpoint: one point, not a curve.
-    for r in rows:
-        if r.get("test_acc") not in (None, ""):
-            ax_loss.plot([r["epoch"]], [r["test_loss"]], "r*", markersize=12, label="test (selected)")
-            ax_acc.plot([r["epoch"]], [100 * r["test_acc"]], "r*", markersize=12, label="test (selected)")
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    for ax in (ax_loss, ax_acc):
+    for ax, metric in zip(axes[0], metrics):
+        name, ylabel, factor = labels[metric]
+        for split, style in (("train", "-"), ("val", "--")):
+            if rows and rows[0].get(f"{split}_loss") not in (None, ""):
+                ax.plot(epochs, [factor * r[f"{split}_{metric}"] for r in rows], style, marker="o", label=split)
+        # The test split is measured once, on the selected checkpoint: one point, not a curve.
+        for r in rows:
+            if r.get("test_acc") not in (None, ""):
+                ax.plot([r["epoch"]], [factor * r[f"test_{metric}"]], "r*", markersize=12, label="test (selected)")
+        ax.set(xlabel="epoch", ylabel=ylabel, title=name)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     if title:
@@ -81,7 +85,7 @@ def confusion_figure(matrix: Sequence[Sequence[int]], classes: Sequence[str], ti
                 str(value),
                 ha="center",
                 va="center",
-                fontsize=7,
+                fontsize=8,
                 color="white" if value > peak / 2 else "black",
             )
     ax.set_xticks(range(n), classes, rotation=45, ha="right")
@@ -108,6 +112,7 @@ def comparison_figure(
     for name, values in series.items():
         ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend()
     return fig
