@@ -114,13 +114,17 @@ def test_activations_default_to_the_stages_and_refuse_unknown_layers() -> None:
         activations(model, torch.randn(1, 1, 28, 28), ["features.conv7"])
 
 
-def test_an_image_file_becomes_exactly_what_the_loader_gives_for_that_image(tmp_path: Path, tiny_dataset_dir: Path) -> None:
+def test_an_image_file_becomes_exactly_what_the_loader_gives_for_that_image(
+    tmp_path: Path, tiny_dataset_dir: Path
+) -> None:
     data = load_dataset("fashion-mnist", data_dir=tiny_dataset_dir, verify=False)
     picture = data.test.images[3].numpy()
     Image.fromarray(picture).convert("RGB").save(tmp_path / "x.png")  # RGB on disk: converted back to grey
     cfg = TrainConfig(model="lecture-simple", pad_to=32, in_chans=3)
     x, raw = load_image(tmp_path / "x.png", cfg)
-    loader = BatchLoader(data.test, batch_size=8, mean=data.info.mean, std=data.info.std, pad_to=32, out_chans=3)
+    loader = BatchLoader(
+        data.test, batch_size=8, mean=data.info.mean, std=data.info.std, pad_to=32, out_chans=3
+    )
     expected = next(iter(loader))[0][3:4]
     assert x.shape == (1, 3, 32, 32) and torch.equal(x, expected)
     assert raw.shape == (1, 28, 28) and (raw == picture).all()
@@ -158,7 +162,9 @@ def no_verify(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")  # the generated dataset has no official checksums
 
 
-def test_report_holds_the_runs_figures_inline_and_its_numbers(tiny_run: Path, tmp_path: Path, no_verify) -> None:
+def test_report_holds_the_runs_figures_inline_and_its_numbers(
+    tiny_run: Path, tmp_path: Path, no_verify
+) -> None:
     out = write_report(tiny_run, tmp_path / "r.html")
     page = out.read_text()
     results = json.loads((tiny_run / "results.json").read_text())
@@ -185,11 +191,27 @@ def test_show_commands_write_pngs_and_print_their_paths(tiny_run: Path, tmp_path
     out = tmp_path / "views"
     assert main(["show", "cam", str(tiny_run), str(image), "--out", str(out)]) == 0
     assert main(["show", "cam", str(tiny_run), str(image), "--class", "Bag", "--out", str(out)]) == 0
-    assert main(["show", "activations", str(tiny_run), str(image), "--layers", "features.conv1", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "show",
+                "activations",
+                str(tiny_run),
+                str(image),
+                "--layers",
+                "features.conv1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert main(["show", "filters", str(tiny_run), "--out", str(out)]) == 0
     assert main(["show", "filters", "lecture-residual", "--layer", "features.conv2", "--out", str(out)]) == 0
     printed = capsys.readouterr().out.split()
-    assert len(printed) == 5 and all(Path(p).is_file() and Path(p).read_bytes()[:4] == b"\x89PNG" for p in printed)
+    assert len(printed) == 5 and all(
+        Path(p).is_file() and Path(p).read_bytes()[:4] == b"\x89PNG" for p in printed
+    )
     assert (out / "cam-shoe-Bag.png").is_file() and (out / "act-shoe-features.conv1.png").is_file()
     assert main(["show", "filters", str(tiny_run), "--out", str(out)]) == 2  # exists: --overwrite needed
     assert main(["show", "cam", str(tiny_run), str(image), "--class", "Cat", "--out", str(out)]) == 2
@@ -217,7 +239,9 @@ def test_tensorboard_events_hold_the_scalars_the_confusion_image_and_the_hparams
     assert "_hparams_/session_start_info" in hparams.summary_metadata or hparams.Tags()["tensors"] != []
 
 
-def test_tensorboard_missing_is_one_line_saying_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_tensorboard_missing_is_one_line_saying_how_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     code = main(["train", "lecture-simple", "--tensorboard", "--out", str(tmp_path), "--epochs", "1"])
     assert code == 2 and not (tmp_path / "lecture-simple").exists()

@@ -55,9 +55,18 @@ class Browser:
 
         self.process = subprocess.Popen(
             [
-                executable, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe",
-                "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--hide-scrollbars",
-                f"--user-data-dir={profile}", "--host-resolver-rules=MAP * ~NOTFOUND", "about:blank",
+                executable,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--remote-debugging-pipe",
+                "--no-first-run",
+                "--no-default-browser-check",
+                "--disable-extensions",
+                "--hide-scrollbars",
+                f"--user-data-dir={profile}",
+                "--host-resolver-rules=MAP * ~NOTFOUND",
+                "about:blank",
             ],  # fmt: skip
             preexec_fn=as_fds_3_and_4,
             close_fds=False,
@@ -190,7 +199,9 @@ def two_run_report(tiny_short_test, tiny_dataset_dir: Path, tmp_path_factory: py
 
 
 @pytest.mark.parametrize(("label", "width", "height"), [("desktop", 1280, 900), ("phone", 390, 844)])
-def test_report_renders_in_chromium(two_run_report: Path, tmp_path: Path, label: str, width: int, height: int) -> None:
+def test_report_renders_in_chromium(
+    two_run_report: Path, tmp_path: Path, label: str, width: int, height: int
+) -> None:
     browser = Browser(find_chromium(), tmp_path / "profile")
     try:
         state, png, errors = render(browser, two_run_report, width, height)

@@ -10,7 +10,9 @@ from cnnlab.cli.common import add_command, add_command_group
 def _report(args: argparse.Namespace) -> int:
     from cnnlab.inspect import write_report
 
-    path = write_report(args.runs, args.out, overwrite=args.overwrite, device=args.device, data_dir=args.data_dir)
+    path = write_report(
+        args.runs, args.out, overwrite=args.overwrite, device=args.device, data_dir=args.data_dir
+    )
     print(path)
     return 0
 
@@ -24,7 +26,9 @@ def _print_paths(paths: list) -> int:
 def _filters(args: argparse.Namespace) -> int:
     from cnnlab.inspect import show_filters
 
-    return _print_paths(show_filters(args.target, layer=args.layer, out_dir=args.out, overwrite=args.overwrite))
+    return _print_paths(
+        show_filters(args.target, layer=args.layer, out_dir=args.out, overwrite=args.overwrite)
+    )
 
 
 def _activations(args: argparse.Namespace) -> int:
@@ -44,8 +48,15 @@ def _cam(args: argparse.Namespace) -> int:
 
 
 def _out_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", help="folder for the PNG files (default: RUN/inspect/, or ./inspect/ for a model)")
+    parser.add_argument(
+        "--out", help="folder for the PNG files (default: RUN/inspect/, or ./inspect/ for a model)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace PNG files that exist")
+
+
+def _run_image_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN", help="run directory")
+    parser.add_argument("image", metavar="IMAGE", help="image file (PNG, JPEG)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -93,9 +104,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="The feature maps a run's model computes for IMAGE (a PNG or JPEG, converted to the run's "
         "input), one PNG per layer (default: the network's stages).",
     )
-    p.add_argument("run", metavar="RUN", help="run directory")
-    p.add_argument("image", metavar="IMAGE", help="image file")
-    p.add_argument("--layers", nargs="+", metavar="NAME", help="module names, e.g. features.conv1 features.relu2")
+    _run_image_args(p)
+    p.add_argument(
+        "--layers", nargs="+", metavar="NAME", help="module names, e.g. features.conv1 features.relu2"
+    )
     _out_args(p)
     p = add_command(
         show,
@@ -105,7 +117,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="The Grad-CAM heat map (Selvaraju et al. 2017) of the predicted class, or of --class, over "
         "IMAGE, computed on the network's final feature map.",
     )
-    p.add_argument("run", metavar="RUN", help="run directory")
-    p.add_argument("image", metavar="IMAGE", help="image file")
-    p.add_argument("--class", dest="target_class", metavar="C", help="class name or number (default: the predicted)")
+    _run_image_args(p)
+    p.add_argument(
+        "--class", dest="target_class", metavar="C", help="class name or number (default: the predicted)"
+    )
     _out_args(p)

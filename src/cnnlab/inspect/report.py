@@ -201,7 +201,7 @@ def _pct(value: float | None) -> str:
 
 def _table(heads: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[bool]) -> str:
     def cell(tag: str, text: str, num: bool) -> str:
-        return f'<{tag}{" class=num" if num else ""}>{text}</{tag}>'
+        return f"<{tag}{' class=num' if num else ''}>{text}</{tag}>"
 
     head = "".join(cell("th", html.escape(h), n) for h, n in zip(heads, numeric))
     body = "".join("<tr>" + "".join(cell("td", c, n) for c, n in zip(row, numeric)) + "</tr>" for row in rows)
@@ -243,7 +243,9 @@ def _comparison_section(views: Sequence[RunView]) -> str:
                 if v.metrics and v.metrics[0].get(f"{split}_{metric}") is not None
             }
             if series:
-                fig = comparison_figure(series, ylabel=f"{what} {label}", title=f"{what} {label.split(' ')[0]}")
+                fig = comparison_figure(
+                    series, ylabel=f"{what} {label}", title=f"{what} {label.split(' ')[0]}"
+                )
                 figures.append(_figure(fig, f"{what} {label} per epoch, one line per run"))
     return (
         '<section class="card" id="compare"><h2>Side by side</h2>'
@@ -258,13 +260,17 @@ def _confusion_table(matrix: np.ndarray, classes: Sequence[str]) -> str:
     """The confusion matrix as a shaded HTML table: its counts stay legible at any width (a picture's
     would shrink to a few pixels on a phone)."""
     peak = max(int(matrix.max()), 1)
-    head = "<th></th>" + "".join(f'<th class=num title="{html.escape(c)}">{j}</th>' for j, c in enumerate(classes))
+    head = "<th></th>" + "".join(
+        f'<th class=num title="{html.escape(c)}">{j}</th>' for j, c in enumerate(classes)
+    )
     rows = []
     for i, (name, counts) in enumerate(zip(classes, matrix.tolist())):
         cells = []
         for j, count in enumerate(counts):
             share = count / peak
-            colour = f"rgba({31 if i == j else 179}, {95 if i == j else 38}, {191 if i == j else 30}, {share:.2f})"
+            colour = (
+                f"rgba({31 if i == j else 179}, {95 if i == j else 38}, {191 if i == j else 30}, {share:.2f})"
+            )
             ink = "#fff" if share > 0.55 else "inherit"
             cells.append(f'<td style="background:{colour};color:{ink}">{count or ""}</td>')
         rows.append(f"<tr><th>{i} {html.escape(name)}</th>{''.join(cells)}</tr>")
@@ -298,7 +304,11 @@ def _run_section(v: RunView) -> str:
     per_class = _table(
         ("class", "accuracy", ""),
         [
-            [html.escape(c), f"{100 * a:.1f}%", f'<div class="bar"><i style="width:{100 * a:.1f}%"></i></div>']
+            [
+                html.escape(c),
+                f"{100 * a:.1f}%",
+                f'<div class="bar"><i style="width:{100 * a:.1f}%"></i></div>',
+            ]
             for c, a in zip(v.classes, v.per_class_accuracy)
         ],
         (False, True, False),
@@ -320,10 +330,20 @@ def _run_section(v: RunView) -> str:
     else:
         mistakes = "<p>No test image is misclassified.</p>"
     out, chans, kh, kw = v.filters_shape
-    shown = "in colour" if chans == 3 else "grey" if chans == 1 else f"one row per filter, first {min(chans, 16)} inputs"
+    shown = (
+        "in colour"
+        if chans == 3
+        else "grey"
+        if chans == 1
+        else f"one row per filter, first {min(chans, 16)} inputs"
+    )
     index = {h: i for i, (h, _) in enumerate(COLUMNS)}
-    layer_rows = [[html.escape(COLUMNS[index[h]][1](row)) for h in SUMMARY_COLUMNS] for row in v.summary.at_depth(2)]
-    summary_table = _table(SUMMARY_COLUMNS, layer_rows, [h not in ("layer", "type", "output") for h in SUMMARY_COLUMNS])
+    layer_rows = [
+        [html.escape(COLUMNS[index[h]][1](row)) for h in SUMMARY_COLUMNS] for row in v.summary.at_depth(2)
+    ]
+    summary_table = _table(
+        SUMMARY_COLUMNS, layer_rows, [h not in ("layer", "type", "output") for h in SUMMARY_COLUMNS]
+    )
     totals = "".join(f"<li>{html.escape(line)}</li>" for line in v.summary.totals_lines())
     config_rows = [[html.escape(k), html.escape(json.dumps(val))] for k, val in v.config.items()]
     config_table = _table(("setting", "value"), config_rows, (False, False))
@@ -349,7 +369,9 @@ def _run_section(v: RunView) -> str:
 def render_report(views: Sequence[RunView], title: str | None = None) -> str:
     """The HTML page (a string) for ``views``."""
     title = title or (
-        f"cnnlab report: {views[0].title}" if len(views) == 1 else f"cnnlab report: {len(views)} runs compared"
+        f"cnnlab report: {views[0].title}"
+        if len(views) == 1
+        else f"cnnlab report: {len(views)} runs compared"
     )
     nav = ""
     if len(views) > 1:
@@ -362,7 +384,9 @@ def render_report(views: Sequence[RunView], title: str | None = None) -> str:
 
     # figures are shown at phone widths too: larger type than the run directory's PNGs
     with matplotlib.rc_context({"font.size": 13, "legend.fontsize": 11}):
-        body = (_comparison_section(views) if len(views) > 1 else "") + "".join(_run_section(v) for v in views)
+        body = (_comparison_section(views) if len(views) > 1 else "") + "".join(
+            _run_section(v) for v in views
+        )
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

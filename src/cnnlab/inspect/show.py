@@ -65,7 +65,9 @@ def run_subject(run: str | Path, out_dir: str | Path | None = None, device: str 
     """:func:`subject` for views that need an image in the run's input form: a run directory only."""
     found = subject(run, out_dir, device)
     if found.config is None:
-        raise UsageError(f"{run} is a model name; this view needs a trained run directory (its data and weights)")
+        raise UsageError(
+            f"{run} is a model name; this view needs a trained run directory (its data and weights)"
+        )
     return found
 
 
@@ -82,14 +84,24 @@ def _write(path: Path, data: bytes, overwrite: bool) -> Path:
 
 
 def show_filters(
-    run_or_model: str | Path, *, layer: str | None = None, out_dir: str | Path | None = None, overwrite: bool = False
+    run_or_model: str | Path,
+    *,
+    layer: str | None = None,
+    out_dir: str | Path | None = None,
+    overwrite: bool = False,
 ) -> list[Path]:
     """``filters-<layer>.png``: the filters of convolution ``layer`` (default: the first)."""
     found = subject(run_or_model, out_dir)
     name, weights = filters(found.model, layer)
     tiles, columns = filter_tiles(weights)
     grid = tile_grid(tiles, columns)
-    return [_write(found.out_dir / f"filters-{_safe(name)}.png", png_bytes(grid, enlargement(grid.shape[1], 320)), overwrite)]
+    return [
+        _write(
+            found.out_dir / f"filters-{_safe(name)}.png",
+            png_bytes(grid, enlargement(grid.shape[1], 320)),
+            overwrite,
+        )
+    ]
 
 
 def show_activations(
@@ -108,7 +120,9 @@ def show_activations(
         tiles, columns = map_tiles(feature_map)
         grid = tile_grid(tiles, columns)
         png = png_bytes(grid, enlargement(grid.shape[1], 480))
-        paths.append(_write(found.out_dir / f"act-{_safe(Path(image).stem)}-{_safe(name)}.png", png, overwrite))
+        paths.append(
+            _write(found.out_dir / f"act-{_safe(Path(image).stem)}-{_safe(name)}.png", png, overwrite)
+        )
     return paths
 
 

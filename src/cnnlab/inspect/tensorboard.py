@@ -8,6 +8,7 @@ an optional extra (``pip install 'cnnlab[tensorboard]'``).
 
 from __future__ import annotations
 
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,9 @@ def summary_writer_class() -> type:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise UsageError(f"--tensorboard needs the tensorboard package, which is not installed; {INSTALL_HINT}") from None
+        raise UsageError(
+            f"--tensorboard needs the tensorboard package, which is not installed; {INSTALL_HINT}"
+        ) from None
     return SummaryWriter
 
 
@@ -49,23 +52,29 @@ class TensorBoardLog:
                 self.writer.add_scalar(tag, float(row[column]), step)
         self.writer.flush()
 
-    def final(self, config: dict[str, Any], results: dict[str, Any], confusion: Any, classes: list[str]) -> None:
+    def final(
+        self, config: dict[str, Any], results: dict[str, Any], confusion: Any, classes: list[str]
+    ) -> None:
         """The test confusion matrix as an image and the recipe as hyper-parameters with the final metrics."""
+        from PIL import Image
+
         from cnnlab.train.plots import confusion_figure, figure_png
 
         png = figure_png(confusion_figure(np.asarray(confusion).tolist(), classes, "confusion matrix (test)"))
-        from io import BytesIO
-
-        from PIL import Image
-
         image = np.asarray(Image.open(BytesIO(png)).convert("RGB"))
-        self.writer.add_image("confusion_matrix/test", image, int(results.get("epoch") or 0), dataformats="HWC")
+        self.writer.add_image(
+            "confusion_matrix/test", image, int(results.get("epoch") or 0), dataformats="HWC"
+        )
         hparams = {
             k: v if isinstance(v, (int, float, str, bool)) else str(v)
             for k, v in config.items()
             if v is not None
         }
-        metrics = {f"hparam/{k}": float(results[k]) for k in ("test_acc", "test_loss", "val_acc") if results.get(k) is not None}
+        metrics = {
+            f"hparam/{k}": float(results[k])
+            for k in ("test_acc", "test_loss", "val_acc")
+            if results.get(k) is not None
+        }
         self.writer.add_hparams(hparams, metrics, run_name=".")
         self.writer.flush()
 

@@ -70,9 +70,11 @@ def feature_map_modules(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[in
     shapes: dict[str, tuple[int, ...]] = {}
     handles = [
         m.register_forward_hook(
-            lambda mod, inp, out, name=name: shapes.__setitem__(name, tuple(out.shape))
-            if isinstance(out, torch.Tensor) and out.dim() == 4
-            else None
+            lambda mod, inp, out, name=name: (
+                shapes.__setitem__(name, tuple(out.shape))
+                if isinstance(out, torch.Tensor) and out.dim() == 4
+                else None
+            )
         )
         for name, m in model.named_modules()
         if name
@@ -96,7 +98,9 @@ def default_layers(shapes: dict[str, tuple[int, ...]]) -> list[str]:
     return list(shapes)
 
 
-def activations(model: nn.Module, x: torch.Tensor, layers: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+def activations(
+    model: nn.Module, x: torch.Tensor, layers: Sequence[str] | None = None
+) -> dict[str, np.ndarray]:
     """Feature maps [C, H, W] (float32) of the first image of ``x`` at each of ``layers`` (module names;
     default :func:`default_layers`), in the order the forward pass produces them."""
     model.eval()
@@ -107,8 +111,10 @@ def activations(model: nn.Module, x: torch.Tensor, layers: Sequence[str] | None 
         if name not in named:
             raise unknown_choice("layer", name, shapes)
         if name not in shapes:
-            raise UsageError(f"layer {name} does not produce a feature map (a 4-D output); choose one of: "
-                             f"{', '.join(shapes)}")
+            raise UsageError(
+                f"layer {name} does not produce a feature map (a 4-D output); choose one of: "
+                f"{', '.join(shapes)}"
+            )
     maps: dict[str, np.ndarray] = {}
     handles = [
         named[name].register_forward_hook(

@@ -70,7 +70,9 @@ def select_device(name: str = "auto") -> torch.device:
     if device is None or device.type not in ("cpu", "cuda"):
         raise UsageError(f"cannot train or evaluate on device {name!r}; use auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {name} was asked for, but no CUDA GPU is available; use --device cpu or auto")
+        raise UsageError(
+            f"device {name} was asked for, but no CUDA GPU is available; use --device cpu or auto"
+        )
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise UsageError(
             f"device {name} was asked for, but this machine has {torch.cuda.device_count()} CUDA GPU(s); "

@@ -49,11 +49,15 @@ def curves_figure(
         name, ylabel, factor = labels[metric]
         for split, style in (("train", "-"), ("val", "--")):
             if rows and rows[0].get(f"{split}_loss") not in (None, ""):
-                ax.plot(epochs, [factor * r[f"{split}_{metric}"] for r in rows], style, marker="o", label=split)
+                ax.plot(
+                    epochs, [factor * r[f"{split}_{metric}"] for r in rows], style, marker="o", label=split
+                )
         # The test split is measured once, on the selected checkpoint: one point, not a curve.
         for r in rows:
             if r.get("test_acc") not in (None, ""):
-                ax.plot([r["epoch"]], [factor * r[f"test_{metric}"]], "r*", markersize=12, label="test (selected)")
+                ax.plot(
+                    [r["epoch"]], [factor * r[f"test_{metric}"]], "r*", markersize=12, label="test (selected)"
+                )
         ax.set(xlabel="epoch", ylabel=ylabel, title=name)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
