@@ -171,14 +171,20 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .mistakes img { width: 100%; image-rendering: pixelated; }
 .mistakes figcaption { font-size: 0.78rem; line-height: 1.3; margin-top: 3px; overflow-wrap: anywhere; }
 .mistakes .wrong { color: #b3261e; }
-table.confusion td { text-align: center; padding: 4px 2px; min-width: 2.1em; font-variant-numeric: tabular-nums; }
+table.confusion { width: auto; font-size: 0.85rem; }
+table.confusion td { text-align: center; padding: 4px 2px; min-width: 2.2em; font-variant-numeric: tabular-nums; }
 table.confusion th { padding: 4px; font-weight: 600; font-size: 0.8rem; }
+table.confusion tbody th { white-space: normal; min-width: 5.5em; }
 details summary { cursor: pointer; font-weight: 600; margin: 0.6em 0; }
 @media (max-width: 700px) {
   main { padding: 8px; }
   .two, .pair { grid-template-columns: minmax(0, 1fr); }
   section.card { padding: 10px; }
   header h1 { font-size: 1.3rem; }
+  /* ten classes in 370 pixels: narrower cells, class names wrap */
+  table.confusion td { min-width: 1.6em; padding: 3px 1px; font-size: 0.75rem; }
+  table.confusion th { padding: 3px 2px; font-size: 0.72rem; }
+  table.confusion tbody th { min-width: 4.6em; }
 }
 """
 
