@@ -73,7 +73,7 @@ def runs_of(paths: Sequence[str | Path]) -> list[Path]:
         if (path / "config.json").is_file() or (path / "checkpoints").is_dir():
             found.append(path)
         elif path.is_dir() and (members := runs_in(path)):
-            found.extend(members)
+            found.extend(_in_training_order(path, members))
         else:
             raise UsageError(f"{path} is not a run directory (no config.json) nor a folder of runs")
     for run in found:
@@ -84,6 +84,16 @@ def runs_of(paths: Sequence[str | Path]) -> list[Path]:
     if len(set(map(Path.resolve, found))) != len(found):
         raise UsageError("a run is named twice; name each run once")
     return found
+
+
+def _in_training_order(folder: Path, members: list[Path]) -> list[Path]:
+    """A comparison's runs in the order it trained them (its comparison.json), the others after, by name."""
+    try:
+        order = [row["model"] for row in json.loads((folder / "comparison.json").read_text())["rows"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        order = []
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(members, key=lambda run: (rank.get(run.name, len(rank)), run.name))
 
 
 def collect_run(run_dir: str | Path, *, device: str = "auto", data_dir: str | None = None) -> RunView:
@@ -252,6 +262,7 @@ def _comparison_section(views: Sequence[RunView]) -> str:
                 fig = comparison_figure(
                     series, ylabel=f"{what} {label}", title=f"{what} {label.split(' ')[0]}"
                 )
+                fig.set_size_inches(5, 4)  # as the runs' own curves: the same type size on a phone
                 figures.append(_figure(fig, f"{what} {label} per epoch, one line per run"))
     return (
         '<section class="card" id="compare"><h2>Side by side</h2>'

@@ -32,6 +32,13 @@ def save_figure(fig: plt.Figure, path: Path) -> Path:
     return Path(path)
 
 
+def epoch_axis(ax: plt.Axes, epochs: int) -> None:
+    """Whole epochs on the x axis (a single epoch centred, not a range of fractions around it)."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if epochs <= 1:
+        ax.set_xlim(0.5, 1.5)
+
+
 def plot_curves(rows: Sequence[Mapping[str, float]], path: Path, title: str = "") -> Path:
     """:func:`curves_figure` written to ``path``."""
     return save_figure(curves_figure(rows, title), path)
@@ -59,7 +66,7 @@ def curves_figure(
                     [r["epoch"]], [factor * r[f"test_{metric}"]], "r*", markersize=12, label="test (selected)"
                 )
         ax.set(xlabel="epoch", ylabel=ylabel, title=name)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        epoch_axis(ax, len(rows))
         ax.grid(alpha=0.3)
         ax.legend()
     if title:
@@ -116,7 +123,7 @@ def comparison_figure(
     for name, values in series.items():
         ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    epoch_axis(ax, max((len(v) for v in series.values()), default=0))
     ax.grid(alpha=0.3)
     ax.legend()
     return fig
