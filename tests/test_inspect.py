@@ -141,6 +141,8 @@ def test_overlay_crops_the_heat_map_to_the_unpadded_picture() -> None:
     heat[2:30, 2:30] = 1.0  # the picture's area inside pad_to=32
     out = overlay_heatmap(np.zeros((1, 28, 28), np.uint8), heat, alpha=1.0)
     assert out.shape == (28, 28, 3) and np.allclose(out, out[0, 0])  # all of it is the hot colour
+    cold = overlay_heatmap(np.full((1, 28, 28), 200, np.uint8), np.zeros((28, 28)))
+    assert np.allclose(cold, 200 / 255)  # no evidence: the picture as it is
 
 
 # ------------------------------------------------------------------------------ runs, CLI, files

@@ -351,7 +351,10 @@ def test_cli_train_evaluate_and_compare(tmp_path: Path, tiny_dataset_dir: Path, 
     assert main(["train", "lecture-simple", "--out", str(tmp_path), *common]) == 0
     out = capsys.readouterr().out
     assert "test accuracy" in out and f"report: {tmp_path / 'lecture-simple' / 'report.html'}" in out
-    assert main(["train", "lecture-simple", "--out", str(tmp_path), "--name", "bare", "--no-report", *common]) == 0
+    assert (
+        main(["train", "lecture-simple", "--out", str(tmp_path), "--name", "bare", "--no-report", *common])
+        == 0
+    )
     assert not (tmp_path / "bare" / "report.html").exists()
     assert main(["evaluate", str(tmp_path / "lecture-simple")]) == 0
     out = capsys.readouterr().out

@@ -32,7 +32,7 @@ def read_image(path: str | Path, channels: int, size: tuple[int, int]) -> np.nda
             image = image.convert("L" if channels == 1 else "RGB")
             if image.size != (size[1], size[0]):
                 image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            array = np.asarray(image, dtype=np.uint8)
+            array = np.array(image, dtype=np.uint8)  # a copy: writable, detached from Pillow
     except (UnidentifiedImageError, OSError) as err:
         raise UsageError(f"cannot read {path} as an image ({err}); give a PNG or JPEG file") from None
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1).copy()
@@ -46,7 +46,7 @@ def image_to_tensor(image: np.ndarray | torch.Tensor, cfg: TrainConfig) -> torch
     from cnnlab.data.load import Split
 
     info = dataset_info(cfg.data)
-    images = torch.as_tensor(np.asarray(image, dtype=np.uint8))
+    images = torch.tensor(np.asarray(image, dtype=np.uint8))  # a copy, whatever the array was
     if images.dim() == 3:
         images = images.unsqueeze(0)
     split = Split("image", images, torch.zeros(len(images), dtype=torch.int64))

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -147,12 +148,14 @@ def show_cam(
     out_dir: str | Path | None = None,
     overwrite: bool = False,
 ) -> list[Path]:
-    """``cam-<image>-<class>.png``: the Grad-CAM heat map of ``target`` (default: the predicted class) over
-    the image."""
+    """``cam-<image>-<class>.png``: the image, and beside it the Grad-CAM heat map of ``target`` (default:
+    the predicted class) over it."""
     found = run_subject(run, out_dir)
     x, picture = load_image(image, found.config)
     cam = grad_cam(found.model, x, class_index(target, found.classes))
     overlay = overlay_heatmap(picture, cam.heatmap)
     label = _safe(found.classes[cam.class_index])
-    png = png_bytes(overlay, enlargement(overlay.shape[1], 320))
+    plain = overlay_heatmap(picture, np.zeros_like(cam.heatmap))  # the picture alone, for comparison
+    pair = tile_grid(np.stack([plain, overlay]), columns=2, gap=2)
+    png = png_bytes(pair, enlargement(overlay.shape[1], 320))
     return [_write(found.out_dir / f"cam-{_safe(Path(image).stem)}-{label}.png", png, overwrite)]

@@ -206,9 +206,13 @@ def tile_grid(tiles: np.ndarray, columns: int, gap: int = 1, background: float =
     return grid
 
 
-def overlay_heatmap(picture: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+def overlay_heatmap(picture: np.ndarray, heatmap: np.ndarray, alpha: float = 0.6) -> np.ndarray:
     """RGB [H, W, 3] in [0, 1]: the uint8 picture [C, H, W] in grey or colour under the heat map (jet),
-    the heat map cropped to the picture where the model's input was padded around it."""
+    the heat map cropped to the picture where the model's input was padded around it.
+
+    The colour covers each pixel in proportion to its heat (at most ``alpha``): where there is no
+    evidence the picture shows as it is.
+    """
     from matplotlib import colormaps
 
     c, h, w = picture.shape
@@ -217,7 +221,8 @@ def overlay_heatmap(picture: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5
     base = picture.transpose(1, 2, 0).astype(np.float32) / 255.0
     base = np.repeat(base, 3, axis=2) if c == 1 else base[..., :3]
     colour = colormaps["jet"](heat)[..., :3].astype(np.float32)
-    return (1 - alpha) * base + alpha * colour
+    cover = alpha * heat[..., None].astype(np.float32)
+    return (1 - cover) * base + cover * colour
 
 
 def png_bytes(image: np.ndarray, scale: int = 1) -> bytes:
