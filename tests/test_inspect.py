@@ -247,3 +247,11 @@ def test_tensorboard_missing_is_one_line_saying_how_to_install(
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     code = main(["train", "lecture-simple", "--tensorboard", "--out", str(tmp_path), "--epochs", "1"])
     assert code == 2 and not (tmp_path / "lecture-simple").exists()
+
+
+def test_a_single_epoch_is_one_whole_tick_not_a_range_of_fractions() -> None:
+    from cnnlab.train.plots import comparison_figure, curves_figure
+
+    rows = [{"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.1, "val_acc": 0.4}]
+    for fig in (comparison_figure({"a": [40.0]}), curves_figure(rows)):
+        assert all([t.get_text() for t in ax.get_xticklabels()] == ["1"] for ax in fig.axes)

@@ -34,9 +34,11 @@ def save_figure(fig: plt.Figure, path: Path) -> Path:
 
 def epoch_axis(ax: plt.Axes, epochs: int) -> None:
     """Whole epochs on the x axis (a single epoch centred, not a range of fractions around it)."""
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if epochs <= 1:
+    if epochs <= 1:  # MaxNLocator wants two ticks and falls back to fractions for one
+        ax.set_xticks([1])
         ax.set_xlim(0.5, 1.5)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def plot_curves(rows: Sequence[Mapping[str, float]], path: Path, title: str = "") -> Path:
