@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "cnnlab.cli.analysis",
     "cnnlab.cli.experiments",
     "cnnlab.cli.deploy",
+    "cnnlab.cli.inspect",
 )
 
 

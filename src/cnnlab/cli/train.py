@@ -312,7 +312,10 @@ def _train(args: argparse.Namespace) -> int:
         if cfg.recipe_fields and not args.quiet:
             taken = ", ".join(f"{k}={getattr(cfg, k)}" for k in cfg.recipe_fields)
             print(f"recipe {cfg.recipe}: {taken} (cnnlab recipes {cfg.recipe} gives the sources)")
-    result = train(cfg, run_dir, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet)
+    result = train(
+        cfg, run_dir, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet,
+        tensorboard=args.tensorboard,
+    )  # fmt: skip
     if not on_rank_zero():  # rank 0 reports for the job, and its exit status is the job's
         return 0
     if result.status == "interrupted":
@@ -325,6 +328,10 @@ def _train(args: argparse.Namespace) -> int:
         f"done: {cfg.model}, {len(result.history)} epochs; test accuracy {100 * r['test_acc']:.2f}% "
         f"({r['checkpoint']} checkpoint, epoch {r['epoch']}, selected by {r['selection']}); run directory {run_dir}"
     )
+    if args.report:
+        from cnnlab.inspect import write_report
+
+        print(f"report: {write_report(run_dir, run_dir / 'report.html', overwrite=True, device=cfg.device)}")
     return 0
 
 
@@ -379,6 +386,14 @@ def _compare(args: argparse.Namespace) -> int:
     if not on_rank_zero():  # data-parallel: rank 0 reports for the job
         return 0
     files = {"table": comparison.table_path, "plot": comparison.plot_path}
+    if args.report and comparison.status == "completed":
+        from cnnlab.inspect import write_report
+
+        # derived from the runs, like comparison.md: rewritten whenever the comparison is
+        files["report"] = write_report(
+            [run.run_dir for run in comparison.runs], Path(args.out) / "report.html", overwrite=True,
+            device=cfg.device,
+        )  # fmt: skip
     return report_experiment(comparison.markdown(), files, comparison.status)
 
 
@@ -389,6 +404,24 @@ def _ensemble(args: argparse.Namespace) -> int:
     result = ensemble(args.runs, weights, split=args.split, data_dir=args.data_dir, device=args.device)
     print(result.report())
     return 0
+
+
+def _add_view_args(parser: argparse.ArgumentParser, tensorboard: bool) -> None:
+    group = parser.add_argument_group("views")
+    group.add_argument(
+        "--report",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write report.html at the end (cnnlab report: curves, confusion matrix, mistakes, filters) "
+        "(default: on)",
+    )
+    if tensorboard:
+        group.add_argument(
+            "--tensorboard",
+            action="store_true",
+            help="also write TensorBoard event files to RUN/tensorboard/ (needs the tensorboard package; "
+            "metrics.csv stays the record)",
+        )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -438,6 +471,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "launcher, as torchrun --nproc-per-node; gloo on CPUs, NCCL on GPUs): --batch-size stays the "
         "global batch and must divide by it; see docs/distributed.md (default: 1, one process)",
     )
+    _add_view_args(p, tensorboard=True)
 
     p = add_command(
         subparsers,
@@ -513,3 +547,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the mean and standard deviation (default: 1, into OUT/MODEL/)",
     )
     add_recipe_args(p)
+    _add_view_args(p, tensorboard=False)

@@ -105,6 +105,9 @@ class EvalResult:
     loss: float
     accuracy: float
     confusion: torch.Tensor
+    #: softmax outputs [N, classes] and labels [N] in the loader's order (``keep_outputs=True`` only)
+    probabilities: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
 
     @property
     def per_class_accuracy(self) -> list[float]:
@@ -122,16 +125,20 @@ def evaluate(
     amp: str | bool = "fp32",
     shards: CoreShards | None = None,
     dist: distributed.DistContext = distributed.SINGLE,
+    keep_outputs: bool = False,
 ) -> EvalResult:
     """Mean cross-entropy, accuracy and confusion matrix of ``model`` over ``loader``.
 
     With ``shards``, each batch is split across its workers (see :mod:`cnnlab.train.shards`). With
     ``dist``, ``loader`` yields this rank's part of the split and every rank calls this: the loss sums
-    and confusion matrices are summed over the ranks, so each rank gets the whole split's figures.
+    and confusion matrices are summed over the ranks, so each rank gets the whole split's figures. With
+    ``keep_outputs``, the result also holds every image's softmax probabilities and label (on the CPU),
+    for views of single images (the most confident mistakes of ``cnnlab report``).
     """
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
+    kept: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), autocast(device, amp):  # both are per thread
@@ -144,12 +151,18 @@ def evaluate(
             logits = forward(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         confusion += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes**2)
+        if keep_outputs:
+            kept.append((logits.float().softmax(1).cpu(), y.cpu()))
     dist.sum_tensors_(loss_sum, confusion)
     confusion = confusion.view(num_classes, num_classes).cpu()
     count = int(confusion.sum())
-    return EvalResult(
+    result = EvalResult(
         float(loss_sum) / max(count, 1), float(confusion.diag().sum()) / max(count, 1), confusion
     )
+    if keep_outputs:
+        result.probabilities = torch.cat([p for p, _ in kept]) if kept else torch.zeros(0, num_classes)
+        result.labels = torch.cat([t for _, t in kept]) if kept else torch.zeros(0, dtype=torch.int64)
+    return result
 
 
 # -------------------------------------------------------------------------------------- training
@@ -243,8 +256,14 @@ class Trainer:
         progress: bool = True,
         data: Any = None,
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        tensorboard: bool = False,
     ) -> None:
         self.run_dir = Path(run_dir)
+        if tensorboard:  # a missing package fails before any work
+            from cnnlab.inspect.tensorboard import summary_writer_class
+
+            summary_writer_class()
+        self.tensorboard: Any = None
         if overwrite and resume:
             raise UsageError("--overwrite and --resume contradict each other; choose one")
         # The data-parallel job this process belongs to (set up by the entry point; rank 0 of 1 without).
@@ -283,6 +302,10 @@ class Trainer:
                         self.files.write_colour_pca(self.colour_pca.to_dict())
                     if getattr(self.data, "manifest", None) is not None:  # an image folder's files, labels
                         self.files.write_data_manifest(self.data.manifest)
+                    if tensorboard:  # event files beside metrics.csv, which stays the record
+                        from cnnlab.inspect.tensorboard import TensorBoardLog
+
+                        self.tensorboard = TensorBoardLog(self.run_dir)
         except Exception as err:  # noqa: BLE001 - as above
             failure = err
         self.dist.agree(failure)
@@ -677,6 +700,8 @@ class Trainer:
                 self.save("last", epoch + 1)
                 if self.dist.is_main:
                     self.files.record_epochs(self.history, title=f"{self.cfg.model} on {self.cfg.data}")
+                    if self.tensorboard:
+                        self.tensorboard.epoch(row)
                 if self.on_epoch:
                     self.on_epoch(row)
                 if self.progress:
@@ -727,6 +752,9 @@ class Trainer:
         if not self.dist.is_main:
             return results
         self.files.record_results(self.history, results, title=f"{self.cfg.model} on {self.cfg.data}")
+        if self.tensorboard:
+            self.tensorboard.final(self.cfg.to_dict(), results, test.confusion, self.classes)
+            self.tensorboard.close()
         if self.progress:
             tqdm.write(
                 f"test accuracy {100 * test.accuracy:.2f}% ({name} checkpoint, epoch {epoch}, "
@@ -762,7 +790,7 @@ def _epoch_line(row: dict[str, Any], epochs: int) -> str:
 
 def train(cfg: TrainConfig, run_dir: str | Path, **options: Any) -> RunResult:
     """Train ``cfg`` into ``run_dir``; returns the :class:`RunResult`. ``options`` are :class:`Trainer`'s
-    keywords (``overwrite``, ``resume``, ``progress``, ``data``, ``on_epoch``).
+    keywords (``overwrite``, ``resume``, ``progress``, ``data``, ``on_epoch``, ``tensorboard``).
 
     An entry point: it applies the process-wide CPU settings (:func:`configure_cpu`) first.
     """
