@@ -64,6 +64,22 @@ def test_every_registered_model_names_a_known_recipe() -> None:
     assert model_info("wrn-34-2").recipe == "wrn"  # names a family pattern resolves get theirs too
 
 
+def test_alexnet_recipe_redraws_he_weights_and_alexnet_paper_keeps_section_5() -> None:
+    torch.manual_seed(0)
+    he = build_model_for_data(config_with_recipe("alexnet", {}, model="alexnet"), 10, (1, 67, 67))
+    paper = build_model_for_data(config_with_recipe("alexnet-paper", {}, model="alexnet"), 10, (1, 67, 67))
+    assert (
+        float(paper.classifier.fc6.bias.detach().min()) == 1.0
+        and abs(float(paper.features.conv1.weight.detach().std()) - 0.01) < 1e-3
+    )
+    assert float(he.classifier.fc6.bias.detach().abs().max()) == 0.0
+    assert (
+        abs(float(he.features.conv1.weight.detach().std()) - (2 / 121) ** 0.5) < 0.02
+    )  # He: sqrt(2 / fan_in)
+    with pytest.raises(UsageError, match="unknown weight initialisation 'glorot'"):
+        TrainConfig(weight_init="glorot").validate()
+
+
 def test_explicit_settings_override_the_recipe_and_the_config_says_which_came_from_it() -> None:
     cfg = config_with_recipe("alexnet", {"lr": 0.005}, model="alexnet")
     assert cfg.lr == 0.005 and cfg.weight_decay == 5e-4 and cfg.recipe == "alexnet"

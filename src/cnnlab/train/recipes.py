@@ -61,9 +61,10 @@ _ALEXNET: dict[str, tuple[Any, str]] = {
     "drop_rate": (0.5, f"{_SLIDE_ALEXNET}: dropout 0.5; paper section 4.2"),
 }
 # Measured on Fashion-MNIST at alexnet's smallest input (67, 1 channel), docs/training.md: with section 5's
-# N(0, 0.01) weights and biases 1 the first steps at lr 1e-2 blow the loss up (2.9 -> 25) and the net ends
-# at chance (10%); a linear warm-up to 1e-2 blows up too (at lr ~4e-3), and with biases 0 the signal dies
-# in the 8 layers (loss stays ln 10). He-normal weights learn at the paper's lr 1e-2 (61% after 60 steps).
+# N(0, 0.01) weights and biases 1 the first steps at lr 1e-2 blow the loss up (mean 11.7 over 10 steps) and
+# the net ends at chance (10%); a linear warm-up to 1e-2 blows up too (at lr ~4e-3), and with biases 0 the
+# signal dies in the 8 layers (loss stays ln 10). He-normal weights learn at the paper's lr 1e-2 (61% after
+# 60 steps).
 _ALEXNET_HE = (
     "cnnlab deviation: He et al. 2015 (section 2.2) normal weights, biases 0, in place of paper section 5's "
     "N(0, 0.01) with biases 1, which stays at chance in a short run here (recipe alexnet-paper keeps it)"
