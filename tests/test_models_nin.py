@@ -62,11 +62,13 @@ def test_runs_on_any_size_above_the_minimum_and_names_it_below() -> None:
         check_input_size(model, (3, 38, 38))
 
 
-def test_he_initialisation_and_bad_arguments() -> None:
+def test_glorot_initialisation_and_bad_arguments() -> None:
     torch.manual_seed(0)
     model = create_model("nin-cifar")
-    conv = model.features.conv2  # fan-in 96 * 5 * 5
-    assert abs(conv.weight.std().item() - (2 / (96 * 25)) ** 0.5) < 0.002
+    conv = (
+        model.features.conv2
+    )  # Glorot: std sqrt(2 / (fan_in + fan_out)), fan-in 96 * 5 * 5, fan-out 192 * 5 * 5
+    assert abs(conv.weight.std().item() - (2 / (96 * 25 + 192 * 25)) ** 0.5) < 0.001
     assert torch.all(conv.bias == 0)
     with pytest.raises(UsageError, match="its options are: none"):
         create_model("nin", img_size=224)

@@ -10,7 +10,7 @@ from pathlib import Path
 from cnnlab.cli.common import add_command, add_model_option_arg, model_options, report_experiment
 from cnnlab.data.views import AUGMENTATIONS, TTA_MODES
 from cnnlab.errors import UsageError
-from cnnlab.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
+from cnnlab.train.config import OPTIMIZERS, SCHEDULES, WEIGHT_INITS, TrainConfig
 
 DEFAULTS = TrainConfig()
 MAX_NAME_BYTES = 255  # a run directory's name is one path component
@@ -78,6 +78,13 @@ RECIPE = (
     ("--label-smoothing", "label_smoothing", float, "label smoothing of the cross-entropy"),
     ("--grad-clip", "grad_clip", float, "clip the gradient norm to this value"),
     ("--drop-rate", "drop_rate", float, "dropout before the classifier (default: the model's own)"),
+    (
+        "--weight-init",
+        "weight_init",
+        str,
+        f"one of {', '.join(WEIGHT_INITS)}: the model's own initialisation (the paper's, where it states one) "
+        "or He et al. 2015 normal weights with zero biases for every conv and linear layer",
+    ),
     (
         "--augment",
         "augment",

@@ -750,6 +750,19 @@ class PlainConvNet(ClassifierModel):
         return None if isinstance(self.avgpool, nn.AdaptiveAvgPool2d) else list(self.classifier)
 
 
+def init_he(model: nn.Module) -> None:
+    """Every conv and linear weight ~ He et al. 2015 normal (section 2.2: std sqrt(2 / fan_in)), biases 0.
+
+    Batch-norm layers are left as they are. Training's ``weight_init="he"`` (a recipe's named deviation
+    where a paper's own initialisation does not start learning in a short run, e.g. AlexNet's).
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
 def init_gaussian(model: nn.Module, std: float = 0.01, bias_one: Collection[str] = ()) -> None:
     """Weights of every conv and linear layer ~ N(0, std), biases 0, or 1 for modules named in ``bias_one``.
 

@@ -14,6 +14,9 @@ from cnnlab.errors import UsageError, unknown_choice
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "step", "multistep", "plateau", "cosine", "onecycle")
+# How a model's weights start: "model" is the builder's own (the paper's, where the paper states one);
+# "he" re-draws every conv and linear weight He-normal (He et al. 2015 section 2.2), biases 0.
+WEIGHT_INITS = ("model", "he")
 # Mixed precision is opt-in, so that one command gives the same numbers on every CPU: "bf16" is
 # autocast to bfloat16 (CPUs with AMX bf16 units, CUDA); "fp16" is autocast to float16 with a
 # gradient scaler (meant for CUDA).
@@ -23,6 +26,7 @@ ADDED_LATER: dict[str, Any] = {
     "augment": "none", "input_size": None, "scale_range": None, "image_size": None, "bad_images": "error",
     "recipe": None, "recipe_fields": (), "init": None, "freeze": (), "reinit_above": None, "classes": (),
     "sync_bn": False,
+    "weight_init": "model",
 }  # fmt: skip
 MAX_SEED = 2**63 - 1
 # What config.json records beside the settings (Trainer.config_record): read back, they are left out.
@@ -102,6 +106,7 @@ class TrainConfig:
     freeze: tuple[str, ...] = ()  # ("N",): the first N conv/fc layers; else module-name patterns
     reinit_above: int | None = None  # re-initialise the conv/fc layers after the first N (after --init)
     classes: tuple[int, ...] = ()  # train on these classes only, relabelled 0..k-1 (cnnlab.data.class_subset)
+    weight_init: str = "model"  # one of WEIGHT_INITS: the model's own initialisation, or "he"
 
     def validate(self) -> TrainConfig:
         """Raise :class:`UsageError` on any invalid value; return self."""
@@ -109,6 +114,8 @@ class TrainConfig:
             raise unknown_choice("optimizer", self.optimizer, OPTIMIZERS)
         if self.schedule not in SCHEDULES:
             raise unknown_choice("schedule", self.schedule, SCHEDULES)
+        if self.weight_init not in WEIGHT_INITS:
+            raise unknown_choice("weight initialisation", self.weight_init, WEIGHT_INITS)
         _whole("epochs", self.epochs, 1)
         if self.epochs > MAX_EPOCHS:
             raise UsageError(f"epochs must be at most {MAX_EPOCHS:,}, got {self.epochs}")

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from cnnlab.data.augment import ColourPCA
 from cnnlab.errors import CheckpointError, TrainingDiverged, UsageError
 from cnnlab.models import check_input_size, count_params, create_model, model_info
+from cnnlab.models.layers import init_he
 from cnnlab.train import distributed
 from cnnlab.train.checkpoint import restore_rng_state
 from cnnlab.train.config import TrainConfig
@@ -210,6 +211,9 @@ def build_model_for_data(cfg: TrainConfig, num_classes: int, input_shape: tuple[
         if "too small" in str(err) and cfg.pad_to is None:
             raise UsageError(f"{err}; zero-pad the images with --pad-to (pad_to=) that size") from None
         raise
+    if cfg.weight_init == "he":  # a recipe's named deviation from the paper's initialisation
+        init_he(model)
+        model.classifier_init = init_he
     return model
 
 
