@@ -11,7 +11,9 @@
 * :func:`save_model_file` - the self-describing safetensors file ``cnnlab export --format safetensors`` writes.
 
 Key maps of other libraries plug in with :func:`register_source`: a source is a function
-``(file tensors, model) -> tensors under the model's names``; ``"cnnlab"`` is the identity.
+``(file tensors, model) -> tensors under the model's names`` (or ``(tensors, notes)``); ``"cnnlab"`` is
+the identity, ``"torchvision"`` and ``"timm"`` are :mod:`cnnlab.references`' maps (registered when
+:func:`load_weights` first runs: that module imports this one).
 """
 
 from __future__ import annotations
@@ -38,7 +40,11 @@ TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 #: a torch file's dict may wrap the state dict under one of these keys (training scripts' checkpoints)
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema")
 
-KeyMap = Callable[[dict[str, torch.Tensor], nn.Module], dict[str, torch.Tensor]]
+# a key map returns the file's tensors under the model's names, or (those tensors, notes for the user)
+KeyMap = Callable[
+    [dict[str, torch.Tensor], nn.Module],
+    "dict[str, torch.Tensor] | tuple[dict[str, torch.Tensor], list[str]]",
+]
 
 
 def identity_key_map(tensors: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
@@ -63,8 +69,35 @@ def register_source(name: str, key_map: KeyMap) -> None:
 
 
 def list_sources() -> list[str]:
-    """The weight sources :func:`load_weights` accepts."""
+    """The weight sources :func:`load_weights` accepts (besides ``SOURCE:NAME``, one reference model)."""
+    from cnnlab.references import register_reference_sources
+
+    register_reference_sources()
     return sorted(SOURCES)
+
+
+def parse_weights_from(spec: str) -> tuple[str, str | None]:
+    """``--weights-from``: ``"cnnlab"``, ``"torchvision"``, ``"timm"`` -> ``(source, None)``;
+    ``"torchvision:googlenet"`` -> ``("torchvision", "googlenet")``, one reference model
+    (:func:`cnnlab.from_reference`). Anything else is a :class:`UsageError` with close names."""
+    from cnnlab.references import parse_reference, register_reference_sources
+
+    register_reference_sources()
+    if ":" in spec:
+        return parse_reference(spec)
+    if spec not in SOURCES:
+        raise unknown_choice("weight source", spec, [*SOURCES, "SOURCE:NAME"])
+    return spec, None
+
+
+def source_key_map(source: str) -> KeyMap:
+    """The key map of ``source`` (a registered source, or ``SOURCE:NAME``: that reference's map)."""
+    name = parse_weights_from(source)[1]
+    if name is not None:
+        from cnnlab.references import reference_key_map
+
+        return reference_key_map(source.partition(":")[0], name)
+    return SOURCES[source]
 
 
 @dataclass(frozen=True)
@@ -117,17 +150,43 @@ def _tensor_dict(path: Path, loaded: Any) -> dict[str, torch.Tensor]:
     )
 
 
+def resolve_weight_file(path: str | Path) -> tuple[Path, str | None]:
+    """The weights file ``path`` names, and the SHA-256 it must have (None: nothing to check it against).
+
+    ``path`` is a weight file, or a run directory (its selected checkpoint) or checkpoint manifest, whose
+    manifest records the SHA-256 of its weights.
+    """
+    path = Path(path)
+    if path.is_dir() or (path.suffix == ".json" and path.is_file()):
+        from cnnlab.train.evaluation import resolve_weights
+
+        return resolve_weights(path)
+    if not path.is_file():
+        raise UsageError(f"no weight file at {path}")
+    return path, None
+
+
+def weight_file_sha256(path: str | Path) -> tuple[Path, str]:
+    """The weights file ``path`` names (see :func:`resolve_weight_file`) and its SHA-256 (recorded by runs
+    that start from it)."""
+    from cnnlab.fileio import sha256_file
+
+    file, expected = resolve_weight_file(path)
+    return file, expected or sha256_file(file)
+
+
 def read_weight_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Tensors and JSON header (``{}`` for torch files and headerless safetensors) of a weight file.
+    """Tensors and JSON header (``{}`` for torch files and headerless safetensors) of a weight file, or of
+    a run directory's selected checkpoint or a checkpoint manifest's weights (checked against its SHA-256).
 
     A missing path is a :class:`UsageError`; a truncated or damaged file, or a pickle carrying code,
     a :class:`CheckpointError` saying so.
     """
     from cnnlab.train.checkpoint import load_weights as read_safetensors
 
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"no weight file at {path}")
+    path, expected_sha256 = resolve_weight_file(path)
+    if expected_sha256 is not None:
+        return read_safetensors(path, expected_sha256)
     if path.suffix == ".safetensors":
         try:
             return read_safetensors(path)
@@ -169,19 +228,26 @@ def load_weights(
 ) -> LoadReport:
     """Load the weight file at ``path`` into ``model`` (in place) through ``source``'s key map.
 
+    ``source``: ``"cnnlab"`` (the default: cnnlab's own names), ``"torchvision"`` or ``"timm"`` (the key
+    map of the reference whose cnnlab model and options ``model`` is built with), ``"SOURCE:NAME"`` (that
+    reference's), or a source added with :func:`register_source`. ``path`` may also be a run directory or
+    a checkpoint manifest (its weights, checked against the manifest's SHA-256).
+
     Every tensor of the model must be in the file under its name with its shape, and the file may hold
     nothing else; the first mismatch is a :class:`UsageError` naming the key and both shapes. A
     classifier with another class count is refused with the fix named, unless ``num_classes`` is given:
     then the model's classifier is set to ``num_classes`` (:meth:`reset_classifier`), the file's is
     dropped and the report says so. A model built with ``features_only=True`` loads its network's file.
     """
-    if source not in SOURCES:
-        raise unknown_choice("weight source", source, SOURCES)
+    key_map = source_key_map(source)
     target_model = getattr(model, "model", model) if not hasattr(model, "get_classifier") else model
     name = getattr(target_model, "model_name", type(target_model).__name__)
     tensors, header = read_weight_file(path)
-    mapped = SOURCES[source](tensors, target_model)
+    mapped = key_map(tensors, target_model)
     messages: list[str] = []
+    if isinstance(mapped, tuple):  # a key map may say what it left out (auxiliary heads)
+        mapped, notes = mapped
+        messages.extend(notes)
     if num_classes is not None and getattr(target_model, "num_classes", num_classes) != num_classes:
         target_model.reset_classifier(num_classes)
     expected = target_model.state_dict()
