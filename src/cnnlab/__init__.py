@@ -17,8 +17,8 @@ from cnnlab.errors import CnnlabError, UsageError
 
 if TYPE_CHECKING:
     from cnnlab.models import create_model, list_models, model_info, register_model
-    from cnnlab.weights import load_model, load_weights
     from cnnlab.references import from_reference, list_references
+    from cnnlab.weights import load_model, load_weights
 
 __version__ = "0.1.0"
 

@@ -29,8 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnlab.errors import UsageError, unknown_choice
 from cnnlab import weights as weight_files
+from cnnlab.errors import UsageError, unknown_choice
 from cnnlab.weights import read_weight_file, register_source
 
 KeyMap = Callable[[str, nn.Module], "str | None"]

@@ -22,6 +22,13 @@ def _epoch_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected epochs such as '5,8', got {text!r}") from None
 
 
+def _class_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.replace(",", " ").split())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected class indices such as '0,1,2,3,4', got {text!r}") from None
+
+
 def _int_pair(text: str) -> tuple[int, int]:
     values = text.replace(",", " ").split()
     try:
@@ -106,6 +113,13 @@ RECIPE = (
         "evaluated once, on the selected checkpoint (0: no selection, the last epoch is the result)",
     ),
     ("--train-subset", "train_subset", int, "train on this many images, a seeded sample (budget runs)"),
+    (
+        "--classes",
+        "classes",
+        _class_list,
+        "train, validate and test on these classes only, relabelled 0..k-1 in the order given, e.g. 0,1,2,3,4 "
+        "(default: all classes)",
+    ),
     ("--pad-to", "pad_to", int, "zero-pad images to this size (e.g. 32 for CIFAR-shaped nets)"),
     (
         "--in-chans",
@@ -167,7 +181,7 @@ def add_recipe_args(
     )
     for flag, fieldname, kind, text in RECIPE:
         value = getattr(defaults, fieldname)
-        described = value is None and "(default: " in text  # the text says what None means
+        described = value in (None, ()) and "(default: " in text  # the text says what None means
         group.add_argument(
             flag,
             dest=fieldname,
