@@ -699,6 +699,16 @@ def reference_of_model(source: str, model: nn.Module) -> Reference:
     )
 
 
+def reference_model_options(spec: str, model: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``--weights-from SOURCE:NAME`` on a command that builds ``model``: its ``options`` completed with the
+    reference's (those given win; dropout is the recipe's, ``--drop-rate``). ``model`` must be the
+    reference's cnnlab model; anything else is a :class:`UsageError` naming it."""
+    ref = reference(*parse_reference(spec))
+    if model != ref.model:
+        raise UsageError(f"{ref.source}'s {ref.name} is cnnlab's {ref.model}, not {model}: name {ref.model}")
+    return {**{k: v for k, v in ref.options.items() if k != "drop_rate"}, **options}
+
+
 def reference_key_map(source: str, name: str | None = None) -> Callable[..., Any]:
     """The key map :func:`cnnlab.weights.load_weights` uses for ``source`` (``"torchvision"``, ``"timm"``),
     or for one reference ``(source, name)`` (``--weights-from torchvision:googlenet``).
@@ -862,6 +872,7 @@ __all__ = [
     "reference",
     "reference_input",
     "reference_key_map",
+    "reference_model_options",
     "reference_of_model",
     "register_reference_sources",
 ]

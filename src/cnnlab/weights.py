@@ -162,7 +162,7 @@ def resolve_weight_file(path: str | Path) -> tuple[Path, str | None]:
 
         return resolve_weights(path)
     if not path.is_file():
-        raise UsageError(f"no weight file at {path}")
+        raise UsageError(f"no weight file, run directory or checkpoint at {path}")
     return path, None
 
 

@@ -26,7 +26,9 @@ def _class_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in text.replace(",", " ").split())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected class indices such as '0,1,2,3,4', got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected class indices such as '0,1,2,3,4', got {text!r}"
+        ) from None
 
 
 def _int_pair(text: str) -> tuple[int, int]:
@@ -303,6 +305,17 @@ def _train(args: argparse.Namespace) -> int:
         from cnnlab.models import model_info
 
         cfg = config_from_args(args, args.model, recipe=model_info(args.model).recipe)
+        if cfg.init_from != "cnnlab" and not cfg.init:
+            raise UsageError("--weights-from says how to read --weights; give --weights FILE too")
+        if cfg.init:  # a misspelt source fails now, before anything is built or written
+            from cnnlab.weights import parse_weights_from
+
+            parse_weights_from(cfg.init_from)
+        if ":" in cfg.init_from:  # one reference: build the model as computes its function
+            from cnnlab.references import reference_model_options
+
+            options = reference_model_options(cfg.init_from, cfg.model, cfg.model_options)
+            cfg = dataclasses.replace(cfg, model_options=options).validate()
         if cfg.recipe_fields and not args.quiet:
             taken = ", ".join(f"{k}={getattr(cfg, k)}" for k in cfg.recipe_fields)
             print(f"recipe {cfg.recipe}: {taken} (cnnlab recipes {cfg.recipe} gives the sources)")
@@ -393,10 +406,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     t = p.add_argument_group("starting from weights (Yosinski et al. 2014)")
     t.add_argument(
+        "--weights",
         "--init",
-        metavar="RUN_OR_WEIGHTS",
-        help="start from these weights: a run directory, checkpoint manifest or .safetensors file; a classifier "
-        "with another class count is dropped and re-initialised",
+        dest="init",
+        metavar="FILE_OR_RUN",
+        help="start from these weights: a weight file (.safetensors, or .pth/.pt read with weights_only=True: an "
+        "exported model file, a run's weights, a published file), a run directory or a checkpoint manifest; "
+        "a classifier with another class count is dropped and re-initialised. config.json records the file, "
+        "its source and its SHA-256",
+    )
+    t.add_argument(
+        "--weights-from",
+        dest="init_from",
+        metavar="SOURCE",
+        help="key map of --weights: cnnlab (default), torchvision, timm, or SOURCE:NAME (e.g. torchvision:googlenet: "
+        "also builds MODEL with the options that compute that reference's function; cnnlab references lists them)",
     )
     t.add_argument(
         "--freeze",

@@ -270,6 +270,7 @@ class Trainer:
             self.model = build_model_for_data(cfg, len(self.classes), self.input_shape).to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.init_weights: dict[str, str] | None = None
         self.frozen, self.init_notes = self._transfer(resume)
         self.num_params = count_params(self.model)
         self.steps_per_epoch = len(self.train_loader)
@@ -392,7 +393,15 @@ class Trainer:
 
         cfg, notes = self.cfg, []
         if cfg.init and not resume:
-            notes = apply_init(self.model, cfg.init, cfg.reinit_above)
+            from cnnlab.weights import weight_file_sha256
+
+            notes = apply_init(self.model, cfg.init, cfg.reinit_above, cfg.init_from)
+            file, sha256 = weight_file_sha256(cfg.init)
+            self.init_weights = {"file": str(file), "source": cfg.init_from, "sha256": sha256}
+        elif cfg.init and resume:  # the checkpoint holds the weights; keep the record of where they came from
+            saved = self.files.read_config_record()
+            self.init_weights = saved.get("init_weights")
+            notes = [n for n in saved.get("init_notes", []) if n.startswith("init: ")]
         elif cfg.reinit_above is not None and not cfg.init:
             raise UsageError("--reinit-above applies to weights loaded with --init; give --init too")
         frozen = freeze(self.model, cfg.freeze)
@@ -409,6 +418,8 @@ class Trainer:
         record = self.cfg.to_dict()
         if self.frozen or self.init_notes:
             record.update(frozen=self.frozen, init_notes=self.init_notes)
+        if self.init_weights is not None:  # the file the run started from: path, key map, SHA-256
+            record["init_weights"] = self.init_weights
         return record
 
     # -- one epoch ------------------------------------------------------------------------------
