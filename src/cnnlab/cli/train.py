@@ -227,6 +227,22 @@ def add_recipe_args(
     parser.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
 
 
+# what a weight file no run produced needs said about its data (evaluate MODEL --weights FILE)
+DATA_SETTINGS = ("data", "classes", "pad_to", "in_chans", "image_size")
+
+
+def add_data_setting_args(group: argparse._ArgumentGroup) -> None:
+    """The :data:`DATA_SETTINGS` flags, as ``train`` declares them (:data:`RECIPE`), and ``--model-option``."""
+    for flag, fieldname, kind, text in RECIPE:
+        if fieldname in DATA_SETTINGS:
+            value = getattr(DEFAULTS, fieldname)
+            shown = (
+                text if value in (None, ()) and "(default: " in text else f"{text} (default: {_shown(value)})"
+            )
+            group.add_argument(flag, dest=fieldname, type=kind, default=None, help=shown)
+    add_model_option_arg(group)
+
+
 def given_settings(args: argparse.Namespace) -> dict[str, object]:
     """The recipe settings the user actually gave on the command line (flags left unset are None)."""
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -338,10 +354,16 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.scales and not args.tta:
         raise UsageError("--scales applies to --tta multiscale and --tta dense; add --tta")
+    if args.weights_from is not None and args.weights is None:
+        raise UsageError("--weights-from says how to read --weights; give --weights FILE too")
+    settings = {k: v for k, v in given_settings(args).items() if k in (*DATA_SETTINGS, "model_options")}
+    if args.weights is not None and args.checkpoint is not None:
+        raise UsageError("--checkpoint picks a run's checkpoint; with --weights there is one file")
+    weights = dict(weights=args.weights, weights_from=args.weights_from or "cnnlab", settings=settings)
     if args.tta:
         tta = evaluate_tta_checkpoint(
             args.path, args.tta, scales=args.scales or (), split=args.split, data_dir=args.data_dir,
-            which=args.checkpoint, device=args.device,
+            which=args.checkpoint, device=args.device, **weights,
         )  # fmt: skip
         print(tta.report())
         return 0
@@ -353,6 +375,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         out_dir=args.out,
         device=args.device,
         bn_recalibrate=args.bn_recalibrate,
+        **weights,
     )
     print(evaluation.report())
     return 0
@@ -441,11 +464,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         subparsers,
         "evaluate",
         _evaluate,
-        help="evaluate a run directory or checkpoint",
+        help="evaluate a run directory, checkpoint, model file, or a model name with --weights",
         description="Accuracy, per-class accuracy and confusion matrix (printed, and saved as confusion.png) of a "
-        "saved run directory, checkpoint manifest (.json) or weights file (.safetensors).",
+        "saved run directory, checkpoint manifest (.json), run weights file or exported model file (.safetensors), "
+        "or of MODEL with --weights FILE: a weight file no run produced, evaluated on --data (and --classes, "
+        "--pad-to, --in-chans: what the model takes).",
     )
-    p.add_argument("path", help="run directory, checkpoints/NAME.json or a .weights.safetensors file")
+    p.add_argument(
+        "path",
+        metavar="PATH_OR_MODEL",
+        help="run directory, checkpoints/NAME.json, a .weights.safetensors or exported model file; with --weights, "
+        "a model name",
+    )
     p.add_argument("--split", choices=("test", "val", "train"), default="test")
     p.add_argument(
         "--checkpoint",
@@ -479,6 +509,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="shorter sides to rescale the images to, for --tta multiscale (required) and dense (default: the "
         "stored size)",
     )
+    w = p.add_argument_group("a weight file no run produced (PATH_OR_MODEL is then a model name)")
+    w.add_argument("--weights", metavar="FILE", help="weight file (.safetensors, .pth, .pt) to evaluate")
+    w.add_argument(
+        "--weights-from",
+        metavar="SOURCE",
+        help="key map of --weights: cnnlab (default), torchvision, timm, or SOURCE:NAME (builds the model with the "
+        "options that compute that reference's function)",
+    )
+    add_data_setting_args(w)
 
     p = add_command(
         subparsers,
