@@ -34,6 +34,9 @@ from cnnlab.errors import UsageError, unknown_choice
 from cnnlab.weights import read_weight_file, register_source
 
 KeyMap = Callable[[str, nn.Module], "str | None"]
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's transforms, and timm's default
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INCEPTION_MEAN_STD = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}  # timm's Inception-v4 / -ResNet-v2
 PARAM = r"(?P<param>weight|bias|running_mean|running_var|num_batches_tracked)"
 
 
@@ -408,6 +411,9 @@ class Reference:
     aux_prefixes: tuple[str, ...] = ()
     note: str = ""
     convert: Callable[[str, torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
+    # the normalisation the reference's published weights expect (RGB; predict prepares images with it)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
 
 
 V15 = {"stride_in": "3x3"}  # torchvision's ResNet v1.5: the stride on the bottleneck's 3x3
@@ -496,6 +502,7 @@ def _table() -> dict[tuple[str, str], Reference]:
             timm_inception_v4_key,
             {"branch_order": "released", "factor_order": "released"},
             ref_classifier="last_linear",
+            **INCEPTION_MEAN_STD,
         )
     )
     refs.append(
@@ -506,6 +513,7 @@ def _table() -> dict[tuple[str, str], Reference]:
             timm_inception_resnet_v2_key,
             {"branch_order": "released"},
             ref_classifier="classif",
+            **INCEPTION_MEAN_STD,
         )
     )
     for depth in (18, 34, 50, 101, 152):

@@ -295,6 +295,47 @@ def load_weights(
     return LoadReport(Path(path), source, len(keep), tuple(dropped), tuple(messages), header)
 
 
+def build_with_weights(
+    name: str,
+    weights: str | Path,
+    source: str = "cnnlab",
+    num_classes: int | None = None,
+    **options: Any,
+) -> tuple[nn.Module, LoadReport]:
+    """Registry model ``name`` built with ``options`` and the weight file ``weights`` loaded through
+    ``source``'s key map (:func:`load_weights`), for a file that does not say which model it is.
+
+    ``source`` ``SOURCE:NAME`` also builds the model with the options that compute that reference's
+    function (those given win). ``num_classes`` defaults to the file's classifier's count; another count
+    drops the file's classifier (the report says so).
+    """
+    from cnnlab.models import create_model, model_info
+
+    model_info(name)  # an unknown name: close matches
+    if ":" in source:
+        from cnnlab.references import reference_model_options
+
+        parse_weights_from(source)
+        options = reference_model_options(source, name, options)
+    if num_classes is None:
+        num_classes = file_num_classes(name, weights, source, **options)
+    model = create_model(name, num_classes=num_classes, **options)
+    report = load_weights(model, weights, source, num_classes=num_classes)
+    return model, report
+
+
+def file_num_classes(name: str, weights: str | Path, source: str = "cnnlab", **options: Any) -> int | None:
+    """The class count of the classifier in the weight file ``weights`` for model ``name`` (None: it has none)."""
+    from cnnlab.models import create_model
+
+    with torch.device("meta"):  # names and shapes only: nothing to initialise
+        probe = create_model(name, **options)
+    mapped = source_key_map(source)(read_weight_file(weights)[0], probe)
+    mapped = mapped[0] if isinstance(mapped, tuple) else mapped
+    weight = mapped.get(f"{getattr(probe, 'classifier_name', 'head.fc')}.weight")
+    return int(weight.shape[0]) if weight is not None and weight.dim() >= 1 else None
+
+
 # --------------------------------------------------------------------------------------------------
 # Self-describing model files
 # --------------------------------------------------------------------------------------------------
@@ -392,6 +433,67 @@ def card_for_model(model: nn.Module, input_size: tuple[int, int, int] | None = N
         image_chans=c,
         cnnlab_version=__version__,
     )
+
+
+def card_for_weights(
+    model: nn.Module,
+    source: str = "cnnlab",
+    *,
+    data: str | None = None,
+    classes: tuple[int, ...] = (),
+    pad_to: int | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    class_names: list[str] | None = None,
+) -> ModelCard:
+    """What a bare weight file does not say, for ``predict``: how to prepare its images, what its classes are.
+
+    Starting from :func:`card_for_model` (numbered classes, mean 0 and std 1, images at the model's input
+    size), in order: a reference's weights (``source`` torchvision, timm or ``SOURCE:NAME``) take the
+    normalisation they were trained with (ImageNet's mean/std; 0.5/0.5 for timm's Inception-v4 and
+    Inception-ResNet-v2); ``data`` (a registry dataset) gives its class names, mean/std, channels and image
+    size, ``classes`` picks and orders those classes (as ``--classes`` trained on them); ``pad_to``,
+    ``mean``, ``std`` and ``class_names`` (one per class) are taken as given.
+    """
+    card = card_for_model(model)
+    origin, name = parse_weights_from(source)
+    from cnnlab.references import list_references, reference, reference_of_model
+
+    if name is not None or origin in {s for s, _ in list_references()}:
+        ref = reference(origin, name) if name is not None else reference_of_model(origin, model)
+        card.mean, card.std = ref.mean, ref.std
+    if data is not None:
+        from cnnlab.data import dataset_info
+
+        info = dataset_info(data)
+        names = list(info.classes)
+        for index in classes:
+            if index >= len(names):
+                raise UsageError(f"{data} has {len(names)} classes; there is no class {index}")
+        card.classes = [names[i] for i in classes] if classes else names
+        card.mean, card.std = tuple(info.mean), tuple(info.std)
+        card.image_size, card.image_chans, card.data = tuple(info.image_size), info.in_chans, data
+    elif classes:
+        raise UsageError("--classes picks class names of a dataset; give --data too (or --class-names)")
+    if pad_to is not None:
+        card.pad_to = pad_to
+    if mean is not None:
+        card.mean = tuple(mean)
+    if std is not None:
+        card.std = tuple(std)
+    if class_names is not None:
+        card.classes = list(class_names)
+    if len(card.classes) != card.num_classes:
+        raise UsageError(
+            f"{card.model} has {card.num_classes} classes, and {len(card.classes)} class names were given"
+            + (f" ({data}{' --classes' if classes else ''})" if data else "")
+        )
+    if len(card.mean) != len(card.std) or len(card.mean) not in (1, card.image_chans):
+        raise UsageError(
+            f"mean and std need one value per image channel ({card.image_chans}), got {len(card.mean)} and "
+            f"{len(card.std)}"
+        )
+    return card
 
 
 def card_from_training_header(header: dict[str, Any], where: str | Path) -> ModelCard:

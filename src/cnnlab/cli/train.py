@@ -6,7 +6,13 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from cnnlab.cli.common import add_command, add_model_option_arg, model_options, report_experiment
+from cnnlab.cli.common import (
+    add_command,
+    add_model_option_arg,
+    class_list,
+    model_options,
+    report_experiment,
+)
 from cnnlab.data.views import AUGMENTATIONS, TTA_MODES
 from cnnlab.errors import UsageError
 from cnnlab.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
@@ -20,15 +26,6 @@ def _epoch_list(text: str) -> tuple[int, ...]:
         return tuple(int(v) for v in text.replace(",", " ").split())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected epochs such as '5,8', got {text!r}") from None
-
-
-def _class_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.replace(",", " ").split())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected class indices such as '0,1,2,3,4', got {text!r}"
-        ) from None
 
 
 def _int_pair(text: str) -> tuple[int, int]:
@@ -118,7 +115,7 @@ RECIPE = (
     (
         "--classes",
         "classes",
-        _class_list,
+        class_list,
         "train, validate and test on these classes only, relabelled 0..k-1 in the order given, e.g. 0,1,2,3,4 "
         "(default: all classes)",
     ),

@@ -200,6 +200,13 @@ class TrainConfig:
         if self.image_size is not None:
             _whole("image_size", self.image_size, 1)
         check_bad_images(self.bad_images)
+        for key, flag in (
+            ("num_classes", "--classes"),
+            ("in_chans", "--in-chans"),
+            ("drop_rate", "--drop-rate"),
+        ):
+            if key in self.model_options:  # the builder takes them from these settings: no second way
+                raise UsageError(f"{key} is set by the training settings ({flag}), not as a model option")
         if self.reinit_above is not None:
             _whole("reinit_above", self.reinit_above, 0)
         if not isinstance(self.init_from, str) or not self.init_from:

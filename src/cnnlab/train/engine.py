@@ -176,13 +176,21 @@ class RunResult:
         return self.results.get("test_acc")
 
 
-def build_model_for_data(cfg: TrainConfig, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
-    """The registry model for this data: its classes, channels and (where the head depends on it) image size."""
-    info = model_info(cfg.model)
-    options = dict(cfg.model_options)
-    c, h, w = input_shape
+def sized_options(model: str, options: dict[str, Any], size: tuple[int, int]) -> dict[str, Any]:
+    """``options`` with ``img_size`` set to the images' ``size`` (H, W) where the model's head is sized from it
+    and it is not the model's own input size (nor given)."""
+    info = model_info(model)
+    options = dict(options)
+    h, w = size
     if "img_size" in info.options() and "img_size" not in options and (h, w) != info.input_size[1:]:
         options["img_size"] = h if h == w else (h, w)
+    return options
+
+
+def build_model_for_data(cfg: TrainConfig, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
+    """The registry model for this data: its classes, channels and (where the head depends on it) image size."""
+    options = sized_options(cfg.model, cfg.model_options, input_shape[1:])
+    c = input_shape[0]
     try:
         model = create_model(
             cfg.model, num_classes=num_classes, in_chans=c, drop_rate=cfg.drop_rate, **options
