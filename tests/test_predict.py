@@ -210,3 +210,44 @@ def test_the_cli_choices_are_the_librarys() -> None:
 
     assert deploy.EXPORT_FORMATS == export.FORMATS and deploy.DEFAULT_OPSET == export.DEFAULT_OPSET
     assert deploy.OUTPUT_FORMATS == predict.OUTPUT_FORMATS
+
+
+def test_predict_a_published_file_with_its_references_options_and_normalisation(
+    tmp_path: Path, capsys
+) -> None:
+    from cnnlab.predict import decode_images, load_predictor, prepared_batches
+    from cnnlab.references import IMAGENET_MEAN, fill_reference_weights, from_reference
+
+    fixture = json.loads(
+        (Path(__file__).parent / "fixtures" / "references" / "torchvision_resnet18.json").read_text()
+    )
+    state = fill_reference_weights(fixture["keys"], fixture["seed"])
+    torch.save(state, tmp_path / "r18.pth")
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(photo)
+
+    predictor = load_predictor("resnet18", tmp_path / "r18.pth", "torchvision:resnet18")
+    assert predictor.card.mean == IMAGENET_MEAN and predictor.card.num_classes == 10  # the file's classes
+    (x,) = prepared_batches(decode_images([photo], predictor.card), predictor.card)
+    with torch.no_grad():
+        expected = torch.softmax(from_reference("torchvision", "resnet18", state).eval()(x), dim=1)
+    (prediction,) = predict(
+        "resnet18",
+        [photo],
+        topk=2,
+        weights=tmp_path / "r18.pth",
+        weights_from="torchvision",
+        model_options={"stride_in": "3x3"},
+    )
+    assert prediction.top[0][0] == int(expected.argmax()) and prediction.top[0][1] == str(
+        prediction.top[0][0]
+    )
+    assert abs(prediction.top[0][2] - float(expected.max())) < 1e-6
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(f"class {i}" for i in range(10)))
+    args = ["predict", "resnet18", str(photo), "--weights", str(tmp_path / "r18.pth"), "--topk", "1"]
+    assert main([*args, "--weights-from", "torchvision:resnet18", "--class-names", str(names)]) == 0
+    assert f"class {prediction.top[0][0]}" in capsys.readouterr().out
+    # the paper's resnet18 (stride_in 1x1) does not compute torchvision's function: refused, naming the option
+    assert main([*args, "--weights-from", "torchvision"]) == 2
+    assert "stride_in='3x3' (not '1x1')" in capsys.readouterr().err
