@@ -52,7 +52,7 @@ def resolve_model(
     with ``weights`` loaded through ``weights_from``'s key map when given, else fresh weights). The model
     carries its card as ``model_card``."""
     from cnnlab.models import create_model, model_info
-    from cnnlab.weights import build_with_weights
+    from cnnlab.weights import build_with_weights, card_for_weights
 
     path = Path(spec)
     if path.exists():
@@ -64,9 +64,10 @@ def resolve_model(
     model_info(str(spec))  # an unknown name: close matches
     if weights is not None:
         model, _ = build_with_weights(str(spec), weights, weights_from, **options)
+        model.model_card = card_for_weights(model, weights_from)  # a reference's normalisation
     else:
         model = create_model(str(spec), **options)
-    model.model_card = card_for_model(model)
+        model.model_card = card_for_model(model)
     return model.eval()
 
 

@@ -94,7 +94,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dynamic-batch", action="store_true", help="ONNX: any batch size (default: batch 1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--weights", help="with a model name: a weight file to load (.safetensors, .pth, .pt)")
-    p.add_argument("--weights-from", default="cnnlab", help="key map of --weights (default: cnnlab)")
+    p.add_argument(
+        "--weights-from",
+        default="cnnlab",
+        help="key map of --weights: cnnlab (default), torchvision, timm, or SOURCE:NAME (e.g. torchvision:googlenet)",
+    )
     p.add_argument("--num-classes", type=_positive, help="with a model name: its number of classes")
     add_model_option_arg(p)
 
