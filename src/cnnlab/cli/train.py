@@ -161,6 +161,12 @@ def _shown(value: object) -> str:
     return ("on" if value else "off") if isinstance(value, bool) else str(value)
 
 
+def _with_default(text: str, value: object) -> str:
+    """A flag's help with its default, unless the text says what an unset value (None, ()) means."""
+    described = value in (None, ()) and "(default: " in text
+    return text if described else f"{text} (default: {_shown(value)})"
+
+
 def add_recipe_args(
     parser: argparse.ArgumentParser,
     defaults: TrainConfig = DEFAULTS,
@@ -179,14 +185,12 @@ def add_recipe_args(
         help=recipe_help,
     )
     for flag, fieldname, kind, text in RECIPE:
-        value = getattr(defaults, fieldname)
-        described = value in (None, ()) and "(default: " in text  # the text says what None means
         group.add_argument(
             flag,
             dest=fieldname,
             type=kind,
             default=None,
-            help=text if described else f"{text} (default: {_shown(value)})",
+            help=_with_default(text, getattr(defaults, fieldname)),
         )
     for flag, fieldname, text in SWITCHES:
         value = getattr(defaults, fieldname)
@@ -233,10 +237,7 @@ def add_data_setting_args(group: argparse._ArgumentGroup) -> None:
     for flag, fieldname, kind, text in RECIPE:
         if fieldname in DATA_SETTINGS:
             value = getattr(DEFAULTS, fieldname)
-            shown = (
-                text if value in (None, ()) and "(default: " in text else f"{text} (default: {_shown(value)})"
-            )
-            group.add_argument(flag, dest=fieldname, type=kind, default=None, help=shown)
+            group.add_argument(flag, dest=fieldname, type=kind, default=None, help=_with_default(text, value))
     add_model_option_arg(group)
 
 
@@ -324,7 +325,7 @@ def _train(args: argparse.Namespace) -> int:
             from cnnlab.weights import parse_weights_from
 
             parse_weights_from(cfg.init_from)
-        if ":" in cfg.init_from:  # one reference: build the model as computes its function
+        if ":" in cfg.init_from:  # one reference: the model built with its options
             from cnnlab.references import reference_model_options
 
             options = reference_model_options(cfg.init_from, cfg.model, cfg.model_options)
