@@ -8,7 +8,7 @@ TORCH_PIN ?= torch==2.13.0
 DEMO_EPOCHS ?= 10
 DEMO_RUNS ?= runs/demo
 
-.PHONY: setup demo test bench lint data clean
+.PHONY: setup demo test bench gpu-check lint data clean
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,11 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/run_all.py
+
+# On a machine with a CUDA GPU: the registry, one epoch per lecture net and resnet20-cifar (fp32/bf16,
+# channels_last on/off), DDP over NCCL with 2+ GPUs, torch.compile; writes gpu_check.json (exit 1 without a GPU).
+gpu-check: setup data
+	$(PY) scripts/gpu_check.py --out gpu_check.json
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks scripts

@@ -349,7 +349,13 @@ def test_cli_train_evaluate_and_compare(tmp_path: Path, tiny_dataset_dir: Path, 
     monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
     common = ["--data-dir", str(tiny_dataset_dir), "--epochs", "1", "--batch-size", "64", "--quiet"]
     assert main(["train", "lecture-simple", "--out", str(tmp_path), *common]) == 0
-    assert "test accuracy" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "test accuracy" in out and f"report: {tmp_path / 'lecture-simple' / 'report.html'}" in out
+    assert (
+        main(["train", "lecture-simple", "--out", str(tmp_path), "--name", "bare", "--no-report", *common])
+        == 0
+    )
+    assert not (tmp_path / "bare" / "report.html").exists()
     assert main(["evaluate", str(tmp_path / "lecture-simple")]) == 0
     out = capsys.readouterr().out
     assert "per-class accuracy" in out and "confusion matrix" in out
@@ -362,6 +368,8 @@ def test_cli_train_evaluate_and_compare(tmp_path: Path, tiny_dataset_dir: Path, 
     assert (tmp_path / "cmp" / "comparison.png").is_file() and (
         tmp_path / "cmp" / "lecture-simple" / "metrics.csv"
     ).is_file()
+    page = (tmp_path / "cmp" / "report.html").read_text()  # both runs, side by side
+    assert "cnnlab report: 2 runs compared" in page and 'id="run-lecture-residual"' in page
 
 
 @pytest.mark.parametrize(

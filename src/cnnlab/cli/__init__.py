@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "cnnlab.cli.analysis",
     "cnnlab.cli.experiments",
     "cnnlab.cli.deploy",
+    "cnnlab.cli.inspect",
 )
 
 
@@ -56,7 +57,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cnnlab`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what --nproc hands on to its processes
     try:
+        if getattr(args, "joins_process_group", False) and "WORLD_SIZE" in os.environ:
+            # A rank of a torchrun (or --nproc) job: process-wide setup belongs here, the entry point.
+            from cnnlab.train.distributed import setup_process
+
+            setup_process(getattr(args, "device", None) or "auto", getattr(args, "threads", None))
         return int(args.func(args) or 0)
     except CnnlabError as err:
         print(f"cnnlab: error: {err}", file=sys.stderr)
@@ -67,6 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `cnnlab models | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        if "cnnlab.train.distributed" in sys.modules:  # leave the process group this entry point joined
+            sys.modules["cnnlab.train.distributed"].teardown_process()
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cnnlab.cli.common import add_command, add_command_group, report_experiment
-from cnnlab.cli.train import add_recipe_args, config_from_args
+from cnnlab.cli.train import add_recipe_args, config_from_args, on_rank_zero
 
 
 def _degradation(args: argparse.Namespace) -> int:
@@ -15,6 +15,8 @@ def _degradation(args: argparse.Namespace) -> int:
     result = degradation(
         args.depths, cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet
     )
+    if not on_rank_zero():  # data-parallel: rank 0 reports for the job
+        return 0
     return report_experiment(
         result.markdown(), {"table": result.table, "figure": result.figure}, result.status
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from pathlib import Path
 
 from cnnlab.cli.common import (
@@ -154,6 +155,12 @@ SWITCHES = (
     ("--nesterov", "nesterov", "Nesterov momentum"),
     ("--flip", "flip", "random horizontal flips"),
     ("--aux-loss", "aux_loss", "use auxiliary heads in the loss (default: on, where the model has them)"),
+    (
+        "--sync-bn",
+        "sync_bn",
+        "data-parallel runs (torchrun, --nproc): batch norm with the statistics of the global batch over "
+        "every process, as one process computes them",
+    ),
 )
 
 
@@ -226,6 +233,8 @@ def add_recipe_args(
         "only a run continued within its original length ends as an uninterrupted one would)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    # Under torchrun (or --nproc) the entry point joins the process group before the command runs.
+    parser.set_defaults(joins_process_group=True)
 
 
 # what a weight file no run produced needs said about its data (evaluate MODEL --weights FILE)
@@ -308,6 +317,17 @@ def run_dir_for(out: str, name: str | None, model: str) -> Path:
 
 
 def _train(args: argparse.Namespace) -> int:
+    if args.nproc is not None and args.nproc < 1:
+        raise UsageError(f"--nproc must be at least 1, got {args.nproc}")
+    if args.nproc is not None and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        if args.batch_size is not None and args.batch_size % args.nproc:  # refused before any process starts
+            raise UsageError(
+                f"the batch size {args.batch_size} is the global batch, shared equally by {args.nproc} "
+                f"processes; choose a multiple of {args.nproc}"
+            )
+        from cnnlab.train.distributed import launch
+
+        return launch(args.nproc, args.argv)  # this process becomes the elastic agent of N ranks
     from cnnlab.train import train
 
     run_dir = run_dir_for(args.out, args.name, args.model)
@@ -333,7 +353,12 @@ def _train(args: argparse.Namespace) -> int:
         if cfg.recipe_fields and not args.quiet:
             taken = ", ".join(f"{k}={getattr(cfg, k)}" for k in cfg.recipe_fields)
             print(f"recipe {cfg.recipe}: {taken} (cnnlab recipes {cfg.recipe} gives the sources)")
-    result = train(cfg, run_dir, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet)
+    result = train(
+        cfg, run_dir, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet,
+        tensorboard=args.tensorboard,
+    )  # fmt: skip
+    if not on_rank_zero():  # rank 0 reports for the job, and its exit status is the job's
+        return 0
     if result.status == "interrupted":
         print(
             f"interrupted: checkpoint saved in {run_dir / 'checkpoints'}; continue with the same command and --resume"
@@ -344,7 +369,20 @@ def _train(args: argparse.Namespace) -> int:
         f"done: {cfg.model}, {len(result.history)} epochs; test accuracy {100 * r['test_acc']:.2f}% "
         f"({r['checkpoint']} checkpoint, epoch {r['epoch']}, selected by {r['selection']}); run directory {run_dir}"
     )
+    if args.report:
+        from cnnlab.inspect import write_report
+
+        print(f"report: {write_report(run_dir, run_dir / 'report.html', overwrite=True, device=cfg.device)}")
     return 0
+
+
+def on_rank_zero() -> bool:
+    """Whether this process reports for its job: always, but in a data-parallel job only rank 0."""
+    if "WORLD_SIZE" not in os.environ:
+        return True
+    from cnnlab.train.distributed import current
+
+    return current().is_main
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -393,7 +431,17 @@ def _compare(args: argparse.Namespace) -> int:
         args.models, cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet,
         seeds=args.seeds,
     )  # fmt: skip
+    if not on_rank_zero():  # data-parallel: rank 0 reports for the job
+        return 0
     files = {"table": comparison.table_path, "plot": comparison.plot_path}
+    if args.report and comparison.status == "completed":
+        from cnnlab.inspect import write_report
+
+        # derived from the runs, like comparison.md: rewritten whenever the comparison is
+        files["report"] = write_report(
+            [run.run_dir for run in comparison.runs], Path(args.out) / "report.html", overwrite=True,
+            device=cfg.device,
+        )  # fmt: skip
     return report_experiment(comparison.markdown(), files, comparison.status)
 
 
@@ -404,6 +452,24 @@ def _ensemble(args: argparse.Namespace) -> int:
     result = ensemble(args.runs, weights, split=args.split, data_dir=args.data_dir, device=args.device)
     print(result.report())
     return 0
+
+
+def _add_view_args(parser: argparse.ArgumentParser, tensorboard: bool) -> None:
+    group = parser.add_argument_group("views")
+    group.add_argument(
+        "--report",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write report.html at the end (cnnlab report: curves, confusion matrix, mistakes, filters) "
+        "(default: on)",
+    )
+    if tensorboard:
+        group.add_argument(
+            "--tensorboard",
+            action="store_true",
+            help="also write TensorBoard event files to RUN/tensorboard/ (needs the tensorboard package; "
+            "metrics.csv stays the record)",
+        )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -457,6 +523,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="after --init, re-initialise the layers above the N-th (the model's own initialisation)",
     )
+    p.add_argument(
+        "--nproc",
+        type=int,
+        help="train in this many data-parallel processes on this machine (DDP through torch's elastic "
+        "launcher, as torchrun --nproc-per-node; gloo on CPUs, NCCL on GPUs): --batch-size stays the "
+        "global batch and must divide by it; see docs/distributed.md (default: 1, one process)",
+    )
+    _add_view_args(p, tensorboard=True)
 
     p = add_command(
         subparsers,
@@ -548,3 +622,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the mean and standard deviation (default: 1, into OUT/MODEL/)",
     )
     add_recipe_args(p)
+    _add_view_args(p, tensorboard=False)

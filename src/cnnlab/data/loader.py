@@ -20,6 +20,14 @@ from cnnlab.data.load import Split
 from cnnlab.errors import UsageError, check_positive
 
 
+def rank_part(start: int, stop: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Rank ``rank``'s part of the positions ``start:stop``: ``torch.tensor_split`` into ``world_size``
+    contiguous parts (the first ``(stop - start) % world_size`` parts one longer), disjoint, covering it."""
+    count, extra = divmod(stop - start, world_size)
+    first = start + rank * count + min(rank, extra)
+    return first, first + count + (1 if rank < extra else 0)
+
+
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """A generator determined by (seed, epoch) alone, well mixed for neighbouring values."""
     state = np.random.SeedSequence([seed & 0xFFFFFFFF, epoch & 0xFFFFFFFF]).generate_state(2, np.uint32)
@@ -49,8 +57,14 @@ class BatchLoader:
         channels_last: bool = False,
         pad_to: int | None = None,
         out_chans: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         check_positive("batch_size", batch_size)
+        check_positive("world_size", world_size)
+        if not 0 <= rank < world_size:
+            raise UsageError(f"rank must be in [0, {world_size}), got {rank}")
+        self.rank, self.world_size = rank, world_size
         check_positive("out_chans", out_chans)
         images = split.images if split.images.ndim == 4 else split.images.unsqueeze(1)
         if images.dtype != torch.uint8:
@@ -111,6 +125,11 @@ class BatchLoader:
         rounding = math.floor if self.drop_last else math.ceil
         return rounding(self.num_samples / self.batch_size)
 
+    def global_batch(self, index: int) -> tuple[int, int]:
+        """Positions ``(start, stop)`` in the epoch's order of global batch ``index`` (all ranks' parts)."""
+        start = index * self.batch_size
+        return start, min(start + self.batch_size, self.num_samples)
+
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch the next iteration runs; order and augmentation depend on (seed, epoch) only."""
         check_positive("epoch", epoch, allow_zero=True)
@@ -147,8 +166,9 @@ class BatchLoader:
         # All of the epoch's randomness is drawn up front, per position in the epoch's order.
         draws = draw(self.augment, n, self.canvas, generator, int(self.images.shape[1]))
         for batch_index in range(len(self)):
-            start = batch_index * self.batch_size
-            stop = min(start + self.batch_size, n)
+            start, stop = rank_part(*self.global_batch(batch_index), self.rank, self.world_size)
+            if start == stop:
+                continue  # a final batch smaller than the number of ranks: nothing for this one
             if order is not None:
                 index = order[start:stop]
                 images, labels = self.images.index_select(0, index), self.labels.index_select(0, index)

@@ -22,6 +22,7 @@ from cnnlab.errors import UsageError
 from cnnlab.experiments.runner import run_members
 from cnnlab.fileio import atomic_write_text
 from cnnlab.models import model_info
+from cnnlab.train import distributed
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.engine import RunResult
 from cnnlab.train.plots import plot_comparison
@@ -144,6 +145,8 @@ def compare(
     )
     runs = list(experiment.runs.values())
     split = "val" if cfg.val_fraction > 0 else "train"
+    if not distributed.current().is_main:  # data-parallel: rank 0 alone writes
+        return Comparison(runs, out / "comparison.md", out / "comparison.png", experiment.status)
     plot = plot_comparison(
         {
             (r.config.model if seeds == 1 else f"{r.config.model} seed {r.config.seed}"): [

@@ -22,7 +22,7 @@ from cnnlab.errors import UsageError
 from cnnlab.experiments.runner import run_members
 from cnnlab.fileio import atomic_write_text
 from cnnlab.models import model_info
-from cnnlab.train import recipes
+from cnnlab.train import distributed, recipes
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.engine import RunResult
 from cnnlab.train.recipes import DEGRADATION
@@ -211,6 +211,8 @@ def degradation(
     result = DegradationResult(
         runs, out / "degradation.png", out / "degradation.md", input_shape, experiment.status
     )
+    if not distributed.current().is_main:  # data-parallel: rank 0 alone writes
+        return result
     plot_degradation(runs, result.figure, f"plain vs residual on {cfg.data}")
     atomic_write_text(result.table, result.markdown() + "\n")
     atomic_write_text(

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cnnlab.errors import CheckpointError, UsageError
+from cnnlab.train import distributed
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.engine import (
     RunResult,
@@ -73,7 +74,9 @@ def run_members(
         raise UsageError(
             f"experiment folder {out} already exists; use --overwrite to replace it or --resume to continue it"
         )
-    ensure_writable_dir(out)
+    progress = progress and distributed.current().is_main  # data-parallel: rank 0 alone reports and writes
+    if distributed.current().is_main:
+        ensure_writable_dir(out)
     configure_cpu(members[0][1].threads)  # an entry point: process-wide settings once, for every member
     result = ExperimentRuns({})
     data = None

@@ -184,12 +184,15 @@ def save_checkpoint(
     header: dict[str, Any],
     optimizer: torch.optim.Optimizer | None = None,
     state: dict[str, Any] | None = None,
+    rank_rng: dict[str, list[torch.Tensor]] | None = None,
 ) -> Path:
     """Save checkpoint ``name`` in ``folder`` (weights, optional optimiser + training state, manifest
     ``<name>.json``); return the manifest's path.
 
     The previous checkpoint of that name stays whole until the new manifest replaces it; a failure to
-    write (full disk, read-only storage) is a :class:`CheckpointError` saying so.
+    write (full disk, read-only storage) is a :class:`CheckpointError` saying so. ``rank_rng``: the
+    random streams of every rank of a data-parallel run (``{"cpu": [...], "cuda": [...]}``, by rank),
+    saved beside this process's so that each rank resumes its own.
     """
     folder = Path(folder)
     manifest_path = folder / f"{name}.json"
@@ -207,6 +210,10 @@ def save_checkpoint(
             if torch.cuda.is_available():
                 for i, s in enumerate(torch.cuda.get_rng_state_all()):
                     tensors[f"rng.cuda.{i}"] = s
+            for kind, states in (rank_rng or {}).items():
+                for rank, rng in enumerate(states):
+                    if rank:  # rank 0's are this process's, saved above
+                        tensors[f"rng.{kind}.rank{rank}"] = rng
             files["state"] = f"{name}.{number}.state.safetensors"
             digests["state"] = _write_tensors(
                 folder / files["state"], tensors, {"optimizer": opt_meta, **(state or {})}
@@ -347,16 +354,42 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint file {state_path} is damaged: {err}") from None
     meta["rng_state"] = {
         "cpu": tensors["rng.torch"],
-        "cuda": [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")],
+        "cuda": [tensors[k] for k in sorted(tensors) if re.fullmatch(r"rng\.cuda\.\d+", k)],
+        # other ranks' streams of a data-parallel run: {rank: tensor} per kind
+        "ranks": {
+            kind: {
+                int(m.group(1)): tensors[k]
+                for k in tensors
+                if (m := re.fullmatch(rf"rng\.{kind}\.rank(\d+)", k))
+            }
+            for kind in ("cpu", "cuda")
+        },
     }
     return meta
 
 
-def restore_rng_state(rng_state: dict[str, Any], source: str | Path = "the checkpoint") -> None:
-    """Set the process's random streams to those :func:`load_checkpoint` returned (``meta["rng_state"]``)."""
+def restore_rng_state(
+    rng_state: dict[str, Any], source: str | Path = "the checkpoint", rank: int = 0
+) -> None:
+    """Set the process's random streams to those :func:`load_checkpoint` returned (``meta["rng_state"]``).
+
+    ``rank`` > 0 (a data-parallel run): that rank's own saved streams. A rank the checkpoint has no
+    stream for (the run is resumed with more processes) is seeded from (the saved rank 0 stream, rank),
+    the same on every resume.
+    """
+    ranks = rng_state.get("ranks", {})
     try:
-        torch.set_rng_state(rng_state["cpu"])
+        if rank == 0:
+            torch.set_rng_state(rng_state["cpu"])
+        elif rank in ranks.get("cpu", {}):
+            torch.set_rng_state(ranks["cpu"][rank])
+        else:
+            torch.set_rng_state(rng_state["cpu"])
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,)).item()) + rank)
     except RuntimeError as err:
         raise CheckpointError(f"the random-number state in {source} is damaged: {err}") from None
-    if rng_state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng_state["cuda"])
+    if torch.cuda.is_available():
+        if rank == 0 and rng_state["cuda"]:
+            torch.cuda.set_rng_state_all(rng_state["cuda"])
+        elif rank in ranks.get("cuda", {}):
+            torch.cuda.set_rng_state(ranks["cuda"][rank])

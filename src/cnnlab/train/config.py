@@ -22,7 +22,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 ADDED_LATER: dict[str, Any] = {
     "augment": "none", "input_size": None, "scale_range": None, "image_size": None, "bad_images": "error",
     "recipe": None, "recipe_fields": (), "init": None, "freeze": (), "reinit_above": None, "classes": (),
-    "init_from": "cnnlab",
+    "init_from": "cnnlab", "sync_bn": False,
 }  # fmt: skip
 MAX_SEED = 2**63 - 1
 # What config.json records beside the settings (Trainer.config_record): read back, they are left out.
@@ -90,6 +90,7 @@ class TrainConfig:
     channels_last: bool | None = None  # None: on where it is faster (CUDA, and CPU for conv nets)
     threads: int | None = None
     cpu_shards: int = 1  # >1: split each CPU batch into this many shards, one per core (cnnlab.train.shards)
+    sync_bn: bool = False  # data-parallel runs: batch norm over the global batch (cnnlab.train.distributed)
     compile: bool = False
     amp: str = "fp32"  # one of PRECISIONS; anything but fp32 is opt-in
     max_steps_per_epoch: int | None = None  # for smoke runs and benchmarks

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from cnnlab.data.augment import ColourPCA
 from cnnlab.errors import CheckpointError, TrainingDiverged, UsageError
 from cnnlab.models import check_input_size, count_params, create_model, model_info
+from cnnlab.train import distributed
 from cnnlab.train.checkpoint import restore_rng_state
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.optim import LRSchedule, build_optimizer
@@ -104,6 +105,9 @@ class EvalResult:
     loss: float
     accuracy: float
     confusion: torch.Tensor
+    #: softmax outputs [N, classes] and labels [N] in the loader's order (``keep_outputs=True`` only)
+    probabilities: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
 
     @property
     def per_class_accuracy(self) -> list[float]:
@@ -120,14 +124,21 @@ def evaluate(
     device: torch.device,
     amp: str | bool = "fp32",
     shards: CoreShards | None = None,
+    dist: distributed.DistContext = distributed.SINGLE,
+    keep_outputs: bool = False,
 ) -> EvalResult:
     """Mean cross-entropy, accuracy and confusion matrix of ``model`` over ``loader``.
 
-    With ``shards``, each batch is split across its workers (see :mod:`cnnlab.train.shards`).
+    With ``shards``, each batch is split across its workers (see :mod:`cnnlab.train.shards`). With
+    ``dist``, ``loader`` yields this rank's part of the split and every rank calls this: the loss sums
+    and confusion matrices are summed over the ranks, so each rank gets the whole split's figures. With
+    ``keep_outputs``, the result also holds every image's softmax probabilities and label (on the CPU),
+    for views of single images (the most confident mistakes of ``cnnlab report``).
     """
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
+    kept: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), autocast(device, amp):  # both are per thread
@@ -140,11 +151,18 @@ def evaluate(
             logits = forward(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         confusion += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes**2)
+        if keep_outputs:
+            kept.append((logits.float().softmax(1).cpu(), y.cpu()))
+    dist.sum_tensors_(loss_sum, confusion)
     confusion = confusion.view(num_classes, num_classes).cpu()
     count = int(confusion.sum())
-    return EvalResult(
+    result = EvalResult(
         float(loss_sum) / max(count, 1), float(confusion.diag().sum()) / max(count, 1), confusion
     )
+    if keep_outputs:
+        result.probabilities = torch.cat([p for p, _ in kept]) if kept else torch.zeros(0, num_classes)
+        result.labels = torch.cat([t for _, t in kept]) if kept else torch.zeros(0, dtype=torch.int64)
+    return result
 
 
 # -------------------------------------------------------------------------------------- training
@@ -246,25 +264,92 @@ class Trainer:
         progress: bool = True,
         data: Any = None,
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        tensorboard: bool = False,
     ) -> None:
         self.run_dir = Path(run_dir)
+        if tensorboard:  # a missing package fails before any work
+            from cnnlab.inspect.tensorboard import summary_writer_class
+
+            summary_writer_class()
+        self.tensorboard: Any = None
         if overwrite and resume:
             raise UsageError("--overwrite and --resume contradict each other; choose one")
+        # The data-parallel job this process belongs to (set up by the entry point; rank 0 of 1 without).
+        self.dist = distributed.current()
+        failure: Exception | None = None
+        try:
+            self._build(cfg, overwrite, resume, progress, data, on_epoch)
+        except Exception as err:  # noqa: BLE001 - every rank learns of it below, then it is re-raised
+            failure = err
+        self.dist.agree(failure)  # no rank goes on to wait for one that failed
+        # DDP starts here (rank 0's initial weights go to every rank).
+        self.step = TrainStep(
+            self.model, self.optimizer, self.schedule, self.cfg, self.device, self.shards, self.dist
+        )
+        self.rng_state: dict[str, Any] | None = None  # a resumed run's random streams, restored by fit
+        self.history: list[dict[str, Any]] = []
+        self.start_epoch, self.skip_steps, self.partial = 0, 0, None
+        self.best_accuracy = -1.0
+        self.stop_requested = False  # set by request_stop (a signal) on this rank, at any moment
+        self.stopping = False  # the stop every rank agreed on, after a step or an epoch
+        # Only now that data, model and optimiser are valid is an old run replaced (or the folder made),
+        # by rank 0 alone; the other ranks read the checkpoint they resume from once it is there.
+        self.run_lock: RunLock | None = None
+        failure = None
+        try:
+            if self.dist.is_main:
+                # one process per run directory, until fit returns
+                self.run_lock = RunLock(self.run_dir).acquire()
+                with self.run_lock.released_on_error(), training_storage_errors(self.run_dir):
+                    prepare_run_dir(self.run_dir, overwrite=overwrite, resume=resume)
+                    if resume:
+                        self._restore()
+                    else:
+                        self.files.write_config(self.config_record())
+                    if self.colour_pca is not None:
+                        self.files.write_colour_pca(self.colour_pca.to_dict())
+                    if getattr(self.data, "manifest", None) is not None:  # an image folder's files, labels
+                        self.files.write_data_manifest(self.data.manifest)
+                    if tensorboard:  # event files beside metrics.csv, which stays the record
+                        from cnnlab.inspect.tensorboard import TensorBoardLog
+
+                        self.tensorboard = TensorBoardLog(self.run_dir)
+        except Exception as err:  # noqa: BLE001 - as above
+            failure = err
+        self.dist.agree(failure)
+        if resume and not self.dist.is_main:
+            self._restore()
+
+    def _build(
+        self,
+        cfg: TrainConfig,
+        overwrite: bool,
+        resume: bool,
+        progress: bool,
+        data: Any,
+        on_epoch: Callable[[dict[str, Any]], None] | None,
+    ) -> None:
+        """Everything of a run that every rank builds alike: recipe, data, model, optimiser, schedule."""
         if resume:
             cfg = self._resumed_config(cfg)
         self.cfg = cfg.validate()
-        self.progress = progress
+        distributed.check_world(cfg.batch_size, self.dist.world_size)
+        self.progress = progress and self.dist.is_main
         self.on_epoch = on_epoch
-        check_run_dir(self.run_dir, overwrite=overwrite, resume=resume)  # fail fast; nothing replaced yet
+        if self.dist.is_main:
+            check_run_dir(self.run_dir, overwrite=overwrite, resume=resume)  # fail fast; nothing replaced yet
         self.device = select_device(cfg.device)
+        if self.dist.active and self.device.type == "cuda":
+            self.device = self.dist.device  # each rank on the GPU of its local rank
         self.amp = cfg.amp
         self.channels_last = True if cfg.channels_last is None else cfg.channels_last
 
         self.files = RunFiles(self.run_dir)
         saved_pca = self.files.read_colour_pca() if resume else None  # the run's own, not recomputed
         run_data = prepare_run_data(
-            cfg, self.device, self.channels_last, data, ColourPCA.from_dict(saved_pca) if saved_pca else None
-        )
+            cfg, self.device, self.channels_last, data, self.dist,
+            ColourPCA.from_dict(saved_pca) if saved_pca else None,
+        )  # fmt: skip
         self.colour_pca = run_data.colour_pca
         self.data, self.classes, self.input_shape = run_data.data, run_data.classes, run_data.input_shape
         self.train_loader, self.val_loader, self.test_loader = (
@@ -276,35 +361,27 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed alone
             torch.manual_seed(cfg.seed)
             self.model = build_model_for_data(cfg, len(self.classes), self.input_shape).to(self.device)
+        if cfg.sync_bn and self.dist.active:
+            self.model = distributed.sync_batch_norm(self.model, self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.init_weights: dict[str, str] | None = None
         self.frozen, self.init_notes = self._transfer(resume)
         self.num_params = count_params(self.model)
         self.steps_per_epoch = len(self.train_loader)
+        last_start, last_stop = self.train_loader.global_batch(self.steps_per_epoch - 1)
+        if last_stop - last_start < self.dist.world_size:  # a rank would have no image of it: left out
+            self.steps_per_epoch -= 1
+        if self.steps_per_epoch < 1:
+            raise UsageError(
+                f"{self.train_images} training images cannot be shared by {self.dist.world_size} processes; "
+                "use fewer processes or more images"
+            )
         if cfg.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_steps_per_epoch)
         self.optimizer = build_optimizer(self.model, cfg)
         self.schedule = LRSchedule(self.optimizer, cfg, self.steps_per_epoch)
         self.shards = self._shards()
-        self.step = TrainStep(self.model, self.optimizer, self.schedule, cfg, self.device, self.shards)
-        self.rng_state: dict[str, Any] | None = None  # a resumed run's random streams, restored by fit
-        self.history: list[dict[str, Any]] = []
-        self.start_epoch, self.skip_steps, self.partial = 0, 0, None
-        self.best_accuracy = -1.0
-        self.stop_requested = False
-        # Only now that data, model and optimiser are valid is an old run replaced (or the folder made).
-        self.run_lock = RunLock(self.run_dir).acquire()  # one process per run directory, until fit returns
-        with self.run_lock.released_on_error(), training_storage_errors(self.run_dir):
-            prepare_run_dir(self.run_dir, overwrite=overwrite, resume=resume)
-            if resume:
-                self._restore()
-            else:
-                self.files.write_config(self.config_record())
-            if self.colour_pca is not None:
-                self.files.write_colour_pca(self.colour_pca.to_dict())
-            if getattr(self.data, "manifest", None) is not None:  # an image folder's files, labels, splits
-                self.files.write_data_manifest(self.data.manifest)
 
     def _shards(self) -> CoreShards | None:
         """The CPU batch shards to train with (None: plain operation-level threading, the default)."""
@@ -318,6 +395,10 @@ class Trainer:
             raise UsageError(f"{cfg.model} cannot be trained in CPU shards: {blocker}; leave cpu_shards at 1")
         if cfg.compile:
             raise UsageError("cpu_shards and compile do not combine; choose one")
+        if self.dist.active:
+            raise UsageError(
+                "cpu_shards and data-parallel processes (torchrun, --nproc) do not combine; choose one"
+            )
         return core_shards(cfg.cpu_shards, max(1, torch.get_num_threads() // cfg.cpu_shards))
 
     def describe(self) -> str:
@@ -326,6 +407,12 @@ class Trainer:
         where = cpu_name() if self.device.type == "cpu" else torch.cuda.get_device_name(self.device)
         threads = f"{torch.get_num_threads()} threads" if self.device.type == "cpu" else "CUDA"
         mode = f"{self.shards.workers} CPU batch shards" if self.shards else "whole batches"
+        if self.dist.active:
+            mode = (
+                f"{self.dist.world_size} DDP processes ({torch.distributed.get_backend()}), "
+                f"{cfg.batch_size // self.dist.world_size} images each of every batch"
+            )
+            threads += " per process" if self.device.type == "cpu" else ""
         val = self.data.val
         selection = (
             f"{len(val):,} val images select the checkpoint"
@@ -361,8 +448,15 @@ class Trainer:
             "config": self.cfg.to_dict(),
         }
 
-    def save(self, name: str, epoch: int, step_in_epoch: int = 0, partial: dict | None = None) -> Path:
-        """Save checkpoint ``name`` (``last``: with optimiser state; ``best``: weights only)."""
+    def save(self, name: str, epoch: int, step_in_epoch: int = 0, partial: dict | None = None) -> Path | None:
+        """Save checkpoint ``name`` (``last``: with optimiser state; ``best``: weights only).
+
+        Every rank calls it; the ranks' random streams are gathered for ``last`` and rank 0 alone
+        writes (the other ranks return None).
+        """
+        rank_rng = self._rank_rng_states() if name == "last" and self.dist.active else None
+        if not self.dist.is_main:
+            return None
         state = {
             "epoch": epoch,
             "step_in_epoch": step_in_epoch,
@@ -373,11 +467,26 @@ class Trainer:
             "grad_scaler": self.step.scaler.state_dict() if self.step.scaler is not None else None,
         }
         optimizer = self.optimizer if name == "last" else None
-        return self.files.save_checkpoint(name, self.model, self.header(), optimizer, state)
+        return self.files.save_checkpoint(name, self.model, self.header(), optimizer, state, rank_rng)
+
+    def _rank_rng_states(self) -> dict[str, list[torch.Tensor]]:
+        """Every rank's random streams (CPU, and its own GPU's), by rank: each rank resumes its own."""
+        states = {"cpu": self.dist.gather_bytes(torch.get_rng_state())}
+        if self.device.type == "cuda":
+            states["cuda"] = self.dist.gather_bytes(torch.cuda.get_rng_state(self.device))
+        return states
 
     def _restore(self) -> None:
         self.model.model_name = self.cfg.model
-        state = self.files.load_checkpoint("last", self.model, self.optimizer)
+        try:
+            state = self.files.load_checkpoint("last", self.model, self.optimizer)
+        except UsageError as err:
+            if self.dist.is_main:
+                raise
+            raise CheckpointError(
+                f"rank {self.dist.rank} cannot read the checkpoint rank 0 resumes from ({err}); every node "
+                "must see the run directory at the same path (shared storage) to resume"
+            ) from None
         if state["epoch"] > self.cfg.epochs:
             raise UsageError(
                 f"{self.run_dir} has already trained {state['epoch']} epochs; resume it with --epochs "
@@ -392,7 +501,8 @@ class Trainer:
         self.partial = state["partial"]
         if self.step.scaler is not None and state.get("grad_scaler"):
             self.step.scaler.load_state_dict(state["grad_scaler"])
-        self.files.write_config(self.config_record())
+        if self.dist.is_main:
+            self.files.write_config(self.config_record())
 
     def _transfer(self, resume: bool) -> tuple[list[str], list[str]]:
         """``--init`` (not when resuming: the checkpoint has the weights), ``--reinit-above`` and
@@ -486,7 +596,12 @@ class Trainer:
             if step < skip:  # resuming mid-epoch: same order, these were already trained
                 upcoming = next(batches, None)
                 continue
-            loss_value, correct, upcoming = self.step(x, y, lambda: next(batches, None))
+            first, stop = self.train_loader.global_batch(step)
+            loss_value, correct, upcoming = self.step(x, y, lambda: next(batches, None), total=stop - first)
+            stopping = self.stop_requested  # read once: a signal may set it at any moment
+            if self.dist.active:  # the global batch's loss and accuracy, and any rank's stop request
+                loss_value, correct, votes = self.dist.sum_values([loss_value, correct, stopping])
+                correct, stopping = int(round(correct)), votes > 0
             if not math.isfinite(loss_value):
                 bar.close()
                 kept = (
@@ -498,9 +613,9 @@ class Trainer:
                     f"loss became {loss_value} at epoch {epoch + 1}, step {step + 1}; {kept}. Lower the learning "
                     f"rate (now {self.schedule.lr:.3g}) or set --grad-clip"
                 )
-            totals["loss"] += loss_value * len(y)
+            totals["loss"] += loss_value * (stop - first)
             totals["correct"] += correct
-            totals["seen"] += len(y)
+            totals["seen"] += stop - first
             bar.update(1)
             if step % 10 == 0 or step + 1 == self.steps_per_epoch:
                 elapsed = totals["seconds"] + time.perf_counter() - start
@@ -509,10 +624,12 @@ class Trainer:
                     acc=f"{100 * totals['correct'] / totals['seen']:.2f}%",
                     img_s=f"{totals['seen'] / max(elapsed, 1e-9):.0f}",
                 )
-            if self.stop_requested and step + 1 < self.steps_per_epoch:
+            self.stopping = self.stopping or stopping
+            if self.stopping and step + 1 < self.steps_per_epoch:
                 totals["seconds"] += time.perf_counter() - start
                 bar.close()
                 self.save("last", epoch, step_in_epoch=step + 1, partial=totals)
+                self.dist.barrier()  # every rank ends once the checkpoint is written
                 raise _Stopped
 
     # -- the run --------------------------------------------------------------------------------
@@ -523,8 +640,20 @@ class Trainer:
         Always fp32, even when training in bf16: the metrics are those of the weights as saved,
         the same figures ``cnnlab evaluate`` gives for the checkpoint.
         """
+        # Batch-norm running statistics: rank 0's, as DDP gives every forward and as rank 0 saves.
+        self.dist.broadcast_state(self.model, buffers_only=True)
         with self.shards.coordinating() if self.shards else contextlib.nullcontext():
-            return evaluate(self.model, loader, len(self.classes), self.device, shards=self.shards)
+            return evaluate(
+                self.model, loader, len(self.classes), self.device, shards=self.shards, dist=self.dist
+            )
+
+    def _agreed_stop(self) -> bool:
+        """Whether the run stops now: a stop was requested on this rank or any other (all ranks agree)."""
+        requested = self.stopping or self.stop_requested
+        if self.dist.active:
+            requested = self.dist.sum_values([requested])[0] > 0
+        self.stopping = requested
+        return requested
 
     def request_stop(self) -> None:
         """Ask the run to stop after the current batch, saving a checkpoint (what Ctrl-C does)."""
@@ -532,7 +661,8 @@ class Trainer:
 
     @contextlib.contextmanager
     def _ctrl_c_stops(self) -> Iterator[None]:
-        """First Ctrl-C: finish the batch, save, stop. A second one interrupts at once."""
+        """First Ctrl-C or SIGTERM: finish the batch, save, stop (every rank, after the same step).
+        A second one interrupts at once."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -541,13 +671,17 @@ class Trainer:
             if self.stop_requested:
                 raise KeyboardInterrupt
             self.request_stop()
-            tqdm.write("stopping after this batch and saving a checkpoint (Ctrl-C again to abort at once)")
+            who = f"rank {self.dist.rank}: " if self.dist.active else ""
+            tqdm.write(
+                f"{who}stopping after this batch and saving a checkpoint (Ctrl-C again to abort at once)"
+            )
 
-        previous = signal.signal(signal.SIGINT, handler)
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, old in previous.items():
+                signal.signal(sig, old)
 
     def fit(self) -> RunResult:
         """Train from the current epoch to ``cfg.epochs``; after a stop request, status ``interrupted``.
@@ -560,13 +694,15 @@ class Trainer:
             tqdm.write(self.describe())
         # The run's random stream (dropout, stochastic depth): seeded for a new run, the saved one when
         # resuming, so that a resumed run continues exactly. Set here, when the run starts, not before.
+        # Each rank has its own stream (rank 0's is the one-process stream), saved and restored per rank.
         if self.rng_state is not None:
-            restore_rng_state(self.rng_state, self.run_dir / "checkpoints")
+            restore_rng_state(self.rng_state, self.run_dir / "checkpoints", self.dist.rank)
         elif self.start_epoch == 0 and not self.skip_steps:
-            torch.manual_seed(self.cfg.seed)
+            torch.manual_seed(distributed.rank_seed(self.cfg.seed, self.dist.rank))
         for row in self.history:  # a completed run extended with --resume: its old report no longer holds
             row.update(test_loss=None, test_acc=None, selected=None)
-        with self._ctrl_c_stops(), self.run_lock, training_storage_errors(self.run_dir):
+        lock = self.run_lock if self.run_lock is not None else contextlib.nullcontext()
+        with self._ctrl_c_stops(), lock, training_storage_errors(self.run_dir):
             for epoch in range(self.start_epoch, self.cfg.epochs):
                 try:
                     row: dict[str, Any] = {"epoch": epoch + 1, **self.train_epoch(epoch)}
@@ -581,14 +717,20 @@ class Trainer:
                     self.best_accuracy = row["val_acc"]
                     self.save("best", epoch + 1)
                 self.save("last", epoch + 1)
-                self.files.record_epochs(self.history, title=f"{self.cfg.model} on {self.cfg.data}")
+                if self.dist.is_main:
+                    self.files.record_epochs(self.history, title=f"{self.cfg.model} on {self.cfg.data}")
+                    if self.tensorboard:
+                        self.tensorboard.epoch(row)
                 if self.on_epoch:
                     self.on_epoch(row)
                 if self.progress:
                     tqdm.write(_epoch_line(row, self.cfg.epochs))
-                if self.stop_requested and epoch + 1 < self.cfg.epochs:
+                if self._agreed_stop() and epoch + 1 < self.cfg.epochs:
+                    self.dist.barrier()
                     return self._result("interrupted")
-        return self._result("completed", self.final_report())
+            results = self.final_report()
+            self.dist.barrier()  # rank 0 has written the report
+        return self._result("completed", results)
 
     def selected_checkpoint(self) -> tuple[str, int]:
         """(checkpoint name, epoch) that is this run's result: ``best`` by validation accuracy, else ``last``."""
@@ -602,7 +744,9 @@ class Trainer:
         record it in metrics.csv and results.json, and return what results.json holds."""
         name, epoch = self.selected_checkpoint()
         if name == "best" and epoch != len(self.history):
-            self.files.load_checkpoint("best", self.model)  # weights only
+            if self.dist.is_main:
+                self.files.load_checkpoint("best", self.model)  # weights only
+            self.dist.broadcast_state(self.model)  # the other ranks evaluate rank 0's weights
         test = self.evaluate(self.test_loader)
         row = self.history[epoch - 1]
         row.update(test_loss=test.loss, test_acc=test.accuracy, selected=1)
@@ -622,8 +766,14 @@ class Trainer:
             "cpu": cpu_name(),
             "threads": torch.get_num_threads(),
             "cpu_shards": self.cfg.cpu_shards,
+            "processes": self.dist.world_size,
         }
+        if not self.dist.is_main:
+            return results
         self.files.record_results(self.history, results, title=f"{self.cfg.model} on {self.cfg.data}")
+        if self.tensorboard:
+            self.tensorboard.final(self.cfg.to_dict(), results, test.confusion, self.classes)
+            self.tensorboard.close()
         if self.progress:
             tqdm.write(
                 f"test accuracy {100 * test.accuracy:.2f}% ({name} checkpoint, epoch {epoch}, "
@@ -659,7 +809,7 @@ def _epoch_line(row: dict[str, Any], epochs: int) -> str:
 
 def train(cfg: TrainConfig, run_dir: str | Path, **options: Any) -> RunResult:
     """Train ``cfg`` into ``run_dir``; returns the :class:`RunResult`. ``options`` are :class:`Trainer`'s
-    keywords (``overwrite``, ``resume``, ``progress``, ``data``, ``on_epoch``).
+    keywords (``overwrite``, ``resume``, ``progress``, ``data``, ``on_epoch``, ``tensorboard``).
 
     An entry point: it applies the process-wide CPU settings (:func:`configure_cpu`) first.
     """

@@ -33,6 +33,11 @@ class CheckpointEvaluation:
     epoch: int | None = None
     note: str = ""  # why this checkpoint, when it is not the one asked for
     warnings: list[str] = field(default_factory=list)
+    #: the split's uint8 images, in the order of ``result.probabilities`` (with ``keep_outputs`` only)
+    images: torch.Tensor | None = None
+    #: the model evaluated, with its weights, and its input shape (C, H, W)
+    network: torch.nn.Module | None = None
+    input_shape: tuple[int, int, int] | None = None
 
     def report(self) -> str:
         """Which checkpoint, accuracy, per-class accuracy and the confusion matrix as text."""
@@ -75,7 +80,7 @@ def _run_dir_of(folder: Path) -> Path:
     return folder.parent if folder.name == "checkpoints" else folder
 
 
-def _runs_in(folder: Path) -> list[Path]:
+def runs_in(folder: Path) -> list[Path]:
     """Subfolders of ``folder`` holding a run with a checkpoint (the runs of a comparison)."""
     return sorted(
         sub
@@ -104,7 +109,7 @@ def resolve_checkpoint(path: str | Path, which: str | None = None) -> Checkpoint
             name = "last"
             note = "the run has no best checkpoint (no validation split), so its result is its last epoch"
         if not (folder / f"{name}.json").is_file():
-            runs = [] if folder.exists() else _runs_in(path)
+            runs = [] if folder.exists() else runs_in(path)
             if (path / "comparison.json").is_file() or runs:
                 kind = (
                     "a comparison folder (cnnlab compare)"
@@ -166,9 +171,22 @@ class SavedModel:
     model: nn.Module
     cfg: TrainConfig
     header: dict
-    data: Any  # cnnlab.data.DatasetSplits
+    data: Any  # cnnlab.data.DatasetSplits (None: loaded without its data)
     device: torch.device
     choice: CheckpointChoice
+
+    @property
+    def classes(self) -> list[str]:
+        """The class names the model predicts, in order."""
+        from cnnlab.data.catalog import dataset_info
+
+        named = self.header.get("classes") or (self.data or dataset_info(self.cfg.data)).info.classes
+        return [str(c) for c in named]
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """The (C, H, W) the model takes."""
+        return tuple(self.header["input_shape"])
 
     def split(self, name: str) -> Any:
         """The run's ``test``, ``val`` or ``train`` split (a usage error where the run has none)."""
@@ -252,14 +270,18 @@ def load_saved_model(
     data_dir: str | None = None,
     device: str = "auto",
     data: Any = None,
+    with_data: bool = True,
     weights: str | Path | None = None,
     weights_from: str = "cnnlab",
     settings: dict[str, Any] | None = None,
 ) -> SavedModel:
-    """Rebuild the model saved at ``path`` (run directory, manifest or weights file) with its weights, and
-    load its dataset (or take ``data``, the same dataset already loaded), as its run split it.
+    """Rebuild the model saved at ``path`` (run directory, manifest or weights file) with its weights, on
+    ``device`` in evaluation mode (the SHA-256 of the weights checked against the manifest), and load its
+    dataset as its run split it (or take ``data``, the same dataset already loaded; ``with_data=False``:
+    none, for looking at the model alone).
 
-    With ``weights``, ``path`` is a model name instead: :func:`model_with_weights` (``settings``: its data)."""
+    With ``weights``, ``path`` is a model name instead: :func:`model_with_weights` (``settings``: its data,
+    which it loads: the data says what the model takes)."""
     from cnnlab.data import class_subset
     from cnnlab.train.rundata import load_config_data
 
@@ -278,9 +300,9 @@ def load_saved_model(
         cfg.data_dir = data_dir
     configure_cpu(cfg.threads)
     dev = select_device(device)
-    if data is None:
+    if data is None and with_data:
         data = load_config_data(cfg)
-    if cfg.classes:  # the run's class-subset view (transfer experiments)
+    if cfg.classes and data is not None:  # the run's class-subset view (transfer experiments)
         data = class_subset(data, cfg.classes)
     model = build_model_for_data(cfg, header["num_classes"], tuple(header["input_shape"]))
     try:
@@ -322,6 +344,8 @@ def evaluate_checkpoint(
     out_dir: str | Path | None = None,
     device: str = "auto",
     bn_recalibrate: bool = False,
+    plot: bool = True,
+    keep_outputs: bool = False,
     weights: str | Path | None = None,
     weights_from: str = "cnnlab",
     settings: dict[str, Any] | None = None,
@@ -330,8 +354,10 @@ def evaluate_checkpoint(
 
     ``bn_recalibrate``: recompute the batch-norm statistics over the whole training split first (as
     BN-Inception is tested, Ioffe & Szegedy 2015 section 3.1; slide 004) instead of the running averages.
-    The confusion matrix is saved as ``confusion.png`` in ``out_dir`` (default: the run directory);
-    failing to save it (a full disk, read-only storage) is a warning in the report, not an error.
+    The confusion matrix is saved as ``confusion.png`` in ``out_dir`` (default: the run directory)
+    unless ``plot`` is False; failing to save it (a full disk, read-only storage) is a warning in the
+    report, not an error. ``keep_outputs``: the result also holds each image's probabilities (see
+    :func:`cnnlab.train.engine.evaluate`) and :attr:`CheckpointEvaluation.images` the split's images.
     With ``weights`` (a weight file no run produced), ``path`` is a model name: :func:`model_with_weights`.
     """
     saved = load_saved_model(
@@ -354,20 +380,22 @@ def evaluate_checkpoint(
             f"batch-norm statistics of {layers} layers recomputed over {len(data.train):,} training images"
         )
         note = f"{note}; {recalibrated}" if note else recalibrated
-    result = evaluate(model, loader, header["num_classes"], dev)
-    classes = [str(c) for c in header.get("classes") or data.info.classes]
+    result = evaluate(model, loader, header["num_classes"], dev, keep_outputs=keep_outputs)
+    classes = saved.classes
     out = Path(out_dir) if out_dir else choice.run_dir
     png, warnings = None, []
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        png = plot_confusion(
-            result.confusion.tolist(), classes, out / "confusion.png", f"{cfg.model} ({split})"
-        )
-    except OSError as err:  # the report matters more than the picture: print it anyway
-        warnings.append(f"could not save the confusion matrix plot in {out}: {err.strerror or err}")
+    if plot:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            png = plot_confusion(
+                result.confusion.tolist(), classes, out / "confusion.png", f"{cfg.model} ({split})"
+            )
+        except OSError as err:  # the report matters more than the picture: print it anyway
+            warnings.append(f"could not save the confusion matrix plot in {out}: {err.strerror or err}")
     return CheckpointEvaluation(
         cfg.model, cfg.data, split, classes, result, weights_path, png,
         checkpoint=choice.name, epoch=choice.epoch, note=note, warnings=warnings,
+        images=chosen.images if keep_outputs else None, network=model, input_shape=saved.input_shape,
     )  # fmt: skip
 
 

@@ -79,13 +79,19 @@ def load_config_data(cfg: TrainConfig, data_dir: str | None = None, progress: bo
 
 
 def prepare_run_data(
-    cfg: TrainConfig, device: torch.device, channels_last: bool, data: Any = None, colour_pca: Any = None
+    cfg: TrainConfig,
+    device: torch.device,
+    channels_last: bool,
+    data: Any = None,
+    dist: Any = None,
+    colour_pca: Any = None,
 ) -> RunData:
     """Load (or take) ``cfg.data``, hold out the validation split, and build the three loaders.
 
     The alexnet augmentation's colour PCA is ``colour_pca`` (a resumed run's saved one) or computed
     from the training split (before ``train_subset``); evaluation loaders take the centre crop of
-    ``cfg.input_size``.
+    ``cfg.input_size``. ``dist`` (a :class:`cnnlab.train.distributed.DistContext`): the loaders yield
+    this rank's part of every batch; the batch sizes stay global.
     """
     from cnnlab.data import Augment, BatchLoader
     from cnnlab.data.augment import colour_pca as compute_colour_pca
@@ -132,6 +138,8 @@ def prepare_run_data(
             channels_last=channels_last,
             pad_to=cfg.pad_to,
             out_chans=cfg.in_chans,
+            rank=dist.rank if dist is not None else 0,
+            world_size=dist.world_size if dist is not None else 1,
         )
 
     test_loader = loader(data.test, False)

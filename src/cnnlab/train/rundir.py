@@ -2,7 +2,7 @@
 storage failures (a full disk, read-only storage) worded as one line.
 
 A run directory holds ``config.json``, ``metrics.csv``, ``curves.png``, ``confusion.png``,
-``checkpoints/`` and ``.lock``. The lock is an ``fcntl.flock`` on ``.lock`` (which holds the PID of
+``checkpoints/`` and ``.lock``, and where asked for ``report.html`` and ``tensorboard/``. The lock is an ``fcntl.flock`` on ``.lock`` (which holds the PID of
 its holder), taken before an old run is replaced and kept until training returns; the operating
 system drops it when its process dies, even by SIGKILL, so it is never stale. The file itself stays:
 removing it would let two processes lock two different files of the same name.
@@ -25,7 +25,10 @@ from typing import Any
 from cnnlab.errors import CheckpointError, UsageError
 from cnnlab.fileio import atomic_write_text
 
-RUN_FILES = ("config.json", "metrics.csv", "results.json", "curves.png", "confusion.png", "checkpoints")
+RUN_FILES = (
+    "config.json", "metrics.csv", "results.json", "curves.png", "confusion.png", "checkpoints", "report.html",
+    "tensorboard",
+)  # fmt: skip
 LOCK_FILE = ".lock"
 METRIC_FIELDS = (
     "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "selected",
@@ -267,12 +270,18 @@ class RunFiles:
         return self.checkpoints / f"{name}.json"
 
     def save_checkpoint(
-        self, name: str, model: Any, header: dict[str, Any], optimizer: Any = None, state: Any = None
+        self,
+        name: str,
+        model: Any,
+        header: dict[str, Any],
+        optimizer: Any = None,
+        state: Any = None,
+        rank_rng: Any = None,
     ) -> Path:
         """Save checkpoint ``name`` (see :func:`cnnlab.train.checkpoint.save_checkpoint`)."""
         from cnnlab.train.checkpoint import save_checkpoint
 
-        return save_checkpoint(self.checkpoints, name, model, header, optimizer, state)
+        return save_checkpoint(self.checkpoints, name, model, header, optimizer, state, rank_rng)
 
     def load_checkpoint(self, name: str, model: Any, optimizer: Any = None) -> dict[str, Any]:
         """Load checkpoint ``name`` into ``model`` (and ``optimizer``); the training state it holds."""

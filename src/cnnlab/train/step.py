@@ -8,10 +8,16 @@ GoogLeNet trains, Szegedy et al. 2015 section 5). ``accum_steps`` computes it in
 whose gradients add up in ``.grad`` (each scaled by its share of the batch): the same update as
 the whole batch, in less memory. CPU shards (:mod:`cnnlab.train.shards`) compute the slices of a
 micro-batch side by side and add their gradients in a fixed order.
+
+In data-parallel training (:mod:`cnnlab.train.distributed`) the model runs inside
+DistributedDataParallel: each rank's loss is weighted by its share of the global batch times the
+number of ranks, so that DDP's average of the ranks' gradients is the global batch's gradient; the
+micro-batches before the last one skip DDP's all-reduce (``no_sync``), which then sums them all at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from collections.abc import Callable
@@ -22,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.train.config import TrainConfig
+from cnnlab.train.distributed import SINGLE, DistContext
 from cnnlab.train.optim import LRSchedule
 from cnnlab.train.precision import autocast
 from cnnlab.train.shards import CoreShards
@@ -29,6 +36,17 @@ from cnnlab.train.shards import CoreShards
 
 class UnusedParametersWarning(UserWarning):
     """Trainable parameters that received no gradient on the first step (a branch the forward skips)."""
+
+
+class WithAuxOutputs(nn.Module):
+    """``model.forward_aux`` as a module's forward, so that DDP sees the auxiliary heads' outputs too."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return self.model.forward_aux(x)
 
 
 class TrainStep:
@@ -42,6 +60,7 @@ class TrainStep:
         cfg: TrainConfig,
         device: torch.device,
         shards: CoreShards | None = None,
+        dist: DistContext = SINGLE,
     ) -> None:
         self.model, self.optimizer, self.schedule, self.cfg, self.device = (
             model,
@@ -51,8 +70,20 @@ class TrainStep:
             device,
         )
         self.shards = shards
-        self.forward = torch.compile(model) if cfg.compile else model
+        self.dist = dist
         self.aux_weights = tuple(getattr(model, "aux_loss_weights", ())) if cfg.aux_loss else ()
+        trained: nn.Module = model
+        self.ddp: nn.parallel.DistributedDataParallel | None = None
+        if dist.active:
+            # Parameters the loss leaves out (auxiliary heads with aux_loss off) must not stall DDP.
+            unused = bool(getattr(model, "aux_loss_weights", ())) and not cfg.aux_loss
+            self.ddp = nn.parallel.DistributedDataParallel(
+                WithAuxOutputs(model) if self.aux_weights else model,
+                device_ids=[device] if device.type == "cuda" else None,
+                find_unused_parameters=unused,
+            )
+            trained = self.ddp
+        self.forward = torch.compile(trained) if cfg.compile else trained
         self.scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.checked_unused = False
@@ -61,24 +92,39 @@ class TrainStep:
         """Mean loss (fp32) and logits of one (micro-)batch, under the run's autocast."""
         smoothing = self.cfg.label_smoothing
         with autocast(self.device, self.cfg.amp):
-            logits, aux = self.model.forward_aux(x) if self.aux_weights else (self.forward(x), [])
+            if not self.aux_weights:
+                logits, aux = self.forward(x), []
+            else:  # through DDP, which must see every output; in one process, as the model gives them
+                logits, aux = self.ddp(x) if self.ddp is not None else self.model.forward_aux(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
             for weight, aux_logits in zip(self.aux_weights, aux):
                 loss = loss + weight * F.cross_entropy(aux_logits.float(), y, label_smoothing=smoothing)
         return loss, logits
 
     def __call__(
-        self, x: torch.Tensor, y: torch.Tensor, meanwhile: Callable[[], Any]
+        self, x: torch.Tensor, y: torch.Tensor, meanwhile: Callable[[], Any], total: int | None = None
     ) -> tuple[float, int, Any]:
         """Train on one batch; return its mean loss, correct count and ``meanwhile()`` (the next batch,
-        fetched while CPU shards compute). A non-finite loss takes no step: the caller reports it."""
+        fetched while CPU shards compute). A non-finite loss takes no step: the caller reports it.
+
+        ``total``: the images of the global batch this rank's ``x`` is a part of (data-parallel
+        training); the loss returned is then this rank's share of the global batch's mean loss.
+        """
         self.optimizer.zero_grad(set_to_none=True)
         loss, correct, upcoming = 0.0, 0, None
-        pieces = min(self.cfg.accum_steps, len(y))
+        # As many micro-batches on every rank (the smallest rank part bounds them): with --sync-bn each
+        # one is a collective all ranks must join.
+        smallest = (total // self.dist.world_size) if total else len(y)
+        pieces = min(self.cfg.accum_steps, max(1, smallest), len(y))
         parts = list(zip(x.tensor_split(pieces), y.tensor_split(pieces)))
         for index, (xs, ys) in enumerate(parts):
-            last = meanwhile if index == len(parts) - 1 else None
-            part_loss, part_correct, fetched = self._gradients(xs, ys, len(y), last)
+            final = index == len(parts) - 1
+            # DDP all-reduces the gradients in the last micro-batch's backward only.
+            deferred = self.ddp.no_sync() if self.ddp is not None and not final else contextlib.nullcontext()
+            with deferred:
+                part_loss, part_correct, fetched = self._gradients(
+                    xs, ys, total or len(y), meanwhile if final else None
+                )
             loss, correct, upcoming = loss + part_loss, correct + part_correct, fetched
         if not math.isfinite(loss):
             return loss, correct, upcoming
@@ -102,7 +148,9 @@ class TrainStep:
         if self.shards is None or len(y) < self.shards.workers:  # too small to split
             loss, logits = self.loss(x, y)
             loss = loss * (len(y) / batch)
-            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            # DDP divides the ranks' summed gradients by their number: multiplied back here.
+            averaged = loss * self.dist.world_size if self.ddp is not None else loss
+            (self.scaler.scale(averaged) if self.scaler is not None else averaged).backward()
             return loss.item(), int((logits.argmax(1) == y).sum()), meanwhile() if meanwhile else None
         slices = zip(x.tensor_split(self.shards.workers), y.tensor_split(self.shards.workers))
         futures = self.shards.submit(self._shard_gradients, [(xs, ys, batch) for xs, ys in slices])
