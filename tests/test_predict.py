@@ -137,7 +137,14 @@ def test_a_bare_weight_file_predicts_and_evaluates_as_its_run(
         ),
         (["predict", str(padded_run), image, "--scales", "36"], "--scales applies to --tta"),
         (["predict", "lecture-simple", image, "--weights-from", "timm"], "give --weights FILE too"),
-        (["evaluate", "lecture-simple", "--weights", str(bare)], "does not fit lecture-simple"),
+        (
+            ["evaluate", "lecture-simple", "--weights", str(bare), "--data-dir", data_dir],
+            "does not fit lecture-simple",
+        ),
+        (
+            ["evaluate", *args, "--in-chans", "3", "--classes", "1,2", "--data-dir", data_dir],
+            "evaluate it on the 10 classes it was trained",
+        ),
         (["evaluate", str(padded_run), "--pad-to", "32"], "apply with --weights"),
     ]:
         assert main(bad) == 2, bad

@@ -100,6 +100,14 @@ def source_key_map(source: str) -> KeyMap:
     return SOURCES[source]
 
 
+class ClassCountMismatch(UsageError):
+    """A weight file's classifier has another class count than the model's (``file_classes``, ``model_classes``)."""
+
+    def __init__(self, message: str, file_classes: int, model_classes: int) -> None:
+        super().__init__(message)
+        self.file_classes, self.model_classes = file_classes, model_classes
+
+
 @dataclass(frozen=True)
 class LoadReport:
     """What :func:`load_weights` did: the file, its header, and what it says to the user."""
@@ -268,10 +276,12 @@ def load_weights(
             continue
         if key in classifier and got.dim() == want.dim() and got.shape[1:] == want.shape[1:]:
             if num_classes is None:
-                raise UsageError(
+                raise ClassCountMismatch(
                     f"{path} has a {got.shape[0]}-class classifier ({key}), {name} has {want.shape[0]} classes: "
                     f"build the model with num_classes={got.shape[0]} to use it, or ask for num_classes="
-                    f"{want.shape[0]} (--num-classes {want.shape[0]}) to drop it and start a new classifier"
+                    f"{want.shape[0]} (--num-classes {want.shape[0]}) to drop it and start a new classifier",
+                    int(got.shape[0]),
+                    int(want.shape[0]),
                 )
             dropped.append(key)
             continue

@@ -231,7 +231,7 @@ def model_with_weights(
     """
     from cnnlab.data import class_subset
     from cnnlab.train.rundata import load_config_data
-    from cnnlab.weights import load_weights, parse_weights_from, weight_file_sha256
+    from cnnlab.weights import ClassCountMismatch, load_weights, parse_weights_from, weight_file_sha256
 
     settings = dict(settings or {})
     parse_weights_from(weights_from)
@@ -256,7 +256,14 @@ def model_with_weights(
     h, w = (cfg.pad_to, cfg.pad_to) if cfg.pad_to else tuple(int(v) for v in images.shape[-2:])
     classes = [str(c) for c in data.info.classes]
     net = build_model_for_data(cfg, len(classes), (chans, h, w))
-    load_weights(net, weights, weights_from)
+    try:
+        load_weights(net, weights, weights_from)
+    except ClassCountMismatch as err:  # the fix here is the data's classes, not a new classifier
+        raise UsageError(
+            f"{weights} has a {err.file_classes}-class classifier and the data has {err.model_classes} classes: "
+            f"evaluate it on the {err.file_classes} classes it was trained on (--classes, e.g. "
+            f"{','.join(map(str, range(err.file_classes)))}) or on the dataset it was trained on (--data)"
+        ) from None
     net = net.to(dev, memory_format=torch.channels_last).eval()
     header = {"num_classes": len(classes), "input_shape": [chans, h, w], "classes": classes}
     choice = CheckpointChoice(file, sha256, file.name, None, _run_dir_of(file.parent))
