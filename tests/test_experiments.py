@@ -80,7 +80,9 @@ def test_degradation_help_shows_the_defaults_it_trains_with(capsys, monkeypatch)
     assert cfg.lr == 0.1 and cfg.schedule == "cosine" and cfg.weight_decay == 1e-4  # He et al. 4.2
     for flag, field, _, help_text in FLAGS:
         value = getattr(cfg, field)
-        described = value is None and "(default: " in help_text  # e.g. --drop-rate: the model's own
+        described = (
+            value in (None, ()) and "(default: " in help_text
+        )  # --drop-rate: the model's own; --classes: all
         assert shown[flag] == (help_text.rpartition("(default: ")[2][:-1] if described else str(value)), flag
     # the description's recipe line too
     for key, value in experiment.RECIPE.items():

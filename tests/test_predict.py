@@ -18,7 +18,8 @@ from cnnlab.errors import UsageError
 from cnnlab.export import export_model
 from cnnlab.predict import predict
 from cnnlab.train import TrainConfig, plots, train
-from cnnlab.train.evaluation import evaluate_checkpoint
+from cnnlab.train.evaluation import evaluate_checkpoint, evaluate_tta_checkpoint
+from cnnlab.weights import load_model
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +74,82 @@ def test_predict_agrees_with_evaluate_through_the_run_its_model_file_and_onnx(
         assert all(p.top[0][2] >= p.top[1][2] >= p.top[2][2] for p in predictions)
     # the exported model file evaluates as its run did (its header carries the training recipe)
     assert evaluate_checkpoint(model_file, out_dir=tmp_path).result.confusion.tolist() == expected
+
+
+def test_a_bare_weight_file_predicts_and_evaluates_as_its_run(
+    padded_run: Path,
+    test_pngs: tuple[Path, list[int]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys,
+) -> None:
+    """``predict MODEL --weights FILE`` and ``evaluate MODEL --weights FILE`` (a .pth that does not say which model
+    it is: the flags say what the run did) agree with the run, and with each other; ``--tta`` as evaluate's."""
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    folder, labels = test_pngs
+    data_dir = str(TrainConfig.from_dict(json.loads((padded_run / "config.json").read_text())).data_dir)
+    expected = evaluate_checkpoint(padded_run, out_dir=tmp_path).result.confusion.tolist()
+    bare = tmp_path / "bare.pth"
+    torch.save(load_model(padded_run).state_dict(), bare)
+
+    settings = {"pad_to": 32, "in_chans": 3}
+    evaluation = evaluate_checkpoint(
+        "lecture-simple", weights=bare, settings=settings, data_dir=data_dir, out_dir=tmp_path
+    )
+    assert evaluation.result.confusion.tolist() == expected
+    predictions = predict(
+        "lecture-simple", [folder], topk=1, weights=bare, model_options={"in_chans": 3}, data="fashion-mnist",
+        pad_to=32,
+    )  # fmt: skip
+    assert confusion([p.top[0][0] for p in predictions], labels) == expected
+    assert (
+        predictions[0].top[0][1]
+        in load_dataset("fashion-mnist", data_dir=data_dir, verify=False).info.classes
+    )
+
+    # test-time views: predict --tta flip picks what evaluate --tta flip scores
+    flipped = (
+        evaluate_tta_checkpoint(padded_run, ["flip"], data_dir=data_dir).rows[0].result.confusion.tolist()
+    )
+    by_flip = [p.top[0][0] for p in predict(padded_run, [folder], topk=1, tta="flip")]
+    assert confusion(by_flip, labels) == flipped
+    centre = [p.top[0][0] for p in predict(padded_run, [folder], topk=1, tta="center")]
+    assert confusion(centre, labels) == expected
+
+    # the same on the command line, one line per image
+    image = str(folder / "0000.png")
+    args = ["lecture-simple", "--weights", str(bare), "--data", "fashion-mnist", "--pad-to", "32"]
+    assert (
+        main(["predict", *args, "--in-chans", "3", image, "--tta", "flip", "--topk", "1", "--format", "json"])
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)[0]["top"][0]["index"] == by_flip[0]
+    assert main(["evaluate", *args, "--in-chans", "3", "--data-dir", data_dir, "--out", str(tmp_path)]) == 0
+    assert f"accuracy {100 * evaluation.result.accuracy:.2f}%" in capsys.readouterr().out
+
+    # what does not fit is one line, exit status 2
+    for bad, message in [
+        (["predict", str(padded_run), image, "--weights", str(bare)], "with --weights, name a model"),
+        (["predict", str(padded_run), image, "--pad-to", "32"], "apply with --weights"),
+        (
+            ["predict", *args[:3], "--pad-to", "32", "--in-chans", "3", image, "--classes", "1,2"],
+            "give --data too",
+        ),
+        (["predict", str(padded_run), image, "--scales", "36"], "--scales applies to --tta"),
+        (["predict", "lecture-simple", image, "--weights-from", "timm"], "give --weights FILE too"),
+        (
+            ["evaluate", "lecture-simple", "--weights", str(bare), "--data-dir", data_dir],
+            "does not fit lecture-simple",
+        ),
+        (
+            ["evaluate", *args, "--in-chans", "3", "--classes", "1,2", "--data-dir", data_dir],
+            "evaluate it on the 10 classes it was trained",
+        ),
+        (["evaluate", str(padded_run), "--pad-to", "32"], "apply with --weights"),
+    ]:
+        assert main(bad) == 2, bad
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (bad, err)
 
 
 def test_predict_cli_table_json_and_batch_one_onnx(
@@ -140,3 +217,44 @@ def test_the_cli_choices_are_the_librarys() -> None:
 
     assert deploy.EXPORT_FORMATS == export.FORMATS and deploy.DEFAULT_OPSET == export.DEFAULT_OPSET
     assert deploy.OUTPUT_FORMATS == predict.OUTPUT_FORMATS
+
+
+def test_predict_a_published_file_with_its_references_options_and_normalisation(
+    tmp_path: Path, capsys
+) -> None:
+    from cnnlab.predict import decode_images, load_predictor, prepared_batches
+    from cnnlab.references import IMAGENET_MEAN, fill_reference_weights, from_reference
+
+    fixture = json.loads(
+        (Path(__file__).parent / "fixtures" / "references" / "torchvision_resnet18.json").read_text()
+    )
+    state = fill_reference_weights(fixture["keys"], fixture["seed"])
+    torch.save(state, tmp_path / "r18.pth")
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(photo)
+
+    predictor = load_predictor("resnet18", tmp_path / "r18.pth", "torchvision:resnet18")
+    assert predictor.card.mean == IMAGENET_MEAN and predictor.card.num_classes == 10  # the file's classes
+    (x,) = prepared_batches(decode_images([photo], predictor.card), predictor.card)
+    with torch.no_grad():
+        expected = torch.softmax(from_reference("torchvision", "resnet18", state).eval()(x), dim=1)
+    (prediction,) = predict(
+        "resnet18",
+        [photo],
+        topk=2,
+        weights=tmp_path / "r18.pth",
+        weights_from="torchvision",
+        model_options={"stride_in": "3x3"},
+    )
+    assert prediction.top[0][0] == int(expected.argmax()) and prediction.top[0][1] == str(
+        prediction.top[0][0]
+    )
+    assert abs(prediction.top[0][2] - float(expected.max())) < 1e-6
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(f"class {i}" for i in range(10)))
+    args = ["predict", "resnet18", str(photo), "--weights", str(tmp_path / "r18.pth"), "--topk", "1"]
+    assert main([*args, "--weights-from", "torchvision:resnet18", "--class-names", str(names)]) == 0
+    assert f"class {prediction.top[0][0]}" in capsys.readouterr().out
+    # the paper's resnet18 (stride_in 1x1) does not compute torchvision's function: refused, naming the option
+    assert main([*args, "--weights-from", "torchvision"]) == 2
+    assert "stride_in='3x3' (not '1x1')" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 import cnnlab
 from cnnlab.errors import CheckpointError, UsageError
@@ -157,8 +158,6 @@ def test_inception_v3_auxiliary_head_maps_when_kept():
 
 
 def test_files_safetensors_and_torch(tmp_path):
-    from safetensors.torch import save_file
-
     state = weights("torchvision_resnet18")
     save_file(state, tmp_path / "r18.safetensors")
     torch.save(state, tmp_path / "r18.pth")
@@ -261,3 +260,65 @@ def test_the_loaded_model_is_trainable_and_owns_its_tensors():
     with torch.no_grad():
         model.conv1.conv.weight.add_(1.0)
     assert not torch.equal(model.conv1.conv.weight, state["conv1.weight"])  # the caller's dict is untouched
+
+
+# load_weights(model, path, source="torchvision" | "timm"): the same key maps for a model the user built
+SOURCE_MAPS = [
+    "torchvision_resnet18",
+    "torchvision_googlenet",  # its auxiliary heads are not mapped: dropped, with a message
+    "torchvision_densenet121",  # the published files' old norm.1 spelling
+    "timm_inception_resnet_v2",
+    "timm_resnetv2_18",  # its 1x1-conv classifier is converted
+]
+
+
+@pytest.mark.parametrize("stem", SOURCE_MAPS)
+def test_load_weights_reads_a_reference_file_through_its_source(stem, tmp_path):
+    data = fixture(stem)
+    ref = reference(data["source"], data["name"])
+    path = tmp_path / "w.pth"
+    torch.save(weights(stem), path)
+    model = cnnlab.create_model(ref.model, num_classes=10, **ref.options).eval()
+    report = cnnlab.load_weights(model, path, source=data["source"])
+    assert report.loaded == len(model.state_dict()) or report.messages
+    x = reference_input(data["input"]["shape"], data["input"]["seed"])
+    with torch.no_grad():
+        expected = from_reference(data["source"], data["name"], weights(stem)).eval()(x)
+        torch.testing.assert_close(model(x), expected, rtol=0, atol=0)
+        assert relative_error(model(x), torch.tensor(data["logits"])) <= TOLERANCE
+    if ref.aux_prefixes:
+        assert "auxiliary heads not loaded" in report.messages[0]
+
+
+def test_load_weights_source_checks_the_model_and_its_options(tmp_path):
+    path = tmp_path / "r18.safetensors"
+    save_file({k: v.contiguous() for k, v in weights("torchvision_resnet18").items()}, str(path))
+    paper = cnnlab.create_model("resnet18", num_classes=10)  # stride_in 1x1: not torchvision's v1.5
+    with pytest.raises(
+        UsageError, match=r"stride_in='3x3' \(not '1x1'\).*--weights-from torchvision:resnet18"
+    ):
+        cnnlab.load_weights(paper, path, source="torchvision")
+    with pytest.raises(UsageError, match="torchvision publishes no weights for cnnlab's lecture-simple"):
+        cnnlab.load_weights(cnnlab.create_model("lecture-simple"), path, source="torchvision")
+    with pytest.raises(UsageError, match="torchvision's resnet34 is cnnlab's resnet34, not resnet18"):
+        cnnlab.load_weights(
+            cnnlab.create_model("resnet18", stride_in="3x3"), path, source="torchvision:resnet34"
+        )
+    # one reference named (SOURCE:NAME), another class count: refused with the fix, or dropped on request
+    five = cnnlab.create_model("resnet18", num_classes=5, stride_in="3x3")
+    with pytest.raises(UsageError, match="10-class classifier"):
+        cnnlab.load_weights(five, path, source="torchvision:resnet18")
+    report = cnnlab.load_weights(five, path, source="torchvision:resnet18", num_classes=5)
+    assert (
+        report.dropped == ("head.fc.weight", "head.fc.bias")
+        and "newly initialised for 5" in report.messages[0]
+    )
+    torch.testing.assert_close(
+        five.layer4[1].branch.conv2.weight, weights("torchvision_resnet18")["layer4.1.conv2.weight"]
+    )
+    # a cnnlab file read as torchvision's: the first name with no counterpart
+    torch.save(five.state_dict(), tmp_path / "own.pth")
+    with pytest.raises(UsageError, match="is not a weight of torchvision's resnet18"):
+        cnnlab.load_weights(five, tmp_path / "own.pth", source="torchvision")
+    with pytest.raises(UsageError, match="unknown weight source 'torchvison'"):
+        cnnlab.load_weights(five, path, source="torchvison")

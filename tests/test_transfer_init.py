@@ -11,8 +11,10 @@ import torch
 from cnnlab.cli import main
 from cnnlab.data import class_subset, load_dataset
 from cnnlab.errors import UsageError
+from cnnlab.fileio import sha256_file
 from cnnlab.models import create_model
 from cnnlab.models.layers import paper_layers
+from cnnlab.references import reference_model_options
 from cnnlab.train import TrainConfig
 from cnnlab.train.checkpoint import load_weights
 from cnnlab.train.engine import Trainer
@@ -117,9 +119,63 @@ def test_cli_init_from_a_run_with_another_class_count_drops_the_classifier(
         tmp_path / "three",
     )
     notes = " ".join(trainer.init_notes)
-    assert "classifier" in notes and "(10 classes there, 3 here) and re-initialised" in notes
+    assert (
+        "dropped the file's classifier" in notes and "(10 classes): newly initialised for 3 classes" in notes
+    )
     assert "frozen: features.conv1" in notes
     assert (
         main(["train", "lecture-simple", "--name", "bad", "--init", str(tmp_path / "nothing"), *common]) == 2
     )
-    assert "no run directory or checkpoint" in capsys.readouterr().err
+    assert "no weight file, run directory or checkpoint at" in capsys.readouterr().err
+
+
+def test_cli_weights_from_a_torch_file_records_it_and_resumes(
+    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    common = ["--data-dir", str(tiny_dataset_dir), "--max-steps-per-epoch", "2", "--threads", "1"]
+    common += ["--out", str(tmp_path), "--batch-size", "50", "--quiet"]
+    source = create_model("lecture-simple")  # a 10-class model's state dict, as a training script saves it
+    torch.save({"state_dict": source.state_dict()}, tmp_path / "ten.pth")
+    args = [
+        "train",
+        "lecture-simple",
+        "--name",
+        "b",
+        "--classes",
+        "5,6,7",
+        "--weights",
+        str(tmp_path / "ten.pth"),
+    ]
+    assert main([*args, "--freeze", "features.*", "--epochs", "1", *common]) == 0
+    saved = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert saved["init"] == str(tmp_path / "ten.pth") and saved["init_from"] == "cnnlab"
+    assert saved["init_weights"] == {
+        "file": str(tmp_path / "ten.pth"), "source": "cnnlab", "sha256": sha256_file(tmp_path / "ten.pth")
+    }  # fmt: skip
+    assert any("newly initialised for 3 classes" in n for n in saved["init_notes"])
+    after, _ = load_weights(*resolve_weights(tmp_path / "b", "last"))
+    assert torch.equal(after["features.conv1.weight"], source.state_dict()["features.conv1.weight"])  # frozen
+    # resume continues from the checkpoint (not the file) and keeps the record
+    assert main([*args, "--freeze", "features.*", "--epochs", "2", "--resume", *common]) == 0
+    resumed = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert (
+        resumed["init_weights"] == saved["init_weights"]
+        and resumed["init_notes"][0] == saved["init_notes"][0]
+    )
+    # --weights-from without --weights, an unknown source, a reference of another model: one line, exit 2
+    capsys.readouterr()
+    assert main(["train", "lecture-simple", "--name", "c", "--weights-from", "timm", *common]) == 2
+    assert "give --weights FILE too" in capsys.readouterr().err
+    assert main([*args, "--weights-from", "torchvison", "--name", "e", *common]) == 2
+    assert "unknown weight source 'torchvison'" in capsys.readouterr().err
+    bad = [*args, "--weights-from", "torchvision:resnet18", "--name", "d", *common]
+    assert main(bad) == 2
+    assert "torchvision's resnet18 is cnnlab's resnet18, not lecture-simple" in capsys.readouterr().err
+
+
+def test_weights_from_a_reference_completes_the_model_options() -> None:
+    assert reference_model_options("torchvision:googlenet", "googlenet", {"aux_logits": False, "lrn": True}) == {
+        "branch5x5_kernel": 3, "batch_norm": True, "lrn": True, "bn_eps": 1e-3, "pool4_kernel": 2,
+        "transform_input": True, "aux_logits": False,
+    }  # fmt: skip

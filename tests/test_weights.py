@@ -159,7 +159,7 @@ def test_a_registered_source_maps_names_and_is_checked_like_cnnlab_files(
 ) -> None:
     monkeypatch.setattr("cnnlab.weights.SOURCES", dict(SOURCES))
     register_source("toy", lambda tensors, model: {k.removeprefix("net."): v for k, v in tensors.items()})
-    assert list_sources() == ["cnnlab", "toy"]
+    assert list_sources() == ["cnnlab", "timm", "torchvision", "toy"]  # the reference maps: cnnlab.references
     with pytest.raises(ValueError, match="already registered"):
         register_source("toy", lambda tensors, model: tensors)
     source = create_model("lecture-simple")

@@ -52,7 +52,7 @@ def resolve_model(
     with ``weights`` loaded through ``weights_from``'s key map when given, else fresh weights). The model
     carries its card as ``model_card``."""
     from cnnlab.models import create_model, model_info
-    from cnnlab.weights import load_weights
+    from cnnlab.weights import build_with_weights, card_for_weights
 
     path = Path(spec)
     if path.exists():
@@ -62,10 +62,12 @@ def resolve_model(
     if "/" in str(spec) or str(spec).endswith((".safetensors", ".json", ".onnx")):
         raise UsageError(f"no run directory or model file at {spec}")
     model_info(str(spec))  # an unknown name: close matches
-    model = create_model(str(spec), **options)
     if weights is not None:
-        load_weights(model, weights, weights_from, num_classes=options.get("num_classes"))
-    model.model_card = card_for_model(model)
+        model, _ = build_with_weights(str(spec), weights, weights_from, **options)
+        model.model_card = card_for_weights(model, weights_from)  # a reference's normalisation
+    else:
+        model = create_model(str(spec), **options)
+        model.model_card = card_for_model(model)
     return model.eval()
 
 

@@ -111,41 +111,133 @@ def onnx_runner(session: Any) -> Callable[[torch.Tensor], torch.Tensor]:
 
     def run(x: torch.Tensor) -> torch.Tensor:
         chunks = x.split(batch) if isinstance(batch, int) else (x,)
-        return torch.cat([torch.from_numpy(session.run(None, {name: c.numpy()})[0]) for c in chunks])
+        return torch.cat(
+            [torch.from_numpy(session.run(None, {name: c.contiguous().numpy()})[0]) for c in chunks]
+        )
 
     return run
 
 
-def load_predictor(path: str | Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], ModelCard]:
-    """A logits function and the card of a run directory, model file or exported ONNX file."""
-    from cnnlab.weights import load_model
+@dataclass
+class Predictor:
+    """What predicts: a logits function, the card saying how images are prepared, and the PyTorch model
+    (None for an ONNX file)."""
+
+    run: Callable[[torch.Tensor], torch.Tensor]
+    card: ModelCard
+    model: torch.nn.Module | None = None
+    notes: tuple[str, ...] = ()
+
+
+def load_predictor(
+    path: str | Path,
+    weights: str | Path | None = None,
+    weights_from: str = "cnnlab",
+    model_options: dict[str, Any] | None = None,
+    **card_settings: Any,
+) -> Predictor:
+    """The predictor of a run directory, model file or exported ONNX file; or, with ``weights``, of the
+    registry model named ``path`` with that weight file (:func:`cnnlab.weights.build_with_weights`), its
+    images prepared as ``card_settings`` say (:func:`cnnlab.weights.card_for_weights`: ``data``,
+    ``classes``, ``pad_to``, ``mean``, ``std``, ``class_names``)."""
+    from cnnlab.weights import build_with_weights, card_for_weights, load_model
 
     path = Path(path)
+    if weights is not None:
+        if path.exists() or path.suffix in (".safetensors", ".onnx", ".json"):
+            raise UsageError(f"with --weights, name a model (cnnlab models), not a file or run: {path}")
+        options = dict(model_options or {})
+        size = _image_size(card_settings.get("data"), card_settings.get("pad_to"))
+        if size is not None:  # the head of some models is sized from their input: as the run built it
+            from cnnlab.train.engine import sized_options
+
+            options = sized_options(str(path), options, size)
+        num_classes = None
+        if card_settings.get("class_names"):
+            num_classes = len(card_settings["class_names"])
+        elif card_settings.get("classes"):
+            num_classes = len(card_settings["classes"])
+        model, report = build_with_weights(
+            str(path), weights, weights_from, num_classes=num_classes, **options
+        )
+        card = card_for_weights(model, weights_from, **card_settings)
+        return Predictor(torch_runner(model), card, model, report.messages)
+    if model_options or any(v not in (None, ()) for v in card_settings.values()):
+        raise UsageError(
+            f"{path} says how its images are prepared; the model and image flags apply with --weights"
+        )
     if path.suffix == ".onnx":
         from cnnlab.export import onnx_card, onnx_session
 
         if not path.is_file():
             raise UsageError(f"no ONNX file at {path}")
         session = onnx_session(path)
-        return onnx_runner(session), onnx_card(session, path)
+        return Predictor(onnx_runner(session), onnx_card(session, path))
     model = load_model(path)
-    return torch_runner(model), model.model_card
+    return Predictor(torch_runner(model), model.model_card, model)
+
+
+def _image_size(data: str | None, pad_to: int | None) -> tuple[int, int] | None:
+    """The size of the model's input when ``pad_to`` or a dataset says it (None: the model's own)."""
+    if pad_to is not None:
+        return (pad_to, pad_to)
+    if data is not None:
+        from cnnlab.data import dataset_info
+
+        return tuple(dataset_info(data).image_size)
+    return None
 
 
 def predict(
-    model_path: str | Path, inputs: Iterable[str | Path], topk: int = 5, batch_size: int = 64
+    model_path: str | Path,
+    inputs: Iterable[str | Path],
+    topk: int = 5,
+    batch_size: int = 64,
+    *,
+    tta: str | None = None,
+    scales: Sequence[int] = (),
+    weights: str | Path | None = None,
+    weights_from: str = "cnnlab",
+    model_options: dict[str, Any] | None = None,
+    **card_settings: Any,
 ) -> list[Prediction]:
     """Top-``topk`` classes (softmax probabilities) of each image in ``inputs`` (files and folders) under the
-    model at ``model_path`` (run directory, checkpoint, model file or ``.onnx``)."""
+    model at ``model_path`` (run directory, checkpoint, model file or ``.onnx``), or of the model named
+    ``model_path`` with the weight file ``weights`` (:func:`load_predictor`).
+
+    ``tta``: a test-time mode of :data:`cnnlab.data.views.TTA_MODES` (``flip``, ``10crop``, ``multiscale``
+    with ``scales`` ...): the softmax posteriors of its views are averaged, as ``cnnlab evaluate --tta`` does.
+    """
     check_positive("topk", topk)
     paths = collect_images(inputs)
-    run, card = load_predictor(model_path)
+    predictor = load_predictor(model_path, weights, weights_from, model_options, **card_settings)
+    card = predictor.card
+    if tta is not None:
+        from cnnlab.train.tta import averaged_posteriors, check_mode, tta_forward
+
+        size = tuple(card.input_size[1:])
+        scales = check_mode(tta, scales, size)
+        if tta == "dense" and predictor.model is None:
+            raise UsageError(
+                "--tta dense turns the model's fully-connected layers into convolutions: not for ONNX files"
+            )
+        forward = tta_forward(predictor.model, tta) if predictor.model is not None else predictor.run
+
+        def posteriors(x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return averaged_posteriors(forward, x, tta, size, scales)
+    elif scales:
+        raise UsageError("--scales applies to --tta multiscale and --tta dense; add --tta")
+    else:
+
+        def posteriors(x: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(predictor.run(x).float(), dim=1)
+
     k = min(topk, card.num_classes)
     images = decode_images(paths, card)
     predictions: list[Prediction] = []
     for x in prepared_batches(images, card, batch_size):
-        probs = torch.softmax(run(x).float(), dim=1)
-        values, indices = probs.topk(k, dim=1)
+        values, indices = posteriors(x).topk(k, dim=1)
         for v, i in zip(values.tolist(), indices.tolist()):
             path = paths[len(predictions)]
             predictions.append(Prediction(path, [(c, card.classes[c], p) for c, p in zip(i, v)]))

@@ -29,10 +29,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnnlab import weights as weight_files
 from cnnlab.errors import UsageError, unknown_choice
-from cnnlab.weights import read_weight_file
+from cnnlab.weights import read_weight_file, register_source
 
 KeyMap = Callable[[str, nn.Module], "str | None"]
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's transforms, and timm's default
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INCEPTION_MEAN_STD = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}  # timm's Inception-v4 / -ResNet-v2
 PARAM = r"(?P<param>weight|bias|running_mean|running_var|num_batches_tracked)"
 
 
@@ -407,6 +411,9 @@ class Reference:
     aux_prefixes: tuple[str, ...] = ()
     note: str = ""
     convert: Callable[[str, torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
+    # the normalisation the reference's published weights expect (RGB; predict prepares images with it)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
 
 
 V15 = {"stride_in": "3x3"}  # torchvision's ResNet v1.5: the stride on the bottleneck's 3x3
@@ -495,6 +502,7 @@ def _table() -> dict[tuple[str, str], Reference]:
             timm_inception_v4_key,
             {"branch_order": "released", "factor_order": "released"},
             ref_classifier="last_linear",
+            **INCEPTION_MEAN_STD,
         )
     )
     refs.append(
@@ -505,6 +513,7 @@ def _table() -> dict[tuple[str, str], Reference]:
             timm_inception_resnet_v2_key,
             {"branch_order": "released"},
             ref_classifier="classif",
+            **INCEPTION_MEAN_STD,
         )
     )
     for depth in (18, 34, 50, 101, 152):
@@ -569,6 +578,37 @@ def model_classes(model: nn.Module, ref: Reference) -> int:
     return int(model.state_dict()[f"{ref.classifier}.weight"].shape[0])
 
 
+def _renamed(
+    ref: Reference, state_dict: dict[str, torch.Tensor], model: nn.Module, notes: list[str] | None
+) -> dict[str, tuple[str, torch.Tensor]]:
+    """cnnlab name -> (reference name, tensor) for ``state_dict`` of ``ref``, renamed through its key map
+    (and converted); auxiliary heads ``model`` lacks are dropped (``notes`` says so). A tensor with no
+    counterpart in ``model``, or two onto one name, is a :class:`UsageError`. Shapes are not checked here."""
+    target = model.state_dict()
+    mapped: dict[str, tuple[str, torch.Tensor]] = {}
+    dropped = []
+    for key, tensor in state_dict.items():
+        new = ref.key_map(key, model)
+        tensor = ref.convert(key, tensor) if ref.convert is not None else tensor
+        if new is None or new not in target:
+            if any(key.startswith(p) for p in ref.aux_prefixes):
+                dropped.append(key)
+                continue
+            raise UsageError(
+                f"{key!r} is not a weight of {ref.source}'s {ref.name} (no cnnlab counterpart): is the file another "
+                f"model's? cnnlab {ref.model} expects {len(target)} tensors, the file has {len(state_dict)}"
+            )
+        if new in mapped:
+            raise UsageError(f"{key!r} maps onto {new!r} a second time: the file holds duplicate names")
+        mapped[new] = (key, tensor)
+    if dropped and notes is not None:
+        notes.append(
+            f"{len(dropped)} tensors of auxiliary heads not loaded ({', '.join(sorted({k.split('.')[0] for k in dropped}))}): "
+            + (ref.note or "the model was built without auxiliary heads (aux_logits=True keeps them)")
+        )
+    return mapped
+
+
 def map_reference_state_dict(
     source: str,
     name: str,
@@ -588,28 +628,14 @@ def map_reference_state_dict(
     if model is None:
         with torch.device("meta"):
             model = build_reference_model(source, name)
-    notes = notes if notes is not None else []
     target = model.state_dict()
     mapped: dict[str, torch.Tensor] = {}
-    dropped = []
-    for key, tensor in state_dict.items():
-        new = ref.key_map(key, model)
-        tensor = ref.convert(key, tensor) if ref.convert is not None else tensor
-        if new is None or new not in target:
-            if any(key.startswith(p) for p in ref.aux_prefixes) and (new is None or new not in target):
-                dropped.append(key)
-                continue
-            raise UsageError(
-                f"{key!r} is not a weight of {source}'s {name} (no cnnlab counterpart): is the file another "
-                f"model's? cnnlab {ref.model} expects {len(target)} tensors, the file has {len(state_dict)}"
-            )
+    for new, (key, tensor) in _renamed(ref, state_dict, model, notes).items():
         if tuple(tensor.shape) != tuple(target[new].shape):
             raise UsageError(
                 f"{key!r} (cnnlab {new!r}) has shape {_shape(tensor)} in the file but {_shape(target[new])} "
                 f"in {ref.model}: the file is not {source}'s {name}, or was saved with other options"
             )
-        if new in mapped:
-            raise UsageError(f"{key!r} maps onto {new!r} a second time: the file holds duplicate names")
         mapped[new] = tensor
     missing = [
         k
@@ -623,12 +649,99 @@ def map_reference_state_dict(
             f"the file has no weights for {missing[0]!r} of {ref.model}"
             f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}: is it {source}'s {name}?"
         )
-    if dropped:
-        notes.append(
-            f"{len(dropped)} tensors of auxiliary heads not loaded ({', '.join(sorted({k.split('.')[0] for k in dropped}))}): "
-            + (ref.note or "the model was built without auxiliary heads (aux_logits=True keeps them)")
-        )
     return mapped
+
+
+# Options of a reference that do not change what its weights compute on an image: dropout (training
+# only) and torchvision's transform_input (an input convention the user may turn off, see from_reference).
+INPUT_OPTIONS = ("drop_rate", "transform_input")
+
+
+def effective_options(model: nn.Module) -> dict[str, Any]:
+    """Every builder option of a registry model as built: the builder's defaults, the registry entry's,
+    then those passed to ``create_model``."""
+    import inspect
+
+    info = getattr(model, "model_info", None)
+    if info is None:
+        return dict(getattr(model, "model_options", {}))
+    defaults = {
+        p.name: p.default
+        for p in inspect.signature(info.builder).parameters.values()
+        if p.default is not inspect.Parameter.empty
+    }
+    return {**defaults, **info.default_options, **getattr(model, "model_options", {})}
+
+
+def reference_mismatch(ref: Reference, model: nn.Module) -> str | None:
+    """Why ``model`` does not compute ``ref``'s function (another model, or options that differ); None if it does."""
+    name = getattr(model, "model_name", type(model).__name__)
+    if name != ref.model:
+        return f"{ref.source}'s {ref.name} is cnnlab's {ref.model}, not {name}"
+    have = effective_options(model)
+    differ = [
+        f"{k}={v!r} (not {have.get(k)!r})"
+        for k, v in ref.options.items()
+        if k not in INPUT_OPTIONS and have.get(k) != v
+    ]
+    if differ:
+        return f"{ref.source}'s {ref.name} computes its function with {ref.model} options {', '.join(differ)}"
+    return None
+
+
+def reference_of_model(source: str, model: nn.Module) -> Reference:
+    """The reference of ``source`` whose function ``model`` computes (its registry name and options)."""
+    name = getattr(model, "model_name", type(model).__name__)
+    candidates = [r for r in REFERENCES.values() if r.source == source and r.model == name]
+    if not candidates:
+        known = sorted({r.model for r in REFERENCES.values() if r.source == source})
+        raise UsageError(
+            f"{source} publishes no weights for cnnlab's {name}; {source}'s key maps cover: {', '.join(known)}"
+        )
+    for ref in candidates:
+        if reference_mismatch(ref, model) is None:
+            return ref
+    raise UsageError(
+        f"{reference_mismatch(candidates[0], model)}: build the model with them (cnnlab.from_reference, or "
+        f"--weights-from {source}:{candidates[0].name})"
+    )
+
+
+def reference_model_options(spec: str, model: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``--weights-from SOURCE:NAME`` on a command that builds ``model``: its ``options`` completed with the
+    reference's (those given win; dropout is the recipe's, ``--drop-rate``). ``model`` must be the
+    reference's cnnlab model; anything else is a :class:`UsageError` naming it."""
+    ref = reference(*parse_reference(spec))
+    if model != ref.model:
+        raise UsageError(f"{ref.source}'s {ref.name} is cnnlab's {ref.model}, not {model}: name {ref.model}")
+    return {**{k: v for k, v in ref.options.items() if k != "drop_rate"}, **options}
+
+
+def reference_key_map(source: str, name: str | None = None) -> Callable[..., Any]:
+    """The key map :func:`cnnlab.weights.load_weights` uses for ``source`` (``"torchvision"``, ``"timm"``),
+    or for one reference ``(source, name)`` (``--weights-from torchvision:googlenet``).
+
+    It finds the reference whose cnnlab model and options ``model`` is built with (a model computing
+    another function is a :class:`UsageError` naming the options), renames and converts the file's
+    tensors, and drops auxiliary heads the model lacks; :func:`~cnnlab.weights.load_weights` then
+    checks every name and shape and handles another class count. Returns ``(tensors, notes)``.
+    """
+
+    def key_map(
+        tensors: dict[str, torch.Tensor], model: nn.Module
+    ) -> tuple[dict[str, torch.Tensor], list[str]]:
+        if name is None:
+            ref = reference_of_model(source, model)
+        else:
+            ref = reference(source, name)
+            why = reference_mismatch(ref, model)
+            if why is not None:
+                raise UsageError(f"{why}: build it with cnnlab.from_reference({source!r}, {name!r}, ...)")
+        notes: list[str] = []
+        renamed = _renamed(ref, tensors, model, notes)
+        return {new: tensor for new, (_, tensor) in renamed.items()}, notes
+
+    return key_map
 
 
 def build_reference_model(source: str, name: str, **options: Any) -> nn.Module:
@@ -747,6 +860,14 @@ def reference_input(shape: Sequence[int], seed: int) -> torch.Tensor:
     return torch.randn(tuple(int(s) for s in shape), generator=torch.Generator().manual_seed(seed))
 
 
+def register_reference_sources() -> None:
+    """Register ``"torchvision"`` and ``"timm"`` as :func:`cnnlab.weights.load_weights` sources (idempotent;
+    ``load_weights`` calls it, as ``cnnlab.weights`` cannot import this module at its top)."""
+    for source in sorted({source for source, _ in REFERENCES}):
+        if source not in weight_files.SOURCES:  # looked up now: tests may swap the table
+            register_source(source, reference_key_map(source))
+
+
 __all__ = [
     "REFERENCES",
     "Reference",
@@ -758,4 +879,8 @@ __all__ = [
     "parse_reference",
     "reference",
     "reference_input",
+    "reference_key_map",
+    "reference_model_options",
+    "reference_of_model",
+    "register_reference_sources",
 ]

@@ -11,7 +11,9 @@
 * :func:`save_model_file` - the self-describing safetensors file ``cnnlab export --format safetensors`` writes.
 
 Key maps of other libraries plug in with :func:`register_source`: a source is a function
-``(file tensors, model) -> tensors under the model's names``; ``"cnnlab"`` is the identity.
+``(file tensors, model) -> tensors under the model's names`` (or ``(tensors, notes)``); ``"cnnlab"`` is
+the identity, ``"torchvision"`` and ``"timm"`` are :mod:`cnnlab.references`' maps (registered when
+:func:`load_weights` first runs: that module imports this one).
 """
 
 from __future__ import annotations
@@ -38,7 +40,11 @@ TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 #: a torch file's dict may wrap the state dict under one of these keys (training scripts' checkpoints)
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema")
 
-KeyMap = Callable[[dict[str, torch.Tensor], nn.Module], dict[str, torch.Tensor]]
+# a key map returns the file's tensors under the model's names, or (those tensors, notes for the user)
+KeyMap = Callable[
+    [dict[str, torch.Tensor], nn.Module],
+    "dict[str, torch.Tensor] | tuple[dict[str, torch.Tensor], list[str]]",
+]
 
 
 def identity_key_map(tensors: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
@@ -63,8 +69,43 @@ def register_source(name: str, key_map: KeyMap) -> None:
 
 
 def list_sources() -> list[str]:
-    """The weight sources :func:`load_weights` accepts."""
+    """The weight sources :func:`load_weights` accepts (besides ``SOURCE:NAME``, one reference model)."""
+    from cnnlab.references import register_reference_sources
+
+    register_reference_sources()
     return sorted(SOURCES)
+
+
+def parse_weights_from(spec: str) -> tuple[str, str | None]:
+    """``--weights-from``: ``"cnnlab"``, ``"torchvision"``, ``"timm"`` -> ``(source, None)``;
+    ``"torchvision:googlenet"`` -> ``("torchvision", "googlenet")``, one reference model
+    (:func:`cnnlab.from_reference`). Anything else is a :class:`UsageError` with close names."""
+    from cnnlab.references import parse_reference, register_reference_sources
+
+    register_reference_sources()
+    if ":" in spec:
+        return parse_reference(spec)
+    if spec not in SOURCES:
+        raise unknown_choice("weight source", spec, [*SOURCES, "SOURCE:NAME"])
+    return spec, None
+
+
+def source_key_map(source: str) -> KeyMap:
+    """The key map of ``source`` (a registered source, or ``SOURCE:NAME``: that reference's map)."""
+    name = parse_weights_from(source)[1]
+    if name is not None:
+        from cnnlab.references import reference_key_map
+
+        return reference_key_map(source.partition(":")[0], name)
+    return SOURCES[source]
+
+
+class ClassCountMismatch(UsageError):
+    """A weight file's classifier has another class count than the model's (``file_classes``, ``model_classes``)."""
+
+    def __init__(self, message: str, file_classes: int, model_classes: int) -> None:
+        super().__init__(message)
+        self.file_classes, self.model_classes = file_classes, model_classes
 
 
 @dataclass(frozen=True)
@@ -117,17 +158,43 @@ def _tensor_dict(path: Path, loaded: Any) -> dict[str, torch.Tensor]:
     )
 
 
+def resolve_weight_file(path: str | Path) -> tuple[Path, str | None]:
+    """The weights file ``path`` names, and the SHA-256 it must have (None: nothing to check it against).
+
+    ``path`` is a weight file, or a run directory (its selected checkpoint) or checkpoint manifest, whose
+    manifest records the SHA-256 of its weights.
+    """
+    path = Path(path)
+    if path.is_dir() or (path.suffix == ".json" and path.is_file()):
+        from cnnlab.train.evaluation import resolve_weights
+
+        return resolve_weights(path)
+    if not path.is_file():
+        raise UsageError(f"no weight file, run directory or checkpoint at {path}")
+    return path, None
+
+
+def weight_file_sha256(path: str | Path) -> tuple[Path, str]:
+    """The weights file ``path`` names (see :func:`resolve_weight_file`) and its SHA-256 (recorded by runs
+    that start from it)."""
+    from cnnlab.fileio import sha256_file
+
+    file, expected = resolve_weight_file(path)
+    return file, expected or sha256_file(file)
+
+
 def read_weight_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Tensors and JSON header (``{}`` for torch files and headerless safetensors) of a weight file.
+    """Tensors and JSON header (``{}`` for torch files and headerless safetensors) of a weight file, or of
+    a run directory's selected checkpoint or a checkpoint manifest's weights (checked against its SHA-256).
 
     A missing path is a :class:`UsageError`; a truncated or damaged file, or a pickle carrying code,
     a :class:`CheckpointError` saying so.
     """
     from cnnlab.train.checkpoint import load_weights as read_safetensors
 
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"no weight file at {path}")
+    path, expected_sha256 = resolve_weight_file(path)
+    if expected_sha256 is not None:
+        return read_safetensors(path, expected_sha256)
     if path.suffix == ".safetensors":
         try:
             return read_safetensors(path)
@@ -169,19 +236,26 @@ def load_weights(
 ) -> LoadReport:
     """Load the weight file at ``path`` into ``model`` (in place) through ``source``'s key map.
 
+    ``source``: ``"cnnlab"`` (the default: cnnlab's own names), ``"torchvision"`` or ``"timm"`` (the key
+    map of the reference whose cnnlab model and options ``model`` is built with), ``"SOURCE:NAME"`` (that
+    reference's), or a source added with :func:`register_source`. ``path`` may also be a run directory or
+    a checkpoint manifest (its weights, checked against the manifest's SHA-256).
+
     Every tensor of the model must be in the file under its name with its shape, and the file may hold
     nothing else; the first mismatch is a :class:`UsageError` naming the key and both shapes. A
     classifier with another class count is refused with the fix named, unless ``num_classes`` is given:
     then the model's classifier is set to ``num_classes`` (:meth:`reset_classifier`), the file's is
     dropped and the report says so. A model built with ``features_only=True`` loads its network's file.
     """
-    if source not in SOURCES:
-        raise unknown_choice("weight source", source, SOURCES)
+    key_map = source_key_map(source)
     target_model = getattr(model, "model", model) if not hasattr(model, "get_classifier") else model
     name = getattr(target_model, "model_name", type(target_model).__name__)
     tensors, header = read_weight_file(path)
-    mapped = SOURCES[source](tensors, target_model)
+    mapped = key_map(tensors, target_model)
     messages: list[str] = []
+    if isinstance(mapped, tuple):  # a key map may say what it left out (auxiliary heads)
+        mapped, notes = mapped
+        messages.extend(notes)
     if num_classes is not None and getattr(target_model, "num_classes", num_classes) != num_classes:
         target_model.reset_classifier(num_classes)
     expected = target_model.state_dict()
@@ -202,10 +276,12 @@ def load_weights(
             continue
         if key in classifier and got.dim() == want.dim() and got.shape[1:] == want.shape[1:]:
             if num_classes is None:
-                raise UsageError(
+                raise ClassCountMismatch(
                     f"{path} has a {got.shape[0]}-class classifier ({key}), {name} has {want.shape[0]} classes: "
                     f"build the model with num_classes={got.shape[0]} to use it, or ask for num_classes="
-                    f"{want.shape[0]} (--num-classes {want.shape[0]}) to drop it and start a new classifier"
+                    f"{want.shape[0]} (--num-classes {want.shape[0]}) to drop it and start a new classifier",
+                    int(got.shape[0]),
+                    int(want.shape[0]),
                 )
             dropped.append(key)
             continue
@@ -227,6 +303,47 @@ def load_weights(
     keep = {k: v for k, v in mapped.items() if k not in dropped}
     target_model.load_state_dict(keep, strict=False)
     return LoadReport(Path(path), source, len(keep), tuple(dropped), tuple(messages), header)
+
+
+def build_with_weights(
+    name: str,
+    weights: str | Path,
+    source: str = "cnnlab",
+    num_classes: int | None = None,
+    **options: Any,
+) -> tuple[nn.Module, LoadReport]:
+    """Registry model ``name`` built with ``options`` and the weight file ``weights`` loaded through
+    ``source``'s key map (:func:`load_weights`), for a file that does not say which model it is.
+
+    ``source`` ``SOURCE:NAME`` also builds the model with the options that compute that reference's
+    function (those given win). ``num_classes`` defaults to the file's classifier's count; another count
+    drops the file's classifier (the report says so).
+    """
+    from cnnlab.models import create_model, model_info
+
+    model_info(name)  # an unknown name: close matches
+    if ":" in source:
+        from cnnlab.references import reference_model_options
+
+        parse_weights_from(source)
+        options = reference_model_options(source, name, options)
+    if num_classes is None:
+        num_classes = file_num_classes(name, weights, source, **options)
+    model = create_model(name, num_classes=num_classes, **options)
+    report = load_weights(model, weights, source, num_classes=num_classes)
+    return model, report
+
+
+def file_num_classes(name: str, weights: str | Path, source: str = "cnnlab", **options: Any) -> int | None:
+    """The class count of the classifier in the weight file ``weights`` for model ``name`` (None: it has none)."""
+    from cnnlab.models import create_model
+
+    with torch.device("meta"):  # names and shapes only: nothing to initialise
+        probe = create_model(name, **options)
+    mapped = source_key_map(source)(read_weight_file(weights)[0], probe)
+    mapped = mapped[0] if isinstance(mapped, tuple) else mapped
+    weight = mapped.get(f"{getattr(probe, 'classifier_name', 'head.fc')}.weight")
+    return int(weight.shape[0]) if weight is not None and weight.dim() >= 1 else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -326,6 +443,67 @@ def card_for_model(model: nn.Module, input_size: tuple[int, int, int] | None = N
         image_chans=c,
         cnnlab_version=__version__,
     )
+
+
+def card_for_weights(
+    model: nn.Module,
+    source: str = "cnnlab",
+    *,
+    data: str | None = None,
+    classes: tuple[int, ...] = (),
+    pad_to: int | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    class_names: list[str] | None = None,
+) -> ModelCard:
+    """What a bare weight file does not say, for ``predict``: how to prepare its images, what its classes are.
+
+    Starting from :func:`card_for_model` (numbered classes, mean 0 and std 1, images at the model's input
+    size), in order: a reference's weights (``source`` torchvision, timm or ``SOURCE:NAME``) take the
+    normalisation they were trained with (ImageNet's mean/std; 0.5/0.5 for timm's Inception-v4 and
+    Inception-ResNet-v2); ``data`` (a registry dataset) gives its class names, mean/std, channels and image
+    size, ``classes`` picks and orders those classes (as ``--classes`` trained on them); ``pad_to``,
+    ``mean``, ``std`` and ``class_names`` (one per class) are taken as given.
+    """
+    card = card_for_model(model)
+    origin, name = parse_weights_from(source)
+    from cnnlab.references import list_references, reference, reference_of_model
+
+    if name is not None or origin in {s for s, _ in list_references()}:
+        ref = reference(origin, name) if name is not None else reference_of_model(origin, model)
+        card.mean, card.std = ref.mean, ref.std
+    if data is not None:
+        from cnnlab.data import dataset_info
+
+        info = dataset_info(data)
+        names = list(info.classes)
+        for index in classes:
+            if index >= len(names):
+                raise UsageError(f"{data} has {len(names)} classes; there is no class {index}")
+        card.classes = [names[i] for i in classes] if classes else names
+        card.mean, card.std = tuple(info.mean), tuple(info.std)
+        card.image_size, card.image_chans, card.data = tuple(info.image_size), info.in_chans, data
+    elif classes:
+        raise UsageError("--classes picks class names of a dataset; give --data too (or --class-names)")
+    if pad_to is not None:
+        card.pad_to = pad_to
+    if mean is not None:
+        card.mean = tuple(mean)
+    if std is not None:
+        card.std = tuple(std)
+    if class_names is not None:
+        card.classes = list(class_names)
+    if len(card.classes) != card.num_classes:
+        raise UsageError(
+            f"{card.model} has {card.num_classes} classes, and {len(card.classes)} class names were given"
+            + (f" ({data}{' --classes' if classes else ''})" if data else "")
+        )
+    if len(card.mean) != len(card.std) or len(card.mean) not in (1, card.image_chans):
+        raise UsageError(
+            f"mean and std need one value per image channel ({card.image_chans}), got {len(card.mean)} and "
+            f"{len(card.std)}"
+        )
+    return card
 
 
 def card_from_training_header(header: dict[str, Any], where: str | Path) -> ModelCard:

@@ -51,6 +51,16 @@ def parse_model_option(text: str) -> tuple[str, object]:
         return key.strip(), value  # a plain string such as stride_in=3x3
 
 
+def class_list(text: str) -> tuple[int, ...]:
+    """``"0,1,2"`` -> ``(0, 1, 2)``: class indices (argparse type of ``--classes``)."""
+    try:
+        return tuple(int(v) for v in text.replace(",", " ").split())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected class indices such as '0,1,2,3,4', got {text!r}"
+        ) from None
+
+
 def add_model_option_arg(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """``--model-option KEY=VALUE`` (repeatable) into ``args.model_options``, a list of (key, value) pairs.
 

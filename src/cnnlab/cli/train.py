@@ -7,7 +7,13 @@ import dataclasses
 import os
 from pathlib import Path
 
-from cnnlab.cli.common import add_command, add_model_option_arg, model_options, report_experiment
+from cnnlab.cli.common import (
+    add_command,
+    add_model_option_arg,
+    class_list,
+    model_options,
+    report_experiment,
+)
 from cnnlab.data.views import AUGMENTATIONS, TTA_MODES
 from cnnlab.errors import UsageError
 from cnnlab.train.config import OPTIMIZERS, SCHEDULES, WEIGHT_INITS, TrainConfig
@@ -114,6 +120,13 @@ RECIPE = (
         "evaluated once, on the selected checkpoint (0: no selection, the last epoch is the result)",
     ),
     ("--train-subset", "train_subset", int, "train on this many images, a seeded sample (budget runs)"),
+    (
+        "--classes",
+        "classes",
+        class_list,
+        "train, validate and test on these classes only, relabelled 0..k-1 in the order given, e.g. 0,1,2,3,4 "
+        "(default: all classes)",
+    ),
     ("--pad-to", "pad_to", int, "zero-pad images to this size (e.g. 32 for CIFAR-shaped nets)"),
     (
         "--in-chans",
@@ -162,6 +175,12 @@ def _shown(value: object) -> str:
     return ("on" if value else "off") if isinstance(value, bool) else str(value)
 
 
+def _with_default(text: str, value: object) -> str:
+    """A flag's help with its default, unless the text says what an unset value (None, ()) means."""
+    described = value in (None, ()) and "(default: " in text
+    return text if described else f"{text} (default: {_shown(value)})"
+
+
 def add_recipe_args(
     parser: argparse.ArgumentParser,
     defaults: TrainConfig = DEFAULTS,
@@ -180,14 +199,12 @@ def add_recipe_args(
         help=recipe_help,
     )
     for flag, fieldname, kind, text in RECIPE:
-        value = getattr(defaults, fieldname)
-        described = value is None and "(default: " in text  # the text says what None means
         group.add_argument(
             flag,
             dest=fieldname,
             type=kind,
             default=None,
-            help=text if described else f"{text} (default: {_shown(value)})",
+            help=_with_default(text, getattr(defaults, fieldname)),
         )
     for flag, fieldname, text in SWITCHES:
         value = getattr(defaults, fieldname)
@@ -225,6 +242,19 @@ def add_recipe_args(
     parser.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     # Under torchrun (or --nproc) the entry point joins the process group before the command runs.
     parser.set_defaults(joins_process_group=True)
+
+
+# what a weight file no run produced needs said about its data (evaluate MODEL --weights FILE)
+DATA_SETTINGS = ("data", "classes", "pad_to", "in_chans", "image_size")
+
+
+def add_data_setting_args(group: argparse._ArgumentGroup) -> None:
+    """The :data:`DATA_SETTINGS` flags, as ``train`` declares them (:data:`RECIPE`), and ``--model-option``."""
+    for flag, fieldname, kind, text in RECIPE:
+        if fieldname in DATA_SETTINGS:
+            value = getattr(DEFAULTS, fieldname)
+            group.add_argument(flag, dest=fieldname, type=kind, default=None, help=_with_default(text, value))
+    add_model_option_arg(group)
 
 
 def given_settings(args: argparse.Namespace) -> dict[str, object]:
@@ -316,6 +346,17 @@ def _train(args: argparse.Namespace) -> int:
         from cnnlab.models import model_info
 
         cfg = config_from_args(args, args.model, recipe=model_info(args.model).recipe)
+        if cfg.init_from != "cnnlab" and not cfg.init:
+            raise UsageError("--weights-from says how to read --weights; give --weights FILE too")
+        if cfg.init:  # a misspelt source fails now, before anything is built or written
+            from cnnlab.weights import parse_weights_from
+
+            parse_weights_from(cfg.init_from)
+        if ":" in cfg.init_from:  # one reference: the model built with its options
+            from cnnlab.references import reference_model_options
+
+            options = reference_model_options(cfg.init_from, cfg.model, cfg.model_options)
+            cfg = dataclasses.replace(cfg, model_options=options).validate()
         if cfg.recipe_fields and not args.quiet:
             taken = ", ".join(f"{k}={getattr(cfg, k)}" for k in cfg.recipe_fields)
             print(f"recipe {cfg.recipe}: {taken} (cnnlab recipes {cfg.recipe} gives the sources)")
@@ -356,10 +397,16 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.scales and not args.tta:
         raise UsageError("--scales applies to --tta multiscale and --tta dense; add --tta")
+    if args.weights_from is not None and args.weights is None:
+        raise UsageError("--weights-from says how to read --weights; give --weights FILE too")
+    settings = {k: v for k, v in given_settings(args).items() if k in (*DATA_SETTINGS, "model_options")}
+    if args.weights is not None and args.checkpoint is not None:
+        raise UsageError("--checkpoint picks a run's checkpoint; with --weights there is one file")
+    weights = dict(weights=args.weights, weights_from=args.weights_from or "cnnlab", settings=settings)
     if args.tta:
         tta = evaluate_tta_checkpoint(
             args.path, args.tta, scales=args.scales or (), split=args.split, data_dir=args.data_dir,
-            which=args.checkpoint, device=args.device,
+            which=args.checkpoint, device=args.device, **weights,
         )  # fmt: skip
         print(tta.report())
         return 0
@@ -371,6 +418,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         out_dir=args.out,
         device=args.device,
         bn_recalibrate=args.bn_recalibrate,
+        **weights,
     )
     print(evaluation.report())
     return 0
@@ -452,10 +500,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     t = p.add_argument_group("starting from weights (Yosinski et al. 2014)")
     t.add_argument(
+        "--weights",
         "--init",
-        metavar="RUN_OR_WEIGHTS",
-        help="start from these weights: a run directory, checkpoint manifest or .safetensors file; a classifier "
-        "with another class count is dropped and re-initialised",
+        dest="init",
+        metavar="FILE_OR_RUN",
+        help="start from these weights: a weight file (.safetensors, or .pth/.pt read with weights_only=True: an "
+        "exported model file, a run's weights, a published file), a run directory or a checkpoint manifest; "
+        "a classifier with another class count is dropped and re-initialised. config.json records the file, "
+        "its source and its SHA-256",
+    )
+    t.add_argument(
+        "--weights-from",
+        dest="init_from",
+        metavar="SOURCE",
+        help="key map of --weights: cnnlab (default), torchvision, timm, or SOURCE:NAME (e.g. torchvision:googlenet: "
+        "also builds MODEL with the options that compute that reference's function; cnnlab references lists them)",
     )
     t.add_argument(
         "--freeze",
@@ -484,11 +543,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         subparsers,
         "evaluate",
         _evaluate,
-        help="evaluate a run directory or checkpoint",
+        help="evaluate a run directory, checkpoint, model file, or a model name with --weights",
         description="Accuracy, per-class accuracy and confusion matrix (printed, and saved as confusion.png) of a "
-        "saved run directory, checkpoint manifest (.json) or weights file (.safetensors).",
+        "saved run directory, checkpoint manifest (.json), run weights file or exported model file (.safetensors), "
+        "or of MODEL with --weights FILE: a weight file no run produced, evaluated on --data (and --classes, "
+        "--pad-to, --in-chans: what the model takes).",
     )
-    p.add_argument("path", help="run directory, checkpoints/NAME.json or a .weights.safetensors file")
+    p.add_argument(
+        "path",
+        metavar="PATH_OR_MODEL",
+        help="run directory, checkpoints/NAME.json, a .weights.safetensors or exported model file; with --weights, "
+        "a model name",
+    )
     p.add_argument("--split", choices=("test", "val", "train"), default="test")
     p.add_argument(
         "--checkpoint",
@@ -522,6 +588,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="shorter sides to rescale the images to, for --tta multiscale (required) and dense (default: the "
         "stored size)",
     )
+    w = p.add_argument_group("a weight file no run produced (PATH_OR_MODEL is then a model name)")
+    w.add_argument("--weights", metavar="FILE", help="weight file (.safetensors, .pth, .pt) to evaluate")
+    w.add_argument(
+        "--weights-from",
+        metavar="SOURCE",
+        help="key map of --weights: cnnlab (default), torchvision, timm, or SOURCE:NAME (builds the model with the "
+        "options that compute that reference's function)",
+    )
+    add_data_setting_args(w)
 
     p = add_command(
         subparsers,

@@ -25,12 +25,11 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 ADDED_LATER: dict[str, Any] = {
     "augment": "none", "input_size": None, "scale_range": None, "image_size": None, "bad_images": "error",
     "recipe": None, "recipe_fields": (), "init": None, "freeze": (), "reinit_above": None, "classes": (),
-    "sync_bn": False,
-    "weight_init": "model",
+    "sync_bn": False, "weight_init": "model", "init_from": "cnnlab",
 }  # fmt: skip
 MAX_SEED = 2**63 - 1
 # What config.json records beside the settings (Trainer.config_record): read back, they are left out.
-RECORDED = ("frozen", "init_notes")
+RECORDED = ("frozen", "init_notes", "init_weights")
 MAX_EPOCHS = 1_000_000
 MAX_THREADS = 4096
 FLOAT32_MAX = 3.4028234663852886e38
@@ -102,7 +101,10 @@ class TrainConfig:
     recipe: str | None = None
     recipe_fields: tuple[str, ...] = ()
     # transfer (cnnlab.train.transfer): start from weights, freeze layers, re-initialise the top ones
-    init: str | None = None  # a run directory, checkpoint manifest or .safetensors weights file
+    init: str | None = None  # a weight file (any --weights-from source), run directory or checkpoint manifest
+    init_from: str = (
+        "cnnlab"  # its key map: cnnlab, torchvision, timm, or SOURCE:NAME (cnnlab.weights.load_weights)
+    )
     freeze: tuple[str, ...] = ()  # ("N",): the first N conv/fc layers; else module-name patterns
     reinit_above: int | None = None  # re-initialise the conv/fc layers after the first N (after --init)
     classes: tuple[int, ...] = ()  # train on these classes only, relabelled 0..k-1 (cnnlab.data.class_subset)
@@ -205,8 +207,17 @@ class TrainConfig:
         if self.image_size is not None:
             _whole("image_size", self.image_size, 1)
         check_bad_images(self.bad_images)
+        for key, flag in (
+            ("num_classes", "--classes"),
+            ("in_chans", "--in-chans"),
+            ("drop_rate", "--drop-rate"),
+        ):
+            if key in self.model_options:  # the builder takes them from these settings: no second way
+                raise UsageError(f"{key} is set by the training settings ({flag}), not as a model option")
         if self.reinit_above is not None:
             _whole("reinit_above", self.reinit_above, 0)
+        if not isinstance(self.init_from, str) or not self.init_from:
+            raise UsageError(f"init_from must name a weight source, got {self.init_from!r}")
         for index in self.classes:
             _whole("class index", index, 0)
         if len(set(self.classes)) != len(self.classes) or len(self.classes) == 1:

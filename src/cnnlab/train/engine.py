@@ -195,13 +195,21 @@ class RunResult:
         return self.results.get("test_acc")
 
 
-def build_model_for_data(cfg: TrainConfig, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
-    """The registry model for this data: its classes, channels and (where the head depends on it) image size."""
-    info = model_info(cfg.model)
-    options = dict(cfg.model_options)
-    c, h, w = input_shape
+def sized_options(model: str, options: dict[str, Any], size: tuple[int, int]) -> dict[str, Any]:
+    """``options`` with ``img_size`` set to the images' ``size`` (H, W) where the model's head is sized from it
+    and it is not the model's own input size (nor given)."""
+    info = model_info(model)
+    options = dict(options)
+    h, w = size
     if "img_size" in info.options() and "img_size" not in options and (h, w) != info.input_size[1:]:
         options["img_size"] = h if h == w else (h, w)
+    return options
+
+
+def build_model_for_data(cfg: TrainConfig, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
+    """The registry model for this data: its classes, channels and (where the head depends on it) image size."""
+    options = sized_options(cfg.model, cfg.model_options, input_shape[1:])
+    c = input_shape[0]
     try:
         model = create_model(
             cfg.model, num_classes=num_classes, in_chans=c, drop_rate=cfg.drop_rate, **options
@@ -361,6 +369,7 @@ class Trainer:
             self.model = distributed.sync_batch_norm(self.model, self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.init_weights: dict[str, str] | None = None
         self.frozen, self.init_notes = self._transfer(resume)
         self.num_params = count_params(self.model)
         self.steps_per_epoch = len(self.train_loader)
@@ -506,7 +515,15 @@ class Trainer:
 
         cfg, notes = self.cfg, []
         if cfg.init and not resume:
-            notes = apply_init(self.model, cfg.init, cfg.reinit_above)
+            from cnnlab.weights import weight_file_sha256
+
+            notes = apply_init(self.model, cfg.init, cfg.reinit_above, cfg.init_from)
+            file, sha256 = weight_file_sha256(cfg.init)
+            self.init_weights = {"file": str(file), "source": cfg.init_from, "sha256": sha256}
+        elif cfg.init and resume:  # the checkpoint holds the weights; keep the record of where they came from
+            saved = self.files.read_config_record()
+            self.init_weights = saved.get("init_weights")
+            notes = [n for n in saved.get("init_notes", []) if n.startswith("init: ")]
         elif cfg.reinit_above is not None and not cfg.init:
             raise UsageError("--reinit-above applies to weights loaded with --init; give --init too")
         frozen = freeze(self.model, cfg.freeze)
@@ -523,6 +540,8 @@ class Trainer:
         record = self.cfg.to_dict()
         if self.frozen or self.init_notes:
             record.update(frozen=self.frozen, init_notes=self.init_notes)
+        if self.init_weights is not None:  # the file the run started from: path, key map, SHA-256
+            record["init_weights"] = self.init_weights
         return record
 
     # -- one epoch ------------------------------------------------------------------------------

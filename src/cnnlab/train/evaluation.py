@@ -210,6 +210,66 @@ class SavedModel:
         )  # fmt: skip
 
 
+def model_with_weights(
+    model: str,
+    weights: str | Path,
+    weights_from: str = "cnnlab",
+    *,
+    settings: dict[str, Any] | None = None,
+    data_dir: str | None = None,
+    device: str = "auto",
+    data: Any = None,
+) -> SavedModel:
+    """Registry model ``model`` with the weight file ``weights`` (read through ``weights_from``'s key map,
+    :func:`cnnlab.weights.load_weights`), and the dataset to evaluate it on: for weights no run produced.
+
+    ``settings`` are the training settings that say what the model takes: ``data`` (default
+    fashion-mnist), ``classes``, ``pad_to``, ``in_chans``, ``image_size`` and ``model_options``. The model is
+    built for that data (classes, channels, size) and must fit the file exactly: a classifier of another
+    class count is refused, as evaluating a new classifier means nothing. ``weights_from`` ``SOURCE:NAME``
+    also builds ``model`` with the options that compute that reference's function.
+    """
+    from cnnlab.data import class_subset
+    from cnnlab.train.rundata import load_config_data
+    from cnnlab.weights import ClassCountMismatch, load_weights, parse_weights_from, weight_file_sha256
+
+    settings = dict(settings or {})
+    parse_weights_from(weights_from)
+    if ":" in weights_from:
+        from cnnlab.references import reference_model_options
+
+        settings["model_options"] = reference_model_options(
+            weights_from, model, dict(settings.get("model_options") or {})
+        )
+    cfg = TrainConfig(model=model, **settings).validate()
+    if data_dir is not None:
+        cfg.data_dir = data_dir
+    file, sha256 = weight_file_sha256(weights)
+    configure_cpu(cfg.threads)
+    dev = select_device(device)
+    if data is None:
+        data = load_config_data(cfg)
+    if cfg.classes:
+        data = class_subset(data, cfg.classes)
+    images = data.test.images
+    chans = cfg.in_chans or (1 if images.dim() == 3 else int(images.shape[1]))
+    h, w = (cfg.pad_to, cfg.pad_to) if cfg.pad_to else tuple(int(v) for v in images.shape[-2:])
+    classes = [str(c) for c in data.info.classes]
+    net = build_model_for_data(cfg, len(classes), (chans, h, w))
+    try:
+        load_weights(net, weights, weights_from)
+    except ClassCountMismatch as err:  # the fix here is the data's classes, not a new classifier
+        raise UsageError(
+            f"{weights} has a {err.file_classes}-class classifier and the data has {err.model_classes} classes: "
+            f"evaluate it on the {err.file_classes} classes it was trained on (--classes, e.g. "
+            f"{','.join(map(str, range(err.file_classes)))}) or on the dataset it was trained on (--data)"
+        ) from None
+    net = net.to(dev, memory_format=torch.channels_last).eval()
+    header = {"num_classes": len(classes), "input_shape": [chans, h, w], "classes": classes}
+    choice = CheckpointChoice(file, sha256, file.name, None, _run_dir_of(file.parent))
+    return SavedModel(net, cfg, header, data, dev, choice)
+
+
 def load_saved_model(
     path: str | Path,
     *,
@@ -218,14 +278,28 @@ def load_saved_model(
     device: str = "auto",
     data: Any = None,
     with_data: bool = True,
+    weights: str | Path | None = None,
+    weights_from: str = "cnnlab",
+    settings: dict[str, Any] | None = None,
 ) -> SavedModel:
     """Rebuild the model saved at ``path`` (run directory, manifest or weights file) with its weights, on
     ``device`` in evaluation mode (the SHA-256 of the weights checked against the manifest), and load its
     dataset as its run split it (or take ``data``, the same dataset already loaded; ``with_data=False``:
-    none, for looking at the model alone)."""
+    none, for looking at the model alone).
+
+    With ``weights``, ``path`` is a model name instead: :func:`model_with_weights` (``settings``: its data,
+    which it loads: the data says what the model takes)."""
     from cnnlab.data import class_subset
     from cnnlab.train.rundata import load_config_data
 
+    if weights is not None:
+        return model_with_weights(
+            str(path), weights, weights_from, settings=settings, data_dir=data_dir, device=device, data=data
+        )
+    if settings:
+        raise UsageError(
+            f"{', '.join(sorted(settings))} apply with --weights; {path} carries its run's own settings"
+        )
     choice = resolve_checkpoint(path, which)
     state, header = load_weights(choice.weights, choice.sha256)
     cfg = check_training_header(choice.weights, header)
@@ -279,6 +353,9 @@ def evaluate_checkpoint(
     bn_recalibrate: bool = False,
     plot: bool = True,
     keep_outputs: bool = False,
+    weights: str | Path | None = None,
+    weights_from: str = "cnnlab",
+    settings: dict[str, Any] | None = None,
 ) -> CheckpointEvaluation:
     """Rebuild the model saved at ``path`` (run directory, manifest or weights file) and evaluate it.
 
@@ -288,8 +365,12 @@ def evaluate_checkpoint(
     unless ``plot`` is False; failing to save it (a full disk, read-only storage) is a warning in the
     report, not an error. ``keep_outputs``: the result also holds each image's probabilities (see
     :func:`cnnlab.train.engine.evaluate`) and :attr:`CheckpointEvaluation.images` the split's images.
+    With ``weights`` (a weight file no run produced), ``path`` is a model name: :func:`model_with_weights`.
     """
-    saved = load_saved_model(path, which=which, data_dir=data_dir, device=device)
+    saved = load_saved_model(
+        path, which=which, data_dir=data_dir, device=device, weights=weights, weights_from=weights_from,
+        settings=settings,
+    )  # fmt: skip
     cfg, data, dev, model, header, choice = (
         saved.cfg, saved.data, saved.device, saved.model, saved.header, saved.choice
     )  # fmt: skip
@@ -365,16 +446,23 @@ def evaluate_tta_checkpoint(
     data_dir: str | None = None,
     which: str | None = None,
     device: str = "auto",
+    weights: str | Path | None = None,
+    weights_from: str = "cnnlab",
+    settings: dict[str, Any] | None = None,
 ) -> TTAEvaluation:
     """Evaluate the model saved at ``path`` under each test-time mode of ``modes`` (:mod:`cnnlab.train.tta`).
 
     ``scales`` (shorter sides) apply to ``multiscale`` and ``dense``; the other modes ignore them.
+    ``weights``, ``weights_from``, ``settings``: as for :func:`evaluate_checkpoint`.
     """
     from cnnlab.train.tta import evaluate_tta
 
     if not modes:
         raise UsageError("name at least one test-time mode")
-    loaded = load_saved_model(path, which=which, data_dir=data_dir, device=device)
+    loaded = load_saved_model(
+        path, which=which, data_dir=data_dir, device=device, weights=weights, weights_from=weights_from,
+        settings=settings,
+    )  # fmt: skip
     header, cfg = loaded.header, loaded.cfg
     shape = tuple(header["input_shape"])
     loader = loaded.loader(loaded.split(split), centre_crop=False)

@@ -239,6 +239,14 @@ class RunFiles:
         """The recipe, as ``config.json``."""
         atomic_write_text(self.run_dir / "config.json", json.dumps(config, indent=2))
 
+    def read_config_record(self) -> dict[str, Any]:
+        """``config.json`` as saved, with what the run recorded beside the recipe ({} where unreadable)."""
+        try:
+            record = json.loads((self.run_dir / "config.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return record if isinstance(record, dict) else {}
+
     def write_colour_pca(self, values: dict[str, Any]) -> None:
         """The alexnet augmentation's colour PCA of the training split, as ``colour_pca.json``."""
         atomic_write_text(self.run_dir / "colour_pca.json", json.dumps(values, indent=2))

@@ -1,4 +1,4 @@
-"""Start a run from saved weights, freeze its first layers, re-initialise the ones above (Yosinski et al. 2014).
+"""Start a run from saved weights (``--weights``/``--init``), freeze its first layers, re-initialise the ones above (Yosinski et al. 2014).
 
     cnnlab train alexnet --init runs/baseA --freeze 3 --reinit-above 3     # "A3B": layers 1-3 from A, frozen
 
@@ -6,7 +6,8 @@ Layers are counted as the papers count them: the conv and fc layers in order
 (:func:`cnnlab.models.layers.paper_layers`, listed by ``cnnlab summary MODEL --layers``). Freezing
 the first N layers freezes everything registered up to the N-th layer and the norm layers that follow
 it before the next one; a frozen batch-norm layer keeps its statistics too (it stays in eval mode
-while the rest trains). A classifier whose class count differs from the weights' is dropped and
+while the rest trains). The weights are read by :func:`cnnlab.weights.load_weights` (any weight file,
+through its source's key map); a classifier whose class count differs from the weights' is dropped and
 re-initialised, with a message.
 """
 
@@ -16,30 +17,13 @@ import fnmatch
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from torch import nn
 
-from cnnlab.errors import CheckpointError, UsageError
+from cnnlab.errors import UsageError
 from cnnlab.models.layers import paper_layers
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 NORMS = (*BATCH_NORMS, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
-
-
-def read_init_weights(source: str | Path) -> dict[str, torch.Tensor]:
-    """The state dict at ``source``: a run directory (its selected checkpoint), a checkpoint manifest or a
-    ``.safetensors`` weights file. The one place weights for ``--init`` are read (key maps for other
-    libraries' files belong here)."""
-    from cnnlab.train.checkpoint import load_weights
-    from cnnlab.train.evaluation import resolve_weights
-
-    path, sha256 = resolve_weights(source)
-    if path.suffix != ".safetensors" and not path.name.endswith(".safetensors"):
-        raise UsageError(
-            f"--init takes a run directory, checkpoint manifest or .safetensors file, not {path}"
-        )
-    state, _ = load_weights(path, sha256)
-    return state
 
 
 def _layer_modules(model: nn.Module, upto: int) -> list[str]:
@@ -68,47 +52,25 @@ def _check_layer_count(model: nn.Module, n: int, what: str) -> None:
         )
 
 
-def apply_init(model: nn.Module, source: str | Path, reinit_above: int | None = None) -> list[str]:
-    """Load ``source``'s weights into ``model`` (as built, freshly initialised); return what was done.
+def apply_init(
+    model: nn.Module, source: str | Path, reinit_above: int | None = None, weights_from: str = "cnnlab"
+) -> list[str]:
+    """Load the weights at ``source`` into ``model`` (as built, freshly initialised); return what was done.
 
-    A classifier (a layer whose outputs are the classes) whose shape differs is left as initialised,
-    with a message; any other difference is a :class:`CheckpointError`. With ``reinit_above`` N, the
-    layers above the N-th keep their fresh initialisation (the model's own, as its paper says).
+    ``source`` is a weight file read through ``weights_from``'s key map (:func:`cnnlab.weights.load_weights`:
+    cnnlab's own files, torchvision's or timm's), a run directory or a checkpoint manifest. A classifier with
+    another class count is left as initialised, with a message; any other difference is a
+    :class:`UsageError` naming the key and both shapes. With ``reinit_above`` N, the layers above the N-th
+    keep their fresh initialisation (the model's own, as its paper says).
     """
+    from cnnlab.weights import load_weights
+
     fresh = {k: v.clone() for k, v in model.state_dict().items()}
-    loaded = read_init_weights(source)
-    own = model.state_dict()
-    outputs = {name: _out_size(module) for name, module in paper_layers(model, include_aux=True)}
-    num_classes = _out_size(paper_layers(model)[-1][1])
-    notes, dropped, old_classes = [], [], 0
-    for key, value in loaded.items():
-        if key in own and own[key].shape != value.shape:
-            module = key.rsplit(".", 1)[0]
-            if outputs.get(module) == num_classes and value.shape[0] != own[key].shape[0]:
-                dropped.append(key)
-                old_classes = int(value.shape[0])
-                continue
-            raise CheckpointError(
-                f"{source} does not fit {getattr(model, 'model_name', 'the model')}: {key} is "
-                f"{tuple(value.shape)} there, {tuple(own[key].shape)} here"
-            )
-    for key in dropped:
-        loaded.pop(key)
-    missing, unexpected = model.load_state_dict(loaded, strict=False)
-    missing = [k for k in missing if k not in dropped]
-    if missing or unexpected:
-        shown = ", ".join((missing or unexpected)[:4])
-        raise CheckpointError(
-            f"{source} does not fit {getattr(model, 'model_name', 'the model')}: "
-            f"{'missing' if missing else 'unexpected'} weights {shown}"
-        )
-    notes.append(f"init: {len(loaded)} tensors from {source}")
-    if dropped:
-        heads = sorted({k.rsplit(".", 1)[0] for k in dropped})
-        notes.append(
-            f"init: classifier {', '.join(heads)} dropped ({old_classes} classes there, "
-            f"{num_classes} here) and re-initialised"
-        )
+    # the model's own class count: a file's classifier of another count is dropped, not refused
+    report = load_weights(model, source, weights_from, num_classes=getattr(model, "num_classes", None))
+    shown = source if weights_from == "cnnlab" else f"{source} ({weights_from})"
+    notes = [f"init: {report.loaded} tensors from {shown}"]
+    notes += [f"init: {message}" for message in report.messages]
     if reinit_above is not None:
         _check_layer_count(model, reinit_above, "--reinit-above")
         kept = set(_layer_modules(model, reinit_above))
@@ -121,10 +83,6 @@ def apply_init(model: nn.Module, source: str | Path, reinit_above: int | None = 
                 f"{layers[-1][0]}) re-initialised"
             )
     return notes
-
-
-def _out_size(module: nn.Module) -> int | None:
-    return getattr(module, "out_features", None) or getattr(module, "out_channels", None)
 
 
 def freeze(model: nn.Module, spec: Sequence[str]) -> list[str]:

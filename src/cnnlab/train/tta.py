@@ -4,6 +4,7 @@ Modes (:data:`cnnlab.data.views.TTA_MODES`); ``size`` is the input the network w
 crop), the images arrive at their stored (padded) size:
 
 * ``center`` - the centre crop; what training validates and tests on.
+* ``flip`` - the centre crop and its mirror image.
 * ``5crop`` / ``10crop`` - the four corner crops and the centre crop (Chatfield et al. 2014 Sec. 3.2),
   and their mirror images for ten (Krizhevsky et al. 2012 Sec. 4.1: "the network makes a prediction
   by extracting five 224x224 patches ... as well as their horizontal reflections ... and averaging
@@ -33,6 +34,9 @@ from cnnlab.data.augment import five_crop_corners
 from cnnlab.data.views import TTA_MODES
 from cnnlab.errors import UsageError, unknown_choice
 from cnnlab.train.engine import EvalResult
+
+# the modes that crop the input size out of the stored image (no rescaling, so no scales)
+CROP_MODES = ("center", "flip", "5crop", "10crop")
 
 
 @dataclass
@@ -76,7 +80,52 @@ def check_scales(mode: str, scales: Sequence[int], size: tuple[int, int]) -> Non
 
 def view_count(mode: str, scales: Sequence[int]) -> int:
     """How many views of each image ``mode`` averages."""
-    return {"center": 1, "5crop": 5, "10crop": 10}.get(mode, 2 * max(1, len(scales)))
+    return {"center": 1, "flip": 2, "5crop": 5, "10crop": 10}.get(mode, 2 * max(1, len(scales)))
+
+
+def check_mode(mode: str, scales: Sequence[int], size: tuple[int, int]) -> tuple[int, ...]:
+    """``scales`` as a tuple, after checking they fit ``mode`` and the input ``size`` (a usage error if not)."""
+    if mode not in TTA_MODES:
+        raise unknown_choice("test-time mode", mode, TTA_MODES)
+    scales = tuple(scales)
+    if mode == "multiscale" and not scales:
+        raise UsageError(
+            "multiscale evaluation needs the scales to rescale the images to, e.g. --scales 28 32 36"
+        )
+    if mode in CROP_MODES and scales:
+        raise UsageError(f"scales apply to multiscale and dense evaluation, not {mode}")
+    check_scales(mode, scales, size)
+    return scales
+
+
+def tta_forward(model: nn.Module, mode: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What computes a view's logits under ``mode``: the model, or for ``dense`` its convolutional form
+    with the class score map averaged spatially."""
+    model.eval()
+    if mode != "dense":
+        return model
+    from cnnlab.models.dense import dense_model
+
+    net = dense_model(model).eval()
+    return lambda v: net(v).mean((2, 3))
+
+
+def averaged_posteriors(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    mode: str,
+    size: tuple[int, int],
+    scales: tuple[int, ...] = (),
+) -> torch.Tensor:
+    """The softmax posteriors of ``x`` (normalised, at the stored size) averaged over ``mode``'s views."""
+    if min(x.shape[-2:]) < max(size):
+        raise UsageError(f"the images are {x.shape[-2]}x{x.shape[-1]}, smaller than the input size {size}")
+    probs, count = None, 0
+    for view in tta_views(x, mode, size, scales):
+        p = F.softmax(forward(view.contiguous(memory_format=torch.channels_last)).float(), dim=1)
+        probs = p if probs is None else probs + p
+        count += 1
+    return probs / count
 
 
 @torch.inference_mode()
@@ -94,39 +143,12 @@ def evaluate_tta(
     ``loader`` yields normalised images at their stored (padded) size; ``size`` is the model's input.
     ``scales``: shorter sides for ``multiscale`` (required) and ``dense`` (default: the stored size).
     """
-    if mode not in TTA_MODES:
-        raise unknown_choice("test-time mode", mode, TTA_MODES)
-    scales = tuple(scales)
-    if mode == "multiscale" and not scales:
-        raise UsageError(
-            "multiscale evaluation needs the scales to rescale the images to, e.g. --scales 28 32 36"
-        )
-    if mode in ("center", "5crop", "10crop") and scales:
-        raise UsageError(f"scales apply to multiscale and dense evaluation, not {mode}")
-    check_scales(mode, scales, size)
-    model.eval()
-    if mode == "dense":
-        from cnnlab.models.dense import dense_model
-
-        net = dense_model(model).eval()
-        forward: Callable[[torch.Tensor], torch.Tensor] = lambda v: net(v).mean((2, 3))  # noqa: E731
-    else:
-        forward = model
+    scales = check_mode(mode, scales, size)
+    forward = tta_forward(model, mode)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
     for x, y in loader:
-        if min(x.shape[-2:]) < max(size):
-            raise UsageError(
-                f"the images are {x.shape[-2]}x{x.shape[-1]}, smaller than the input size {size}"
-            )
-        views = _views(x, mode, size, scales)
-        probs = None
-        count = 0
-        for view in views:
-            p = F.softmax(forward(view.contiguous(memory_format=torch.channels_last)).float(), dim=1)
-            probs = p if probs is None else probs + p
-            count += 1
-        probs = probs / count
+        probs = averaged_posteriors(forward, x, mode, size, scales)
         loss_sum += F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum")
         confusion += torch.bincount(y * num_classes + probs.argmax(1), minlength=num_classes**2)
     confusion = confusion.view(num_classes, num_classes).cpu()
@@ -137,11 +159,12 @@ def evaluate_tta(
     return TTAResult(mode, view_count(mode, scales), scales, result)
 
 
-def _views(
+def tta_views(
     x: torch.Tensor, mode: str, size: tuple[int, int], scales: tuple[int, ...]
 ) -> Iterator[torch.Tensor]:
-    if mode in ("center", "5crop", "10crop"):
-        yield from crop_views(x, size, corners=mode != "center", flips=mode == "10crop")
+    """The views ``mode`` averages of the batch ``x`` (at its stored size), for input ``size``."""
+    if mode in CROP_MODES:
+        yield from crop_views(x, size, corners=mode in ("5crop", "10crop"), flips=mode in ("flip", "10crop"))
     elif mode == "multiscale":
         for q in scales:
             yield from crop_views(rescale(x, q), size, corners=False, flips=True)
