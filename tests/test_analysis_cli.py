@@ -247,7 +247,7 @@ def test_models_shows_a_family_name_and_names_a_model_that_fails_to_trace(capsys
     "text, key, value",
     [
         ("img_size=32", "img_size", 32),
-        ("drop_rate=0.25", "drop_rate", 0.25),
+        ("bn_eps=0.001", "bn_eps", 0.001),
         ("aux_logits=True", "aux_logits", True),
         ("stride_in=3x3", "stride_in", "3x3"),
         ("widths=(16, 32)", "widths", (16, 32)),
@@ -288,3 +288,12 @@ def test_a_model_option_without_equals_is_a_one_line_usage_error(argv: list[str]
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1
     assert "model options are KEY=VALUE, got 'img_size32'" in err
+
+
+@pytest.mark.parametrize("key", ["num_classes", "in_chans", "drop_rate"])
+def test_a_training_setting_given_as_a_model_option_is_refused_naming_its_flag(key: str, capsys) -> None:
+    assert main(["train", "lecture-simple", "--model-option", f"{key}=1", "--out", "/nonexistent"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"cnnlab: error: {key} is set by the training settings (--") and err.count("\n") == 1
+    )
