@@ -99,7 +99,7 @@ def two_rank_scenarios(rank: int, port: int, data_dir: str, out: str) -> None:
         assert cut.fit().status == "interrupted"
         Trainer(TWO, root / "cut", data=data, progress=False, resume=True).fit()
     finally:
-        distributed.teardown_process()
+        distributed.leave_process_group(0)
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +213,9 @@ def test_a_rank_that_refuses_the_run_stops_every_rank(tmp_path, tiny_dataset_dir
     assert done.returncode == 2, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("cnnlab: error:")]
     # rank 0 says why (the ranks' lines come in either order); rank 1 says it stopped for that
-    assert any(line.startswith("cnnlab: error: run directory") and "--overwrite" in line for line in errors)
+    assert any(
+        line.startswith("cnnlab: error: run directory") and "--overwrite" in line for line in errors
+    ), done.stderr
     assert "cnnlab: error: rank 1: stopped because another rank failed (see its error)" in errors
     assert len(errors) == 2  # no line about a rank that died: none did
     assert "Traceback" not in done.stderr

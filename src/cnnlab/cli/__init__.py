@@ -58,25 +58,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what --nproc hands on to its processes
+    status, follows_peer = run_command(args)
+    if "cnnlab.train.distributed" in sys.modules:  # leave the process group this entry point joined
+        sys.modules["cnnlab.train.distributed"].leave_process_group(status, follows_peer)
+    return status
+
+
+def run_command(args: argparse.Namespace) -> tuple[int, bool]:
+    """Run the parsed command: its exit status, and whether it stopped only because another rank of its
+    data-parallel job failed. A user's mistake or a failure is one line on stderr."""
     try:
         if getattr(args, "joins_process_group", False) and "WORLD_SIZE" in os.environ:
             # A rank of a torchrun (or --nproc) job: process-wide setup belongs here, the entry point.
             from cnnlab.train.distributed import setup_process
 
             setup_process(getattr(args, "device", None) or "auto", getattr(args, "threads", None))
-        return int(args.func(args) or 0)
+        return int(args.func(args) or 0), False
     except CnnlabError as err:
-        print(f"cnnlab: error: {err}", file=sys.stderr)
-        return err.exit_code
+        # one write per line: the ranks of a data-parallel job share stderr, and print() writes the
+        # newline separately, so two ranks' lines could interleave
+        sys.stderr.write(f"cnnlab: error: {err}\n")
+        return err.exit_code, getattr(err, "follows_peer", False)
     except KeyboardInterrupt:
         print("cnnlab: interrupted", file=sys.stderr)
-        return 130
+        return 130, False
     except BrokenPipeError:  # `cnnlab models | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    finally:
-        if "cnnlab.train.distributed" in sys.modules:  # leave the process group this entry point joined
-            sys.modules["cnnlab.train.distributed"].teardown_process()
+        return 0, False
 
 
 if __name__ == "__main__":

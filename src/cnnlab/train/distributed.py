@@ -32,6 +32,7 @@ import datetime
 import os
 import signal
 import sys
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -140,6 +141,7 @@ class DistContext:
                 f"rank {self.rank}: stopped because another rank failed (see its error)"
             )
             failure.exit_code = worst
+            failure.follows_peer = True  # leave_process_group lets the failing rank exit first
             raise failure
 
     def all_max(self, value: float) -> float:
@@ -233,10 +235,30 @@ def setup_process(device: str = "auto", threads: int | None = None) -> DistConte
     return current()
 
 
-def teardown_process() -> None:
-    """Leave the process group (the entry point's call, when the command is done)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+# How long a rank that stops because another failed waits before exiting, so that the failing rank
+# (which prints why) exits first and the launcher stops this one (a SIGTERM it does not count).
+FOLLOWER_GRACE_S = 10.0
+
+
+def leave_process_group(status: int, follows_peer: bool = False) -> None:
+    """Leave the process group at the end of the command (the entry point's call), ``status`` its exit status.
+
+    After a failure the peers may already be gone, and gloo's teardown then aborts the process
+    ("terminate called without an active exception", SIGABRT), which the launcher would report as a
+    crash of this rank. A failing rank therefore exits at once with its status, output flushed (rank 0
+    has written everything it writes with atomic renames before this point); one that stopped only
+    because a peer failed (``follows_peer``) first gives that peer :data:`FOLLOWER_GRACE_S` seconds.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    if status == 0:
         torch.distributed.destroy_process_group()
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if follows_peer:
+        time.sleep(FOLLOWER_GRACE_S)
+    os._exit(status)
 
 
 def rank_seed(seed: int, rank: int) -> int:
