@@ -284,3 +284,21 @@ def test_configs_saved_before_augmentation_existed_still_load_complete() -> None
     assert TrainConfig.from_dict({**saved, "scale_range": [4, 8]}).scale_range == (4, 8)
     assert math.isclose(TrainConfig().augmentation().pca_std, 0.1)
     assert isinstance(Draws(None, None, None).take(0, 1), Draws)
+
+
+def test_large_crops_copied_image_by_image_equal_the_gather() -> None:
+    """The slice-copy path for large crops (AlexNet's 224 of 256) gives the gather's values exactly."""
+    from cnnlab.data.augment import SLICE_CROP_PIXELS, gather_crops, slice_crops
+
+    g = torch.Generator().manual_seed(0)
+    batch = torch.randint(0, 256, (6, 3, 80, 90), generator=g, dtype=torch.uint8)
+    boxes = torch.stack([torch.randint(0, 17, (6,), generator=g), torch.randint(0, 27, (6,), generator=g)], 1)
+    boxes = torch.cat([boxes, torch.full((6, 2), 64)], 1).double()
+    flips = torch.rand(6, generator=g) < 0.5
+    assert 64 * 64 >= SLICE_CROP_PIXELS  # gather_crops takes the slice path here
+    sliced = gather_crops(batch, boxes, flips, (64, 64))
+    for i in range(6):
+        top, left = int(boxes[i, 0]), int(boxes[i, 1])
+        window = batch[i, :, top : top + 64, left : left + 64]
+        assert torch.equal(sliced[i], window.flip(-1) if flips[i] else window)
+    assert torch.equal(slice_crops(batch, None, None, (64, 64)), batch[:, :, :64, :64])

@@ -54,6 +54,8 @@ VGG_SCALE_RATIO = (256 / 224, 512 / 224)  # Simonyan & Zisserman 2015 Sec. 3.1: 
 AREA_RANGE = (0.08, 1.0)  # Szegedy et al. 2015 Sec. 6
 ASPECT_RANGE = (3 / 4, 4 / 3)
 RESIZED_CROP_TRIES = 10
+# crops of at least this many pixels are copied image by image rather than gathered (gather_crops)
+SLICE_CROP_PIXELS = 64 * 64
 # float64 sums of integer pixel products are exact (hence independent of order) below 2**53
 EXACT_CHUNK_PIXELS = 2**26
 
@@ -326,11 +328,14 @@ def _colour_shift(augment: Augment, n: int, channels: int, generator: torch.Gene
 def gather_crops(
     batch: torch.Tensor, boxes: torch.Tensor | None, flips: torch.Tensor | None, out: tuple[int, int]
 ) -> torch.Tensor:
-    """Crop ``out`` at each box's (top, left) and mirror where ``flips``: one ``torch.take`` on the batch."""
+    """Crop ``out`` at each box's (top, left) and mirror where ``flips``: one ``torch.take`` on the batch, or
+    for large crops (:data:`SLICE_CROP_PIXELS`) one slice copy per image (:func:`slice_crops`)."""
     if boxes is None and flips is None:
         return batch
     n, c, height, width = batch.shape
     out_h, out_w = out
+    if out_h * out_w >= SLICE_CROP_PIXELS:
+        return slice_crops(batch, boxes, flips, out)
     rows = torch.arange(out_h).expand(n, out_h)
     cols = torch.arange(out_w).expand(n, out_w)
     if boxes is not None:
@@ -347,6 +352,22 @@ def gather_crops(
         + cols[:, None, None, :]
     )
     return torch.take(batch.contiguous(), flat)
+
+
+def slice_crops(
+    batch: torch.Tensor, boxes: torch.Tensor | None, flips: torch.Tensor | None, out: tuple[int, int]
+) -> torch.Tensor:
+    """What :func:`gather_crops` computes, by one slice copy per image: for crops of thousands of pixels
+    (AlexNet's 224 of 256) the gather's index tensor (8 bytes per output element) costs more than copying."""
+    n, c = batch.shape[:2]
+    out_h, out_w = out
+    result = batch.new_empty((n, c, out_h, out_w))
+    corners = boxes[:, :2].to(torch.int64).tolist() if boxes is not None else [(0, 0)] * n
+    mirrored = flips.tolist() if flips is not None else [False] * n
+    for i, ((top, left), flip) in enumerate(zip(corners, mirrored)):
+        window = batch[i, :, top : top + out_h, left : left + out_w]
+        result[i] = window.flip(-1) if flip else window
+    return result
 
 
 def resample_crops(
