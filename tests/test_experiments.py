@@ -286,6 +286,8 @@ def test_batchnorm_trains_the_five_variants_and_its_table_comes_from_the_runs(
 def test_augmentation_trains_three_variants_and_its_table_comes_from_the_runs(
     tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, no_curves
 ) -> None:
+    from cnnlab.train.evaluation import evaluate_tta_checkpoint
+
     monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
     out = tmp_path / "aug"
     argv = [
@@ -309,6 +311,9 @@ def test_augmentation_trains_three_variants_and_its_table_comes_from_the_runs(
     for row in saved["rows"]:
         results = json.loads((out / row["variant"] / "results.json").read_text())
         assert row["test_acc_centre"] == results["test_acc"] and row["val_acc"] == results["val_acc"]
+        (ten,) = evaluate_tta_checkpoint(out / row["variant"], ["10crop"]).rows  # the selected checkpoint
+        assert row["test_acc_10crop"] == ten.result.accuracy and ten.views == 10
+    assert "test acc (10crop)" in (out / "augmentation.md").read_text()
     assert (out / "augmentation.png").stat().st_size > 1000 and "| crops+flip |" in (
         out / "augmentation.md"
     ).read_text()
