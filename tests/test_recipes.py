@@ -15,8 +15,8 @@ from cnnlab.cli import main
 from cnnlab.errors import UsageError
 from cnnlab.models import create_model, list_models, model_info
 from cnnlab.models.layers import check_input_size
-from cnnlab.train.config import TrainConfig
-from cnnlab.train.engine import build_model_for_data
+from cnnlab.train.config import WEIGHT_INITS, TrainConfig
+from cnnlab.train.engine import WEIGHT_REDRAWS, build_model_for_data
 from cnnlab.train.optim import LRSchedule, build_optimizer
 from cnnlab.train.recipes import FAMILY_RECIPES, RECIPES, config_with_recipe, recipe
 from cnnlab.train.step import TrainStep
@@ -76,8 +76,33 @@ def test_alexnet_recipe_redraws_he_weights_and_alexnet_paper_keeps_section_5() -
     assert (
         abs(float(he.features.conv1.weight.detach().std()) - (2 / 121) ** 0.5) < 0.02
     )  # He: sqrt(2 / fan_in)
-    with pytest.raises(UsageError, match="unknown weight initialisation 'glorot'"):
-        TrainConfig(weight_init="glorot").validate()
+    with pytest.raises(UsageError, match="unknown weight initialisation 'orthogonal'"):
+        TrainConfig(weight_init="orthogonal").validate()
+
+
+def test_zfnet_recipe_redraws_he_weights_and_zfnet_paper_keeps_section_3() -> None:
+    zfnet = recipe("zfnet").settings()
+    assert zfnet["weight_init"] == "he" and "cnnlab deviation" in recipe("zfnet").values["weight_init"][1]
+    assert recipe("zfnet-paper").settings() == {**zfnet, "weight_init": "model"}
+    assert (zfnet["lr"], zfnet["momentum"], zfnet["batch_size"], zfnet["drop_rate"]) == (0.01, 0.9, 128, 0.5)
+    torch.manual_seed(0)
+    he = build_model_for_data(config_with_recipe("zfnet", {}, model="zfnet"), 10, (1, 47, 47))
+    paper = build_model_for_data(config_with_recipe("zfnet-paper", {}, model="zfnet"), 10, (1, 47, 47))
+    assert abs(float(paper.features.conv1.weight.detach().std()) - 0.01) < 1e-3
+    assert abs(float(he.features.conv1.weight.detach().std()) - (2 / 49) ** 0.5) < 0.02  # sqrt(2 / fan_in)
+
+
+def test_weight_init_glorot_redraws_every_conv_and_linear_layer_uniform_with_zero_biases() -> None:
+    assert set(WEIGHT_REDRAWS) == set(WEIGHT_INITS) - {"model"}
+    torch.manual_seed(0)
+    cfg = config_with_recipe("vgg", {"weight_init": "glorot"}, model="vgg11")
+    model = build_model_for_data(cfg, 10, (1, 32, 32))
+    conv = model.features.conv2_1  # fan_in 64 x 9, fan_out 128 x 9: bound sqrt(6 / 1728)
+    bound = (6 / (576 + 1152)) ** 0.5
+    weight = conv.weight.detach()
+    assert float(weight.abs().max()) <= bound and float(weight.std()) > 0.5 * bound
+    assert float(model.classifier.fc6.bias.detach().abs().max()) == 0.0
+    assert model.classifier_init is WEIGHT_REDRAWS["glorot"]  # a replaced classifier is drawn the same way
 
 
 def test_explicit_settings_override_the_recipe_and_the_config_says_which_came_from_it() -> None:
