@@ -154,13 +154,17 @@ REPRESENTATIVES = {
     "bn-inception": 31, "inception-v3": 75, "inception-resnet-v1": 75, "resnet18": 8, "resnet20-cifar": 8,
     "preact-resnet110-cifar": 8, "wrn-16-4": 8, "densenet-40-12": 8,
 }  # fmt: skip
-# Measured: with the papers' N(0, 0.01) initialisation and no batch norm, these nets' outputs stay
-# constant (loss ln 2) over the first steps at the papers' lr 1e-2 (VGG section 3.1 trained its deeper
-# nets from net A's weights for this reason); GoogLeNet's loss (dropout 0.4, two auxiliary heads, batch 8)
-# falls over 4 steps and rises again by step 6 (over 20 steps it falls). Strict: the day they learn here,
-# the test says so. (AlexNet's recipe starts from He-normal weights, weight_init="he": with section 5's
-# init it stays at chance on Fashion-MNIST, which recipe alexnet-paper keeps; see docs/training.md.)
-STUCK_AT_FIRST = {"zfnet", "vgg11", "googlenet"}
+# Measured (docs/training.md, Paper recipes): the papers' N(0, 0.01) initialisation without batch norm
+# leaves AlexNet, ZFNet and VGG at chance (ZFNet's and VGG's signal vanishes: logits of std 4e-6 and
+# 2e-7 at init), so recipes alexnet and zfnet re-draw He-normal weights and vgg Glorot's (VGG section
+# 3.1), each a named value of the recipe (alexnet-paper and zfnet-paper keep the papers' init).
+# GoogLeNet (built without section 5's auxiliary heads) starts from bvlc_googlenet's init, whose conv
+# biases 0.2 leave 1.4% of the spread of its 5b features image-dependent: over 6 steps of batch 8 the
+# loss moves with the dropout (40%) masks more than with learning (lr 1e-3 and 1e-2 give nearly the same
+# losses; without dropout it falls every step), so its loss under a fixed mask rises by step 6. It
+# learns on real data (63.99% on Fashion-MNIST after 313 steps of batch 32). Strict: the day it passes,
+# the test says so.
+STUCK_AT_FIRST = {"googlenet"}
 
 
 def test_representatives_cover_every_family_at_a_size_that_runs() -> None:
@@ -195,7 +199,7 @@ STEPS = 6
 @pytest.mark.parametrize(
     "name",
     [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="paper init, no BN"))
+        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="dropout noise over 6 steps; see above"))
         if n in STUCK_AT_FIRST
         else n
         for n in REPRESENTATIVES
