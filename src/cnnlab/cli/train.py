@@ -89,7 +89,8 @@ RECIPE = (
         "weight_init",
         str,
         f"one of {', '.join(WEIGHT_INITS)}: the model's own initialisation (the paper's, where it states one) "
-        "or He et al. 2015 normal weights with zero biases for every conv and linear layer",
+        "or every conv and linear layer re-drawn with zero biases: he (He et al. 2015 normal) or glorot "
+        "(Glorot & Bengio 2010 uniform)",
     ),
     (
         "--augment",

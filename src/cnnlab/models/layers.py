@@ -763,6 +763,20 @@ def init_he(model: nn.Module) -> None:
                 nn.init.zeros_(module.bias)
 
 
+def init_glorot(model: nn.Module) -> None:
+    """Every conv and linear weight ~ Glorot & Bengio 2010 uniform (their eq. 16, "normalized initialization":
+    +-sqrt(6 / (fan_in + fan_out))), biases 0.
+
+    Batch-norm layers are left as they are. Training's ``weight_init="glorot"``: the initialisation
+    Simonyan & Zisserman 2015 (section 3.1) found trains VGG without pre-training.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
 def init_gaussian(model: nn.Module, std: float = 0.01, bias_one: Collection[str] = ()) -> None:
     """Weights of every conv and linear layer ~ N(0, std), biases 0, or 1 for modules named in ``bias_one``.
 

@@ -15,8 +15,9 @@ from cnnlab.errors import UsageError, unknown_choice
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "step", "multistep", "plateau", "cosine", "onecycle")
 # How a model's weights start: "model" is the builder's own (the paper's, where the paper states one);
-# "he" re-draws every conv and linear weight He-normal (He et al. 2015 section 2.2), biases 0.
-WEIGHT_INITS = ("model", "he")
+# "he" re-draws every conv and linear weight He-normal (He et al. 2015 section 2.2), biases 0;
+# "glorot" re-draws them Glorot-uniform (Glorot & Bengio 2010; VGG's section 3.1 trains with it), biases 0.
+WEIGHT_INITS = ("model", "he", "glorot")
 # Mixed precision is opt-in, so that one command gives the same numbers on every CPU: "bf16" is
 # autocast to bfloat16 (CPUs with AMX bf16 units, CUDA); "fp16" is autocast to float16 with a
 # gradient scaler (meant for CUDA).
@@ -108,7 +109,7 @@ class TrainConfig:
     freeze: tuple[str, ...] = ()  # ("N",): the first N conv/fc layers; else module-name patterns
     reinit_above: int | None = None  # re-initialise the conv/fc layers after the first N (after --init)
     classes: tuple[int, ...] = ()  # train on these classes only, relabelled 0..k-1 (cnnlab.data.class_subset)
-    weight_init: str = "model"  # one of WEIGHT_INITS: the model's own initialisation, or "he"
+    weight_init: str = "model"  # one of WEIGHT_INITS: the model's own initialisation, "he" or "glorot"
 
     def validate(self) -> TrainConfig:
         """Raise :class:`UsageError` on any invalid value; return self."""

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from cnnlab.data.augment import ColourPCA
 from cnnlab.errors import CheckpointError, TrainingDiverged, UsageError
 from cnnlab.models import check_input_size, count_params, create_model, model_info
-from cnnlab.models.layers import init_he
+from cnnlab.models.layers import init_glorot, init_he
 from cnnlab.train import distributed
 from cnnlab.train.checkpoint import restore_rng_state
 from cnnlab.train.config import TrainConfig
@@ -206,6 +206,10 @@ def sized_options(model: str, options: dict[str, Any], size: tuple[int, int]) ->
     return options
 
 
+#: ``weight_init`` (TrainConfig) other than "model": how every conv and linear layer is re-drawn
+WEIGHT_REDRAWS: dict[str, Callable[[nn.Module], None]] = {"he": init_he, "glorot": init_glorot}
+
+
 def build_model_for_data(cfg: TrainConfig, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
     """The registry model for this data: its classes, channels and (where the head depends on it) image size."""
     options = sized_options(cfg.model, cfg.model_options, input_shape[1:])
@@ -219,9 +223,10 @@ def build_model_for_data(cfg: TrainConfig, num_classes: int, input_shape: tuple[
         if "too small" in str(err) and cfg.pad_to is None:
             raise UsageError(f"{err}; zero-pad the images with --pad-to (pad_to=) that size") from None
         raise
-    if cfg.weight_init == "he":  # a recipe's named deviation from the paper's initialisation
-        init_he(model)
-        model.classifier_init = init_he
+    if cfg.weight_init != "model":  # a recipe's named deviation from the paper's initialisation
+        redraw = WEIGHT_REDRAWS[cfg.weight_init]
+        redraw(model)
+        model.classifier_init = redraw
     return model
 
 
