@@ -72,6 +72,20 @@ def add_model_option_arg(parser: argparse.ArgumentParser | argparse._ArgumentGro
     parser.add_argument("--opt", help=argparse.SUPPRESS, **common)
 
 
+def add_weights_from_arg(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, dest: str = "weights_from"
+) -> None:
+    """``--weights-from SOURCE``: the key map a ``--weights`` file is read through (one declaration for
+    train, evaluate, predict and export; unset means cnnlab's own names)."""
+    parser.add_argument(
+        "--weights-from",
+        dest=dest,
+        metavar="SOURCE",
+        help="key map of --weights: cnnlab (default), torchvision, timm, or SOURCE:NAME (e.g. torchvision:googlenet: "
+        "the model built with the options that compute that reference's function; cnnlab references lists them)",
+    )
+
+
 def model_options(args: argparse.Namespace) -> dict[str, object]:
     """The ``--model-option`` pairs given, as keyword options (a repeated key: the last one wins)."""
     return dict(getattr(args, "model_options", None) or [])

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from cnnlab.cli.common import add_command, add_model_option_arg, class_list, model_options
+from cnnlab.cli.common import (
+    add_command,
+    add_model_option_arg,
+    add_weights_from_arg,
+    class_list,
+    model_options,
+)
 from cnnlab.data.views import TTA_MODES
 
 # Torch-free copies of cnnlab.export.FORMATS / DEFAULT_OPSET and cnnlab.predict.OUTPUT_FORMATS, so that
@@ -32,7 +38,7 @@ def _export(args: argparse.Namespace) -> int:
         options["num_classes"] = args.num_classes
     result = export_model(
         args.model, args.format, out=args.output, opset=args.opset, dynamic_batch=args.dynamic_batch,
-        overwrite=args.overwrite, weights=args.weights, weights_from=args.weights_from, **options,
+        overwrite=args.overwrite, weights=args.weights, weights_from=args.weights_from or "cnnlab", **options,
     )  # fmt: skip
     print(result.report())
     return 0
@@ -94,11 +100,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dynamic-batch", action="store_true", help="ONNX: any batch size (default: batch 1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--weights", help="with a model name: a weight file to load (.safetensors, .pth, .pt)")
-    p.add_argument(
-        "--weights-from",
-        default="cnnlab",
-        help="key map of --weights: cnnlab (default), torchvision, timm, or SOURCE:NAME (e.g. torchvision:googlenet)",
-    )
+    add_weights_from_arg(p)
     p.add_argument("--num-classes", type=_positive, help="with a model name: its number of classes")
     add_model_option_arg(p)
 
@@ -137,12 +139,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "flags below replace any of them.",
     )
     w.add_argument("--weights", metavar="FILE", help="weight file (.safetensors, .pth, .pt)")
-    w.add_argument(
-        "--weights-from",
-        metavar="SOURCE",
-        help="key map of --weights: cnnlab (default), torchvision, timm, or SOURCE:NAME (e.g. torchvision:googlenet: "
-        "the model built with the options that compute that reference's function)",
-    )
+    add_weights_from_arg(w)
     w.add_argument(
         "--data", help="dataset the weights were trained on (cnnlab data list): classes, mean/std, size"
     )

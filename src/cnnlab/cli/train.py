@@ -10,6 +10,7 @@ from pathlib import Path
 from cnnlab.cli.common import (
     add_command,
     add_model_option_arg,
+    add_weights_from_arg,
     class_list,
     model_options,
     report_experiment,
@@ -510,13 +511,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "a classifier with another class count is dropped and re-initialised. config.json records the file, "
         "its source and its SHA-256",
     )
-    t.add_argument(
-        "--weights-from",
-        dest="init_from",
-        metavar="SOURCE",
-        help="key map of --weights: cnnlab (default), torchvision, timm, or SOURCE:NAME (e.g. torchvision:googlenet: "
-        "also builds MODEL with the options that compute that reference's function; cnnlab references lists them)",
-    )
+    add_weights_from_arg(t, dest="init_from")
     t.add_argument(
         "--freeze",
         nargs="+",
@@ -591,12 +586,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     w = p.add_argument_group("a weight file no run produced (PATH_OR_MODEL is then a model name)")
     w.add_argument("--weights", metavar="FILE", help="weight file (.safetensors, .pth, .pt) to evaluate")
-    w.add_argument(
-        "--weights-from",
-        metavar="SOURCE",
-        help="key map of --weights: cnnlab (default), torchvision, timm, or SOURCE:NAME (builds the model with the "
-        "options that compute that reference's function)",
-    )
+    add_weights_from_arg(w)
     add_data_setting_args(w)
 
     p = add_command(
