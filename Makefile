@@ -29,7 +29,7 @@ demo: setup data
 test: setup
 	$(PY) -m pytest -n 2 --durations=25 tests
 
-bench: setup
+bench: setup data
 	$(PY) benchmarks/run_all.py
 
 # On a machine with a CUDA GPU: the registry, one epoch per lecture net and resnet20-cifar (fp32/bf16,

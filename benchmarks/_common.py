@@ -49,9 +49,12 @@ def results_path(name: str, save: bool, folder: Path = RESULTS_DIR) -> Path:
     return path
 
 
-def write_results(name: str, result: dict[str, Any], args: argparse.Namespace) -> Path:
-    """Write ``result`` as JSON where ``args`` say (see :func:`results_path`) and print the path."""
-    path = results_path(name, args.save, args.results_dir)
+def write_results(
+    name: str, result: dict[str, Any], args: argparse.Namespace, path: Path | None = None
+) -> Path:
+    """Write ``result`` as JSON where ``args`` say (see :func:`results_path`; or at ``path``, one
+    :func:`results_path` gave already) and print the path."""
+    path = path or results_path(name, args.save, args.results_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {path}" + ("" if args.save else " (--save writes the committed file)"), flush=True)

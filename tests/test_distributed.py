@@ -144,7 +144,7 @@ def test_sync_bn_gives_the_one_process_update(two_ranks, tiny_dataset_dir, tmp_p
 
 
 def test_interrupted_and_resumed_ends_as_uninterrupted(two_ranks):
-    timing = ("epoch_seconds", "train_images_per_s")
+    timing = ("epoch_seconds", "train_images_per_s", "elapsed_s")
     whole, cut = (
         read_metrics(two_ranks / "plain" / "metrics.csv"),
         read_metrics(two_ranks / "cut" / "metrics.csv"),

@@ -152,7 +152,7 @@ REPRESENTATIVES = {
     "lecture-simple": 28, "lecture-inception": 28, "lecture-residual": 28, "alexnet": 67, "zfnet": 47,
     "overfeat-fast": 71, "cnn-s": 19, "vgg11": 32, "vgg11-bn": 32, "nin-cifar": 8, "googlenet": 31,
     "bn-inception": 31, "inception-v3": 75, "inception-resnet-v1": 75, "resnet18": 8, "resnet20-cifar": 8,
-    "preact-resnet110-cifar": 8, "wrn-16-4": 8, "densenet-40-12": 8,
+    "preact-resnet110-cifar": 8, "wrn-16-4": 8, "densenet-40-12": 8, "speedrun-fmnist": 8,
 }  # fmt: skip
 # Measured (docs/training.md, Paper recipes): the papers' N(0, 0.01) initialisation without batch norm
 # leaves AlexNet, ZFNet and VGG at chance (ZFNet's and VGG's signal vanishes: logits of std 4e-6 and

@@ -489,6 +489,14 @@ ZOO_TABLE: dict[str, dict[str, Any]] = {
         "classes": 10,
         "paper": "He et al. 2016, Deep Residual Learning for Image Recognition",
     },
+    "speedrun-fmnist": {
+        "family": "speedrun",
+        "params": 295_048,
+        "macs": 17_754_752,
+        "input": "1x28x28",
+        "classes": 10,
+        "paper": "cnnlab speedrun, after K. Jordan 2024, airbench (94% on CIFAR-10 in 3.29 s on one A100)",
+    },
     "vgg-a": {
         "family": "vgg",
         "params": 132_863_336,

@@ -115,6 +115,12 @@ RECIPE = (
     ),
     ("--crop-padding", "crop_padding", int, "random-crop augmentation with this padding (0: off; cifar: 4)"),
     (
+        "--eval-tta",
+        "eval_tta",
+        str,
+        "views validation and the final test average: center, or flip (each image and its mirror image)",
+    ),
+    (
         "--val-fraction",
         "val_fraction",
         float,

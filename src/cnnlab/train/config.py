@@ -26,9 +26,11 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 ADDED_LATER: dict[str, Any] = {
     "augment": "none", "input_size": None, "scale_range": None, "image_size": None, "bad_images": "error",
     "recipe": None, "recipe_fields": (), "init": None, "freeze": (), "reinit_above": None, "classes": (),
-    "sync_bn": False, "weight_init": "model", "init_from": "cnnlab",
+    "sync_bn": False, "weight_init": "model", "init_from": "cnnlab", "eval_tta": "center",
 }  # fmt: skip
 MAX_SEED = 2**63 - 1
+#: eval_tta's choices: test-time modes of cnnlab.train.tta that need no scales and keep the input size
+EVAL_TTA_MODES = ("center", "flip")
 # What config.json records beside the settings (Trainer.config_record): read back, they are left out.
 RECORDED = ("frozen", "init_notes", "init_weights")
 MAX_EPOCHS = 1_000_000
@@ -75,6 +77,9 @@ class TrainConfig:
     augment: str = "none"  # a training pipeline of cnnlab.data.augment (cifar, alexnet, vgg, inception ...)
     input_size: int | None = None  # the square crop the network sees, when smaller than the stored images
     scale_range: tuple[int, int] | None = None  # vgg augmentation: shorter side S in [Smin, Smax]
+    # the views validation and the final test average (softmax posteriors): "center", or "flip" (the
+    # image and its mirror, cnnlab.train.tta) - twice the evaluation's cost, used by the speedrun recipe
+    eval_tta: str = "center"
     aux_loss: bool = True  # use the model's auxiliary heads in the loss (GoogLeNet: 0.3 each)
     # data
     val_fraction: float = (
@@ -119,6 +124,8 @@ class TrainConfig:
             raise unknown_choice("schedule", self.schedule, SCHEDULES)
         if self.weight_init not in WEIGHT_INITS:
             raise unknown_choice("weight initialisation", self.weight_init, WEIGHT_INITS)
+        if self.eval_tta not in EVAL_TTA_MODES:
+            raise unknown_choice("evaluation test-time mode", self.eval_tta, EVAL_TTA_MODES)
         _whole("epochs", self.epochs, 1)
         if self.epochs > MAX_EPOCHS:
             raise UsageError(f"epochs must be at most {MAX_EPOCHS:,}, got {self.epochs}")

@@ -127,8 +127,12 @@ def evaluate(
     shards: CoreShards | None = None,
     dist: distributed.DistContext = distributed.SINGLE,
     keep_outputs: bool = False,
+    tta: str = "center",
 ) -> EvalResult:
     """Mean cross-entropy, accuracy and confusion matrix of ``model`` over ``loader``.
+
+    ``tta="flip"`` averages the softmax posteriors of each image and its mirror image
+    (:func:`cnnlab.train.tta.averaged_posteriors`; the loss is that of the averaged posteriors).
 
     With ``shards``, each batch is split across its workers (see :mod:`cnnlab.train.shards`). With
     ``dist``, ``loader`` yields this rank's part of the split and every rank calls this: the loss sums
@@ -145,15 +149,24 @@ def evaluate(
         with torch.inference_mode(), autocast(device, amp):  # both are per thread
             return model(x)
 
-    for x, y in loader:
+    def batch_logits(x: torch.Tensor) -> torch.Tensor:
         if shards is not None and len(x) >= shards.workers:
-            logits = torch.cat(shards.map(forward, [(part,) for part in x.tensor_split(shards.workers)]))
+            return torch.cat(shards.map(forward, [(part,) for part in x.tensor_split(shards.workers)]))
+        return forward(x)
+
+    for x, y in loader:
+        if tta == "center":
+            logits = batch_logits(x).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
         else:
-            logits = forward(x)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+            from cnnlab.train.tta import averaged_posteriors
+
+            probs = averaged_posteriors(batch_logits, x, tta, tuple(x.shape[-2:]))
+            logits = probs.clamp_min(1e-12).log()  # log-posteriors: their argmax and NLL are the views'
+            loss_sum += F.nll_loss(logits, y, reduction="sum")
         confusion += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes**2)
         if keep_outputs:
-            kept.append((logits.float().softmax(1).cpu(), y.cpu()))
+            kept.append((logits.softmax(1).cpu(), y.cpu()))
     dist.sum_tensors_(loss_sum, confusion)
     confusion = confusion.view(num_classes, num_classes).cpu()
     count = int(confusion.sum())
@@ -653,8 +666,9 @@ class Trainer:
         self.dist.broadcast_state(self.model, buffers_only=True)
         with self.shards.coordinating() if self.shards else contextlib.nullcontext():
             return evaluate(
-                self.model, loader, len(self.classes), self.device, shards=self.shards, dist=self.dist
-            )
+                self.model, loader, len(self.classes), self.device, shards=self.shards, dist=self.dist,
+                tta=self.cfg.eval_tta,
+            )  # fmt: skip
 
     def _agreed_stop(self) -> bool:
         """Whether the run stops now: a stop was requested on this rank or any other (all ranks agree)."""
@@ -711,6 +725,10 @@ class Trainer:
         for row in self.history:  # a completed run extended with --resume: its old report no longer holds
             row.update(test_loss=None, test_acc=None, selected=None)
         lock = self.run_lock if self.run_lock is not None else contextlib.nullcontext()
+        # wall time of the run so far (training, validation, checkpoints), continued across a resume:
+        # the x axis of time-to-accuracy curves (cnnlab speedrun)
+        earlier = float(self.history[-1].get("elapsed_s") or 0.0) if self.history else 0.0
+        started = time.perf_counter() - earlier
         with self._ctrl_c_stops(), lock, training_storage_errors(self.run_dir):
             for epoch in range(self.start_epoch, self.cfg.epochs):
                 try:
@@ -721,6 +739,7 @@ class Trainer:
                     val = self.evaluate(self.val_loader)
                     row.update(val_loss=val.loss, val_acc=val.accuracy)
                     self.schedule.step_epoch(val.loss)
+                row["elapsed_s"] = time.perf_counter() - started
                 self.history.append(row)
                 if self.val_loader is not None and row["val_acc"] > self.best_accuracy:
                     self.best_accuracy = row["val_acc"]

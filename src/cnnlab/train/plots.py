@@ -129,3 +129,36 @@ def comparison_figure(
     ax.grid(alpha=0.3)
     ax.legend()
     return fig
+
+
+def plot_time_to_accuracy(
+    series: Mapping[str, Sequence[tuple[float, float]]],
+    path: Path,
+    marks: Sequence[float] = (),
+    title: str = "",
+    time_limits: Sequence[float] = (),
+) -> Path:
+    """:func:`time_to_accuracy_figure` written to ``path``."""
+    return save_figure(time_to_accuracy_figure(series, marks, title, time_limits), path)
+
+
+def time_to_accuracy_figure(
+    series: Mapping[str, Sequence[tuple[float, float]]],
+    marks: Sequence[float] = (),
+    title: str = "",
+    time_limits: Sequence[float] = (),
+) -> plt.Figure:
+    """One line per run of ``(wall seconds, accuracy %)`` points, with a dotted line at each accuracy mark
+    and a dashed one at each time limit (seconds)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, points in series.items():
+        ax.plot([t for t, _ in points], [a for _, a in points], marker="o", label=name)
+    for mark in marks:
+        ax.axhline(mark, color="grey", linestyle=":", linewidth=0.8)
+    for limit in time_limits:
+        ax.axvline(limit, color="grey", linestyle="--", linewidth=0.8)
+    ax.set(xlabel="wall time (s)", ylabel="accuracy (%)", title=title)
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend()
+    return fig

@@ -32,7 +32,7 @@ RUN_FILES = (
 LOCK_FILE = ".lock"
 METRIC_FIELDS = (
     "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "selected",
-    "epoch_seconds", "train_images_per_s",
+    "epoch_seconds", "train_images_per_s", "elapsed_s",
 )  # fmt: skip
 # Errors of the storage rather than of cnnlab: worded as one line, never a traceback.
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO})

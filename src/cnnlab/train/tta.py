@@ -118,7 +118,7 @@ def averaged_posteriors(
     scales: tuple[int, ...] = (),
 ) -> torch.Tensor:
     """The softmax posteriors of ``x`` (normalised, at the stored size) averaged over ``mode``'s views."""
-    if min(x.shape[-2:]) < max(size):
+    if x.shape[-2] < size[0] or x.shape[-1] < size[1]:
         raise UsageError(f"the images are {x.shape[-2]}x{x.shape[-1]}, smaller than the input size {size}")
     probs, count = None, 0
     for view in tta_views(x, mode, size, scales):

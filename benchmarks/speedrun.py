@@ -1,0 +1,209 @@
+"""Time to accuracy on Fashion-MNIST: ``cnnlab speedrun`` against the lectures' loop, in one run.
+
+The yardstick, measured first in this process: the wall time of one epoch of lecture-residual in the
+lectures' loop (:func:`train_throughput.lecture_loop`'s loop over all 60,000 training images: per-sample
+PIL transforms, batch 64, SGD). Then, each timed from the call to the test report (data loading, model
+building, training, validation every epoch, checkpoints, the test):
+
+* the speedrun (``cnnlab speedrun fashion-mnist``: net ``speedrun-fmnist``, recipe ``speedrun``) with
+  ``--seeds`` seeds: target mean test accuracy >= 93.0% in a mean wall time <= 6x the yardstick;
+* the same recipe over ``--long-epochs`` epochs with ``--long-seeds`` seeds: >= 94.0% in <= 25x;
+* lecture-residual under cnnlab's default recipe (``cnnlab train lecture-residual``), for the curve.
+
+Writes the JSON (every run's validation accuracy against wall time, the test accuracies, the verdicts,
+the CPU) and ``speedrun-curve.png`` beside it: validation accuracy against wall time for every run,
+with the two time limits and accuracy marks drawn in.
+
+    python benchmarks/speedrun.py [--seeds 3] [--long-seeds 3] [--long-epochs 16] [--save]
+
+Needs Fashion-MNIST (``make data``); without it, it says so in one line and fails.
+Takes about 3 x (6 + 25) yardstick epochs and the default run: ~50 minutes on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from _common import add_output_args, cpu_info, results_path, verdict, write_results
+from train_throughput import lecture_loop
+
+from cnnlab.data import load_dataset
+from cnnlab.errors import CnnlabError
+from cnnlab.experiments.speedrun import speedrun, speedrun_config
+from cnnlab.train import TrainConfig, train
+from cnnlab.train.engine import configure_cpu
+from cnnlab.train.plots import plot_time_to_accuracy
+
+#: (name, test accuracy %, time limit in yardstick epochs) of the issue's two marks
+MARKS = (("speedrun", 93.0, 6.0), ("speedrun-long", 94.0, 25.0))
+LONG_EPOCHS = 16
+
+
+def timed_speedrun(cfg, out: Path) -> dict[str, Any]:
+    """One speedrun run of ``cfg`` (one seed) into ``out``: its wall time, test accuracy and curve."""
+    start = time.perf_counter()
+    result = speedrun(cfg, out, seeds=1, progress=False)
+    wall = time.perf_counter() - start
+    (run,) = result.runs
+    (row,) = result.rows()
+    return {
+        "seed": cfg.seed,
+        "epochs": cfg.epochs,
+        "wall_s": wall,
+        "test_acc": run.test_acc,
+        "val_acc": run.results.get("val_acc"),
+        "time_to_val_acc": row["time_to_val_acc"],
+        "curve": [(r["elapsed_s"], r["val_acc"]) for r in run.history],
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (see the module's docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=3, help="seeds of the 93%% speedrun (default: 3)")
+    parser.add_argument("--long-seeds", type=int, default=3, help="seeds of the 94%% run (default: 3)")
+    parser.add_argument(
+        "--long-epochs",
+        type=int,
+        default=LONG_EPOCHS,
+        help=f"epochs of the 94%% run (default: {LONG_EPOCHS})",
+    )
+    parser.add_argument("--epochs", type=int, help="epochs of the 93%% speedrun (default: the recipe's)")
+    parser.add_argument("--default-epochs", type=int, default=10, help="lecture-residual's run (default: 10)")
+    parser.add_argument("--train-subset", type=int, help="train on this many images (smoke runs only)")
+    parser.add_argument(
+        "--yardstick-steps", type=int, help="time this many steps of the lectures' loop (default: one epoch)"
+    )
+    parser.add_argument("--data-dir")
+    add_output_args(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure the yardstick and the runs, print the table and the verdicts, write the JSON and the figure."""
+    args = parse_args(argv)
+    configure_cpu(None)  # the entry point sets the process-wide CPU settings, as `cnnlab` does
+    try:
+        data = load_dataset("fashion-mnist", data_dir=args.data_dir)
+    except CnnlabError as err:  # time to accuracy means nothing on synthetic images
+        print(f"speedrun benchmark: needs Fashion-MNIST (make data): {err}", file=sys.stderr)
+        return 1
+    # the yardstick: one whole epoch of the lectures' loop (all 60,000 images, minus its 3 warm-up steps)
+    steps = args.yardstick_steps or len(data.train.labels) // 64 - 3
+    images_per_s = lecture_loop("lecture-residual", data, steps)
+    yardstick = len(data.train.labels) / images_per_s
+    print(
+        f"lectures' loop, lecture-residual: one epoch {yardstick:.1f} s ({images_per_s:.0f} images/s)",
+        flush=True,
+    )
+    given = {"data_dir": args.data_dir} if args.data_dir else {}
+    if args.train_subset:
+        given["train_subset"] = args.train_subset
+    short = speedrun_config("fashion-mnist", **given, **({"epochs": args.epochs} if args.epochs else {}))
+    runs: dict[str, list[dict[str, Any]]] = {"speedrun": [], "speedrun-long": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, seeds, epochs in (
+            ("speedrun", args.seeds, short.epochs),
+            ("speedrun-long", args.long_seeds, args.long_epochs),
+        ):
+            for seed in range(seeds):
+                cfg = dataclasses.replace(short, seed=seed, epochs=epochs)
+                run = timed_speedrun(cfg, Path(tmp) / f"{name}-{seed}")
+                runs[name].append(run)
+                print(
+                    f"{name} seed {seed}: {epochs} epochs, {run['wall_s']:.0f} s "
+                    f"({run['wall_s'] / yardstick:.2f}x the yardstick), test {100 * run['test_acc']:.2f}%",
+                    flush=True,
+                )
+        start = time.perf_counter()
+        default = train(
+            TrainConfig(model="lecture-residual", epochs=args.default_epochs, **given),
+            Path(tmp) / "lecture-residual",
+            progress=False,
+        )
+        default_run = {
+            "wall_s": time.perf_counter() - start,
+            "test_acc": default.test_acc,
+            "epochs": len(default.history),
+            "curve": [(r["elapsed_s"], r["val_acc"]) for r in default.history],
+        }
+    print(
+        f"lecture-residual, default recipe: {default_run['epochs']} epochs, {default_run['wall_s']:.0f} s, "
+        f"test {100 * default_run['test_acc']:.2f}%",
+        flush=True,
+    )
+    verdicts, summary = [], {}
+    for name, accuracy, limit in MARKS:
+        done = runs[name]
+        if not done:
+            continue
+        mean_acc = statistics.fmean(r["test_acc"] for r in done)
+        mean_wall = statistics.fmean(r["wall_s"] for r in done)
+        summary[name] = {
+            "seeds": len(done),
+            "test_acc_mean": mean_acc,
+            "test_acc_std": statistics.stdev([r["test_acc"] for r in done]) if len(done) > 1 else None,
+            "wall_s_mean": mean_wall,
+            "yardsticks": mean_wall / yardstick,
+        }
+        verdicts.append(
+            verdict(
+                f"{name}: mean test accuracy of {len(done)} seeds",
+                f">= {accuracy:.1f}%",
+                f"{100 * mean_acc:.2f}%",
+                100 * mean_acc >= accuracy,
+            )
+        )
+        verdicts.append(
+            verdict(
+                f"{name}: mean wall time in lecture-residual epochs of the lectures' loop",
+                f"<= {limit:.0f}x",
+                f"{mean_wall / yardstick:.2f}x ({mean_wall:.0f} s / {yardstick:.1f} s)",
+                mean_wall <= limit * yardstick,
+            )
+        )
+    path = results_path("speedrun", args.save, args.results_dir)
+    figure = path.with_name(path.stem.replace("speedrun", "speedrun-curve", 1) + ".png")
+    series = {
+        f"{name} seed {r['seed']} ({r['epochs']} ep)": [(t, 100 * a) for t, a in r["curve"]]
+        for name, done in runs.items()
+        for r in done
+    }
+    series["lecture-residual, default recipe"] = [(t, 100 * a) for t, a in default_run["curve"]]
+    plot_time_to_accuracy(
+        series,
+        figure,
+        marks=[accuracy for _, accuracy, _ in MARKS],
+        title=f"Fashion-MNIST: validation accuracy against wall time (yardstick epoch {yardstick:.0f} s)",
+        time_limits=[limit * yardstick for _, _, limit in MARKS],
+    )
+    result = {
+        "benchmark": "speedrun",
+        "data": "fashion-mnist",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        **cpu_info(),
+        "yardstick": {"model": "lecture-residual", "loop": "lectures'", "epoch_s": yardstick},
+        "recipe": short.to_dict(),
+        "long_epochs": args.long_epochs,
+        "runs": runs,
+        "summary": summary,
+        "default_recipe": {"model": "lecture-residual", **default_run},
+        "figure": figure.name,
+        "verdicts": verdicts,
+    }
+    write_results("speedrun", result, args, path)
+    print(f"figure: {figure}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

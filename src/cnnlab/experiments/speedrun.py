@@ -1,0 +1,160 @@
+"""``cnnlab speedrun DATASET``: the fastest path on a CPU to a given test accuracy, and the time to each mark.
+
+    >>> from cnnlab.experiments.speedrun import speedrun, speedrun_config
+    >>> result = speedrun(speedrun_config("fashion-mnist"), "runs/speedrun", seeds=3)
+
+A speedrun is a registered net and a named recipe (:data:`cnnlab.train.recipes.SPEEDRUNS`: ``speedrun-fmnist`` under the
+recipe ``speedrun`` for Fashion-MNIST), trained with :func:`cnnlab.experiments.compare.compare` (one run
+per seed, the shared experiment rules: resumable, Ctrl-C safe). Every epoch is measured on the
+validation split; the time to each accuracy mark is the run's wall time (training, validation and
+checkpoints: metrics.csv's ``elapsed_s``) at the end of the first epoch whose validation accuracy
+reaches it. The test split is touched once per run, at its end, on the checkpoint the validation
+accuracy selected. ``speedrun.md``/``.json`` hold the table, ``speedrun.png`` validation accuracy
+against wall time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from cnnlab.experiments.compare import compare
+from cnnlab.fileio import atomic_write_text
+from cnnlab.train.config import TrainConfig
+from cnnlab.train.engine import RunResult
+from cnnlab.train.recipes import SPEEDRUNS, config_with_recipe, speedrun_for
+
+
+def speedrun_config(dataset: str, **given: Any) -> TrainConfig:
+    """The speedrun recipe for ``dataset``'s net, with ``given`` settings over it."""
+    run = speedrun_for(dataset)
+    return config_with_recipe(run.recipe, {"data": dataset, **given}, model=run.model).validate()
+
+
+def time_to_marks(history: list[dict[str, Any]], marks: tuple[float, ...]) -> dict[str, float | None]:
+    """``{"90.0": seconds, ...}``: the run's wall time at the end of the first epoch whose validation
+    accuracy reached each mark (%), None where no epoch did."""
+    reached: dict[str, float | None] = {}
+    for mark in marks:
+        row = next((r for r in history if r.get("val_acc") is not None and 100 * r["val_acc"] >= mark), None)
+        reached[f"{mark:g}"] = None if row is None else row.get("elapsed_s")
+    return reached
+
+
+@dataclasses.dataclass
+class SpeedrunResult:
+    """The runs (one per seed) and where the table and figure went."""
+
+    runs: list[RunResult]
+    marks: tuple[float, ...]
+    table: Path
+    figure: Path
+    status: str = "completed"
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per seed: epochs, wall time, the selected checkpoint's validation and test accuracy,
+        and the time to each mark."""
+        rows = []
+        for run in self.runs:
+            rows.append(
+                {
+                    "seed": run.config.seed,
+                    "epochs": len(run.history),
+                    "wall_s": run.history[-1].get("elapsed_s") if run.history else None,
+                    "val_acc": run.results.get("val_acc"),
+                    "test_acc": run.results.get("test_acc"),
+                    "time_to_val_acc": time_to_marks(run.history, self.marks),
+                    "status": run.status,
+                }
+            )
+        return rows
+
+    def summary(self) -> dict[str, Any]:
+        """Mean and sample standard deviation over the finished seeds of test accuracy and wall time."""
+        done = [r for r in self.rows() if r["test_acc"] is not None]
+        summary: dict[str, Any] = {"runs": len(done)}
+        for key in ("test_acc", "wall_s"):
+            values = [r[key] for r in done if r[key] is not None]
+            summary[f"{key}_mean"] = statistics.fmean(values) if values else None
+            summary[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
+        return summary
+
+    def markdown(self) -> str:
+        """The table in Markdown: a row per seed, then the mean."""
+        pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+        sec = lambda v: "-" if v is None else f"{v:.0f} s"  # noqa: E731
+        marks = " | ".join(f"to {m:g}% val" for m in self.marks)
+        lines = [
+            f"| seed | epochs | wall time | val acc | test acc | {marks} |",
+            "|---|---|---|---|---|" + "---|" * len(self.marks),
+        ]
+        for r in self.rows():
+            times = " | ".join(sec(t) for t in r["time_to_val_acc"].values())
+            lines.append(
+                f"| {r['seed']} | {r['epochs']} | {sec(r['wall_s'])} | {pct(r['val_acc'])} | {pct(r['test_acc'])} "
+                f"| {times} |"
+            )
+        s = self.summary()
+        if s["runs"] > 1:
+            spread = lambda m, d, f: "-" if m is None else f(m) + ("" if d is None else f" ± {f(d)}")  # noqa: E731
+            lines.append(
+                f"| mean of {s['runs']} | | {spread(s['wall_s_mean'], s['wall_s_std'], sec)} | | "
+                f"{spread(s['test_acc_mean'], s['test_acc_std'], pct)} |" + " |" * len(self.marks)
+            )
+        return "\n".join(lines)
+
+
+def speedrun(
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    seeds: int = 1,
+    marks: tuple[float, ...] | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+) -> SpeedrunResult:
+    """Train ``cfg`` with ``seeds`` seeds (``cfg.seed`` upwards) into ``out_dir`` and write the speedrun's
+    table (``speedrun.md``, ``speedrun.json``) and figure (``speedrun.png``).
+
+    ``marks`` (validation accuracy in %) default to the dataset's speedrun's, else 90-94."""
+    if marks is None:
+        marks = SPEEDRUNS[cfg.data].marks if cfg.data in SPEEDRUNS else (90.0, 91.0, 92.0, 93.0, 94.0)
+    out = Path(out_dir)
+    comparison = compare(
+        [cfg.model], cfg, out, overwrite=overwrite, resume=resume, progress=progress, seeds=seeds
+    )
+    runs = [run for run in comparison.runs if run.history]
+    result = SpeedrunResult(runs, tuple(marks), out / "speedrun.md", out / "speedrun.png", comparison.status)
+    from cnnlab.train.plots import plot_time_to_accuracy
+
+    plot_time_to_accuracy(
+        {
+            f"seed {run.config.seed}": [
+                (row["elapsed_s"], 100 * row["val_acc"])
+                for row in run.history
+                if row.get("val_acc") is not None
+            ]
+            for run in runs
+        },
+        result.figure,
+        marks=result.marks,
+        title=f"{cfg.model} on {cfg.data}: validation accuracy against wall time",
+    )
+    atomic_write_text(result.table, result.markdown() + "\n")
+    atomic_write_text(
+        out / "speedrun.json",
+        json.dumps(
+            {
+                "config": cfg.to_dict(),
+                "marks": list(result.marks),
+                "rows": result.rows(),
+                "summary": result.summary(),
+            },
+            indent=2,
+        ),
+    )
+    return result

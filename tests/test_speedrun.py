@@ -1,0 +1,112 @@
+"""``cnnlab speedrun``: its net and recipe, flip evaluation, time to each mark, its table and figure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from cnnlab.cli import main
+from cnnlab.errors import UsageError
+from cnnlab.experiments.speedrun import speedrun_config, time_to_marks
+from cnnlab.models import create_model, model_info
+from cnnlab.train.config import TrainConfig
+from cnnlab.train.engine import evaluate
+from cnnlab.train.recipes import SPEEDRUNS, recipe
+
+
+def test_the_speedrun_net_is_registered_with_its_own_recipe_and_the_recipe_is_data() -> None:
+    run = SPEEDRUNS["fashion-mnist"]
+    assert model_info(run.model).recipe == run.recipe == "speedrun"
+    settings = recipe("speedrun").settings()
+    assert settings["eval_tta"] == "flip" and settings["flip"] and settings["label_smoothing"] > 0
+    cfg = speedrun_config("fashion-mnist", epochs=2)
+    assert (cfg.model, cfg.recipe, cfg.epochs, cfg.eval_tta) == ("speedrun-fmnist", "speedrun", 2, "flip")
+    assert "epochs" not in cfg.recipe_fields  # given, so not the recipe's
+    model = create_model("speedrun-fmnist", num_classes=3, in_chans=3)
+    assert model(torch.randn(2, 3, 28, 28)).shape == (2, 3)
+    with pytest.raises(UsageError, match="widths must be 4 positive whole numbers"):
+        create_model("speedrun-fmnist", widths=(8, 8))
+    with pytest.raises(UsageError, match="unknown speedrun dataset 'cifar10'"):
+        speedrun_config("cifar10")
+
+
+class LeftHalf(nn.Module):
+    """Logits from the left half of the image alone: its mirror image gives other logits."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        left = x[..., : x.shape[-1] // 2].flatten(1)
+        return torch.stack([left.sum(1), -left.sum(1), left[:, 0]], 1)
+
+
+def test_flip_evaluation_averages_the_posteriors_of_each_image_and_its_mirror() -> None:
+    torch.manual_seed(0)
+    x, y = torch.randn(10, 1, 4, 6), torch.randint(0, 3, (10,))
+    model = LeftHalf()
+    flip = evaluate(model, [(x, y)], 3, torch.device("cpu"), tta="flip", keep_outputs=True)
+    probs = (model(x).softmax(1) + model(x.flip(-1)).softmax(1)) / 2
+    assert torch.allclose(flip.probabilities, probs, atol=1e-6)
+    assert flip.accuracy == int((probs.argmax(1) == y).sum()) / 10
+    assert abs(flip.loss - float(nn.functional.nll_loss(probs.log(), y))) < 1e-5
+    center = evaluate(model, [(x, y)], 3, torch.device("cpu"))
+    assert (
+        abs(center.loss - float(nn.functional.cross_entropy(model(x), y))) < 1e-5 and center.loss != flip.loss
+    )
+    with pytest.raises(UsageError, match="unknown evaluation test-time mode '10crop'"):
+        TrainConfig(eval_tta="10crop").validate()
+
+
+def test_time_to_a_mark_is_the_wall_time_of_the_first_epoch_that_reaches_it() -> None:
+    history = [
+        {"epoch": 1, "val_acc": 0.899, "elapsed_s": 10.0},
+        {"epoch": 2, "val_acc": 0.9105, "elapsed_s": 19.0},
+        {"epoch": 3, "val_acc": 0.905, "elapsed_s": 28.0},
+        {"epoch": 4, "val_acc": 0.93, "elapsed_s": 37.0},
+    ]
+    assert time_to_marks(history, (90.0, 91.0, 92.0, 93.0, 94.0)) == {
+        "90": 19.0, "91": 19.0, "92": 37.0, "93": 37.0, "94": None,
+    }  # fmt: skip
+
+
+def test_speedrun_cli_trains_each_seed_and_its_table_comes_from_the_runs(
+    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, capsys, no_curves
+) -> None:
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    out = tmp_path / "sr"
+    argv = [
+        "speedrun",
+        "fashion-mnist",
+        "--out",
+        str(out),
+        "--data-dir",
+        str(tiny_dataset_dir),
+        "--seeds",
+        "2",
+    ]
+    argv += ["--epochs", "1", "--batch-size", "50", "--max-steps-per-epoch", "3", "--threads", "1", "--quiet"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    saved = json.loads((out / "speedrun.json").read_text())
+    assert saved["config"]["recipe"] == "speedrun" and saved["config"]["eval_tta"] == "flip"
+    assert [r["seed"] for r in saved["rows"]] == [0, 1]
+    for row in saved["rows"]:
+        run_dir = out / f"speedrun-fmnist-seed{row['seed']}"
+        results = json.loads((run_dir / "results.json").read_text())
+        metrics = (run_dir / "metrics.csv").read_text().splitlines()
+        assert metrics[0].endswith(",elapsed_s") and len(metrics) == 2
+        last_elapsed = float(metrics[-1].rsplit(",", 1)[1])
+        assert row["test_acc"] == results["test_acc"] and row["wall_s"] == pytest.approx(last_elapsed)
+        assert row["epochs"] == 1 and set(row["time_to_val_acc"]) == {"90", "91", "92", "93", "94"}
+    mean = sum(r["test_acc"] for r in saved["rows"]) / 2
+    assert saved["summary"]["test_acc_mean"] == pytest.approx(mean)
+    assert f"{100 * mean:.2f}%" in printed and "| mean of 2 |" in (out / "speedrun.md").read_text()
+    assert (out / "speedrun.png").stat().st_size > 1000
+
+
+def test_speedrun_cli_names_the_datasets_it_has(capsys) -> None:
+    assert main(["speedrun", "mnist"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown speedrun dataset 'mnist'" in err and "fashion-mnist" in err
