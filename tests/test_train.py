@@ -56,6 +56,7 @@ def test_run_directory_holds_config_metrics_plot_and_checkpoints(tmp_path: Path,
     assert results["precision"] == "fp32" and results["selection"] == "best validation accuracy"
 
 
+@pytest.mark.usefixtures("no_curves")
 def test_the_test_split_is_evaluated_once_on_the_checkpoint_the_validation_split_selects(
     tmp_path: Path, tiny, monkeypatch
 ) -> None:
@@ -76,6 +77,7 @@ def test_the_test_split_is_evaluated_once_on_the_checkpoint_the_validation_split
     assert result.results["epoch"] == best["epoch"] and result.results["val_acc"] == best["val_acc"]
 
 
+@pytest.mark.usefixtures("no_curves")
 def test_without_a_validation_split_nothing_is_selected_and_the_last_epoch_is_the_result(
     tmp_path: Path, tiny
 ) -> None:
@@ -133,6 +135,7 @@ def test_resume_ends_with_the_same_metrics_as_an_uninterrupted_run(
     assert metrics(tmp_path / "stopped") == metrics(straight_run)
 
 
+@pytest.mark.usefixtures("no_curves")
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path: Path, tiny) -> None:
     trainer = Trainer(recipe(epochs=3), tmp_path / "run", data=tiny, progress=False)
     forward = trainer.model.forward
@@ -150,6 +153,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tm
     assert resumed.start_epoch == 1 and all(torch.isfinite(p).all() for p in resumed.model.parameters())
 
 
+@pytest.mark.usefixtures("no_curves")
 def test_existing_run_is_refused_unless_overwrite_or_resume(tmp_path: Path, tiny) -> None:
     train(recipe(epochs=1), tmp_path / "run", data=tiny, progress=False)
     (tmp_path / "run" / "notes.txt").write_text("mine")
@@ -312,6 +316,7 @@ def test_every_run_starts_with_a_line_naming_device_precision_threads_and_batch_
     )
 
 
+@pytest.mark.usefixtures("no_curves")
 def test_fp16_autocast_with_gradient_scaling_learns_and_resumes_its_scale(tmp_path: Path, tiny) -> None:
     trainer = Trainer(recipe(amp="fp16"), tmp_path / "run", data=tiny, progress=False)
     result = trainer.fit()
@@ -339,6 +344,7 @@ def test_cpu_autocast_runs_convolutions_in_bf16_and_keeps_weights_and_loss_in_fp
     assert result.test_acc > 0.5  # learns as in fp32; chance is 0.1
 
 
+@pytest.mark.usefixtures("no_curves")
 def test_validation_split_is_evaluated_and_metrics_match_cnnlab_evaluate(
     tmp_path: Path, tiny_dataset_dir: Path, monkeypatch
 ) -> None:
@@ -494,6 +500,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(
     assert main([*argv[3:-5], "--epochs", "2", "--batch-size", "64", "--resume", "--quiet"]) == 0
 
 
+@pytest.mark.usefixtures("no_curves")
 def test_googlenet_trains_with_its_auxiliary_heads(tmp_path: Path, tiny) -> None:
     cfg = recipe(model="googlenet", epochs=1, batch_size=8, eval_batch_size=100, pad_to=80, max_steps_per_epoch=2,
                  model_options={"aux_logits": True})  # fmt: skip
@@ -517,6 +524,7 @@ def test_a_failed_overwrite_leaves_the_old_run_and_no_half_made_folder(tmp_path:
     assert not (tmp_path / "fresh").exists()  # a run that could not start leaves nothing behind
 
 
+@pytest.mark.usefixtures("no_curves")
 @pytest.mark.parametrize("accum_steps", [2, 4])
 def test_gradient_accumulation_gives_the_update_of_the_whole_batch(
     tmp_path: Path, tiny, accum_steps: int
@@ -593,6 +601,7 @@ def test_probe_findings_are_one_line_usage_errors(
     assert message in err and "\n" not in err
 
 
+@pytest.mark.usefixtures("no_curves")
 def test_resume_cannot_shorten_a_run_below_the_epochs_it_trained(tmp_path: Path, tiny) -> None:
     train(recipe(epochs=2, max_steps_per_epoch=2), tmp_path / "run", data=tiny, progress=False)
     with pytest.raises(UsageError, match="has already trained 2 epochs; resume it with --epochs 2 or more"):
