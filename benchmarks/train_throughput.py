@@ -11,15 +11,25 @@ A second, leaner baseline (:class:`LeanPerSampleDataset`: tensor from the array,
 normalise, no PIL) is reported beside it, so the share of the speed-up due to data handling shows.
 
 The engine is :class:`cnnlab.train.Trainer` with its default recipe (whole-dataset uint8 tensors,
-batched normalisation, channels_last, batch 128, denormals flushed): the main ``cnnlab`` column.
-Two more columns each change one thing from fp32 without shards, so each speed-up shows on its own:
-``shards`` (``cpu_shards=2, amp="fp32"``: each batch split into two shards trained side by side, one
-per core) and ``bf16`` (``amp="bf16", cpu_shards=1``: bf16 autocast), the latter only on CPUs with bf16
-matrix units (``cpu_has_bf16_matrix_units()``, AMX), where it has a fast path; elsewhere it is
-recorded as not measured. All train the same model for the same number of steps in this one
-process, interleaved round by round, and the table reports images/s and the ratios. Target: the
-default engine >= 2.0x against the lectures' loop on every lecture net on 2 CPU cores; the verdict
-is printed and stored. The JSON records the CPU model and its AVX2, AVX-512F and AMX-BF16 flags.
+batched normalisation, channels_last, batch 128, fp32, one shard, denormals flushed): the ``cnnlab``
+column. Every other engine column changes exactly one setting of that default (``COLUMNS``), so the
+effect of each lever shows on its own, both against the lectures' loop and against the default:
+
+* ``batch64``: ``batch_size=64``, the lectures' batch size (channels_last still on);
+* ``nchw``: ``channels_last=False``, plain NCHW tensors (batch still 128);
+* ``shards``: ``cpu_shards=2``: each batch split into two shards trained side by side, one per core
+  (not measured with one thread);
+* ``bf16``: ``amp="bf16"``: bf16 autocast, measured only on CPUs with bf16 matrix units
+  (``cpu_has_bf16_matrix_units()``, AMX), where it has a fast path; elsewhere recorded as not measured.
+
+All loops train the same model for the same number of steps in this one process, interleaved round by
+round; images/s are medians over rounds and ratios are medians of per-round ratios. The table prints
+images/s with the ratio to the lectures' loop, then each one-change column against the default, and a
+legend of what each column changes. The JSON stores, per row and column, ``<column>_settings``,
+``<column>_images_per_s``, ``<column>_speedup`` (against the lectures' loop) and ``<column>_vs_default``
+(against the ``cnnlab`` column), and under ``"columns"`` what each column changes. Target: the default
+engine >= 2.0x against the lectures' loop on every lecture net on 2 CPU cores; the verdict is printed
+and stored. The JSON records the CPU model and its AVX2, AVX-512F and AMX-BF16 flags.
 
     python benchmarks/train_throughput.py [--steps 60] [--rounds 3] [--data-dir DIR] [--save]
 
@@ -51,8 +61,27 @@ from cnnlab.train.engine import cpu_has_bf16_matrix_units
 
 MODELS = ("lecture-simple", "lecture-inception", "lecture-residual")
 TARGET = 2.0
-#: engine columns: name -> TrainConfig settings ({} is the engine's default)
-ENGINES = {"cnnlab": {}, "shards": {"cpu_shards": 2, "amp": "fp32"}, "bf16": {"amp": "bf16", "cpu_shards": 1}}
+#: engine columns: name -> TrainConfig settings ({} is the engine's default: batch 128, channels_last,
+#: fp32, one shard); every other column changes exactly one of them, so its ratio isolates that lever
+ENGINES = {
+    "cnnlab": {},
+    "batch64": {"batch_size": 64},
+    "nchw": {"channels_last": False},
+    "shards": {"cpu_shards": 2, "amp": "fp32"},
+    "bf16": {"amp": "bf16", "cpu_shards": 1},
+}
+#: what each column changes from the default engine, for the table's legend and the JSON
+COLUMNS = {
+    "lecture": "the lectures' loop: per-sample PIL + ToTensor + Normalize, batch 64, NCHW, fp32",
+    "lean": "the lectures' loop with a lean per-sample tensor transform (no PIL), batch 64, NCHW, fp32",
+    "cnnlab": "the engine's default: whole-dataset tensors, batch 128, channels_last, fp32, 1 shard",
+    "batch64": "the default engine with batch_size=64 (the lectures' batch size); nothing else changed",
+    "nchw": "the default engine with channels_last=False (NCHW); nothing else changed",
+    "shards": "the default engine with cpu_shards=2 (one shard per core); nothing else changed",
+    "bf16": "the default engine with amp='bf16' (bf16 autocast); nothing else changed",
+}
+#: the engine columns that each change one lever of the default, in table order
+VARIANTS = ("batch64", "nchw", "shards", "bf16")
 
 
 class TorchvisionStyleDataset(Dataset):
@@ -122,7 +151,7 @@ def lecture_loop(
 
 def engine_loop(model_name: str, data, steps: int, workdir: Path, settings: dict | None = None) -> dict:
     """Images/s of the cnnlab engine over ``steps`` steps (after a 3-step warm-up epoch), and the
-    precision and shards it trained with."""
+    precision, shards, batch size and memory format it trained with."""
     cfg = TrainConfig(model=model_name, epochs=2, max_steps_per_epoch=steps, **(settings or {}))
     trainer = Trainer(cfg, workdir / model_name, data=data, progress=False, overwrite=True)
     trainer.steps_per_epoch = 3
@@ -134,12 +163,66 @@ def engine_loop(model_name: str, data, steps: int, workdir: Path, settings: dict
         "images_per_s": speed,
         "amp": trainer.amp,
         "cpu_shards": int(getattr(shards, "workers", 1)) if shards else 1,
+        "batch_size": trainer.cfg.batch_size,
+        "channels_last": trainer.channels_last,
     }
 
 
 def median_ratio(tops: list[float], bottoms: list[float]) -> float:
     """Median of per-round ratios, so a slow spell of the machine cancels out of each ratio."""
     return statistics.median(t / b for t, b in zip(tops, bottoms))
+
+
+#: the table's columns in order: (key in ``COLUMNS``, header, row key of its images/s, row key of its ratio)
+TABLE = (
+    ("lecture", "lecture loop", "lecture_images_per_s", None),
+    ("lean", "lean loop", "lean_loop_images_per_s", None),
+    ("cnnlab", "cnnlab", "engine_images_per_s", "speedup"),
+    *((v, v, f"{v}_images_per_s", f"{v}_speedup") for v in VARIANTS),
+)
+CELL = 15
+
+
+def print_header() -> None:
+    """The table's header: one column per loop; engine cells read ``img/s (x vs lecture loop)``."""
+    print(f"{'model':<18}" + "".join(f"{header:>{CELL}}" for _, header, _, _ in TABLE), flush=True)
+
+
+def print_row(row: dict) -> None:
+    """One model's row: images/s of each loop, and each engine column's ratio to the lectures' loop."""
+    cells = []
+    for _, _, speed, ratio in TABLE:
+        if row[speed] is None:
+            cells.append(f"{'not measured':>{CELL}}")
+        elif ratio is None:
+            cells.append(f"{row[speed]:>{CELL}.0f}")
+        else:
+            cells.append(f"{row[speed]:>{CELL - 8}.0f} ({row[ratio]:4.2f}x)")
+    print(f"{row['model']:<18}" + "".join(cells), flush=True)
+
+
+def print_legend(engines: dict) -> None:
+    """What each column is and changes, under the table (images/s; ratios are against the lecture loop)."""
+    print(
+        "training images/s, median over rounds; (Nx): median per-round ratio to the lecture loop", flush=True
+    )
+    for key, header, _, _ in TABLE:
+        note = "" if key in ("lecture", "lean") or key in engines else " [not measured here]"
+        print(f"  {header:<13} {COLUMNS[key]}{note}", flush=True)
+
+
+def print_levers(rows: list[dict]) -> None:
+    """Each one-lever column against the default engine, so the worth of each lever reads directly."""
+    print("\neach column against the default engine (cnnlab = 1.00x; median per-round ratio):", flush=True)
+    print(f"{'model':<18}" + "".join(f"{v:>{CELL}}" for v in VARIANTS), flush=True)
+    for row in rows:
+        cells = (
+            f"{'not measured':>{CELL}}"
+            if row[f"{v}_vs_default"] is None
+            else f"{row[f'{v}_vs_default']:>{CELL - 1}.2f}x"
+            for v in VARIANTS
+        )
+        print(f"{row['model']:<18}" + "".join(cells), flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -173,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     if torch.get_num_threads() < 2:
         del engines["shards"]
     rows = []
+    print_header()
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             rounds: dict[str, list[float]] = {"lecture": [], "lean": [], **{e: [] for e in engines}}
@@ -183,7 +267,9 @@ def main(argv: list[str] | None = None) -> int:
                 for engine, settings in engines.items():
                     run = engine_loop(name, data, args.steps, Path(tmp), settings)
                     rounds[engine].append(run["images_per_s"])
-                    used[engine] = {"amp": run["amp"], "cpu_shards": run["cpu_shards"]}
+                    used[engine] = {
+                        key: run[key] for key in ("amp", "cpu_shards", "batch_size", "channels_last")
+                    }
             row = {
                 "model": name,
                 "lecture_images_per_s": statistics.median(rounds["lecture"]),
@@ -194,28 +280,20 @@ def main(argv: list[str] | None = None) -> int:
                 "engine_default": used["cnnlab"],
                 "rounds": rounds,
             }
-            for engine in ("shards", "bf16"):
+            for engine in VARIANTS:
                 measured = engine in engines
                 row[f"{engine}_settings"] = ENGINES[engine]
                 row[f"{engine}_images_per_s"] = statistics.median(rounds[engine]) if measured else None
                 row[f"{engine}_speedup"] = (
                     median_ratio(rounds[engine], rounds["lecture"]) if measured else None
                 )
+                row[f"{engine}_vs_default"] = (
+                    median_ratio(rounds[engine], rounds["cnnlab"]) if measured else None
+                )
             rows.append(row)
-            default = used["cnnlab"]
-            print(
-                f"{name:<18} lecture loop {row['lecture_images_per_s']:7.0f} img/s   "
-                f"lean loop {row['lean_loop_images_per_s']:7.0f}   "
-                f"cnnlab ({default['amp']}, {default['cpu_shards']} shard{'s' if default['cpu_shards'] > 1 else ''}) "
-                f"{row['engine_images_per_s']:7.0f} {row['speedup']:.2f}x ({row['speedup_vs_lean']:.2f}x vs lean)   "
-                + "   ".join(
-                    f"{e} {row[f'{e}_images_per_s']:7.0f} {row[f'{e}_speedup']:.2f}x"
-                    if row[f"{e}_speedup"] is not None
-                    else f"{e} not measured"
-                    for e in ("shards", "bf16")
-                ),
-                flush=True,
-            )
+            print_row(row)
+    print_legend(engines)
+    print_levers(rows)
     verdicts = [
         verdict(
             f"{r['model']}, cnnlab default vs the lectures' loop",
@@ -239,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             **({} if bf16 else {"bf16": "no bf16 matrix units (AMX) on this CPU: bf16 has no fast path"}),
             **({} if "shards" in engines else {"shards": "one thread: nothing to shard across"}),
         },
+        "columns": {key: {"settings": ENGINES.get(key), "changes": text} for key, text in COLUMNS.items()},
         "target_speedup": TARGET,
         "rows": rows,
         "verdicts": verdicts,

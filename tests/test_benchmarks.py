@@ -54,6 +54,12 @@ def test_train_throughput_prints_its_verdict_and_writes_a_new_file(
     assert set(result["isa"]) == {"avx2", "avx512f", "amx_bf16"}
     row = result["rows"][0]
     assert row["bf16_settings"] == {"amp": "bf16", "cpu_shards": 1} and "bf16_speedup" in row
+    # one change from the default engine per column: the lectures' batch size, and NCHW
+    assert row["batch64_settings"] == {"batch_size": 64} and row["nchw_settings"] == {"channels_last": False}
+    assert row["batch64_images_per_s"] > 0 and row["nchw_vs_default"] > 0
+    assert row["engine_default"]["batch_size"] == 128 and row["engine_default"]["channels_last"] is True
+    assert {"cnnlab", "batch64", "nchw", "shards", "bf16"} <= set(result["columns"])
+    assert "batch64" in out and "nchw" in out  # the printed table and its legend name the columns
     assert (BENCHMARKS / "results" / "train_throughput.json").read_bytes() == committed
     assert throughput.parse_args([*argv, "--save"]).save  # --save: results_path(..., True, ...) above
 

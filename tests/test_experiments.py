@@ -15,7 +15,7 @@ from cnnlab.train import TrainConfig
 
 
 def test_degradation_trains_plain_and_residual_twins_and_writes_figure_and_table(
-    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch
+    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, no_curves
 ) -> None:
     monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
     cfg = TrainConfig(
@@ -164,7 +164,7 @@ def _rows_without_timing(out: Path) -> list[dict]:
 
 
 def test_an_interrupted_compare_resumes_without_retraining_the_finished_member(
-    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, capsys, interrupt_after
+    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, capsys, interrupt_after, no_curves
 ) -> None:
     from cnnlab.experiments.runner import RESUME_HINT
 
@@ -193,7 +193,7 @@ def test_an_interrupted_compare_resumes_without_retraining_the_finished_member(
 
 
 def test_an_interrupted_degradation_writes_its_partial_table_and_exits_130(
-    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, capsys, interrupt_after
+    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, capsys, interrupt_after, no_curves
 ) -> None:
     monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
     _stop_member(monkeypatch, interrupt_after, "resnet8-cifar", after_steps=2)

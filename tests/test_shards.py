@@ -78,6 +78,7 @@ def _metrics(history: list[dict]) -> list[dict]:
     ]
 
 
+@pytest.mark.usefixtures("no_curves")  # conftest.py: metrics only
 def test_sharded_training_is_deterministic_learns_and_resumes_exactly(tmp_path: Path, tiny) -> None:
     cfg = recipe(cpu_shards=2, crop_padding=2, flip=True)
     a = train(cfg, tmp_path / "a", data=tiny, progress=False)
