@@ -110,3 +110,12 @@ def test_speedrun_cli_names_the_datasets_it_has(capsys) -> None:
     assert main(["speedrun", "mnist"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "unknown speedrun dataset 'mnist'" in err and "fashion-mnist" in err
+
+
+def test_a_speedrun_folder_is_not_replaced_without_overwrite(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "sr"
+    out.mkdir()
+    (out / "speedrun.json").write_text("{}")
+    assert main(["speedrun", "fashion-mnist", "--out", str(out), "--epochs", "1"]) == 2
+    assert "already exists; use --overwrite" in capsys.readouterr().err
+    assert (out / "speedrun.json").read_text() == "{}"

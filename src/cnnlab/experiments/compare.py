@@ -122,11 +122,13 @@ def compare(
     resume: bool = False,
     progress: bool = True,
     seeds: int = 1,
+    tables: Sequence[str] = (),
 ) -> Comparison:
     """Train each of ``models`` with ``cfg`` (its ``model`` field replaced) and write the comparison.
 
     Training follows :func:`cnnlab.experiments.runner.run_members`; after an interruption the comparison
-    of the runs so far is written and its status is ``interrupted``."""
+    of the runs so far is written and its status is ``interrupted``. ``tables``: the result files of an
+    experiment built on this one, which also mark ``out_dir`` as taken."""
     for name in models:
         model_info(name)  # unknown names fail before any training starts
     out = Path(out_dir)
@@ -141,7 +143,12 @@ def compare(
             for k in range(seeds)
         ]
     experiment = run_members(
-        out, members, table="comparison.json", overwrite=overwrite, resume=resume, progress=progress
+        out,
+        members,
+        table=["comparison.json", *tables],
+        overwrite=overwrite,
+        resume=resume,
+        progress=progress,
     )
     runs = list(experiment.runs.values())
     split = "val" if cfg.val_fraction > 0 else "train"

@@ -53,15 +53,16 @@ def run_members(
     out_dir: str | Path,
     members: Sequence[tuple[str, TrainConfig]],
     *,
-    table: str,
+    table: str | Sequence[str],
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = True,
 ) -> ExperimentRuns:
     """Train each ``(name, config)`` of ``members`` into ``<out_dir>/<name>/``, in order (see the module's rules).
 
-    ``table`` is the file name of the experiment's own results in ``out_dir``; with it or any member's
-    run there, the folder is refused unless ``overwrite`` or ``resume``.
+    ``table`` is the file name of the experiment's own results in ``out_dir`` (or several names, for an
+    experiment built on another); with one of them or any member's run there, the folder is refused
+    unless ``overwrite`` or ``resume``.
     """
     names = [name for name, _ in members]
     if not names:
@@ -69,7 +70,8 @@ def run_members(
     if len(set(names)) != len(names):
         raise UsageError("each model may be named only once in an experiment")
     out = Path(out_dir)
-    started = (out / table).exists() or any(holds_run(out / name) for name in names)
+    tables = [table] if isinstance(table, str) else list(table)
+    started = any((out / t).exists() for t in tables) or any(holds_run(out / name) for name in names)
     if started and not (overwrite or resume):
         raise UsageError(
             f"experiment folder {out} already exists; use --overwrite to replace it or --resume to continue it"

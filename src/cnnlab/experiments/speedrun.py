@@ -125,8 +125,9 @@ def speedrun(
         marks = SPEEDRUNS[cfg.data].marks if cfg.data in SPEEDRUNS else (90.0, 91.0, 92.0, 93.0, 94.0)
     out = Path(out_dir)
     comparison = compare(
-        [cfg.model], cfg, out, overwrite=overwrite, resume=resume, progress=progress, seeds=seeds
-    )
+        [cfg.model], cfg, out, overwrite=overwrite, resume=resume, progress=progress, seeds=seeds,
+        tables=["speedrun.json"],
+    )  # fmt: skip
     runs = [run for run in comparison.runs if run.history]
     result = SpeedrunResult(runs, tuple(marks), out / "speedrun.md", out / "speedrun.png", comparison.status)
     from cnnlab.train.plots import plot_time_to_accuracy

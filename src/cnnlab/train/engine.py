@@ -154,13 +154,13 @@ def evaluate(
             return torch.cat(shards.map(forward, [(part,) for part in x.tensor_split(shards.workers)]))
         return forward(x)
 
+    from cnnlab.train.tta import averaged_posteriors  # here: tta imports this module
+
     for x, y in loader:
         if tta == "center":
             logits = batch_logits(x).float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum")
         else:
-            from cnnlab.train.tta import averaged_posteriors
-
             probs = averaged_posteriors(batch_logits, x, tta, tuple(x.shape[-2:]))
             logits = probs.clamp_min(1e-12).log()  # log-posteriors: their argmax and NLL are the views'
             loss_sum += F.nll_loss(logits, y, reduction="sum")
