@@ -23,6 +23,7 @@ from cnnlab.models.residual import (
     ZeroPadShortcut,
     init_weights,
     stochastic_depth_rates,
+    zero_init_residual_branches,
 )
 from cnnlab.models.resnet_cifar import CIFAR_RESNETS, cifar_resnet_params
 from cnnlab.models.wide_resnet import WIDE_RESNETS, wide_resnet_params
@@ -123,6 +124,28 @@ def test_zero_init_last_bn_and_he_initialisation() -> None:
     assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / (512 * 9)), rel=0.05)
     with pytest.raises(UsageError, match="ends in BN"):
         init_weights(meta_model("preact-resnet18"), zero_init_last_bn=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "zeroed", "last"),
+    [
+        ("resnet20-cifar", 9, "bn2"),  # post-activation: the branch's last BN
+        ("resnet110-cifar-relu-before-add", 54, "bn2"),  # BN-ReLU after the last conv: that BN
+        ("preact-resnet164-cifar", 54, "conv3"),  # pre-activation: the branch ends in its convolution
+        ("plain20-cifar", 0, None),  # no shortcut to start as
+        ("resnet110-cifar-scaling", 0, None),  # the shortcut halves the signal
+    ],
+)
+def test_zero_init_residual_branches_starts_each_unit_as_its_shortcut(name: str, zeroed: int, last) -> None:
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=2, in_chans=1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert zero_init_residual_branches(model) == zeroed
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert len(changed) == zeroed and all(k.endswith(f"branch.{last}.weight") for k in changed)
+    if zeroed:  # whatever reaches it, the branch adds nothing
+        unit = model.eval().units()[1]
+        assert not unit.branch(torch.randn(2, unit.in_chs, 4, 4)).any()
 
 
 def test_wide_resnet50_2_doubles_only_the_inner_width() -> None:

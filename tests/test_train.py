@@ -261,6 +261,9 @@ def test_schedules_warm_up_and_decay_as_documented() -> None:
     warm = lrs(epochs=4, schedule="cosine", warmup_epochs=1)
     assert warm[0] == pytest.approx(0.1) and warm[10] == pytest.approx(1.0) and warm[-1] < 0.01
     assert warm == sorted(warm[:11]) + sorted(warm[11:], reverse=True)  # linear up, cosine down
+    held = lrs(epochs=4, schedule="cosine", warmup_epochs=1, warmup_mode="constant")
+    assert held[:10] == [pytest.approx(0.1)] * 10 and held[10] == pytest.approx(1.0) and held[-1] < 0.01
+    assert held[10:] == sorted(held[10:], reverse=True)  # lr/10 for the warm-up epoch, then cosine from lr
     one = lrs(epochs=4, schedule="onecycle")
     assert one.index(max(one)) == 9 and one[0] == pytest.approx(1 / 25) and one[-1] < 0.01
 

@@ -17,7 +17,14 @@ from cnnlab.cli.common import (
 )
 from cnnlab.data.views import AUGMENTATIONS, TTA_MODES
 from cnnlab.errors import UsageError
-from cnnlab.train.config import OPTIMIZERS, SCHEDULES, WEIGHT_INITS, TrainConfig
+from cnnlab.train.config import (
+    CONSTANT_WARMUP_FACTOR,
+    OPTIMIZERS,
+    SCHEDULES,
+    WARMUP_MODES,
+    WEIGHT_INITS,
+    TrainConfig,
+)
 
 DEFAULTS = TrainConfig()
 MAX_NAME_BYTES = 255  # a run directory's name is one path component
@@ -78,7 +85,14 @@ RECIPE = (
     ("--momentum", "momentum", float, "SGD momentum"),
     ("--weight-decay", "weight_decay", float, "weight decay (never on norm and bias parameters)"),
     ("--schedule", "schedule", str, f"one of {', '.join(SCHEDULES)}"),
-    ("--warmup-epochs", "warmup_epochs", float, "linear warmup length in epochs (not with onecycle)"),
+    ("--warmup-epochs", "warmup_epochs", float, "warm-up length in epochs (not with onecycle)"),
+    (
+        "--warmup-mode",
+        "warmup_mode",
+        str,
+        f"one of {', '.join(WARMUP_MODES)}: a ramp from lr/W to lr over the W warm-up steps, or lr x "
+        f"{CONSTANT_WARMUP_FACTOR:g} throughout them (He et al. 2016)",
+    ),
     ("--step-size", "step_size", int, "step schedule: epochs between decays"),
     ("--milestones", "milestones", _epoch_list, "multistep schedule: epochs at which lr *= gamma, e.g. 5,8"),
     ("--gamma", "gamma", float, "decay factor of step, multistep and plateau"),
@@ -175,6 +189,12 @@ SWITCHES = (
         "sync_bn",
         "data-parallel runs (torchrun, --nproc): batch norm with the statistics of the global batch over "
         "every process, as one process computes them",
+    ),
+    (
+        "--zero-init-residual",
+        "zero_init_residual",
+        "start the last layer of every residual branch at zero, so that each unit starts as its shortcut "
+        "(Goyal et al. 2017; no effect on nets without residual units)",
     ),
 )
 

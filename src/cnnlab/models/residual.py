@@ -127,6 +127,9 @@ SHORTCUT_VARIANTS = (
     "none",  # plain net: y = F(x)
 )
 SHORTCUT_TYPES = ("A", "B", "C")
+#: variants whose shortcut carries its input on at full strength, so that a unit whose branch is zero passes
+#: the signal on: not (b) and (f), which halve it (a deep net of them starts with next to no signal), nor plain
+FULL_SHORTCUTS = ("identity", "exclusive_gating", "shortcut_gating", "conv")
 #: Fig. 2b's constant and Fig. 2f's drop probability (He et al. 2016b Table 1)
 SHORTCUT_SCALE = 0.5
 SHORTCUT_DROPOUT = 0.5
@@ -413,11 +416,30 @@ def init_weights(model: nn.Module, zero_init_last_bn: bool = False) -> None:
     for unit in (m for m in model.modules() if isinstance(m, ResidualUnit)):
         if hasattr(unit, "gate"):
             nn.init.constant_(unit.gate.bias, unit.gate_bias_init)
-        if zero_init_last_bn:
-            last = unit.branch[-1]
-            if not isinstance(last, nn.BatchNorm2d):
-                raise UsageError(
-                    "zero_init_last_bn needs a residual branch that ends in BN (activation 'original' or "
-                    f"'relu_preact'); this one ends in {type(last).__name__}"
-                )
-            nn.init.zeros_(last.weight)
+        if zero_init_last_bn and not isinstance(unit.branch[-1], nn.BatchNorm2d):
+            raise UsageError(
+                "zero_init_last_bn needs a residual branch that ends in BN (activation 'original' or "
+                f"'relu_preact'); this one ends in {type(unit.branch[-1]).__name__}"
+            )
+    if zero_init_last_bn:
+        zero_init_residual_branches(model)
+
+
+def zero_init_residual_branches(model: nn.Module) -> int:
+    """Start every residual unit of ``model`` that has a shortcut as (nearly) its shortcut; return how many.
+
+    Each branch's last layer gets zero weights: its last batch norm's gamma where one follows its last
+    convolution (post-activation units, Goyal et al. 2017 Sec. 5.1), else the last convolution itself
+    (pre-activation units, whose branch ends in a convolution, as timm's ``zero_init_last`` does). The
+    gradients still reach that layer, so the branch grows from zero; a deep net then starts as a shallow one.
+    Units whose shortcut does not carry the signal at full strength (``FULL_SHORTCUTS``: plain units, Fig.
+    2b's scaling, 2f's dropout) are left alone; a model without residual units has none to start (0).
+    """
+    count = 0
+    for unit in (m for m in model.modules() if isinstance(m, ResidualUnit)):
+        if unit.variant not in FULL_SHORTCUTS:
+            continue
+        layers = [m for m in unit.branch if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+        nn.init.zeros_(layers[-1].weight)
+        count += 1
+    return count

@@ -27,8 +27,13 @@ ADDED_LATER: dict[str, Any] = {
     "augment": "none", "input_size": None, "scale_range": None, "image_size": None, "bad_images": "error",
     "recipe": None, "recipe_fields": (), "init": None, "freeze": (), "reinit_above": None, "classes": (),
     "sync_bn": False, "weight_init": "model", "init_from": "cnnlab", "eval_tta": "center",
+    "warmup_mode": "linear", "zero_init_residual": False,
 }  # fmt: skip
 MAX_SEED = 2**63 - 1
+#: warmup_mode's choices: a linear ramp from lr/W to lr over the W warm-up steps (Goyal et al. 2017
+#: Sec. 2.2), or lr x CONSTANT_WARMUP_FACTOR throughout them (He et al. 2016a Sec. 4.2: 0.01, then back to 0.1)
+WARMUP_MODES = ("linear", "constant")
+CONSTANT_WARMUP_FACTOR = 0.1
 #: eval_tta's choices: test-time modes of cnnlab.train.tta that need no scales and keep the input size
 EVAL_TTA_MODES = ("center", "flip")
 # What config.json records beside the settings (Trainer.config_record): read back, they are left out.
@@ -63,6 +68,7 @@ class TrainConfig:
     # schedule: per-step factors on lr, with linear warmup
     schedule: str = "onecycle"
     warmup_epochs: float = 0.0
+    warmup_mode: str = "linear"  # one of WARMUP_MODES
     step_size: int = 3  # step: epochs between decays
     milestones: tuple[int, ...] = ()  # multistep: epochs where lr is multiplied by gamma
     gamma: float = 0.1
@@ -115,6 +121,8 @@ class TrainConfig:
     reinit_above: int | None = None  # re-initialise the conv/fc layers after the first N (after --init)
     classes: tuple[int, ...] = ()  # train on these classes only, relabelled 0..k-1 (cnnlab.data.class_subset)
     weight_init: str = "model"  # one of WEIGHT_INITS: the model's own initialisation, "he" or "glorot"
+    # every residual branch starts at zero (cnnlab.models.residual.zero_init_residual_branches)
+    zero_init_residual: bool = False
 
     def validate(self) -> TrainConfig:
         """Raise :class:`UsageError` on any invalid value; return self."""
@@ -122,6 +130,8 @@ class TrainConfig:
             raise unknown_choice("optimizer", self.optimizer, OPTIMIZERS)
         if self.schedule not in SCHEDULES:
             raise unknown_choice("schedule", self.schedule, SCHEDULES)
+        if self.warmup_mode not in WARMUP_MODES:
+            raise unknown_choice("warmup mode", self.warmup_mode, WARMUP_MODES)
         if self.weight_init not in WEIGHT_INITS:
             raise unknown_choice("weight initialisation", self.weight_init, WEIGHT_INITS)
         if self.eval_tta not in EVAL_TTA_MODES:

@@ -38,6 +38,7 @@ from cnnlab.data.augment import ColourPCA
 from cnnlab.errors import CheckpointError, TrainingDiverged, UsageError
 from cnnlab.models import check_input_size, count_params, create_model, model_info
 from cnnlab.models.layers import init_glorot, init_he
+from cnnlab.models.residual import zero_init_residual_branches
 from cnnlab.train import distributed
 from cnnlab.train.checkpoint import restore_rng_state
 from cnnlab.train.config import TrainConfig
@@ -240,6 +241,8 @@ def build_model_for_data(cfg: TrainConfig, num_classes: int, input_shape: tuple[
         redraw = WEIGHT_REDRAWS[cfg.weight_init]
         redraw(model)
         model.classifier_init = redraw
+    if cfg.zero_init_residual:  # a recipe's named deviation (Goyal et al. 2017 Sec. 5.1), after any redraw
+        zero_init_residual_branches(model)
     return model
 
 

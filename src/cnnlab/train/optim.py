@@ -16,7 +16,7 @@ import warnings
 import torch
 from torch import nn
 
-from cnnlab.train.config import TrainConfig
+from cnnlab.train.config import CONSTANT_WARMUP_FACTOR, TrainConfig
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -67,9 +67,10 @@ class LRSchedule:
       stepped by :meth:`step_epoch` (rel. threshold 1e-4, ``patience`` epochs, factor ``gamma``);
     * ``constant``: the base rate.
 
-    ``warmup_epochs`` (not with one-cycle, which has its own) puts a
-    :class:`~torch.optim.lr_scheduler.LinearLR` warmup from lr/W to lr over its W steps in front,
-    through :class:`~torch.optim.lr_scheduler.SequentialLR`.
+    ``warmup_epochs`` (not with one-cycle, which has its own) puts a warm-up of W steps in front, through
+    :class:`~torch.optim.lr_scheduler.SequentialLR`: ``warmup_mode`` "linear" is a
+    :class:`~torch.optim.lr_scheduler.LinearLR` ramp from lr/W to lr, "constant" a
+    :class:`~torch.optim.lr_scheduler.ConstantLR` at lr x ``CONSTANT_WARMUP_FACTOR``.
     """
 
     ONECYCLE_WARM = 0.25
@@ -119,9 +120,12 @@ class LRSchedule:
             main = schedulers.ConstantLR(opt, factor=1.0, total_iters=0)
         if not self.warmup_steps:
             return main
-        warmup = schedulers.LinearLR(
-            opt, start_factor=1 / self.warmup_steps, end_factor=1.0, total_iters=self.warmup_steps
-        )
+        if cfg.warmup_mode == "constant":
+            warmup = schedulers.ConstantLR(opt, factor=CONSTANT_WARMUP_FACTOR, total_iters=self.warmup_steps)
+        else:
+            warmup = schedulers.LinearLR(
+                opt, start_factor=1 / self.warmup_steps, end_factor=1.0, total_iters=self.warmup_steps
+            )
         return schedulers.SequentialLR(opt, [warmup, main], milestones=[self.warmup_steps])
 
     def step_batch(self) -> None:
