@@ -27,7 +27,7 @@ demo: setup data
 		--data fashion-mnist --epochs $(DEMO_EPOCHS) --out $(DEMO_RUNS) --overwrite
 
 test: setup
-	$(PY) -m pytest -n 2 --durations=25 tests
+	$(PY) -m pytest -n 2 --dist worksteal --durations=25 tests
 
 bench: setup data
 	$(PY) benchmarks/run_all.py

@@ -48,7 +48,17 @@ def render() -> str:
         if row["macs"] is None:
             raise SystemExit(f"cannot trace {name}: {row['macs_error']}")
         lines.append(f"    {literal(name)}: {{")
-        lines += [f"        {literal(k)}: {literal(v)}," for k, v in row.items() if k != "name"]
+        for key, value in row.items():
+            if key == "name":
+                continue
+            if isinstance(value, list):  # one item a line, as ruff formats a list with a trailing comma
+                lines += [
+                    f"        {literal(key)}: [",
+                    *(f"            {literal(v)}," for v in value),
+                    "        ],",
+                ]
+            else:
+                lines.append(f"        {literal(key)}: {literal(value)},")
         lines.append("    },")
     return "\n".join([*lines, "}", ""])
 

@@ -1,4 +1,5 @@
-"""The model API fine-tuning needs, over the whole registry (heavy models at their smallest input):
+"""The model API fine-tuning needs, over the registry (heavy models at their smallest input; depth variants
+through a stand-in, test_models_registry.STAND_INS):
 ``forward_features`` / ``forward_head(pre_logits=...)``, ``get_classifier``, ``reset_classifier``,
 ``feature_info`` and ``create_model(name, features_only=True)``."""
 
@@ -9,14 +10,12 @@ import torch
 from torch import nn
 
 from cnnlab.errors import UsageError
-from cnnlab.models import create_model, list_models, model_info
+from cnnlab.models import create_model, model_info
 from cnnlab.models.layers import FeatureExtractor, ShapeOnlyNorm
-from test_models_registry import smallest_model, smallest_side
-
-ALL_MODELS = list_models()
+from test_models_registry import RUN_MODELS, smallest_model, smallest_side
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", RUN_MODELS)
 def test_head_embedding_classifier_reset_and_features(name: str) -> None:
     torch.manual_seed(0)
     model, size = smallest_model(name, num_classes=7, in_chans=1)
@@ -59,7 +58,7 @@ def test_head_embedding_classifier_reset_and_features(name: str) -> None:
     assert main.shape == (2, 3) and all(a.shape == (2, 3) for a in aux)
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", RUN_MODELS)
 def test_features_only_builds_a_backbone(name: str) -> None:
     size = smallest_side(name)
     options = {"img_size": size} if "img_size" in model_info(name).options() else {}

@@ -8,17 +8,36 @@ Heavy models run at their smallest valid input.
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from cnnlab.errors import UsageError
-from cnnlab.models import count_params, create_model, list_models, model_info, smallest_input_size
-from cnnlab.models.layers import meta_call
+from cnnlab.models import count_params, create_model, list_models, model_info
+from cnnlab.zoo_table import ZOO_TABLE
 
 ALL_MODELS = list_models()
+#: Depth and width variants whose runtime checks (shapes, gradients, ONNX export, the fine-tuning API) a
+#: model of the same family and the same layer types runs for (test_a_stand_in_has_the_same_family_and_layer_
+#: types): the code they exercise is the same, with other numbers; resnet1202-cifar's export alone took two
+#: minutes. Every model is still built, counted and traced on the meta device, and trained in
+#: tests/test_recipes.py.
+STAND_INS = {
+    "resnet32-cifar": "resnet20-cifar", "resnet44-cifar": "resnet20-cifar", "resnet56-cifar": "resnet20-cifar",
+    "resnet1202-cifar": "resnet20-cifar", "plain32-cifar": "plain20-cifar", "plain44-cifar": "plain20-cifar",
+    "plain56-cifar": "plain20-cifar", "plain110-cifar": "plain20-cifar",
+    "resnet34": "resnet18", "resnet101": "resnet50", "resnet152": "resnet50", "wide-resnet50-2": "resnet50",
+    "preact-resnet34": "preact-resnet18", "preact-resnet101": "preact-resnet50", "preact-resnet152": "preact-resnet50",
+    "wrn-16-8": "wrn-16-4", "wrn-22-8": "wrn-16-4", "wrn-28-10": "wrn-16-4", "wrn-40-1": "wrn-16-4",
+    "wrn-40-2": "wrn-16-4", "wrn-40-4": "wrn-16-4", "wrn-40-10": "wrn-16-4",
+    "densenet161": "densenet121", "densenet169": "densenet121", "densenet201": "densenet121",
+    "densenet264": "densenet121",
+    "vgg13": "vgg11", "vgg16": "vgg11", "vgg19": "vgg11", "vgg13-bn": "vgg11-bn", "vgg16-bn": "vgg11-bn",
+    "vgg19-bn": "vgg11-bn", "vgg-b": "vgg-a", "vgg-d": "vgg-a", "vgg-e": "vgg-a",
+    "cnn-m-128": "cnn-m", "cnn-m-1024": "cnn-m", "cnn-m-2048": "cnn-m", "overfeat-accurate": "overfeat-fast",
+}  # fmt: skip
+#: the models the runtime checks run: every registered model but the stood-in variants
+RUN_MODELS = [n for n in ALL_MODELS if n not in STAND_INS]
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
@@ -30,14 +49,10 @@ def test_param_count_matches_pinned_figure(name: str) -> None:
     assert count_params(model) == info.num_params
 
 
-@functools.cache
 def smallest_side(name: str) -> int:
-    """Smallest square input the features of ``name`` accept (one channel; the meta device, no arithmetic)."""
-    with torch.device("meta"):
-        probe = create_model(name, in_chans=1)
-    size = smallest_input_size(meta_call(probe, probe.forward_features), 1)
-    assert size is not None
-    return size
+    """Smallest square input the features of ``name`` accept: the models table's ``min_side``, which
+    tests/test_analysis_registry.py checks against the model."""
+    return ZOO_TABLE[name]["min_side"]
 
 
 def smallest_model(name: str, **kwargs) -> tuple[torch.nn.Module, int]:
@@ -47,7 +62,15 @@ def smallest_model(name: str, **kwargs) -> tuple[torch.nn.Module, int]:
     return create_model(name, **kwargs, **options), size
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize(("name", "stand_in"), STAND_INS.items())
+def test_a_stand_in_has_the_same_family_and_layer_types(name: str, stand_in: str) -> None:
+    """From the models table (its layers and family are checked against each model's build)."""
+    assert stand_in in RUN_MODELS
+    assert ZOO_TABLE[name]["family"] == ZOO_TABLE[stand_in]["family"]
+    assert ZOO_TABLE[name]["layers"] == ZOO_TABLE[stand_in]["layers"]
+
+
+@pytest.mark.parametrize("name", RUN_MODELS)
 def test_shapes_and_gradients_with_other_classes_and_channels(name: str) -> None:
     torch.manual_seed(0)
     model, size = smallest_model(name, num_classes=7, in_chans=1)
@@ -67,7 +90,7 @@ def test_shapes_and_gradients_with_other_classes_and_channels(name: str) -> None
         assert model(x).shape == (2, 7)
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", RUN_MODELS)
 def test_three_channel_input_and_channels_last(name: str) -> None:
     model, size = smallest_model(name, num_classes=5, in_chans=3)
     model.eval()
@@ -83,10 +106,7 @@ def layer_variety_representatives() -> list[str]:
     cost of all 84 models."""
     smallest: dict[tuple, str] = {}
     for name in ALL_MODELS:
-        with torch.device("meta"):
-            model = create_model(name)
-        kinds = frozenset(type(m).__name__ for m in model.modules())
-        key = (model_info(name).family, kinds)
+        key = (model_info(name).family, tuple(ZOO_TABLE[name]["layers"]))  # as the models table holds them
         if key not in smallest or model_info(name).num_params < model_info(smallest[key]).num_params:
             smallest[key] = name
     return sorted(smallest.values())

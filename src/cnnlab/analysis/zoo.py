@@ -27,14 +27,18 @@ def traced_macs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
     return summarize(model, input_size).totals.macs
 
 
-def traced_row(name: str) -> dict[str, Any]:
+def traced_row(name: str, probe_side: bool = True) -> dict[str, Any]:
     """The row of ``name`` counted now: the model built on the meta device and traced.
 
-    A model whose forward cannot be traced keeps ``macs: None`` and gets ``macs_error``, its one-line reason.
+    ``min_side`` is the smallest square input its features accept (a bisection on the meta device; its
+    head may be built for the input, ``img_size``); ``probe_side=False`` leaves it out. ``layers`` names
+    the module classes it is made of. A model whose forward
+    cannot be traced keeps ``macs: None`` and gets ``macs_error``, its one-line reason.
     """
     import torch
 
     from cnnlab.models import count_params, create_model, model_info
+    from cnnlab.models.layers import meta_call, smallest_input_size
 
     info = model_info(name)
     with torch.device("meta"):
@@ -47,7 +51,10 @@ def traced_row(name: str) -> dict[str, Any]:
         "input": "x".join(map(str, info.input_size)),
         "classes": info.num_classes,
         "paper": info.paper,
+        "layers": sorted({type(m).__name__ for m in model.modules()}),
     }
+    if probe_side:
+        row["min_side"] = smallest_input_size(meta_call(model, model.forward_features), info.input_size[0])
     try:
         row["macs"] = traced_macs(model, info.input_size)
     except (CnnlabError, RuntimeError, NotImplementedError, TypeError, ValueError) as err:

@@ -16,10 +16,13 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
     else:
         width = max([24, *(len(r["name"]) for r in rows)])
-        print(f"{'model':<{width}} {'params':>13} {'MACs':>16} {'input':>11}  paper")
+        print(f"{'model':<{width}} {'params':>13} {'MACs':>16} {'input':>11} {'smallest':>8}  paper")
         for r in rows:
             macs = f"{r['macs']:,}" if r["macs"] is not None else "trace failed"
-            print(f"{r['name']:<{width}} {r['params']:>13,} {macs:>16} {r['input']:>11}  {r['paper']}")
+            side = f"{r['min_side']}x{r['min_side']}" if r.get("min_side") else "-"
+            print(
+                f"{r['name']:<{width}} {r['params']:>13,} {macs:>16} {r['input']:>11} {side:>8}  {r['paper']}"
+            )
     for r in failed:
         print(f"cnnlab: error: cannot trace {r['name']}: {r['macs_error']}", file=sys.stderr)
     return 1 if failed else 0
@@ -33,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="List every registered model: parameter count (at its default classes and channels), "
         "MACs of one image at its default input (multiply-accumulates of convolutions and linear layers, "
         "traced on the meta device as 'cnnlab summary' does; the built-in models' counts are stored, "
-        "--trace counts them again), default input size (CxHxW) and paper. "
+        "--trace counts them again), default input size (CxHxW), the smallest square input its features accept "
+        "(pad smaller images to it, e.g. --pad-to) and paper. "
         "A pattern that matches nothing is an error (exit 2); a model that fails to trace is marked "
         "'trace failed' and named on stderr (exit 1).",
     )
