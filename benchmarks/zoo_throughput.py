@@ -5,7 +5,9 @@ Does the engine cost anything on a network big enough that the arithmetic domina
 
 * ``plain``: the model from ``cnnlab.create_model`` trained the usual way: the whole batch already a
   float tensor in memory (no loader cost at all), ``model(x)``, ``F.cross_entropy``, ``backward``,
-  SGD with momentum, in the memory format and precision the engine uses (channels_last, fp32);
+  ``torch.optim.SGD(model.parameters(), ...)`` with the update rule of the engine's default recipe
+  (lr, momentum 0.9, Nesterov, weight decay 5e-4: the same arithmetic per step, as a user writes it),
+  in the memory format and precision the engine uses (channels_last, fp32);
 * ``cnnlab``: :class:`cnnlab.train.Trainer` with its default recipe at the same batch size, on
   Fashion-MNIST padded to 64x64 and repeated to 3 channels (``pad_to``, ``in_chans``), so it also pays
   for batching, padding and normalising its uint8 images.
@@ -46,7 +48,14 @@ def plain_loop(name: str, batch: int, steps: int) -> float:
     sized = {"img_size": SIDE} if "img_size" in model_info(name).options() else {}  # as the engine builds it
     model = create_model(name, num_classes=10, in_chans=3, **sized)
     model = model.to(memory_format=torch.channels_last).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    recipe = TrainConfig(model=name)  # the engine's default update rule, written the usual way
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        nesterov=recipe.nesterov,
+        weight_decay=recipe.weight_decay,
+    )
     x = torch.randn(batch, 3, SIDE, SIDE).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,))
     for step in range(steps + 2):
@@ -110,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             )
     print(
         f"training images/s at 3x{SIDE}x{SIDE}, batch {args.batch_size}, median over rounds; cnnlab/plain: median "
-        "per-round ratio\n  plain loop  the model on one in-memory float batch, channels_last, fp32 (no loader)\n"
+        "per-round ratio\n  plain loop  the model on one in-memory float batch, channels_last, fp32 (no loader), "
+        "torch.optim.SGD with the engine's default momentum, Nesterov and weight decay\n"
         "  cnnlab      the engine (default recipe, same batch) on 28x28 uint8 images padded to 64, 3 channels",
         flush=True,
     )
