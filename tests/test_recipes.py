@@ -128,9 +128,21 @@ def test_cli_train_uses_the_models_recipe_and_records_it(
     assert saved["recipe"] == "resnet-cifar" and saved["lr"] == 0.1 and saved["weight_decay"] == 1e-4
     assert "batch_size" not in saved["recipe_fields"] and "lr" in saved["recipe_fields"]
     assert saved["batch_size"] == 32
+    # the recipe's zero-init, said and recorded: resnet8-cifar's 3 units start at zero
+    assert saved["zero_init_residual"] and saved["init_notes"] == [
+        "zero-init residual: 3 residual branches start at zero"
+    ]
     assert main(["train", "resnet8-cifar", "--recipe", "none", "--name", "plain", *common]) == 0
     plain = json.loads((tmp_path / "plain" / "config.json").read_text())
     assert plain["recipe"] is None and plain["lr"] == TrainConfig().lr and plain["recipe_fields"] == []
+    assert "init_notes" not in plain
+    # asked of a net without ResNet units, it says it zeroed nothing
+    assert main(["train", "lecture-simple", "--zero-init-residual", "--name", "flat", *common]) == 0
+    flat = json.loads((tmp_path / "flat" / "config.json").read_text())
+    assert flat["init_notes"] == [
+        "zero-init residual: lecture-simple has no ResNet residual unit with a full-strength shortcut; "
+        "no weight was zeroed"
+    ]
 
 
 def test_cli_recipes_lists_and_explains(capsys) -> None:

@@ -194,7 +194,8 @@ SWITCHES = (
         "--zero-init-residual",
         "zero_init_residual",
         "start the last layer of every residual branch at zero, so that each unit starts as its shortcut "
-        "(Goyal et al. 2017; no effect on nets without residual units)",
+        "(Goyal et al. 2017): the residual units of the ResNet families (resnet, resnet-cifar, preact-resnet, "
+        "wrn) whose shortcut is an identity, a projection or a gate; the run says how many it zeroed",
     ),
 )
 

@@ -425,21 +425,25 @@ def init_weights(model: nn.Module, zero_init_last_bn: bool = False) -> None:
         zero_init_residual_branches(model)
 
 
+def full_shortcut_units(model: nn.Module) -> list[ResidualUnit]:
+    """The residual units of ``model`` whose shortcut carries the signal at full strength (``FULL_SHORTCUTS``)."""
+    return [m for m in model.modules() if isinstance(m, ResidualUnit) and m.variant in FULL_SHORTCUTS]
+
+
 def zero_init_residual_branches(model: nn.Module) -> int:
-    """Start every residual unit of ``model`` that has a shortcut as (nearly) its shortcut; return how many.
+    """Start every residual unit of ``model`` that has a full-strength shortcut as (nearly) its shortcut;
+    return how many.
 
     Each branch's last layer gets zero weights: its last batch norm's gamma where one follows its last
     convolution (post-activation units, Goyal et al. 2017 Sec. 5.1), else the last convolution itself
     (pre-activation units, whose branch ends in a convolution, as timm's ``zero_init_last`` does). The
     gradients still reach that layer, so the branch grows from zero; a deep net then starts as a shallow one.
-    Units whose shortcut does not carry the signal at full strength (``FULL_SHORTCUTS``: plain units, Fig.
-    2b's scaling, 2f's dropout) are left alone; a model without residual units has none to start (0).
+    Units whose shortcut does not carry the signal at full strength (plain units, Fig. 2b's scaling, 2f's
+    dropout) are left alone, and so are residual blocks other than :class:`ResidualUnit` (the lecture's
+    residual net, the Inception-ResNets): 0 for a model without any.
     """
-    count = 0
-    for unit in (m for m in model.modules() if isinstance(m, ResidualUnit)):
-        if unit.variant not in FULL_SHORTCUTS:
-            continue
+    units = full_shortcut_units(model)
+    for unit in units:
         layers = [m for m in unit.branch if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
         nn.init.zeros_(layers[-1].weight)
-        count += 1
-    return count
+    return len(units)

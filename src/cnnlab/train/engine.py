@@ -38,7 +38,7 @@ from cnnlab.data.augment import ColourPCA
 from cnnlab.errors import CheckpointError, TrainingDiverged, UsageError
 from cnnlab.models import check_input_size, count_params, create_model, model_info
 from cnnlab.models.layers import init_glorot, init_he
-from cnnlab.models.residual import zero_init_residual_branches
+from cnnlab.models.residual import full_shortcut_units, zero_init_residual_branches
 from cnnlab.train import distributed
 from cnnlab.train.checkpoint import restore_rng_state
 from cnnlab.train.config import TrainConfig
@@ -224,6 +224,16 @@ def sized_options(model: str, options: dict[str, Any], size: tuple[int, int]) ->
 WEIGHT_REDRAWS: dict[str, Callable[[nn.Module], None]] = {"he": init_he, "glorot": init_glorot}
 
 
+def zero_init_note(model: str, zeroed: int) -> str:
+    """The line a run prints and records for ``zero_init_residual``: how many residual branches start at zero."""
+    if zeroed:
+        return f"zero-init residual: {zeroed} residual branches start at zero"
+    return (
+        f"zero-init residual: {model} has no ResNet residual unit with a full-strength shortcut; "
+        "no weight was zeroed"
+    )
+
+
 def build_model_for_data(cfg: TrainConfig, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
     """The registry model for this data: its classes, channels and (where the head depends on it) image size."""
     options = sized_options(cfg.model, cfg.model_options, input_shape[1:])
@@ -392,6 +402,10 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.init_weights: dict[str, str] | None = None
         self.frozen, self.init_notes = self._transfer(resume)
+        if cfg.zero_init_residual and not cfg.init:  # say what it did (--init's weights replace it all)
+            self.init_notes.append(zero_init_note(cfg.model, len(full_shortcut_units(self.model))))
+            if self.progress:
+                tqdm.write(self.init_notes[-1])
         self.num_params = count_params(self.model)
         self.steps_per_epoch = len(self.train_loader)
         last_start, last_stop = self.train_loader.global_batch(self.steps_per_epoch - 1)

@@ -111,8 +111,9 @@ _RESNET_ZERO_GAMMA = (
 # resnet164-cifar and relu-before-add up (1.63 -> 10.1, 2.27 -> 80.5 in 4 steps); a branch that starts at
 # zero (a pre-activation branch's last convolution, as timm's zero_init_last) learns in every one of them.
 _CIFAR_ZERO_INIT = (
-    "cnnlab deviation: every residual branch starts at zero (Goyal et al. 2017 section 5.1; in a "
-    "pre-activation branch its last convolution); plain nets have none"
+    "cnnlab deviation: every residual branch whose shortcut carries the signal at full strength starts at "
+    "zero (Goyal et al. 2017 section 5.1; in a pre-activation branch its last convolution); plain nets and "
+    "the scaling and dropout shortcuts keep theirs"
 )
 
 RECIPES: dict[str, Recipe] = {
@@ -251,7 +252,7 @@ RECIPES: dict[str, Recipe] = {
         ),
         _recipe(
             "resnet",
-            "He et al. 2016 (Deep Residual Learning), ImageNet",
+            "He et al. 2016 (Deep Residual Learning), ImageNet, with a warm-up and zero-init residual branches (cnnlab)",
             optimizer=("sgd", f"{_SLIDE_RESNET}: SGD + Momentum; paper section 3.4"),
             momentum=(0.9, f"{_SLIDE_RESNET}: momentum 0.9; paper section 3.4"),
             nesterov=(False, "paper section 3.4: plain momentum"),
@@ -266,7 +267,7 @@ RECIPES: dict[str, Recipe] = {
         ),
         _recipe(
             "resnet-cifar",
-            "He et al. 2016 (Deep Residual Learning), CIFAR-10",
+            "He et al. 2016 (Deep Residual Learning), CIFAR-10, with zero-init residual branches (cnnlab)",
             lr=(0.1, "paper section 4.2: learning rate 0.1"),
             momentum=(0.9, "paper section 4.2: momentum 0.9"),
             nesterov=(False, "paper section 4.2: plain momentum"),
@@ -283,7 +284,7 @@ RECIPES: dict[str, Recipe] = {
         ),
         _recipe(
             "preact",
-            "He et al. 2016 (Identity Mappings in Deep Residual Networks)",
+            "He et al. 2016 (Identity Mappings in Deep Residual Networks), with zero-init residual branches (cnnlab)",
             lr=(0.1, "paper section 4 / appendix: as He et al. 2016a section 4.2, lr 0.1"),
             momentum=(0.9, "paper appendix: momentum 0.9"),
             nesterov=(False, "paper appendix: plain momentum"),
@@ -312,7 +313,7 @@ RECIPES: dict[str, Recipe] = {
         ),
         _recipe(
             "densenet",
-            "Huang et al. 2017",
+            "Huang et al. 2017, with a warm-up epoch (cnnlab)",
             optimizer=("sgd", "paper section 4.2: SGD"),
             momentum=(0.9, "paper section 4.2: Nesterov momentum 0.9"),
             nesterov=(True, "paper section 4.2: Nesterov momentum without dampening"),
