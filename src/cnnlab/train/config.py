@@ -65,7 +65,7 @@ class TrainConfig:
     nesterov: bool = True
     weight_decay: float = 5e-4
     betas: tuple[float, float] = (0.9, 0.999)
-    # schedule: per-step factors on lr, with linear warmup
+    # schedule: per-step factors on lr, with a warm-up (linear or constant)
     schedule: str = "onecycle"
     warmup_epochs: float = 0.0
     warmup_mode: str = "linear"  # one of WARMUP_MODES
