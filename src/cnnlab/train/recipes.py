@@ -351,7 +351,7 @@ RECIPES: dict[str, Recipe] = {
         ),
         _recipe(
             "cnn-fms",
-            "Chatfield et al. 2014 (Return of the Devil in the Details)",
+            "Chatfield et al. 2014 (Return of the Devil in the Details), with He et al. 2015 initialisation (cnnlab)",
             optimizer=("sgd", "paper section 3: the protocol of Krizhevsky et al."),
             momentum=(0.9, "paper section 3: momentum 0.9"),
             nesterov=(False, "paper section 3: as Krizhevsky et al."),
@@ -364,6 +364,12 @@ RECIPES: dict[str, Recipe] = {
             weight_decay=(5e-4, "paper section 3: weight decay 5e-4"),
             batch_size=(256, "paper section 3: batch size 256"),
             drop_rate=(0.5, "paper section 3: dropout on the fully connected layers 6 and 7"),
+            weight_init=(
+                "he",
+                "cnnlab deviation: He et al. 2015 normal weights, biases 0, in place of the model's N(0, 0.01) "
+                "(Krizhevsky et al.'s, which the paper follows): cnn-s stays at 10.00% after one epoch of "
+                "10,000 Fashion-MNIST images with it and reaches 51.88% with these (as recipe alexnet)",
+            ),
         ),
         _recipe(
             "speedrun",
