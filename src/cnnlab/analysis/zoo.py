@@ -32,8 +32,8 @@ def traced_row(name: str, probe_side: bool = True) -> dict[str, Any]:
 
     ``min_side`` is the smallest square input its features accept (a bisection on the meta device; its
     head may be built for the input, ``img_size``); ``probe_side=False`` leaves it out. ``layers`` names
-    the module classes it is made of. A model whose forward
-    cannot be traced keeps ``macs: None`` and gets ``macs_error``, its one-line reason.
+    the module classes it is made of. A model whose forward cannot be traced keeps ``macs: None`` and
+    gets ``macs_error``, its one-line reason.
     """
     import torch
 
