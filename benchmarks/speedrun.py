@@ -10,14 +10,19 @@ building, training, validation every epoch, checkpoints, the test):
 * the same recipe over ``--long-epochs`` epochs with ``--long-seeds`` seeds: >= 94.0% in <= 25x;
 * lecture-residual under cnnlab's default recipe (``cnnlab train lecture-residual``), for the curve.
 
+Both speedrun marks are measured in fp32, every run's default, and again in bf16 autocast
+(``--amp bf16``, opt-in: other numbers than fp32) on CPUs with bf16 instructions (AMX or
+AVX512-BF16); each precision has its own verdicts, JSON and figure (``speedrun.json``,
+``speedrun-bf16.json``).
+
 Writes the JSON (every run's validation accuracy against wall time, the test accuracies, the verdicts,
 the CPU) and ``speedrun-curve.png`` beside it: validation accuracy against wall time for every run,
 with the two time limits and accuracy marks drawn in.
 
-    python benchmarks/speedrun.py [--seeds 3] [--long-seeds 3] [--long-epochs 16] [--save]
+    python benchmarks/speedrun.py [--seeds 3] [--long-seeds 3] [--long-epochs 16] [--precisions fp32 bf16] [--save]
 
 Needs Fashion-MNIST (``make data``); without it, it says so in one line and fails.
-Takes about 3 x (6 + 25) yardstick epochs and the default run: ~50 minutes on a 2-core CPU.
+Takes about 3 x (6 + 25) yardstick epochs per precision and the default run: ~50 minutes for fp32\nand ~30 for bf16 on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from cnnlab.experiments.speedrun import speedrun, speedrun_config
 from cnnlab.train import TrainConfig, train
 from cnnlab.train.engine import configure_cpu
 from cnnlab.train.plots import plot_time_to_accuracy
+from cnnlab.train.precision import cpu_bf16_instructions
 
 #: (name, test accuracy %, time limit in yardstick epochs) of the issue's two marks
 MARKS = (("speedrun", 93.0, 6.0), ("speedrun-long", 94.0, 25.0))
@@ -82,9 +88,70 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--yardstick-steps", type=int, help="time this many steps of the lectures' loop (default: one epoch)"
     )
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=("fp32", "bf16"),
+        default=["fp32", "bf16"],
+        help="fp32 (the default of every run) and the opt-in bf16 autocast, each against the marks and written "
+        "to its own JSON (speedrun.json, speedrun-bf16.json); bf16 only on CPUs with bf16 instructions "
+        "(default: fp32 bf16)",
+    )
     parser.add_argument("--data-dir")
     add_output_args(parser)
     return parser.parse_args(argv)
+
+
+def measure_precision(
+    amp: str, short: TrainConfig, args: argparse.Namespace, yardstick: float, tmp: Path
+) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]], dict[str, Any]]:
+    """The speedrun's seeds and the long run's seeds in precision ``amp``: the runs, the verdicts
+    against :data:`MARKS` and their summary."""
+    runs: dict[str, list[dict[str, Any]]] = {"speedrun": [], "speedrun-long": []}
+    for name, seeds, epochs in (
+        ("speedrun", args.seeds, short.epochs),
+        ("speedrun-long", args.long_seeds, args.long_epochs),
+    ):
+        for seed in range(seeds):
+            cfg = dataclasses.replace(short, seed=seed, epochs=epochs, amp=amp)
+            run = timed_speedrun(cfg, tmp / f"{name}-{amp}-{seed}")
+            runs[name].append(run)
+            print(
+                f"{name} ({amp}) seed {seed}: {epochs} epochs, {run['wall_s']:.0f} s "
+                f"({run['wall_s'] / yardstick:.2f}x the yardstick), test {100 * run['test_acc']:.2f}%",
+                flush=True,
+            )
+    verdicts, summary = [], {}
+    for name, accuracy, limit in MARKS:
+        done = runs[name]
+        if not done:
+            continue
+        mean_acc = statistics.fmean(r["test_acc"] for r in done)
+        mean_wall = statistics.fmean(r["wall_s"] for r in done)
+        summary[name] = {
+            "seeds": len(done),
+            "test_acc_mean": mean_acc,
+            "test_acc_std": statistics.stdev([r["test_acc"] for r in done]) if len(done) > 1 else None,
+            "wall_s_mean": mean_wall,
+            "yardsticks": mean_wall / yardstick,
+        }
+        verdicts.append(
+            verdict(
+                f"{name} ({amp}): mean test accuracy of {len(done)} seeds",
+                f">= {accuracy:.1f}%",
+                f"{100 * mean_acc:.2f}%",
+                100 * mean_acc >= accuracy,
+            )
+        )
+        verdicts.append(
+            verdict(
+                f"{name} ({amp}): mean wall time in lecture-residual epochs of the lectures' loop",
+                f"<= {limit:.0f}x",
+                f"{mean_wall / yardstick:.2f}x ({mean_wall:.0f} s / {yardstick:.1f} s)",
+                mean_wall <= limit * yardstick,
+            )
+        )
+    return runs, verdicts, summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     except CnnlabError as err:  # time to accuracy means nothing on synthetic images
         print(f"speedrun benchmark: needs Fashion-MNIST (make data): {err}", file=sys.stderr)
         return 1
+    bf16_path = cpu_bf16_instructions()
+    precisions = list(dict.fromkeys(args.precisions))
+    if "bf16" in precisions and bf16_path is None:
+        precisions.remove("bf16")
+        print("bf16: not measured (this CPU has no bf16 instructions, AMX or AVX512-BF16)", flush=True)
     # the yardstick: one whole epoch of the lectures' loop (all 60,000 images, minus its 3 warm-up steps)
     steps = args.yardstick_steps or len(data.train.labels) // 64 - 3
     images_per_s = lecture_loop("lecture-residual", data, steps)
@@ -108,21 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.train_subset:
         given["train_subset"] = args.train_subset
     short = speedrun_config("fashion-mnist", **given, **({"epochs": args.epochs} if args.epochs else {}))
-    runs: dict[str, list[dict[str, Any]]] = {"speedrun": [], "speedrun-long": []}
+    measured = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, seeds, epochs in (
-            ("speedrun", args.seeds, short.epochs),
-            ("speedrun-long", args.long_seeds, args.long_epochs),
-        ):
-            for seed in range(seeds):
-                cfg = dataclasses.replace(short, seed=seed, epochs=epochs)
-                run = timed_speedrun(cfg, Path(tmp) / f"{name}-{seed}")
-                runs[name].append(run)
-                print(
-                    f"{name} seed {seed}: {epochs} epochs, {run['wall_s']:.0f} s "
-                    f"({run['wall_s'] / yardstick:.2f}x the yardstick), test {100 * run['test_acc']:.2f}%",
-                    flush=True,
-                )
+        for amp in precisions:
+            measured[amp] = measure_precision(amp, short, args, yardstick, Path(tmp))
         start = time.perf_counter()
         default = train(
             TrainConfig(model="lecture-residual", epochs=args.default_epochs, **given),
@@ -140,68 +201,44 @@ def main(argv: list[str] | None = None) -> int:
         f"test {100 * default_run['test_acc']:.2f}%",
         flush=True,
     )
-    verdicts, summary = [], {}
-    for name, accuracy, limit in MARKS:
-        done = runs[name]
-        if not done:
-            continue
-        mean_acc = statistics.fmean(r["test_acc"] for r in done)
-        mean_wall = statistics.fmean(r["wall_s"] for r in done)
-        summary[name] = {
-            "seeds": len(done),
-            "test_acc_mean": mean_acc,
-            "test_acc_std": statistics.stdev([r["test_acc"] for r in done]) if len(done) > 1 else None,
-            "wall_s_mean": mean_wall,
-            "yardsticks": mean_wall / yardstick,
+    for amp, (runs, verdicts, summary) in measured.items():
+        # fp32 (every CPU's default) writes speedrun.json; the opt-in bf16 runs speedrun-bf16.json
+        name = "speedrun" if amp == "fp32" else f"speedrun-{amp}"
+        path = results_path(name, args.save, args.results_dir)
+        figure = path.with_name(path.stem.replace(name, f"{name}-curve", 1) + ".png")
+        series = {
+            f"{run} seed {r['seed']} ({r['epochs']} ep)": [(t, 100 * a) for t, a in r["curve"]]
+            for run, done in runs.items()
+            for r in done
         }
-        verdicts.append(
-            verdict(
-                f"{name}: mean test accuracy of {len(done)} seeds",
-                f">= {accuracy:.1f}%",
-                f"{100 * mean_acc:.2f}%",
-                100 * mean_acc >= accuracy,
-            )
+        series["lecture-residual, default recipe (fp32)"] = [(t, 100 * a) for t, a in default_run["curve"]]
+        plot_time_to_accuracy(
+            series,
+            figure,
+            marks=[accuracy for _, accuracy, _ in MARKS],
+            title=f"Fashion-MNIST, speedrun in {amp}: validation accuracy against wall time "
+            f"(yardstick epoch {yardstick:.0f} s)",
+            time_limits=[limit * yardstick for _, _, limit in MARKS],
         )
-        verdicts.append(
-            verdict(
-                f"{name}: mean wall time in lecture-residual epochs of the lectures' loop",
-                f"<= {limit:.0f}x",
-                f"{mean_wall / yardstick:.2f}x ({mean_wall:.0f} s / {yardstick:.1f} s)",
-                mean_wall <= limit * yardstick,
-            )
-        )
-    path = results_path("speedrun", args.save, args.results_dir)
-    figure = path.with_name(path.stem.replace("speedrun", "speedrun-curve", 1) + ".png")
-    series = {
-        f"{name} seed {r['seed']} ({r['epochs']} ep)": [(t, 100 * a) for t, a in r["curve"]]
-        for name, done in runs.items()
-        for r in done
-    }
-    series["lecture-residual, default recipe"] = [(t, 100 * a) for t, a in default_run["curve"]]
-    plot_time_to_accuracy(
-        series,
-        figure,
-        marks=[accuracy for _, accuracy, _ in MARKS],
-        title=f"Fashion-MNIST: validation accuracy against wall time (yardstick epoch {yardstick:.0f} s)",
-        time_limits=[limit * yardstick for _, _, limit in MARKS],
-    )
-    result = {
-        "benchmark": "speedrun",
-        "data": "fashion-mnist",
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        **cpu_info(),
-        "yardstick": {"model": "lecture-residual", "loop": "lectures'", "epoch_s": yardstick},
-        "recipe": short.to_dict(),
-        "long_epochs": args.long_epochs,
-        "runs": runs,
-        "summary": summary,
-        "default_recipe": {"model": "lecture-residual", **default_run},
-        "figure": figure.name,
-        "verdicts": verdicts,
-    }
-    write_results("speedrun", result, args, path)
-    print(f"figure: {figure}")
+        result = {
+            "benchmark": "speedrun",
+            "data": "fashion-mnist",
+            "precision": amp,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            **cpu_info(),
+            "bf16_instructions": bf16_path,
+            "yardstick": {"model": "lecture-residual", "loop": "lectures'", "epoch_s": yardstick},
+            "recipe": dataclasses.replace(short, amp=amp).to_dict(),
+            "long_epochs": args.long_epochs,
+            "runs": runs,
+            "summary": summary,
+            "default_recipe": {"model": "lecture-residual", **default_run},
+            "figure": figure.name,
+            "verdicts": verdicts,
+        }
+        write_results(name, result, args, path)
+        print(f"figure: {figure}")
     return 0
 
 

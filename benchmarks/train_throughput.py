@@ -19,8 +19,9 @@ effect of each lever shows on its own, both against the lectures' loop and again
 * ``nchw``: ``channels_last=False``, plain NCHW tensors (batch still 128);
 * ``shards``: ``cpu_shards=2``: each batch split into two shards trained side by side, one per core
   (not measured with one thread);
-* ``bf16``: ``amp="bf16"``: bf16 autocast, measured only on CPUs with bf16 matrix units
-  (``cpu_has_bf16_matrix_units()``, AMX), where it has a fast path; elsewhere recorded as not measured.
+* ``bf16``: ``amp="bf16"``: bf16 autocast, measured only on CPUs with bf16 instructions
+  (``cpu_bf16_instructions()``: AMX or AVX512-BF16), where it has a fast path; elsewhere recorded as
+  not measured.
 
 All loops train the same model for the same number of steps in this one process, interleaved round by
 round; images/s are medians over rounds and ratios are medians of per-round ratios. The table prints
@@ -57,7 +58,7 @@ from cnnlab.data import load_dataset
 from cnnlab.errors import DataError
 from cnnlab.models import create_model
 from cnnlab.train import TrainConfig, Trainer
-from cnnlab.train.engine import cpu_has_bf16_matrix_units
+from cnnlab.train.engine import cpu_bf16_instructions
 
 MODELS = ("lecture-simple", "lecture-inception", "lecture-residual")
 TARGET = 2.0
@@ -250,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         folder = write_synthetic_dataset(Path(tempfile.mkdtemp()), "fashion-mnist", 20000, 1000, seed=0)
         data, source = load_dataset("fashion-mnist", data_dir=folder, verify=False), "synthetic 28x28"
     engines = dict(ENGINES)
-    bf16 = cpu_has_bf16_matrix_units()
-    if not bf16:
+    bf16 = cpu_bf16_instructions()
+    if bf16 is None:
         del engines["bf16"]
     if torch.get_num_threads() < 2:
         del engines["shards"]
@@ -312,9 +313,13 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "machine": platform.machine(),
         **cpu_info(),
-        "bf16_matrix_units": bf16,
+        "bf16_instructions": bf16,
         "not_measured": {
-            **({} if bf16 else {"bf16": "no bf16 matrix units (AMX) on this CPU: bf16 has no fast path"}),
+            **(
+                {}
+                if bf16
+                else {"bf16": "no bf16 instructions (AMX or AVX512-BF16) on this CPU: bf16 has no fast path"}
+            ),
             **({} if "shards" in engines else {"shards": "one thread: nothing to shard across"}),
         },
         "columns": {key: {"settings": ENGINES.get(key), "changes": text} for key, text in COLUMNS.items()},

@@ -294,18 +294,19 @@ def test_auxiliary_heads_enter_the_loss_with_their_weights(tmp_path: Path, tiny)
     assert with_aux.item() == pytest.approx(base.item() + 0.6 * math.log(10), rel=1e-5)
 
 
-@pytest.mark.parametrize("has_units", [True, False])
+@pytest.mark.parametrize("bf16_path", ["AMX", "AVX512-BF16", None])
 def test_the_default_is_fp32_and_the_same_batches_on_every_cpu(
-    tmp_path: Path, tiny, monkeypatch, has_units: bool
+    tmp_path: Path, tiny, monkeypatch, bf16_path: str | None
 ) -> None:
-    monkeypatch.setattr(precision, "cpu_has_bf16_matrix_units", lambda: has_units)
+    monkeypatch.setattr(precision, "cpu_bf16_instructions", lambda: bf16_path)
     default = Trainer(recipe(), tmp_path / "auto", data=tiny, progress=False)
     assert default.amp == "fp32" and default.shards is None and default.step.scaler is None
     assert Trainer(recipe(amp="bf16"), tmp_path / "on", data=tiny, progress=False).amp == "bf16"
     line = default.describe()
     assert "cpu (" in line and "fp32" in line and "1 threads" in line and "whole batches" in line
     note = Trainer(recipe(amp="bf16"), tmp_path / "on2", data=tiny, progress=False).describe()
-    assert ("no bf16 matrix units" in note) is not has_units
+    assert ("no bf16 instructions" in note) is (bf16_path is None)
+    assert bf16_path is None or f"bf16 autocast ({bf16_path})" in note
 
 
 def test_every_run_starts_with_a_line_naming_device_precision_threads_and_batch_mode(

@@ -43,7 +43,7 @@ from cnnlab.train import distributed
 from cnnlab.train.checkpoint import restore_rng_state
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.optim import LRSchedule, build_optimizer
-from cnnlab.train.precision import autocast, cpu_has_bf16_matrix_units, cpu_name, precision_note
+from cnnlab.train.precision import autocast, cpu_bf16_instructions, cpu_name, precision_note
 from cnnlab.train.rundata import prepare_run_data
 from cnnlab.train.rundir import RunFiles, RunLock, check_run_dir, prepare_run_dir, training_storage_errors
 from cnnlab.train.rundir import ensure_writable_dir as ensure_writable_dir  # re-exported: it lived here
@@ -55,7 +55,7 @@ from cnnlab.train.transfer import hold_frozen_norms
 
 __all__ = [
     "autocast",
-    "cpu_has_bf16_matrix_units",
+    "cpu_bf16_instructions",
     "cpu_name",
     "precision_note",
 ]  # re-exported: they lived here

@@ -1,5 +1,5 @@
 """Numeric precision of a run: fp32 by default, bf16 or fp16 autocast when asked for, and what the
-CPU offers (AMX bf16 units) for the line every run starts with."""
+CPU offers (bf16 instructions: AMX tiles or AVX512-BF16) for the line every run starts with."""
 
 from __future__ import annotations
 
@@ -8,11 +8,21 @@ import contextlib
 import torch
 
 
-def cpu_has_bf16_matrix_units() -> bool:
-    """True on CPUs with AMX-BF16 tiles (Intel Sapphire Rapids and later), where oneDNN's bf16
-    convolutions and matmuls run about twice as fast as fp32 (benchmarks/train_throughput.py)."""
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(probe and probe() and torch.backends.mkldnn.is_available())
+def cpu_bf16_instructions() -> str | None:
+    """The CPU's fast bf16 path for oneDNN's convolutions and matmuls: ``"AMX"`` (AMX-BF16 tiles, Intel
+    Sapphire Rapids and later), ``"AVX512-BF16"`` (bf16 dot products, e.g. AMD Zen 4, Intel Cooper
+    Lake), or None, where bf16 autocast only converts and runs slower than fp32.
+
+    Measured in benchmarks/train_throughput.py: on AMX about twice fp32; on an AVX512-BF16 AMD EPYC
+    the speedrun net trains 1.7-1.9x faster (docs/training.md, "Speedrun").
+    """
+    if not torch.backends.mkldnn.is_available():
+        return None
+    for name, probe in (("AMX", "_is_amx_tile_supported"), ("AVX512-BF16", "_is_avx512_bf16_supported")):
+        check = getattr(torch.cpu, probe, None)
+        if check is not None and check():
+            return name
+    return None
 
 
 def cpu_name() -> str:
@@ -46,6 +56,9 @@ def precision_note(precision: str, device: torch.device) -> str:
         return "fp16 autocast with gradient scaling" + (
             "" if device.type == "cuda" else " (meant for CUDA; slow here)"
         )
-    if device.type == "cpu" and not cpu_has_bf16_matrix_units():
-        return "bf16 autocast (this CPU has no bf16 matrix units: slower than fp32)"
+    if device.type == "cpu":
+        path = cpu_bf16_instructions()
+        if path is None:
+            return "bf16 autocast (this CPU has no bf16 instructions, AMX or AVX512-BF16: slower than fp32)"
+        return f"bf16 autocast ({path})"
     return "bf16 autocast"
