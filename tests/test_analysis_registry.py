@@ -55,10 +55,15 @@ def test_every_model_summarises_consistently(name: str) -> None:
 
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_every_stored_row_of_the_models_table_equals_a_fresh_trace(name: str) -> None:
-    """``cnnlab models`` reads src/cnnlab/zoo_table.py; each row must be what tracing the model gives now."""
+    """``cnnlab models`` reads src/cnnlab/zoo_table.py; each row must be what tracing the model gives now.
+    The built model's parameter count is also the figure pinned in its registration (docs/models.md)."""
     from cnnlab.analysis.zoo import table_row, traced_row
 
-    model = meta_model(name)  # one build for the row and the side (a deep net's build takes seconds)
+    # one build for the pinned count, the row and the side (a deep net's build takes seconds)
+    model = meta_model(name)
+    pinned = model_info(name).num_params
+    assert pinned is not None, f"{name} has no pinned parameter count"
+    assert count_params(model) == pinned, f"{name} has {count_params(model):,} parameters, pinned {pinned:,}"
     fresh = traced_row(name, probe_side=False, model=model)
     assert "macs_error" not in fresh, fresh.get("macs_error")  # a model that fails to trace is a failure
     stored = table_row(name)
