@@ -7,52 +7,27 @@ logits' scale (the largest ratio measured: 3e-6, resnet164-cifar).
 
 Depth and width variants are exported through a stand-in (test_models_registry.STAND_INS): a model of the same
 family with the same layer types, so every family and every layer type is exported; resnet1202-cifar alone took
-over two minutes.
+over two minutes. The per-model export runs in test_models_registry.test_every_run_model_runs_exports_and_fine_tunes,
+on the one build of each model that its other runtime checks use too.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
-import pytest
 import torch
 
 from cnnlab.export import export_onnx, onnx_card, onnx_session
 from cnnlab.models import create_model
 from cnnlab.weights import card_for_model
-from test_models_registry import RUN_MODELS, smallest_model
 
 RELATIVE_TOLERANCE = 1e-5
-MEMORY_DIR_MIN_FREE = 2 << 30  # bytes: the largest export's two copies, several times over
 
 
-@pytest.fixture
-def memory_dir(tmp_path: Path):
-    """A folder in RAM (/dev/shm) where there is one with room, else ``tmp_path``; removed after the test.
-
-    Each export writes the weights twice (the exporter's file, then the atomic, fsynced copy with the card):
-    about 2 x 160 MB for VGG-19, whose export took 2.5 s with the file on disk against 1.6 s in RAM here.
-    Where the file lies does not change what is checked."""
-    shm = Path("/dev/shm")
-    # a container's /dev/shm is often 64 MB: too small for one VGG file, so it must have room to spare
-    if not (shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free > MEMORY_DIR_MIN_FREE):
-        yield tmp_path
-        return
-    folder = Path(tempfile.mkdtemp(prefix="cnnlab-onnx-", dir=shm))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.mark.parametrize("name", RUN_MODELS)
-def test_onnx_export_matches_pytorch(name: str, memory_dir: Path) -> None:
-    torch.manual_seed(0)
-    model, size = smallest_model(name, num_classes=7, in_chans=1)
-    result = export_onnx(model, memory_dir / "m.onnx", card_for_model(model, (1, size, size)))
+def check_onnx_export_matches_pytorch(model: torch.nn.Module, size: int, folder: Path) -> None:
+    """Run by test_models_registry.test_every_run_model_runs_exports_and_fine_tunes, on its one build of the
+    model (as built, before it trains): onnxruntime's logits match PyTorch's."""
+    result = export_onnx(model, folder / "m.onnx", card_for_model(model, (1, size, size)))
     assert result.logit_scale > 0
     assert result.max_abs_diff <= RELATIVE_TOLERANCE * result.logit_scale, result
 

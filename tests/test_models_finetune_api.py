@@ -1,7 +1,9 @@
 """The model API fine-tuning needs, over the registry (heavy models at their smallest input; depth variants
 through a stand-in, test_models_registry.STAND_INS):
 ``forward_features`` / ``forward_head(pre_logits=...)``, ``get_classifier``, ``reset_classifier``,
-``feature_info`` and ``create_model(name, features_only=True)``."""
+``feature_info`` and ``create_model(name, features_only=True)``. The per-model check of the head, the embedding
+and ``reset_classifier`` runs in test_models_registry.test_every_run_model_runs_exports_and_fine_tunes, on the
+one build of each model that its ONNX export and its shapes and gradients check use too."""
 
 from __future__ import annotations
 
@@ -12,15 +14,14 @@ from torch import nn
 from cnnlab.errors import UsageError
 from cnnlab.models import create_model, model_info
 from cnnlab.models.layers import FeatureExtractor, ShapeOnlyNorm
-from test_models_registry import RUN_MODELS, smallest_model, smallest_side
+from test_models_registry import RUN_MODELS, smallest_side
 
 
-@pytest.mark.parametrize("name", RUN_MODELS)
-def test_head_embedding_classifier_reset_and_features(name: str) -> None:
-    torch.manual_seed(0)
-    model, size = smallest_model(name, num_classes=7, in_chans=1)
+def check_head_embedding_classifier_reset_and_features(model: nn.Module, x: torch.Tensor) -> None:
+    """Run by test_models_registry.test_every_run_model_runs_exports_and_fine_tunes, on its one build of the
+    model (7 classes, 1 channel; after its training step, whose statistics do not matter here): the head,
+    the embedding, ``feature_info`` and ``reset_classifier``."""
     model.eval()
-    x = torch.randn(2, 1, size, size)
     with torch.no_grad():
         logits = model(x)
         features = model.forward_features(x)

@@ -27,13 +27,14 @@ def traced_macs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
     return summarize(model, input_size).totals.macs
 
 
-def traced_row(name: str, probe_side: bool = True) -> dict[str, Any]:
+def traced_row(name: str, probe_side: bool = True, model: nn.Module | None = None) -> dict[str, Any]:
     """The row of ``name`` counted now: the model built on the meta device and traced.
 
     ``min_side`` is the smallest square input its features accept (a bisection on the meta device; its
     head may be built for the input, ``img_size``); ``probe_side=False`` leaves it out. ``layers`` names
     the module classes it is made of. A model whose forward cannot be traced keeps ``macs: None`` and
-    gets ``macs_error``, its one-line reason.
+    gets ``macs_error``, its one-line reason. ``model``: that build, ``create_model(name)`` on the meta
+    device, where the caller holds one (the registry test checks it further); it is not changed.
     """
     import torch
 
@@ -41,8 +42,9 @@ def traced_row(name: str, probe_side: bool = True) -> dict[str, Any]:
     from cnnlab.models.layers import meta_call, smallest_input_size
 
     info = model_info(name)
-    with torch.device("meta"):
-        model = create_model(name)
+    if model is None:
+        with torch.device("meta"):
+            model = create_model(name)
     row = {
         "name": name,
         "family": info.family,
