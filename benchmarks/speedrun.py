@@ -22,7 +22,8 @@ with the two time limits and accuracy marks drawn in.
     python benchmarks/speedrun.py [--seeds 3] [--long-seeds 3] [--long-epochs 16] [--precisions fp32 bf16] [--save]
 
 Needs Fashion-MNIST (``make data``); without it, it says so in one line and fails.
-Takes about 3 x (6 + 25) yardstick epochs per precision and the default run: ~50 minutes for fp32\nand ~30 for bf16 on a 2-core CPU.
+Takes about 3 x (6 + 25) yardstick epochs per precision and the default run: ~50 minutes for fp32
+and ~30 for bf16 on a 2-core CPU.
 """
 
 from __future__ import annotations
