@@ -8,7 +8,7 @@ TORCH_PIN ?= torch==2.13.0
 DEMO_EPOCHS ?= 10
 DEMO_RUNS ?= runs/demo
 
-.PHONY: setup demo test bench gpu-check lint data clean
+.PHONY: setup browser demo test bench gpu-check lint data clean
 
 setup: $(VENV)/.installed
 
@@ -26,7 +26,11 @@ demo: setup data
 	$(VENV)/bin/cnnlab compare lecture-simple lecture-inception lecture-residual \
 		--data fashion-mnist --epochs $(DEMO_EPOCHS) --out $(DEMO_RUNS) --overwrite
 
-test: setup
+# Chromium for tests/test_report_browser.py: installed with apt-get when missing and allowed
+browser:
+	bash scripts/ensure_chromium.sh
+
+test: setup browser
 	$(PY) -m pytest -n 2 --dist worksteal --durations=25 tests
 
 bench: setup data

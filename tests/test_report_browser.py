@@ -1,6 +1,6 @@
 """report.html in a real browser: headless Chromium, driven over the DevTools protocol on a pipe.
 
-Chromium (Debian's ``chromium`` package; ``.ci/run`` installs it) opens the report with every network
+Chromium (Debian's ``chromium`` package; ``make test`` installs it where it can) opens the report with every network
 name unresolvable, at a desktop and a phone width; the test checks the title, that every image loaded
 with a non-zero size, that nothing logged an error, and that the phone-width page needs no sideways
 scrolling. The screenshots go to ``$CNNLAB_SCREENSHOTS`` when it is set (to look at them).
@@ -36,7 +36,7 @@ def find_chromium() -> str:
             return found
     pytest.fail(
         "Chromium is needed for the browser test and was not found: install it with "
-        "`apt-get install -y chromium` (.ci/run does this) or set CNNLAB_CHROMIUM to its path"
+        "`apt-get install -y chromium` (`make test` does this where it may) or set CNNLAB_CHROMIUM to its path"
     )
 
 
