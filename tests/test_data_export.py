@@ -72,16 +72,36 @@ def test_export_refuses_a_non_empty_folder_without_overwrite(exported: Path, tin
         export_imagefolder(str(exported), exported.parent / "again")
 
 
-def test_overwrite_replaces_the_folder_whole(tiny_dataset_dir: Path, tmp_path: Path, monkeypatch) -> None:
+def test_overwrite_replaces_an_earlier_export_whole_and_refuses_any_other_folder(
+    tiny_dataset_dir: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
     monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
     out = tmp_path / "x"
-    out.mkdir()
-    (out / "old.txt").write_text("old")
+    export_imagefolder("fashion-mnist", out, data_dir=tiny_dataset_dir, progress=False)
+    stale = next((out / "test").iterdir()) / "stale.png"
+    stale.write_bytes(b"left by an older export")
     export_imagefolder("fashion-mnist", out, data_dir=tiny_dataset_dir, overwrite=True, progress=False)
-    assert not (out / "old.txt").exists() and len(list((out / "test").rglob("*.png"))) == 200
+    assert not stale.exists() and len(list((out / "test").rglob("*.png"))) == 200
     assert [p.name for p in tmp_path.iterdir()] == ["x"]  # no staging folder left behind
     record = json.loads((out / "cnnlab-dataset.json").read_text())
     assert record["source"] == "fashion-mnist" and record["test_size"] == 200
+    # a folder holding anything else is the user's: --overwrite refuses it and nothing in it is touched
+    (out / "thesis.txt").write_text("mine")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    for folder, named in ((out, "thesis.txt"), (mine, "notes.txt")):
+        code = main(["data", "export", "fashion-mnist", str(folder), "--data-dir", str(tiny_dataset_dir),
+                     "--overwrite", "--quiet"])  # fmt: skip
+        err = capsys.readouterr().err
+        assert (
+            code == 2
+            and err.count("\n") == 1
+            and named in err
+            and "not an image folder cnnlab exported" in err
+        )
+        assert (folder / named).read_text() == "mine"
+    assert len(list((out / "test").rglob("*.png"))) == 200
 
 
 def test_stats_of_a_registry_dataset_and_of_its_export_agree(exported: Path, tiny_dataset_dir: Path,

@@ -102,6 +102,42 @@ def test_evaluate_writes_only_in_the_run_directory_and_refuses_manifests_pointin
     assert sorted(p.name for p in elsewhere.iterdir()) == ["w.safetensors"]
 
 
+def test_a_confusion_png_outside_a_run_is_kept_and_the_run_s_own_is_refreshed(
+    run: Path, tmp_path: Path
+) -> None:
+    """Evaluating a weights file copied out of its run writes beside it: a confusion.png there is the user's."""
+    manifest = json.loads((run / "checkpoints" / "last.json").read_text())
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    shutil.copy(run / "checkpoints" / manifest["files"]["weights"], mine / "w.safetensors")
+    (mine / "confusion.png").write_bytes(b"the user's own picture")
+    report = evaluate_checkpoint(mine / "w.safetensors").report()
+    assert (mine / "confusion.png").read_bytes() == b"the user's own picture"
+    assert f"{mine / 'confusion.png'} exists and is not a run's file, so it was kept" in report
+    (run / "confusion.png").write_bytes(b"stale")
+    evaluate_checkpoint(run)
+    assert (run / "confusion.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "said"),
+    [
+        ("model.onnx", b"onnx", "is not a checkpoint: name a run directory, a checkpoint manifest (.json) or a "
+         ".safetensors file cnnlab wrote; an ONNX model runs with cnnlab predict"),
+        ("metrics.csv", b"epoch,lr", "is not a checkpoint: name a run directory"),
+        ("config.json", b'{"model": "lecture-simple"}', "is not a checkpoint manifest; name a run directory"),
+    ],
+)  # fmt: skip
+def test_a_file_that_is_not_a_checkpoint_is_a_usage_error(
+    tmp_path: Path, capsys, name: str, content: bytes, said: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    assert main(["evaluate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"cnnlab: error: {path} {said}") and err.count("\n") == 1, err
+
+
 def test_a_weights_file_with_a_damaged_header_is_a_clear_error(run: Path) -> None:
     from safetensors import safe_open
     from safetensors.torch import save_file

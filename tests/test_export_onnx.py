@@ -46,3 +46,24 @@ def test_dynamic_batch_and_the_card_in_the_metadata(tmp_path: Path) -> None:
             torch.testing.assert_close(got, model(x), rtol=1e-5, atol=1e-5)
     fixed = onnx_session(export_onnx(model, tmp_path / "f.onnx", card).path)
     assert fixed.get_inputs()[0].shape == [1, 1, 28, 28]
+
+
+def test_export_targets_and_opsets_are_checked_before_any_work(tmp_path: Path, capsys) -> None:
+    """An opset the exporter cannot write, a folder, or a file named for the other format: one line, exit 2,
+    nothing written; a missing parent folder is made (the exporter writes its temporary file there)."""
+    from cnnlab.cli import main
+
+    export = ["export", "lecture-simple", "--format", "onnx"]
+    cases = [
+        (["--opset", "3", "-o", str(tmp_path / "a.onnx")], "ONNX opset 3 is not one the exporter writes; choose 7 to 20"),
+        (["-o", str(tmp_path)], f"{tmp_path} is a folder; name the ONNX file to write"),
+        (["-o", str(tmp_path / "m.safetensors")], "names a .safetensors file but --format is onnx"),
+    ]  # fmt: skip
+    for args, said in cases:
+        assert main([*export, *args, "--overwrite"]) == 2
+        err = capsys.readouterr().err
+        assert said in err and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []
+    nested = tmp_path / "new" / "folder" / "m.onnx"
+    assert main([*export, "-o", str(nested)]) == 0
+    assert onnx_card(onnx_session(nested), nested).model == "lecture-simple"

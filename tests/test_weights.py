@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 import cnnlab
+from cnnlab.cli import main
 from cnnlab.errors import CheckpointError, UsageError
 from cnnlab.models import create_model
 from cnnlab.weights import (
@@ -141,6 +142,32 @@ def test_a_truncated_file_is_a_clear_error(tmp_path: Path, suffix: str) -> None:
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match=f"weight file {path} is truncated or damaged"):
         load_weights(create_model("lecture-simple"), path)
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"hello\n", "it starts with b'hello\\n'"),
+        (b"version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 9\n", "Git LFS pointer"),
+        (b"<!DOCTYPE html><html><body>404</body></html>", "HTML or XML page"),
+        (b"", "it is empty"),
+    ],
+    ids=["text", "lfs-pointer", "html", "empty"],
+)
+def test_a_file_torch_did_not_write_is_named_in_one_line_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture, content: bytes, said: str
+) -> None:
+    """A .pth that is not torch.save's zip or pickle (a saved error page, say) is said to be so, before
+    torch.load sees it: that used to end in a KeyError traceback from the unpickler."""
+    path = tmp_path / "w.pth"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=f"{re.escape(str(path))} is not a PyTorch weight file") as err:
+        load_weights(create_model("lecture-simple"), path)
+    assert said in str(err.value) and "\n" not in str(err.value)
+    code = main(["export", "lecture-simple", "--weights", str(path), "--format", "safetensors",
+                 "-o", str(tmp_path / "out.safetensors")])  # fmt: skip
+    out = capsys.readouterr()
+    assert code == 1 and out.err.startswith("cnnlab: error: ") and out.err.count("\n") == 1, out.err
 
 
 def test_missing_file_unknown_type_and_unknown_source_are_usage_errors(tmp_path: Path) -> None:

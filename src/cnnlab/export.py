@@ -30,6 +30,8 @@ from cnnlab.weights import ModelCard, card_for_model, load_model, save_model_fil
 FORMATS = ("onnx", "safetensors")
 #: the opset ``--opset`` defaults to: supported by the TorchScript exporter and current onnxruntime
 DEFAULT_OPSET = 17
+#: the opsets torch.onnx.export's TorchScript exporter (dynamo=False) writes, lowest and highest
+ONNX_OPSETS = (7, 20)
 #: key of the model card in an ONNX file's metadata_props
 ONNX_CARD_KEY = "cnnlab"
 
@@ -203,8 +205,21 @@ def export_onnx(
     import onnx
 
     out = Path(out)
+    if not ONNX_OPSETS[0] <= opset <= ONNX_OPSETS[1]:
+        raise UsageError(
+            f"ONNX opset {opset} is not one the exporter writes; choose {ONNX_OPSETS[0]} to {ONNX_OPSETS[1]} "
+            f"(default {DEFAULT_OPSET})"
+        )
+    if out.is_dir():
+        raise UsageError(f"{out} is a folder; name the ONNX file to write, e.g. {out / 'model.onnx'}")
     if out.exists() and not overwrite:
         raise UsageError(f"{out} exists; pass --overwrite (overwrite=True) to replace it")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)  # the exporter writes its file there first
+    except OSError as err:
+        raise UsageError(
+            f"cannot create the folder {out.parent} ({err.strerror or err}); choose another -o"
+        ) from None
     card = card or getattr(model, "model_card", None) or card_for_model(model)
     model = model.eval().float().to("cpu")
     generator = torch.Generator().manual_seed(0)
@@ -260,8 +275,14 @@ def export_model(
     model = resolve_model(spec, weights, weights_from, **options)
     card: ModelCard = model.model_card
     out = Path(out) if out else Path(f"{card.model}.{format}")
+    if out.suffix.lower() in {f".{f}" for f in FORMATS} and out.suffix.lower() != f".{format}":
+        raise UsageError(f"{out} names a .{out.suffix[1:]} file but --format is {format}; match the two")
     if format == "onnx":
         return export_onnx(model, out, card, opset, dynamic_batch, overwrite)
+    if out.is_dir():
+        raise UsageError(
+            f"{out} is a folder; name the file to write, e.g. {out / (card.model + '.safetensors')}"
+        )
     start = time.perf_counter()
     save_model_file(model, card, out, overwrite)
     return ExportResult(out, "safetensors", time.perf_counter() - start)

@@ -20,6 +20,30 @@ TEMP_SUFFIX = ".part"
 _CHUNK = 1 << 24  # bytes per os.write call
 
 
+def creation_mode(folder: bool = False) -> int:
+    """The mode ``open`` (``mkdir`` with ``folder``) gives a new file under the current umask: for what
+    mkstemp and mkdtemp create owner-only, before it is renamed into place."""
+    umask = os.umask(0o22)  # reading the umask means setting it: put it straight back
+    os.umask(umask)
+    return (0o777 if folder else 0o666) & ~umask
+
+
+def temp_file_beside(path: Path, suffix: str = TEMP_SUFFIX) -> tuple[int, str]:
+    """A new temporary file in ``path``'s folder, open for writing: ``(fd, name)``.
+
+    Its mode is that of a file ``open`` creates (0o666 less the umask), not mkstemp's owner-only
+    0o600, so that the file it is renamed onto can be read by whoever the user's umask lets read it.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    try:
+        os.fchmod(fd, creation_mode())
+    except BaseException:
+        os.close(fd)
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return fd, tmp
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` (creating its folder) through a temporary file and an atomic rename.
 
@@ -28,7 +52,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    fd, tmp = temp_file_beside(path)
     try:
         try:
             view = memoryview(data)
@@ -55,7 +79,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    fd, tmp = temp_file_beside(path)
     os.close(fd)
     try:
         yield Path(tmp)

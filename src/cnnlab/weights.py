@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import re
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,20 +206,52 @@ def read_weight_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
             f"{path}: unknown weight file type {path.suffix or '(no suffix)'!r}; use .safetensors or "
             f"{', '.join(TORCH_SUFFIXES)}"
         )
+    check_torch_file_start(path)
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "weights only" in str(err).lower() or "weights_only" in str(err):
             raise _unpickling_refusal(path, err) from None
         raise CheckpointError(
-            f"weight file {path} is truncated or damaged: {str(err).splitlines()[0]}"
+            f"weight file {path} is truncated or damaged ({_first_line(err)}); fetch or save it again"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    except Exception as err:  # noqa: BLE001 - any failure to read these bytes means a damaged file, said in one line
         raise CheckpointError(
-            f"weight file {path} is truncated or damaged ({first}); fetch or save it again"
+            f"weight file {path} is truncated or damaged ({_first_line(err)}); fetch or save it again"
         ) from None
     return _tensor_dict(path, loaded), {}
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+#: how every file torch.save writes starts: a zip archive (torch >= 1.6), or a pickle stream (older files)
+TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80")
+
+
+def check_torch_file_start(path: Path) -> None:
+    """A :class:`CheckpointError` naming what ``path`` is when its first bytes are not those of a file
+    torch.save wrote (a web page or a Git LFS pointer saved in place of the weights, say)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as err:
+        raise CheckpointError(f"weight file {path} cannot be read ({err.strerror or err})") from None
+    if head.startswith(TORCH_FILE_STARTS):
+        return
+    if not head:
+        what = "it is empty"
+    elif head.startswith(b"version https://git-lfs"):
+        what = "it is a Git LFS pointer, not the weights (git lfs pull fetches them)"
+    elif head.lstrip().lower().startswith((b"<!doctype", b"<html", b"<?xml", b"<")):
+        what = "it is an HTML or XML page (a download that saved an error page?)"
+    elif head.lstrip().startswith((b"{", b"[")):
+        what = "it is JSON text"
+    else:
+        what = f"it starts with {head[:8]!r}"
+    raise CheckpointError(f"{path} is not a PyTorch weight file: {what}; download or save the weights again")
 
 
 def _classifier_keys(model: nn.Module) -> set[str]:

@@ -13,6 +13,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from cnnlab.errors import CnnlabError
@@ -53,8 +54,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line_warnings() -> None:
+    """Print cnnlab's own warnings as one line, ``cnnlab: warning: ...``, like its errors (without Python's
+    file, line and source); other packages' warnings keep Python's format. Process-wide: for entry points."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    python_format = warnings.showwarning
+    if getattr(python_format, "one_line", False):  # installed already (main called again in one process)
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 - stdlib's signature
+        if os.path.abspath(filename).startswith(package):
+            (file or sys.stderr).write(f"cnnlab: warning: {message}\n")
+        else:
+            python_format(message, category, filename, lineno, file, line)
+
+    show.one_line = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cnnlab`` console script; returns the exit status."""
+    one_line_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what --nproc hands on to its processes

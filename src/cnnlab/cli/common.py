@@ -82,7 +82,8 @@ def add_weights_from_arg(
         dest=dest,
         metavar="SOURCE",
         help="key map of --weights: cnnlab (default), torchvision, timm, or SOURCE:NAME (e.g. torchvision:googlenet: "
-        "the model built with the options that compute that reference's function; cnnlab references lists them)",
+        "the model built with the options that compute that reference's function; docs/references.md lists them, "
+        "as does cnnlab.list_references())",
     )
 
 

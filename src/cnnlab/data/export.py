@@ -21,9 +21,11 @@ from typing import Any
 import numpy as np
 
 from cnnlab.errors import DataError, UsageError
-from cnnlab.fileio import atomic_write_text
+from cnnlab.fileio import atomic_write_text, creation_mode
 
 EXPORT_FORMATS = ("imagefolder",)
+#: what an export folder holds (module docstring); --overwrite replaces a folder of these alone
+EXPORT_ENTRIES = ("train", "test", "cnnlab-dataset.json")
 
 
 def class_folder_name(label: int, name: str, num_classes: int) -> str:
@@ -71,14 +73,28 @@ def export_imagefolder(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out} is a file; name a folder to export into")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise UsageError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise UsageError(f"{out} exists and is not empty; pass --overwrite to replace it")
+        # --overwrite replaces an earlier export, never a folder holding anything else
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in EXPORT_ENTRIES)
+        if foreign or not (out / "cnnlab-dataset.json").is_file():
+            shown = (
+                ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+                if foreign
+                else "no cnnlab-dataset.json"
+            )
+            raise UsageError(
+                f"{out} is not an image folder cnnlab exported ({shown}); --overwrite replaces only such a "
+                "folder: choose a new or empty one"
+            )
     data = load_dataset(name, data_dir=data_dir)
     info = data.info
     folders = [class_folder_name(k, c, info.num_classes) for k, c in enumerate(info.classes)]
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part"))
+        staging.chmod(creation_mode(folder=True))  # mkdtemp's is owner-only; the export is a plain folder
     except OSError as err:
         raise DataError(f"cannot write beside {out} ({err.strerror}); choose another folder") from None
     try:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from tqdm import tqdm
 from cnnlab.data.catalog import DataFile, DatasetInfo, dataset_info, default_fetch_dir
 from cnnlab.data.idx import parse_idx, read_raw_bytes
 from cnnlab.errors import DataError, UsageError
-from cnnlab.fileio import sha256_hex
+from cnnlab.fileio import sha256_hex, temp_file_beside
 
 try:  # POSIX; elsewhere fetches are not locked and leftover .part files are not cleaned
     import fcntl
@@ -105,7 +104,7 @@ def download_file(
     """
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        fd, tmp_name = temp_file_beside(dest)
     except OSError as err:
         raise DataError(
             f"cannot write to {dest.parent} ({err.strerror}); choose another --data-dir"

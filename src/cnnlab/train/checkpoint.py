@@ -269,6 +269,10 @@ def read_manifest(path: Path) -> dict[str, Any]:
 
     if not isinstance(manifest, dict):
         raise damaged(f"a JSON {type(manifest).__name__}, not an object")
+    if "format" not in manifest:  # another JSON file (a run's config.json, say), not a damaged manifest
+        raise UsageError(
+            f"{path} is not a checkpoint manifest; name a run directory or its checkpoints/best.json (or last.json)"
+        )
     if manifest.get("format") != FORMAT:
         raise damaged(f"not a cnnlab checkpoint manifest (format {manifest.get('format')!r})")
     if not isinstance(manifest.get("model"), str):

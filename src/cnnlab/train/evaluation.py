@@ -15,6 +15,7 @@ from cnnlab.train.checkpoint import load_weights, read_manifest
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.engine import EvalResult, build_model_for_data, configure_cpu, evaluate, select_device
 from cnnlab.train.plots import plot_confusion
+from cnnlab.train.rundir import holds_run
 from cnnlab.train.transfer import BATCH_NORMS
 
 
@@ -130,6 +131,17 @@ def resolve_checkpoint(path: str | Path, which: str | None = None) -> Checkpoint
             path.stem,
             manifest.get("epoch"),
             _run_dir_of(path.parent),
+        )
+    if path.suffix != ".safetensors":
+        hint = {
+            ".onnx": "; an ONNX model runs with cnnlab predict",
+            ".pth": "; a bare state dict is evaluated as MODEL --weights FILE",
+            ".pt": "; a bare state dict is evaluated as MODEL --weights FILE",
+            ".bin": "; a bare state dict is evaluated as MODEL --weights FILE",
+        }.get(path.suffix.lower(), "")
+        raise UsageError(
+            f"{path} is not a checkpoint: name a run directory, a checkpoint manifest (.json) or a "
+            f".safetensors file cnnlab wrote{hint}"
         )
     return CheckpointChoice(path, None, path.name, None, _run_dir_of(path.parent))
 
@@ -297,8 +309,13 @@ def load_saved_model(
             str(path), weights, weights_from, settings=settings, data_dir=data_dir, device=device, data=data
         )
     if settings:
+        flags = ", ".join(
+            "--" + name.replace("_", "-").replace("model-options", "model-option")
+            for name in sorted(settings)
+        )
         raise UsageError(
-            f"{', '.join(sorted(settings))} apply with --weights; {path} carries its run's own settings"
+            f"{flags} only apply with --weights (a model name and a weight file); the run {path} carries its "
+            "own settings, so leave them out"
         )
     choice = resolve_checkpoint(path, which)
     state, header = load_weights(choice.weights, choice.sha256)
@@ -391,6 +408,13 @@ def evaluate_checkpoint(
     classes = saved.classes
     out = Path(out_dir) if out_dir else choice.run_dir
     png, warnings = None, []
+    if plot and (out / "confusion.png").exists() and not holds_run(out):
+        # a run's confusion.png is its own to refresh; any other folder's is the user's file, kept
+        warnings.append(
+            f"{out / 'confusion.png'} exists and is not a run's file, so it was kept; choose another folder "
+            "with --out to save the plot"
+        )
+        plot = False
     if plot:
         try:
             out.mkdir(parents=True, exist_ok=True)
