@@ -303,7 +303,7 @@ def test_the_default_is_fp32_and_the_same_batches_on_every_cpu(
     assert default.amp == "fp32" and default.shards is None and default.step.scaler is None
     assert Trainer(recipe(amp="bf16"), tmp_path / "on", data=tiny, progress=False).amp == "bf16"
     line = default.describe()
-    assert "cpu (" in line and "fp32" in line and "1 threads" in line and "whole batches" in line
+    assert "cpu (" in line and "fp32" in line and "1 thread," in line and "whole batches" in line
     note = Trainer(recipe(amp="bf16"), tmp_path / "on2", data=tiny, progress=False).describe()
     assert ("no bf16 instructions" in note) is (bf16_path is None)
     assert bf16_path is None or f"bf16 autocast ({bf16_path})" in note
@@ -316,7 +316,7 @@ def test_every_run_starts_with_a_line_naming_device_precision_threads_and_batch_
     first = capsys.readouterr().out.splitlines()[0]
     assert (
         first.startswith("lecture-simple on fashion-mnist: cpu (")
-        and "fp32, 1 threads, whole batches" in first
+        and "fp32, 1 thread, whole batches" in first
     )
 
 

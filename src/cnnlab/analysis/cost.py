@@ -63,7 +63,12 @@ class Comparison:
                 f"  1x1 conv {first.in_chs} -> {first.out_chs}: {first.formula()}",
                 f"  {second.kernel}x{second.kernel} conv {second.in_chs} -> {second.out_chs}: {second.formula()}",
                 f"  total: {self.reduced_mults:,}",
-                f"ratio: {d.mults:,} / {self.reduced_mults:,} = {self.ratio:.2f}x fewer multiplications",
+                f"ratio: {d.mults:,} / {self.reduced_mults:,} = {self.ratio:.2f}x "
+                + (
+                    "fewer multiplications"
+                    if self.ratio >= 1
+                    else f"(the reduction costs {1 / self.ratio:.2f}x more)"
+                ),
             ]
         return out
 

@@ -205,7 +205,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("name", metavar="NAME", help=f"one of {', '.join(names)}")
     q.add_argument("--format", choices=("imagefolder",), default="imagefolder", help="(default: imagefolder)")
     q.add_argument("dir", metavar="DIR", help="the folder to write")
-    q.add_argument("--overwrite", action="store_true", help="replace DIR if it holds an earlier export (any other non-empty folder is refused)")
+    q.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace DIR if it holds an earlier export (any other non-empty folder is refused)",
+    )
     q.add_argument("--data-dir", help="the only directory searched for NAME")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -402,7 +402,7 @@ def _train(args: argparse.Namespace) -> int:
         return 130
     r = result.results
     print(
-        f"done: {cfg.model}, {len(result.history)} epochs; test accuracy {100 * r['test_acc']:.2f}% "
+        f"done: {cfg.model}, {len(result.history)} epoch{'s' * (len(result.history) != 1)}; test accuracy {100 * r['test_acc']:.2f}% "
         f"({r['checkpoint']} checkpoint, epoch {r['epoch']}, selected by {r['selection']}); run directory {run_dir}"
     )
     if args.report:

@@ -444,7 +444,8 @@ class Trainer:
         """One line naming what this run computes with: device, precision, threads, batch mode, splits."""
         cfg = self.cfg
         where = cpu_name() if self.device.type == "cpu" else torch.cuda.get_device_name(self.device)
-        threads = f"{torch.get_num_threads()} threads" if self.device.type == "cpu" else "CUDA"
+        count = torch.get_num_threads()
+        threads = f"{count} thread{'s' * (count != 1)}" if self.device.type == "cpu" else "CUDA"
         mode = f"{self.shards.workers} CPU batch shards" if self.shards else "whole batches"
         if self.dist.active:
             mode = (
