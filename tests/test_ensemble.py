@@ -55,7 +55,8 @@ def test_compare_seeds_reports_mean_and_std_of_the_runs(two_seeds: Path) -> None
     assert row["runs"] == 2 and row["test_acc_mean"] == statistics.fmean(tests)
     assert row["test_acc_std"] == statistics.stdev(tests)
     assert [r["seed"] for r in saved["rows"]] == [0, 1]
-    assert "± " in (two_seeds / "comparison.md").read_text()
+    table = (two_seeds / "comparison.md").read_text()
+    assert "± " in table and "| lecture-simple (seed 0) |" in table and "| lecture-simple (seed 1) |" in table
 
 
 def test_ensemble_averages_softmax_outputs_and_reports_each_member(

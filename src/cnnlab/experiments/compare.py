@@ -106,8 +106,9 @@ class Comparison:
             checkpoint = (
                 "-" if r["checkpoint"] is None else f"{r['checkpoint']} (epoch {r['checkpoint_epoch']})"
             )
+            name = r["model"] if self.seeds == 1 else f"{r['model']} (seed {r['seed']})"
             lines.append(
-                f"| {r['model']} | {r['params']:,} | {acc(r['val_acc'])} | {acc(r['test_acc'])} | {checkpoint} "
+                f"| {name} | {r['params']:,} | {acc(r['val_acc'])} | {acc(r['test_acc'])} | {checkpoint} "
                 f"| {r['seconds_per_epoch']:.1f} | {r['images_per_s']:.0f} |"
             )
         return "\n".join(lines)
