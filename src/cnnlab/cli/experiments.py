@@ -89,7 +89,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train the dataset's speedrun net under its recipe (cnnlab recipes speedrun; every flag "
         "below overrides it) with --seeds seeds; print the wall time at which validation accuracy first reached "
         "each mark, and the test accuracy of the checkpoint validation selected (the test split is touched once, "
-        "at the end). Writes speedrun.md/.json and speedrun.png (validation accuracy against wall time) in OUT.",
+        "at the end). Writes speedrun.md/.json and speedrun.png (validation accuracy against wall time) in OUT, "
+        "beside the runs' comparison.md/.json/.png (cnnlab compare's table of the seeds' runs).",
     )
     s.add_argument("dataset", metavar="DATASET", help=f"one of {', '.join(SPEEDRUNS)}")
     s.add_argument(
