@@ -133,12 +133,16 @@ def resolve_checkpoint(path: str | Path, which: str | None = None) -> Checkpoint
             _run_dir_of(path.parent),
         )
     if path.suffix != ".safetensors":
-        hint = {
-            ".onnx": "; an ONNX model runs with cnnlab predict",
-            ".pth": "; a bare state dict is evaluated as MODEL --weights FILE",
-            ".pt": "; a bare state dict is evaluated as MODEL --weights FILE",
-            ".bin": "; a bare state dict is evaluated as MODEL --weights FILE",
-        }.get(path.suffix.lower(), "")
+        from cnnlab.weights import TORCH_SUFFIXES
+
+        suffix = path.suffix.lower()
+        hint = (
+            "; an ONNX model runs with cnnlab predict"
+            if suffix == ".onnx"
+            else "; a bare state dict is evaluated as MODEL --weights FILE"
+            if suffix in TORCH_SUFFIXES
+            else ""
+        )
         raise UsageError(
             f"{path} is not a checkpoint: name a run directory, a checkpoint manifest (.json) or a "
             f".safetensors file cnnlab wrote{hint}"
