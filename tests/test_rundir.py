@@ -164,3 +164,24 @@ def test_a_full_disk_before_the_first_checkpoint_says_start_again(
         f"cannot write to the run directory {tmp_path / 'run'} ({tmp_path / 'run' / 'config.json'}): "
         "No space left on device; free space or make it writable, then start again"
     )
+
+
+def test_a_file_where_the_out_folder_should_be_is_a_usage_error(
+    tmp_path: Path, tiny_dataset_dir, capsys
+) -> None:
+    """``--out`` naming a file (or a folder below one) is the user's mistake: exit 2 before any work, one line
+    naming the file, for a run and for an experiment alike; the file is left as it was."""
+    from cnnlab.cli import main
+
+    afile = tmp_path / "notes.txt"
+    afile.write_text("mine")
+    common = ["--data-dir", str(tiny_dataset_dir), "--epochs", "1", "--max-steps-per-epoch", "1", "--quiet"]
+    assert main(["train", "lecture-simple", "--out", str(afile), *common]) == 2
+    assert f"{afile} is a file; choose another folder (--out)" in capsys.readouterr().err
+    assert (
+        main(["compare", "lecture-simple", "lecture-residual", "--out", str(afile / "below"), *common]) == 2
+    )
+    assert f"{afile} is a file; choose another folder (--out)" in capsys.readouterr().err
+    assert main(["compare", "lecture-simple", "lecture-residual", "--out", str(afile), *common]) == 2
+    assert f"cannot use {afile} as a folder: it is a file" in capsys.readouterr().err
+    assert afile.read_text() == "mine"

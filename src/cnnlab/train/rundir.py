@@ -51,8 +51,7 @@ def holds_run(run_dir: Path) -> bool:
 def check_run_dir(run_dir: Path, *, overwrite: bool = False, resume: bool = False) -> None:
     """Refuse, before any work, a run directory that cannot be used; changes nothing on disk."""
     run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UsageError(f"run directory {run_dir} exists and is not a directory")
+    refuse_file_in_the_way(run_dir)
     if resume:
         if not (run_dir / "checkpoints" / "last.json").is_file():
             raise UsageError(
@@ -85,9 +84,20 @@ def prepare_run_dir(run_dir: Path, *, overwrite: bool = False, resume: bool = Fa
     return run_dir
 
 
+def refuse_file_in_the_way(folder: Path) -> None:
+    """A usage error if ``folder``, or the nearest of its parents that exists, is a file (``--out``
+    naming a file): the user's to fix, not a failure of the storage."""
+    folder = Path(folder)
+    blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        where = "it" if blocker == folder else blocker
+        raise UsageError(f"cannot use {folder} as a folder: {where} is a file; choose another folder (--out)")
+
+
 def ensure_writable_dir(folder: Path) -> Path:
     """Create ``folder`` (and parents) and check that a file can be written there, or fail with one line."""
     folder = Path(folder)
+    refuse_file_in_the_way(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / ".write-test"
