@@ -163,10 +163,12 @@ def test_existing_run_is_refused_unless_overwrite_or_resume(tmp_path: Path, tiny
     assert (tmp_path / "run" / "notes.txt").read_text() == "mine"  # only cnnlab's own files are replaced
 
 
-def test_unwritable_output_directory_is_a_clear_failure(tmp_path: Path, tiny) -> None:
+def test_a_file_in_the_way_of_the_run_directory_is_a_usage_error(tmp_path: Path, tiny) -> None:
+    """The user's to fix (another folder), not a storage failure; real storage failures:
+    tests/test_rundir.py."""
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    with pytest.raises(CheckpointError, match="cannot write to"):
+    with pytest.raises(UsageError, match="a-file is a file; choose another folder"):
         train(recipe(epochs=1), blocker / "run", data=tiny, progress=False)
 
 
@@ -616,3 +618,30 @@ def test_resume_cannot_shorten_a_run_below_the_epochs_it_trained(tmp_path: Path,
         recipe(epochs=3, max_steps_per_epoch=2), tmp_path / "run", data=tiny, progress=False, resume=True
     )
     assert [row["epoch"] for row in longer.history] == [1, 2, 3] and longer.test_acc is not None
+
+
+def test_a_run_too_short_for_batch_norms_running_statistics_warns(tmp_path: Path, tiny_short_test) -> None:
+    """Evaluation uses batch norm's running statistics, which start at mean 0 and variance 1 and move
+    by ``momentum`` per step: a run of few steps scores near chance, and says why, with the fix."""
+    from cnnlab.train.engine import STALE_BATCH_NORM, batch_norm_start_share
+
+    bn = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.BatchNorm2d(4, momentum=0.5)
+    )
+    assert batch_norm_start_share(bn, 10) == pytest.approx(0.9**10)  # the slowest layer counts
+    assert batch_norm_start_share(torch.nn.BatchNorm2d(4, momentum=None), 1) == 0.0  # a cumulative average
+    assert batch_norm_start_share(torch.nn.Conv2d(1, 4, 3), 1) == 0.0
+    assert batch_norm_start_share(bn, 21) > STALE_BATCH_NORM > batch_norm_start_share(bn, 22)
+
+    def opened(model: str, steps: int, epochs: int = 1) -> list[str]:
+        cfg = TrainConfig(model=model, epochs=epochs, batch_size=32, max_steps_per_epoch=steps, threads=1)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            Trainer(cfg, tmp_path / f"{model}-{steps}", data=tiny_short_test, progress=False)
+        return [str(w.message) for w in caught if "batch-norm running statistics" in str(w.message)]
+
+    (message,) = opened("resnet8-cifar", 3)
+    assert message.startswith("3 training steps in all") and "73% their starting values" in message
+    assert f"cnnlab evaluate {tmp_path / 'resnet8-cifar-3'} --bn-recalibrate" in message
+    assert opened("resnet8-cifar", 11, epochs=2) == []  # 22 steps: enough
+    assert opened("lecture-simple", 3) == []  # no batch norm
