@@ -185,6 +185,12 @@ def onnx_card(session: Any, where: str | Path) -> ModelCard:
     return ModelCard.from_header(json.loads(text), where)
 
 
+def refuse_folder(out: Path, example: str, kind: str = "file") -> None:
+    """A usage error when ``out``, the ``kind`` of file to write, is a folder; it suggests ``example`` in it."""
+    if out.is_dir():
+        raise UsageError(f"{out} is a folder; name the {kind} to write, e.g. {out / example}")
+
+
 def export_onnx(
     model: nn.Module,
     out: str | Path,
@@ -210,8 +216,7 @@ def export_onnx(
             f"ONNX opset {opset} is not one the exporter writes; choose {ONNX_OPSETS[0]} to {ONNX_OPSETS[1]} "
             f"(default {DEFAULT_OPSET})"
         )
-    if out.is_dir():
-        raise UsageError(f"{out} is a folder; name the ONNX file to write, e.g. {out / 'model.onnx'}")
+    refuse_folder(out, "model.onnx", "ONNX file")
     if out.exists() and not overwrite:
         raise UsageError(f"{out} exists; pass --overwrite (overwrite=True) to replace it")
     try:
@@ -279,10 +284,7 @@ def export_model(
         raise UsageError(f"{out} names a .{out.suffix[1:]} file but --format is {format}; match the two")
     if format == "onnx":
         return export_onnx(model, out, card, opset, dynamic_batch, overwrite)
-    if out.is_dir():
-        raise UsageError(
-            f"{out} is a folder; name the file to write, e.g. {out / (card.model + '.safetensors')}"
-        )
+    refuse_folder(out, f"{card.model}.safetensors")
     start = time.perf_counter()
     save_model_file(model, card, out, overwrite)
     return ExportResult(out, "safetensors", time.perf_counter() - start)

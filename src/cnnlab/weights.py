@@ -245,7 +245,7 @@ def check_torch_file_start(path: Path) -> None:
         what = "it is empty"
     elif head.startswith(b"version https://git-lfs"):
         what = "it is a Git LFS pointer, not the weights (git lfs pull fetches them)"
-    elif head.lstrip().lower().startswith((b"<!doctype", b"<html", b"<?xml", b"<")):
+    elif head.lstrip().startswith(b"<"):
         what = "it is an HTML or XML page (a download that saved an error page?)"
     elif head.lstrip().startswith((b"{", b"[")):
         what = "it is JSON text"

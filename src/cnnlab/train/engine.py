@@ -437,10 +437,11 @@ class Trainer:
             )
         if cfg.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_steps_per_epoch)
-        start_share = batch_norm_start_share(self.model, self.steps_per_epoch * cfg.epochs)
+        total_steps = self.steps_per_epoch * cfg.epochs
+        start_share = batch_norm_start_share(self.model, total_steps)
         if start_share > STALE_BATCH_NORM and not cfg.init and self.dist.is_main:
             warnings.warn(
-                f"{self.steps_per_epoch * cfg.epochs} training steps in all: the batch-norm running "
+                f"{total_steps} training steps in all: the batch-norm running "
                 f"statistics that evaluation uses will still be {start_share:.0%} their starting values "
                 "(mean 0, variance 1), so validation and test accuracy can be near chance; train for more "
                 "steps (more epochs or images, or a smaller --batch-size), or evaluate the run with "
