@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnlab.errors import UsageError
+from cnnlab.errors import InputTooSmallError, UsageError
 from cnnlab.models import count_params, create_model, list_models, model_info
 from cnnlab.zoo_table import ZOO_TABLE
 
@@ -236,3 +236,15 @@ def test_lazy_package_names() -> None:
     assert callable(cnnlab.train.train) and cnnlab.train.TrainConfig().model
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         cnnlab.nope  # noqa: B018
+
+
+def test_an_input_too_small_for_an_alias_names_the_alias() -> None:
+    """vgg16 is built by VGG's builder as configuration D ("vgg-d"); the error names what was asked for,
+    and a part of a network named in the error ("<network>'s <part>") keeps its part."""
+    with pytest.raises(InputTooSmallError, match=r"^input 3x16x16 is too small for vgg16: .* 3x32x32$"):
+        create_model("vgg16", img_size=16)
+    part = InputTooSmallError((3, 48, 48), "googlenet's auxiliary classifiers", 79, " at inception4a")
+    assert str(part.naming("my-googlenet")) == (
+        "input 3x48x48 is too small for my-googlenet's auxiliary classifiers: at inception4a; the smallest "
+        "input that works is 3x79x79"
+    )

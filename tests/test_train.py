@@ -530,6 +530,30 @@ def test_a_failed_overwrite_leaves_the_old_run_and_no_half_made_folder(tmp_path:
     assert not (tmp_path / "fresh").exists()  # a run that could not start leaves nothing behind
 
 
+@pytest.mark.parametrize(
+    ("settings", "fix"),
+    [
+        ({}, "zero-pad the images to that size with --pad-to 32 (pad_to=)"),
+        ({"pad_to": 30}, "use --pad-to 32 or more (pad_to=)"),
+        (
+            {"input_size": 24},
+            "use --input-size 32 or more (input_size=), and --pad-to if the images are smaller",
+        ),
+    ],
+)
+def test_an_input_too_small_names_the_model_as_typed_and_the_fix_for_the_option_at_fault(
+    tmp_path: Path, tiny, settings: dict, fix: str
+) -> None:
+    """vgg11 is VGG's configuration A, built as "vgg-a": the message names what the user asked for, and
+    the setting to change is the one that made the input small (the stored 28x28, --pad-to or --input-size)."""
+    side = settings.get("input_size") or settings.get("pad_to") or 28
+    with pytest.raises(UsageError) as err:
+        Trainer(recipe(model="vgg11", **settings), tmp_path / "run", data=tiny, progress=False)
+    assert str(err.value) == (
+        f"input 1x{side}x{side} is too small for vgg11: the smallest input that works is 1x32x32; {fix}"
+    )
+
+
 @pytest.mark.usefixtures("no_curves")
 @pytest.mark.parametrize("accum_steps", [2, 4])
 def test_gradient_accumulation_gives_the_update_of_the_whole_batch(

@@ -45,6 +45,31 @@ class InputSizeError(UsageError):
     """An input of another size than a model's head was sized for (exit 2); the message names the fix."""
 
 
+class InputTooSmallError(UsageError):
+    """An input smaller than the smallest a network runs on (exit 2).
+
+    Carries the input (C, H, W), the network's name, the layer where it failed (or "") and the smallest
+    square side that works, so a caller can name the model as the user typed it (:meth:`naming`) and add
+    the fix that fits its own options (--pad-to, --input-size).
+    """
+
+    def __init__(self, input_shape: tuple[int, int, int], what: str, smallest: int, where: str = "") -> None:
+        self.input_shape, self.what, self.smallest, self.where = tuple(input_shape), what, smallest, where
+        c, h, w = self.input_shape
+        super().__init__(
+            f"input {c}x{h}x{w} is too small for {what}:{f'{where};' if where else ''} the smallest input that "
+            f"works is {c}x{smallest}x{smallest}"
+        )
+
+    def naming(self, model: str) -> InputTooSmallError:
+        """The same error for the network called ``model`` (a registered name in place of the one its builder
+        gave): ``what`` names a network, or a part of one as "<network>'s <part>", and the part stays."""
+        _, possessive, part = self.what.partition("'s ")
+        return InputTooSmallError(
+            self.input_shape, f"{model}'s {part}" if possessive else model, self.smallest, self.where
+        )
+
+
 class DataError(CnnlabError):
     """A dataset is not there yet, or is corrupt, truncated or fails its checksum; a download failed (exit 1).
 

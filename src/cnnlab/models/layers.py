@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from cnnlab.errors import InputSizeError, UsageError, unknown_choice
+from cnnlab.errors import InputSizeError, InputTooSmallError, UsageError, unknown_choice
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": lambda: nn.ReLU(inplace=True),
@@ -507,18 +507,16 @@ def feature_shape(
         raise too_small from err
 
 
-def too_small_error(input_shape: Sequence[int], what: str, smallest: int, where: str = "") -> UsageError:
-    """The one "input too small" message: the input, the network (``where`` it failed), the smallest that works."""
-    c, h, w = input_shape
-    return UsageError(
-        f"input {c}x{h}x{w} is too small for {what}:{f'{where};' if where else ''} the smallest input that "
-        f"works is {c}x{smallest}x{smallest}"
-    )
+def too_small_error(
+    input_shape: Sequence[int], what: str, smallest: int, where: str = ""
+) -> InputTooSmallError:
+    """The one "input too small" error: the input, the network (``where`` it failed), the smallest that works."""
+    return InputTooSmallError(tuple(input_shape), what, smallest, where)
 
 
 def diagnose_too_small(
     fn: nn.Module | Callable[[torch.Tensor], torch.Tensor], input_shape: Sequence[int], what: str
-) -> UsageError | None:
+) -> InputTooSmallError | None:
     """:func:`too_small_error` if the smallest input ``fn`` runs on is larger than ``input_shape`` (C, H, W), else ``None``."""
     c, h, w = input_shape
     smallest = smallest_input_size(fn, c)

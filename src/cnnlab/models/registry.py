@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import nn
 
-from cnnlab.errors import UsageError, unknown_choice
+from cnnlab.errors import InputTooSmallError, UsageError, unknown_choice
 from cnnlab.models.layers import FeatureExtractor
 
 Builder = Callable[..., nn.Module]
@@ -238,6 +238,8 @@ def create_model(
         kwargs["drop_rate"] = drop_rate
     try:
         model = info.builder(**kwargs)
+    except InputTooSmallError as err:  # a builder names its configuration (vgg-a); the user typed ``name``
+        raise err.naming(name) from None
     except UsageError:
         raise
     except (

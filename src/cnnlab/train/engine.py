@@ -36,7 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cnnlab.data.augment import ColourPCA
-from cnnlab.errors import CheckpointError, TrainingDiverged, UsageError
+from cnnlab.errors import CheckpointError, InputTooSmallError, TrainingDiverged, UsageError
 from cnnlab.models import check_input_size, count_params, create_model, model_info
 from cnnlab.models.layers import init_glorot, init_he
 from cnnlab.models.residual import full_shortcut_units, zero_init_residual_branches
@@ -235,6 +235,16 @@ def zero_init_note(model: str, zeroed: int) -> str:
     )
 
 
+def input_too_small_fix(cfg: TrainConfig, smallest: int) -> str:
+    """What to change when the network's input is below ``smallest``: the crop size the run asked for, the
+    padding it asked for, or else padding of the stored images."""
+    if cfg.input_size is not None:
+        return f"use --input-size {smallest} or more (input_size=), and --pad-to if the images are smaller"
+    if cfg.pad_to is not None:
+        return f"use --pad-to {smallest} or more (pad_to=)"
+    return f"zero-pad the images to that size with --pad-to {smallest} (pad_to=)"
+
+
 def build_model_for_data(cfg: TrainConfig, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
     """The registry model for this data: its classes, channels and (where the head depends on it) image size."""
     options = sized_options(cfg.model, cfg.model_options, input_shape[1:])
@@ -244,10 +254,8 @@ def build_model_for_data(cfg: TrainConfig, num_classes: int, input_shape: tuple[
             cfg.model, num_classes=num_classes, in_chans=c, drop_rate=cfg.drop_rate, **options
         )
         check_input_size(model, input_shape)
-    except UsageError as err:
-        if "too small" in str(err) and cfg.pad_to is None:
-            raise UsageError(f"{err}; zero-pad the images with --pad-to (pad_to=) that size") from None
-        raise
+    except InputTooSmallError as err:
+        raise UsageError(f"{err}; {input_too_small_fix(cfg, err.smallest)}") from None
     if cfg.weight_init != "model":  # a recipe's named deviation from the paper's initialisation
         redraw = WEIGHT_REDRAWS[cfg.weight_init]
         redraw(model)
