@@ -19,7 +19,10 @@ Writes the JSON (every run's validation accuracy against wall time, the test acc
 the CPU) and ``speedrun-curve.png`` beside it: validation accuracy against wall time for every run,
 with the two time limits and accuracy marks drawn in.
 
-    python benchmarks/speedrun.py [--seeds 3] [--long-seeds 3] [--long-epochs 16] [--precisions fp32 bf16] [--save]
+    python benchmarks/speedrun.py [--seeds 3] [--long-seeds 3] [--long-epochs 16] [--precisions fp32 bf16]
+        [--model-option widths=8,32,64,128] [--save]
+
+``--model-option`` measures a variant of the net (recorded in the JSON's recipe) against the same marks.
 
 Needs Fashion-MNIST (``make data``); without it, it says so in one line and fails.
 Takes about 3 x (6 + 25) yardstick epochs per precision and the default run: ~50 minutes for fp32
@@ -41,6 +44,7 @@ import torch
 from _common import add_output_args, cpu_info, results_path, verdict, write_results
 from train_throughput import lecture_loop
 
+from cnnlab.cli.common import add_model_option_arg, model_options
 from cnnlab.data import load_dataset
 from cnnlab.errors import CnnlabError
 from cnnlab.experiments.speedrun import speedrun, speedrun_config
@@ -99,6 +103,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(default: fp32 bf16)",
     )
     parser.add_argument("--data-dir")
+    add_model_option_arg(parser)
     add_output_args(parser)
     return parser.parse_args(argv)
 
@@ -180,7 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     given = {"data_dir": args.data_dir} if args.data_dir else {}
     if args.train_subset:
         given["train_subset"] = args.train_subset
-    short = speedrun_config("fashion-mnist", **given, **({"epochs": args.epochs} if args.epochs else {}))
+    variant = {"model_options": model_options(args)} if args.model_options else {}  # the speedrun net's alone
+    short = speedrun_config(
+        "fashion-mnist", **given, **variant, **({"epochs": args.epochs} if args.epochs else {})
+    )
     measured = {}
     with tempfile.TemporaryDirectory() as tmp:
         for amp in precisions:

@@ -16,7 +16,14 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 def bench(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     yield lambda name: importlib.import_module(name)
-    for name in ("_common", "train_throughput", "zoo_throughput", "image_loader", "onnx_inference"):
+    for name in (
+        "_common",
+        "train_throughput",
+        "zoo_throughput",
+        "image_loader",
+        "onnx_inference",
+        "speedrun",
+    ):
         sys.modules.pop(name, None)
 
 
@@ -62,6 +69,39 @@ def test_train_throughput_prints_its_verdict_and_writes_a_new_file(
     assert "batch64" in out and "nchw" in out  # the printed table and its legend name the columns
     assert (BENCHMARKS / "results" / "train_throughput.json").read_bytes() == committed
     assert throughput.parse_args([*argv, "--save"]).save  # --save: results_path(..., True, ...) above
+
+
+def test_speedrun_measures_a_variant_of_the_net_against_the_marks(
+    bench, tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, capsys
+) -> None:
+    """The whole benchmark on the tiny images (one step per run): the yardstick, the marks' verdicts, the
+    JSON and the figure; ``--model-option`` reaches the speedrun's net and not lecture-residual's run."""
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    speedrun = bench("speedrun")
+    argv = [
+        "--seeds",
+        "1",
+        "--long-seeds",
+        "0",
+        "--epochs",
+        "1",
+        "--long-epochs",
+        "1",
+        "--default-epochs",
+        "1",
+    ]
+    argv += ["--yardstick-steps", "2", "--precisions", "fp32", "--model-option", "widths=8,8,8,8"]
+    assert speedrun.main([*argv, "--data-dir", str(tiny_dataset_dir), "--results-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "verdict: speedrun (fp32): mean test accuracy of 1 seeds: target >= 93.0%, measured " in out
+    assert "verdict: speedrun (fp32): mean wall time in lecture-residual epochs of the lectures' loop" in out
+    assert "speedrun-long" not in out  # no seeds asked of it
+    (written,) = tmp_path.glob("speedrun-*Z.json")
+    result = json.loads(written.read_text())
+    assert result["recipe"]["model"] == "speedrun-fmnist"
+    assert result["recipe"]["model_options"] == {"widths": [8, 8, 8, 8]}
+    assert result["summary"]["speedrun"]["seeds"] == 1 and result["default_recipe"]["epochs"] == 1
+    assert (tmp_path / result["figure"]).stat().st_size > 0
 
 
 def test_zoo_throughput_compares_the_engine_with_a_plain_loop(
