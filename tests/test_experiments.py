@@ -192,6 +192,28 @@ def test_an_interrupted_compare_resumes_without_retraining_the_finished_member(
     assert _rows_without_timing(out) == _rows_without_timing(tmp_path / "straight")
 
 
+def test_a_stop_in_a_members_last_step_ends_the_experiment_after_that_member(
+    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, capsys, interrupt_after, no_curves
+) -> None:
+    """Ctrl-C during the last step of a member's last epoch: that run completes (its test is one evaluation
+    away), and the experiment stops there, exit 130, instead of training the next member."""
+    from cnnlab.experiments.runner import RESUME_HINT
+
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    recipe = ["--data-dir", str(tiny_dataset_dir), "--epochs", "1", "--batch-size", "100"]
+    recipe += ["--train-subset", "300", "--threads", "1", "--quiet"]
+    out = tmp_path / "cmp"
+    _stop_member(monkeypatch, interrupt_after, "lecture-simple", after_steps=3)  # 270 images: 3 steps
+    assert main(["compare", "lecture-simple", "lecture-residual", "--out", str(out), *recipe]) == 130
+    assert capsys.readouterr().out.rstrip().endswith(RESUME_HINT)
+    assert [(r["model"], r["status"]) for r in _rows_without_timing(out)] == [("lecture-simple", "completed")]
+    assert not (out / "lecture-residual").exists()
+    assert (
+        main(["compare", "lecture-simple", "lecture-residual", "--out", str(out), "--resume", *recipe]) == 0
+    )
+    assert [r["status"] for r in _rows_without_timing(out)] == ["completed", "completed"]
+
+
 def test_an_interrupted_degradation_writes_its_partial_table_and_exits_130(
     tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, capsys, interrupt_after, no_curves
 ) -> None:

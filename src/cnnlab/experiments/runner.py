@@ -105,9 +105,10 @@ def run_members(
         trainer = Trainer(cfg, run_dir, overwrite=overwrite, resume=can_resume, progress=progress, data=data)
         data = trainer.loaded_data  # load the dataset once for all members (class subsets are views of it)
         result.input_shape = tuple(trainer.input_shape)
-        result.runs[name] = trainer.fit()
-        if result.runs[name].status != "completed":
-            result.status = "interrupted"
+        result.runs[name] = run = trainer.fit()
+        more_to_train = name != names[-1]
+        if run.status != "completed" or (run.stop_requested and more_to_train):
+            result.status = "interrupted"  # a stop in a member's last step ends the experiment after it
             break
     return result
 

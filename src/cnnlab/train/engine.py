@@ -198,6 +198,9 @@ class RunResult:
         default_factory=dict
     )  # results.json: the selected checkpoint's test metrics
     extras: dict[str, Any] = field(default_factory=dict)
+    #: a stop (Ctrl-C, SIGTERM) was asked for in the run's last step, so it completed: a caller with more
+    #: runs to train (an experiment) stops after this one
+    stop_requested: bool = False
 
     @property
     def final(self) -> dict[str, Any]:
@@ -814,7 +817,9 @@ class Trainer:
                     return self._result("interrupted")
             results = self.final_report()
             self.dist.barrier()  # rank 0 has written the report
-        return self._result("completed", results)
+            completed = self._result("completed", results)
+            completed.stop_requested = self._agreed_stop()
+        return completed
 
     def selected_checkpoint(self) -> tuple[str, int]:
         """(checkpoint name, epoch) that is this run's result: ``best`` by validation accuracy, else ``last``."""
