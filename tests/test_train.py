@@ -133,6 +133,12 @@ def test_resume_ends_with_the_same_metrics_as_an_uninterrupted_run(
     resumed = train(cfg, tmp_path / "stopped", data=tiny, progress=False, resume=True)
     assert resumed.status == "completed"
     assert metrics(tmp_path / "stopped") == metrics(straight_run)
+    # the run's wall time continues across the stop: each epoch ends at least its own time after the last
+    # (an epoch resumed part-way counts the part before the stop; time-to-accuracy reads elapsed_s)
+    with open(tmp_path / "stopped" / "metrics.csv") as f:
+        rows = [(float(r["elapsed_s"]), float(r["epoch_seconds"])) for r in csv.DictReader(f)]
+    ends = [0.0] + [elapsed for elapsed, _ in rows]
+    assert all(elapsed >= end + seconds for end, (elapsed, seconds) in zip(ends, rows)), rows
 
 
 @pytest.mark.usefixtures("no_curves")

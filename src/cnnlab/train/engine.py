@@ -787,6 +787,9 @@ class Trainer:
         # wall time of the run so far (training, validation, checkpoints), continued across a resume:
         # the x axis of time-to-accuracy curves (cnnlab speedrun)
         earlier = float(self.history[-1].get("elapsed_s") or 0.0) if self.history else 0.0
+        earlier += (
+            self.partial["seconds"] if self.partial else 0.0
+        )  # an epoch resumed part-way: its first part
         started = time.perf_counter() - earlier
         with self._ctrl_c_stops(), lock, training_storage_errors(self.run_dir):
             for epoch in range(self.start_epoch, self.cfg.epochs):
