@@ -135,6 +135,10 @@ def test_a_bare_weight_file_predicts_and_evaluates_as_its_run(
             ["predict", *args[:3], "--pad-to", "32", "--in-chans", "3", image, "--classes", "1,2"],
             "give --data too",
         ),
+        (  # the file's classifier, not a new random one for the two classes
+            ["predict", *args, "--in-chans", "3", image, "--classes", "1,2"],
+            "lecture-simple has 10 classes, and 2 class names were given (fashion-mnist --classes): name the 10",
+        ),
         (["predict", str(padded_run), image, "--scales", "36"], "--scales applies to --tta"),
         (["predict", "lecture-simple", image, "--weights-from", "timm"], "give --weights FILE too"),
         (

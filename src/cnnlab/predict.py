@@ -152,14 +152,8 @@ def load_predictor(
             from cnnlab.train.engine import sized_options
 
             options = sized_options(str(path), options, size)
-        num_classes = None
-        if card_settings.get("class_names"):
-            num_classes = len(card_settings["class_names"])
-        elif card_settings.get("classes"):
-            num_classes = len(card_settings["classes"])
-        model, report = build_with_weights(
-            str(path), weights, weights_from, num_classes=num_classes, **options
-        )
+        # the file's own classifier: a new one for another class count would predict at random
+        model, report = build_with_weights(str(path), weights, weights_from, **options)
         card = card_for_weights(model, weights_from, **card_settings)
         return Predictor(torch_runner(model), card, model, report.messages)
     if model_options or any(v not in (None, ()) for v in card_settings.values()):

@@ -528,6 +528,7 @@ def card_for_weights(
         raise UsageError(
             f"{card.model} has {card.num_classes} classes, and {len(card.classes)} class names were given"
             + (f" ({data}{' --classes' if classes else ''})" if data else "")
+            + f": name the {card.num_classes} classes it was trained on, in their order"
         )
     if len(card.mean) != len(card.std) or len(card.mean) not in (1, card.image_chans):
         raise UsageError(
