@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import save_file
 
 import cnnlab
@@ -168,6 +169,15 @@ def test_a_file_torch_did_not_write_is_named_in_one_line_without_a_traceback(
                  "-o", str(tmp_path / "out.safetensors")])  # fmt: skip
     out = capsys.readouterr()
     assert code == 1 and out.err.startswith("cnnlab: error: ") and out.err.count("\n") == 1, out.err
+    # named as the model itself (a bare state dict would be a usage error), it is still said for what it is
+    with pytest.raises(CheckpointError, match="is not a PyTorch weight file"):
+        load_model(path)
+    image = tmp_path / "x.png"
+    Image.new("L", (28, 28)).save(image)
+    for argv in (["predict", str(path), str(image)], ["evaluate", str(path)],
+                 ["export", str(path), "--format", "onnx", "-o", str(tmp_path / "x.onnx")]):  # fmt: skip
+        assert main(argv) == 1, argv
+        assert f"{path} is not a PyTorch weight file: " in capsys.readouterr().err
 
 
 def test_missing_file_unknown_type_and_unknown_source_are_usage_errors(tmp_path: Path) -> None:

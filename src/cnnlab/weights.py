@@ -588,9 +588,11 @@ def read_model_file(
     if not path.exists():
         raise UsageError(f"no run directory or model file at {path}")
     if path.is_file() and path.suffix in TORCH_SUFFIXES:
+        check_torch_file_start(path)  # a web page saved as .pth says so, and is no usage question
         raise UsageError(
-            f"{path} is a bare state dict: it does not say which model it is. Build the model and use "
-            "load_weights (or --weights), or export it with cnnlab export"
+            f"{path} is a bare state dict: it does not say which model it is. Name the model with the file, "
+            "MODEL --weights FILE (load_weights in Python); cnnlab export MODEL --weights FILE --format "
+            "safetensors writes a model file that says it"
         )
     if path.is_dir() or path.suffix == ".json":
         choice = resolve_checkpoint(path, which)

@@ -133,9 +133,11 @@ def resolve_checkpoint(path: str | Path, which: str | None = None) -> Checkpoint
             _run_dir_of(path.parent),
         )
     if path.suffix != ".safetensors":
-        from cnnlab.weights import TORCH_SUFFIXES
+        from cnnlab.weights import TORCH_SUFFIXES, check_torch_file_start
 
         suffix = path.suffix.lower()
+        if suffix in TORCH_SUFFIXES and path.is_file():
+            check_torch_file_start(path)  # a web page saved as .pth: what it is, not a usage hint
         hint = (
             "; an ONNX model runs with cnnlab predict"
             if suffix == ".onnx"
