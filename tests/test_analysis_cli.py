@@ -195,6 +195,15 @@ def make():
 
 def needs(width):
     return nn.Linear(width, 2)
+
+
+class Raises(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        raise RuntimeError("boom in forward")
 """
 
 
@@ -208,6 +217,12 @@ def test_users_file_that_fails_is_one_line_naming_the_file(capsys, tmp_path: Pat
         (f"{broken}:Net", 1, f"Net() in '{broken}' failed: RuntimeError: no weights file"),
         (f"{broken}:make", 1, f"make() in '{broken}' failed: it called sys.exit(3)"),
         (f"{broken}:needs", 2, "needs must be constructible without arguments"),
+        # its forward raises at any size: the model's code (exit 1), not the input (exit 2)
+        (
+            f"{broken}:Raises",
+            1,
+            "Raises's forward raised RuntimeError on input 3x8x8, and on every other size",
+        ),
     ]:
         got, _, err = run(capsys, "summary", target, "--input", "3x8x8")
         assert (got, err.count("\n")) == (code, 1) and err.startswith("cnnlab: error: ") and message in err

@@ -17,7 +17,14 @@ from torch import nn
 from cnnlab.analysis.engine import NORM, Attempt, Tracer
 from cnnlab.analysis.report import Summary, Totals
 from cnnlab.errors import CnnlabError, InputSizeError, UsageError
-from cnnlab.models.layers import BoundCall, ShapeOnlyNorm, pair, smallest_input_size, too_small_error
+from cnnlab.models.layers import (
+    BoundCall,
+    ShapeOnlyNorm,
+    first_conv_in_channels,
+    pair,
+    smallest_input_size,
+    too_small_error,
+)
 
 DEVICES = ("meta", "cpu")
 
@@ -287,8 +294,10 @@ def _expected(attempt: Attempt) -> str | None:
 
 def explain_failure(
     model: nn.Module, input_size: Sequence[int], attempt: Attempt | None, err: Exception
-) -> UsageError:
-    """The one-line :class:`UsageError` for a forward pass that failed on ``input_size`` (C, H, W)."""
+) -> CnnlabError:
+    """The one-line error for a forward pass that failed on ``input_size`` (C, H, W): a :class:`UsageError`
+    when the input does not fit (its size or channels), else a :class:`CnnlabError` (exit 1) saying that the
+    model's own code raised, whatever the size."""
     c, h, w = input_size
     name = _model_label(model)
     where = ""
@@ -307,6 +316,12 @@ def explain_failure(
         smallest = 1  # a head with a hard-coded width (lecture 10's fc 320 -> 10) fits a band of sizes only
     if smallest is None:
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        takes = first_conv_in_channels(model)
+        if takes is None or takes == c:  # neither the size nor the channels: the model's code itself
+            return CnnlabError(
+                f"{name}'s forward raised {type(err).__name__} on input {c}x{h}x{w}, and on every other size "
+                f"tried, so not because of the input: {detail}; the error is in the model's code"
+            )
         return UsageError(f"{name} cannot run on input {c}x{h}x{w}:{where} ({detail})")
     found = fitting_sizes(model, c, smallest, max(limit, smallest + 64), around=built[0] or None)
     first = found[0] if found else smallest  # heads sized from the input can need more than the features
