@@ -84,3 +84,24 @@ def test_exit_status_rule(monkeypatch, capsys, raised: BaseException, status: in
     assert cnnlab.cli.main([]) == status
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and (err.startswith("cnnlab: error: ") or status == 130)
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["evaluate", "runs/x", "--threads", "1"], "cnnlab evaluate: error: unrecognized arguments: --threads 1 "
+         "(see 'cnnlab evaluate --help')"),
+        (["data", "list", "--bogus"], "cnnlab data list: error: unrecognized arguments: --bogus "
+         "(see 'cnnlab data list --help')"),
+        (["train", "lecture-simple", "--epochs", "x"], "cnnlab train: error: argument --epochs: invalid int value"),
+    ],
+)  # fmt: skip
+def test_an_option_a_command_does_not_take_is_named_by_that_command(
+    capsys, argv: list[str], said: str
+) -> None:
+    """argparse leaves arguments no subcommand took to the top parser, whose error would say `cnnlab:` and
+    point to `cnnlab --help`; the command that was given names them and its own help."""
+    with pytest.raises(SystemExit) as stop:
+        cnnlab.cli.main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith(said) and err.count("\n") == 1, err

@@ -80,7 +80,7 @@ def test_a_full_disk_only_costs_the_confusion_plot(
     out = capsys.readouterr().out
     assert "per-class accuracy" in out
     assert out.rstrip().endswith(
-        f"warning: could not save the confusion matrix plot in {run}: No space left on device"
+        f"cnnlab: warning: could not save the confusion matrix plot in {run}: No space left on device"
     )
 
 

@@ -33,6 +33,11 @@ COMMAND_MODULES = (
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``cnnlab <cmd>: error: ...`` and exit status 2."""
 
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - argparse's signature
+        super().__init__(*args, **kwargs)
+        # the innermost (sub)command parsed sets this last, so it is the one to report arguments it lacks
+        self.set_defaults(command_parser=self)
+
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
@@ -76,7 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cnnlab`` console script; returns the exit status."""
     one_line_warnings()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    command_parser = vars(args).pop("command_parser", parser)
+    if unknown:  # named by the command that does not take them: `cnnlab evaluate: error: ...`
+        command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what --nproc hands on to its processes
     status, follows_peer = run_command(args)
     if "cnnlab.train.distributed" in sys.modules:  # leave the process group this entry point joined

@@ -61,7 +61,7 @@ class CheckpointEvaluation:
             lines.append(f"{c:<{width}}{i:>2}" + "".join(f"{v:>{cell}}" for v in row))
         if self.confusion_png:
             lines += ["", f"confusion matrix plot: {self.confusion_png}"]
-        lines += [f"warning: {w}" for w in self.warnings]
+        lines += [f"cnnlab: warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
