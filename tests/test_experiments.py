@@ -212,6 +212,9 @@ def test_a_stop_in_a_members_last_step_ends_the_experiment_after_that_member(
         main(["compare", "lecture-simple", "lecture-residual", "--out", str(out), "--resume", *recipe]) == 0
     )
     assert [r["status"] for r in _rows_without_timing(out)] == ["completed", "completed"]
+    both = ["compare", "lecture-simple", "--out", str(out), "--resume", "--overwrite", *recipe]
+    assert main(both) == 2  # as train refuses them
+    assert "--overwrite and --resume contradict each other" in capsys.readouterr().err
 
 
 def test_an_interrupted_degradation_writes_its_partial_table_and_exits_130(

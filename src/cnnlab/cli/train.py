@@ -365,10 +365,10 @@ def _train(args: argparse.Namespace) -> int:
 
         return launch(args.nproc, args.argv)  # this process becomes the elastic agent of N ranks
     from cnnlab.train import train
+    from cnnlab.train.rundir import refuse_overwrite_with_resume
 
     run_dir = run_dir_for(args.out, args.name, args.model)
-    if args.overwrite and args.resume:
-        raise UsageError("--overwrite and --resume contradict each other; choose one")
+    refuse_overwrite_with_resume(args.overwrite, args.resume)
     if args.resume:
         cfg = resumed_config(args, args.model, run_dir)
     else:

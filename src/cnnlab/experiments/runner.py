@@ -33,7 +33,7 @@ from cnnlab.train.engine import (
     recipe_changes,
     saved_config,
 )
-from cnnlab.train.rundir import holds_run, read_metrics
+from cnnlab.train.rundir import holds_run, read_metrics, refuse_overwrite_with_resume
 
 #: What to tell the user after an interrupted experiment.
 RESUME_HINT = "interrupted: checkpoint saved; continue with the same command and --resume"
@@ -64,6 +64,7 @@ def run_members(
     experiment built on another); with one of them or any member's run there, the folder is refused
     unless ``overwrite`` or ``resume``.
     """
+    refuse_overwrite_with_resume(overwrite, resume)
     names = [name for name, _ in members]
     if not names:
         raise UsageError("an experiment needs at least one member")

@@ -46,7 +46,14 @@ from cnnlab.train.config import TrainConfig
 from cnnlab.train.optim import LRSchedule, build_optimizer
 from cnnlab.train.precision import autocast, cpu_bf16_instructions, cpu_name, precision_note
 from cnnlab.train.rundata import prepare_run_data
-from cnnlab.train.rundir import RunFiles, RunLock, check_run_dir, prepare_run_dir, training_storage_errors
+from cnnlab.train.rundir import (
+    RunFiles,
+    RunLock,
+    check_run_dir,
+    prepare_run_dir,
+    refuse_overwrite_with_resume,
+    training_storage_errors,
+)
 from cnnlab.train.rundir import ensure_writable_dir as ensure_writable_dir  # re-exported: it lived here
 from cnnlab.train.rundir import holds_run as holds_run  # re-exported: it lived here
 from cnnlab.train.rundir import read_metrics as read_metrics  # re-exported: it lived here
@@ -337,8 +344,7 @@ class Trainer:
 
             summary_writer_class()
         self.tensorboard: Any = None
-        if overwrite and resume:
-            raise UsageError("--overwrite and --resume contradict each other; choose one")
+        refuse_overwrite_with_resume(overwrite, resume)
         # The data-parallel job this process belongs to (set up by the entry point; rank 0 of 1 without).
         self.dist = distributed.current()
         failure: Exception | None = None

@@ -48,6 +48,12 @@ def holds_run(run_dir: Path) -> bool:
     )
 
 
+def refuse_overwrite_with_resume(overwrite: bool, resume: bool) -> None:
+    """The one refusal of ``--overwrite`` with ``--resume`` (a run, an experiment): they contradict each other."""
+    if overwrite and resume:
+        raise UsageError("--overwrite and --resume contradict each other; choose one")
+
+
 def check_run_dir(run_dir: Path, *, overwrite: bool = False, resume: bool = False) -> None:
     """Refuse, before any work, a run directory that cannot be used; changes nothing on disk."""
     run_dir = Path(run_dir)
