@@ -248,3 +248,14 @@ def test_an_input_too_small_for_an_alias_names_the_alias() -> None:
         "input 3x48x48 is too small for my-googlenet's auxiliary classifiers: at inception4a; the smallest "
         "input that works is 3x79x79"
     )
+
+
+def test_a_model_file_or_a_module_where_a_registry_name_belongs_is_told_where_it_works() -> None:
+    """`cnnlab train mynet.py:Net` (a model file, which the analysis commands read) and
+    ``TrainConfig(model=nn.Module)`` are usage errors that say so, not an unknown name or a TypeError."""
+    from cnnlab.models import model_info
+
+    with pytest.raises(UsageError, match=r"^mynet.py:Net is a model file: cnnlab summary and cnnlab rf read"):
+        create_model("mynet.py:Net")
+    with pytest.raises(UsageError, match="named by its registry name .* got Linear"):
+        model_info(torch.nn.Linear(2, 2))

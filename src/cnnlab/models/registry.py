@@ -189,12 +189,22 @@ def match_models(pattern: str | None) -> list[str]:
 
 def model_info(name: str) -> ModelInfo:
     """The :class:`ModelInfo` of ``name``; an unknown name raises a :class:`UsageError` with close matches."""
+    if not isinstance(name, str):
+        raise UsageError(
+            f"a model is named by its registry name (cnnlab models lists them), got {type(name).__name__}; "
+            "a network of your own is analysed by cnnlab.analysis.summarize"
+        )
     if name in _REGISTRY:
         return _REGISTRY[name]
     for pattern, resolver, _ in _PATTERNS:
         match = pattern.fullmatch(name)
         if match:
             return resolver(name, match)
+    if ".py:" in name:  # a user's model file, as the analysis commands read it
+        raise UsageError(
+            f"{name} is a model file: cnnlab summary and cnnlab rf read those; this command takes a registry model "
+            "(cnnlab models lists them)"
+        )
     raise unknown_choice("model", name, _REGISTRY)
 
 

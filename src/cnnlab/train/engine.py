@@ -611,7 +611,14 @@ class Trainer:
             raise UsageError("--reinit-above applies to weights loaded with --init; give --init too")
         frozen = freeze(self.model, cfg.freeze)
         if frozen:
-            notes.append(f"frozen: {', '.join(frozen)} (batch-norm statistics included)")
+            norms = any(
+                isinstance(m, BATCH_NORMS)
+                for name in frozen
+                for m in self.model.get_submodule(name).modules()
+            )
+            notes.append(
+                f"frozen: {', '.join(frozen)}" + (" (batch-norm statistics included)" if norms else "")
+            )
         if self.progress:
             for note in notes:
                 tqdm.write(note)

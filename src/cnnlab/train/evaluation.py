@@ -320,8 +320,8 @@ def load_saved_model(
             for name in sorted(settings)
         )
         raise UsageError(
-            f"{flags} only apply with --weights (a model name and a weight file); the run {path} carries its "
-            "own settings, so leave them out"
+            f"{flags} only {'applies' if len(settings) == 1 else 'apply'} with --weights (a model name and a "
+            f"weight file); the run {path} carries its own settings, so leave {'it' if len(settings) == 1 else 'them'} out"
         )
     choice = resolve_checkpoint(path, which)
     state, header = load_weights(choice.weights, choice.sha256)
