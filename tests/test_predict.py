@@ -72,6 +72,11 @@ def test_predict_agrees_with_evaluate_through_the_run_its_model_file_and_onnx(
         predictions = predict(path, [folder], topk=3)
         assert [p.top[0][0] for p in predictions] == from_run, path
         assert all(p.top[0][2] >= p.top[1][2] >= p.top[2][2] for p in predictions)
+    # given as --weights of the model it is, the model file still says its classes, padding and mean/std
+    as_weights = predict(
+        "lecture-simple", [folder], topk=3, weights=model_file, model_options={"in_chans": 3}
+    )
+    assert [p.top for p in as_weights] == [p.top for p in predict(model_file, [folder], topk=3)]
     # the exported model file evaluates as its run did (its header carries the training recipe)
     assert evaluate_checkpoint(model_file, out_dir=tmp_path).result.confusion.tolist() == expected
 
@@ -149,7 +154,7 @@ def test_a_bare_weight_file_predicts_and_evaluates_as_its_run(
             ["evaluate", *args, "--in-chans", "3", "--classes", "1,2", "--data-dir", data_dir],
             "evaluate it on the 10 classes it was trained",
         ),
-        (["evaluate", str(padded_run), "--pad-to", "32"], "apply with --weights"),
+        (["evaluate", str(padded_run), "--pad-to", "32"], "applies with --weights"),
     ]:
         assert main(bad) == 2, bad
         err = capsys.readouterr().err

@@ -140,21 +140,32 @@ def load_predictor(
     registry model named ``path`` with that weight file (:func:`cnnlab.weights.build_with_weights`), its
     images prepared as ``card_settings`` say (:func:`cnnlab.weights.card_for_weights`: ``data``,
     ``classes``, ``pad_to``, ``mean``, ``std``, ``class_names``)."""
-    from cnnlab.weights import build_with_weights, card_for_weights, load_model
+    from cnnlab.weights import (
+        MODEL_FORMAT,
+        ModelCard,
+        build_with_weights,
+        card_for_weights,
+        load_model,
+        read_weight_file,
+    )
 
     path = Path(path)
     if weights is not None:
         if path.exists() or path.suffix in (".safetensors", ".onnx", ".json"):
             raise UsageError(f"with --weights, name a model (cnnlab models), not a file or run: {path}")
         options = dict(model_options or {})
+        header = read_weight_file(weights)[1]  # a cnnlab model file says how its run prepared images
         size = _image_size(card_settings.get("data"), card_settings.get("pad_to"))
+        if size is None and header.get("format") == MODEL_FORMAT:
+            said = ModelCard.from_header(header, weights)
+            size = (said.pad_to, said.pad_to) if said.pad_to else said.image_size
         if size is not None:  # the head of some models is sized from their input: as the run built it
             from cnnlab.train.engine import sized_options
 
             options = sized_options(str(path), options, size)
         # the file's own classifier: a new one for another class count would predict at random
         model, report = build_with_weights(str(path), weights, weights_from, **options)
-        card = card_for_weights(model, weights_from, **card_settings)
+        card = card_for_weights(model, weights_from, **card_settings, header=header)
         return Predictor(torch_runner(model), card, model, report.messages)
     if model_options or any(v not in (None, ()) for v in card_settings.values()):
         raise UsageError(
