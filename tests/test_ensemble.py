@@ -82,3 +82,6 @@ def test_ensemble_averages_softmax_outputs_and_reports_each_member(
     assert main(["ensemble", *map(str, runs), "--weights", "1"]) == 2
     with pytest.raises(UsageError, match="at least two runs"):
         ensemble(runs[:1])
+    # the comparison's folder stands for its runs
+    assert ensemble([two_seeds]).accuracy == ensemble(runs).accuracy
+    assert main(["ensemble", str(two_seeds), "--weights", "1,3"]) == 0

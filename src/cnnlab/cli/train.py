@@ -482,10 +482,11 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _ensemble(args: argparse.Namespace) -> int:
-    from cnnlab.train.ensemble import ensemble, parse_weights
+    from cnnlab.train.ensemble import ensemble, ensemble_members, parse_weights
 
-    weights = parse_weights(args.weights, len(args.runs))
-    result = ensemble(args.runs, weights, split=args.split, data_dir=args.data_dir, device=args.device)
+    runs = ensemble_members(args.runs)
+    weights = parse_weights(args.weights, len(runs))
+    result = ensemble(runs, weights, split=args.split, data_dir=args.data_dir, device=args.device)
     print(result.report())
     return 0
 
@@ -624,7 +625,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Evaluate each RUN (its selected checkpoint) and the average of their softmax outputs "
         "(weighted with --weights) on one split; prints each member's accuracy and the ensemble's.",
     )
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories, manifests or weights files")
+    p.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN",
+        help="run directories, manifests or weights files, or one folder of runs",
+    )
     p.add_argument("--weights", help="one weight per run, e.g. 1,2,1 (default: equal)")
     p.add_argument("--split", choices=("test", "val"), default="test")
     p.add_argument("--data-dir", help="folder holding the dataset files")

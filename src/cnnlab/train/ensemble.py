@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from cnnlab.errors import UsageError
-from cnnlab.train.evaluation import load_saved_model
+from cnnlab.train.evaluation import load_saved_model, runs_in
 
 
 @dataclass
@@ -56,6 +56,15 @@ def parse_weights(text: str | None, count: int) -> list[float]:
 
 
 @torch.no_grad()
+def ensemble_members(paths: Sequence[str | Path]) -> list[Path]:
+    """The runs ``paths`` name: one folder that is not a run but holds runs (a comparison's ``--out``)
+    stands for those runs, in name order."""
+    paths = [Path(p) for p in paths]
+    if len(paths) == 1 and paths[0].is_dir() and not (paths[0] / "checkpoints").is_dir():
+        return runs_in(paths[0]) or paths
+    return paths
+
+
 def ensemble(
     paths: Sequence[str | Path],
     weights: Sequence[float] | None = None,
@@ -65,9 +74,14 @@ def ensemble(
     device: str = "auto",
 ) -> EnsembleResult:
     """Average the softmax outputs of the runs at ``paths`` (weighted by ``weights``, equal by default)
-    on ``split``; the runs must have been trained on the same data and classes."""
+    on ``split``; the runs must have been trained on the same data and classes (:func:`ensemble_members`:
+    one folder of runs stands for every run in it)."""
+    paths = ensemble_members(paths)
     if len(paths) < 2:
-        raise UsageError("an ensemble needs at least two runs")
+        raise UsageError(
+            f"an ensemble needs at least two runs, got {', '.join(map(str, paths)) or 'none'}: name two or more "
+            "run directories, or a folder that holds them (a comparison's --out)"
+        )
     weights = list(weights) if weights is not None else [1.0 / len(paths)] * len(paths)
     saved = [load_saved_model(p, data_dir=data_dir, device=device) for p in paths]
     first = saved[0]
