@@ -312,6 +312,9 @@ def test_the_default_is_fp32_and_the_same_batches_on_every_cpu(
     assert Trainer(recipe(amp="bf16"), tmp_path / "on", data=tiny, progress=False).amp == "bf16"
     line = default.describe()
     assert "cpu (" in line and "fp32" in line and "1 thread," in line and "whole batches" in line
+    assert "540 training images," in line  # all of them, every epoch
+    capped = Trainer(recipe(max_steps_per_epoch=2), tmp_path / "capped", data=tiny, progress=False)
+    assert "540 training images (2 steps of them per epoch)," in capped.describe()
     note = Trainer(recipe(amp="bf16"), tmp_path / "on2", data=tiny, progress=False).describe()
     assert ("no bf16 instructions" in note) is (bf16_path is None)
     assert bf16_path is None or f"bf16 autocast ({bf16_path})" in note

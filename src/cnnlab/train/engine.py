@@ -506,9 +506,12 @@ class Trainer:
             if val is not None
             else "no validation split: the last epoch is the result"
         )
+        images = f"{self.train_images:,} training images"
+        if cfg.max_steps_per_epoch and self.steps_per_epoch == cfg.max_steps_per_epoch:
+            images += f" ({self.steps_per_epoch} step{'s' * (self.steps_per_epoch != 1)} of them per epoch)"
         return (
             f"{cfg.model} on {cfg.data}: {self.device} ({where}), {precision_note(self.amp, self.device)}, "
-            f"{threads}, {mode}, batch {cfg.batch_size}, {self.train_images:,} training images, {selection}"
+            f"{threads}, {mode}, batch {cfg.batch_size}, {images}, {selection}"
         )
 
     # -- checkpoints --------------------------------------------------------------------------
