@@ -335,7 +335,7 @@ def resumed_config(args: argparse.Namespace, model: str, run_dir: Path) -> Train
         raise UsageError(
             f"--resume continues {run_dir} with its saved recipe, but these flags differ from it: "
             f"{'; '.join(changes)}. Drop them (only {', '.join('--' + n for n in RESUME_MAY_CHANGE)} may "
-            "change), or start a new run with --overwrite or --name"
+            f"change), or start again with --overwrite or {'--name' if hasattr(args, 'name') else 'another --out'}"
         )
     return requested.validate()
 
