@@ -208,6 +208,18 @@ def test_cli_trains_and_evaluates_from_a_folder_and_saves_the_manifest(
     assert json.loads((run / "config.json").read_text())["image_size"] == 16
     assert main(["evaluate", str(run)]) == 0
     assert "accuracy" in capsys.readouterr().out
+    # the run's checkpoint says how it prepared the folder's images (mean, std, size): it predicts, shows
+    # and exports without a registry entry for its data
+    image = str(root / "dog" / "000.png")
+    assert main(["predict", str(run), image, "--format", "json", "--topk", "2"]) == 0
+    from_run = json.loads(capsys.readouterr().out)[0]["top"]
+    assert {c["class"] for c in from_run} == {"cat", "dog"}
+    assert main(["show", "cam", str(run), image, "--out", str(tmp_path / "views")]) == 0
+    exported = tmp_path / "m.safetensors"
+    assert main(["export", str(run), "--format", "safetensors", "-o", str(exported)]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(exported), image, "--format", "json", "--topk", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["top"] == from_run
     assert main(["data", "stats", str(root), "--image-size", "16", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "stored as 1x16x16" in out and "16x16 (24), 20x24 (1)" in out
@@ -237,3 +249,22 @@ def test_a_random_crop_smaller_than_the_image_takes_a_window_of_it() -> None:
     assert len(windows) > 6  # offsets and flips vary
     with pytest.raises(UsageError, match="input_size 7 is larger"):
         BatchLoader(Split("t", images, torch.zeros(4, dtype=torch.int64)), 4, augment=Augment(input_size=7))
+
+
+def test_a_checkpoint_without_the_preparation_record_of_an_image_folder_says_so() -> None:
+    """Image-folder runs of an older cnnlab did not record their mean, std and size; nothing else says them."""
+    from cnnlab.data.catalog import run_dataset_info
+    from cnnlab.errors import DataError
+
+    recorded = {"mean": [0.5], "std": [0.25], "image_size": [16, 16], "image_chans": 1, "classes": ["a", "b"]}
+    info = run_dataset_info("imagefolder:/x", recorded)
+    assert (info.mean, info.std, info.image_size, info.in_chans, info.classes) == (
+        (0.5,),
+        (0.25,),
+        (16, 16),
+        1,
+        ("a", "b"),
+    )
+    assert run_dataset_info("fashion-mnist", {}).name == "fashion-mnist"
+    with pytest.raises(DataError, match="does not record how it prepared its images from imagefolder:/x"):
+        run_dataset_info("imagefolder:/x", {"classes": ["a", "b"]})

@@ -548,11 +548,11 @@ def card_for_weights(
 def card_from_training_header(header: dict[str, Any], where: str | Path) -> ModelCard:
     """The card of a run's weights file (its header names the recipe and the dataset)."""
     from cnnlab import __version__
-    from cnnlab.data import dataset_info
+    from cnnlab.data.catalog import run_dataset_info
     from cnnlab.train.evaluation import check_training_header
 
     cfg = check_training_header(Path(where), header)
-    info = dataset_info(cfg.data)
+    info = run_dataset_info(cfg.data, header)
     return ModelCard(
         model=cfg.model,
         model_options=dict(cfg.model_options),

@@ -410,6 +410,35 @@ def dataset_info(name: str) -> DatasetInfo:
         raise unknown_choice("dataset", name, DATASETS) from None
 
 
+#: the keys of a checkpoint header that say how the run prepared its images (:func:`run_dataset_info`)
+PREPARATION_KEYS = ("mean", "std", "image_size", "image_chans")
+
+
+def preparation_header(info: DatasetInfo) -> dict[str, object]:
+    """What a run's checkpoints record of how its images were prepared: an image folder's mean, std and
+    size are measured from the folder, so nothing but the run can say them later."""
+    return {"mean": list(info.mean), "std": list(info.std), "image_size": list(info.image_size),
+            "image_chans": info.in_chans}  # fmt: skip
+
+
+def run_dataset_info(data: str, header: dict) -> DatasetInfo:
+    """How the run whose checkpoint ``header`` this is prepared its images from ``data``: what the header
+    records (:func:`preparation_header`), else the registry's entry for ``data``."""
+    if all(key in header for key in PREPARATION_KEYS):
+        return DatasetInfo(
+            name=data, title=data, classes=tuple(str(c) for c in header.get("classes") or ()),
+            mean=tuple(map(float, header["mean"])), std=tuple(map(float, header["std"])),
+            image_size=tuple(int(v) for v in header["image_size"]), train_size=0, test_size=0, files={},
+            in_chans=int(header["image_chans"]), stats_source="recorded in the run's checkpoint",
+        )  # fmt: skip
+    if data in DATASETS:
+        return DATASETS[data]
+    raise DataError(
+        f"the run's checkpoint does not record how it prepared its images from {data} (an image-folder run "
+        "of an older cnnlab); train it again to predict, export or show it, or evaluate it with its folder"
+    )
+
+
 def user_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/cnnlab``, or ``~/.cache/cnnlab``."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cnnlab.data.catalog import DatasetInfo
 from cnnlab.errors import UsageError
 from cnnlab.train.config import TrainConfig
 
@@ -43,14 +44,18 @@ def read_image(path: str | Path, channels: int, size: tuple[int, int]) -> np.nda
     return np.ascontiguousarray(array)
 
 
-def image_to_tensor(image: np.ndarray | torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+def image_to_tensor(
+    image: np.ndarray | torch.Tensor, cfg: TrainConfig, info: DatasetInfo | None = None
+) -> torch.Tensor:
     """uint8 images [C, H, W] or [N, C, H, W] of ``cfg.data``'s size -> the float batch [N, C', H', W'] the
-    run's model takes (padding, channels and normalisation of :class:`cnnlab.data.BatchLoader`)."""
+    run's model takes (padding, channels and normalisation of :class:`cnnlab.data.BatchLoader`). ``info``:
+    how the run prepared its images (``SavedModel.data_info``; needed for image-folder runs), by default
+    the registry's entry for ``cfg.data``."""
     from cnnlab.data import BatchLoader
     from cnnlab.data.catalog import dataset_info
     from cnnlab.data.load import Split
 
-    info = dataset_info(cfg.data)
+    info = info or dataset_info(cfg.data)
     images = torch.tensor(np.asarray(image, dtype=np.uint8))  # a copy, whatever the array was
     if images.dim() == 3:
         images = images.unsqueeze(0)
@@ -62,11 +67,13 @@ def image_to_tensor(image: np.ndarray | torch.Tensor, cfg: TrainConfig) -> torch
     return x
 
 
-def load_image(path: str | Path, cfg: TrainConfig) -> tuple[torch.Tensor, np.ndarray]:
+def load_image(
+    path: str | Path, cfg: TrainConfig, info: DatasetInfo | None = None
+) -> tuple[torch.Tensor, np.ndarray]:
     """The image file at ``path`` as the run's model input [1, C, H, W], and the uint8 picture it came
-    from [C, H, W] (for drawing over)."""
+    from [C, H, W] (for drawing over); ``info`` as for :func:`image_to_tensor`."""
     from cnnlab.data.catalog import dataset_info
 
-    info = dataset_info(cfg.data)
+    info = info or dataset_info(cfg.data)
     picture = read_image(path, info.in_chans, info.image_size)
-    return image_to_tensor(picture, cfg), picture
+    return image_to_tensor(picture, cfg, info), picture

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnlab.data.catalog import run_dataset_info
 from cnnlab.errors import UsageError
 from cnnlab.fileio import atomic_write_bytes
 from cnnlab.inspect.images import load_image
@@ -41,6 +42,7 @@ class Subject:
     out_dir: Path
     config: object | None = None  # cnnlab.train.TrainConfig of a run
     classes: list[str] | None = None
+    header: dict | None = None  # the run's checkpoint header: how it prepared its images, among others
 
 
 def subject(run_or_model: str | Path, out_dir: str | Path | None = None, device: str = "cpu") -> Subject:
@@ -53,7 +55,7 @@ def subject(run_or_model: str | Path, out_dir: str | Path | None = None, device:
     if path.exists():
         loaded = load_saved_model(path, device=device, with_data=False)
         where = Path(out_dir) if out_dir else loaded.choice.run_dir / "inspect"
-        return Subject(loaded.model, where, loaded.cfg, loaded.classes)
+        return Subject(loaded.model, where, loaded.cfg, loaded.classes, loaded.header)
     if str(run_or_model) in list_models():
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
@@ -115,7 +117,7 @@ def show_activations(
 ) -> list[Path]:
     """``act-<image>-<layer>.png`` per layer: the feature maps of ``image`` (a file) as a grid of channels."""
     found = run_subject(run, out_dir)
-    x, _ = load_image(image, found.config)
+    x, _ = load_image(image, found.config, run_dataset_info(found.config.data, found.header))
     paths = []
     for name, feature_map in activations(found.model, x, layers).items():
         tiles, columns = map_tiles(feature_map)
@@ -151,7 +153,7 @@ def show_cam(
     """``cam-<image>-<class>.png``: the image, and beside it the Grad-CAM heat map of ``target`` (default:
     the predicted class) over it."""
     found = run_subject(run, out_dir)
-    x, picture = load_image(image, found.config)
+    x, picture = load_image(image, found.config, run_dataset_info(found.config.data, found.header))
     cam = grad_cam(found.model, x, class_index(target, found.classes))
     overlay = overlay_heatmap(picture, cam.heatmap)
     label = _safe(found.classes[cam.class_index])

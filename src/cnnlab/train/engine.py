@@ -36,6 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cnnlab.data.augment import ColourPCA
+from cnnlab.data.catalog import preparation_header
 from cnnlab.errors import CheckpointError, InputTooSmallError, TrainingDiverged, UsageError
 from cnnlab.models import check_input_size, count_params, create_model, model_info
 from cnnlab.models.layers import init_glorot, init_he
@@ -536,6 +537,7 @@ class Trainer:
             "classes": self.classes,
             "data": self.cfg.data,
             "config": self.cfg.to_dict(),
+            **preparation_header(self.data.info),  # an image folder's mean, std and size: said by no registry
         }
 
     def save(self, name: str, epoch: int, step_in_epoch: int = 0, partial: dict | None = None) -> Path | None:

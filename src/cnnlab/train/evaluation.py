@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnnlab.data.catalog import DatasetInfo
 from cnnlab.errors import CheckpointError, UsageError
 from cnnlab.train.checkpoint import load_weights, read_manifest
 from cnnlab.train.config import TrainConfig
@@ -192,6 +193,14 @@ class SavedModel:
     data: Any  # cnnlab.data.DatasetSplits (None: loaded without its data)
     device: torch.device
     choice: CheckpointChoice
+
+    @property
+    def data_info(self) -> DatasetInfo:
+        """How the run prepared its images (mean, std, size, channels): its checkpoint's record, else the
+        registry's entry for its dataset (:func:`cnnlab.data.catalog.run_dataset_info`)."""
+        from cnnlab.data.catalog import run_dataset_info
+
+        return run_dataset_info(self.cfg.data, self.header)
 
     @property
     def classes(self) -> list[str]:
