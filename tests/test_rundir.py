@@ -184,4 +184,6 @@ def test_a_file_where_the_out_folder_should_be_is_a_usage_error(
     assert f"{afile} is a file; choose another folder (--out)" in capsys.readouterr().err
     assert main(["compare", "lecture-simple", "lecture-residual", "--out", str(afile), *common]) == 2
     assert f"cannot use {afile} as a folder: it is a file" in capsys.readouterr().err
+    assert main(["show", "filters", "lecture-simple", "--out", str(afile)]) == 2  # the views' --out too
+    assert f"cannot use {afile} as a folder: it is a file" in capsys.readouterr().err
     assert afile.read_text() == "mine"

@@ -32,6 +32,7 @@ from cnnlab.inspect.views import (
     png_bytes,
     tile_grid,
 )
+from cnnlab.train.rundir import refuse_file_in_the_way
 
 
 @dataclass
@@ -79,6 +80,7 @@ def _safe(name: str) -> str:
 
 
 def _write(path: Path, data: bytes, overwrite: bool) -> Path:
+    refuse_file_in_the_way(path.parent)  # --out naming a file: a usage error, not a traceback
     if path.exists() and not overwrite:
         raise UsageError(f"{path} already exists; use --overwrite to replace it (or --out another folder)")
     path.parent.mkdir(parents=True, exist_ok=True)
