@@ -203,6 +203,28 @@ def test_nproc_refuses_a_batch_it_cannot_share(tmp_path, tiny_dataset_dir):
     assert "multiple of 2" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_nproc_refuses_before_any_process_starts_what_its_ranks_would_refuse(
+    tmp_path, tiny_dataset_dir, monkeypatch, capsys
+):
+    """The recipe's batch (lecture-simple's 128 by 3 ranks), CPU shards beside ranks, more ranks than cores
+    without a GPU: one line, exit 2, in this process (the launcher is never reached)."""
+    from cnnlab.cli import main
+    from cnnlab.train import distributed
+
+    monkeypatch.setattr(distributed, "launch", lambda *a: pytest.fail("launched"))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    common = ["--data-dir", str(tiny_dataset_dir), "--out", str(tmp_path), "--epochs", "1"]
+    for extra, said in [
+        (["--nproc", "3"], "the batch size 128 is the global batch, shared equally by 3 processes"),
+        (["--nproc", "2", "--cpu-shards", "2"], distributed.SHARDS_WITH_RANKS),
+        (["--nproc", "4"], "--nproc 4 is more processes than this machine's 2 cores"),
+    ]:
+        assert main(["train", "lecture-simple", *common, *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert said in err and err.count("\n") == 1, err
+
+
 def test_a_rank_that_refuses_the_run_stops_every_rank(tmp_path, tiny_dataset_dir):
     (tmp_path / "lecture-simple").mkdir()
     (tmp_path / "lecture-simple" / "config.json").write_text("{}")  # a run is there: rank 0 refuses

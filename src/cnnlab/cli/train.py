@@ -356,12 +356,12 @@ def _train(args: argparse.Namespace) -> int:
     if args.nproc is not None and args.nproc < 1:
         raise UsageError(f"--nproc must be at least 1, got {args.nproc}")
     if args.nproc is not None and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        if args.batch_size is not None and args.batch_size % args.nproc:  # refused before any process starts
-            raise UsageError(
-                f"the batch size {args.batch_size} is the global batch, shared equally by {args.nproc} "
-                f"processes; choose a multiple of {args.nproc}"
-            )
-        from cnnlab.train.distributed import launch
+        from cnnlab.train.distributed import check_launch, launch
+
+        if not args.resume:  # refused before any process starts: the recipe's batch and settings
+            from cnnlab.models import model_info
+
+            check_launch(config_from_args(args, args.model, recipe=model_info(args.model).recipe), args.nproc)
 
         return launch(args.nproc, args.argv)  # this process becomes the elastic agent of N ranks
     from cnnlab.train import train
@@ -386,7 +386,7 @@ def _train(args: argparse.Namespace) -> int:
 
             options = reference_model_options(cfg.init_from, cfg.model, cfg.model_options)
             cfg = dataclasses.replace(cfg, model_options=options).validate()
-        if cfg.recipe_fields and not args.quiet:
+        if cfg.recipe_fields and not args.quiet and on_rank_zero():
             taken = ", ".join(f"{k}={getattr(cfg, k)}" for k in cfg.recipe_fields)
             print(f"recipe {cfg.recipe}: {taken} (cnnlab recipes {cfg.recipe} gives the sources)")
     result = train(

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import os
 import signal
 import sys
@@ -284,6 +285,24 @@ def check_world(batch_size: int, world_size: int) -> None:
 # ------------------------------------------------------------------------------------- launching
 
 
+#: the refusal of CPU shards inside a data-parallel job (each rank already has its share of the cores)
+SHARDS_WITH_RANKS = "cpu_shards and data-parallel processes (torchrun, --nproc) do not combine; choose one"
+
+
+def check_launch(cfg: Any, nproc: int) -> None:
+    """Refuse, before any process starts, a ``--nproc`` job that its ranks would each refuse: a global batch
+    they cannot share, CPU shards beside the ranks, more ranks than this machine's cores with no GPU."""
+    check_world(cfg.batch_size, nproc)
+    if (cfg.cpu_shards or 1) > 1:
+        raise UsageError(SHARDS_WITH_RANKS)
+    cores = os.cpu_count() or 1
+    if nproc > cores and not torch.cuda.is_available():
+        raise UsageError(
+            f"--nproc {nproc} is more processes than this machine's {cores} cores; each rank needs a core "
+            f"of its own, so use at most {cores}"
+        )
+
+
 def launch(nproc: int, argv: Sequence[str], *, shutdown_timeout: int = 30) -> int:
     """Run ``python -m cnnlab ARGV`` as ``nproc`` ranks on this machine through torch's elastic launcher
     (what ``torchrun --standalone --nproc-per-node NPROC -m cnnlab ARGV`` does); the exit status.
@@ -292,6 +311,7 @@ def launch(nproc: int, argv: Sequence[str], *, shutdown_timeout: int = 30) -> in
     ``shutdown_timeout`` seconds); that is reported as one line naming the rank, and exit 1
     (130 when the ranks stopped on Ctrl-C or SIGTERM).
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -312,10 +332,16 @@ def launch(nproc: int, argv: Sequence[str], *, shutdown_timeout: int = 30) -> in
     # torchrun's own default: one OpenMP thread per worker unless told otherwise (setup_process
     # then gives each rank its share of the cores through torch.set_num_threads).
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # the agent's own log lines (a rank's exit code, the signals it sends) repeat what the ranks and
+    # _report_failure say in one line each
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     try:
         elastic_launch(config, sys.executable)("-u", "-m", "cnnlab", *argv)
     except ChildFailedError as err:
         return _report_failure(err)
+    except SignalException:  # Ctrl-C or SIGTERM reached the agent: the ranks stop and save, as asked
+        print("cnnlab: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -483,9 +483,7 @@ class Trainer:
         if cfg.compile:
             raise UsageError("cpu_shards and compile do not combine; choose one")
         if self.dist.active:
-            raise UsageError(
-                "cpu_shards and data-parallel processes (torchrun, --nproc) do not combine; choose one"
-            )
+            raise UsageError(distributed.SHARDS_WITH_RANKS)
         return core_shards(cfg.cpu_shards, max(1, torch.get_num_threads() // cfg.cpu_shards))
 
     def describe(self) -> str:
