@@ -219,7 +219,9 @@ def test_show_commands_write_pngs_and_print_their_paths(tiny_run: Path, tmp_path
     assert main(["show", "cam", str(tiny_run), str(image), "--class", "Cat", "--out", str(out)]) == 2
     assert main(["show", "cam", "lecture-simple", str(image)]) == 2  # a model name has no data to read with
     err = capsys.readouterr().err
-    assert "already exists; use --overwrite" in err and "unknown class 'Cat'" in err
+    assert (
+        "already exists; use --overwrite" in err and "unknown class 'Cat'" in err and "Valid classes: " in err
+    )
 
 
 def test_tensorboard_events_hold_the_scalars_the_confusion_image_and_the_hparams(

@@ -167,7 +167,7 @@ def test_unknown_variants_and_bad_options_are_one_line_usage_errors() -> None:
         create_model("overfeat-fast", model="medium")
     with pytest.raises(UsageError, match="Valid CNN architectures: F, M, S"):
         create_model("cnn-m", arch="L")
-    with pytest.raises(UsageError, match="Valid AlexNet widthss: 2012, owt"):
+    with pytest.raises(UsageError, match="Valid AlexNet widths: 2012, owt"):
         create_model("alexnet", widths="2013")
     with pytest.raises(UsageError, match="fc7_width must be"):
         create_model("cnn-m", fc7_width=0)

@@ -95,7 +95,8 @@ def unknown_choice(kind: str, name: str, choices: Iterable[str]) -> UsageError:
     close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     shown = ", ".join(choices) if len(choices) <= 40 else ", ".join(choices[:40]) + ", ..."
-    return UsageError(f"unknown {kind} {name!r}.{hint} Valid {kind}s: {shown}")
+    plural = f"{kind}es" if kind.endswith("ss") else kind if kind.endswith("s") else f"{kind}s"
+    return UsageError(f"unknown {kind} {name!r}.{hint} Valid {plural}: {shown}")
 
 
 def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:

@@ -238,8 +238,10 @@ class TrainConfig:
             raise UsageError(f"init_from must name a weight source, got {self.init_from!r}")
         for index in self.classes:
             _whole("class index", index, 0)
-        if len(set(self.classes)) != len(self.classes) or len(self.classes) == 1:
-            raise UsageError(f"classes must name at least two different classes, got {list(self.classes)}")
+        if len(set(self.classes)) != len(self.classes):
+            raise UsageError(f"classes must name each class once, got {list(self.classes)}")
+        if len(self.classes) == 1:
+            raise UsageError(f"classes must name at least two classes, got {list(self.classes)}")
         return self
 
     def augmentation(self, pca: Any = None) -> Any:

@@ -496,7 +496,8 @@ class Trainer:
         if self.dist.active:
             mode = (
                 f"{self.dist.world_size} DDP processes ({torch.distributed.get_backend()}), "
-                f"{cfg.batch_size // self.dist.world_size} images each of every batch"
+                f"{cfg.batch_size // self.dist.world_size} image{'s' * (cfg.batch_size // self.dist.world_size != 1)} "
+                "each of every batch"
             )
             threads += " per process" if self.device.type == "cpu" else ""
         val = self.data.val
