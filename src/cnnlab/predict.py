@@ -140,13 +140,14 @@ def load_predictor(
     registry model named ``path`` with that weight file (:func:`cnnlab.weights.build_with_weights`), its
     images prepared as ``card_settings`` say (:func:`cnnlab.weights.card_for_weights`: ``data``,
     ``classes``, ``pad_to``, ``mean``, ``std``, ``class_names``)."""
+    from cnnlab.train.checkpoint import read_header
     from cnnlab.weights import (
         MODEL_FORMAT,
         ModelCard,
         build_with_weights,
         card_for_weights,
         load_model,
-        read_weight_file,
+        resolve_weight_file,
     )
 
     path = Path(path)
@@ -154,7 +155,9 @@ def load_predictor(
         if path.exists() or path.suffix in (".safetensors", ".onnx", ".json"):
             raise UsageError(f"with --weights, name a model (cnnlab models), not a file or run: {path}")
         options = dict(model_options or {})
-        header = read_weight_file(weights)[1]  # a cnnlab model file says how its run prepared images
+        # a cnnlab model file says how its run prepared images (its header alone: the tensors load below)
+        file, _ = resolve_weight_file(weights)
+        header = read_header(file) if file.suffix == ".safetensors" else {}
         size = _image_size(card_settings.get("data"), card_settings.get("pad_to"))
         if size is None and header.get("format") == MODEL_FORMAT:
             said = ModelCard.from_header(header, weights)

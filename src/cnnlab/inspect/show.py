@@ -45,6 +45,10 @@ class Subject:
     classes: list[str] | None = None
     header: dict | None = None  # the run's checkpoint header: how it prepared its images, among others
 
+    def data_info(self) -> object:
+        """How the run prepared its images (a :class:`cnnlab.data.DatasetInfo`), for reading an image file."""
+        return run_dataset_info(self.config.data, self.header or {})
+
 
 def subject(run_or_model: str | Path, out_dir: str | Path | None = None, device: str = "cpu") -> Subject:
     """A run directory (or checkpoint) with its saved weights, or a registered model name (initial weights,
@@ -119,7 +123,7 @@ def show_activations(
 ) -> list[Path]:
     """``act-<image>-<layer>.png`` per layer: the feature maps of ``image`` (a file) as a grid of channels."""
     found = run_subject(run, out_dir)
-    x, _ = load_image(image, found.config, run_dataset_info(found.config.data, found.header))
+    x, _ = load_image(image, found.config, found.data_info())
     paths = []
     for name, feature_map in activations(found.model, x, layers).items():
         tiles, columns = map_tiles(feature_map)
@@ -155,7 +159,7 @@ def show_cam(
     """``cam-<image>-<class>.png``: the image, and beside it the Grad-CAM heat map of ``target`` (default:
     the predicted class) over it."""
     found = run_subject(run, out_dir)
-    x, picture = load_image(image, found.config, run_dataset_info(found.config.data, found.header))
+    x, picture = load_image(image, found.config, found.data_info())
     cam = grad_cam(found.model, x, class_index(target, found.classes))
     overlay = overlay_heatmap(picture, cam.heatmap)
     label = _safe(found.classes[cam.class_index])

@@ -60,14 +60,28 @@ def _write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[
     return sha256_hex(data)
 
 
+def _json_metadata(path: Path) -> Any:
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads((f.metadata() or {}).get("json", "{}"))
+
+
+def read_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file cnnlab wrote (``{}`` without one), read without its tensors;
+    a file that is not safetensors, or is damaged, is a :class:`CheckpointError`."""
+    try:
+        metadata = _json_metadata(Path(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"weight file {path} cannot be read: {err}") from None
+    return metadata if isinstance(metadata, dict) else {}
+
+
 def _load_tensors(path: Path, expected_sha256: str | None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint file {path} is missing")
     try:
         if expected_sha256 is not None and sha256_file(path) != expected_sha256:
             raise CheckpointError(f"checkpoint file {path} is damaged (SHA-256 does not match its manifest)")
-        with safe_open(str(path), framework="pt") as f:
-            metadata = json.loads((f.metadata() or {}).get("json", "{}"))
+        metadata = _json_metadata(path)
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"checkpoint file {path} cannot be read: {err}") from None

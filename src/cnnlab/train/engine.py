@@ -494,10 +494,10 @@ class Trainer:
         threads = f"{count} thread{'s' * (count != 1)}" if self.device.type == "cpu" else "CUDA"
         mode = f"{self.shards.workers} CPU batch shards" if self.shards else "whole batches"
         if self.dist.active:
+            share = cfg.batch_size // self.dist.world_size
             mode = (
                 f"{self.dist.world_size} DDP processes ({torch.distributed.get_backend()}), "
-                f"{cfg.batch_size // self.dist.world_size} image{'s' * (cfg.batch_size // self.dist.world_size != 1)} "
-                "each of every batch"
+                f"{share} image{'s' * (share != 1)} each of every batch"
             )
             threads += " per process" if self.device.type == "cpu" else ""
         val = self.data.val
