@@ -158,9 +158,9 @@ def load_predictor(
         # a cnnlab model file says how its run prepared images (its header alone: the tensors load below)
         file, _ = resolve_weight_file(weights)
         header = read_header(file) if file.suffix == ".safetensors" else {}
+        said = ModelCard.from_header(header, weights) if header.get("format") == MODEL_FORMAT else None
         size = _image_size(card_settings.get("data"), card_settings.get("pad_to"))
-        if size is None and header.get("format") == MODEL_FORMAT:
-            said = ModelCard.from_header(header, weights)
+        if size is None and said is not None:
             size = (said.pad_to, said.pad_to) if said.pad_to else said.image_size
         if size is not None:  # the head of some models is sized from their input: as the run built it
             from cnnlab.train.engine import sized_options
@@ -168,7 +168,7 @@ def load_predictor(
             options = sized_options(str(path), options, size)
         # the file's own classifier: a new one for another class count would predict at random
         model, report = build_with_weights(str(path), weights, weights_from, **options)
-        card = card_for_weights(model, weights_from, **card_settings, header=header)
+        card = card_for_weights(model, weights_from, **card_settings, file_card=said)
         return Predictor(torch_runner(model), card, model, report.messages)
     if model_options or any(v not in (None, ()) for v in card_settings.values()):
         raise UsageError(

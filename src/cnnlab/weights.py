@@ -486,12 +486,12 @@ def card_for_weights(
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
     class_names: list[str] | None = None,
-    header: dict[str, Any] | None = None,
+    file_card: ModelCard | None = None,
 ) -> ModelCard:
     """What a bare weight file does not say, for ``predict``: how to prepare its images, what its classes are.
 
     Starting from :func:`card_for_model` (numbered classes, mean 0 and std 1, images at the model's input
-    size), or from what the file's ``header`` says where it is a cnnlab model file (its classes, mean/std,
+    size), or from what ``file_card`` says where the file is a cnnlab model file (its classes, mean/std,
     image size and padding), in order: a reference's weights (``source`` torchvision, timm or ``SOURCE:NAME``) take the
     normalisation they were trained with (ImageNet's mean/std; 0.5/0.5 for timm's Inception-v4 and
     Inception-ResNet-v2); ``data`` (a registry dataset) gives its class names, mean/std, channels and image
@@ -499,11 +499,9 @@ def card_for_weights(
     ``mean``, ``std`` and ``class_names`` (one per class) are taken as given.
     """
     card = card_for_model(model)
-    if header and header.get("format") == MODEL_FORMAT:  # a model file given as --weights: what it says
-        said = ModelCard.from_header(header, "the weight file")
-        if said.num_classes == card.num_classes:
-            for key in ("classes", "mean", "std", "image_size", "image_chans", "pad_to", "data"):
-                setattr(card, key, getattr(said, key))
+    if file_card is not None and file_card.num_classes == card.num_classes:  # a model file as --weights
+        for key in ("classes", "mean", "std", "image_size", "image_chans", "pad_to", "data"):
+            setattr(card, key, getattr(file_card, key))
     origin, name = parse_weights_from(source)
     from cnnlab.references import list_references, reference, reference_of_model
 
