@@ -166,6 +166,26 @@ def test_unknown_model_and_option_name_the_valid_choices() -> None:
         create_model("lecture-simple", no_such_option=1)
 
 
+def test_a_switch_option_takes_a_bool_and_refuses_text() -> None:
+    """The text "false" is truthy: taken as it is, alexnet would be built with its two towers."""
+    merged, towers = (count_params(create_model("alexnet", two_tower=v)) for v in (False, True))
+    assert merged != towers
+    assert count_params(create_model("alexnet", two_tower=0)) == merged
+    for text in ("false", "no"):
+        with pytest.raises(UsageError, match="two_tower is a switch: give True or False"):
+            create_model("alexnet", two_tower=text)
+
+
+def test_switch_words_on_the_command_line_are_bools() -> None:
+    from cnnlab.cli.common import parse_model_option
+
+    assert [parse_model_option(f"two_tower={word}") for word in ("false", "No", "OFF", "true", "yes", "on")] == [
+        ("two_tower", False), ("two_tower", False), ("two_tower", False),
+        ("two_tower", True), ("two_tower", True), ("two_tower", True),
+    ]  # fmt: skip
+    assert parse_model_option("stride_in=3x3") == ("stride_in", "3x3")
+
+
 def test_duplicate_registration_is_refused() -> None:
     from cnnlab.models import register_model
 

@@ -36,15 +36,24 @@ def add_command_group(
 MODEL_OPTION_HELP = "model builder option, e.g. stride_in=3x3 or img_size=32 (repeatable)"
 
 
+#: the words a command line may spell a switch's value with (Python's True and False read as literals)
+SWITCH_WORDS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
+
+
 def parse_model_option(text: str) -> tuple[str, object]:
     """``"img_size=32" -> ("img_size", 32)``: the value read as a Python literal where it is one
-    (ints, floats, True, tuples), else kept as text (``stride_in=3x3``).
+    (ints, floats, True, tuples), a switch word as a bool (``false``, ``no``, ``off``: :data:`SWITCH_WORDS`),
+    else kept as text (``stride_in=3x3``).
 
     Used as an argparse ``type``: a pair without ``=`` or without a key is argparse's one-line error, exit 2.
     """
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"model options are KEY=VALUE, got {text!r}")
+    if (
+        value.strip().lower() in SWITCH_WORDS
+    ):  # two_tower=false: the switch off, not the (truthy) text "false"
+        return key.strip(), SWITCH_WORDS[value.strip().lower()]
     try:
         return key.strip(), ast.literal_eval(value)
     except (ValueError, SyntaxError):

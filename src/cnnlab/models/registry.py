@@ -208,6 +208,19 @@ def model_info(name: str) -> ModelInfo:
     raise unknown_choice("model", name, _REGISTRY)
 
 
+def switch_value(info: ModelInfo, key: str, value: Any) -> Any:
+    """``value`` for option ``key`` of ``info``'s builder, checked where the option is a switch (its default is
+    True or False): a bool, or 0 / 1. Any other value is a usage error: the text "false" is truthy, and a
+    builder testing ``if two_tower:`` would build the other model without a word."""
+    parameter = inspect.signature(info.builder).parameters.get(key)
+    default = info.default_options.get(key, parameter.default if parameter is not None else None)
+    if not isinstance(default, bool) or isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise UsageError(f"model {info.name!r} option {key} is a switch: give True or False, got {value!r}")
+
+
 def create_model(
     name: str,
     num_classes: int | None = None,
@@ -243,6 +256,7 @@ def create_model(
             raise UsageError(
                 f"model {name!r} has no option {key!r}; its options are: {', '.join(valid) or 'none'}"
             )
+    options = {key: switch_value(info, key, value) for key, value in options.items()}
     kwargs = {**info.default_options, **options, "num_classes": num_classes, "in_chans": in_chans}
     if drop_rate is not None:
         kwargs["drop_rate"] = drop_rate
