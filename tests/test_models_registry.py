@@ -186,6 +186,15 @@ def test_switch_words_on_the_command_line_are_bools() -> None:
     assert parse_model_option("stride_in=3x3") == ("stride_in", "3x3")
 
 
+def test_every_built_in_model_carries_its_multiply_accumulates_and_plain_sources() -> None:
+    """``model_info(name).macs`` as ``cnnlab models`` shows it (the stored table, traced), and no project-internal
+    reference in the sources the metadata cites."""
+    for name in ALL_MODELS:
+        info = model_info(name)
+        assert info.macs == ZOO_TABLE[name]["macs"], name
+        assert "issue" not in info.params_source.lower(), (name, info.params_source)
+
+
 def test_duplicate_registration_is_refused() -> None:
     from cnnlab.models import register_model
 

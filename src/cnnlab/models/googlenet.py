@@ -190,7 +190,7 @@ def init_googlenet_weights(model: nn.Module, conv_bias: float = 0.2) -> None:
     paper=GOOGLENET_PAPER,
     input_size=(3, 224, 224),
     num_params=6_998_552,
-    params_source="issue 5 (paper Table 1 widths, 5x5 branch, biases); derived by hand: see docs/models/googlenet.md",
+    params_source="paper Table 1 widths, 5x5 branch, biases; derived by hand: see docs/models/googlenet.md",
     aux_loss_weights=(GOOGLENET_AUX_WEIGHT, GOOGLENET_AUX_WEIGHT),
 )
 def googlenet(

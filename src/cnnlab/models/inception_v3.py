@@ -236,7 +236,7 @@ def init_inception_v3_weights(model: nn.Module) -> None:
     paper=INCEPTION_V3_PAPER,
     input_size=(3, 299, 299),
     num_params=23_834_568,
-    params_source="issue 5 / torchvision docs (27,161,264 with the aux head); derived by hand: see docs/models/inception_v3.md",
+    params_source="torchvision docs (27,161,264 with the aux head); derived by hand: see docs/models/inception_v3.md",
     aux_loss_weights=(AUX_WEIGHT,),
 )
 def inception_v3(

@@ -464,7 +464,7 @@ def _register(name: str, num_params: int, params_source: str):
 @_register(
     "inception-v4",
     42_679_816,
-    "issue 5 / timm inception_v4; derived by hand: see docs/models/inception_v4.md",
+    "timm inception_v4; derived by hand: see docs/models/inception_v4.md",
 )
 def inception_v4(
     num_classes: int = 1000,
@@ -532,7 +532,7 @@ def inception_resnet_v1(
 @_register(
     "inception-resnet-v2",
     55_843_464,
-    "issue 5 / timm inception_resnet_v2 (TF-slim release); derived by hand: see docs/models/inception_v4.md",
+    "timm inception_resnet_v2 (TF-slim release); derived by hand: see docs/models/inception_v4.md",
 )
 def inception_resnet_v2(
     num_classes: int = 1000,

@@ -20,6 +20,7 @@ from torch import nn
 
 from cnnlab.errors import InputTooSmallError, UsageError, unknown_choice
 from cnnlab.models.layers import FeatureExtractor
+from cnnlab.zoo_table import ZOO_TABLE
 
 Builder = Callable[..., nn.Module]
 _GLOB = "*?["  # the characters that make a name a shell-style pattern
@@ -31,7 +32,9 @@ class ModelInfo:
 
     ``num_params`` is the parameter count at the default ``num_classes`` and ``in_chans``
     (taken from the paper or derived by hand from its table; ``params_source`` says which),
-    and ``macs`` the multiply-accumulates of one image at ``input_size`` where pinned.
+    and ``macs`` the multiply-accumulates of one image at ``input_size``: pinned from the paper where it
+    gives them, else the built-in models table's traced figure (:data:`cnnlab.zoo_table.ZOO_TABLE`, checked
+    against a fresh trace by tests/test_analysis_registry.py); None for a model outside that table.
     """
 
     name: str
@@ -98,7 +101,7 @@ def make_model_info(
         num_classes=num_classes,
         num_params=num_params,
         params_source=params_source,
-        macs=macs,
+        macs=macs if macs is not None else ZOO_TABLE.get(name, {}).get("macs"),
         aux_loss_weights=tuple(aux_loss_weights),
         default_options=dict(default_options),
         description=description or (builder.__doc__ or "").strip().split("\n")[0],

@@ -122,7 +122,7 @@ for _name, (_depth, _params, _gmacs) in IMAGENET_RESNETS.items():
         paper=RESNET_PAPER,
         input_size=(3, 224, 224),
         num_params=_params,
-        params_source="issue 6 / torchvision docs (option B); derived by hand in docs/models/resnet.md",
+        params_source="torchvision docs (option B); derived by hand in docs/models/resnet.md",
         description=f"ResNet-{_depth}, He et al. 2016a Table 1 ({_gmacs} GFLOPs at 224 with stride on the 1x1)",
         depth=_depth,
     )(resnet)
@@ -133,7 +133,7 @@ register_model(
     paper=WRN_PAPER,
     input_size=(3, 224, 224),
     num_params=68_883_240,
-    params_source="issue 6 / torchvision docs; derived by hand in docs/models/resnet.md",
+    params_source="torchvision docs; derived by hand in docs/models/resnet.md",
     description="Wide ResNet-50-2: ResNet-50 with the bottleneck's inner 1x1/3x3 width doubled",
     depth=50,
     inner_factor=2,

@@ -183,7 +183,7 @@ def _register(name: str, config: str, num_params: int, source: str, batch_norm: 
 
 
 _BY_HAND = "derived by hand from Table 1: see docs/models/vgg.md"
-_ISSUE = "torchvision docs / issue 5; derivation in docs/models/vgg.md"
+_PARAMS_SOURCE = "torchvision docs; derivation in docs/models/vgg.md"
 # (name, Table 1 column, parameters at 1000 classes, source)
 for _name, _config, _params, _source in (
     ("vgg-a", "A", 132_863_336, _BY_HAND),
@@ -192,16 +192,16 @@ for _name, _config, _params, _source in (
     ("vgg-c", "C", 133_638_952, _BY_HAND),
     ("vgg-d", "D", 138_357_544, _BY_HAND),
     ("vgg-e", "E", 143_667_240, _BY_HAND),
-    ("vgg11", "A", 132_863_336, _ISSUE),
-    ("vgg13", "B", 133_047_848, _ISSUE),
-    ("vgg16", "D", 138_357_544, _ISSUE),
-    ("vgg19", "E", 143_667_240, _ISSUE),
+    ("vgg11", "A", 132_863_336, _PARAMS_SOURCE),
+    ("vgg13", "B", 133_047_848, _PARAMS_SOURCE),
+    ("vgg16", "D", 138_357_544, _PARAMS_SOURCE),
+    ("vgg19", "E", 143_667_240, _PARAMS_SOURCE),
 ):
     _register(_name, _config, _params, _source)
 for _name, _config, _params, _source in (
-    ("vgg11-bn", "A", 132_868_840, _ISSUE),
+    ("vgg11-bn", "A", 132_868_840, _PARAMS_SOURCE),
     ("vgg13-bn", "B", 133_053_736, _BY_HAND),
-    ("vgg16-bn", "D", 138_365_992, _ISSUE),
+    ("vgg16-bn", "D", 138_365_992, _PARAMS_SOURCE),
     ("vgg19-bn", "E", 143_678_248, _BY_HAND),
 ):
     _register(_name, _config, _params, _source, batch_norm=True)
