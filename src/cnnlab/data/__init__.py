@@ -26,7 +26,7 @@ from cnnlab.data.catalog import (
 if TYPE_CHECKING:
     from cnnlab.data.augment import Augment, ColourPCA, colour_pca
     from cnnlab.data.idx import read_idx, write_idx
-    from cnnlab.data.load import DatasetSplits, Split, class_subset, load_dataset
+    from cnnlab.data.load import DatasetSplits, Split, class_subset, load_dataset, tensor_splits
     from cnnlab.data.loader import BatchLoader
 
 # Imported on first use (PEP 562): these need numpy or torch, the registry does not.
@@ -37,6 +37,7 @@ _LAZY = {
     "Split": "cnnlab.data.load",
     "load_dataset": "cnnlab.data.load",
     "class_subset": "cnnlab.data.load",
+    "tensor_splits": "cnnlab.data.load",
     "Augment": "cnnlab.data.augment",
     "ColourPCA": "cnnlab.data.augment",
     "colour_pca": "cnnlab.data.augment",
@@ -69,6 +70,7 @@ __all__ = [
     "locate_dataset",
     "read_idx",
     "register_dataset",
+    "tensor_splits",
     "user_cache_dir",
     "write_idx",
 ]

@@ -31,6 +31,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,6 +51,8 @@ from cnnlab.fileio import atomic_write_bytes, atomic_write_text, sha256_hex
 NO_VERIFY_ENV = "CNNLAB_NO_VERIFY"
 # A source whose mtime or ctime is this recent is not stamped (see the module docstring).
 RACY_WINDOW_NS = 2_000_000_000
+#: the ``data`` name prefix of a dataset a script hands in (:func:`tensor_splits`); no file holds it
+MEMORY_PREFIX = "memory:"
 
 
 @dataclass
@@ -275,6 +278,11 @@ def load_dataset(
     """
     from cnnlab.data.imagefolder import is_folder_spec, load_image_folder
 
+    if name.startswith(MEMORY_PREFIX):
+        raise UsageError(
+            f"{name} is data a script handed in (cnnlab.data.tensor_splits); no file holds it: pass the same "
+            "data again (data=...: train with resume=True, evaluate_checkpoint, load_saved_model)"
+        )
     if is_folder_spec(name):
         return load_image_folder(
             name, image_size=image_size, in_chans=in_chans, bad_images=bad_images, val_fraction=val_fraction,
@@ -337,3 +345,76 @@ def class_subset(data: DatasetSplits, classes: Sequence[int]) -> DatasetSplits:
     return dataclasses.replace(
         data, info=info, train=view(data.train), val=view(data.val), test=view(data.test)
     )
+
+
+def as_labelled_images(what: str, pair: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(images, labels)`` checked: uint8 images [N, H, W] or [N, C, H, W], integer labels [N]."""
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        raise UsageError(f"{what} must be a pair (images, labels), got {type(pair).__name__}")
+    images, labels = (torch.as_tensor(v) for v in pair)
+    if images.dtype != torch.uint8:
+        raise UsageError(
+            f"{what} images must be uint8 (raw pixels 0-255), got {images.dtype}; convert floats in [0, 1] "
+            "with (x * 255).round().to(torch.uint8)"
+        )
+    if images.dim() not in (3, 4) or labels.dim() != 1 or len(images) != len(labels) or not len(labels):
+        raise UsageError(
+            f"{what} needs images [N, H, W] or [N, C, H, W] and labels [N] of the same N > 0, got "
+            f"{tuple(images.shape)} and {tuple(labels.shape)}"
+        )
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.min() < 0:
+        raise UsageError(f"{what} labels must be class indices 0, 1, ... (integers), got {labels.dtype}")
+    return images.contiguous(), labels.long()
+
+
+def tensor_splits(
+    name: str,
+    train: tuple[Any, Any],
+    test: tuple[Any, Any],
+    classes: Sequence[str] | None = None,
+) -> DatasetSplits:
+    """A dataset a script holds in memory, as training takes it: ``train(TrainConfig(data="memory:NAME"), run,
+    data=tensor_splits("NAME", (x, y), (x_test, y_test)))``.
+
+    Images are uint8 [N, H, W] or [N, C, H, W], labels class indices; ``classes`` names them (default "0",
+    "1", ...). The normalisation's mean and standard deviation are measured on the training images. The
+    run records ``memory:NAME`` as its data, and its checkpoints how the images were prepared, so predict,
+    export and show work from the run alone; evaluating or resuming it takes the same data again
+    (``evaluate_checkpoint(run, data=...)``, ``train(..., resume=True, data=...)``).
+    """
+    from cnnlab.data.imagefolder import channel_stats
+
+    train_images, train_labels = as_labelled_images("train", train)
+    test_images, test_labels = as_labelled_images("test", test)
+    if train_images.shape[1:] != test_images.shape[1:]:
+        raise UsageError(
+            f"train and test images differ in shape: {tuple(train_images.shape[1:])} and "
+            f"{tuple(test_images.shape[1:])}"
+        )
+    count = int(max(train_labels.max(), test_labels.max())) + 1
+    classes = tuple(str(c) for c in classes) if classes is not None else tuple(str(i) for i in range(count))
+    if len(classes) < count:
+        raise UsageError(f"the labels go up to {count - 1} but {len(classes)} class names were given")
+    mean, std = channel_stats(train_images)
+    info = DatasetInfo(
+        name=f"{MEMORY_PREFIX}{name}", title=f"{name} (held in memory)", classes=classes,
+        mean=tuple(mean), std=tuple(max(s, 1e-6) for s in std), image_size=tuple(train_images.shape[-2:]),
+        train_size=len(train_labels), test_size=len(test_labels), files={},
+        in_chans=1 if train_images.dim() == 3 else int(train_images.shape[1]),
+        stats_source="measured on the training images handed in",
+    )  # fmt: skip
+    return DatasetSplits(
+        info, Split("train", train_images, train_labels), None, Split("test", test_images, test_labels),
+        Path("."), {},
+    )  # fmt: skip
+
+
+def same_data(spec: str, name: str) -> bool:
+    """Whether the data spec ``spec`` (a run's ``data``) names the dataset loaded as ``name`` (its info's)."""
+    from cnnlab.data.imagefolder import folder_path, is_folder_spec
+
+    if spec == name:
+        return True
+    if is_folder_spec(spec) and is_folder_spec(name):
+        return folder_path(spec).resolve() == folder_path(name).resolve()
+    return False

@@ -317,7 +317,7 @@ def load_saved_model(
     With ``weights``, ``path`` is a model name instead: :func:`model_with_weights` (``settings``: its data,
     which it loads: the data says what the model takes)."""
     from cnnlab.data import class_subset
-    from cnnlab.train.rundata import load_config_data
+    from cnnlab.train.rundata import handed_in_data, load_config_data
 
     if weights is not None:
         return model_with_weights(
@@ -341,6 +341,8 @@ def load_saved_model(
     dev = select_device(device)
     if data is None and with_data:
         data = load_config_data(cfg)
+    elif data is not None:
+        data = handed_in_data(cfg, data)
     if cfg.classes and data is not None:  # the run's class-subset view (transfer experiments)
         data = class_subset(data, cfg.classes)
     model = build_model_for_data(cfg, header["num_classes"], tuple(header["input_shape"]))
@@ -388,6 +390,7 @@ def evaluate_checkpoint(
     weights: str | Path | None = None,
     weights_from: str = "cnnlab",
     settings: dict[str, Any] | None = None,
+    data: Any = None,
 ) -> CheckpointEvaluation:
     """Rebuild the model saved at ``path`` (run directory, manifest or weights file) and evaluate it.
 
@@ -398,10 +401,12 @@ def evaluate_checkpoint(
     report, not an error. ``keep_outputs``: the result also holds each image's probabilities (see
     :func:`cnnlab.train.engine.evaluate`) and :attr:`CheckpointEvaluation.images` the split's images.
     With ``weights`` (a weight file no run produced), ``path`` is a model name: :func:`model_with_weights`.
+    ``data``: the run's dataset already in memory (:func:`cnnlab.data.tensor_splits` for data a script
+    handed in), split as the run split it.
     """
     saved = load_saved_model(
         path, which=which, data_dir=data_dir, device=device, weights=weights, weights_from=weights_from,
-        settings=settings,
+        settings=settings, data=data,
     )  # fmt: skip
     cfg, data, dev, model, header, choice = (
         saved.cfg, saved.data, saved.device, saved.model, saved.header, saved.choice

@@ -78,6 +78,24 @@ def load_config_data(cfg: TrainConfig, data_dir: str | None = None, progress: bo
     )
 
 
+def handed_in_data(cfg: TrainConfig, data: Any) -> Any:
+    """``data`` (a :class:`cnnlab.data.DatasetSplits` loaded or built by the caller) checked to be the dataset
+    ``cfg`` names, with the run's validation split held out if it came whole."""
+    from cnnlab.data.load import same_data, validation_indices
+
+    if not same_data(cfg.data, data.info.name):  # the run's record, evaluation and resume go by cfg.data
+        raise UsageError(
+            f"the data handed in is {data.info.name!r} but the run's config names {cfg.data!r}, which its record, "
+            f"evaluation and resume would load; set TrainConfig(data={data.info.name!r})"
+        )
+    if data.val is None and cfg.val_fraction > 0:  # handed in whole: hold out the same split
+        train_idx, val_idx = validation_indices(len(data.train), cfg.val_fraction, cfg.seed)
+        data = dataclasses.replace(
+            data, train=data.train.subset(train_idx, "train"), val=data.train.subset(val_idx, "val")
+        )
+    return data
+
+
 def prepare_run_data(
     cfg: TrainConfig,
     device: torch.device,
@@ -95,14 +113,8 @@ def prepare_run_data(
     """
     from cnnlab.data import Augment, BatchLoader
     from cnnlab.data.augment import colour_pca as compute_colour_pca
-    from cnnlab.data.load import validation_indices
 
-    data = data or load_config_data(cfg)
-    if data.val is None and cfg.val_fraction > 0:  # handed in whole: hold out the same split
-        train_idx, val_idx = validation_indices(len(data.train), cfg.val_fraction, cfg.seed)
-        data = dataclasses.replace(
-            data, train=data.train.subset(train_idx, "train"), val=data.train.subset(val_idx, "val")
-        )
+    data = load_config_data(cfg) if data is None else handed_in_data(cfg, data)
     loaded = data
     if cfg.classes:  # a class-subset view, relabelled 0..k-1 (transfer experiments)
         from cnnlab.data.load import class_subset

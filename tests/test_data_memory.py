@@ -1,0 +1,64 @@
+"""Data a script holds in memory (cnnlab.data.tensor_splits): trained on, recorded under its own name, and
+never silently swapped for the dataset a config names by default."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cnnlab.train import TrainConfig
+from cnnlab.data import tensor_splits
+from cnnlab.errors import UsageError
+from cnnlab.train import train
+from cnnlab.train.evaluation import evaluate_checkpoint
+
+
+def stripes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` 28x28 uint8 images of 3 classes: a bright band at the top, middle or bottom."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 3
+    images = torch.randint(0, 60, (n, 28, 28), generator=g, dtype=torch.uint8)
+    for k in range(3):
+        images[labels == k, 9 * k : 9 * k + 9] += 150
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def bands():
+    return tensor_splits("bands", stripes(96, 0), stripes(30, 1), classes=["top", "middle", "bottom"])
+
+
+def config(**given) -> TrainConfig:
+    return TrainConfig(model="lecture-simple", data="memory:bands", epochs=1, batch_size=32, threads=1, **given)
+
+
+def test_a_run_on_data_in_memory_records_it_and_evaluation_needs_it_again(bands, tmp_path, no_curves) -> None:
+    result = train(config(), tmp_path / "run", data=bands, progress=False)
+    assert result.config.data == "memory:bands" and result.results["test_acc"] is not None
+    with pytest.raises(UsageError, match="memory:bands is data a script handed in"):
+        evaluate_checkpoint(tmp_path / "run", plot=False)
+    again = evaluate_checkpoint(tmp_path / "run", plot=False, data=bands)
+    assert again.result.accuracy == pytest.approx(result.results["test_acc"])
+    assert again.result.confusion.shape == (3, 3)
+
+
+def test_data_that_is_not_the_configs_is_refused(bands, tmp_path) -> None:
+    """Left as it was, the run would be recorded as Fashion-MNIST (the config's default data), and
+    its evaluation and resume would quietly read Fashion-MNIST."""
+    with pytest.raises(UsageError, match=r"set TrainConfig\(data='memory:bands'\)"):
+        train(TrainConfig(model="lecture-simple", epochs=1, threads=1), tmp_path / "run", data=bands)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("train_pair", "message"),
+    [
+        ((stripes(8, 0)[0].float(), stripes(8, 0)[1]), "must be uint8"),
+        ((stripes(8, 0)[0], stripes(8, 0)[1][:4]), "of the same N"),
+        ((stripes(8, 0)[0], stripes(8, 0)[1].float()), "class indices"),
+        (stripes(8, 0)[0], "a pair"),
+    ],
+)
+def test_tensors_that_are_not_images_and_labels_are_refused_saying_why(train_pair, message) -> None:
+    with pytest.raises(UsageError, match=message):
+        tensor_splits("x", train_pair, stripes(4, 1))
