@@ -678,3 +678,23 @@ def test_a_run_too_short_for_batch_norms_running_statistics_warns(tmp_path: Path
     assert f"cnnlab evaluate {tmp_path / 'resnet8-cifar-3'} --bn-recalibrate" in message
     assert opened("resnet8-cifar", 11, epochs=2) == []  # 22 steps: enough
     assert opened("lecture-simple", 3) == []  # no batch norm
+
+
+def test_train_gives_the_caller_its_threads_denormal_flushing_and_random_state_back(
+    tmp_path: Path, tiny, no_curves
+) -> None:
+    """A notebook's later cells compute as before the call: the run sets these for itself, not for the process."""
+    from cnnlab.train.engine import flushes_denormals
+
+    threads = torch.get_num_threads()
+    torch.set_flush_denormal(False)
+    torch.manual_seed(999)
+    expected = torch.rand(3)
+    torch.manual_seed(999)
+    try:
+        train(recipe(epochs=1, threads=threads + 1, train_subset=64), tmp_path / "run", data=tiny, progress=False)
+        assert torch.get_num_threads() == threads
+        assert not flushes_denormals()
+        assert torch.equal(torch.rand(3), expected)
+    finally:
+        torch.set_num_threads(threads)

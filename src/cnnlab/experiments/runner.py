@@ -10,7 +10,7 @@ The rules every experiment shares:
 * with ``resume`` a member that finished is not trained again (its folder is only read), and an
   interrupted one continues from its last checkpoint;
 * the dataset is loaded once and shared by every member, and the process-wide CPU settings are
-  applied once (:func:`cnnlab.train.engine.configure_cpu`);
+  applied once, for the experiment (:func:`cnnlab.train.engine.cpu_settings`: the caller's back at its end);
 * Ctrl-C stops the member after its batch and saves its checkpoint; the experiment stops there with
   status ``interrupted``, and the caller writes its partial table (:data:`RESUME_HINT` says how to go on).
 """
@@ -28,7 +28,7 @@ from cnnlab.train.config import TrainConfig
 from cnnlab.train.engine import (
     RunResult,
     Trainer,
-    configure_cpu,
+    cpu_settings,
     ensure_writable_dir,
     recipe_changes,
     saved_config,
@@ -80,38 +80,43 @@ def run_members(
     progress = progress and distributed.current().is_main  # data-parallel: rank 0 alone reports and writes
     if distributed.current().is_main:
         ensure_writable_dir(out)
-    configure_cpu(members[0][1].threads)  # an entry point: process-wide settings once, for every member
-    result = ExperimentRuns({})
-    data = None
-    if resume:  # one refusal of a changed recipe for every experiment, as `train --resume` has
+    # an entry point: process-wide settings for every member, the caller's back at the end (cpu_settings)
+    with cpu_settings(members[0][1].threads):
+        result = ExperimentRuns({})
+        data = None
+        if resume:  # one refusal of a changed recipe for every experiment, as `train --resume` has
+            for name, cfg in members:
+                if (out / name / "config.json").is_file():
+                    saved = saved_config(out / name)
+                    changes = recipe_changes(saved, cfg, [f.name for f in dataclasses.fields(TrainConfig)])
+                    if changes:
+                        raise UsageError(
+                            f"--resume continues {out / name} with its saved recipe, but the experiment asks for "
+                            f"another: {'; '.join(changes)}. Drop those flags, or start again with --overwrite"
+                        )
         for name, cfg in members:
-            if (out / name / "config.json").is_file():
-                saved = saved_config(out / name)
-                changes = recipe_changes(saved, cfg, [f.name for f in dataclasses.fields(TrainConfig)])
-                if changes:
-                    raise UsageError(
-                        f"--resume continues {out / name} with its saved recipe, but the experiment asks for "
-                        f"another: {'; '.join(changes)}. Drop those flags, or start again with --overwrite"
-                    )
-    for name, cfg in members:
-        run_dir = out / name
-        if resume and (finished := finished_run(run_dir, cfg)) is not None:
-            result.runs[name], result.input_shape = finished
+            run_dir = out / name
+            if resume and (finished := finished_run(run_dir, cfg)) is not None:
+                result.runs[name], result.input_shape = finished
+                if progress:
+                    print(f"== {name}: finished, read from {run_dir} (not trained again)", flush=True)
+                continue
             if progress:
-                print(f"== {name}: finished, read from {run_dir} (not trained again)", flush=True)
-            continue
-        if progress:
-            print(f"== {name}", flush=True)
-        can_resume = resume and (run_dir / "checkpoints" / "last.json").is_file()
-        trainer = Trainer(cfg, run_dir, overwrite=overwrite, resume=can_resume, progress=progress, data=data)
-        data = trainer.loaded_data  # load the dataset once for all members (class subsets are views of it)
-        result.input_shape = tuple(trainer.input_shape)
-        result.runs[name] = run = trainer.fit()
-        more_to_train = name != names[-1]
-        if run.status != "completed" or (run.stop_requested and more_to_train):
-            result.status = "interrupted"  # a stop in a member's last step ends the experiment after it
-            break
-    return result
+                print(f"== {name}", flush=True)
+            can_resume = resume and (run_dir / "checkpoints" / "last.json").is_file()
+            trainer = Trainer(
+                cfg, run_dir, overwrite=overwrite, resume=can_resume, progress=progress, data=data
+            )
+            data = (
+                trainer.loaded_data
+            )  # load the dataset once for all members (class subsets are views of it)
+            result.input_shape = tuple(trainer.input_shape)
+            result.runs[name] = run = trainer.fit()
+            more_to_train = name != names[-1]
+            if run.status != "completed" or (run.stop_requested and more_to_train):
+                result.status = "interrupted"  # a stop in a member's last step ends the experiment after it
+                break
+        return result
 
 
 def finished_run(run_dir: Path, cfg: TrainConfig) -> tuple[RunResult, tuple[int, ...]] | None:

@@ -99,11 +99,32 @@ def configure_cpu(threads: int | None) -> None:
     """Flush denormals (slow paths on x86 once weights get tiny) and set the thread count.
 
     Process-wide settings: the entry points (:func:`train`, ``compare``, the experiments, the CLI)
-    apply them once; :class:`Trainer` does not.
+    apply them, for the length of the call (:func:`cpu_settings`); :class:`Trainer` does not.
     """
     torch.set_flush_denormal(True)
     if threads:
         torch.set_num_threads(threads)
+
+
+def flushes_denormals() -> bool:
+    """Whether this process flushes denormal floats to zero now (torch has a setter and no getter)."""
+    return torch.tensor(1e-39, dtype=torch.float32).mul(1.0).item() == 0.0
+
+
+@contextlib.contextmanager
+def cpu_settings(threads: int | None) -> Iterator[None]:
+    """:func:`configure_cpu` for the length of a library call, and the caller's settings back afterwards:
+    thread count, denormal flushing and torch's random number generators (the run seeds them), so that a
+    notebook's later cells compute as they did before the call."""
+    threads_before, flushing_before = torch.get_num_threads(), flushes_denormals()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            configure_cpu(threads)
+            yield
+        finally:
+            torch.set_num_threads(threads_before)
+            torch.set_flush_denormal(flushing_before)
 
 
 # ------------------------------------------------------------------------------------- evaluation
@@ -920,7 +941,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, **options: Any) -> RunResult:
     """Train ``cfg`` into ``run_dir``; returns the :class:`RunResult`. ``options`` are :class:`Trainer`'s
     keywords (``overwrite``, ``resume``, ``progress``, ``data``, ``on_epoch``, ``tensorboard``).
 
-    An entry point: it applies the process-wide CPU settings (:func:`configure_cpu`) first.
+    An entry point: it applies the process-wide CPU settings (:func:`configure_cpu`) for the run and gives
+    the caller's back when it returns (:func:`cpu_settings`).
     """
-    configure_cpu(cfg.threads)
-    return Trainer(cfg, run_dir, **options).fit()
+    with cpu_settings(cfg.threads):
+        return Trainer(cfg, run_dir, **options).fit()
