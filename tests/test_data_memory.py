@@ -6,10 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cnnlab.train import TrainConfig
 from cnnlab.data import tensor_splits
 from cnnlab.errors import UsageError
-from cnnlab.train import train
+from cnnlab.train import TrainConfig, train
 from cnnlab.train.evaluation import evaluate_checkpoint
 
 
@@ -29,7 +28,9 @@ def bands():
 
 
 def config(**given) -> TrainConfig:
-    return TrainConfig(model="lecture-simple", data="memory:bands", epochs=1, batch_size=32, threads=1, **given)
+    return TrainConfig(
+        model="lecture-simple", data="memory:bands", epochs=1, batch_size=32, threads=1, **given
+    )
 
 
 def test_a_run_on_data_in_memory_records_it_and_evaluation_needs_it_again(bands, tmp_path, no_curves) -> None:

@@ -692,7 +692,12 @@ def test_train_gives_the_caller_its_threads_denormal_flushing_and_random_state_b
     expected = torch.rand(3)
     torch.manual_seed(999)
     try:
-        train(recipe(epochs=1, threads=threads + 1, train_subset=64), tmp_path / "run", data=tiny, progress=False)
+        train(
+            recipe(epochs=1, threads=threads + 1, train_subset=64),
+            tmp_path / "run",
+            data=tiny,
+            progress=False,
+        )
         assert torch.get_num_threads() == threads
         assert not flushes_denormals()
         assert torch.equal(torch.rand(3), expected)
