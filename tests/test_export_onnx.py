@@ -67,3 +67,18 @@ def test_export_targets_and_opsets_are_checked_before_any_work(tmp_path: Path, c
     nested = tmp_path / "new" / "folder" / "m.onnx"
     assert main([*export, "-o", str(nested)]) == 0
     assert onnx_card(onnx_session(nested), nested).model == "lecture-simple"
+
+
+def test_export_leaves_the_callers_model_as_it_was(tmp_path: Path) -> None:
+    """A fine-tuning script that exports between epochs goes on training with dropout and batch norm, in its
+    own dtype: the export works on the model in evaluation mode, fp32, and gives it back as it came."""
+    model = create_model("lecture-residual").train()
+    export_onnx(model, tmp_path / "a.onnx")
+    assert model.training
+    double = create_model("lecture-residual").double().train()
+    before = {k: v.clone() for k, v in double.state_dict().items()}
+    result = export_onnx(double, tmp_path / "b.onnx")
+    assert result.max_abs_diff is not None and double.training
+    assert all(
+        v.dtype == before[k].dtype and torch.equal(v, before[k]) for k, v in double.state_dict().items()
+    )

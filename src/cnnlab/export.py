@@ -10,11 +10,13 @@ onnx and onnxruntime are the optional extra ``cnnlab[export]``.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import re
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,8 +210,6 @@ def export_onnx(
     (:attr:`ExportResult.logit_scale` their largest magnitude).
     """
     require_onnx()
-    import onnx
-
     out = Path(out)
     if not ONNX_OPSETS[0] <= opset <= ONNX_OPSETS[1]:
         raise UsageError(
@@ -226,7 +226,31 @@ def export_onnx(
             f"cannot create the folder {out.parent} ({err.strerror or err}); choose another -o"
         ) from None
     card = card or getattr(model, "model_card", None) or card_for_model(model)
-    model = model.eval().float().to("cpu")
+    with as_exported(model) as model:
+        return run_export(model, out, card, opset, dynamic_batch, check)
+
+
+@contextlib.contextmanager
+def as_exported(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in evaluation mode, fp32, on the CPU, as ONNX export needs it, without changing the caller's
+    model for good: one already in fp32 on the CPU gets its training mode back afterwards, any other is copied
+    (so a fine-tuning run goes on with its dropout and batch norm, in its dtype, on its device)."""
+    tensors = [*model.parameters(), *model.buffers()]
+    if any(t.device.type != "cpu" or (t.is_floating_point() and t.dtype != torch.float32) for t in tensors):
+        model = copy.deepcopy(model)
+    was_training = model.training
+    try:
+        yield model.eval().float().to("cpu")
+    finally:
+        model.train(was_training)
+
+
+def run_export(
+    model: nn.Module, out: Path, card: ModelCard, opset: int, dynamic_batch: bool, check: bool
+) -> ExportResult:
+    """:func:`export_onnx`'s work on a model already in evaluation mode, fp32, on the CPU."""
+    import onnx
+
     generator = torch.Generator().manual_seed(0)
     example = torch.randn(2 if dynamic_batch else 1, *card.input_size, generator=generator)
     axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
@@ -275,6 +299,7 @@ def export_model(
 ) -> ExportResult:
     """``cnnlab export``: the model at ``spec`` (see :func:`resolve_model`) as ``format`` at ``out``
     (default: ``<model>.onnx`` / ``<model>.safetensors`` in the current folder)."""
+    format = format.lower() if isinstance(format, str) else format
     if format not in FORMATS:
         raise UsageError(f"unknown export format {format!r}; choose {' or '.join(FORMATS)}")
     model = resolve_model(spec, weights, weights_from, **options)
