@@ -64,6 +64,14 @@ def test_evaluate_on_a_comparison_folder_lists_its_runs(run: Path, capsys) -> No
     )
 
 
+def test_a_misspelt_checkpoint_or_split_is_a_usage_error_not_another_answer(run: Path) -> None:
+    """which="lats" evaluated the best checkpoint (anything but "last" did); split="tst" was a KeyError."""
+    with pytest.raises(UsageError, match="unknown checkpoint 'lats'. Did you mean 'last'"):
+        evaluate_checkpoint(run, which="lats")
+    with pytest.raises(UsageError, match="unknown split 'tst'. Did you mean 'test'"):
+        evaluate_checkpoint(run, split="tst")
+
+
 def test_evaluate_on_a_missing_path_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=f"no run directory or checkpoint at {tmp_path / 'nope'}"):
         evaluate_checkpoint(tmp_path / "nope")

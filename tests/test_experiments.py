@@ -342,3 +342,11 @@ def test_augmentation_trains_three_variants_and_its_table_comes_from_the_runs(
     assert (out / "augmentation.png").stat().st_size > 1000 and "| crops+flip |" in (
         out / "augmentation.md"
     ).read_text()
+
+
+def test_compare_takes_one_model_name_as_one_name(tmp_path: Path) -> None:
+    """A name given alone, not in a list, is that name (it was read one character at a time: model 'l')."""
+    from cnnlab.experiments.compare import compare
+
+    with pytest.raises(UsageError, match="unknown model 'lecture-simpel'"):
+        compare("lecture-simpel", TrainConfig(), tmp_path / "cmp")

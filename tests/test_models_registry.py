@@ -8,6 +8,7 @@ hand, see docs/models.md, is checked on the meta build that tests/test_analysis_
 
 from __future__ import annotations
 
+import re
 import traceback
 
 import pytest
@@ -174,6 +175,8 @@ def test_a_switch_option_takes_a_bool_and_refuses_text() -> None:
     for text in ("false", "no"):
         with pytest.raises(UsageError, match="two_tower is a switch: give True or False"):
             create_model("alexnet", two_tower=text)
+    with pytest.raises(UsageError, match=re.escape("img_size takes int | tuple[int, int], not text")):
+        create_model("lecture-simple", img_size="32")
 
 
 def test_switch_words_on_the_command_line_are_bools() -> None:

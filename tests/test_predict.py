@@ -64,6 +64,9 @@ def test_predict_agrees_with_evaluate_through_the_run_its_model_file_and_onnx(
 
     from_run = [p.top[0][0] for p in predict(run, [folder], topk=1)]
     assert confusion(from_run, labels) == expected
+    assert [
+        p.top[0][0] for p in predict(run, str(folder), topk=1)
+    ] == from_run  # one path, not its characters
 
     model_file = export_model(run, "safetensors", out=tmp_path / "m.safetensors").path
     onnx_file = export_model(run, "onnx", out=tmp_path / "m.onnx", dynamic_batch=True)

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -220,9 +221,12 @@ def test_a_damaged_config_is_refused_on_resume_and_left_as_it_was(
 def test_saved_settings_of_the_wrong_type_are_refused() -> None:
     values = recipe().to_dict()
     for key, bad in (("lr", "fast"), ("epochs", 2.5), ("nesterov", 1), ("betas", [0.9]), ("seed", None)):
-        with pytest.raises(UsageError, match=f"training setting {key} has a value of the wrong type"):
+        with pytest.raises(UsageError, match=f"training setting {key} takes .*, got {re.escape(repr(bad))}"):
             TrainConfig.from_dict({**values, key: bad}, complete=True)
     assert TrainConfig.from_dict(values, complete=True) == recipe()
+    for key, bad in (("lr", "0.1"), ("freeze", "12"), ("classes", 5)):  # given in Python: the same check
+        with pytest.raises(UsageError, match=f"training setting {key} takes .*, got {re.escape(repr(bad))}"):
+            recipe(**{key: bad}).validate()
     assert TrainConfig.from_dict({**values, "amp": None, "cpu_shards": None}).amp == "fp32"  # older runs
 
 

@@ -9,6 +9,7 @@ input. A model file, a run directory or an exported ONNX file (run by onnxruntim
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,8 @@ class Prediction:
 def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
     """The image files named, and those in the folders named (sorted); nothing found is a :class:`UsageError`."""
     found: list[Path] = []
+    if isinstance(inputs, (str, os.PathLike)):  # one path, not a sequence of one-character names
+        inputs = [inputs]
     for item in map(Path, inputs):
         if item.is_dir():
             inside = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

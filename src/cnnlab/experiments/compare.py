@@ -130,6 +130,7 @@ def compare(
     Training follows :func:`cnnlab.experiments.runner.run_members`; after an interruption the comparison
     of the runs so far is written and its status is ``interrupted``. ``tables``: the result files of an
     experiment built on this one, which also mark ``out_dir`` as taken."""
+    models = [models] if isinstance(models, str) else list(models)  # one name, not its characters
     for name in models:
         model_info(name)  # unknown names fail before any training starts
     out = Path(out_dir)

@@ -211,17 +211,23 @@ def model_info(name: str) -> ModelInfo:
     raise unknown_choice("model", name, _REGISTRY)
 
 
-def switch_value(info: ModelInfo, key: str, value: Any) -> Any:
-    """``value`` for option ``key`` of ``info``'s builder, checked where the option is a switch (its default is
-    True or False): a bool, or 0 / 1. Any other value is a usage error: the text "false" is truthy, and a
-    builder testing ``if two_tower:`` would build the other model without a word."""
+def checked_option_value(info: ModelInfo, key: str, value: Any) -> Any:
+    """``value`` for option ``key`` of ``info``'s builder, checked against the option's annotation where the
+    wrong kind would pass unnoticed: a switch (``bool``) takes True, False, 0 or 1, since the text "false" is
+    truthy and a builder testing ``if two_tower:`` would build the other model without a word; an option
+    that takes no text refuses text (``img_size="32"`` would be read one character at a time)."""
     parameter = inspect.signature(info.builder).parameters.get(key)
-    default = info.default_options.get(key, parameter.default if parameter is not None else None)
-    if not isinstance(default, bool) or isinstance(value, bool):
+    annotation = str(parameter.annotation) if parameter is not None else ""
+    kinds = {kind.strip() for kind in annotation.split("|")} if annotation else set()
+    if value is None or not kinds or parameter.annotation is inspect.Parameter.empty:
         return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    raise UsageError(f"model {info.name!r} option {key} is a switch: give True or False, got {value!r}")
+    if "bool" in kinds and not isinstance(value, bool):
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise UsageError(f"model {info.name!r} option {key} is a switch: give True or False, got {value!r}")
+    if isinstance(value, str) and "str" not in kinds:
+        raise UsageError(f"model {info.name!r} option {key} takes {annotation}, not text: got {value!r}")
+    return value
 
 
 def create_model(
@@ -259,7 +265,7 @@ def create_model(
             raise UsageError(
                 f"model {name!r} has no option {key!r}; its options are: {', '.join(valid) or 'none'}"
             )
-    options = {key: switch_value(info, key, value) for key, value in options.items()}
+    options = {key: checked_option_value(info, key, value) for key, value in options.items()}
     kwargs = {**info.default_options, **options, "num_classes": num_classes, "in_chans": in_chans}
     if drop_rate is not None:
         kwargs["drop_rate"] = drop_rate

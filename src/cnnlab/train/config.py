@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -124,8 +125,24 @@ class TrainConfig:
     # every residual branch starts at zero (cnnlab.models.residual.zero_init_residual_branches)
     zero_init_residual: bool = False
 
+    def check_types(self) -> None:
+        """Each field's value of its annotated type (a path where text belongs is taken as its text), so that
+        ``lr="0.1"`` or ``freeze="12"`` (read one character at a time) is a usage error naming the field."""
+        hints = typing.get_type_hints(type(self))
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, os.PathLike) and _fits("", hints[item.name]):
+                setattr(self, item.name, value := os.fspath(value))
+            if not _fits(value, hints[item.name]):
+                hint = hints[item.name]
+                shown = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+                raise UsageError(
+                    f"training setting {item.name} takes {shown}, got {value!r} ({type(value).__name__})"
+                )
+
     def validate(self) -> TrainConfig:
         """Raise :class:`UsageError` on any invalid value; return self."""
+        self.check_types()
         if self.optimizer not in OPTIMIZERS:
             raise unknown_choice("optimizer", self.optimizer, OPTIMIZERS)
         if self.schedule not in SCHEDULES:
@@ -276,14 +293,12 @@ class TrainConfig:
         missing = sorted(names - set(values))
         if complete and missing:
             raise UsageError(f"training settings are missing: {', '.join(missing)}")
-        hints = typing.get_type_hints(cls)
-        for key, value in values.items():
-            if not _fits(value, hints[key]):
-                raise UsageError(f"training setting {key} has a value of the wrong type: {value!r}")
+        config = cls(**values)
+        config.check_types()
         for key in ("betas", "milestones", "scale_range", "recipe_fields", "freeze", "classes"):
-            if key in values and values[key] is not None:
-                values[key] = tuple(values[key])
-        return cls(**values)
+            if getattr(config, key) is not None:
+                setattr(config, key, tuple(getattr(config, key)))
+        return config
 
 
 def _legacy(key: str, value: Any) -> Any:

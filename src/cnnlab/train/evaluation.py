@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from cnnlab.data.catalog import DatasetInfo
-from cnnlab.errors import CheckpointError, UsageError
+from cnnlab.errors import CheckpointError, UsageError, unknown_choice
 from cnnlab.train.checkpoint import load_weights, read_manifest
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.engine import EvalResult, build_model_for_data, configure_cpu, evaluate, select_device
@@ -91,12 +91,18 @@ def runs_in(folder: Path) -> list[Path]:
     )
 
 
+#: a run directory's checkpoints by name (None: the run's selected one)
+CHECKPOINT_CHOICES = (None, "best", "last")
+
+
 def resolve_checkpoint(path: str | Path, which: str | None = None) -> CheckpointChoice:
     """A run directory, a manifest (``.json``) or a weights file -> the checkpoint to evaluate.
 
     In a run directory ``which`` None (or ``best``, the CLI's default) picks the run's selected
     checkpoint: ``best`` where there is one (runs with a validation split), else ``last``.
     """
+    if which not in CHECKPOINT_CHOICES:
+        raise unknown_choice("checkpoint", str(which), [c for c in CHECKPOINT_CHOICES if c])
     path = Path(path)
     if not path.exists():
         raise UsageError(f"no run directory or checkpoint at {path}")
@@ -217,7 +223,10 @@ class SavedModel:
 
     def split(self, name: str) -> Any:
         """The run's ``test``, ``val`` or ``train`` split (a usage error where the run has none)."""
-        chosen = {"test": self.data.test, "val": self.data.val, "train": self.data.train}[name]
+        splits = {"test": self.data.test, "val": self.data.val, "train": self.data.train}
+        if name not in splits:
+            raise unknown_choice("split", str(name), splits)
+        chosen = splits[name]
         if chosen is None:
             raise UsageError(f"this run has no {name} split (it was trained with val_fraction 0)")
         return chosen
