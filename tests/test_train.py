@@ -655,6 +655,9 @@ def test_resume_cannot_shorten_a_run_below_the_epochs_it_trained(tmp_path: Path,
         recipe(epochs=3, max_steps_per_epoch=2), tmp_path / "run", data=tiny, progress=False, resume=True
     )
     assert [row["epoch"] for row in longer.history] == [1, 2, 3] and longer.test_acc is not None
+    # another recipe value is refused in Python as on the command line, not silently replaced by the saved one
+    with pytest.raises(UsageError, match=r"the config asks for another: lr 0.05 -> 0.1; only epochs, device"):
+        train(recipe(epochs=4, max_steps_per_epoch=2, lr=0.1), tmp_path / "run", data=tiny, resume=True)
 
 
 def test_a_run_too_short_for_batch_norms_running_statistics_warns(tmp_path: Path, tiny_short_test) -> None:

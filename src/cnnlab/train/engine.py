@@ -538,11 +538,18 @@ class Trainer:
     # -- checkpoints --------------------------------------------------------------------------
 
     def _resumed_config(self, cfg: TrainConfig) -> TrainConfig:
-        """The run's saved recipe; of ``cfg`` only the model (checked) and :data:`RESUME_MAY_CHANGE` count."""
+        """The run's saved recipe, with ``cfg``'s :data:`RESUME_MAY_CHANGE`; any other difference is refused."""
         saved = saved_config(self.run_dir)
         if cfg.model != saved.model:
             raise UsageError(
                 f"{self.run_dir} is a run of {saved.model!r}, not {cfg.model!r}; resume it with that model"
+            )
+        changes = recipe_changes(saved, cfg, [f.name for f in dataclasses.fields(TrainConfig)])
+        if changes:  # the CLI and the experiments refuse these first, in their own words; a script gets this
+            raise UsageError(
+                f"resume continues {self.run_dir} with its saved recipe, but the config asks for another: "
+                f"{'; '.join(changes)}; only {', '.join(RESUME_MAY_CHANGE)} may change. Pass the saved config "
+                "(cnnlab.train.engine.saved_config) with those, or start again with overwrite=True"
             )
         # Extending (or cutting short) a run recomputes the schedule for the new length, so only a run
         # interrupted within its original length continues exactly.
