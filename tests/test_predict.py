@@ -64,9 +64,20 @@ def test_predict_agrees_with_evaluate_through_the_run_its_model_file_and_onnx(
 
     from_run = [p.top[0][0] for p in predict(run, [folder], topk=1)]
     assert confusion(from_run, labels) == expected
-    assert [
-        p.top[0][0] for p in predict(run, str(folder), topk=1)
-    ] == from_run  # one path, not its characters
+    one_path = predict(run, str(folder), topk=1)  # one path, not its characters
+    assert [p.top[0][0] for p in one_path] == from_run
+    # images held in memory (a notebook's): a PIL image, a uint8 tensor [C, H, W], an array [H, W]
+    from PIL import Image
+
+    files = sorted(folder.iterdir())[:3]
+    with Image.open(files[0]) as pil, Image.open(files[1]) as second, Image.open(files[2]) as third:
+        rgb = torch.from_numpy(np.array(second.convert("RGB"))).permute(2, 0, 1)  # grey in 3 equal channels
+        in_memory = [pil.copy(), rgb, np.array(third)]
+    from_memory = predict(run, in_memory, topk=3)
+    assert [p.top for p in from_memory] == [p.top for p in predict(run, files, topk=3)]
+    assert [p.image for p in from_memory] == ["image 0", "image 1", "image 2"]
+    with pytest.raises(UsageError, match="image 0 is a float32 array; give raw pixels as uint8"):
+        predict(run, [torch.rand(3, 28, 28)])
 
     model_file = export_model(run, "safetensors", out=tmp_path / "m.safetensors").path
     onnx_file = export_model(run, "onnx", out=tmp_path / "m.onnx", dynamic_batch=True)

@@ -611,7 +611,10 @@ def test_constructing_a_trainer_leaves_the_process_settings_alone(tmp_path: Path
         (["--weight-decay", "1e300"], "weight_decay must be at most"),
         (["--threads", str(2**70)], "threads must be at most 4096"),
         (["--crop-padding", "100000"], "one training batch of"),
-        (["--model-option", "img_size=abc"], "option img_size takes int | tuple[int, int], not text: got 'abc'"),
+        (
+            ["--model-option", "img_size=abc"],
+            "option img_size takes int | tuple[int, int], not text: got 'abc'",
+        ),
         (["--warmup-epochs", "0.5"], "warmup_epochs does not apply to the onecycle schedule"),
         (["--epochs", str(2**70)], "epochs must be at most"),
         (["--overwrite", "--resume"], "--overwrite and --resume contradict each other"),

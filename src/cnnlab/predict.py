@@ -30,7 +30,7 @@ OUTPUT_FORMATS = ("table", "json")
 class Prediction:
     """The top classes of one image: ``(class index, class name, probability)``, most probable first."""
 
-    image: Path
+    image: Path | str  # a file's path, or "image N" for the N-th image given in memory
     top: list[tuple[int, str, float]]
 
     def as_dict(self) -> dict[str, Any]:
@@ -41,12 +41,44 @@ class Prediction:
         }
 
 
-def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
-    """The image files named, and those in the folders named (sorted); nothing found is a :class:`UsageError`."""
-    found: list[Path] = []
-    if isinstance(inputs, (str, os.PathLike)):  # one path, not a sequence of one-character names
-        inputs = [inputs]
-    for item in map(Path, inputs):
+def in_memory_image(item: Any, index: int) -> Any:
+    """A PIL image, or a uint8 tensor or array ([H, W], [C, H, W] with C 1 or 3, or [H, W, C]), as a PIL image;
+    None for anything else (a path)."""
+    from PIL import Image
+
+    if isinstance(item, Image.Image):
+        return item
+    if not isinstance(item, (torch.Tensor, np.ndarray)):
+        return None
+    array = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else np.asarray(item)
+    if array.dtype != np.uint8:
+        raise UsageError(
+            f"image {index} is a {array.dtype} array; give raw pixels as uint8 (0-255), e.g. "
+            "(x * 255).round().to(torch.uint8) for floats in [0, 1]"
+        )
+    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
+        array = array.transpose(1, 2, 0)  # [C, H, W] -> [H, W, C]
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] != 3):
+        raise UsageError(
+            f"image {index} has shape {array.shape}; give [H, W], [C, H, W] or [H, W, C] with C 1 or 3"
+        )
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+def collect_images(inputs: Any) -> list[Any]:
+    """The images to predict: image files, the image files in folders (sorted), and images held in memory
+    (PIL images, uint8 tensors or arrays: :func:`in_memory_image`); nothing found is a :class:`UsageError`."""
+    found: list[Any] = []
+    if isinstance(inputs, (str, os.PathLike)) or in_memory_image(inputs, 0) is not None:
+        inputs = [inputs]  # one path or image, not a sequence of one-character names or of rows
+    for index, given in enumerate(inputs):
+        image = in_memory_image(given, index)
+        if image is not None:
+            found.append(image)
+            continue
+        item = Path(given)
         if item.is_dir():
             inside = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not inside:
@@ -61,23 +93,33 @@ def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
     return found
 
 
-def decode_images(paths: Sequence[Path], card: ModelCard) -> torch.Tensor:
+def image_names(images: Sequence[Any]) -> list[Path | str]:
+    """How predictions name ``images``: a file by its path, an image held in memory as ``image N``."""
+    return [item if isinstance(item, Path) else f"image {index}" for index, item in enumerate(images)]
+
+
+def decode_images(images: Sequence[Any], card: ModelCard) -> torch.Tensor:
     """uint8 ``[N, C, H, W]`` at the card's image channels and size, decoded as an image folder decodes
-    its files (:func:`cnnlab.data.imagefolder.decode_image`: shorter side resized, centre crop); a file
-    that is not a readable image, or of another size for a non-square model input, is a
-    :class:`UsageError` naming it."""
-    from cnnlab.data.imagefolder import BadImage, decode_image
+    its files (:func:`cnnlab.data.imagefolder.decode_image`: shorter side resized, centre crop); ``images``
+    are paths or PIL images (:func:`collect_images`). A file that is not a readable image, or an image of
+    another size for a non-square model input, is a :class:`UsageError` naming it."""
+    from cnnlab.data.imagefolder import BadImage, decode_image, image_array
 
     height, width = card.image_size
+    side = height if height == width else None
     arrays = []
-    for path in paths:
+    for name, item in zip(image_names(images), images):
         try:
-            array = decode_image(path, height if height == width else None, card.image_chans)
+            array = (
+                decode_image(item, side, card.image_chans)
+                if isinstance(item, Path)
+                else image_array(item, side, card.image_chans)
+            )
         except BadImage as err:
-            raise UsageError(f"{path} cannot be decoded as an image: {err}") from None
+            raise UsageError(f"{name} cannot be decoded as an image: {err}") from None
         if array.shape[1:] != (height, width):
             raise UsageError(
-                f"{path} is {array.shape[2]}x{array.shape[1]}; this model takes {width}x{height} images"
+                f"{name} is {array.shape[2]}x{array.shape[1]}; this model takes {width}x{height} images"
             )
         arrays.append(array)
     return torch.from_numpy(np.stack(arrays))
@@ -201,7 +243,7 @@ def _image_size(data: str | None, pad_to: int | None) -> tuple[int, int] | None:
 
 def predict(
     model_path: str | Path,
-    inputs: Iterable[str | Path],
+    inputs: Any,
     topk: int = 5,
     batch_size: int = 64,
     *,
@@ -212,7 +254,8 @@ def predict(
     model_options: dict[str, Any] | None = None,
     **card_settings: Any,
 ) -> list[Prediction]:
-    """Top-``topk`` classes (softmax probabilities) of each image in ``inputs`` (files and folders) under the
+    """Top-``topk`` classes (softmax probabilities) of each image in ``inputs`` (files, folders, and images held
+    in memory: PIL images, uint8 tensors or arrays; :func:`collect_images`) under the
     model at ``model_path`` (run directory, checkpoint, model file or ``.onnx``), or of the model named
     ``model_path`` with the weight file ``weights`` (:func:`load_predictor`).
 
@@ -220,7 +263,7 @@ def predict(
     with ``scales`` ...): the softmax posteriors of its views are averaged, as ``cnnlab evaluate --tta`` does.
     """
     check_positive("topk", topk)
-    paths = collect_images(inputs)
+    images = collect_images(inputs)
     predictor = load_predictor(model_path, weights, weights_from, model_options, **card_settings)
     card = predictor.card
     if tta is not None:
@@ -245,13 +288,13 @@ def predict(
             return torch.softmax(predictor.run(x).float(), dim=1)
 
     k = min(topk, card.num_classes)
-    images = decode_images(paths, card)
+    names = image_names(images)
     predictions: list[Prediction] = []
-    for x in prepared_batches(images, card, batch_size):
+    for x in prepared_batches(decode_images(images, card), card, batch_size):
         values, indices = posteriors(x).topk(k, dim=1)
         for v, i in zip(values.tolist(), indices.tolist()):
-            path = paths[len(predictions)]
-            predictions.append(Prediction(path, [(c, card.classes[c], p) for c, p in zip(i, v)]))
+            name = names[len(predictions)]
+            predictions.append(Prediction(name, [(c, card.classes[c], p) for c, p in zip(i, v)]))
     return predictions
 
 

@@ -274,20 +274,29 @@ def decode_image(
                 )
             image.seek(0)  # a GIF's (or any animation's) first frame
             image.load()
-            if image.mode in ("I", "F") or image.mode.startswith("I;16"):
-                image = to_eight_bit(image)
-            image = image.convert("L" if chans == 1 else "RGB")
-            if size is not None and (width, height) != (size, size):
-                scale = size / min(width, height)
-                new = (max(size, round(width * scale)), max(size, round(height * scale)))
-                image = image.resize(new, Image.Resampling.BILINEAR)
-                left, top = (new[0] - size) // 2, (new[1] - size) // 2
-                image = image.crop((left, top, left + size, top + size))
-            array = np.asarray(image, dtype=np.uint8)
+            return image_array(image, size, chans)
     except BadImage:
         raise
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise BadImage(f"corrupt or truncated image ({err})") from None
+
+
+def image_array(image: Any, size: int | None, chans: int) -> np.ndarray:
+    """A loaded PIL image as uint8 [chans, H, W]: converted to 8 bits and to ``chans`` channels, and with
+    ``size`` its shorter side resized to ``size`` (bilinear) and centre-cropped to a square."""
+    from PIL import Image
+
+    width, height = image.size
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        image = to_eight_bit(image)
+    image = image.convert("L" if chans == 1 else "RGB")
+    if size is not None and (width, height) != (size, size):
+        scale = size / min(width, height)
+        new = (max(size, round(width * scale)), max(size, round(height * scale)))
+        image = image.resize(new, Image.Resampling.BILINEAR)
+        left, top = (new[0] - size) // 2, (new[1] - size) // 2
+        image = image.crop((left, top, left + size, top + size))
+    array = np.asarray(image, dtype=np.uint8)
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 
