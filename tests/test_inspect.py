@@ -15,7 +15,7 @@ from torch import nn
 
 from cnnlab.cli import main
 from cnnlab.data import BatchLoader, load_dataset
-from cnnlab.errors import UsageError
+from cnnlab.errors import DataError, UsageError
 from cnnlab.inspect import activations, filters, grad_cam, image_to_tensor, load_image, write_report
 from cnnlab.inspect.views import filter_tiles, overlay_heatmap, tile_grid
 from cnnlab.models import create_model
@@ -131,7 +131,7 @@ def test_an_image_file_becomes_exactly_what_the_loader_gives_for_that_image(
     Image.fromarray(picture).resize((56, 56)).save(tmp_path / "big.png")
     assert load_image(tmp_path / "big.png", cfg)[0].shape == (1, 3, 32, 32)  # resized to the data's 28x28
     (tmp_path / "bad.png").write_text("not an image")
-    with pytest.raises(UsageError, match="cannot read .*bad.png as an image"):
+    with pytest.raises(DataError, match="cannot read .*bad.png as an image"):
         load_image(tmp_path / "bad.png", cfg)
     assert image_to_tensor(np.zeros((1, 28, 28), np.uint8), TrainConfig()).shape == (1, 1, 28, 28)
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cnnlab.errors import UsageError, check_positive
+from cnnlab.errors import DataError, UsageError, check_positive
 from cnnlab.weights import ModelCard
 
 #: what a folder argument contributes: files with these suffixes (case-insensitive), sorted by name
@@ -116,7 +116,7 @@ def decode_images(images: Sequence[Any], card: ModelCard) -> torch.Tensor:
                 else image_array(item, side, card.image_chans)
             )
         except BadImage as err:
-            raise UsageError(f"{name} cannot be decoded as an image: {err}") from None
+            raise DataError(f"{name} cannot be decoded as an image: {err}") from None  # a failure: exit 1
         if array.shape[1:] != (height, width):
             raise UsageError(
                 f"{name} is {array.shape[2]}x{array.shape[1]}; this model takes {width}x{height} images"

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from cnnlab.data.catalog import DatasetInfo
-from cnnlab.errors import UsageError
+from cnnlab.errors import DataError, UsageError
 from cnnlab.train.config import TrainConfig
 
 
@@ -22,7 +22,8 @@ def read_image(path: str | Path, channels: int, size: tuple[int, int]) -> np.nda
     """uint8 array [channels, H, W] of the image file at ``path``, decoded as image folders are
     (:func:`cnnlab.data.imagefolder.decode_image`), resized to ``size`` (H, W) where it differs.
 
-    A missing or undecodable file is a one-line :class:`UsageError`.
+    A missing file is a one-line :class:`UsageError` (exit 2), one that is not a readable image a
+    :class:`DataError` (exit 1, as for a file that is not what it claims).
     """
     from PIL import Image
 
@@ -34,7 +35,7 @@ def read_image(path: str | Path, channels: int, size: tuple[int, int]) -> np.nda
     try:
         array = decode_image(path, None, channels)
     except BadImage as err:
-        raise UsageError(f"cannot read {path} as an image ({err}); give a PNG or JPEG file") from None
+        raise DataError(f"cannot read {path} as an image ({err}); give a PNG or JPEG file") from None
     if array.shape[1:] != tuple(size):
         mode = "L" if channels == 1 else "RGB"
         image = Image.fromarray(array[0] if channels == 1 else array.transpose(1, 2, 0), mode)
