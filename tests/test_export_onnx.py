@@ -82,3 +82,11 @@ def test_export_leaves_the_callers_model_as_it_was(tmp_path: Path) -> None:
     assert all(
         v.dtype == before[k].dtype and torch.equal(v, before[k]) for k, v in double.state_dict().items()
     )
+
+
+def test_the_format_is_read_in_any_case(tmp_path: Path) -> None:
+    from cnnlab.export import export_model
+
+    assert (
+        export_model("lecture-simple", "SafeTensors", out=tmp_path / "m.safetensors").format == "safetensors"
+    )
