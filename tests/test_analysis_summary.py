@@ -312,3 +312,21 @@ def test_cpu_tracing_needs_real_weights_of_the_traced_dtype() -> None:
         summarize(cnnlab.create_model("lecture-simple"), (1, 28, 28), device="cpu", dtype=torch.float16)
     with pytest.raises(UsageError, match="unknown device 'gpu'"):
         summarize(meta, (1, 28, 28), device="gpu")
+
+
+class ReadsValues(nn.Module):
+    """A forward that branches on a value: it cannot run on meta, which is what device="cpu" is for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() >= 0:
+            return self.conv(x)
+        return x
+
+
+def test_cpu_tracing_runs_a_forward_that_needs_values() -> None:
+    s = summarize(ReadsValues(), (1, 8, 8), device="cpu")
+    assert s.row("conv").output_shape == (1, 4, 6, 6) and s.totals.macs == 3 * 3 * 4 * 6 * 6

@@ -65,14 +65,22 @@ def _check_fits_in_memory(model: nn.Module, shape: tuple[int, ...], method: str,
     """On cpu, refuse an input whose largest single activation exceeds the memory available now.
 
     The meta trace gives every activation's size for free; the largest one must exist at some point of
-    the real pass, so a run that cannot hold it cannot finish (the rest may be freed as it goes).
+    the real pass, so a run that cannot hold it cannot finish (the rest may be freed as it goes). A
+    forward that needs values (``if x.sum() > 0``) cannot run on meta, which is why it is traced on cpu:
+    then the input itself is the one size known beforehand.
     """
     try:
         available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # not Linux-like: nothing to check against
         return
-    probe = summarize(model, shape[1:], batch_size=shape[0], dtype=dtype, method=method)
-    largest = max((r.activation_bytes for r in probe.rows), default=0)
+    largest = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    tracer = Tracer(model, {})
+    try:
+        _trace(model, torch.zeros(shape, dtype=dtype, device="meta"), "meta", method, tracer, dtype, False)
+    except Exception:  # noqa: BLE001 - any failure on meta: the real pass on cpu will say what it is
+        pass
+    else:
+        largest = max([largest, *(r.activation_bytes for r in tracer.rows)])
     if largest > available:
         raise UsageError(
             f"input {'x'.join(map(str, shape[1:]))} is too large to run on cpu: one activation needs "
@@ -134,6 +142,26 @@ def _run(
             h.remove()
 
 
+def _trace(
+    model: nn.Module,
+    x: torch.Tensor,
+    device: str,
+    method: str,
+    tracer: Tracer,
+    dtype: torch.dtype,
+    train_mode: bool,
+) -> None:
+    """One traced pass of ``model`` on ``x`` into ``tracer``, in ``train_mode``; the model's modes restored."""
+    tracer.start(x)
+    modes = [(m, m.training) for m in model.modules()]
+    model.train(train_mode)
+    try:
+        _run(model, x, device, method, tracer, dtype)
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
 def summarize(
     model: nn.Module,
     input_size: Sequence[int],
@@ -174,11 +202,8 @@ def summarize(
         _check_fits_in_memory(model, shape, method, dtype)
     x = torch.zeros(shape, dtype=dtype, device=device)
     tracer = Tracer(model, {})
-    tracer.start(x)
-    modes = [(m, m.training) for m in model.modules()]
-    model.train(train_mode)
     try:
-        _run(model, x, device, method, tracer, dtype)
+        _trace(model, x, device, method, tracer, dtype, train_mode)
     except InputSizeError as err:  # the model's own check: add the sizes that fit as built
         raise UsageError(f"{err}{_fitting_as_built(model, shape[1:], method)}") from err
     except CnnlabError:
@@ -187,9 +212,6 @@ def summarize(
         if "overflow" in str(err).lower():  # torch: "Storage size calculation overflowed with sizes=..."
             raise _too_large(model, shape, tracer.attempt) from err
         raise explain_failure(model, shape[1:], tracer.attempt, err) from err
-    finally:
-        for m, training in modes:
-            m.training = training
     rows = tracer.rows
     all_params = list(model.parameters())
     used = sum(r.params for r in rows)
