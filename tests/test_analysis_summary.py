@@ -330,3 +330,11 @@ class ReadsValues(nn.Module):
 def test_cpu_tracing_runs_a_forward_that_needs_values() -> None:
     s = summarize(ReadsValues(), (1, 8, 8), device="cpu")
     assert s.row("conv").output_shape == (1, 4, 6, 6) and s.totals.macs == 3 * 3 * 4 * 6 * 6
+
+
+def test_hard_coded_head_on_a_too_small_input_names_the_band_it_fits() -> None:
+    # 8x8 fails in conv2, long before the head: the doubling probe (1, 2, 4, ... 32) steps over 28..31
+    with pytest.raises(UsageError, match=r"too small for SlidesNet: layer conv2 .* works is 1x28x28$"):
+        summarize(SlidesNet(), (1, 8, 8))
+    with pytest.raises(UsageError, match="no square input up to 64 fits"):
+        summarize(SlidesNet(100), (1, 8, 8))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -285,6 +285,29 @@ def fitting_sizes(
     return first, last, last - first >= max_run
 
 
+def _through_features(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A probe for :func:`smallest_input_size` that passes where ``model`` gets through its features: it runs,
+    or fails only at a linear layer given at least the features it expects (a hard-coded head past its band).
+
+    Monotone in the input side where "runs" alone is not: a hard-coded head fits a band of sizes, which
+    the probe's doubling sizes can step over (lecture 10's fc 320 runs on 28 to 31 only).
+    """
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        tracer = Tracer(model, {})
+        try:
+            _trace(model, x, "meta", "forward", tracer, x.dtype, False)
+        except Exception as err:  # noqa: BLE001 - whatever stopped it, the probe asks only where
+            got = tracer.attempt
+            if got is None or got.op != "linear" or not got.weight or not got.inputs:
+                raise RuntimeError(f"not through the features: {err}") from err
+            if got.inputs[0][-1] < got.weight[-1]:
+                raise RuntimeError(f"the head gets fewer features than it takes: {err}") from err
+        return x
+
+    return run
+
+
 def _fitting_as_built(model: nn.Module, input_size: Sequence[int], method: str) -> str:
     """``"; inputs that fit as built: 1x28x28 to 1x31x31"`` for a head sized from the input, or ``""``."""
     built = getattr(model, "img_size", None)
@@ -334,8 +357,9 @@ def explain_failure(
     built_for = getattr(model, "img_size", None)
     built = pair(built_for) if built_for is not None else (0, 0)
     limit = max(2 * max(h, w), 2 * max(built), 64)
-    if smallest is None and attempt is not None and attempt.op == "linear":
-        smallest = 1  # a head with a hard-coded width (lecture 10's fc 320 -> 10) fits a band of sizes only
+    band = smallest is None
+    if band:  # a head with a hard-coded width (lecture 10's fc 320 -> 10) fits a band of sizes only
+        smallest = smallest_input_size(_through_features(model), c)
     if smallest is None:
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         takes = first_conv_in_channels(model)
@@ -346,6 +370,10 @@ def explain_failure(
             )
         return UsageError(f"{name} cannot run on input {c}x{h}x{w}:{where} ({detail})")
     found = fitting_sizes(model, c, smallest, max(limit, smallest + 64), around=built[0] or None)
+    if found is None and band:  # through the features, but no size gives the head its width
+        return UsageError(
+            f"{name} cannot run on input {c}x{h}x{w}:{where}; no square input up to {limit} fits"
+        )
     first = found[0] if found else smallest  # heads sized from the input can need more than the features
     rebuild = ""
     if built_for is not None:
