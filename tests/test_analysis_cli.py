@@ -221,7 +221,7 @@ def test_users_file_that_fails_is_one_line_naming_the_file(capsys, tmp_path: Pat
         (
             f"{broken}:Raises",
             1,
-            "Raises's forward raised RuntimeError on input 3x8x8, and on every other size",
+            f"Raises's forward raised RuntimeError at {broken}:26 on input 3x8x8, and on every other size",
         ),
     ]:
         got, _, err = run(capsys, "summary", target, "--input", "3x8x8")
@@ -312,3 +312,64 @@ def test_a_training_setting_given_as_a_model_option_is_refused_naming_its_flag(k
     assert (
         err.startswith(f"cnnlab: error: {key} is set by the training settings (--") and err.count("\n") == 1
     )
+
+
+RAISING_FILE = """
+from torch import nn
+
+
+class Typo(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.convv(x)
+
+
+class ExtraArgument(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x, 3)
+
+
+class BadIndex(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x)[0, 99]
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x, y):
+        return self.conv(x) + y
+"""
+
+
+@pytest.mark.parametrize("command", ["summary", "rf"])
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        ("Typo", "Typo's forward raised AttributeError at {file}:11: 'Typo' object has no attribute 'convv'"),
+        ("ExtraArgument", "ExtraArgument's forward raised TypeError at {file}:20: "),
+        ("BadIndex", "BadIndex's forward raised IndexError at {file}:29 on input 3x8x8, and on every other"),
+        ("TwoInputs", "TwoInputs's forward(x, y) needs more than one input"),
+    ],
+)
+def test_a_users_forward_that_raises_anything_is_one_line_exit_1(
+    capsys, tmp_path: Path, command: str, target: str, message: str
+) -> None:
+    path = tmp_path / "raising.py"
+    path.write_text(RAISING_FILE)
+    got, _, err = run(capsys, command, f"{path}:{target}", "--input", "3x8x8")
+    assert (got, err.count("\n")) == (1, 1), err
+    assert err.startswith("cnnlab: error: ") and message.format(file=path) in err

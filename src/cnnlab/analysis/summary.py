@@ -7,9 +7,13 @@ arrived there, the shape that layer expects, and input sizes that would fit (lec
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
+import sysconfig
+import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -87,6 +91,20 @@ def _check_fits_in_memory(model: nn.Module, shape: tuple[int, ...], method: str,
             f"{largest / 2**30:,.1f} GiB and {available / 2**30:,.1f} GiB of memory is available; "
             f"give a smaller input or trace it on the meta device"
         )
+
+
+def _check_one_input(model: nn.Module, method: str) -> None:
+    """Refuse a ``method`` that cannot take one tensor (``forward(self, x, y)``): the trace passes the image alone."""
+    try:
+        signature = inspect.signature(getattr(model, method))
+        signature.bind(None)
+    except TypeError:
+        raise CnnlabError(
+            f"{_model_label(model)}'s {method}{signature} needs more than one input, and the trace passes one "
+            f"image batch; analyse a module whose {method} takes the image alone (wrap this one in it)"
+        ) from None
+    except ValueError:  # no signature to read (a builtin): the call itself will say
+        pass
 
 
 def _stand_ins(
@@ -188,6 +206,7 @@ def summarize(
     if not hasattr(model, method):
         raise UsageError(f"{_model_label(model)} has no method {method!r} to trace")
     shape = _input_shape(input_size, batch_size, dtype)
+    _check_one_input(model, method)
     if device == "cpu":
         own = next((t for t in model.parameters() if t.is_floating_point()), None)
         if own is not None and own.is_meta:
@@ -208,7 +227,11 @@ def summarize(
         raise UsageError(f"{err}{_fitting_as_built(model, shape[1:], method)}") from err
     except CnnlabError:
         raise
-    except (RuntimeError, ValueError, IndexError) as err:
+    except MemoryError:
+        raise
+    except (
+        Exception
+    ) as err:  # the model's code raised (AttributeError, TypeError ... too): one line saying where
         if "overflow" in str(err).lower():  # torch: "Storage size calculation overflowed with sizes=..."
             raise _too_large(model, shape, tracer.attempt) from err
         raise explain_failure(model, shape[1:], tracer.attempt, err) from err
@@ -246,10 +269,26 @@ def summarize(
 
 def _runs(model: nn.Module, shape: tuple[int, ...], method: str = "forward") -> bool:
     try:
-        _run(model, torch.zeros((1, *shape), device="meta"), "meta", method, None, torch.float32)
+        _probe(model, method)(torch.zeros((1, *shape), device="meta"))
         return True
-    except (RuntimeError, ValueError, IndexError):
+    except RuntimeError:
         return False
+
+
+def _probe(model: nn.Module, method: str = "forward") -> Callable[[torch.Tensor], torch.Tensor]:
+    """One untraced meta pass of ``model``'s ``method``, for the size probes: whatever the model's code raises
+    (a TypeError as well as torch's RuntimeError) is a :class:`RuntimeError`, which they read as "does not run"."""
+    wrapper = BoundCall(model, getattr(model, method))
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        try:
+            return _run(wrapper, x, "meta", "forward", None, x.dtype)
+        except MemoryError:
+            raise
+        except Exception as err:  # noqa: BLE001 - the probe's answer is only "it did not run"
+            raise RuntimeError(f"{type(err).__name__}: {err}") from err
+
+    return run
 
 
 def fitting_sizes(
@@ -337,6 +376,28 @@ def _expected(attempt: Attempt) -> str | None:
     return f"a shape compatible with weight {'x'.join(map(str, w))}"
 
 
+#: what torch raises for an input that does not fit (a size, the channels); other exceptions are the code's own
+SHAPE_ERRORS = (RuntimeError, ValueError, IndexError)
+
+
+def raised_at(err: BaseException) -> str:
+    """``" at mynet.py:45"``: the innermost line of ``err``'s traceback in neither torch, cnnlab nor Python's
+    own library (the user's model file), or ``""`` when every line is in those (a registry model)."""
+    libraries = [
+        Path(torch.__file__).parent,
+        Path(__file__).parents[1],
+        Path(sysconfig.get_paths()["stdlib"]),
+    ]
+    libraries = [lib.resolve() for lib in libraries]
+    for frame, line in reversed(list(traceback.walk_tb(err.__traceback__))):
+        filename = frame.f_code.co_filename
+        path = Path(filename).resolve()
+        if not filename.startswith("<") and not any(path.is_relative_to(lib) for lib in libraries):
+            shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+            return f" at {shown}:{line}"
+    return ""
+
+
 def explain_failure(
     model: nn.Module, input_size: Sequence[int], attempt: Attempt | None, err: Exception
 ) -> CnnlabError:
@@ -345,6 +406,11 @@ def explain_failure(
     model's own code raised, whatever the size."""
     c, h, w = input_size
     name = _model_label(model)
+    detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if not isinstance(err, SHAPE_ERRORS):  # AttributeError, TypeError, NameError ...: not about the input
+        return CnnlabError(
+            f"{name}'s forward raised {type(err).__name__}{raised_at(err)}: {detail}; the error is in the model's code"
+        )
     where = ""
     if attempt is not None:
         arrived = ", ".join("x".join(map(str, s)) for s in attempt.inputs) or "?"
@@ -353,7 +419,7 @@ def explain_failure(
         where = f" layer {layer} received {arrived}" + (f" but expects {expected}" if expected else "")
     features = getattr(model, "forward_features", None)
     probe = BoundCall(model, features) if features is not None else model
-    smallest = smallest_input_size(lambda t: _run(probe, t, "meta", "forward", None, t.dtype), c)
+    smallest = smallest_input_size(_probe(probe), c)
     built_for = getattr(model, "img_size", None)
     built = pair(built_for) if built_for is not None else (0, 0)
     limit = max(2 * max(h, w), 2 * max(built), 64)
@@ -361,12 +427,11 @@ def explain_failure(
     if band:  # a head with a hard-coded width (lecture 10's fc 320 -> 10) fits a band of sizes only
         smallest = smallest_input_size(_through_features(model), c)
     if smallest is None:
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         takes = first_conv_in_channels(model)
         if takes is None or takes == c:  # neither the size nor the channels: the model's code itself
             return CnnlabError(
-                f"{name}'s forward raised {type(err).__name__} on input {c}x{h}x{w}, and on every other size "
-                f"tried, so not because of the input: {detail}; the error is in the model's code"
+                f"{name}'s forward raised {type(err).__name__}{raised_at(err)} on input {c}x{h}x{w}, and on every "
+                f"other size tried, so not because of the input: {detail}; the error is in the model's code"
             )
         return UsageError(f"{name} cannot run on input {c}x{h}x{w}:{where} ({detail})")
     found = fitting_sizes(model, c, smallest, max(limit, smallest + 64), around=built[0] or None)
