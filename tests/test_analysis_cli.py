@@ -373,3 +373,15 @@ def test_a_users_forward_that_raises_anything_is_one_line_exit_1(
     got, _, err = run(capsys, command, f"{path}:{target}", "--input", "3x8x8")
     assert (got, err.count("\n")) == (1, 1), err
     assert err.startswith("cnnlab: error: ") and message.format(file=path) in err
+
+
+@pytest.mark.parametrize(
+    "name, option, size",
+    [("lecture-simple", "img_size=32", [1, 32, 32]), ("plain20-cifar", "in_chans=1", [1, 32, 32])],
+)
+def test_the_default_input_follows_img_size_and_in_chans(
+    capsys, name: str, option: str, size: list[int]
+) -> None:
+    code, out, err = run(capsys, "summary", name, "--model-option", option, "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["input_size"] == size

@@ -102,6 +102,20 @@ def load_model(
             raise UsageError(f"name the module inside the file: {spec}:ClassName")
         return _load_from_file(spec), None
     info = model_info(spec)  # unknown names: close matches and the valid ones
+    options = options or {}
     with torch.device(device):
-        model = create_model(spec, **(options or {}))
-    return model, info.input_size
+        model = create_model(spec, **options)
+    return model, default_input(info.input_size, options)
+
+
+def default_input(input_size: tuple[int, int, int], options: dict[str, object]) -> tuple[int, int, int]:
+    """A registry model's default input (C, H, W) as its builder ``options`` change it: ``in_chans`` sets C,
+    ``img_size`` H and W (a model built with ``img_size=32`` takes 32x32, not its paper's size)."""
+    from cnnlab.models.layers import pair
+
+    c, h, w = input_size
+    if "in_chans" in options:
+        c = int(options["in_chans"])
+    if "img_size" in options:
+        h, w = pair(options["img_size"])
+    return c, h, w
