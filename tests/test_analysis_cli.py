@@ -385,3 +385,21 @@ def test_the_default_input_follows_img_size_and_in_chans(
     code, out, err = run(capsys, "summary", name, "--model-option", option, "--format", "json")
     assert code == 0, err
     assert json.loads(out)["input_size"] == size
+
+
+def test_a_users_file_imports_the_modules_beside_it(capsys, tmp_path: Path) -> None:
+    folder = tmp_path / "pkg"
+    folder.mkdir()
+    (folder / "cnnlab_test_helper.py").write_text(
+        "from torch import nn\n\n\ndef block():\n    return nn.Conv2d(3, 8, 3)\n"
+    )
+    (folder / "model.py").write_text(
+        "from torch import nn\nfrom cnnlab_test_helper import block\n\n\n"
+        "class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.b = block()\n\n"
+        "    def forward(self, x):\n        return self.b(x)\n"
+    )
+    before = list(sys.path)
+    code, out, err = run(capsys, "summary", f"{folder / 'model.py'}:M", "--input", "3x8x8")
+    assert code == 0, err
+    assert "Conv2d" in out and sys.path == before  # the folder is on the path only while the file is imported
+    sys.modules.pop("cnnlab_test_helper", None)

@@ -46,10 +46,14 @@ def _load_from_file(spec: str) -> nn.Module:
         raise UsageError(f"cannot import {path_text!r} as a Python module")
     module = importlib.util.module_from_spec(loader_spec)
     sys.modules[module_name] = module
+    saved_path = list(sys.path)
+    sys.path.insert(0, str(path.resolve().parent))  # as `python file.py` does: its neighbours import
     try:
         loader_spec.loader.exec_module(module)
     except (Exception, SystemExit) as err:  # the user's file: its first line of failure, not our traceback
         raise CnnlabError(f"importing {path_text!r} failed: {_failure(err)}") from err
+    finally:
+        sys.path[:] = saved_path
     candidates = sorted(
         n
         for n, v in vars(module).items()
