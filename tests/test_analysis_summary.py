@@ -338,3 +338,17 @@ def test_hard_coded_head_on_a_too_small_input_names_the_band_it_fits() -> None:
         summarize(SlidesNet(), (1, 8, 8))
     with pytest.raises(UsageError, match="no square input up to 64 fits"):
         summarize(SlidesNet(100), (1, 8, 8))
+
+
+def lazy_net() -> nn.Module:
+    """d2l.ai's style: the layers take their input sizes from the first forward pass."""
+    return nn.Sequential(nn.LazyConv2d(4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10))
+
+
+def test_lazy_layers_are_sized_by_one_real_pass_then_traced() -> None:
+    s = summarize(lazy_net(), (3, 8, 8))
+    assert s.totals.params == 3 * 3 * 3 * 4 + 4 + 4 * 6 * 6 * 10 + 10 and s.totals.unused_params == 0
+    with pytest.raises(
+        UsageError, match=r"lazy layers \(LazyConv2d, LazyLinear\), .* on input 3x2x2: RuntimeError"
+    ):
+        summarize(lazy_net(), (3, 2, 2))

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.parameter import is_lazy
 
 from cnnlab.analysis.engine import NORM, Attempt, Tracer
 from cnnlab.analysis.report import Summary, Totals
@@ -105,6 +107,39 @@ def _check_one_input(model: nn.Module, method: str) -> None:
         ) from None
     except ValueError:  # no signature to read (a builtin): the call itself will say
         pass
+
+
+def _materialize_lazy(model: nn.Module, input_size: Sequence[int], method: str) -> None:
+    """Give lazy layers (``nn.LazyLinear``, ``nn.LazyConv2d``, as d2l.ai's AlexNet and VGG use) their sizes.
+
+    They take their shapes from a first forward pass, which a meta trace cannot be: one real pass where
+    their parameters live (batch 1, zeros of ``input_size``, no grad, evaluation mode, so that no running
+    statistics move), as the user's own training code would do before anything else.
+    """
+    lazy = [(n, t) for n, t in (*model.named_parameters(), *model.named_buffers()) if is_lazy(t)]
+    if not lazy:
+        return
+    layers = sorted({type(m).__name__ for m in model.modules() if isinstance(m, LazyModuleMixin)})
+    x = torch.zeros((1, *input_size), dtype=lazy[0][1].dtype, device=lazy[0][1].device)
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            getattr(model, method)(x)
+    except MemoryError:
+        raise
+    except Exception as err:  # the pass that sizes them failed: there are no shapes to trace with
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        error = UsageError if isinstance(err, SHAPE_ERRORS) else CnnlabError
+        raise error(
+            f"{_model_label(model)} has lazy layers ({', '.join(layers)}), sized by a first forward pass, and "
+            f"that pass failed on input {'x'.join(map(str, input_size))}: {type(err).__name__}{raised_at(err)}: "
+            f"{detail}; give an input size the model takes, or write those layers with their sizes "
+            f"(nn.Conv2d, nn.Linear)"
+        ) from err
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def _stand_ins(
@@ -207,6 +242,7 @@ def summarize(
         raise UsageError(f"{_model_label(model)} has no method {method!r} to trace")
     shape = _input_shape(input_size, batch_size, dtype)
     _check_one_input(model, method)
+    _materialize_lazy(model, shape[1:], method)
     if device == "cpu":
         own = next((t for t in model.parameters() if t.is_floating_point()), None)
         if own is not None and own.is_meta:
