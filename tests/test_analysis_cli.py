@@ -403,3 +403,14 @@ def test_a_users_file_imports_the_modules_beside_it(capsys, tmp_path: Path) -> N
     assert code == 0, err
     assert "Conv2d" in out and sys.path == before  # the folder is on the path only while the file is imported
     sys.modules.pop("cnnlab_test_helper", None)
+
+
+def test_rf_builds_a_registry_model_with_its_options(capsys) -> None:
+    """The size-mismatch advice ("build it with img_size=32") can be followed in rf as in summary."""
+    code, out, err = run(
+        capsys, "rf", "lecture-simple", "--input", "1x32x32", "--model-option", "img_size=32"
+    )
+    assert code == 0, err
+    assert out.splitlines()[-1].split()[0] == "head.fc" and out.splitlines()[-1].split()[-1] == "32"
+    code, _, err = run(capsys, "rf", "conv3", "--model-option", "img_size=32")
+    assert code == 2 and "--model-option is for registry models" in err

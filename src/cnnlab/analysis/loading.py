@@ -104,6 +104,8 @@ def load_model(
     if ".py:" in spec or spec.endswith(".py"):
         if ":" not in spec:
             raise UsageError(f"name the module inside the file: {spec}:ClassName")
+        if options:
+            raise UsageError("--model-option applies to registry models; set options in your own file")
         return _load_from_file(spec), None
     info = model_info(spec)  # unknown names: close matches and the valid ones
     options = options or {}

@@ -30,8 +30,6 @@ def _summary(args: argparse.Namespace) -> int:
     if args.depth is not None and args.depth < 1:
         raise UsageError(f"--depth must be at least 1, got {args.depth}")
     options = model_options(args)
-    if options and ".py:" in args.model:
-        raise UsageError("--model-option applies to registry models; set options in your own file")
     if args.input is not None:
         parse_input_size(args.input)  # a malformed size is refused before a model is built
     # --device cpu runs the arithmetic: the weights must exist there, initialised as the paper says
@@ -75,6 +73,8 @@ def _rf(args: argparse.Namespace) -> int:
     if spec.lower().startswith(("conv", "pool")) and ".py:" not in spec:
         if args.input is not None:
             raise UsageError("--input is for models; give a layer list the input side with --size N")
+        if model_options(args):
+            raise UsageError("--model-option is for registry models; a layer list is built as written")
         steps = receptive_fields(parse_layers(spec), args.size)
         print(
             "n_out = floor((n_in + 2p - d(k-1) - 1) / s) + 1;  j_out = j_in * s;  r_out = r_in + d(k-1) * j_in"
@@ -93,7 +93,7 @@ def _rf(args: argparse.Namespace) -> int:
         raise UsageError(f"--depth must be at least 1, got {args.depth}")
     if args.size is not None:
         raise UsageError("--size is for layer lists; give a model its input with --input CxHxW")
-    model, default_input = load_model(spec)
+    model, default_input = load_model(spec, model_options(args))
     if args.input is None and default_input is None:
         raise UsageError(f"give the input size of {spec} with --input CxHxW, e.g. --input 3x224x224")
     input_size = parse_input_size(args.input) if args.input is not None else default_input
@@ -189,6 +189,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--size", type=int, help="input side for a layer list (prints output sizes)")
     r.add_argument("--input", help="input size CxHxW for a model (default: the model's own)")
     r.add_argument("--depth", type=int, help="group a model's rows to this many name levels")
+    add_model_option_arg(r)
 
     t = add_command(
         subparsers,
