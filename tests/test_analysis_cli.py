@@ -132,6 +132,11 @@ def test_paper_tables_small_ones(capsys) -> None:
         (["summary", "lecture-simpel"], 2, "Did you mean 'lecture-simple'"),
         (["summary", "no/such/file.py:Net", "--input", "3x8x8"], 2, "no such Python file"),
         (["summary", "lecture-simple", "--depth", "-2"], 2, "--depth must be at least 1"),
+        (
+            ["summary", "lecture-simple", "--optimizer-states", "-1"],
+            2,
+            "(--optimizer-states) must be at least 0",
+        ),
         (["summary", "lecture-simple", "--format", "yaml"], 2, "unknown format 'yaml'"),
         (["rf", "conv3q2"], 2, "cannot read layer 'conv3q2'"),
         (
@@ -414,3 +419,11 @@ def test_rf_builds_a_registry_model_with_its_options(capsys) -> None:
     assert out.splitlines()[-1].split()[0] == "head.fc" and out.splitlines()[-1].split()[-1] == "32"
     code, _, err = run(capsys, "rf", "conv3", "--model-option", "img_size=32")
     assert code == 2 and "--model-option is for registry models" in err
+
+
+@pytest.mark.parametrize(
+    "states, shown", [("0", "0 optimizer states"), ("1", "1 optimizer state)"), ("2", "2 optimizer states")]
+)
+def test_training_estimate_counts_optimizer_states_in_words(capsys, states: str, shown: str) -> None:
+    code, out, err = run(capsys, "summary", "lecture-simple", "--optimizer-states", states)
+    assert code == 0 and shown in out, err

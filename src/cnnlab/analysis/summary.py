@@ -22,7 +22,7 @@ from torch.nn.parameter import is_lazy
 
 from cnnlab.analysis.engine import NORM, Attempt, Tracer
 from cnnlab.analysis.report import Summary, Totals
-from cnnlab.errors import CnnlabError, InputSizeError, UsageError
+from cnnlab.errors import CnnlabError, InputSizeError, UsageError, check_positive
 from cnnlab.models.layers import (
     BoundCall,
     ShapeOnlyNorm,
@@ -241,6 +241,7 @@ def summarize(
     if not hasattr(model, method):
         raise UsageError(f"{_model_label(model)} has no method {method!r} to trace")
     shape = _input_shape(input_size, batch_size, dtype)
+    check_positive("optimizer states (--optimizer-states)", optimizer_states, allow_zero=True)
     _check_one_input(model, method)
     _materialize_lazy(model, shape[1:], method)
     if device == "cpu":
