@@ -132,6 +132,8 @@ def test_paper_tables_small_ones(capsys) -> None:
         (["summary", "lecture-simpel"], 2, "Did you mean 'lecture-simple'"),
         (["summary", "no/such/file.py:Net", "--input", "3x8x8"], 2, "no such Python file"),
         (["summary", "lecture-simple", "--depth", "-2"], 2, "--depth must be at least 1"),
+        (["summary", "lecture-simple", "--aux"], 2, "lecture-simple has no auxiliary heads for --aux"),
+        (["summary", "googlenet", "--aux"], 2, "add --model-option aux_logits=True to trace them"),
         (
             ["summary", "lecture-simple", "--optimizer-states", "-1"],
             2,

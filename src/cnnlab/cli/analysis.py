@@ -42,6 +42,8 @@ def _summary(args: argparse.Namespace) -> int:
         return 0
     if args.input is None and default_input is None:
         raise UsageError(f"give the input size of {args.model} with --input CxHxW, e.g. --input 3x224x224")
+    if args.aux and default_input is not None:  # a registry model: --aux must have heads to trace
+        _check_aux_heads(args.model, model)
     input_size = parse_input_size(args.input) if args.input is not None else default_input
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
     if args.device == "cpu":
@@ -57,6 +59,20 @@ def _summary(args: argparse.Namespace) -> int:
     )
     print(summary.render(args.format, args.depth))
     return 0
+
+
+def _check_aux_heads(name: str, model: object) -> None:
+    """Refuse ``--aux`` on a registry model built without auxiliary heads: its trace would be the plain one."""
+    from cnnlab.models import model_info
+
+    if len(getattr(model, "aux_heads", None) or ()):
+        return
+    if "aux_logits" in model_info(name).options():
+        raise UsageError(
+            f"{name} is built without its auxiliary heads by default: add --model-option aux_logits=True "
+            "to trace them with --aux"
+        )
+    raise UsageError(f"{name} has no auxiliary heads for --aux to trace (googlenet and inception-v3 have)")
 
 
 def _cost(args: argparse.Namespace) -> int:
@@ -153,7 +169,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="meta: shapes only, no memory (default); cpu: builds the model with real weights there and runs "
         "the arithmetic (slow and memory-hungry for ImageNet models)",
     )
-    p.add_argument("--aux", action="store_true", help="trace forward_aux (auxiliary heads included)")
+    p.add_argument(
+        "--aux",
+        action="store_true",
+        help="trace forward_aux (auxiliary heads included; googlenet and inception-v3 need "
+        "--model-option aux_logits=True)",
+    )
     p.add_argument(
         "--optimizer-states", type=int, default=1, help="for the training estimate (SGD 1, Adam 2)"
     )
