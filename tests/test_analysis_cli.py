@@ -141,6 +141,10 @@ def test_paper_tables_small_ones(capsys) -> None:
         ),
         (["summary", "lecture-simple", "--format", "yaml"], 2, "unknown format 'yaml'"),
         (["rf", "conv3q2"], 2, "cannot read layer 'conv3q2'"),
+        (["rf", "conv3s2p1p2"], 2, "layer 'conv3s2p1p2' gives p twice"),
+        (["rf", "pool3s2p5"], 2, "a pooling's padding can be at most half its kernel (1 here)"),
+        (["rf", "foo3", "--size", "8"], 2, "cannot read layer 'foo3'"),
+        (["rf", "foo3,conv3"], 2, "cannot read layer 'foo3'"),
         (
             ["cost", "conv", "--in", "0", "--out", "32", "--kernel", "5", "--size", "28"],
             2,

@@ -86,7 +86,9 @@ def _rf(args: argparse.Namespace) -> int:
     from cnnlab.analysis.receptive import parse_layers, receptive_fields
 
     spec = args.target
-    if spec.lower().startswith(("conv", "pool")) and ".py:" not in spec:
+    # a layer list: by its first word, or by what only a layer list takes (--size, commas)
+    looks_like_layers = spec.lower().startswith(("conv", "pool")) or args.size is not None or "," in spec
+    if looks_like_layers and ".py" not in spec:
         if args.input is not None:
             raise UsageError("--input is for models; give a layer list the input side with --size N")
         if model_options(args):
