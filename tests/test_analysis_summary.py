@@ -352,3 +352,10 @@ def test_lazy_layers_are_sized_by_one_real_pass_then_traced() -> None:
         UsageError, match=r"lazy layers \(LazyConv2d, LazyLinear\), .* on input 3x2x2: RuntimeError"
     ):
         summarize(lazy_net(), (3, 2, 2))
+
+
+def test_a_forward_that_needs_values_on_meta_is_told_to_trace_on_cpu() -> None:
+    with pytest.raises(
+        UsageError, match=r"reads tensor values at .*test_analysis_summary.py:\d+ .*--device cpu"
+    ):
+        summarize(ReadsValues(), (1, 8, 8))

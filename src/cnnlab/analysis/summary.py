@@ -444,6 +444,11 @@ def explain_failure(
     c, h, w = input_size
     name = _model_label(model)
     detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if "meta tensor" in detail:  # a value read on meta (Tensor.item()): no input size would help
+        return UsageError(
+            f"{name}'s forward reads tensor values{raised_at(err)} ({detail}), which the meta trace does not "
+            f"compute; trace it for real with --device cpu (device='cpu')"
+        )
     if not isinstance(err, SHAPE_ERRORS):  # AttributeError, TypeError, NameError ...: not about the input
         return CnnlabError(
             f"{name}'s forward raised {type(err).__name__}{raised_at(err)}: {detail}; the error is in the model's code"
