@@ -99,14 +99,15 @@ def _check_one_input(model: nn.Module, method: str) -> None:
     """Refuse a ``method`` that cannot take one tensor (``forward(self, x, y)``): the trace passes the image alone."""
     try:
         signature = inspect.signature(getattr(model, method))
+    except (TypeError, ValueError):  # no signature to read (a builtin): the call itself will say
+        return
+    try:
         signature.bind(None)
     except TypeError:
         raise CnnlabError(
             f"{_model_label(model)}'s {method}{signature} needs more than one input, and the trace passes one "
             f"image batch; analyse a module whose {method} takes the image alone (wrap this one in it)"
         ) from None
-    except ValueError:  # no signature to read (a builtin): the call itself will say
-        pass
 
 
 def _materialize_lazy(model: nn.Module, input_size: Sequence[int], method: str) -> None:
