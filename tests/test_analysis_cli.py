@@ -132,8 +132,19 @@ def test_paper_tables_small_ones(capsys) -> None:
         (["summary", "lecture-simpel"], 2, "Did you mean 'lecture-simple'"),
         (["summary", "no/such/file.py:Net", "--input", "3x8x8"], 2, "no such Python file"),
         (["summary", "lecture-simple", "--depth", "-2"], 2, "--depth must be at least 1"),
+        (["summary", "lecture-simple", "--aux"], 2, "lecture-simple has no auxiliary heads for --aux"),
+        (["summary", "googlenet", "--aux"], 2, "add --model-option aux_logits=True to trace them"),
+        (
+            ["summary", "lecture-simple", "--optimizer-states", "-1"],
+            2,
+            "(--optimizer-states) must be at least 0",
+        ),
         (["summary", "lecture-simple", "--format", "yaml"], 2, "unknown format 'yaml'"),
         (["rf", "conv3q2"], 2, "cannot read layer 'conv3q2'"),
+        (["rf", "conv3s2p1p2"], 2, "layer 'conv3s2p1p2' gives p twice"),
+        (["rf", "pool3s2p5"], 2, "a pooling's padding can be at most half its kernel (1 here)"),
+        (["rf", "foo3", "--size", "8"], 2, "cannot read layer 'foo3'"),
+        (["rf", "foo3,conv3"], 2, "cannot read layer 'foo3'"),
         (
             ["cost", "conv", "--in", "0", "--out", "32", "--kernel", "5", "--size", "28"],
             2,
@@ -221,7 +232,7 @@ def test_users_file_that_fails_is_one_line_naming_the_file(capsys, tmp_path: Pat
         (
             f"{broken}:Raises",
             1,
-            "Raises's forward raised RuntimeError on input 3x8x8, and on every other size",
+            f"Raises's forward raised RuntimeError at {broken}:26 on input 3x8x8, and on every other size",
         ),
     ]:
         got, _, err = run(capsys, "summary", target, "--input", "3x8x8")
@@ -312,3 +323,113 @@ def test_a_training_setting_given_as_a_model_option_is_refused_naming_its_flag(k
     assert (
         err.startswith(f"cnnlab: error: {key} is set by the training settings (--") and err.count("\n") == 1
     )
+
+
+RAISING_FILE = """
+from torch import nn
+
+
+class Typo(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.convv(x)
+
+
+class ExtraArgument(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x, 3)
+
+
+class BadIndex(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x)[0, 99]
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x, y):
+        return self.conv(x) + y
+"""
+
+
+@pytest.mark.parametrize("command", ["summary", "rf"])
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        ("Typo", "Typo's forward raised AttributeError at {file}:11: 'Typo' object has no attribute 'convv'"),
+        ("ExtraArgument", "ExtraArgument's forward raised TypeError at {file}:20: "),
+        ("BadIndex", "BadIndex's forward raised IndexError at {file}:29 on input 3x8x8, and on every other"),
+        ("TwoInputs", "TwoInputs's forward(x, y) needs more than one input"),
+    ],
+)
+def test_a_users_forward_that_raises_anything_is_one_line_exit_1(
+    capsys, tmp_path: Path, command: str, target: str, message: str
+) -> None:
+    path = tmp_path / "raising.py"
+    path.write_text(RAISING_FILE)
+    got, _, err = run(capsys, command, f"{path}:{target}", "--input", "3x8x8")
+    assert (got, err.count("\n")) == (1, 1), err
+    assert err.startswith("cnnlab: error: ") and message.format(file=path) in err
+
+
+@pytest.mark.parametrize(
+    "name, option, size",
+    [("lecture-simple", "img_size=32", [1, 32, 32]), ("plain20-cifar", "in_chans=1", [1, 32, 32])],
+)
+def test_the_default_input_follows_img_size_and_in_chans(
+    capsys, name: str, option: str, size: list[int]
+) -> None:
+    code, out, err = run(capsys, "summary", name, "--model-option", option, "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["input_size"] == size
+
+
+def test_a_users_file_imports_the_modules_beside_it(capsys, tmp_path: Path) -> None:
+    folder = tmp_path / "pkg"
+    folder.mkdir()
+    (folder / "cnnlab_test_helper.py").write_text(
+        "from torch import nn\n\n\ndef block():\n    return nn.Conv2d(3, 8, 3)\n"
+    )
+    (folder / "model.py").write_text(
+        "from torch import nn\nfrom cnnlab_test_helper import block\n\n\n"
+        "class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.b = block()\n\n"
+        "    def forward(self, x):\n        return self.b(x)\n"
+    )
+    before = list(sys.path)
+    code, out, err = run(capsys, "summary", f"{folder / 'model.py'}:M", "--input", "3x8x8")
+    assert code == 0, err
+    assert "Conv2d" in out and sys.path == before  # the folder is on the path only while the file is imported
+    sys.modules.pop("cnnlab_test_helper", None)
+
+
+def test_rf_builds_a_registry_model_with_its_options(capsys) -> None:
+    """The size-mismatch advice ("build it with img_size=32") can be followed in rf as in summary."""
+    code, out, err = run(
+        capsys, "rf", "lecture-simple", "--input", "1x32x32", "--model-option", "img_size=32"
+    )
+    assert code == 0, err
+    assert out.splitlines()[-1].split()[0] == "head.fc" and out.splitlines()[-1].split()[-1] == "32"
+    code, _, err = run(capsys, "rf", "conv3", "--model-option", "img_size=32")
+    assert code == 2 and "--model-option is for registry models" in err
+
+
+@pytest.mark.parametrize(
+    "states, shown", [("0", "0 optimizer states"), ("1", "1 optimizer state)"), ("2", "2 optimizer states")]
+)
+def test_training_estimate_counts_optimizer_states_in_words(capsys, states: str, shown: str) -> None:
+    code, out, err = run(capsys, "summary", "lecture-simple", "--optimizer-states", states)
+    assert code == 0 and shown in out, err

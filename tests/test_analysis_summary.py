@@ -312,3 +312,50 @@ def test_cpu_tracing_needs_real_weights_of_the_traced_dtype() -> None:
         summarize(cnnlab.create_model("lecture-simple"), (1, 28, 28), device="cpu", dtype=torch.float16)
     with pytest.raises(UsageError, match="unknown device 'gpu'"):
         summarize(meta, (1, 28, 28), device="gpu")
+
+
+class ReadsValues(nn.Module):
+    """A forward that branches on a value: it cannot run on meta, which is what device="cpu" is for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() >= 0:
+            return self.conv(x)
+        return x
+
+
+def test_cpu_tracing_runs_a_forward_that_needs_values() -> None:
+    s = summarize(ReadsValues(), (1, 8, 8), device="cpu")
+    assert s.row("conv").output_shape == (1, 4, 6, 6) and s.totals.macs == 3 * 3 * 4 * 6 * 6
+
+
+def test_hard_coded_head_on_a_too_small_input_names_the_band_it_fits() -> None:
+    # 8x8 fails in conv2, long before the head: the doubling probe (1, 2, 4, ... 32) steps over 28..31
+    with pytest.raises(UsageError, match=r"too small for SlidesNet: layer conv2 .* works is 1x28x28$"):
+        summarize(SlidesNet(), (1, 8, 8))
+    with pytest.raises(UsageError, match="no square input up to 64 fits"):
+        summarize(SlidesNet(100), (1, 8, 8))
+
+
+def lazy_net() -> nn.Module:
+    """d2l.ai's style: the layers take their input sizes from the first forward pass."""
+    return nn.Sequential(nn.LazyConv2d(4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10))
+
+
+def test_lazy_layers_are_sized_by_one_real_pass_then_traced() -> None:
+    s = summarize(lazy_net(), (3, 8, 8))
+    assert s.totals.params == 3 * 3 * 3 * 4 + 4 + 4 * 6 * 6 * 10 + 10 and s.totals.unused_params == 0
+    with pytest.raises(
+        UsageError, match=r"lazy layers \(LazyConv2d, LazyLinear\), .* on input 3x2x2: RuntimeError"
+    ):
+        summarize(lazy_net(), (3, 2, 2))
+
+
+def test_a_forward_that_needs_values_on_meta_is_told_to_trace_on_cpu() -> None:
+    with pytest.raises(
+        UsageError, match=r"reads tensor values at .*test_analysis_summary.py:\d+ .*--device cpu"
+    ):
+        summarize(ReadsValues(), (1, 8, 8))

@@ -204,3 +204,32 @@ def test_python_snippets_parse_import_what_exists_and_define_every_name_they_use
             and not hasattr(builtins, s.get_name())
         ]
         assert not undefined, f"{doc.name} snippet uses undefined names: {undefined}"
+
+
+ANALYSIS = ROOT / "docs" / "analysis.md"
+INSPECT = ROOT / "docs" / "inspect.md"
+
+
+def test_the_sample_failure_in_the_analysis_doc_is_what_the_command_prints(capsys) -> None:
+    """A ``$ cnnlab ...`` line in a fenced block followed by ``cnnlab: error:`` (wrapped over lines)."""
+    from cnnlab.cli import main
+
+    text = ANALYSIS.read_text()
+    samples = re.findall(r"^\$ cnnlab (.+)\n(cnnlab: error: (?:.+\n)+?)```", text, re.MULTILINE)
+    assert samples, "docs/analysis.md shows no failing command"
+    for command, shown in samples:
+        assert main(command.split()) != 0
+        assert capsys.readouterr().err.strip() == " ".join(shown.split())
+
+
+def test_the_layer_names_the_inspect_doc_shows_exist() -> None:
+    import torch
+
+    from cnnlab.models import create_model
+
+    shown = re.findall(r"cnnlab show filters ([\w-]+) --layer ([\w.]+)", INSPECT.read_text())
+    assert shown, "docs/inspect.md shows no --layer of a model name"
+    for model, layer in shown:
+        with torch.device("meta"):
+            names = dict(create_model(model).named_modules())
+        assert layer in names, f"docs/inspect.md: {model} has no layer {layer!r}"

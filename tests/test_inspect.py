@@ -216,6 +216,11 @@ def test_show_commands_write_pngs_and_print_their_paths(tiny_run: Path, tmp_path
     )
     assert (out / "cam-shoe-Bag.png").is_file() and (out / "act-shoe-features.conv1.png").is_file()
     assert main(["show", "filters", str(tiny_run), "--out", str(out)]) == 2  # exists: --overwrite needed
+    # conv2's file exists: the command is refused before conv1's (the first in the model) is written
+    argv = ["show", "activations", str(tiny_run), str(image), "--out", str(tmp_path / "acts")]
+    assert main([*argv, "--layers", "features.conv2"]) == 0
+    assert main([*argv, "--layers", "features.conv1", "features.conv2"]) == 2
+    assert not (tmp_path / "acts" / "act-shoe-features.conv1.png").exists()
     assert main(["show", "cam", str(tiny_run), str(image), "--class", "Cat", "--out", str(out)]) == 2
     assert main(["show", "cam", "lecture-simple", str(image)]) == 2  # a model name has no data to read with
     err = capsys.readouterr().err

@@ -156,6 +156,16 @@ def test_cli_recipes_lists_and_explains(capsys) -> None:
     assert main(["recipes", "nope"]) == 2
 
 
+def test_cli_recipes_models_takes_the_names_models_takes(capsys) -> None:
+    assert main(["recipes", "--models", "wrn-34-2"]) == 0  # a family name, as `cnnlab models wrn-34-2`
+    assert capsys.readouterr().out.split() == ["wrn-34-2", "wrn"]
+    assert main(["recipes", "--models", "zzz"]) == 2
+    assert "no model matches 'zzz'" in capsys.readouterr().err
+    assert main(["recipes"]) == 0  # the valid recipe `none` is listed, and shown by name
+    assert "\nnone " in capsys.readouterr().out
+    assert main(["recipes", "none"]) == 0 and "TrainConfig's defaults" in capsys.readouterr().out
+
+
 # ------------------------------------------------------------------------------ every model learns
 
 

@@ -46,10 +46,14 @@ def _load_from_file(spec: str) -> nn.Module:
         raise UsageError(f"cannot import {path_text!r} as a Python module")
     module = importlib.util.module_from_spec(loader_spec)
     sys.modules[module_name] = module
+    saved_path = list(sys.path)
+    sys.path.insert(0, str(path.resolve().parent))  # as `python file.py` does: its neighbours import
     try:
         loader_spec.loader.exec_module(module)
     except (Exception, SystemExit) as err:  # the user's file: its first line of failure, not our traceback
         raise CnnlabError(f"importing {path_text!r} failed: {_failure(err)}") from err
+    finally:
+        sys.path[:] = saved_path
     candidates = sorted(
         n
         for n, v in vars(module).items()
@@ -100,8 +104,24 @@ def load_model(
     if ".py:" in spec or spec.endswith(".py"):
         if ":" not in spec:
             raise UsageError(f"name the module inside the file: {spec}:ClassName")
+        if options:
+            raise UsageError("--model-option applies to registry models; set options in your own file")
         return _load_from_file(spec), None
     info = model_info(spec)  # unknown names: close matches and the valid ones
+    options = options or {}
     with torch.device(device):
-        model = create_model(spec, **(options or {}))
-    return model, info.input_size
+        model = create_model(spec, **options)
+    return model, default_input(info.input_size, options)
+
+
+def default_input(input_size: tuple[int, int, int], options: dict[str, object]) -> tuple[int, int, int]:
+    """A registry model's default input (C, H, W) as its builder ``options`` change it: ``in_chans`` sets C,
+    ``img_size`` H and W (a model built with ``img_size=32`` takes 32x32, not its paper's size)."""
+    from cnnlab.models.layers import pair
+
+    c, h, w = input_size
+    if "in_chans" in options:
+        c = int(options["in_chans"])
+    if "img_size" in options:
+        h, w = pair(options["img_size"])
+    return c, h, w

@@ -70,11 +70,21 @@ def parse_layers(text: str) -> list[Window]:
                 "p<padding>, d<dilation>, e.g. 'conv3s2p1,pool2s2'"
             )
         kind, kernel = match.group(1), int(match.group(2))
-        options = {key: int(value) for key, value in _OPTION.findall(match.group(3))}
+        fields = _OPTION.findall(match.group(3))
+        keys = [key for key, _ in fields]
+        repeated = sorted({key for key in keys if keys.count(key) > 1})
+        if repeated:  # which one was meant is a guess: the layer must say it once
+            raise UsageError(f"layer {raw.strip()!r} gives {', '.join(repeated)} twice: give each field once")
+        options = {key: int(value) for key, value in fields}
         stride = options.get("s", kernel if kind == "pool" else 1)
         window = Window(kind, kernel, stride, options.get("p", 0), options.get("d", 1))
         if window.kernel < 1 or window.stride < 1 or window.dilation < 1:
             raise UsageError(f"layer {raw.strip()!r}: kernel, stride and dilation must be at least 1")
+        if kind == "pool" and 2 * window.padding > window.effective_kernel:
+            raise UsageError(
+                f"layer {raw.strip()!r}: a pooling's padding can be at most half its kernel "
+                f"({window.effective_kernel // 2} here), as PyTorch requires: a window of padding alone has no input"
+            )
         layers.append(window)
     return layers
 

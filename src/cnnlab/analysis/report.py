@@ -193,7 +193,7 @@ class Summary:
             f"forward activations: {t.activation_elements:,} elements, {human(t.activation_bytes, 'B', 1024)}",
             f"parameter memory: {human(t.param_bytes, 'B', 1024)}",
             f"training memory estimate: {human(t.training_fixed_bytes, 'B', 1024)} fixed (weights, grads, "
-            f"{t.optimizer_states} optimizer state) + {human(t.training_bytes_per_image, 'B', 1024)} per image",
+            f"{t.optimizer_states} optimizer state{'' if t.optimizer_states == 1 else 's'}) + {human(t.training_bytes_per_image, 'B', 1024)} per image",
         ]
 
     def _header(self) -> str:

@@ -7,16 +7,22 @@ arrived there, the shape that layer expects, and input sizes that would fit (lec
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
-from collections.abc import Sequence
+import sysconfig
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.parameter import is_lazy
 
 from cnnlab.analysis.engine import NORM, Attempt, Tracer
 from cnnlab.analysis.report import Summary, Totals
-from cnnlab.errors import CnnlabError, InputSizeError, UsageError
+from cnnlab.errors import CnnlabError, InputSizeError, UsageError, check_positive
 from cnnlab.models.layers import (
     BoundCall,
     ShapeOnlyNorm,
@@ -65,20 +71,76 @@ def _check_fits_in_memory(model: nn.Module, shape: tuple[int, ...], method: str,
     """On cpu, refuse an input whose largest single activation exceeds the memory available now.
 
     The meta trace gives every activation's size for free; the largest one must exist at some point of
-    the real pass, so a run that cannot hold it cannot finish (the rest may be freed as it goes).
+    the real pass, so a run that cannot hold it cannot finish (the rest may be freed as it goes). A
+    forward that needs values (``if x.sum() > 0``) cannot run on meta, which is why it is traced on cpu:
+    then the input itself is the one size known beforehand.
     """
     try:
         available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # not Linux-like: nothing to check against
         return
-    probe = summarize(model, shape[1:], batch_size=shape[0], dtype=dtype, method=method)
-    largest = max((r.activation_bytes for r in probe.rows), default=0)
+    largest = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    tracer = Tracer(model, {})
+    try:
+        _trace(model, torch.zeros(shape, dtype=dtype, device="meta"), "meta", method, tracer, dtype, False)
+    except Exception:  # noqa: BLE001 - any failure on meta: the real pass on cpu will say what it is
+        pass
+    else:
+        largest = max([largest, *(r.activation_bytes for r in tracer.rows)])
     if largest > available:
         raise UsageError(
             f"input {'x'.join(map(str, shape[1:]))} is too large to run on cpu: one activation needs "
             f"{largest / 2**30:,.1f} GiB and {available / 2**30:,.1f} GiB of memory is available; "
             f"give a smaller input or trace it on the meta device"
         )
+
+
+def _check_one_input(model: nn.Module, method: str) -> None:
+    """Refuse a ``method`` that cannot take one tensor (``forward(self, x, y)``): the trace passes the image alone."""
+    try:
+        signature = inspect.signature(getattr(model, method))
+    except (TypeError, ValueError):  # no signature to read (a builtin): the call itself will say
+        return
+    try:
+        signature.bind(None)
+    except TypeError:
+        raise CnnlabError(
+            f"{_model_label(model)}'s {method}{signature} needs more than one input, and the trace passes one "
+            f"image batch; analyse a module whose {method} takes the image alone (wrap this one in it)"
+        ) from None
+
+
+def _materialize_lazy(model: nn.Module, input_size: Sequence[int], method: str) -> None:
+    """Give lazy layers (``nn.LazyLinear``, ``nn.LazyConv2d``, as d2l.ai's AlexNet and VGG use) their sizes.
+
+    They take their shapes from a first forward pass, which a meta trace cannot be: one real pass where
+    their parameters live (batch 1, zeros of ``input_size``, no grad, evaluation mode, so that no running
+    statistics move), as the user's own training code would do before anything else.
+    """
+    lazy = [(n, t) for n, t in (*model.named_parameters(), *model.named_buffers()) if is_lazy(t)]
+    if not lazy:
+        return
+    layers = sorted({type(m).__name__ for m in model.modules() if isinstance(m, LazyModuleMixin)})
+    x = torch.zeros((1, *input_size), dtype=lazy[0][1].dtype, device=lazy[0][1].device)
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            getattr(model, method)(x)
+    except MemoryError:
+        raise
+    except Exception as err:  # the pass that sizes them failed: there are no shapes to trace with
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        error = UsageError if isinstance(err, SHAPE_ERRORS) else CnnlabError
+        raise error(
+            f"{_model_label(model)} has lazy layers ({', '.join(layers)}), sized by a first forward pass, and "
+            f"that pass failed on input {'x'.join(map(str, input_size))}: {type(err).__name__}{raised_at(err)}: "
+            f"{detail}; give an input size the model takes, or write those layers with their sizes "
+            f"(nn.Conv2d, nn.Linear)"
+        ) from err
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def _stand_ins(
@@ -134,6 +196,26 @@ def _run(
             h.remove()
 
 
+def _trace(
+    model: nn.Module,
+    x: torch.Tensor,
+    device: str,
+    method: str,
+    tracer: Tracer,
+    dtype: torch.dtype,
+    train_mode: bool,
+) -> None:
+    """One traced pass of ``model`` on ``x`` into ``tracer``, in ``train_mode``; the model's modes restored."""
+    tracer.start(x)
+    modes = [(m, m.training) for m in model.modules()]
+    model.train(train_mode)
+    try:
+        _run(model, x, device, method, tracer, dtype)
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
 def summarize(
     model: nn.Module,
     input_size: Sequence[int],
@@ -160,6 +242,9 @@ def summarize(
     if not hasattr(model, method):
         raise UsageError(f"{_model_label(model)} has no method {method!r} to trace")
     shape = _input_shape(input_size, batch_size, dtype)
+    check_positive("optimizer states (--optimizer-states)", optimizer_states, allow_zero=True)
+    _check_one_input(model, method)
+    _materialize_lazy(model, shape[1:], method)
     if device == "cpu":
         own = next((t for t in model.parameters() if t.is_floating_point()), None)
         if own is not None and own.is_meta:
@@ -174,22 +259,20 @@ def summarize(
         _check_fits_in_memory(model, shape, method, dtype)
     x = torch.zeros(shape, dtype=dtype, device=device)
     tracer = Tracer(model, {})
-    tracer.start(x)
-    modes = [(m, m.training) for m in model.modules()]
-    model.train(train_mode)
     try:
-        _run(model, x, device, method, tracer, dtype)
+        _trace(model, x, device, method, tracer, dtype, train_mode)
     except InputSizeError as err:  # the model's own check: add the sizes that fit as built
         raise UsageError(f"{err}{_fitting_as_built(model, shape[1:], method)}") from err
     except CnnlabError:
         raise
-    except (RuntimeError, ValueError, IndexError) as err:
+    except MemoryError:
+        raise
+    except (
+        Exception
+    ) as err:  # the model's code raised (AttributeError, TypeError ... too): one line saying where
         if "overflow" in str(err).lower():  # torch: "Storage size calculation overflowed with sizes=..."
             raise _too_large(model, shape, tracer.attempt) from err
         raise explain_failure(model, shape[1:], tracer.attempt, err) from err
-    finally:
-        for m, training in modes:
-            m.training = training
     rows = tracer.rows
     all_params = list(model.parameters())
     used = sum(r.params for r in rows)
@@ -224,10 +307,26 @@ def summarize(
 
 def _runs(model: nn.Module, shape: tuple[int, ...], method: str = "forward") -> bool:
     try:
-        _run(model, torch.zeros((1, *shape), device="meta"), "meta", method, None, torch.float32)
+        _probe(model, method)(torch.zeros((1, *shape), device="meta"))
         return True
-    except (RuntimeError, ValueError, IndexError):
+    except RuntimeError:
         return False
+
+
+def _probe(model: nn.Module, method: str = "forward") -> Callable[[torch.Tensor], torch.Tensor]:
+    """One untraced meta pass of ``model``'s ``method``, for the size probes: whatever the model's code raises
+    (a TypeError as well as torch's RuntimeError) is a :class:`RuntimeError`, which they read as "does not run"."""
+    wrapper = BoundCall(model, getattr(model, method))
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        try:
+            return _run(wrapper, x, "meta", "forward", None, x.dtype)
+        except MemoryError:
+            raise
+        except Exception as err:  # noqa: BLE001 - the probe's answer is only "it did not run"
+            raise RuntimeError(f"{type(err).__name__}: {err}") from err
+
+    return run
 
 
 def fitting_sizes(
@@ -263,6 +362,29 @@ def fitting_sizes(
     return first, last, last - first >= max_run
 
 
+def _through_features(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A probe for :func:`smallest_input_size` that passes where ``model`` gets through its features: it runs,
+    or fails only at a linear layer given at least the features it expects (a hard-coded head past its band).
+
+    Monotone in the input side where "runs" alone is not: a hard-coded head fits a band of sizes, which
+    the probe's doubling sizes can step over (lecture 10's fc 320 runs on 28 to 31 only).
+    """
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        tracer = Tracer(model, {})
+        try:
+            _trace(model, x, "meta", "forward", tracer, x.dtype, False)
+        except Exception as err:  # noqa: BLE001 - whatever stopped it, the probe asks only where
+            got = tracer.attempt
+            if got is None or got.op != "linear" or not got.weight or not got.inputs:
+                raise RuntimeError(f"not through the features: {err}") from err
+            if got.inputs[0][-1] < got.weight[-1]:
+                raise RuntimeError(f"the head gets fewer features than it takes: {err}") from err
+        return x
+
+    return run
+
+
 def _fitting_as_built(model: nn.Module, input_size: Sequence[int], method: str) -> str:
     """``"; inputs that fit as built: 1x28x28 to 1x31x31"`` for a head sized from the input, or ``""``."""
     built = getattr(model, "img_size", None)
@@ -292,6 +414,28 @@ def _expected(attempt: Attempt) -> str | None:
     return f"a shape compatible with weight {'x'.join(map(str, w))}"
 
 
+#: what torch raises for an input that does not fit (a size, the channels); other exceptions are the code's own
+SHAPE_ERRORS = (RuntimeError, ValueError, IndexError)
+
+
+def raised_at(err: BaseException) -> str:
+    """``" at mynet.py:45"``: the innermost line of ``err``'s traceback in neither torch, cnnlab nor Python's
+    own library (the user's model file), or ``""`` when every line is in those (a registry model)."""
+    libraries = [
+        Path(torch.__file__).parent,
+        Path(__file__).parents[1],
+        Path(sysconfig.get_paths()["stdlib"]),
+    ]
+    libraries = [lib.resolve() for lib in libraries]
+    for frame, line in reversed(list(traceback.walk_tb(err.__traceback__))):
+        filename = frame.f_code.co_filename
+        path = Path(filename).resolve()
+        if not filename.startswith("<") and not any(path.is_relative_to(lib) for lib in libraries):
+            shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+            return f" at {shown}:{line}"
+    return ""
+
+
 def explain_failure(
     model: nn.Module, input_size: Sequence[int], attempt: Attempt | None, err: Exception
 ) -> CnnlabError:
@@ -300,6 +444,16 @@ def explain_failure(
     model's own code raised, whatever the size."""
     c, h, w = input_size
     name = _model_label(model)
+    detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if "meta tensor" in detail:  # a value read on meta (Tensor.item()): no input size would help
+        return UsageError(
+            f"{name}'s forward reads tensor values{raised_at(err)} ({detail}), which the meta trace does not "
+            f"compute; trace it for real with --device cpu (device='cpu')"
+        )
+    if not isinstance(err, SHAPE_ERRORS):  # AttributeError, TypeError, NameError ...: not about the input
+        return CnnlabError(
+            f"{name}'s forward raised {type(err).__name__}{raised_at(err)}: {detail}; the error is in the model's code"
+        )
     where = ""
     if attempt is not None:
         arrived = ", ".join("x".join(map(str, s)) for s in attempt.inputs) or "?"
@@ -308,22 +462,26 @@ def explain_failure(
         where = f" layer {layer} received {arrived}" + (f" but expects {expected}" if expected else "")
     features = getattr(model, "forward_features", None)
     probe = BoundCall(model, features) if features is not None else model
-    smallest = smallest_input_size(lambda t: _run(probe, t, "meta", "forward", None, t.dtype), c)
+    smallest = smallest_input_size(_probe(probe), c)
     built_for = getattr(model, "img_size", None)
     built = pair(built_for) if built_for is not None else (0, 0)
     limit = max(2 * max(h, w), 2 * max(built), 64)
-    if smallest is None and attempt is not None and attempt.op == "linear":
-        smallest = 1  # a head with a hard-coded width (lecture 10's fc 320 -> 10) fits a band of sizes only
+    band = smallest is None
+    if band:  # a head with a hard-coded width (lecture 10's fc 320 -> 10) fits a band of sizes only
+        smallest = smallest_input_size(_through_features(model), c)
     if smallest is None:
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         takes = first_conv_in_channels(model)
         if takes is None or takes == c:  # neither the size nor the channels: the model's code itself
             return CnnlabError(
-                f"{name}'s forward raised {type(err).__name__} on input {c}x{h}x{w}, and on every other size "
-                f"tried, so not because of the input: {detail}; the error is in the model's code"
+                f"{name}'s forward raised {type(err).__name__}{raised_at(err)} on input {c}x{h}x{w}, and on every "
+                f"other size tried, so not because of the input: {detail}; the error is in the model's code"
             )
         return UsageError(f"{name} cannot run on input {c}x{h}x{w}:{where} ({detail})")
     found = fitting_sizes(model, c, smallest, max(limit, smallest + 64), around=built[0] or None)
+    if found is None and band:  # through the features, but no size gives the head its width
+        return UsageError(
+            f"{name} cannot run on input {c}x{h}x{w}:{where}; no square input up to {limit} fits"
+        )
     first = found[0] if found else smallest  # heads sized from the input can need more than the features
     rebuild = ""
     if built_for is not None:

@@ -30,8 +30,6 @@ def _summary(args: argparse.Namespace) -> int:
     if args.depth is not None and args.depth < 1:
         raise UsageError(f"--depth must be at least 1, got {args.depth}")
     options = model_options(args)
-    if options and ".py:" in args.model:
-        raise UsageError("--model-option applies to registry models; set options in your own file")
     if args.input is not None:
         parse_input_size(args.input)  # a malformed size is refused before a model is built
     # --device cpu runs the arithmetic: the weights must exist there, initialised as the paper says
@@ -44,6 +42,8 @@ def _summary(args: argparse.Namespace) -> int:
         return 0
     if args.input is None and default_input is None:
         raise UsageError(f"give the input size of {args.model} with --input CxHxW, e.g. --input 3x224x224")
+    if args.aux and default_input is not None:  # a registry model: --aux must have heads to trace
+        _check_aux_heads(args.model, model)
     input_size = parse_input_size(args.input) if args.input is not None else default_input
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
     if args.device == "cpu":
@@ -61,6 +61,20 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_aux_heads(name: str, model: object) -> None:
+    """Refuse ``--aux`` on a registry model built without auxiliary heads: its trace would be the plain one."""
+    from cnnlab.models import model_info
+
+    if len(getattr(model, "aux_heads", None) or ()):
+        return
+    if "aux_logits" in model_info(name).options():
+        raise UsageError(
+            f"{name} is built without its auxiliary heads by default: add --model-option aux_logits=True "
+            "to trace them with --aux"
+        )
+    raise UsageError(f"{name} has no auxiliary heads for --aux to trace (googlenet and inception-v3 have)")
+
+
 def _cost(args: argparse.Namespace) -> int:
     from cnnlab.analysis.cost import conv_cost
 
@@ -72,9 +86,13 @@ def _rf(args: argparse.Namespace) -> int:
     from cnnlab.analysis.receptive import parse_layers, receptive_fields
 
     spec = args.target
-    if spec.lower().startswith(("conv", "pool")) and ".py:" not in spec:
+    # a layer list: by its first word, or by what only a layer list takes (--size, commas)
+    looks_like_layers = spec.lower().startswith(("conv", "pool")) or args.size is not None or "," in spec
+    if looks_like_layers and ".py" not in spec:
         if args.input is not None:
             raise UsageError("--input is for models; give a layer list the input side with --size N")
+        if model_options(args):
+            raise UsageError("--model-option is for registry models; a layer list is built as written")
         steps = receptive_fields(parse_layers(spec), args.size)
         print(
             "n_out = floor((n_in + 2p - d(k-1) - 1) / s) + 1;  j_out = j_in * s;  r_out = r_in + d(k-1) * j_in"
@@ -93,7 +111,7 @@ def _rf(args: argparse.Namespace) -> int:
         raise UsageError(f"--depth must be at least 1, got {args.depth}")
     if args.size is not None:
         raise UsageError("--size is for layer lists; give a model its input with --input CxHxW")
-    model, default_input = load_model(spec)
+    model, default_input = load_model(spec, model_options(args))
     if args.input is None and default_input is None:
         raise UsageError(f"give the input size of {spec} with --input CxHxW, e.g. --input 3x224x224")
     input_size = parse_input_size(args.input) if args.input is not None else default_input
@@ -153,7 +171,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="meta: shapes only, no memory (default); cpu: builds the model with real weights there and runs "
         "the arithmetic (slow and memory-hungry for ImageNet models)",
     )
-    p.add_argument("--aux", action="store_true", help="trace forward_aux (auxiliary heads included)")
+    p.add_argument(
+        "--aux",
+        action="store_true",
+        help="trace forward_aux (auxiliary heads included; googlenet and inception-v3 need "
+        "--model-option aux_logits=True)",
+    )
     p.add_argument(
         "--optimizer-states", type=int, default=1, help="for the training estimate (SGD 1, Adam 2)"
     )
@@ -189,6 +212,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--size", type=int, help="input side for a layer list (prints output sizes)")
     r.add_argument("--input", help="input size CxHxW for a model (default: the model's own)")
     r.add_argument("--depth", type=int, help="group a model's rows to this many name levels")
+    add_model_option_arg(r)
 
     t = add_command(
         subparsers,

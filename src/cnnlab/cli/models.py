@@ -52,23 +52,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     register_recipes(subparsers)
 
 
-def _recipes(args: argparse.Namespace) -> int:
-    from cnnlab.train.recipes import RECIPES, describe_recipe, recipe
+#: what ``--recipe none`` means, in the listing and for ``cnnlab recipes none``
+NO_RECIPE_TEXT = "no recipe: TrainConfig's defaults, whatever the model's own recipe (--recipe none)"
 
+
+def _recipes(args: argparse.Namespace) -> int:
+    from cnnlab.train.recipes import NO_RECIPE, RECIPES, describe_recipe, recipe
+
+    if args.name == NO_RECIPE:
+        print(f"{NO_RECIPE}: {NO_RECIPE_TEXT}")
+        return 0
     if args.name:
         recipe(args.name)  # an unknown name: one line naming the valid ones
         print(describe_recipe(args.name))
         return 0
     if args.models:
-        from cnnlab.models import list_models, model_info
+        from cnnlab.models import model_info
+        from cnnlab.models.registry import match_models
 
-        for name in list_models(args.models if args.models is not True else None):
+        # the names `cnnlab models` takes: patterns, family names (wrn-34-2); nothing matching is an error
+        for name in match_models(args.models if args.models is not True else None):
             print(f"{name:<36} {model_info(name).recipe}")
         return 0
-    width = max(map(len, RECIPES))
+    width = max(map(len, [*RECIPES, NO_RECIPE]))
     for r in RECIPES.values():
         shown = ", ".join(f"{k}={v}" for k, v in r.settings().items()) or "TrainConfig's defaults"
         print(f"{r.name:<{width}}  {r.paper}\n{'':<{width}}  {shown}")
+    print(f"{NO_RECIPE:<{width}}  {NO_RECIPE_TEXT}")
     return 0
 
 

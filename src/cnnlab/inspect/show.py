@@ -83,10 +83,14 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
 
 
-def _write(path: Path, data: bytes, overwrite: bool) -> Path:
+def _check_writable(path: Path, overwrite: bool) -> None:
     refuse_file_in_the_way(path.parent)  # --out naming a file: a usage error, not a traceback
     if path.exists() and not overwrite:
         raise UsageError(f"{path} already exists; use --overwrite to replace it (or --out another folder)")
+
+
+def _write(path: Path, data: bytes, overwrite: bool) -> Path:
+    _check_writable(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, data)
     return path
@@ -124,15 +128,15 @@ def show_activations(
     """``act-<image>-<layer>.png`` per layer: the feature maps of ``image`` (a file) as a grid of channels."""
     found = run_subject(run, out_dir)
     x, _ = load_image(image, found.config, found.data_info())
-    paths = []
+    pngs = {}
     for name, feature_map in activations(found.model, x, layers).items():
         tiles, columns = map_tiles(feature_map)
         grid = tile_grid(tiles, columns)
-        png = png_bytes(grid, enlargement(grid.shape[1], 480))
-        paths.append(
-            _write(found.out_dir / f"act-{_safe(Path(image).stem)}-{_safe(name)}.png", png, overwrite)
-        )
-    return paths
+        path = found.out_dir / f"act-{_safe(Path(image).stem)}-{_safe(name)}.png"
+        pngs[path] = png_bytes(grid, enlargement(grid.shape[1], 480))
+    for path in pngs:  # every file checked before any is written: a refusal leaves the folder as it was
+        _check_writable(path, overwrite)
+    return [_write(path, png, overwrite) for path, png in pngs.items()]
 
 
 def class_index(name: str | int | None, classes: Sequence[str]) -> int | None:
