@@ -63,3 +63,33 @@ def test_data_that_is_not_the_configs_is_refused(bands, tmp_path) -> None:
 def test_tensors_that_are_not_images_and_labels_are_refused_saying_why(train_pair, message) -> None:
     with pytest.raises(UsageError, match=message):
         tensor_splits("x", train_pair, stripes(4, 1))
+
+
+def test_a_run_of_a_model_this_process_has_not_registered_says_to_register_it(
+    bands, tmp_path, monkeypatch, no_curves
+) -> None:
+    """A model of the user's own is registered by their code; a new process loading its run is told so,
+    not "unknown model 'my-net'. Did you mean 'zfnet'?"."""
+    import cnnlab
+    from cnnlab.models import registry
+
+    monkeypatch.setattr(
+        registry, "_REGISTRY", dict(registry._REGISTRY)
+    )  # the registration ends with the test
+
+    @cnnlab.register_model(
+        "test-own-net", family="mine", paper="a test", input_size=(1, 28, 28), num_classes=3
+    )
+    def own_net(num_classes: int = 3, in_chans: int = 1, drop_rate: float = 0.0) -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Conv2d(in_chans, 4, 3), torch.nn.AdaptiveAvgPool2d(1),
+                                   torch.nn.Flatten(), torch.nn.Linear(4, num_classes))  # fmt: skip
+
+    config_ = TrainConfig(model="test-own-net", data="memory:bands", epochs=1, batch_size=32, threads=1)
+    train(config_, tmp_path / "run", data=bands, progress=False)
+    del registry._REGISTRY["test-own-net"]  # a new process: the code that registers it has not run
+    with pytest.raises(
+        UsageError, match="holds the model 'test-own-net', which is not registered in this process"
+    ):
+        cnnlab.load_model(tmp_path / "run")
+    with pytest.raises(UsageError, match="register it"):
+        evaluate_checkpoint(tmp_path / "run", data=bands, plot=False)

@@ -568,9 +568,10 @@ def card_from_training_header(header: dict[str, Any], where: str | Path) -> Mode
     )
 
 
-def build_from_card(card: ModelCard) -> nn.Module:
+def build_from_card(card: ModelCard, where: str | Path = "the model file") -> nn.Module:
     """The registry model a card describes (its classes, channels, options and, where the head is sized
-    from it, its input size), with fresh weights."""
+    from it, its input size), with fresh weights; ``where`` names the file the card came from."""
+    from cnnlab.models.registry import require_registered
     from cnnlab.train.config import TrainConfig
     from cnnlab.train.engine import build_model_for_data
 
@@ -578,6 +579,7 @@ def build_from_card(card: ModelCard) -> nn.Module:
         cfg = TrainConfig.from_dict(card.config)
     else:
         cfg = TrainConfig(model=card.model, model_options=dict(card.model_options))
+    require_registered(cfg.model, where)
     return build_model_for_data(cfg, card.num_classes, card.input_size)
 
 
@@ -619,7 +621,7 @@ def load_model(path: str | Path, which: str | None = None) -> nn.Module:
     """The model saved at ``path`` (an exported model file, a run directory, a checkpoint manifest or a
     run's weights file), built, loaded and in evaluation mode; its card is ``model.model_card``."""
     tensors, card, weights = read_model_file(path, which)
-    model = build_from_card(card)
+    model = build_from_card(card, weights)
     expected = model.state_dict()
     for key, want in expected.items():
         got = tensors.get(key)

@@ -14,6 +14,7 @@ import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -228,6 +229,18 @@ def checked_option_value(info: ModelInfo, key: str, value: Any) -> Any:
     if isinstance(value, str) and "str" not in kinds:
         raise UsageError(f"model {info.name!r} option {key} takes {annotation}, not text: got {value!r}")
     return value
+
+
+def require_registered(name: str, where: str | Path) -> None:
+    """A usage error when the model ``name`` that ``where`` (a run or model file) was saved as is not in
+    this process's registry: a model of the user's own is registered by their code, in each process."""
+    try:
+        model_info(name)
+    except UsageError:
+        raise UsageError(
+            f"{where} holds the model {name!r}, which is not registered in this process; register it "
+            "(cnnlab.register_model, as the code that trained it did) before loading it"
+        ) from None
 
 
 def create_model(

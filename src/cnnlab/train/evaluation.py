@@ -12,6 +12,7 @@ from torch import nn
 
 from cnnlab.data.catalog import DatasetInfo
 from cnnlab.errors import CheckpointError, UsageError, unknown_choice
+from cnnlab.models.registry import require_registered
 from cnnlab.train.checkpoint import load_weights, read_manifest
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.engine import EvalResult, build_model_for_data, configure_cpu, evaluate, select_device
@@ -184,9 +185,11 @@ def check_training_header(weights_path: Path, header: dict) -> TrainConfig:
     try:
         if not isinstance(header["config"], dict):
             raise TypeError("not an object")
-        return TrainConfig.from_dict(header["config"])
+        config = TrainConfig.from_dict(header["config"])
     except (UsageError, TypeError, ValueError) as err:
         raise CheckpointError(f"{weights_path} has a damaged training config in its header: {err}") from None
+    require_registered(config.model, weights_path)
+    return config
 
 
 @dataclass
