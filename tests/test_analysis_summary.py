@@ -359,3 +359,13 @@ def test_a_forward_that_needs_values_on_meta_is_told_to_trace_on_cpu() -> None:
         UsageError, match=r"reads tensor values at .*test_analysis_summary.py:\d+ .*--device cpu"
     ):
         summarize(ReadsValues(), (1, 8, 8))
+
+
+def test_memory_is_shown_in_binary_units_named_as_such() -> None:
+    """3,211,264 float32 values are 12,845,056 bytes: 12.25 MiB, which a "12.25MB" label would misstate
+    (12.85 MB); counts stay decimal."""
+    from cnnlab.analysis.report import human
+
+    assert human(3_211_264 * 4, "B", 1024) == "12.25MiB"
+    assert human(1_234_567) == "1.23M" and human(512, "B", 1024) == "512B"
+    assert "MiB" in summarize(cnnlab.create_model("vgg16"), (3, 224, 224)).to_table()

@@ -103,10 +103,12 @@ def per_axis(value: tuple[int, ...] | None) -> str:
 
 
 def human(value: float, unit: str = "", base: int = 1000) -> str:
-    """``1_234_567 -> '1.23M'``; ``base=1024`` for memory."""
+    """``1_234_567 -> '1.23M'``; ``base=1024`` for memory, with the binary prefixes that say so
+    (``12_845_056, "B", 1024 -> '12.25MiB'``: 12.85 MB in decimal units)."""
+    binary = "i" if base == 1024 else ""
     for prefix in ("", "K", "M", "G", "T"):
         if abs(value) < base or prefix == "T":
-            return f"{value:.0f}{unit}" if prefix == "" else f"{value:.2f}{prefix}{unit}"
+            return f"{value:.0f}{unit}" if prefix == "" else f"{value:.2f}{prefix}{binary}{unit}"
         value /= base
     return str(value)
 
