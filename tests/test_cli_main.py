@@ -105,3 +105,15 @@ def test_an_option_a_command_does_not_take_is_named_by_that_command(
         cnnlab.cli.main(argv)
     err = capsys.readouterr().err
     assert stop.value.code == 2 and err.startswith(said) and err.count("\n") == 1, err
+
+
+def test_a_class_list_with_a_gap_or_nothing_in_it_is_refused() -> None:
+    """ "0,,1" (a class left out by mistake?) and "" were read as (0, 1) and as no subset at all."""
+    import argparse
+
+    from cnnlab.cli.common import class_list
+
+    assert class_list("0,1,2") == class_list("0 1 2") == class_list("0, 1, 2") == (0, 1, 2)
+    for text in ("0,,1", "", " ", "0,1,"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected class indices"):
+            class_list(text)

@@ -62,8 +62,11 @@ def parse_model_option(text: str) -> tuple[str, object]:
 
 def class_list(text: str) -> tuple[int, ...]:
     """``"0,1,2"`` -> ``(0, 1, 2)``: class indices (argparse type of ``--classes``)."""
+    parts = [v.strip() for v in text.split(",")] if "," in text else text.split()
     try:
-        return tuple(int(v) for v in text.replace(",", " ").split())
+        if not parts or any(not v for v in parts):  # "" or "0,,1": a class left out by mistake?
+            raise ValueError
+        return tuple(int(v) for v in parts)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected class indices such as '0,1,2,3,4', got {text!r}"
