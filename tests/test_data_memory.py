@@ -93,3 +93,14 @@ def test_a_run_of_a_model_this_process_has_not_registered_says_to_register_it(
         cnnlab.load_model(tmp_path / "run")
     with pytest.raises(UsageError, match="register it"):
         evaluate_checkpoint(tmp_path / "run", data=bands, plot=False)
+
+
+def test_data_of_one_class_is_refused_before_training(tmp_path) -> None:
+    images, _ = stripes(40, 0)
+    one = tensor_splits(
+        "one", (images, torch.zeros(40, dtype=torch.long)), (images[:8], torch.zeros(8, dtype=torch.long))
+    )
+    with pytest.raises(
+        UsageError, match=r"memory:one gives one class \(0\); a classifier needs at least two"
+    ):
+        train(TrainConfig(model="lecture-simple", data="memory:one", epochs=1), tmp_path / "run", data=one)

@@ -120,6 +120,12 @@ def prepare_run_data(
         from cnnlab.data.load import class_subset
 
         data = class_subset(data, cfg.classes)
+    if len(data.info.classes) < 2:  # every prediction right by construction: nothing to learn or measure
+        only = f" ({data.info.classes[0]})" if data.info.classes else ""
+        raise UsageError(
+            f"{data.info.name} gives one class{only}; a classifier needs at least two (an image folder: one "
+            "subfolder per class; --classes: name two or more)"
+        )
     images = data.train.images
     chans = cfg.in_chans or (1 if images.dim() == 3 else int(images.shape[1]))
     h, w = (cfg.pad_to, cfg.pad_to) if cfg.pad_to else tuple(int(v) for v in images.shape[-2:])
