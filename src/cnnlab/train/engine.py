@@ -114,11 +114,11 @@ def flushes_denormals() -> bool:
 @contextlib.contextmanager
 def cpu_settings(threads: int | None) -> Iterator[None]:
     """:func:`configure_cpu` for the length of a library call, and the caller's settings back afterwards:
-    thread count, denormal flushing and torch's random number generators (the run seeds them), so that a
+    thread count, denormal flushing and torch's CPU random number generator (the run seeds it), so that a
     notebook's later cells compute as they did before the call."""
     threads_before, flushing_before = torch.get_num_threads(), flushes_denormals()
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
+    # the CPU generator only: saving every GPU's would open a CUDA context on each from every process
+    with torch.random.fork_rng(devices=[]):
         try:
             configure_cpu(threads)
             yield
