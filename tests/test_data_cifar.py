@@ -62,6 +62,23 @@ def test_verified_loading_refuses_a_file_that_matches_no_checksum(tmp_path: Path
         load_dataset("cifar10", data_dir=tmp_path, verify=True)
 
 
+def test_cifar_mismatch_suggests_no_verify_only_where_it_is_honoured(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """As for the IDX datasets: loading (verify from the environment) names CNNLAB_NO_VERIFY, `data check`
+    and an explicit verify=True (which ignore it) do not."""
+    write_synthetic_cifar(tmp_path, "cifar10", per_file=4)
+    with pytest.raises(DataError, match=r"checksum mismatch \(SHA-256 .*CNNLAB_NO_VERIFY=1"):
+        load_dataset("cifar10", data_dir=tmp_path)
+    with pytest.raises(DataError) as explicit:
+        load_dataset("cifar10", data_dir=tmp_path, verify=True)
+    assert "CNNLAB_NO_VERIFY" not in str(explicit.value)
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    assert main(["data", "check", "cifar10", "--data-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "checksum mismatch" in err and "CNNLAB_NO_VERIFY" not in err
+
+
 def test_the_pickle_version_on_disk_is_refused_by_name(tmp_path: Path) -> None:
     (tmp_path / "cifar-10-batches-py").mkdir()
     (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"\x80\x02}q\x00.")

@@ -97,8 +97,10 @@ def unpacked_digests(directory: Path) -> dict[str, str]:
         return {}
 
 
-def verify_file(path: Path, file: DataFile, recorded: dict[str, str]) -> str:
-    """Check one file's SHA-256 against the registry or the unpacking record; returns how it was checked."""
+def verify_file(path: Path, file: DataFile, recorded: dict[str, str], *, no_verify_hint: bool = False) -> str:
+    """Check one file's SHA-256 against the registry or the unpacking record; returns how it was checked.
+
+    ``no_verify_hint``: a mismatch suggests CNNLAB_NO_VERIFY (only where that setting would be honoured)."""
     try:
         digest = sha256_file(path)
     except OSError as err:
@@ -108,11 +110,9 @@ def verify_file(path: Path, file: DataFile, recorded: dict[str, str]) -> str:
     if recorded.get(file.name) == digest:
         return "sha256 (recorded when unpacked from the verified archive)"
     expected = file.raw_sha256 or recorded.get(file.name) or "?"
-    raise DataError(
-        f"{path}: checksum mismatch (SHA-256 {digest[:16]}..., expected {expected[:16]}...): the file is corrupt, "
-        "truncated or not the dataset it claims to be; delete it and fetch it again "
-        "(or set CNNLAB_NO_VERIFY=1 to load unverified data)"
-    )
+    from cnnlab.data.load import mismatch_error
+
+    raise mismatch_error(path, "", digest, expected, no_verify_hint)
 
 
 def refuse_pickle_copy(name: str, info: DatasetInfo, data_dir: str | os.PathLike | None) -> None:
@@ -125,9 +125,15 @@ def refuse_pickle_copy(name: str, info: DatasetInfo, data_dir: str | os.PathLike
 
 
 def load_cifar(
-    info: DatasetInfo, data_dir: str | os.PathLike | None, verify: bool, use_cache: bool = True
+    info: DatasetInfo,
+    data_dir: str | os.PathLike | None,
+    verify: bool,
+    use_cache: bool = True,
+    *,
+    no_verify_hint: bool = False,
 ) -> Any:
-    """CIFAR's train and test splits as a :class:`~cnnlab.data.load.DatasetSplits` (no validation split)."""
+    """CIFAR's train and test splits as a :class:`~cnnlab.data.load.DatasetSplits` (no validation split);
+    ``no_verify_hint`` as :func:`verify_file`'s."""
     from cnnlab.data.load import DatasetSplits, Split
 
     try:
@@ -144,7 +150,9 @@ def load_cifar(
         images, labels = [], []
         for role in roles:
             file, path = info.files[role], paths[role]
-            checks[role] = verify_file(path, file, recorded) if verify else "not verified"
+            checks[role] = (
+                verify_file(path, file, recorded, no_verify_hint=no_verify_hint) if verify else "not verified"
+            )
             try:
                 content = path.read_bytes()
             except OSError as err:

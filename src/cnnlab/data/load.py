@@ -166,10 +166,13 @@ def remember(path: Path, before: os.stat_result, source_sha256: str, content: by
         pass  # a read-only cache only costs speed
 
 
-def _mismatch(path: Path, kind: str, actual: str, expected: str, no_verify_hint: bool) -> DataError:
+def mismatch_error(path: Path, kind: str, actual: str, expected: str, no_verify_hint: bool) -> DataError:
+    """The DataError for a file whose ``kind`` SHA-256 is not the expected one; ``no_verify_hint``: suggest
+    CNNLAB_NO_VERIFY (only where that setting would be honoured: ``data check`` always verifies)."""
     hint = f" (or set {NO_VERIFY_ENV}=1 to load unverified data)" if no_verify_hint else ""
+    kind = f"{kind} " if kind else ""
     return DataError(
-        f"{path}: checksum mismatch ({kind} SHA-256 {actual[:16]}..., expected {expected[:16]}...): the file is "
+        f"{path}: checksum mismatch ({kind}SHA-256 {actual[:16]}..., expected {expected[:16]}...): the file is "
         f"corrupt, truncated or not the dataset it claims to be; delete it and fetch it again{hint}"
     )
 
@@ -198,12 +201,12 @@ def read_verified(
     source_sha256 = sha256_hex(packed) if is_gzip and (use_cache or not file.raw_sha256) else ""
     if is_gzip and not file.raw_sha256 and file.gz_sha256 and source_sha256 != file.gz_sha256:
         # No known raw hash (KMNIST): only the official .gz bytes can vouch for the content.
-        raise _mismatch(path, ".gz", source_sha256, file.gz_sha256, no_verify_hint)
+        raise mismatch_error(path, ".gz", source_sha256, file.gz_sha256, no_verify_hint)
     content = unpack(packed, path, file.raw_size, advice="delete it and fetch it again")
     actual = sha256_hex(content)
     if file.raw_sha256:
         if actual != file.raw_sha256:
-            raise _mismatch(path, "raw content", actual, file.raw_sha256, no_verify_hint)
+            raise mismatch_error(path, "raw content", actual, file.raw_sha256, no_verify_hint)
         status = "raw sha256"
     elif is_gzip and file.gz_sha256:
         status = "official .gz sha256"
@@ -298,7 +301,7 @@ def load_dataset(
     if info.format == "cifar":
         from cnnlab.data.cifar import load_cifar
 
-        data = load_cifar(info, data_dir, verify)
+        data = load_cifar(info, data_dir, verify, no_verify_hint=no_verify_hint)
         if val_fraction > 0:
             train_idx, val_idx = validation_indices(len(data.train), val_fraction, seed)
             data.train, data.val = data.train.subset(train_idx, "train"), data.train.subset(val_idx, "val")
