@@ -3,6 +3,8 @@ never silently swapped for the dataset a config names by default."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -104,3 +106,13 @@ def test_data_of_one_class_is_refused_before_training(tmp_path) -> None:
         UsageError, match=r"memory:one gives one class \(0\); a classifier needs at least two"
     ):
         train(TrainConfig(model="lecture-simple", data="memory:one", epochs=1), tmp_path / "run", data=one)
+
+
+def test_a_single_class_index_is_checked_against_the_data_first(tmp_path, bands) -> None:
+    """``classes=(11,)`` of three classes is an index outside them, not a "name two classes" mistake; an
+    index inside them gives the one-class refusal, naming the class."""
+    cfg = TrainConfig(model="lecture-simple", data="memory:bands", epochs=1)
+    with pytest.raises(UsageError, match=r"class indices \[11\] are outside memory:bands's 0\.\.2"):
+        train(dataclasses.replace(cfg, classes=(11,)), tmp_path / "a", data=bands)
+    with pytest.raises(UsageError, match=r"gives one class \(middle\); a classifier needs at least two"):
+        train(dataclasses.replace(cfg, classes=(1,)), tmp_path / "b", data=bands)

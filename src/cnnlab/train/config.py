@@ -257,8 +257,7 @@ class TrainConfig:
             _whole("class index", index, 0)
         if len(set(self.classes)) != len(self.classes):
             raise UsageError(f"classes must name each class once, got {list(self.classes)}")
-        if len(self.classes) == 1:
-            raise UsageError(f"classes must name at least two classes, got {list(self.classes)}")
+        # one class is refused with the data (rundata), after the indices are checked against its classes
         return self
 
     def augmentation(self, pca: Any = None) -> Any:
