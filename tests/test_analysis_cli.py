@@ -152,6 +152,12 @@ def test_paper_tables_small_ones(capsys) -> None:
         ),
         (["paper-tables", "vgg"], 2, "unknown paper table 'vgg'"),
         (["models", "nothing*"], 2, "no model matches 'nothing*'"),
+        (
+            ["models", "resnet8*"],
+            2,
+            "families such as resnet74-cifar are built at any valid size by exact name",
+        ),
+        (["models", "plain9*"], 2, "(cnnlab models resnet74-cifar)"),
         (["models", "vgg17"], 2, "no model matches 'vgg17'; close matches: vgg19, vgg16, vgg13"),
         (["models", "wrn-27-10"], 2, "depth must be 6n+4"),
     ],

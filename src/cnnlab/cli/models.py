@@ -42,7 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "'trace failed' and named on stderr (exit 1).",
     )
     p.add_argument(
-        "pattern", nargs="?", help="shell-style filter, e.g. 'resnet*', or a name such as wrn-34-2"
+        "pattern",
+        nargs="?",
+        help="shell-style filter over the registered names, e.g. 'resnet*', or a family's name at any size, such as wrn-34-2 (patterns do not list those sizes)",
     )
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument(

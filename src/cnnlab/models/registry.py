@@ -188,6 +188,18 @@ def match_models(pattern: str | None) -> list[str]:
         or [n for n in every if stem and fnmatch.fnmatch(n, f"*{stem}*")][:3]
     )
     hint = f"; close matches: {', '.join(close)}" if close else "; 'cnnlab models' lists them all"
+    # a pattern cannot list a family's sizes (there is no end to them): point to naming one exactly
+    word = re.match(r"[a-z]+", stem.lower())
+    families = [
+        example
+        for regex, _, example in _PATTERNS
+        if word and re.search(rf"(^|[(|]){word.group()}", regex.pattern)
+    ]
+    if families and any(ch in pattern for ch in _GLOB):
+        hint += (
+            f"; patterns match registered names only, and families such as {', '.join(families)} are built at "
+            f"any valid size by exact name (cnnlab models {families[0]})"
+        )
     raise UsageError(f"no model matches {pattern!r}{hint}")
 
 
