@@ -44,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "pattern",
         nargs="?",
-        help="shell-style filter over the registered names, e.g. 'resnet*', or a family's name at any size, such as wrn-34-2 (patterns do not list those sizes)",
+        help="shell-style filter over the registered names, e.g. 'resnet*', or a family's name at any size, "
+        "such as wrn-34-2 (patterns do not list those sizes)",
     )
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument(
