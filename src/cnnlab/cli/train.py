@@ -640,8 +640,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "compare",
         _compare,
         help="train several models with one recipe and compare them",
-        description="Train each MODEL with the same recipe into OUT/MODEL/, then print a table of parameters, final "
-        "and best test accuracy, seconds per epoch and images/s, and save comparison.md/.json and comparison.png.",
+        description="Train each MODEL with the same recipe into OUT/MODEL/, then print a table of parameters, the "
+        "selected checkpoint's validation and test accuracy (the checkpoint chosen on the validation split), "
+        "seconds per epoch and images/s, and save comparison.md/.json and comparison.png.",
     )
     p.add_argument("models", nargs="+", metavar="MODEL")
     p.add_argument("--out", default="runs/compare", help="folder of the comparison (default: runs/compare)")
