@@ -616,6 +616,7 @@ def test_constructing_a_trainer_leaves_the_process_settings_alone(tmp_path: Path
             "option img_size takes int | tuple[int, int], not text: got 'abc'",
         ),
         (["--warmup-epochs", "0.5"], "warmup_epochs does not apply to the onecycle schedule"),
+        (["--warmup-mode", "constant"], "warmup_mode constant shapes a warm-up, and warmup_epochs is 0"),
         (["--epochs", str(2**70)], "epochs must be at most"),
         (["--overwrite", "--resume"], "--overwrite and --resume contradict each other"),
         (["--augment", "vgg", "--crop-padding", "2"], "crop_padding applies to the none (custom) and cifar"),

@@ -202,6 +202,17 @@ class TrainConfig:
                 "warmup_epochs does not apply to the onecycle schedule, which warms up over its first 25% of "
                 "steps; leave it at 0 or choose another schedule"
             )
+        if (
+            self.warmup_mode != "linear"
+            and not self.warmup_epochs
+            and "warmup_mode" not in self.recipe_fields
+        ):
+            # a mode chosen for a warm-up that is not there would change nothing: say so (a recipe's own
+            # mode stays quiet when its warm-up is turned off)
+            raise UsageError(
+                f"warmup_mode {self.warmup_mode} shapes a warm-up, and warmup_epochs is 0: set warmup_epochs "
+                "above 0, or leave warmup_mode out"
+            )
         if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
             raise UsageError(
                 f"warmup_epochs must be between 0 and epochs ({self.epochs}), got {self.warmup_epochs}"
