@@ -350,3 +350,72 @@ def test_compare_takes_one_model_name_as_one_name(tmp_path: Path) -> None:
 
     with pytest.raises(UsageError, match="unknown model 'lecture-simpel'"):
         compare("lecture-simpel", TrainConfig(), tmp_path / "cmp")
+
+
+# A setting that an experiment sets itself per member, given anyway: each would silently be replaced, or leak
+# into every member and make the variants the table names alike. Tiny budgets: unrefused, each trains briefly.
+SET_BY_THE_EXPERIMENT = [
+    (
+        ["augmentation", "--augment", "cifar", "--flip", "--epochs", "1"],
+        "the augmentation experiment sets flip itself (per variant); drop --flip",
+    ),
+    (["augmentation", "--augment", "cifar", "--epochs", "1"], "sets augment itself"),
+    (["augmentation", "--eval-tta", "flip", "--epochs", "1"], "sets eval_tta itself"),
+    (
+        ["transfer", "--model", "lecture-simple", "--classes", "0,1,2", "--n", "1", "--epochs", "1"],
+        "the transfer experiment sets classes itself (the halves A and B of the split); drop --classes",
+    ),
+    (
+        ["batchnorm", "--epochs", "3", "--steps", "2", "--eval-every", "2"],
+        "the batchnorm experiment sets epochs itself (from --steps and --eval-every); drop --epochs",
+    ),
+    (
+        ["batchnorm", "--steps", "2", "--eval-every", "2", "--max-steps-per-epoch", "1"],
+        "drop --max-steps-per-epoch",
+    ),
+    (
+        ["batchnorm", "--steps", "2", "--eval-every", "2", "--model-option", "activation=sigmoid"],
+        "sets the model option activation itself (per net); drop --model-option activation=sigmoid",
+    ),
+    (
+        ["degradation", "--depths", "8", "--epochs", "1", "--model-option", "plain=false"],
+        "the degradation experiment sets the model option plain itself",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"), SET_BY_THE_EXPERIMENT, ids=[" ".join(a[:3]) for a, _ in SET_BY_THE_EXPERIMENT]
+)
+def test_an_experiment_refuses_a_setting_it_sets_itself(
+    argv: list[str], message: str, tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, capsys, no_curves
+) -> None:
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    out = tmp_path / "x"
+    budget = [
+        "--data-dir",
+        str(tiny_dataset_dir),
+        "--train-subset",
+        "40",
+        "--batch-size",
+        "20",
+        "--threads",
+        "1",
+    ]
+    budget += [] if argv[0] == "batchnorm" else ["--max-steps-per-epoch", "1"]
+    assert main(["experiment", *argv, *budget, "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
+    assert not out.exists()  # refused before anything is written
+
+
+def test_the_transfer_experiment_refuses_python_settings_it_sets_itself(tmp_path: Path) -> None:
+    """Python callers are protected too: the members' freeze/init were replaced without a word."""
+    from cnnlab.experiments.transfer import transfer
+
+    with pytest.raises(
+        UsageError, match=r"sets freeze itself \(the first n layers of BnB and AnB\); drop --freeze"
+    ):
+        transfer(TrainConfig(freeze=("1",), epochs=1, max_steps_per_epoch=1), tmp_path / "t", progress=False)
+    with pytest.raises(UsageError, match="sets init itself .*; drop --weights"):
+        transfer(TrainConfig(init=str(tmp_path / "w.pt")), tmp_path / "t", progress=False)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.errors import UsageError
-from cnnlab.experiments.runner import run_members
+from cnnlab.experiments.runner import refuse_set_fields, run_members
 from cnnlab.fileio import atomic_write_text
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.engine import RunResult
@@ -39,6 +39,12 @@ VARIANTS: tuple[tuple[str, float, dict[str, Any]], ...] = (
 )
 
 RECIPE = BATCHNORM  # the experiment's defaults (cnnlab.train.recipes)
+
+#: What the experiment sets itself from ``steps`` and ``eval_every`` (refused when a config asks for another
+#: value); ``lr`` stays the base lr that the variants multiply (section 4.2.1).
+SETS = {"epochs": "from --steps and --eval-every", "max_steps_per_epoch": "--eval-every: one evaluation each"}
+#: The model options that make the variants (figure 2): refused when a config sets them.
+SETS_OPTIONS = {"batch_norm": "per net", "activation": "per net"}
 
 
 def recipe_config() -> TrainConfig:
@@ -123,11 +129,15 @@ def batchnorm(
     progress: bool = True,
 ) -> BatchNormResult:
     """Train the five variants of ``cfg.model`` for ``steps`` steps each (validation every ``eval_every``
-    steps: one "epoch" of the run) and write ``batchnorm.png``, ``batchnorm.md`` and ``batchnorm.json``."""
+    steps: one "epoch" of the run) and write ``batchnorm.png``, ``batchnorm.md`` and ``batchnorm.json``.
+
+    A ``cfg`` that sets what the experiment sets itself (:data:`SETS`, :data:`SETS_OPTIONS`) is refused
+    (:class:`UsageError`)."""
     if steps < 1 or eval_every < 1:
         raise UsageError(f"--steps and --eval-every must be at least 1, got {steps} and {eval_every}")
     if cfg.val_fraction <= 0:
         raise UsageError("the curves are validation accuracy: --val-fraction must be above 0")
+    refuse_set_fields("batchnorm", cfg, recipe_config(), SETS, SETS_OPTIONS)
     epochs = math.ceil(steps / eval_every)
     members = [
         (

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cnnlab.errors import CheckpointError, UsageError
@@ -35,8 +35,39 @@ from cnnlab.train.engine import (
 )
 from cnnlab.train.rundir import holds_run, read_metrics, refuse_overwrite_with_resume
 
+#: Settings whose command-line flag is not the field's name with dashes (``cnnlab train``'s flags).
+FLAGS = {"init": "--weights", "init_from": "--weights-from", "model_options": "--model-option"}
+
 #: What to tell the user after an interrupted experiment.
 RESUME_HINT = "interrupted: checkpoint saved; continue with the same command and --resume"
+
+
+def flag_for(field: str) -> str:
+    """The command-line flag of TrainConfig ``field`` (``crop_padding`` -> ``--crop-padding``)."""
+    return FLAGS.get(field, "--" + field.replace("_", "-"))
+
+
+def refuse_set_fields(
+    experiment: str,
+    cfg: TrainConfig,
+    base: TrainConfig,
+    fields: Mapping[str, str],
+    options: Mapping[str, str] | None = None,
+) -> None:
+    """Refuse ``cfg`` where it differs from ``base`` in a setting the experiment sets itself.
+
+    ``fields``: TrainConfig field -> how the experiment sets it (e.g. "per variant"); ``options``: the
+    same for model options. Such a value would otherwise be silently replaced in every member, or leak
+    into every member and make the variants that the table names alike (one :class:`UsageError` form)."""
+    for name, how in fields.items():
+        if getattr(cfg, name) != getattr(base, name):
+            raise UsageError(f"the {experiment} experiment sets {name} itself ({how}); drop {flag_for(name)}")
+    for key, how in (options or {}).items():
+        if key in cfg.model_options and cfg.model_options[key] != base.model_options.get(key):
+            raise UsageError(
+                f"the {experiment} experiment sets the model option {key} itself ({how}); "
+                f"drop {flag_for('model_options')} {key}={cfg.model_options[key]}"
+            )
 
 
 @dataclasses.dataclass
