@@ -419,3 +419,45 @@ def test_the_transfer_experiment_refuses_python_settings_it_sets_itself(tmp_path
         transfer(TrainConfig(freeze=("1",), epochs=1, max_steps_per_epoch=1), tmp_path / "t", progress=False)
     with pytest.raises(UsageError, match="sets init itself .*; drop --weights"):
         transfer(TrainConfig(init=str(tmp_path / "w.pt")), tmp_path / "t", progress=False)
+
+
+@pytest.mark.parametrize(
+    ("steps", "eval_every", "nearest"),
+    [(5, 10, "use --steps 10, or a smaller --eval-every"), (45, 10, "use --steps 40 or 50")],
+)
+def test_batchnorm_refuses_steps_that_are_not_a_multiple_of_eval_every(
+    steps: int,
+    eval_every: int,
+    nearest: str,
+    tmp_path: Path,
+    tiny_dataset_dir: Path,
+    monkeypatch,
+    capsys,
+    no_curves,
+) -> None:
+    """The steps were rounded up to the next evaluation: --steps 5 --eval-every 10 trained 10."""
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    argv = ["experiment", "batchnorm", "--steps", str(steps), "--eval-every", str(eval_every), "--quiet"]
+    argv += ["--data-dir", str(tiny_dataset_dir), "--batch-size", "100", "--threads", "1"]
+    assert main([*argv, "--out", str(tmp_path / "bn")]) == 2
+    assert f"--steps {steps} is not a multiple of --eval-every {eval_every}" in (
+        err := capsys.readouterr().err
+    )
+    assert nearest in err and not (tmp_path / "bn").exists()
+
+
+def test_batchnorm_refuses_an_epoch_shorter_than_eval_every(
+    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, capsys, no_curves
+) -> None:
+    """--eval-every only capped each "epoch": 40 images in batches of 20 trained 2 steps where it said 4."""
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    out = tmp_path / "bn"
+    argv = ["experiment", "batchnorm", "--steps", "8", "--eval-every", "4", "--train-subset", "40", "--quiet"]
+    argv += ["--data-dir", str(tiny_dataset_dir), "--batch-size", "20", "--threads", "1", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert (
+        "an epoch of the training split is 2 batches of 20 (40 images), fewer than the 4 steps per epoch "
+        "--eval-every asks for; give --eval-every 2 or less" in err
+    )
+    assert not (out / "Inception").exists()  # refused before the first net's folder is made

@@ -168,13 +168,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--steps",
         type=int,
         default=2000,
-        help="training steps per net (default: 2000)",
+        help="training steps per net, a multiple of --eval-every (default: 2000)",
     )
     b.add_argument(
         "--eval-every",
         type=int,
         default=100,
-        help="validation every this many steps (default: 100)",
+        help="validation every this many steps; an epoch of the training split must hold as many batches "
+        "(default: 100)",
     )
     b.add_argument("--out", default="runs/batchnorm", help="experiment folder (default: runs/batchnorm)")
     add_recipe_args(b, defaults=recipe_config(BN_RECIPE))

@@ -88,12 +88,14 @@ def run_members(
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = True,
+    steps_per_epoch: tuple[int, str] | None = None,
 ) -> ExperimentRuns:
     """Train each ``(name, config)`` of ``members`` into ``<out_dir>/<name>/``, in order (see the module's rules).
 
     ``table`` is the file name of the experiment's own results in ``out_dir`` (or several names, for an
     experiment built on another); with one of them or any member's run there, the folder is refused
-    unless ``overwrite`` or ``resume``.
+    unless ``overwrite`` or ``resume``. ``steps_per_epoch``: (N, the flag asking for it) where every epoch
+    of every member must be exactly N steps (:class:`cnnlab.train.engine.Trainer`).
     """
     refuse_overwrite_with_resume(overwrite, resume)
     names = [name for name, _ in members]
@@ -136,8 +138,9 @@ def run_members(
                 print(f"== {name}", flush=True)
             can_resume = resume and (run_dir / "checkpoints" / "last.json").is_file()
             trainer = Trainer(
-                cfg, run_dir, overwrite=overwrite, resume=can_resume, progress=progress, data=data
-            )
+                cfg, run_dir, overwrite=overwrite, resume=can_resume, progress=progress, data=data,
+                steps_per_epoch=steps_per_epoch,
+            )  # fmt: skip
             data = (
                 trainer.loaded_data
             )  # load the dataset once for all members (class subsets are views of it)
