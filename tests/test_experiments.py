@@ -350,3 +350,114 @@ def test_compare_takes_one_model_name_as_one_name(tmp_path: Path) -> None:
 
     with pytest.raises(UsageError, match="unknown model 'lecture-simpel'"):
         compare("lecture-simpel", TrainConfig(), tmp_path / "cmp")
+
+
+# A setting that an experiment sets itself per member, given anyway: each would silently be replaced, or leak
+# into every member and make the variants the table names alike. Tiny budgets: unrefused, each trains briefly.
+SET_BY_THE_EXPERIMENT = [
+    (
+        ["augmentation", "--augment", "cifar", "--flip", "--epochs", "1"],
+        "the augmentation experiment sets flip itself (per variant); drop --flip",
+    ),
+    (["augmentation", "--augment", "cifar", "--epochs", "1"], "sets augment itself"),
+    (["augmentation", "--eval-tta", "flip", "--epochs", "1"], "sets eval_tta itself"),
+    (
+        ["transfer", "--model", "lecture-simple", "--classes", "0,1,2", "--n", "1", "--epochs", "1"],
+        "the transfer experiment sets classes itself (the halves A and B of the split); drop --classes",
+    ),
+    (
+        ["batchnorm", "--epochs", "3", "--steps", "2", "--eval-every", "2"],
+        "the batchnorm experiment sets epochs itself (from --steps and --eval-every); drop --epochs",
+    ),
+    (
+        ["batchnorm", "--steps", "2", "--eval-every", "2", "--max-steps-per-epoch", "1"],
+        "drop --max-steps-per-epoch",
+    ),
+    (
+        ["batchnorm", "--steps", "2", "--eval-every", "2", "--model-option", "activation=sigmoid"],
+        "sets the model option activation itself (per net); drop --model-option activation=sigmoid",
+    ),
+    (
+        ["degradation", "--depths", "8", "--epochs", "1", "--model-option", "plain=false"],
+        "the degradation experiment sets the model option plain itself",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"), SET_BY_THE_EXPERIMENT, ids=[" ".join(a[:3]) for a, _ in SET_BY_THE_EXPERIMENT]
+)
+def test_an_experiment_refuses_a_setting_it_sets_itself(
+    argv: list[str], message: str, tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, capsys, no_curves
+) -> None:
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    out = tmp_path / "x"
+    budget = [
+        "--data-dir",
+        str(tiny_dataset_dir),
+        "--train-subset",
+        "40",
+        "--batch-size",
+        "20",
+        "--threads",
+        "1",
+    ]
+    budget += [] if argv[0] == "batchnorm" else ["--max-steps-per-epoch", "1"]
+    assert main(["experiment", *argv, *budget, "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
+    assert not out.exists()  # refused before anything is written
+
+
+def test_the_transfer_experiment_refuses_python_settings_it_sets_itself(tmp_path: Path) -> None:
+    """Python callers are protected too: the members' freeze/init were replaced without a word."""
+    from cnnlab.experiments.transfer import transfer
+
+    with pytest.raises(
+        UsageError, match=r"sets freeze itself \(the first n layers of BnB and AnB\); drop --freeze"
+    ):
+        transfer(TrainConfig(freeze=("1",), epochs=1, max_steps_per_epoch=1), tmp_path / "t", progress=False)
+    with pytest.raises(UsageError, match="sets init itself .*; drop --weights"):
+        transfer(TrainConfig(init=str(tmp_path / "w.pt")), tmp_path / "t", progress=False)
+
+
+@pytest.mark.parametrize(
+    ("steps", "eval_every", "nearest"),
+    [(5, 10, "use --steps 10, or a smaller --eval-every"), (45, 10, "use --steps 40 or 50")],
+)
+def test_batchnorm_refuses_steps_that_are_not_a_multiple_of_eval_every(
+    steps: int,
+    eval_every: int,
+    nearest: str,
+    tmp_path: Path,
+    tiny_dataset_dir: Path,
+    monkeypatch,
+    capsys,
+    no_curves,
+) -> None:
+    """The steps were rounded up to the next evaluation: --steps 5 --eval-every 10 trained 10."""
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    argv = ["experiment", "batchnorm", "--steps", str(steps), "--eval-every", str(eval_every), "--quiet"]
+    argv += ["--data-dir", str(tiny_dataset_dir), "--batch-size", "100", "--threads", "1"]
+    assert main([*argv, "--out", str(tmp_path / "bn")]) == 2
+    assert f"--steps {steps} is not a multiple of --eval-every {eval_every}" in (
+        err := capsys.readouterr().err
+    )
+    assert nearest in err and not (tmp_path / "bn").exists()
+
+
+def test_batchnorm_refuses_an_epoch_shorter_than_eval_every(
+    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, capsys, no_curves
+) -> None:
+    """--eval-every only capped each "epoch": 40 images in batches of 20 trained 2 steps where it said 4."""
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    out = tmp_path / "bn"
+    argv = ["experiment", "batchnorm", "--steps", "8", "--eval-every", "4", "--train-subset", "40", "--quiet"]
+    argv += ["--data-dir", str(tiny_dataset_dir), "--batch-size", "20", "--threads", "1", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert (
+        "an epoch of the training split is 2 batches of 20 (40 images), fewer than the 4 steps per epoch "
+        "--eval-every asks for; give --eval-every 2 or less" in err
+    )
+    assert not (out / "Inception").exists()  # refused before the first net's folder is made

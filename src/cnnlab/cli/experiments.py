@@ -132,7 +132,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "fashion-mnist's 'dissimilar': footwear, bags and trousers vs tops and dresses). Train baseA and baseB, "
         "then for each n (conv/fc layers as cnnlab summary MODEL --layers counts them) BnB and AnB (first n "
         "layers copied from baseB / baseA and frozen, the rest re-initialised) and BnB+ and AnB+ (the same, all "
-        "layers learning). Writes transfer.png (accuracy on B against n) and transfer.md/.json. Scale it to the "
+        "layers learning); the split sets the classes (no --classes). Writes transfer.png (accuracy on B against n) "
+        "and transfer.md/.json. Scale it to the "
         "machine with --n, --epochs, --train-subset and --max-steps-per-epoch (the budget).",
     )
     t.add_argument(
@@ -157,14 +158,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "plot validation accuracy against steps (batchnorm.png) and give the steps each needs to reach the "
         "no-BN net's best validation accuracy (batchnorm.md/.json); test accuracy is measured once per net. "
         f"Defaults: {', '.join(f'{k}={v}' for k, v in BN_RECIPE.items())} (slide 004: Inception's 0.0015). "
-        "The budget: --steps, --eval-every, --train-subset.",
+        "The budget: --steps, --eval-every, --train-subset; the experiment sets --epochs and --max-steps-per-epoch "
+        "(from them) and the model options batch_norm and activation itself.",
     )
     b.add_argument(
         "--model", default="lecture-inception", help="a net with batch_norm and activation options"
     )
-    b.add_argument("--steps", type=int, default=2000, help="training steps per net (default: 2000)")
     b.add_argument(
-        "--eval-every", type=int, default=100, help="validation every this many steps (default: 100)"
+        "--steps",
+        type=int,
+        default=2000,
+        help="training steps per net, a multiple of --eval-every (default: 2000)",
+    )
+    b.add_argument(
+        "--eval-every",
+        type=int,
+        default=100,
+        help="validation every this many steps; an epoch of the training split must hold as many batches "
+        "(default: 100)",
     )
     b.add_argument("--out", default="runs/batchnorm", help="experiment folder (default: runs/batchnorm)")
     add_recipe_args(b, defaults=recipe_config(BN_RECIPE))
@@ -175,7 +186,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         _augmentation,
         help="no augmentation vs flips vs crops and flips (Chatfield et al. 2014)",
         description="Train MODEL three times: without augmentation, with random flips, and with random crops "
-        "(--crop-padding, 4 when 0) and flips; table and figure of validation accuracy, and test accuracy of each "
+        "(--crop-padding: the crops variant's padding, 4 when 0) and flips; it sets --flip, --augment and --eval-tta "
+        "itself. Table and figure of validation accuracy, and test accuracy of each "
         "selected checkpoint with centre (whole-image) and 10-crop evaluation (Chatfield et al. section 3.2). "
         "The budget: --epochs, --train-subset, --max-steps-per-epoch.",
     )

@@ -2,7 +2,10 @@
 
 Three nets of one model trained with: no augmentation, flips only ("almost no improvement" in the
 paper), random crops and flips ("about 3%"). Crops are TrainConfig's ``crop_padding`` (pad, then a
-random crop of the original size) and flips its ``flip``.
+random crop of the original size) and flips its ``flip``. The experiment sets ``flip`` itself and
+trains with the custom pipeline (``augment="none"``); a config that asks for another (``--flip``,
+``--augment cifar``) is refused, as it would make the three variants alike. ``crop_padding`` stays a
+knob: the crops variant's padding (4 when 0); the other two variants train without crops.
 
 Evaluation, both on each run's selected checkpoint and the test split: centre (the run's own final
 report: the image as trained, or the centre crop of ``input_size``) and 10 crops (centre and 4 corners
@@ -21,7 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cnnlab.experiments.runner import run_members
+from cnnlab.experiments.runner import refuse_set_fields, run_members
 from cnnlab.fileio import atomic_write_text
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.engine import RunResult
@@ -32,6 +35,13 @@ VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("flip", {"crop_padding": 0, "flip": True}),
     ("crops+flip", {"flip": True}),  # crop_padding: the config's (default 4, see augmentation())
 )
+
+#: What the experiment sets itself, and how (refused when a config asks for another value).
+SETS = {
+    "flip": "per variant",
+    "augment": "the custom pipeline, none, whose crops and flips are the variants",
+    "eval_tta": "the test views: centre and 10 crops",
+}
 
 #: Test-time views (Chatfield et al. 2014 section 3.1): the centre, and 10 crops.
 TEST_VIEWS = ("centre", "10crop")
@@ -101,7 +111,10 @@ def augmentation(
     progress: bool = True,
 ) -> AugmentationResult:
     """Train the three variants of ``cfg`` (crops use ``cfg.crop_padding``, 4 when it is 0) and write
-    ``augmentation.png``, ``augmentation.md`` and ``augmentation.json``."""
+    ``augmentation.png``, ``augmentation.md`` and ``augmentation.json``.
+
+    A ``cfg`` that sets what the experiment sets itself (:data:`SETS`) is refused (:class:`UsageError`)."""
+    refuse_set_fields("augmentation", cfg, TrainConfig(), SETS)
     padding = cfg.crop_padding or 4
     members = []
     for name, settings in VARIANTS:

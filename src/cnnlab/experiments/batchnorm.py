@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from cnnlab.errors import UsageError
-from cnnlab.experiments.runner import run_members
+from cnnlab.experiments.runner import refuse_set_fields, run_members
 from cnnlab.fileio import atomic_write_text
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.engine import RunResult
@@ -39,6 +38,12 @@ VARIANTS: tuple[tuple[str, float, dict[str, Any]], ...] = (
 )
 
 RECIPE = BATCHNORM  # the experiment's defaults (cnnlab.train.recipes)
+
+#: What the experiment sets itself from ``steps`` and ``eval_every`` (refused when a config asks for another
+#: value); ``lr`` stays the base lr that the variants multiply (section 4.2.1).
+SETS = {"epochs": "from --steps and --eval-every", "max_steps_per_epoch": "--eval-every: one evaluation each"}
+#: The model options that make the variants (figure 2): refused when a config sets them.
+SETS_OPTIONS = {"batch_norm": "per net", "activation": "per net"}
 
 
 def recipe_config() -> TrainConfig:
@@ -123,12 +128,24 @@ def batchnorm(
     progress: bool = True,
 ) -> BatchNormResult:
     """Train the five variants of ``cfg.model`` for ``steps`` steps each (validation every ``eval_every``
-    steps: one "epoch" of the run) and write ``batchnorm.png``, ``batchnorm.md`` and ``batchnorm.json``."""
+    steps: one "epoch" of the run) and write ``batchnorm.png``, ``batchnorm.md`` and ``batchnorm.json``.
+
+    ``steps`` must be a multiple of ``eval_every``, and an epoch of the training split must hold at least
+    ``eval_every`` batches, so that every net trains exactly the steps its curve reports; a ``cfg`` that sets
+    what the experiment sets itself (:data:`SETS`, :data:`SETS_OPTIONS`) is refused (:class:`UsageError`)."""
     if steps < 1 or eval_every < 1:
         raise UsageError(f"--steps and --eval-every must be at least 1, got {steps} and {eval_every}")
+    if steps % eval_every:  # every net is measured after each eval_every steps: the curve's last point
+        lower, upper = steps - steps % eval_every, steps - steps % eval_every + eval_every
+        nearest = f"--steps {lower} or {upper}" if lower else f"--steps {upper}, or a smaller --eval-every"
+        raise UsageError(
+            f"--steps {steps} is not a multiple of --eval-every {eval_every} (a validation after every "
+            f"{eval_every} steps); use {nearest}"
+        )
     if cfg.val_fraction <= 0:
         raise UsageError("the curves are validation accuracy: --val-fraction must be above 0")
-    epochs = math.ceil(steps / eval_every)
+    refuse_set_fields("batchnorm", cfg, recipe_config(), SETS, SETS_OPTIONS)
+    epochs = steps // eval_every
     members = [
         (
             name,
@@ -144,8 +161,9 @@ def batchnorm(
     ]
     out = Path(out_dir)
     experiment = run_members(
-        out, members, table="batchnorm.json", overwrite=overwrite, resume=resume, progress=progress
-    )
+        out, members, table="batchnorm.json", overwrite=overwrite, resume=resume, progress=progress,
+        steps_per_epoch=(eval_every, "--eval-every"),
+    )  # fmt: skip
     runs = {name: run for name, run in experiment.runs.items() if run.history}
     result = BatchNormResult(runs, eval_every, out / "batchnorm.png", out / "batchnorm.md", experiment.status)
     plot_batchnorm(result, f"{cfg.model} on {cfg.data}: batch norm and learning rate")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.errors import UsageError
-from cnnlab.experiments.runner import run_members
+from cnnlab.experiments.runner import refuse_set_fields, run_members
 from cnnlab.fileio import atomic_write_text
 from cnnlab.models import model_info
 from cnnlab.train import distributed, recipes
@@ -32,6 +32,8 @@ KINDS = {"plain": "plain{depth}-cifar", "residual": "resnet{depth}-cifar"}
 #: He et al. 2016 section 4.2: SGD, momentum 0.9, weight decay 1e-4, lr 0.1, batch 128; for short
 #: budgets a cosine decay with one warm-up epoch replaces the 32k/48k-iteration steps.
 RECIPE = DEGRADATION  # the experiment's defaults (cnnlab.train.recipes)
+#: The model options that name each net (``plainN-cifar``, ``resnetN-cifar``): refused when a config sets them.
+SETS_OPTIONS = {"depth": "per net, from the depths", "plain": "per net: plain and residual twins"}
 
 
 def recipe_config() -> TrainConfig:
@@ -189,7 +191,9 @@ def degradation(
     """Train every (kind, depth) net with ``cfg`` into ``<out_dir>/<model>/``; write the figure and table.
 
     Training follows :func:`cnnlab.experiments.runner.run_members`; after an interruption the figure and
-    table of the epochs so far are written and the result's status is ``interrupted``."""
+    table of the epochs so far are written and the result's status is ``interrupted``. ``cfg.model`` is
+    replaced by each net's; a model option that names the net (:data:`SETS_OPTIONS`) is refused."""
+    refuse_set_fields("degradation", cfg, recipe_config(), {}, SETS_OPTIONS)
     if not depths:
         raise UsageError("give at least one depth, e.g. --depths 20 56")
     names = {}

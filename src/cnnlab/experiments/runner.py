@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cnnlab.errors import CheckpointError, UsageError
@@ -35,8 +35,39 @@ from cnnlab.train.engine import (
 )
 from cnnlab.train.rundir import holds_run, read_metrics, refuse_overwrite_with_resume
 
+#: Settings whose command-line flag is not the field's name with dashes (``cnnlab train``'s flags).
+FLAGS = {"init": "--weights", "init_from": "--weights-from", "model_options": "--model-option"}
+
 #: What to tell the user after an interrupted experiment.
 RESUME_HINT = "interrupted: checkpoint saved; continue with the same command and --resume"
+
+
+def flag_for(field: str) -> str:
+    """The command-line flag of TrainConfig ``field`` (``crop_padding`` -> ``--crop-padding``)."""
+    return FLAGS.get(field, "--" + field.replace("_", "-"))
+
+
+def refuse_set_fields(
+    experiment: str,
+    cfg: TrainConfig,
+    base: TrainConfig,
+    fields: Mapping[str, str],
+    options: Mapping[str, str] | None = None,
+) -> None:
+    """Refuse ``cfg`` where it differs from ``base`` in a setting the experiment sets itself.
+
+    ``fields``: TrainConfig field -> how the experiment sets it (e.g. "per variant"); ``options``: the
+    same for model options. Such a value would otherwise be silently replaced in every member, or leak
+    into every member and make the variants that the table names alike (one :class:`UsageError` form)."""
+    for name, how in fields.items():
+        if getattr(cfg, name) != getattr(base, name):
+            raise UsageError(f"the {experiment} experiment sets {name} itself ({how}); drop {flag_for(name)}")
+    for key, how in (options or {}).items():
+        if key in cfg.model_options and cfg.model_options[key] != base.model_options.get(key):
+            raise UsageError(
+                f"the {experiment} experiment sets the model option {key} itself ({how}); "
+                f"drop {flag_for('model_options')} {key}={cfg.model_options[key]}"
+            )
 
 
 @dataclasses.dataclass
@@ -57,12 +88,14 @@ def run_members(
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = True,
+    steps_per_epoch: tuple[int, str] | None = None,
 ) -> ExperimentRuns:
     """Train each ``(name, config)`` of ``members`` into ``<out_dir>/<name>/``, in order (see the module's rules).
 
     ``table`` is the file name of the experiment's own results in ``out_dir`` (or several names, for an
     experiment built on another); with one of them or any member's run there, the folder is refused
-    unless ``overwrite`` or ``resume``.
+    unless ``overwrite`` or ``resume``. ``steps_per_epoch``: (N, the flag asking for it) where every epoch
+    of every member must be exactly N steps (:class:`cnnlab.train.engine.Trainer`).
     """
     refuse_overwrite_with_resume(overwrite, resume)
     names = [name for name, _ in members]
@@ -105,8 +138,9 @@ def run_members(
                 print(f"== {name}", flush=True)
             can_resume = resume and (run_dir / "checkpoints" / "last.json").is_file()
             trainer = Trainer(
-                cfg, run_dir, overwrite=overwrite, resume=can_resume, progress=progress, data=data
-            )
+                cfg, run_dir, overwrite=overwrite, resume=can_resume, progress=progress, data=data,
+                steps_per_epoch=steps_per_epoch,
+            )  # fmt: skip
             data = (
                 trainer.loaded_data
             )  # load the dataset once for all members (class subsets are views of it)

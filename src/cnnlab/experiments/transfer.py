@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from cnnlab.errors import UsageError
-from cnnlab.experiments.runner import run_members
+from cnnlab.experiments.runner import refuse_set_fields, run_members
 from cnnlab.fileio import atomic_write_text
 from cnnlab.models import create_model
 from cnnlab.models.layers import paper_layers
@@ -40,6 +40,14 @@ SPLITS: dict[str, dict[str, tuple[tuple[int, ...], tuple[int, ...]]]] = {
     },
 }
 KINDS = ("BnB", "BnB+", "AnB", "AnB+")
+#: What the experiment sets itself per member (Yosinski et al. 2014 section 2): refused when a config asks for another.
+SETS = {
+    "classes": "the halves A and B of the split",
+    "init": "baseA's or baseB's weights",
+    "init_from": "its own runs",
+    "freeze": "the first n layers of BnB and AnB",
+    "reinit_above": "n",
+}
 
 
 def class_halves(
@@ -117,9 +125,11 @@ def transfer(
     """Train baseA, baseB and BnB, BnB+, AnB, AnB+ for each n of ``ns`` (default: 1 .. layers - 1) with
     ``cfg``; write ``transfer.png``, ``transfer.md`` and ``transfer.json`` in ``out_dir``.
 
-    Training follows :func:`cnnlab.experiments.runner.run_members` (resumable; finished members are read)."""
+    Training follows :func:`cnnlab.experiments.runner.run_members` (resumable; finished members are read).
+    A ``cfg`` that sets what the experiment sets itself (:data:`SETS`) is refused (:class:`UsageError`)."""
     from cnnlab.data import dataset_info
 
+    refuse_set_fields("transfer", cfg, TrainConfig(), SETS)
     info = dataset_info(cfg.data)
     halves = class_halves(split, info.num_classes, cfg.data, cfg.seed)
     with torch.device("meta"):
@@ -133,10 +143,9 @@ def transfer(
             f"n must be between 1 and {layers - 1} ({cfg.model} has {layers} conv and fc layers), got {bad}"
         )
     out = Path(out_dir)
-    base = dataclasses.replace(cfg, init=None, freeze=(), reinit_above=None)
     members = [
-        ("baseA", dataclasses.replace(base, classes=halves[0])),
-        ("baseB", dataclasses.replace(base, classes=halves[1])),
+        ("baseA", dataclasses.replace(cfg, classes=halves[0])),
+        ("baseB", dataclasses.replace(cfg, classes=halves[1])),
     ]
     for n in ns:
         for kind in KINDS:
@@ -144,7 +153,7 @@ def transfer(
                 (
                     member_name(kind, n),
                     dataclasses.replace(
-                        base,
+                        cfg,
                         classes=halves[1],
                         init=str(out / f"base{kind[0]}"),
                         reinit_above=n,

@@ -359,8 +359,13 @@ class Trainer:
         data: Any = None,
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
         tensorboard: bool = False,
+        steps_per_epoch: tuple[int, str] | None = None,
     ) -> None:
+        """``steps_per_epoch``: (N, the flag that asks for it) where every epoch must be exactly N steps (an
+        experiment that reports steps as epochs x N, with ``max_steps_per_epoch`` N): a training split of
+        fewer batches is refused, naming the flag, before anything is written."""
         self.run_dir = Path(run_dir)
+        self.required_steps = steps_per_epoch
         if tensorboard:  # a missing package fails before any work
             from cnnlab.inspect.tensorboard import summary_writer_class
 
@@ -473,6 +478,14 @@ class Trainer:
             raise UsageError(
                 f"{self.train_images} training images cannot be shared by {self.dist.world_size} processes; "
                 "use fewer processes or more images"
+            )
+        if self.required_steps is not None and self.steps_per_epoch < self.required_steps[0]:
+            # max_steps_per_epoch only caps an epoch: a shorter one would train fewer steps than reported
+            (wanted, flag), batches = self.required_steps, self.steps_per_epoch
+            raise UsageError(
+                f"an epoch of the training split is {batches} batch{'es' * (batches != 1)} of {cfg.batch_size} "
+                f"({self.train_images:,} images), fewer than the {wanted} steps per epoch {flag} asks for; give "
+                f"{flag} {batches} or less, or more training images (--train-subset) or a smaller --batch-size"
             )
         if cfg.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_steps_per_epoch)
