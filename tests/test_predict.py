@@ -78,6 +78,11 @@ def test_predict_agrees_with_evaluate_through_the_run_its_model_file_and_onnx(
     assert [p.image for p in from_memory] == ["image 0", "image 1", "image 2"]
     with pytest.raises(UsageError, match="image 0 is a float32 array; give raw pixels as uint8"):
         predict(run, [torch.rand(3, 28, 28)])
+    # a batch [N, 1, H, W] is N images; grey images stacked as [N, H, W] are refused with what to do
+    batch = torch.stack([torch.from_numpy(np.array(Image.open(f))) for f in files])
+    assert [p.top for p in predict(run, batch.unsqueeze(1), topk=3)] == [p.top for p in from_memory]
+    with pytest.raises(UsageError, match=r"shape \(5, 28, 28\).*grey images \[N, H, W\]: x.unsqueeze\(1\)"):
+        predict(run, torch.cat([batch, batch[:2]]))
 
     model_file = export_model(run, "safetensors", out=tmp_path / "m.safetensors").path
     onnx_file = export_model(run, "onnx", out=tmp_path / "m.onnx", dynamic_batch=True)

@@ -62,16 +62,20 @@ def in_memory_image(item: Any, index: int) -> Any:
         array = array[..., 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] != 3):
         raise UsageError(
-            f"image {index} has shape {array.shape}; give [H, W], [C, H, W] or [H, W, C] with C 1 or 3"
+            f"image {index} has shape {tuple(item.shape)}; give one image as [H, W], [C, H, W] or [H, W, C] "
+            "with C 1 or 3, and several as a batch [N, C, H, W] (grey images [N, H, W]: x.unsqueeze(1)) or a list"
         )
     return Image.fromarray(np.ascontiguousarray(array))
 
 
 def collect_images(inputs: Any) -> list[Any]:
     """The images to predict: image files, the image files in folders (sorted), and images held in memory
-    (PIL images, uint8 tensors or arrays: :func:`in_memory_image`); nothing found is a :class:`UsageError`."""
+    (PIL images, uint8 tensors or arrays: :func:`in_memory_image`, or one uint8 batch [N, C, H, W]); nothing
+    found is a :class:`UsageError`. A single 3-D array is one image: [3, H, W] is read as RGB."""
     found: list[Any] = []
-    if isinstance(inputs, (str, os.PathLike)) or in_memory_image(inputs, 0) is not None:
+    if isinstance(inputs, (torch.Tensor, np.ndarray)) and inputs.ndim == 4:
+        inputs = list(inputs)  # a batch [N, C, H, W] (or [N, H, W, C]): its images, in order
+    elif isinstance(inputs, (str, os.PathLike)) or in_memory_image(inputs, 0) is not None:
         inputs = [inputs]  # one path or image, not a sequence of one-character names or of rows
     for index, given in enumerate(inputs):
         image = in_memory_image(given, index)
