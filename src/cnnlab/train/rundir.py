@@ -57,6 +57,12 @@ def refuse_overwrite_with_resume(overwrite: bool, resume: bool) -> None:
         raise UsageError("--overwrite and --resume contradict each other; choose one")
 
 
+def nothing_to_resume(folder: Path, what: str) -> UsageError:
+    """The one refusal of ``--resume`` where ``folder`` holds no ``what`` (a run, an experiment): a mistyped
+    ``--out`` must not start afresh unnoticed."""
+    return UsageError(f"nothing to resume in {folder}: no {what} there; drop --resume to start one")
+
+
 def check_run_dir(run_dir: Path, *, overwrite: bool = False, resume: bool = False) -> None:
     """Refuse, before any work, a run directory that cannot be used; changes nothing on disk."""
     run_dir = Path(run_dir)
