@@ -399,3 +399,26 @@ def test_resume_where_there_is_no_experiment_is_refused_as_a_run_is(tmp_path: Pa
     assert f"nothing to resume in {run}: no run there; drop --resume to start one" in capsys.readouterr().err
     assert not missing.exists()
 
+
+def test_a_repeated_member_is_refused_in_the_experiments_own_words(tmp_path: Path, capsys) -> None:
+    """The user named no member: transfer's --n and compare's models say what was repeated."""
+    from cnnlab.experiments.runner import run_members
+
+    argv = [
+        "experiment",
+        "transfer",
+        "--model",
+        "lecture-simple",
+        "--n",
+        "1",
+        "1",
+        "--out",
+        str(tmp_path / "t"),
+    ]
+    assert main([*argv, "--quiet"]) == 2
+    assert "--n lists 1 twice; give each n once" in capsys.readouterr().err
+    assert main(["compare", "lecture-simple", "lecture-simple", "--out", str(tmp_path / "c"), "--quiet"]) == 2
+    assert "model lecture-simple is named twice" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="member a appears twice"):
+        run_members(tmp_path / "r", [("a", TrainConfig()), ("a", TrainConfig())], table="t.json")
+    assert not any(tmp_path.iterdir())

@@ -80,8 +80,9 @@ def run_members(
     names = [name for name, _ in members]
     if not names:
         raise UsageError("an experiment needs at least one member")
-    if len(set(names)) != len(names):
-        raise UsageError("each model may be named only once in an experiment")
+    twice = next((name for name in names if names.count(name) > 1), None)
+    if twice is not None:  # the experiments say it in their own words first; this guards their folders
+        raise UsageError(f"member {twice} appears twice in the experiment; each member needs its own folder")
     out = Path(out_dir)
     refuse_file_in_the_way(out)  # before the data loads: the user's mistake, found without any work
     tables = [table] if isinstance(table, str) else list(table)
