@@ -85,3 +85,20 @@ def test_ensemble_averages_softmax_outputs_and_reports_each_member(
     # the comparison's folder stands for its runs
     assert ensemble([two_seeds]).accuracy == ensemble(runs).accuracy
     assert main(["ensemble", str(two_seeds), "--weights", "1,3"]) == 0
+
+
+def test_ensemble_refuses_a_run_named_twice_and_a_folder_of_runs_beside_runs(
+    two_seeds: Path, monkeypatch, capsys
+) -> None:
+    """The same run twice is not a 2-member ensemble (by any path to it); a folder of runs stands for its
+    runs only when given alone."""
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    run = two_seeds / "lecture-simple-seed0"
+    assert main(["ensemble", str(run), str(run)]) == 2
+    assert f"run {run} is named twice; an ensemble averages different runs" in capsys.readouterr().err
+    monkeypatch.chdir(two_seeds)
+    assert main(["ensemble", str(run), "./lecture-simple-seed0/"]) == 2
+    assert f"run {run} is named twice (again as lecture-simple-seed0)" in capsys.readouterr().err
+    assert main(["ensemble", str(two_seeds), str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"{two_seeds} is a folder of runs, not a run; give it alone to ensemble all its runs" in err

@@ -60,7 +60,7 @@ def test_evaluate_on_a_comparison_folder_lists_its_runs(run: Path, capsys) -> No
     err = capsys.readouterr().err.strip()
     assert err == (
         f"cnnlab: error: {comparison} is a comparison folder (cnnlab compare) of runs, not a run; "
-        f"evaluate one of its runs: {comparison / 'lecture-simple'}"
+        f"name one of its runs: {comparison / 'lecture-simple'}"
     )
 
 

@@ -461,3 +461,75 @@ def test_batchnorm_refuses_an_epoch_shorter_than_eval_every(
         "--eval-every asks for; give --eval-every 2 or less" in err
     )
     assert not (out / "Inception").exists()  # refused before the first net's folder is made
+
+
+def _tree(folder: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file under ``folder``: modification time and contents."""
+    return {
+        str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_a_bad_member_is_refused_before_any_member_trains_and_the_folder_stays_as_it_was(
+    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, capsys, no_curves
+) -> None:
+    """Every member is built for the data before the first trains: a late member's usage error neither
+    retrains nor replaces an existing experiment (with --overwrite) nor leaves a new folder behind."""
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    recipe = ["--data-dir", str(tiny_dataset_dir), "--epochs", "1", "--batch-size", "100", "--threads", "1"]
+    recipe += ["--max-steps-per-epoch", "1", "--quiet"]
+    out = tmp_path / "cmp"
+    assert main(["compare", "lecture-simple", "--out", str(out), *recipe]) == 0
+    before = _tree(out)
+    assert main(["compare", "lecture-simple", "alexnet", "--out", str(out), "--overwrite", *recipe]) == 2
+    assert "input 1x28x28 is too small for alexnet" in capsys.readouterr().err
+    assert _tree(out) == before
+    fresh = tmp_path / "fresh"
+    assert main(["compare", "lecture-simple", "alexnet", "--out", str(fresh), *recipe]) == 2
+    assert not fresh.exists()
+    bn = tmp_path / "bn"
+    argv = ["experiment", "batchnorm", "--model", "lecture-simple", "--steps", "2", "--eval-every", "2"]
+    argv += ["--out", str(bn), "--data-dir", str(tiny_dataset_dir), "--batch-size", "20", "--quiet"]
+    assert main(argv) == 2
+    assert "model 'lecture-simple' has no option 'batch_norm'" in capsys.readouterr().err
+    assert not bn.exists()
+
+
+def test_resume_where_there_is_no_experiment_is_refused_as_a_run_is(tmp_path: Path, capsys) -> None:
+    """A mistyped --out with --resume: refused, nothing created, not a fresh experiment; `train` says the same."""
+    missing = tmp_path / "no" / "such"
+    assert main(["compare", "lecture-simple", "--resume", "--out", str(missing), "--quiet"]) == 2
+    assert f"nothing to resume in {missing}: no experiment there; drop --resume to start one" in (
+        capsys.readouterr().err
+    )
+    assert not missing.exists()
+    assert main(["train", "lecture-simple", "--resume", "--out", str(missing), "--quiet"]) == 2
+    run = missing / "lecture-simple"
+    assert f"nothing to resume in {run}: no run there; drop --resume to start one" in capsys.readouterr().err
+    assert not missing.exists()
+
+
+def test_a_repeated_member_is_refused_in_the_experiments_own_words(tmp_path: Path, capsys) -> None:
+    """The user named no member: transfer's --n and compare's models say what was repeated."""
+    from cnnlab.experiments.runner import run_members
+
+    argv = [
+        "experiment",
+        "transfer",
+        "--model",
+        "lecture-simple",
+        "--n",
+        "1",
+        "1",
+        "--out",
+        str(tmp_path / "t"),
+    ]
+    assert main([*argv, "--quiet"]) == 2
+    assert "--n lists 1 twice; give each n once" in capsys.readouterr().err
+    assert main(["compare", "lecture-simple", "lecture-simple", "--out", str(tmp_path / "c"), "--quiet"]) == 2
+    assert "model lecture-simple is named twice" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="member a appears twice"):
+        run_members(tmp_path / "r", [("a", TrainConfig()), ("a", TrainConfig())], table="t.json")
+    assert not any(tmp_path.iterdir())

@@ -86,9 +86,38 @@ def test_the_lock_is_released_when_opening_a_run_fails_and_when_fit_returns(
     with pytest.raises(CheckpointError, match=f"PID {os.getpid()}"):
         RunLock(run).acquire()
     trainer.fit()
+    assert not (run / ".lock").exists()  # a finished run keeps no stray lock file
     with RunLock(run) as lock:
         assert lock.held and (run / ".lock").read_text().strip() == str(os.getpid())
-    assert (run / ".lock").read_text() == ""
+    assert not (run / ".lock").exists()
+
+
+def test_a_lock_taken_on_the_file_its_holder_removed_is_taken_again_on_the_file_now_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race of removing a lock file: B opens .lock while A holds it, A releases (removing the file),
+    B's flock then succeeds on a file no longer at the path. B must not stop there, or a third process
+    would lock a new .lock beside it and both would write the run."""
+    run = tmp_path / "run"
+    first = RunLock(run).acquire()
+    real_flock = rundir.fcntl.flock
+    calls = []
+
+    def release_first_then_lock(fd: int, op: int) -> None:
+        if not calls:  # B has opened the old file: A lets go of it now, before B locks it
+            first.release()
+        calls.append(fd)
+        real_flock(fd, op)
+
+    monkeypatch.setattr(rundir.fcntl, "flock", release_first_then_lock)
+    second = RunLock(run).acquire()
+    monkeypatch.setattr(rundir.fcntl, "flock", real_flock)
+    assert len(calls) == 2  # its first lock was on the removed file: taken again on the one at the path
+    assert os.fstat(second._fd).st_ino == os.stat(run / ".lock").st_ino
+    with pytest.raises(CheckpointError, match="in use by another cnnlab process"):
+        RunLock(run).acquire()
+    second.release()
+    assert not (run / ".lock").exists()
 
 
 def test_a_full_disk_while_writing_metrics_or_curves_is_one_line_and_resume_finishes(

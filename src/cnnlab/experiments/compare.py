@@ -133,6 +133,9 @@ def compare(
     models = [models] if isinstance(models, str) else list(models)  # one name, not its characters
     for name in models:
         model_info(name)  # unknown names fail before any training starts
+    twice = next((name for name in models if models.count(name) > 1), None)
+    if twice is not None:
+        raise UsageError(f"model {twice} is named twice; name each model once (--seeds trains it again)")
     out = Path(out_dir)
     if seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {seeds}")

@@ -9,6 +9,9 @@ The rules every experiment shares:
   ``overwrite`` (retrain everything) or ``resume`` (continue) is given;
 * with ``resume`` a member that finished is not trained again (its folder is only read), and an
   interrupted one continues from its last checkpoint;
+* every member is checked on the data (its recipe, its model for the images' shape) before the first
+  trains and before anything is written or replaced: a usage error leaves the folder as it was;
+* ``resume`` where there is no experiment (no table, no member's run) is refused: a mistyped folder;
 * the dataset is loaded once and shared by every member, and the process-wide CPU settings are
   applied once, for the experiment (:func:`cnnlab.train.engine.cpu_settings`: the caller's back at its end);
 * Ctrl-C stops the member after its batch and saves its checkpoint; the experiment stops there with
@@ -28,12 +31,21 @@ from cnnlab.train.config import TrainConfig
 from cnnlab.train.engine import (
     RunResult,
     Trainer,
+    check_recipe_on_data,
     cpu_settings,
     ensure_writable_dir,
     recipe_changes,
     saved_config,
 )
-from cnnlab.train.rundir import holds_run, read_metrics, refuse_overwrite_with_resume
+from cnnlab.train.rundata import load_config_data
+from cnnlab.train.rundir import (
+    check_run_dir,
+    holds_run,
+    nothing_to_resume,
+    read_metrics,
+    refuse_file_in_the_way,
+    refuse_overwrite_with_resume,
+)
 
 #: Settings whose command-line flag is not the field's name with dashes (``cnnlab train``'s flags).
 FLAGS = {"init": "--weights", "init_from": "--weights-from", "model_options": "--model-option"}
@@ -101,22 +113,23 @@ def run_members(
     names = [name for name, _ in members]
     if not names:
         raise UsageError("an experiment needs at least one member")
-    if len(set(names)) != len(names):
-        raise UsageError("each model may be named only once in an experiment")
+    twice = next((name for name in names if names.count(name) > 1), None)
+    if twice is not None:  # the experiments say it in their own words first; this guards their folders
+        raise UsageError(f"member {twice} appears twice in the experiment; each member needs its own folder")
     out = Path(out_dir)
+    refuse_file_in_the_way(out)  # before the data loads: the user's mistake, found without any work
     tables = [table] if isinstance(table, str) else list(table)
     started = any((out / t).exists() for t in tables) or any(holds_run(out / name) for name in names)
     if started and not (overwrite or resume):
         raise UsageError(
             f"experiment folder {out} already exists; use --overwrite to replace it or --resume to continue it"
         )
+    if resume and not started:  # a mistyped --out would otherwise start a fresh experiment unnoticed
+        raise nothing_to_resume(out, "experiment")
     progress = progress and distributed.current().is_main  # data-parallel: rank 0 alone reports and writes
-    if distributed.current().is_main:
-        ensure_writable_dir(out)
     # an entry point: process-wide settings for every member, the caller's back at the end (cpu_settings)
     with cpu_settings(members[0][1].threads):
         result = ExperimentRuns({})
-        data = None
         if resume:  # one refusal of a changed recipe for every experiment, as `train --resume` has
             for name, cfg in members:
                 if (out / name / "config.json").is_file():
@@ -127,10 +140,24 @@ def run_members(
                             f"--resume continues {out / name} with its saved recipe, but the experiment asks for "
                             f"another: {'; '.join(changes)}. Drop those flags, or start again with --overwrite"
                         )
+        finished = {name: finished_run(out / name, cfg) for name, cfg in members} if resume else {}
+        to_train = [(name, cfg) for name, cfg in members if finished.get(name) is None]
+        # Every member is checked before the first trains and before anything is written or replaced, so
+        # that a usage error in a late member (a model too big for the images, an option it lacks) leaves
+        # the folder as it was. The dataset is loaded once for that and shared by every member (class
+        # subsets are views of it).
+        data = load_config_data(to_train[0][1], progress=progress) if to_train else None
+        for name, cfg in to_train:
+            can_resume = resume and (out / name / "checkpoints" / "last.json").is_file()
+            if distributed.current().is_main:
+                check_run_dir(out / name, overwrite=overwrite, resume=can_resume)
+            check_recipe_on_data(cfg, data)
+        if distributed.current().is_main:
+            ensure_writable_dir(out)
         for name, cfg in members:
             run_dir = out / name
-            if resume and (finished := finished_run(run_dir, cfg)) is not None:
-                result.runs[name], result.input_shape = finished
+            if finished.get(name) is not None:
+                result.runs[name], result.input_shape = finished[name]
                 if progress:
                     print(f"== {name}: finished, read from {run_dir} (not trained again)", flush=True)
                 continue
@@ -141,9 +168,6 @@ def run_members(
                 cfg, run_dir, overwrite=overwrite, resume=can_resume, progress=progress, data=data,
                 steps_per_epoch=steps_per_epoch,
             )  # fmt: skip
-            data = (
-                trainer.loaded_data
-            )  # load the dataset once for all members (class subsets are views of it)
             result.input_shape = tuple(trainer.input_shape)
             result.runs[name] = run = trainer.fit()
             more_to_train = name != names[-1]

@@ -142,6 +142,9 @@ def transfer(
         raise UsageError(
             f"n must be between 1 and {layers - 1} ({cfg.model} has {layers} conv and fc layers), got {bad}"
         )
+    twice = next((n for n in ns if ns.count(n) > 1), None)
+    if twice is not None:
+        raise UsageError(f"--n lists {twice} twice; give each n once")
     out = Path(out_dir)
     members = [
         ("baseA", dataclasses.replace(cfg, classes=halves[0])),

@@ -51,6 +51,7 @@ from cnnlab.train.rundir import (
     RunFiles,
     RunLock,
     check_run_dir,
+    nothing_to_resume,
     prepare_run_dir,
     refuse_overwrite_with_resume,
     training_storage_errors,
@@ -297,6 +298,20 @@ def build_model_for_data(cfg: TrainConfig, num_classes: int, input_shape: tuple[
     return model
 
 
+def check_recipe_on_data(cfg: TrainConfig, data: Any) -> tuple[int, int, int]:
+    """Refuse a recipe that cannot train on ``data`` (a loaded :class:`cnnlab.data.DatasetSplits`) the way
+    :class:`Trainer` would, without training or writing anything: its settings, the data view it asks for
+    (classes, padding, crops) and its model for that view's input shape, built on the meta device (no
+    memory, no arithmetic). Returns that input shape (C, H, W).
+
+    An experiment checks every member with it first, so that a bad member fails before any other trains."""
+    cfg = cfg.validate()
+    run_data = prepare_run_data(cfg, torch.device("cpu"), False, data)
+    with torch.device("meta"):
+        build_model_for_data(cfg, len(run_data.classes), run_data.input_shape)
+    return run_data.input_shape
+
+
 #: the share of batch norm's starting statistics (mean 0, variance 1) left in the running estimates at
 #: the end of a run above which training warns: at PyTorch's momentum 0.1, runs of fewer than 22 steps
 #: (a one-epoch speedrun on 5,000 images, 10 steps, ends with 35% left and scores 10%; recalibrated, 52%)
@@ -323,7 +338,7 @@ def saved_config(run_dir: str | Path) -> TrainConfig:
     """The recipe saved in a run directory's ``config.json``, complete and type-checked."""
     path = Path(run_dir) / "config.json"
     if not path.is_file():
-        raise UsageError(f"nothing to resume in {run_dir}: no config.json there")
+        raise nothing_to_resume(run_dir, "run")
     try:
         return TrainConfig.from_dict(json.loads(path.read_text()), complete=True)
     except (OSError, ValueError) as err:

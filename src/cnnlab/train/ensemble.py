@@ -58,10 +58,24 @@ def parse_weights(text: str | None, count: int) -> list[float]:
 @torch.no_grad()
 def ensemble_members(paths: Sequence[str | Path]) -> list[Path]:
     """The runs ``paths`` name: one folder that is not a run but holds runs (a comparison's ``--out``)
-    stands for those runs, in name order."""
+    stands for those runs, in name order. Such a folder beside other paths, or a run named twice (by any
+    path to it), is refused: the ensemble would not be of the runs the user meant."""
     paths = [Path(p) for p in paths]
     if len(paths) == 1 and paths[0].is_dir() and not (paths[0] / "checkpoints").is_dir():
         return runs_in(paths[0]) or paths
+    seen: dict[Path, Path] = {}
+    for path in paths:
+        if path.is_dir() and not (path / "checkpoints").is_dir() and (runs := runs_in(path)):
+            raise UsageError(
+                f"{path} is a folder of runs, not a run; give it alone to ensemble all its runs, or name the "
+                f"runs to ensemble: {', '.join(map(str, runs))}"
+            )
+        first = seen.setdefault(path.resolve(), path)  # ./a, a and a/ are one run
+        if first is not path:
+            again = "" if str(first) == str(path) else f" (again as {path})"
+            raise UsageError(
+                f"run {first} is named twice{again}; an ensemble averages different runs, so name each once"
+            )
     return paths
 
 

@@ -126,7 +126,7 @@ def resolve_checkpoint(path: str | Path, which: str | None = None) -> Checkpoint
                     else "a folder"
                 )
                 listed = ", ".join(str(r) for r in runs) or "none has a checkpoint yet"
-                raise UsageError(f"{path} is {kind} of runs, not a run; evaluate one of its runs: {listed}")
+                raise UsageError(f"{path} is {kind} of runs, not a run; name one of its runs: {listed}")
             raise UsageError(f"no run in {path}: it has no checkpoints/{name}.json; name a run directory")
         choice = resolve_checkpoint(folder / f"{name}.json")
         choice.note = note

@@ -2,10 +2,13 @@
 storage failures (a full disk, read-only storage) worded as one line.
 
 A run directory holds ``config.json``, ``metrics.csv``, ``curves.png``, ``confusion.png``,
-``checkpoints/`` and ``.lock``, and where asked for ``report.html`` and ``tensorboard/``. The lock is an ``fcntl.flock`` on ``.lock`` (which holds the PID of
-its holder), taken before an old run is replaced and kept until training returns; the operating
-system drops it when its process dies, even by SIGKILL, so it is never stale. The file itself stays:
-removing it would let two processes lock two different files of the same name.
+``checkpoints/``, and where asked for ``report.html`` and ``tensorboard/``; while a process trains it, also
+``.lock``. The lock is an ``fcntl.flock`` on ``.lock`` (which holds the PID of its holder), taken before an
+old run is replaced and kept until training returns; the operating system drops it when its process dies,
+even by SIGKILL, so it is never stale (the file of a killed process stays, empty of meaning, and is reused).
+The holder removes the file as it releases the lock; every taker checks, once locked, that the path still
+names the file it locked, and starts again if not, so two processes never hold locks on two files of the
+same name.
 """
 
 from __future__ import annotations
@@ -52,6 +55,12 @@ def refuse_overwrite_with_resume(overwrite: bool, resume: bool) -> None:
     """The one refusal of ``--overwrite`` with ``--resume`` (a run, an experiment): they contradict each other."""
     if overwrite and resume:
         raise UsageError("--overwrite and --resume contradict each other; choose one")
+
+
+def nothing_to_resume(folder: Path, what: str) -> UsageError:
+    """The one refusal of ``--resume`` where ``folder`` holds no ``what`` (a run, an experiment): a mistyped
+    ``--out`` must not start afresh unnoticed."""
+    return UsageError(f"nothing to resume in {folder}: no {what} there; drop --resume to start one")
 
 
 def check_run_dir(run_dir: Path, *, overwrite: bool = False, resume: bool = False) -> None:
@@ -166,18 +175,26 @@ class RunLock:
         """Take the lock (creating the run directory) or fail at once; return ``self``."""
         if self._fd is not None:
             return self
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as err:
-            raise CheckpointError(f"cannot write to {self.run_dir}: {err.strerror or err}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
+        while True:
+            fd = self._open()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = True
+            except OSError as err:
+                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise CheckpointError(f"cannot lock {self.path}: {err.strerror or err}") from None
+                locked = False
+            # The holder removes the file as it releases (below): a lock taken on a file no longer at
+            # the path, or a refusal by a holder that has since removed it, is about a lock that is gone;
+            # try again with the file now at the path (or a new one).
+            if not self._names(fd):
+                os.close(fd)
+                continue
+            if locked:
+                break
             holder = _read_pid(fd)
             os.close(fd)
-            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise CheckpointError(f"cannot lock {self.path}: {err.strerror or err}") from None
             raise CheckpointError(
                 f"run directory {self.run_dir} is in use by another cnnlab process "
                 f"({'PID ' + holder if holder else 'PID unknown'}); wait for it to finish or stop it"
@@ -187,6 +204,22 @@ class RunLock:
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
         return self
+
+    def _open(self) -> int:
+        """A descriptor of the lock file (created, with the run directory, where missing)."""
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as err:
+            raise CheckpointError(f"cannot write to {self.run_dir}: {err.strerror or err}") from None
+
+    def _names(self, fd: int) -> bool:
+        """Whether the lock file's path still names the file ``fd`` is open on."""
+        try:
+            here, there = os.stat(self.path), os.fstat(fd)
+        except OSError:
+            return False
+        return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
     @contextlib.contextmanager
     def released_on_error(self) -> Iterator[RunLock]:
@@ -201,8 +234,16 @@ class RunLock:
         """Drop the lock (a no-op when not held)."""
         fd, self._fd = self._fd, None
         if fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)  # no stale PID for the next reader
+            # Removed while still held, so that no run directory keeps a stray .lock. Safe because every
+            # taker checks, once it holds a lock, that the path still names the file it locked, and
+            # starts again if not (acquire): a process that opened this file before it was removed cannot
+            # go on holding a lock on a file that no longer guards the run.
+            if self._names(fd):
+                try:
+                    self.path.unlink()
+                except OSError:  # it stays (read-only storage): at least no stale PID for the next reader
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, 0)
             os.close(fd)  # closing the descriptor releases the flock
 
     def __enter__(self) -> RunLock:
