@@ -215,6 +215,17 @@ def test_show_commands_write_pngs_and_print_their_paths(tiny_run: Path, tmp_path
         Path(p).is_file() and Path(p).read_bytes()[:4] == b"\x89PNG" for p in printed
     )
     assert (out / "cam-shoe-Bag.png").is_file() and (out / "act-shoe-features.conv1.png").is_file()
+    # each picture says what it is, drawn above it and as the PNG's Title
+    titles = {Path(p).name: Image.open(p).text.get("Title", "") for p in printed}
+    assert titles["cam-shoe-Bag.png"].startswith("shoe.png: Grad-CAM of Bag (p = 0.")
+    assert titles["act-shoe-features.conv1.png"] == (
+        "shoe.png, features.conv1: 10 of 10 feature maps of 24x24, each scaled to its own range"
+    )
+    assert titles["filters-features.conv2.png"].startswith("lecture-residual, features.conv2: ")
+    assert "(the first 16 inputs of each, a row per filter)" in titles["filters-features.conv2.png"]
+    with Image.open(out / "act-shoe-features.conv1.png") as drawn:
+        top = np.asarray(drawn.convert("L"))[:16]
+    assert top.max() == 255 and top.min() < 128  # a white strip with dark text on it
     assert main(["show", "filters", str(tiny_run), "--out", str(out)]) == 2  # exists: --overwrite needed
     # conv2's file exists: the command is refused before conv1's (the first in the model) is written
     argv = ["show", "activations", str(tiny_run), str(image), "--out", str(tmp_path / "acts")]

@@ -108,10 +108,16 @@ def show_filters(
     name, weights = filters(found.model, layer)
     tiles, columns = filter_tiles(weights)
     grid = tile_grid(tiles, columns)
+    out, chans, kh, kw = weights.shape
+    caption = (
+        f"{Path(run_or_model).name}, {name}: {out} filters of {chans}x{kh}x{kw}"
+        + (f" (the first {min(chans, 16)} inputs of each, a row per filter)" if chans not in (1, 3) else "")
+        + "; mid-grey is zero weight"
+    )
     return [
         _write(
             found.out_dir / f"filters-{_safe(name)}.png",
-            png_bytes(grid, enlargement(grid.shape[1], 320)),
+            png_bytes(grid, enlargement(grid.shape[1], 320), caption=caption),
             overwrite,
         )
     ]
@@ -133,7 +139,12 @@ def show_activations(
         tiles, columns = map_tiles(feature_map)
         grid = tile_grid(tiles, columns)
         path = found.out_dir / f"act-{_safe(Path(image).stem)}-{_safe(name)}.png"
-        pngs[path] = png_bytes(grid, enlargement(grid.shape[1], 480))
+        chans, height, width = feature_map.shape
+        caption = (
+            f"{Path(image).name}, {name}: {len(tiles)} of {chans} feature maps of {height}x{width}, "
+            "each scaled to its own range"
+        )
+        pngs[path] = png_bytes(grid, enlargement(grid.shape[1], 480), caption=caption)
     for path in pngs:  # every file checked before any is written: a refusal leaves the folder as it was
         _check_writable(path, overwrite)
     return [_write(path, png, overwrite) for path, png in pngs.items()]
@@ -169,5 +180,9 @@ def show_cam(
     label = _safe(found.classes[cam.class_index])
     plain = overlay_heatmap(picture, np.zeros_like(cam.heatmap))  # the picture alone, for comparison
     pair = tile_grid(np.stack([plain, overlay]), columns=2, gap=2)
-    png = png_bytes(pair, enlargement(overlay.shape[1], 320))
+    predicted = int(cam.probabilities.argmax())
+    caption = f"{Path(image).name}: Grad-CAM of {found.classes[cam.class_index]} (p = {cam.probabilities[cam.class_index]:.2f})"
+    if predicted != cam.class_index:
+        caption += f"; predicted {found.classes[predicted]} (p = {cam.probabilities[predicted]:.2f})"
+    png = png_bytes(pair, enlargement(overlay.shape[1], 320), caption=caption)
     return [_write(found.out_dir / f"cam-{_safe(Path(image).stem)}-{label}.png", png, overwrite)]

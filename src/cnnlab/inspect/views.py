@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -225,10 +225,17 @@ def overlay_heatmap(picture: np.ndarray, heatmap: np.ndarray, alpha: float = 0.6
     return (1 - cover) * base + cover * colour
 
 
-def png_bytes(image: np.ndarray, scale: int = 1) -> bytes:
+#: Pixel height of the text of a picture's caption (a PNG for a slide or a lab sheet).
+CAPTION_TEXT_HEIGHT = 14
+
+
+def png_bytes(image: np.ndarray, scale: int = 1, caption: str | None = None) -> bytes:
     """PNG of an image [H, W] or [H, W, 1 or 3] in [0, 1] (or uint8), enlarged ``scale`` times with
-    nearest-neighbour sampling (pixels stay sharp squares)."""
-    from PIL import Image
+    nearest-neighbour sampling (pixels stay sharp squares).
+
+    ``caption``: drawn in a white strip above the picture (lines wrapped to its width) and stored as the
+    PNG's ``Title`` text, so that a file shown on its own still says what it is."""
+    from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
     array = np.asarray(image)
     if array.dtype != np.uint8:
@@ -238,9 +245,36 @@ def png_bytes(image: np.ndarray, scale: int = 1) -> bytes:
     picture = Image.fromarray(array)
     if scale > 1:
         picture = picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
+    info = None
+    if caption:
+        font = ImageFont.load_default(size=CAPTION_TEXT_HEIGHT)
+        lines = wrapped(caption, lambda text: font.getlength(text) <= picture.width - 8)
+        line_height = CAPTION_TEXT_HEIGHT + 4
+        framed = Image.new(
+            picture.mode, (picture.width, picture.height + line_height * len(lines) + 6), "white"
+        )
+        framed.paste(picture, (0, line_height * len(lines) + 6))
+        draw = ImageDraw.Draw(framed)
+        for row, line in enumerate(lines):
+            draw.text((4, 3 + row * line_height), line, fill="black", font=font)
+        picture = framed
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Title", caption)
     buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
+    picture.save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
+
+
+def wrapped(text: str, fits: Callable[[str], bool]) -> list[str]:
+    """``text`` in lines of whole words, each as long as ``fits`` allows (a word too long for a line stays
+    whole on its own line)."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and fits(f"{lines[-1]} {word}"):
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines or [""]
 
 
 def enlargement(size: int, target: int = 256) -> int:
