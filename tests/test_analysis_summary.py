@@ -177,6 +177,12 @@ def test_renderings() -> None:
     rows = list(csv.DictReader(io.StringIO(s.to_csv())))
     assert rows[0]["name"] == "stem" and int(rows[0]["macs"]) == s.rows[0].macs
     assert rows[0]["output_shape"] == "1x8x16x16"
+    # the last line is the network's totals, marked as such, with the same numbers as the JSON's
+    total = rows[-1]
+    assert (total["name"], total["kind"], total["output_shape"]) == ("total", "total", "3x32x32")
+    assert len(rows) == len(s.rows) + 1
+    for key in ("weight_params", "bias_params", "trainable_params", "macs", "other_ops", "activation_bytes"):
+        assert int(total[key]) == data["totals"][key]
     table = s.to_table()
     assert "FLOPs (= 2 x MACs)" in table and "stem" in table
     markdown = s.to_markdown(depth=1)

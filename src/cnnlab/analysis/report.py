@@ -265,7 +265,9 @@ class Summary:
         return json.dumps(self.to_dict(depth), indent=2)
 
     def to_csv(self, depth: int | None = None) -> str:
-        """One CSV line per row with raw numbers (shapes as ``1x64x112x112``)."""
+        """One CSV line per row with raw numbers (shapes as ``1x64x112x112``), then the network's totals in a
+        last line of kind ``total`` (filter on ``kind`` before summing columns: shared weights count once
+        there, and unused parameters appear in no row)."""
         buffer = io.StringIO()
         names = [f.name for f in fields(LayerRow)]
         writer = csv.writer(buffer, lineterminator="\n")
@@ -277,6 +279,14 @@ class Summary:
                     for n, v in asdict(r).items()
                 ]
             )
+        totals = asdict(self.totals) | {"paper_params": sum(r.paper_params for r in self.rows)}
+        label = {
+            "name": "total",
+            "type": self.model,
+            "kind": "total",
+            "output_shape": _shape(self.input_size),
+        }
+        writer.writerow([label.get(n, totals.get(n, "")) for n in names])
         return buffer.getvalue()
 
     def render(self, fmt: str, depth: int | None = None) -> str:
