@@ -460,7 +460,7 @@ def test_batchnorm_refuses_an_epoch_shorter_than_eval_every(
         "an epoch of the training split is 2 batches of 20 (40 images), fewer than the 4 steps per epoch "
         "--eval-every asks for; give --eval-every 2 or less" in err
     )
-    assert not (out / "Inception").exists()  # refused before the first net's folder is made
+    assert not out.exists()  # refused before the experiment folder is made
 
 
 def _tree(folder: Path) -> dict[str, tuple[int, bytes]]:

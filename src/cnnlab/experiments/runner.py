@@ -151,7 +151,7 @@ def run_members(
             can_resume = resume and (out / name / "checkpoints" / "last.json").is_file()
             if distributed.current().is_main:
                 check_run_dir(out / name, overwrite=overwrite, resume=can_resume)
-            check_recipe_on_data(cfg, data)
+            check_recipe_on_data(cfg, data, steps_per_epoch)
         if distributed.current().is_main:
             ensure_writable_dir(out)
         for name, cfg in members:

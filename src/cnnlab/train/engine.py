@@ -298,15 +298,33 @@ def build_model_for_data(cfg: TrainConfig, num_classes: int, input_shape: tuple[
     return model
 
 
-def check_recipe_on_data(cfg: TrainConfig, data: Any) -> tuple[int, int, int]:
+def refuse_short_epochs(batches: int, batch_size: int, images: int, required: tuple[int, str] | None) -> None:
+    """UsageError where an epoch of ``batches`` batches is shorter than ``required`` (N steps, the flag
+    asking for them): ``max_steps_per_epoch`` only caps an epoch, so a shorter one would train fewer steps
+    than an experiment that counts epochs x N reports."""
+    if required is None or batches >= required[0]:
+        return
+    wanted, flag = required
+    raise UsageError(
+        f"an epoch of the training split is {batches} batch{'es' * (batches != 1)} of {batch_size} "
+        f"({images:,} images), fewer than the {wanted} steps per epoch {flag} asks for; give "
+        f"{flag} {batches} or less, or more training images (--train-subset) or a smaller --batch-size"
+    )
+
+
+def check_recipe_on_data(
+    cfg: TrainConfig, data: Any, steps_per_epoch: tuple[int, str] | None = None
+) -> tuple[int, int, int]:
     """Refuse a recipe that cannot train on ``data`` (a loaded :class:`cnnlab.data.DatasetSplits`) the way
     :class:`Trainer` would, without training or writing anything: its settings, the data view it asks for
-    (classes, padding, crops) and its model for that view's input shape, built on the meta device (no
-    memory, no arithmetic). Returns that input shape (C, H, W).
+    (classes, padding, crops), epochs of at least ``steps_per_epoch`` batches (as :class:`Trainer`'s) and
+    its model for that view's input shape, built on the meta device (no memory, no arithmetic). Returns
+    that input shape (C, H, W).
 
     An experiment checks every member with it first, so that a bad member fails before any other trains."""
     cfg = cfg.validate()
     run_data = prepare_run_data(cfg, torch.device("cpu"), False, data)
+    refuse_short_epochs(len(run_data.train_loader), cfg.batch_size, run_data.train_images, steps_per_epoch)
     with torch.device("meta"):
         build_model_for_data(cfg, len(run_data.classes), run_data.input_shape)
     return run_data.input_shape
@@ -494,14 +512,7 @@ class Trainer:
                 f"{self.train_images} training images cannot be shared by {self.dist.world_size} processes; "
                 "use fewer processes or more images"
             )
-        if self.required_steps is not None and self.steps_per_epoch < self.required_steps[0]:
-            # max_steps_per_epoch only caps an epoch: a shorter one would train fewer steps than reported
-            (wanted, flag), batches = self.required_steps, self.steps_per_epoch
-            raise UsageError(
-                f"an epoch of the training split is {batches} batch{'es' * (batches != 1)} of {cfg.batch_size} "
-                f"({self.train_images:,} images), fewer than the {wanted} steps per epoch {flag} asks for; give "
-                f"{flag} {batches} or less, or more training images (--train-subset) or a smaller --batch-size"
-            )
+        refuse_short_epochs(self.steps_per_epoch, cfg.batch_size, self.train_images, self.required_steps)
         if cfg.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_steps_per_epoch)
         total_steps = self.steps_per_epoch * cfg.epochs
