@@ -268,3 +268,26 @@ def test_a_checkpoint_without_the_preparation_record_of_an_image_folder_says_so(
     assert run_dataset_info("fashion-mnist", {}).name == "fashion-mnist"
     with pytest.raises(DataError, match="does not record how it prepared its images from imagefolder:/x"):
         run_dataset_info("imagefolder:/x", {"classes": ["a", "b"]})
+
+
+def test_evaluating_a_weight_file_on_a_folder_takes_the_bad_image_policy_its_error_names(
+    tmp_path: Path, capsys
+) -> None:
+    """The decode error says "pass --bad-images skip": `evaluate MODEL --weights` must take that flag."""
+    from safetensors.torch import save_file
+
+    from cnnlab.models import create_model
+
+    root = write_folder(tmp_path / "f", per_class=6, size=28)
+    good = (root / "dog" / "001.png").read_bytes()
+    (root / "dog" / "002.png").write_bytes(good[: len(good) // 2])  # truncated
+    torch.manual_seed(0)
+    weights = tmp_path / "w.safetensors"
+    save_file(create_model("lecture-simple", num_classes=2, in_chans=3).state_dict(), str(weights))
+    argv = ["evaluate", "lecture-simple", "--weights", str(weights), "--data", str(root), "--in-chans", "3"]
+    assert main([*argv, "--out", str(tmp_path / "e1")]) == 1
+    assert "--bad-images skip" in capsys.readouterr().err
+    assert main([*argv, "--bad-images", "skip", "--out", str(tmp_path / "e2")]) == 0
+    out, err = capsys.readouterr()
+    assert "(test split, 2 images)" in out and "accuracy" in out
+    assert "skipped 1 unreadable image" in err and "dog/002.png" in err

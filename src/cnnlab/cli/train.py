@@ -274,7 +274,7 @@ def add_recipe_args(
 
 
 # what a weight file no run produced needs said about its data (evaluate MODEL --weights FILE)
-DATA_SETTINGS = ("data", "classes", "pad_to", "in_chans", "image_size")
+DATA_SETTINGS = ("data", "classes", "pad_to", "in_chans", "image_size", "bad_images")
 
 
 def add_data_setting_args(group: argparse._ArgumentGroup) -> None:
