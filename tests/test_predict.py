@@ -171,7 +171,7 @@ def test_a_bare_weight_file_predicts_and_evaluates_as_its_run(
         ),
         (
             ["evaluate", *args, "--in-chans", "3", "--classes", "1,2", "--data-dir", data_dir],
-            "evaluate it on the 10 classes it was trained",
+            "evaluate it on all 10 classes of the data (drop --classes), or evaluate it on the dataset",
         ),
         (["evaluate", str(padded_run), "--pad-to", "32"], "applies with --weights"),
     ]:

@@ -288,6 +288,7 @@ def model_with_weights(
     dev = select_device(device)
     if data is None:
         data = load_config_data(cfg)
+    available = len(data.info.classes)  # before any --classes subset: what --classes can choose from
     if cfg.classes:
         data = class_subset(data, cfg.classes)
     images = data.test.images
@@ -298,10 +299,22 @@ def model_with_weights(
     try:
         load_weights(net, weights, weights_from)
     except ClassCountMismatch as err:  # the fix here is the data's classes, not a new classifier
+        wanted = err.file_classes
+        if wanted == available and cfg.classes:
+            fix = f"evaluate it on all {available} classes of the data (drop --classes), or evaluate "
+        elif wanted <= available:  # a subset of this data's classes can match the classifier
+            example = ",".join(map(str, range(wanted))) if wanted <= 10 else f"{wanted} indices"
+            fix = (
+                f"choose {wanted} of the data's {available} classes (--classes, e.g. {example}), or evaluate "
+            )
+        else:
+            fix = (
+                f"the data has only {available} classes, so fine-tune it on them first (cnnlab train "
+                f"{cfg.model} --weights {weights} --data ...), or evaluate "
+            )
         raise UsageError(
-            f"{weights} has a {err.file_classes}-class classifier and the data has {err.model_classes} classes: "
-            f"evaluate it on the {err.file_classes} classes it was trained on (--classes, e.g. "
-            f"{','.join(map(str, range(err.file_classes)))}) or on the dataset it was trained on (--data)"
+            f"{weights} has a {wanted}-class classifier and the data has {err.model_classes} classes: {fix}it "
+            "on the dataset it was trained on (--data)"
         ) from None
     net = net.to(dev, memory_format=torch.channels_last).eval()
     header = {"num_classes": len(classes), "input_shape": [chans, h, w], "classes": classes}
