@@ -294,9 +294,8 @@ def test_evaluating_a_weight_file_on_a_folder_takes_the_bad_image_policy_its_err
     # a classifier of more classes than the folder has: no --classes can match it, fine-tuning can
     save_file(create_model("lecture-simple", num_classes=10, in_chans=3).state_dict(), str(weights))
     assert main([*argv, "--bad-images", "skip"]) == 2
-    err = capsys.readouterr().err
+    error = capsys.readouterr().err.splitlines()[-1]  # after the skipped image's warning
     assert (
-        "has a 10-class classifier and the data has 2 classes: the data has only 2 classes, so fine-tune"
-        in err
+        "has a 10-class classifier and the data has 2 classes: the data has only 2 classes, so fine" in error
     )
-    assert "--classes" not in err and err.count("\n") == 1
+    assert "--classes" not in error
