@@ -167,7 +167,7 @@ def test_a_bare_weight_file_predicts_and_evaluates_as_its_run(
         (["predict", "lecture-simple", image, "--weights-from", "timm"], "give --weights FILE too"),
         (
             ["evaluate", "lecture-simple", "--weights", str(bare), "--data-dir", data_dir],
-            "does not fit lecture-simple",
+            "in the model: the file's model takes 3-channel images; build it with in_chans=3 (--in-chans 3)",
         ),
         (
             ["evaluate", *args, "--in-chans", "3", "--classes", "1,2", "--data-dir", data_dir],

@@ -316,8 +316,18 @@ def load_weights(
                 )
             dropped.append(key)
             continue
+        first_conv = next((k for k, v in expected.items() if v.dim() == 4), None)
+        channels_only = (
+            got.dim() == want.dim() == 4 and got.shape[0] == want.shape[0] and got.shape[2:] == want.shape[2:]
+        )
+        hint = (  # the one mismatch your own data commonly makes: grey images against a colour model, or back
+            f": the file's model takes {got.shape[1]}-channel images; build it with in_chans={got.shape[1]} "
+            f"(--in-chans {got.shape[1]})"
+            if key == first_conv and channels_only
+            else ""
+        )
         raise UsageError(
-            f"{path} does not fit {name}: {key} is {_shape(got)} in the file and {_shape(want)} in the model"
+            f"{path} does not fit {name}: {key} is {_shape(got)} in the file and {_shape(want)} in the model{hint}"
         )
     unexpected = [k for k in mapped if k not in expected]
     if unexpected:
