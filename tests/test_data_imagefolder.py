@@ -299,3 +299,7 @@ def test_evaluating_a_weight_file_on_a_folder_takes_the_bad_image_policy_its_err
         "has a 10-class classifier and the data has 2 classes: the data has only 2 classes, so fine" in error
     )
     assert "--classes" not in error
+    # predict reads classes and statistics of a registry dataset only: a folder's would need decoding it
+    predict_argv = ["predict", "lecture-simple", "--weights", str(weights), "--data", str(root)]
+    assert main([*predict_argv, "--in-chans", "3", str(root / "cat" / "000.png")]) == 2
+    assert "is an image folder; with --weights, --data names a registry dataset" in capsys.readouterr().err

@@ -239,9 +239,9 @@ def _image_size(data: str | None, pad_to: int | None) -> tuple[int, int] | None:
     if pad_to is not None:
         return (pad_to, pad_to)
     if data is not None:
-        from cnnlab.data import dataset_info
+        from cnnlab.weights import card_dataset_info
 
-        return tuple(dataset_info(data).image_size)
+        return tuple(card_dataset_info(data).image_size)
     return None
 
 

@@ -486,6 +486,22 @@ def card_for_model(model: nn.Module, input_size: tuple[int, int, int] | None = N
     )
 
 
+def card_dataset_info(data: str) -> Any:
+    """The :class:`cnnlab.data.DatasetInfo` of registry dataset ``data``, which gives a bare weight file's
+    card its classes, statistics and image size; an image folder is refused (its statistics would need
+    decoding it: the run trained on it measured them)."""
+    from cnnlab.data import dataset_info
+    from cnnlab.data.imagefolder import is_folder_spec
+
+    if is_folder_spec(data):
+        raise UsageError(
+            f"--data {data} is an image folder; with --weights, --data names a registry dataset. For a "
+            "folder, predict with the run trained on it (or its exported model file), or give "
+            "--class-names FILE, --mean and --std (cnnlab data stats FOLDER prints them)"
+        )
+    return dataset_info(data)
+
+
 def card_for_weights(
     model: nn.Module,
     source: str = "cnnlab",
@@ -519,9 +535,7 @@ def card_for_weights(
         ref = reference(origin, name) if name is not None else reference_of_model(origin, model)
         card.mean, card.std = ref.mean, ref.std
     if data is not None:
-        from cnnlab.data import dataset_info
-
-        info = dataset_info(data)
+        info = card_dataset_info(data)
         names = list(info.classes)
         for index in classes:
             if index >= len(names):
