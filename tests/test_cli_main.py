@@ -94,6 +94,9 @@ def test_exit_status_rule(monkeypatch, capsys, raised: BaseException, status: in
         (["data", "list", "--bogus"], "cnnlab data list: error: unrecognized arguments: --bogus "
          "(see 'cnnlab data list --help')"),
         (["train", "lecture-simple", "--epochs", "x"], "cnnlab train: error: argument --epochs: invalid int value"),
+        # a prefix of a flag is a typo, not the flag (`--epoch 1` trained the default epochs' worth before)
+        (["train", "lecture-simple", "--epoch", "1"], "cnnlab train: error: unrecognized arguments: --epoch 1"),
+        (["data", "stats", "x/", "--image-s", "8"], "cnnlab data stats: error: unrecognized arguments: --image-s"),
     ],
 )  # fmt: skip
 def test_an_option_a_command_does_not_take_is_named_by_that_command(

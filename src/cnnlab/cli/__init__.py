@@ -34,6 +34,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``cnnlab <cmd>: error: ...`` and exit status 2."""
 
     def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - argparse's signature
+        # no prefixes of long flags: `--epoch` or `--ep` silently meaning `--epochs` hides typos, and a flag
+        # added later would change what an old command line means
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
         # the innermost (sub)command parsed sets this last, so it is the one to report arguments it lacks
         self.set_defaults(command_parser=self)
