@@ -303,3 +303,46 @@ def test_evaluating_a_weight_file_on_a_folder_takes_the_bad_image_policy_its_err
     predict_argv = ["predict", "lecture-simple", "--weights", str(weights), "--data", str(root)]
     assert main([*predict_argv, "--in-chans", "3", str(root / "cat" / "000.png")]) == 2
     assert "is an image folder; with --weights, --data names a registry dataset" in capsys.readouterr().err
+
+
+def test_a_run_keeps_its_recorded_split_when_its_folder_changes(tmp_path: Path, no_curves, capsys) -> None:
+    from cnnlab.train.evaluation import evaluate_checkpoint, load_saved_model
+
+    root = write_folder(tmp_path / "f", per_class=10, size=16, mode="L")
+    runs = tmp_path / "runs"
+    train = ["train", "lecture-simple", "--data", str(root), "--image-size", "16", "--batch-size", "8",
+             "--out", str(runs), "--quiet", "--no-report"]  # fmt: skip
+    assert main([*train, "--epochs", "1"]) == 0
+    run = runs / "lecture-simple"
+    record = (run / "data_manifest.json").read_bytes()
+    test_rows = sorted(r[0] for r in json.loads(record)["files"] if r[2] == "test")
+    for c in ("cat", "dog"):  # "I collected more data"
+        for i in range(10, 16):
+            Image.new("L", (16, 16), i).save(root / c / f"{i:03d}.png")
+    # evaluate, resume and a script's load give the run's own files and splits, warning of the new ones
+    with pytest.warns(UserWarning, match="12 images added since the run was trained"):
+        saved = load_saved_model(run, device="cpu")
+    assert len(saved.data.test) == len(test_rows)
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 0
+    captured = capsys.readouterr()
+    assert f"test split, {len(test_rows)} images" in captured.out and "added since" in captured.err
+    assert main([*train, "--epochs", "2", "--resume"]) == 0
+    assert "added since" in capsys.readouterr().err
+    assert (run / "data_manifest.json").read_bytes() == record  # the record of the split is kept
+    # data loaded as the folder now is (a different split) is refused when handed in
+    with pytest.raises(DataError, match="12 added, 0 removed"):
+        evaluate_checkpoint(run, data=load_dataset(str(root), image_size=16, progress=False), plot=False)
+    # a recorded file gone: the split cannot be rebuilt, so evaluate, report and resume refuse (exit 1)
+    (root / test_rows[0]).unlink()
+    assert main(["evaluate", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert f"changed since the run was trained: 12 added, 1 removed (first: {test_rows[0]})" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert main(["report", str(run), "-o", str(tmp_path / "r.html")]) == 1
+    assert main([*train, "--epochs", "3", "--resume"]) == 1
+    assert "changed since the run was trained" in capsys.readouterr().err
+    assert (run / "data_manifest.json").read_bytes() == record
+    (run / "data_manifest.json").write_text("{")
+    assert main(["evaluate", str(run)]) == 1
+    assert "data_manifest.json is damaged" in capsys.readouterr().err

@@ -707,6 +707,96 @@ def fits_in_memory(n: int, settings: DecodeSettings, share: float = MEMORY_SHARE
     return not total or n * settings.chans * settings.height * settings.width <= share * total
 
 
+# ------------------------------------------------------------------------------------ a run's record
+
+MANIFEST_FILE = "data_manifest.json"  # in a run's directory: the folder's files and splits as it trained
+
+
+def recorded_rows(manifest: dict[str, Any], where: str = MANIFEST_FILE) -> dict[str, tuple[int, str, int]]:
+    """A data manifest's rows as ``{path: (label, split, size)}``, or a :class:`DataError` if it is damaged."""
+    try:
+        columns = manifest["columns"]
+        at = [columns.index(name) for name in ("path", "label", "split", "size")]
+        rows = {str(r[at[0]]): (int(r[at[1]]), str(r[at[2]]), int(r[at[3]])) for r in manifest["files"]}
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        raise DataError(
+            f"{where} is damaged ({type(err).__name__}: {err}); the run's record of its image folder's files and "
+            "splits cannot be read"
+        ) from None
+    return rows
+
+
+def _differences(
+    recorded: dict[str, tuple[int, str, int]], current: dict[str, tuple[int, str, int]]
+) -> tuple[list[str], list[str], list[str], list[str]]:
+    """Paths added, removed, changed in size, and in another class or split, between two sets of rows."""
+    added = [p for p in current if p not in recorded]
+    removed = [p for p in recorded if p not in current]
+    common = [p for p in recorded if p in current]
+    resized = [p for p in common if recorded[p][2] != current[p][2]]
+    moved = [p for p in common if recorded[p][:2] != current[p][:2]]
+    return added, removed, resized, moved
+
+
+def _describe(added: list[str], removed: list[str], resized: list[str], moved: list[str]) -> str:
+    counts = [f"{len(added)} added", f"{len(removed)} removed"]
+    counts += [f"{len(resized)} changed in size"] if resized else []
+    counts += [f"{len(moved)} in another class or split"] if moved else []
+    first = (removed or resized or moved or added)[0]
+    return f"{', '.join(counts)} (first: {first})"
+
+
+def restrict_to_record(scan: FolderScan, manifest: dict[str, Any]) -> FolderScan:
+    """``scan`` cut down to the files a run recorded (``manifest``, its ``data_manifest.json``), so that the
+    run's splits are rebuilt exactly; images added since are left out, with a warning.
+
+    A recorded file that is gone or has another size, or other class folders, cannot give the run's
+    splits back: a :class:`DataError` says what changed. Only names and sizes are compared (the manifest
+    holds no content hashes; modification times change on any copy of the folder)."""
+    root = scan.root
+    if list(manifest.get("classes") or []) != scan.classes:
+        raise DataError(
+            f"{root} changed since the run was trained: its classes are now {', '.join(scan.classes)}, the run's "
+            f"were {', '.join(map(str, manifest.get('classes') or []))}; the run's splits cannot be rebuilt. Restore "
+            "the folder, or train a new run on it"
+        )
+    recorded = recorded_rows(manifest)
+    # unreadable when the run trained (so not in its rows): neither added nor kept
+    skipped = set(manifest.get("skipped_images") or [])
+    # A file's split is the run's (held out by seed), not compared here; its path names its split folder.
+    then = {p: (label, "", size) for p, (label, _, size) in recorded.items()}
+    now = {
+        f.relpath: (f.label, "", f.size) for f, path in zip(scan.files, scan.paths()) if path not in skipped
+    }
+    added, removed, resized, moved = _differences(then, now)
+    if removed or resized or moved:
+        raise DataError(
+            f"{root} changed since the run was trained: {_describe(added, removed, resized, moved)}; the run's "
+            f"train/val/test splits cannot be rebuilt, and using the folder as it is would score (or train on) "
+            f"other splits. Restore the files the run's {MANIFEST_FILE} lists, or train a new run on the folder"
+        )
+    if added:
+        warnings.warn(
+            f"{root}: {len(added)} image{'s' * (len(added) != 1)} added since the run was trained "
+            f"(first: {added[0]}) left out; the run's recorded splits are used",
+            stacklevel=3,
+        )
+    return replace(scan, files=[f for f in scan.files if f.relpath in recorded])
+
+
+def check_recorded_split(manifest: dict[str, Any], recorded: dict[str, Any], what: str) -> None:
+    """A :class:`DataError` unless ``manifest`` (data as loaded now) has the files, classes and splits a run
+    recorded (``recorded``, its ``data_manifest.json``); ``what`` names the data in the message."""
+    now, then = recorded_rows(manifest, what), recorded_rows(recorded)
+    differences = _differences(then, now)
+    if manifest.get("classes") != recorded.get("classes") or any(differences):
+        detail = _describe(*differences) if any(differences) else "other classes"
+        raise DataError(
+            f"{what} is not the data the run recorded in its {MANIFEST_FILE}: {detail}; its splits would differ "
+            "from the run's. Restore the folder, or load it with the run's record (no data handed in)"
+        )
+
+
 def load_image_folder(
     data: str | os.PathLike,
     *,
@@ -720,6 +810,7 @@ def load_image_folder(
     progress: bool = True,
     stream: bool | None = None,
     use_cache: bool = True,
+    recorded: dict[str, Any] | None = None,
 ) -> Any:
     """An image folder as a :class:`~cnnlab.data.load.DatasetSplits` of uint8 [N, C, H, W] splits.
 
@@ -727,6 +818,8 @@ def load_image_folder(
     is the validation split unless the folder has ``val/``. ``stream``: None decides by memory
     (:func:`fits_in_memory`); True keeps the images on disk and decodes each batch (see :class:`LazyImages`).
     The result's ``manifest`` lists every file with its label and split (saved in a run's directory).
+    ``recorded``: a saved run's manifest; its files and splits are loaded exactly
+    (:func:`restrict_to_record`), or a :class:`DataError` says why they cannot be.
     """
     from cnnlab.data.load import DatasetSplits, Split, validation_indices
 
@@ -735,6 +828,8 @@ def load_image_folder(
         raise UsageError(f"--image-size must be at least 1, got {image_size}")
     root = folder_path(str(data))
     scan = scan_folder(root)
+    if recorded is not None:
+        scan = restrict_to_record(scan, recorded)
     n = len(scan.files)
     if stream is None:
         stream = not fits_in_memory(n, estimate_settings(scan, image_size, in_chans, max_pixels))
@@ -828,5 +923,7 @@ def load_image_folder(
         "columns": ["path", "label", "split", "size", "mtime_ns"],
         "files": [[f.relpath, f.label, s, f.size, f.mtime_ns] for f, s in zip(files, split_names)],
     }
+    if recorded is not None:  # the same files must give the same splits; never a silent other split
+        check_recorded_split(manifest, recorded, str(root))
     return DatasetSplits(info, train, val if len(val_idx) else None, test, root, {"images": "decoded cache, sha256"},
                          manifest=manifest)  # fmt: skip

@@ -268,6 +268,7 @@ def load_dataset(
     in_chans: int | None = None,
     bad_images: str = "error",
     progress: bool = True,
+    recorded: dict | None = None,
 ) -> DatasetSplits:
     """Load ``name`` into memory as uint8 tensors, verified (see module docstring) and split.
 
@@ -277,7 +278,9 @@ def load_dataset(
 
     ``name`` may also be an image folder (``imagefolder:PATH`` or a path; see :mod:`cnnlab.data.imagefolder`),
     decoded at ``image_size`` into ``in_chans`` channels with the ``bad_images`` policy; those three apply
-    to image folders only. CIFAR-10/100 are read from their binary files (:mod:`cnnlab.data.cifar`).
+    to image folders only; so does ``recorded``, a saved run's ``data_manifest.json``, whose files and
+    splits are then loaded exactly (see :func:`cnnlab.data.imagefolder.restrict_to_record`). CIFAR-10/100
+    are read from their binary files (:mod:`cnnlab.data.cifar`).
     """
     from cnnlab.data.imagefolder import is_folder_spec, load_image_folder
 
@@ -289,7 +292,7 @@ def load_dataset(
     if is_folder_spec(name):
         return load_image_folder(
             name, image_size=image_size, in_chans=in_chans, bad_images=bad_images, val_fraction=val_fraction,
-            seed=seed, progress=progress, use_cache=use_cache,
+            seed=seed, progress=progress, use_cache=use_cache, recorded=recorded,
         )  # fmt: skip
     if image_size is not None:
         raise UsageError(f"--image-size applies to image folders; {name} has a fixed size (use --pad-to)")

@@ -39,6 +39,7 @@ from cnnlab.train.engine import (
 )
 from cnnlab.train.rundata import load_config_data
 from cnnlab.train.rundir import (
+    RunFiles,
     check_run_dir,
     holds_run,
     nothing_to_resume,
@@ -146,7 +147,12 @@ def run_members(
         # that a usage error in a late member (a model too big for the images, an option it lacks) leaves
         # the folder as it was. The dataset is loaded once for that and shared by every member (class
         # subsets are views of it).
-        data = load_config_data(to_train[0][1], progress=progress) if to_train else None
+        # Resuming, the image folder's files and splits are those the started members recorded (each
+        # member's own record is checked against them when it resumes).
+        recorded = None
+        for name, _ in to_train if resume else ():
+            recorded = recorded or RunFiles(out / name).read_data_manifest()
+        data = load_config_data(to_train[0][1], progress=progress, recorded=recorded) if to_train else None
         for name, cfg in to_train:
             can_resume = resume and (out / name / "checkpoints" / "last.json").is_file()
             if distributed.current().is_main:

@@ -439,7 +439,8 @@ class Trainer:
                         self.files.write_config(self.config_record())
                     if self.colour_pca is not None:
                         self.files.write_colour_pca(self.colour_pca.to_dict())
-                    if getattr(self.data, "manifest", None) is not None:  # an image folder's files, labels
+                    # an image folder's files, labels and splits; a resumed run keeps its first record
+                    if getattr(self.data, "manifest", None) is not None and self.recorded_data is None:
                         self.files.write_data_manifest(self.data.manifest)
                     if tensorboard:  # event files beside metrics.csv, which stays the record
                         from cnnlab.inspect.tensorboard import TensorBoardLog
@@ -477,9 +478,11 @@ class Trainer:
 
         self.files = RunFiles(self.run_dir)
         saved_pca = self.files.read_colour_pca() if resume else None  # the run's own, not recomputed
+        # a resumed run goes on with the files and splits it recorded, or is refused (never other splits)
+        self.recorded_data = self.files.read_data_manifest() if resume else None
         run_data = prepare_run_data(
             cfg, self.device, self.channels_last, data, self.dist,
-            ColourPCA.from_dict(saved_pca) if saved_pca else None,
+            ColourPCA.from_dict(saved_pca) if saved_pca else None, self.recorded_data,
         )  # fmt: skip
         self.colour_pca = run_data.colour_pca
         self.data, self.classes, self.input_shape = run_data.data, run_data.classes, run_data.input_shape

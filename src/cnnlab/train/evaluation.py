@@ -17,7 +17,7 @@ from cnnlab.train.checkpoint import load_weights, read_manifest
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.engine import EvalResult, build_model_for_data, configure_cpu, evaluate, select_device
 from cnnlab.train.plots import plot_confusion
-from cnnlab.train.rundir import holds_run
+from cnnlab.train.rundir import RunFiles, holds_run
 from cnnlab.train.transfer import BATCH_NORMS
 
 
@@ -364,10 +364,12 @@ def load_saved_model(
         cfg.data_dir = data_dir
     configure_cpu(cfg.threads)
     dev = select_device(device)
+    # an image folder must still hold the files the run recorded: its splits are the run's, or refused
+    recorded = RunFiles(choice.run_dir).read_data_manifest() if with_data or data is not None else None
     if data is None and with_data:
-        data = load_config_data(cfg)
+        data = load_config_data(cfg, recorded=recorded)
     elif data is not None:
-        data = handed_in_data(cfg, data)
+        data = handed_in_data(cfg, data, recorded)
     if cfg.classes and data is not None:  # the run's class-subset view (transfer experiments)
         data = class_subset(data, cfg.classes)
     model = build_model_for_data(cfg, header["num_classes"], tuple(header["input_shape"]))

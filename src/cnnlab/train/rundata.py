@@ -58,10 +58,15 @@ class RunData:
     loaded: Any = None  # the dataset as loaded (before a class subset): what experiments share
 
 
-def load_config_data(cfg: TrainConfig, data_dir: str | None = None, progress: bool = True) -> Any:
+def load_config_data(
+    cfg: TrainConfig, data_dir: str | None = None, progress: bool = True, recorded: dict | None = None
+) -> Any:
     """The dataset ``cfg`` trains on, split as the run splits it: a registry dataset, CIFAR, or an image
     folder decoded with the run's ``image_size``, ``in_chans`` and ``bad_images`` (the one place that maps
-    a recipe to :func:`cnnlab.data.load_dataset`, for training and for evaluating a saved run)."""
+    a recipe to :func:`cnnlab.data.load_dataset`, for training and for evaluating a saved run).
+
+    ``recorded``: a saved run's ``data_manifest.json`` (:meth:`cnnlab.train.rundir.RunFiles.read_data_manifest`);
+    the image folder's files and splits are then the run's, exactly, or a DataError says what changed."""
     from cnnlab.data import load_dataset
     from cnnlab.data.imagefolder import is_folder_spec
 
@@ -75,12 +80,15 @@ def load_config_data(cfg: TrainConfig, data_dir: str | None = None, progress: bo
         in_chans=cfg.in_chans if folder else None,
         bad_images=cfg.bad_images,
         progress=progress,
+        recorded=recorded,
     )
 
 
-def handed_in_data(cfg: TrainConfig, data: Any) -> Any:
+def handed_in_data(cfg: TrainConfig, data: Any, recorded: dict | None = None) -> Any:
     """``data`` (a :class:`cnnlab.data.DatasetSplits` loaded or built by the caller) checked to be the dataset
-    ``cfg`` names, with the run's validation split held out if it came whole."""
+    ``cfg`` names, with the run's validation split held out if it came whole; an image folder's files and
+    splits checked against ``recorded`` (a saved run's ``data_manifest.json``) where given."""
+    from cnnlab.data.imagefolder import check_recorded_split
     from cnnlab.data.load import same_data, validation_indices
 
     if not same_data(cfg.data, data.info.name):  # the run's record, evaluation and resume go by cfg.data
@@ -88,6 +96,8 @@ def handed_in_data(cfg: TrainConfig, data: Any) -> Any:
             f"the data handed in is {data.info.name!r} but the run's config names {cfg.data!r}, which its record, "
             f"evaluation and resume would load; set TrainConfig(data={data.info.name!r})"
         )
+    if recorded is not None and getattr(data, "manifest", None) is not None:
+        check_recorded_split(data.manifest, recorded, f"the data handed in ({data.info.name})")
     if data.val is None and cfg.val_fraction > 0:  # handed in whole: hold out the same split
         train_idx, val_idx = validation_indices(len(data.train), cfg.val_fraction, cfg.seed)
         data = dataclasses.replace(
@@ -103,18 +113,23 @@ def prepare_run_data(
     data: Any = None,
     dist: Any = None,
     colour_pca: Any = None,
+    recorded: dict | None = None,
 ) -> RunData:
     """Load (or take) ``cfg.data``, hold out the validation split, and build the three loaders.
 
     The alexnet augmentation's colour PCA is ``colour_pca`` (a resumed run's saved one) or computed
     from the training split (before ``train_subset``); evaluation loaders take the centre crop of
     ``cfg.input_size``. ``dist`` (a :class:`cnnlab.train.distributed.DistContext`): the loaders yield
-    this rank's part of every batch; the batch sizes stay global.
+    this rank's part of every batch; the batch sizes stay global. ``recorded``: a resumed run's
+    ``data_manifest.json``, which its image folder must still match (:func:`load_config_data`).
     """
     from cnnlab.data import Augment, BatchLoader
     from cnnlab.data.augment import colour_pca as compute_colour_pca
 
-    data = load_config_data(cfg) if data is None else handed_in_data(cfg, data)
+    if data is None:
+        data = load_config_data(cfg, recorded=recorded)
+    else:
+        data = handed_in_data(cfg, data, recorded)
     loaded = data
     if cfg.classes:  # a class-subset view, relabelled 0..k-1 (transfer experiments)
         from cnnlab.data.load import class_subset

@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from cnnlab.errors import CheckpointError, UsageError
+from cnnlab.data.imagefolder import MANIFEST_FILE, recorded_rows
+from cnnlab.errors import CheckpointError, DataError, UsageError
 from cnnlab.fileio import atomic_write_text
 
 RUN_FILES = (
@@ -320,7 +321,23 @@ class RunFiles:
 
     def write_data_manifest(self, manifest: dict[str, Any]) -> None:
         """An image folder's files (relative path, label, split, size, mtime_ns), as ``data_manifest.json``."""
-        atomic_write_text(self.run_dir / "data_manifest.json", json.dumps(manifest))
+        atomic_write_text(self.run_dir / MANIFEST_FILE, json.dumps(manifest))
+
+    def read_data_manifest(self) -> dict[str, Any] | None:
+        """The saved ``data_manifest.json`` (None where the run has none: not an image folder, or older)."""
+        path = self.run_dir / MANIFEST_FILE
+        if not path.is_file():
+            return None
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise DataError(
+                f"{path} is damaged ({err}); the run's record of its image folder's files and splits cannot be read"
+            ) from None
+        if not isinstance(manifest, dict):
+            raise DataError(f"{path} is damaged (a JSON {type(manifest).__name__}, not an object)")
+        recorded_rows(manifest, str(path))  # the rows are read where they are compared; refused here first
+        return manifest
 
     def manifest(self, name: str) -> Path:
         """The manifest of checkpoint ``name`` (``last``, ``best``)."""
