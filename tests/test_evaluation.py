@@ -201,3 +201,23 @@ def test_bn_recalibrate_recomputes_the_statistics_over_the_training_split(
     assert main(["evaluate", str(tmp_path / "resnet8-cifar"), "--bn-recalibrate", *common]) == 0
     assert main(["train", "lecture-simple", *argv[2:], *common]) == 0
     assert main(["evaluate", str(tmp_path / "lecture-simple"), "--bn-recalibrate", *common]) == 2
+
+
+def test_a_runs_weights_file_named_directly_is_checked_against_the_manifest_beside_it(
+    run: Path, capsys
+) -> None:
+    """Naming `checkpoints/best.N.weights.safetensors` must not skip the SHA-256 that naming the run checks."""
+    best = json.loads((run / "checkpoints" / "best.json").read_text())
+    weights = run / "checkpoints" / best["files"]["weights"]
+    assert f"checkpoint best (epoch {best['epoch']})" in evaluate_checkpoint(weights).report()
+    content = bytearray(weights.read_bytes())
+    content[-10] ^= 1  # one bit of a tensor: the header still parses
+    weights.write_bytes(bytes(content))
+    for named in (run, weights):
+        with pytest.raises(CheckpointError, match="SHA-256 does not match its manifest"):
+            evaluate_checkpoint(named)
+    from PIL import Image
+
+    Image.new("L", (28, 28), 128).save(run / "grey.png")
+    assert main(["predict", str(weights), str(run / "grey.png")]) == 1
+    assert "SHA-256 does not match its manifest" in capsys.readouterr().err

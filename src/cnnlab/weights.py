@@ -613,7 +613,7 @@ def read_model_file(
     """Tensors, card and weights path of a self-describing file: an exported model file, a run directory,
     a checkpoint manifest or a run's weights file (``which``: ``best``/``last`` of a run directory)."""
     from cnnlab.train.checkpoint import load_weights as read_safetensors
-    from cnnlab.train.evaluation import resolve_checkpoint
+    from cnnlab.train.evaluation import manifest_beside, resolve_checkpoint
 
     path = Path(path)
     if not path.exists():
@@ -625,7 +625,7 @@ def read_model_file(
             "MODEL --weights FILE (load_weights in Python); cnnlab export MODEL --weights FILE --format "
             "safetensors writes a model file that says it"
         )
-    if path.is_dir() or path.suffix == ".json":
+    if path.is_dir() or path.suffix == ".json" or (path.is_file() and manifest_beside(path) is not None):
         choice = resolve_checkpoint(path, which)
         weights = choice.weights
         tensors, header = read_safetensors(weights, choice.sha256)

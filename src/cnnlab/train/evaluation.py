@@ -157,7 +157,23 @@ def resolve_checkpoint(path: str | Path, which: str | None = None) -> Checkpoint
             f"{path} is not a checkpoint: name a run directory, a checkpoint manifest (.json) or a "
             f".safetensors file cnnlab wrote{hint}"
         )
+    manifest_path = manifest_beside(path)
+    if manifest_path is not None:
+        return resolve_checkpoint(manifest_path)
     return CheckpointChoice(path, None, path.name, None, _run_dir_of(path.parent))
+
+
+def manifest_beside(weights: Path) -> Path | None:
+    """The checkpoint manifest in ``weights``' folder that names it (a run's weights file named directly),
+    or None: that manifest vouches for the file's bytes, as when the run or the manifest is named."""
+    for manifest_path in sorted(weights.parent.glob("*.json")):
+        try:
+            manifest = read_manifest(manifest_path)
+        except (CheckpointError, UsageError):
+            continue  # not a checkpoint manifest: other JSON files may sit beside a model file
+        if manifest["files"].get("weights") == weights.name:
+            return manifest_path
+    return None
 
 
 def resolve_weights(path: str | Path, which: str | None = None) -> tuple[Path, str | None]:
