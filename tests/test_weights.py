@@ -227,6 +227,46 @@ def test_a_model_file_rebuilds_its_model(tmp_path: Path) -> None:
         load_model(tmp_path / "bare.pth")
 
 
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        ({"mean": [0.5]}, None),  # one value for every channel: what card_for_model writes
+        ({"mean": [0.5, 0.5]}, "mean has 2 values for 3-channel images"),
+        ({"std": [0.0, 1.0, 1.0]}, "std must be positive"),
+        ({"image_size": [-5, -5]}, "sizes must be positive"),
+        (
+            {"config": {"model": "lecture-residual"}},
+            "it names model 'lecture-simple' and its recipe 'lecture-residual'",
+        ),
+    ],
+)
+def test_a_model_header_that_contradicts_itself_is_a_damaged_file(
+    tmp_path: Path, edit: dict, said: str | None
+) -> None:
+    """A hand-edited or damaged header must not change predictions silently: exit 1, naming the fault."""
+    import dataclasses
+    import json
+
+    from safetensors import safe_open
+
+    card = dataclasses.replace(
+        card_for_model(create_model("lecture-simple", in_chans=3)), mean=(0.5, 0.5, 0.5)
+    )
+    path = save_model_file(create_model("lecture-simple", in_chans=3), card, tmp_path / "m.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    key = next(k for k, v in metadata.items() if v.startswith("{"))
+    header = json.loads(metadata[key])
+    header.update(edit)
+    save_file(tensors, str(path), metadata={**metadata, key: json.dumps(header)})
+    if said is None:
+        assert load_model(path).model_card.mean == (0.5,)
+        return
+    with pytest.raises(CheckpointError, match=re.escape(said)):
+        load_model(path)
+
+
 def test_a_features_only_backbone_loads_its_networks_file(tmp_path: Path) -> None:
     source = create_model("resnet20-cifar")
     save_file(source.state_dict(), str(tmp_path / "r.safetensors"))

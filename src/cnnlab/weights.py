@@ -452,6 +452,20 @@ class ModelCard:
                 or len(card.classes) != card.num_classes
             ):
                 raise ValueError("input_size, image_size or classes do not fit")
+            # what the header says about preparing images must describe images this model can take: a
+            # mean of the wrong length or a zero std would change every prediction without a word
+            channels = card.input_size[0]
+            if min(card.input_size) < 1 or min(card.image_size) < 1:
+                raise ValueError(
+                    f"sizes must be positive: input_size {card.input_size}, image_size {card.image_size}"
+                )
+            for name, values in (("mean", card.mean), ("std", card.std)):
+                if len(values) not in (1, channels):
+                    raise ValueError(f"{name} has {len(values)} values for {channels}-channel images")
+            if min(card.std) <= 0:
+                raise ValueError(f"std must be positive, got {card.std}")
+            if isinstance(card.config, dict) and card.config.get("model", card.model) != card.model:
+                raise ValueError(f"it names model {card.model!r} and its recipe {card.config['model']!r}")
         except (TypeError, ValueError) as err:
             raise CheckpointError(f"{where} has a damaged model header: {err}") from None
         return card
