@@ -62,6 +62,15 @@ def test_32_bit_and_float_grey_keep_their_8_bit_range() -> None:
     assert floats.mode == "F" and np.array_equal(np.asarray(imf.to_eight_bit(floats)), grey_ramp())
 
 
+def test_a_folder_trains_on_every_format_predict_reads(tmp_path: Path) -> None:
+    """TIFF, PGM and PPM files are images to training as to predict, not files silently left out."""
+    root = write_folder(tmp_path / "f", per_class=2, ext="tif")
+    write_folder(root, per_class=2, mode="L", ext="pgm", seed=1)
+    Image.open(root / "cat" / "000.tif").save(root / "cat" / "000.ppm")
+    data = load_dataset(str(root), image_size=8, progress=False)
+    assert len(data.train) + len(data.test) == 9 and data.manifest["ignored_files"] == 0
+
+
 def test_gif_gives_its_first_frame(tmp_path: Path) -> None:
     frames = [Image.new("L", (4, 4), v) for v in (10, 200)]
     frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])

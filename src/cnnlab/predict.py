@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from cnnlab.data.imagefolder import IMAGE_EXTENSIONS
 from cnnlab.errors import DataError, UsageError, check_positive
 from cnnlab.weights import ModelCard
 
 #: what a folder argument contributes: files with these suffixes (case-insensitive), sorted by name
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 OUTPUT_FORMATS = ("table", "json")
 
 
@@ -84,9 +84,9 @@ def collect_images(inputs: Any) -> list[Any]:
             continue
         item = Path(given)
         if item.is_dir():
-            inside = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            inside = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
             if not inside:
-                raise UsageError(f"{item} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+                raise UsageError(f"{item} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
             found.extend(inside)
         elif item.is_file():
             found.append(item)

@@ -50,7 +50,8 @@ from cnnlab.data.catalog import DatasetInfo, check_bad_images, user_cache_dir
 from cnnlab.errors import DataError, UsageError
 from cnnlab.fileio import atomic_file, atomic_write_text, sha256_file, sha256_hex
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif")
+#: the image files of a folder, for training as for predicting (torchvision's list, with GIF)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".pgm", ".ppm")
 SPLIT_FOLDERS = ("train", "val", "test")
 TEST_FRACTION = 0.2  # held out as the test split of a folder without test/
 TEST_SPLIT_SEED = 0
