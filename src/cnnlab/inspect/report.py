@@ -25,6 +25,7 @@ import numpy as np
 
 from cnnlab.errors import UsageError
 from cnnlab.fileio import atomic_write_text
+from cnnlab.train.rundir import ensure_writable_dir, output_storage_errors
 
 #: how many of the most confident mistakes a run's section shows
 MISTAKES = 24
@@ -432,6 +433,8 @@ def write_report(
     if out.exists() and out.is_dir():
         raise UsageError(f"{out} is a directory; name the report's file, e.g. {out / 'report.html'}")
     runs = [runs] if isinstance(runs, (str, Path)) else list(runs)
+    ensure_writable_dir(out.parent)  # read-only storage: say so before evaluating every run
     views = [collect_run(run, device=device, data_dir=data_dir) for run in runs_of(runs)]
-    atomic_write_text(out, render_report(views))
+    with output_storage_errors("the report", "-o"):
+        atomic_write_text(out, render_report(views))
     return out

@@ -140,6 +140,14 @@ def storage_errors(what: str, *, hint: Callable[[], str] | str = "") -> Iterator
         ) from None
 
 
+def output_storage_errors(what: str, option: str) -> contextlib.AbstractContextManager:
+    """:func:`storage_errors` for a command's output (a report, an exported model, pictures): ``what`` names
+    it ("the report"), ``option`` the flag that puts it elsewhere (``-o``, ``--out``)."""
+    return storage_errors(
+        f"cannot write {what}", hint=f"free space or make it writable, or choose another {option}"
+    )
+
+
 def training_storage_errors(run_dir: Path) -> contextlib.AbstractContextManager:
     """:func:`storage_errors` for writing a run's outputs (metrics, curves, config) during training."""
     run_dir = Path(run_dir)
