@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -308,3 +309,19 @@ def test_read_only_storage_is_one_line_exit_1_for_every_output(
     if command in written:
         assert f"({out / written[command]})" in err  # the file asked for, not the temporary beside it
     assert ".part" not in err and "opset" not in err
+
+
+@pytest.mark.parametrize("damaged", ["results.json", "config.json"])
+@pytest.mark.parametrize("content", ["", "{not json"])
+def test_report_on_a_run_with_an_empty_or_damaged_json_file_is_one_line_exit_1(
+    tiny_run: Path, tmp_path: Path, capsys, no_verify, damaged: str, content: str
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / damaged).write_text(content)
+    assert main(["report", str(run), "-o", str(tmp_path / "r.html")]) == 1
+    err = capsys.readouterr().err
+    what = "empty" if not content else "damaged"
+    assert err.startswith(f"cnnlab: error: {run / damaged} is {what} (") and err.count("\n") == 1, err
+    assert "train the run again (cnnlab train ... --overwrite)" in err
+    assert not (tmp_path / "r.html").exists()

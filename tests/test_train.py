@@ -240,7 +240,8 @@ def test_resume_refuses_another_model_and_damaged_checkpoints(tmp_path: Path, ti
 @pytest.mark.parametrize(
     "content, message",
     [
-        ("[]", "must be a JSON object"),
+        ("[]", "config.json is damaged \\(a JSON list, not an object\\)"),
+        ("", "config.json is empty"),
         ('{"model": "lecture-simple"}', "training settings are missing"),
         ("not json", "config.json is damaged"),
     ],

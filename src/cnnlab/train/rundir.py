@@ -323,6 +323,21 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
         return [{k: (float(v) if v != "" else None) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
+def read_run_json(path: Path, fix: str) -> dict[str, Any]:
+    """A run's JSON file (``config.json``, ``results.json``, ``colour_pca.json``) as the object it holds, or a
+    :class:`CheckpointError` naming the file, what is wrong and ``fix`` (what to do): the one reader of them,
+    so that an empty or damaged file is one line wherever it is read."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+        if not isinstance(record, dict):
+            raise ValueError(f"a JSON {type(record).__name__}, not an object")
+    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        what = "empty" if isinstance(err, ValueError) and not path.read_bytes().strip() else "damaged"
+        raise CheckpointError(f"{path} is {what} ({err}); {fix}") from None
+    return record
+
+
 class RunFiles:
     """The files of one run directory, in their formats: ``config.json``, ``metrics.csv`` and
     ``curves.png`` (after every epoch), ``results.json`` (the final report), ``checkpoints/`` and, for an image
@@ -356,10 +371,7 @@ class RunFiles:
         path = self.run_dir / "colour_pca.json"
         if not path.is_file():
             return None
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError) as err:
-            raise CheckpointError(f"{path} is damaged ({err}); delete it to recompute it") from None
+        return read_run_json(path, "delete it to recompute it")
 
     def write_data_manifest(self, manifest: dict[str, Any]) -> None:
         """An image folder's files (relative path, label, split, size, mtime_ns), as ``data_manifest.json``."""
