@@ -497,6 +497,21 @@ def test_a_bad_member_is_refused_before_any_member_trains_and_the_folder_stays_a
     assert not bn.exists()
 
 
+def test_a_member_folder_that_is_no_run_is_refused_even_with_overwrite(
+    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, capsys, no_curves
+) -> None:
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    recipe = ["--data-dir", str(tiny_dataset_dir), "--epochs", "1", "--batch-size", "100", "--threads", "1"]
+    recipe += ["--max-steps-per-epoch", "1", "--quiet"]
+    out = tmp_path / "cmp"
+    (out / "lecture-simple").mkdir(parents=True)
+    (out / "lecture-simple" / "notes.txt").write_text("mine")
+    for flags in ([], ["--overwrite"]):
+        assert main(["compare", "lecture-simple", "--out", str(out), *flags, *recipe]) == 2
+        assert f"{out / 'lecture-simple'} is not a cnnlab run (it holds notes.txt)" in capsys.readouterr().err
+    assert sorted(p.name for p in out.rglob("*")) == ["lecture-simple", "notes.txt"]
+
+
 def test_resume_where_there_is_no_experiment_is_refused_as_a_run_is(tmp_path: Path, capsys) -> None:
     """A mistyped --out with --resume: refused, nothing created, not a fresh experiment; `train` says the same."""
     missing = tmp_path / "no" / "such"

@@ -3,7 +3,10 @@ report's content, ``cnnlab report`` / ``cnnlab show`` and TensorBoard event file
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -13,6 +16,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from cnnlab import fileio
 from cnnlab.cli import main
 from cnnlab.data import BatchLoader, load_dataset
 from cnnlab.errors import DataError, UsageError
@@ -273,3 +277,51 @@ def test_a_single_epoch_is_one_whole_tick_not_a_range_of_fractions() -> None:
     rows = [{"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.1, "val_acc": 0.4}]
     for fig in (comparison_figure({"a": [40.0]}), curves_figure(rows)):
         assert all([t.get_text() for t in ax.get_xticklabels()] == ["1"] for ax in fig.axes)
+
+
+@pytest.mark.parametrize("command", ["report", "export", "filters", "cam"])
+def test_read_only_storage_is_one_line_exit_1_for_every_output(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, no_verify, command: str
+) -> None:
+    """Report, ONNX export, filter and Grad-CAM pictures: storage that refuses the write is one line naming
+    the file (not the hidden temporary), exit 1, no traceback, and no mislabelled export failure."""
+    if command == "export":
+        pytest.importorskip("onnx")
+    image = tmp_path / "shoe.png"
+    Image.fromarray((np.arange(28 * 28).reshape(28, 28) % 256).astype(np.uint8)).save(image)
+    out = tmp_path / "out"
+
+    def read_only(path: Path, suffix: str = fileio.TEMP_SUFFIX) -> tuple[int, str]:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path.parent / f".{path.name}.x1y2{suffix}"))
+
+    monkeypatch.setattr(fileio, "temp_file_beside", read_only)
+    argv = {
+        "report": ["report", str(tiny_run), "-o", str(out / "r.html")],
+        "export": ["export", str(tiny_run), "--format", "onnx", "-o", str(out / "m.onnx")],
+        "filters": ["show", "filters", str(tiny_run), "--out", str(out)],
+        "cam": ["show", "cam", str(tiny_run), str(image), "--out", str(out)],
+    }[command]
+    written = {"report": "r.html", "export": "m.onnx", "filters": "filters-features.conv1.png"}
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("cnnlab: error: cannot write the "), err
+    assert "Read-only file system; free space or make it writable, or choose another " in err
+    if command in written:
+        assert f"({out / written[command]})" in err  # the file asked for, not the temporary beside it
+    assert ".part" not in err and "opset" not in err
+
+
+@pytest.mark.parametrize("damaged", ["results.json", "config.json"])
+@pytest.mark.parametrize("content", ["", "{not json"])
+def test_report_on_a_run_with_an_empty_or_damaged_json_file_is_one_line_exit_1(
+    tiny_run: Path, tmp_path: Path, capsys, no_verify, damaged: str, content: str
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / damaged).write_text(content)
+    assert main(["report", str(run), "-o", str(tmp_path / "r.html")]) == 1
+    err = capsys.readouterr().err
+    what = "empty" if not content else "damaged"
+    assert err.startswith(f"cnnlab: error: {run / damaged} is {what} (") and err.count("\n") == 1, err
+    assert "train the run again (cnnlab train ... --overwrite)" in err
+    assert not (tmp_path / "r.html").exists()

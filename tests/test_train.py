@@ -170,6 +170,43 @@ def test_existing_run_is_refused_unless_overwrite_or_resume(tmp_path: Path, tiny
     assert (tmp_path / "run" / "notes.txt").read_text() == "mine"  # only cnnlab's own files are replaced
 
 
+@pytest.mark.usefixtures("no_curves")
+def test_a_folder_that_is_no_run_is_never_trained_into_even_with_overwrite(
+    tmp_path: Path, tiny, tiny_dataset_dir: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files that merely share a run file's name (config.json, metrics.csv), or a mistyped --name that hits an
+    image folder: refused in one line naming what is there, exit 2, every file left as it was."""
+    mine = tmp_path / "notrun"
+    mine.mkdir()
+    (mine / "config.json").write_text("hi")
+    (mine / "metrics.csv").write_text("x")
+    images = tmp_path / "photos"
+    (images / "cat").mkdir(parents=True)
+    (images / "cat" / "1.png").write_bytes(b"png")
+    for folder in (mine, images):
+        before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+        for overwrite in (False, True):
+            with pytest.raises(
+                UsageError, match=f"{re.escape(str(folder))} is not a cnnlab run \\(it holds "
+            ):
+                train(recipe(epochs=1), folder, data=tiny, progress=False, overwrite=overwrite)
+        monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")  # the generated dataset has no official checksums
+        argv = ["train", "lecture-simple", "--out", str(tmp_path), "--name", folder.name, "--overwrite"]
+        assert main([*argv, "--data-dir", str(tiny_dataset_dir), "--epochs", "1", "--quiet"]) == 2
+        assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+    err = capsys.readouterr().err
+    assert "notrun is not a cnnlab run (it holds config.json, metrics.csv): " in err
+    assert "photos is not a cnnlab run (it holds cat): " in err and "choose another --out or --name" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    train(recipe(epochs=1), empty, data=tiny, progress=False)  # an empty folder is fine
+    (empty / "inspect").mkdir()
+    (empty / "inspect" / "old-cam.png").write_bytes(b"old")
+    (empty / "config.json").write_text("damaged")  # still a run: its checkpoint manifests say so
+    train(recipe(epochs=1), empty, data=tiny, progress=False, overwrite=True)
+    assert not (empty / "inspect").exists()  # the old model's pictures went with it
+
+
 def test_a_file_in_the_way_of_the_run_directory_is_a_usage_error(tmp_path: Path, tiny) -> None:
     """The user's to fix (another folder), not a storage failure; real storage failures:
     tests/test_rundir.py."""
@@ -203,7 +240,8 @@ def test_resume_refuses_another_model_and_damaged_checkpoints(tmp_path: Path, ti
 @pytest.mark.parametrize(
     "content, message",
     [
-        ("[]", "must be a JSON object"),
+        ("[]", "config.json is damaged \\(a JSON list, not an object\\)"),
+        ("", "config.json is empty"),
         ('{"model": "lecture-simple"}', "training settings are missing"),
         ("not json", "config.json is damaged"),
     ],

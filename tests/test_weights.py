@@ -4,7 +4,9 @@ fix, pickles that carry code refused (nothing runs), truncated files a clear err
 from __future__ import annotations
 
 import os
+import pickle
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -131,6 +133,20 @@ def test_a_pickle_carrying_code_is_refused_and_nothing_runs(tmp_path: Path) -> N
         and re.search(r"GLOBAL \w+\.system", message)
     )
     assert "\n" not in message
+    assert not marker.exists()
+
+
+def test_a_raw_pickle_carrying_code_is_refused_without_torchs_protocol_warning(tmp_path: Path) -> None:
+    """Not torch's zip format but a bare pickle (protocol 4): refused in one line, and torch's multi-line
+    warning about the protocol is not printed before it."""
+    marker = tmp_path / "ran"
+    with open(tmp_path / "evil.pth", "wb") as f:
+        pickle.dump({"conv.weight": torch.zeros(1), "payload": RunsCode(marker)}, f, protocol=4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(CheckpointError, match="refused"):
+            load_weights(create_model("lecture-simple"), tmp_path / "evil.pth")
+    assert [str(w.message) for w in caught] == []
     assert not marker.exists()
 
 

@@ -99,6 +99,12 @@ def unknown_choice(kind: str, name: str, choices: Iterable[str]) -> UsageError:
     return UsageError(f"unknown {kind} {name!r}.{hint} Valid {plural}: {shown}")
 
 
+def few(names: Iterable[str], limit: int = 3) -> str:
+    """The first ``limit`` of ``names`` for a one-line message, ``...`` marking the rest: what a folder holds."""
+    names = list(names)
+    return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
+
+
 def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
     """Raise :class:`UsageError` unless ``value`` > 0 (or >= 0 with ``allow_zero``)."""
     if value is None:

@@ -26,7 +26,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from cnnlab.errors import CnnlabError, UsageError
-from cnnlab.fileio import atomic_write_bytes
+from cnnlab.fileio import atomic_file
+from cnnlab.train.rundir import STORAGE_ERRNOS, output_storage_errors
 from cnnlab.weights import ModelCard, card_for_model, load_model, save_model_file
 
 FORMATS = ("onnx", "safetensors")
@@ -219,12 +220,6 @@ def export_onnx(
     refuse_folder(out, "model.onnx", "ONNX file")
     if out.exists() and not overwrite:
         raise UsageError(f"{out} exists; pass --overwrite (overwrite=True) to replace it")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)  # the exporter writes its file there first
-    except OSError as err:
-        raise UsageError(
-            f"cannot create the folder {out.parent} ({err.strerror or err}); choose another -o"
-        ) from None
     card = card or getattr(model, "model_card", None) or card_for_model(model)
     with as_exported(model) as model:
         return run_export(model, out, card, opset, dynamic_batch, check)
@@ -255,25 +250,30 @@ def run_export(
     example = torch.randn(2 if dynamic_batch else 1, *card.input_size, generator=generator)
     axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
     start = time.perf_counter()
-    temporary = out.with_name(f".{out.name}.export")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice and tracer hints
-            torch.onnx.export(
-                model, (example,), str(temporary), dynamo=False, opset_version=opset,
-                input_names=["input"], output_names=["logits"], dynamic_axes=axes,
-            )  # fmt: skip
+    # the exporter writes to a file name: the temporary one atomic_file makes beside ``out``, renamed onto it
+    # once the card is appended, so read-only storage is worded as such before the exporter runs
+    with output_storage_errors("the ONNX file", "-o"), atomic_file(out) as temporary:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter(
+                    "ignore"
+                )  # the TorchScript exporter's deprecation notice and tracer hints
+                torch.onnx.export(
+                    model, (example,), str(temporary), dynamo=False, opset_version=opset,
+                    input_names=["input"], output_names=["logits"], dynamic_axes=axes,
+                )  # fmt: skip
+        except CnnlabError:
+            raise
+        except Exception as err:  # the exporter raises many types (RuntimeError, SymbolicValueError, ...)
+            if isinstance(err, OSError) and err.errno in STORAGE_ERRNOS:
+                raise  # the storage's failure (a full disk), not the exporter's: worded as such above
+            raise _onnx_failure(model, example, err, opset) from None
         # the card as metadata_props: a serialized message followed by another one is their merge (protobuf's
         # rule for concatenation), so the field is appended without parsing the file's weights again
         extra = onnx.ModelProto()
         extra.metadata_props.add(key=ONNX_CARD_KEY, value=json.dumps(card.header()))
-        atomic_write_bytes(out, temporary.read_bytes() + extra.SerializeToString())
-    except CnnlabError:
-        raise
-    except Exception as err:  # the exporter raises many types (RuntimeError, SymbolicValueError, ...)
-        raise _onnx_failure(model, example, err, opset) from None
-    finally:
-        temporary.unlink(missing_ok=True)
+        with open(temporary, "ab") as f:
+            f.write(extra.SerializeToString())
     seconds = time.perf_counter() - start
     diff = scale = None
     if check:

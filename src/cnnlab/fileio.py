@@ -44,6 +44,20 @@ def temp_file_beside(path: Path, suffix: str = TEMP_SUFFIX) -> tuple[int, str]:
     return fd, tmp
 
 
+@contextmanager
+def naming_target(path: Path) -> Iterator[None]:
+    """Re-raise an ``OSError`` of creating ``path``'s temporary file as one naming ``path``: the user knows
+    the file they asked for, not the hidden temporary beside it (a folder that cannot be made keeps its name)."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is not None and Path(err.filename).name.startswith(f".{path.name}."):
+            raise OSError(err.errno, err.strerror, str(path)) from None
+        if err.filename is None and err.errno is not None:
+            raise OSError(err.errno, err.strerror, str(path)) from None
+        raise
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` (creating its folder) through a temporary file and an atomic rename.
 
@@ -51,8 +65,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     left as it was; the ``OSError`` propagates for the caller to word.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temp_file_beside(path)
+    with naming_target(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = temp_file_beside(path)
     try:
         try:
             view = memoryview(data)
@@ -63,7 +78,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.close(fd)
         os.replace(tmp, path)
     except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
+        remove_quietly(Path(tmp))
         if isinstance(err, OSError) and err.filename is None and err.errno is not None:
             raise OSError(err.errno, err.strerror, str(path)) from None  # say which file could not be written
         raise
@@ -78,8 +93,9 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     For data too large to hold as bytes; :func:`atomic_write_bytes` is the same rule for bytes in memory.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temp_file_beside(path)
+    with naming_target(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = temp_file_beside(path)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -90,9 +106,18 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
             os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        remove_quietly(Path(tmp))
         raise
     fsync_dir(path.parent)
+
+
+def remove_quietly(path: Path) -> None:
+    """Remove a temporary file after a failure; an error doing so (storage that turned read-only) must not
+    hide the failure being reported."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def fsync_dir(folder: str | os.PathLike) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,7 +209,11 @@ def read_weight_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
         )
     check_torch_file_start(path)
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # a raw pickle (not torch's zip format) of another protocol: torch warns at length that it may not
+            # read it; the file is read or refused in one line below either way
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "weights only" in str(err).lower() or "weights_only" in str(err):
             raise _unpickling_refusal(path, err) from None

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnlab.errors import DataError, UsageError
+from cnnlab.errors import DataError, UsageError, few
 from cnnlab.fileio import atomic_write_text, creation_mode
 
 EXPORT_FORMATS = ("imagefolder",)
@@ -79,11 +79,7 @@ def export_imagefolder(
         # --overwrite replaces an earlier export, never a folder holding anything else
         foreign = sorted(p.name for p in out.iterdir() if p.name not in EXPORT_ENTRIES)
         if foreign or not (out / "cnnlab-dataset.json").is_file():
-            shown = (
-                ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
-                if foreign
-                else "no cnnlab-dataset.json"
-            )
+            shown = few(foreign) if foreign else "no cnnlab-dataset.json"
             raise UsageError(
                 f"{out} is not an image folder cnnlab exported ({shown}); --overwrite replaces only such a "
                 "folder: choose a new or empty one"

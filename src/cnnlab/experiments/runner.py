@@ -21,11 +21,10 @@ The rules every experiment shares:
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from cnnlab.errors import CheckpointError, UsageError
+from cnnlab.errors import UsageError
 from cnnlab.train import distributed
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.engine import (
@@ -44,6 +43,7 @@ from cnnlab.train.rundir import (
     holds_run,
     nothing_to_resume,
     read_metrics,
+    read_run_json,
     refuse_file_in_the_way,
     refuse_overwrite_with_resume,
 )
@@ -194,14 +194,7 @@ def finished_run(run_dir: Path, cfg: TrainConfig) -> tuple[RunResult, tuple[int,
     manifest = read_manifest(run_dir / "checkpoints" / "last.json")
     if manifest.get("epoch") != cfg.epochs or saved.epochs != cfg.epochs:
         return None
-    try:
-        results = json.loads((run_dir / "results.json").read_text())
-        if not isinstance(results, dict):
-            raise ValueError("not a JSON object")
-    except (OSError, ValueError) as err:
-        raise CheckpointError(
-            f"{run_dir / 'results.json'} is damaged ({err}); resume with --overwrite"
-        ) from None
+    results = read_run_json(run_dir / "results.json", "start the experiment again with --overwrite")
     # as a live run's rows: no key for a split it lacks, whole epochs, the test columns always present
     history = [
         {"test_loss": None, "test_acc": None, "selected": None}

@@ -25,6 +25,7 @@ import numpy as np
 
 from cnnlab.errors import UsageError
 from cnnlab.fileio import atomic_write_text
+from cnnlab.train.rundir import ensure_writable_dir, output_storage_errors, read_run_json
 
 #: how many of the most confident mistakes a run's section shows
 MISTAKES = 24
@@ -112,8 +113,9 @@ def collect_run(run_dir: str | Path, *, device: str = "auto", data_dir: str | No
     from cnnlab.train.rundir import read_metrics
 
     run_dir = Path(run_dir)
-    config = json.loads((run_dir / "config.json").read_text())
-    results = json.loads((run_dir / "results.json").read_text())
+    fix = "train the run again (cnnlab train ... --overwrite) or leave it out of the report"
+    config = read_run_json(run_dir / "config.json", fix)
+    results = read_run_json(run_dir / "results.json", fix)
     metrics = read_metrics(run_dir / "metrics.csv")
     evaluation = evaluate_checkpoint(run_dir, data_dir=data_dir, device=device, plot=False, keep_outputs=True)
     result = evaluation.result
@@ -432,6 +434,8 @@ def write_report(
     if out.exists() and out.is_dir():
         raise UsageError(f"{out} is a directory; name the report's file, e.g. {out / 'report.html'}")
     runs = [runs] if isinstance(runs, (str, Path)) else list(runs)
+    ensure_writable_dir(out.parent)  # read-only storage: say so before evaluating every run
     views = [collect_run(run, device=device, data_dir=data_dir) for run in runs_of(runs)]
-    atomic_write_text(out, render_report(views))
+    with output_storage_errors("the report", "-o"):
+        atomic_write_text(out, render_report(views))
     return out

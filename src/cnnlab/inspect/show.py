@@ -32,7 +32,7 @@ from cnnlab.inspect.views import (
     png_bytes,
     tile_grid,
 )
-from cnnlab.train.rundir import refuse_file_in_the_way
+from cnnlab.train.rundir import output_storage_errors, refuse_file_in_the_way
 
 
 @dataclass
@@ -91,8 +91,8 @@ def _check_writable(path: Path, overwrite: bool) -> None:
 
 def _write(path: Path, data: bytes, overwrite: bool) -> Path:
     _check_writable(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, data)
+    with output_storage_errors("the picture", "--out"):
+        atomic_write_bytes(path, data)  # makes the folder too
     return path
 
 

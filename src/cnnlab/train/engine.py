@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import signal
 import threading
@@ -53,6 +52,7 @@ from cnnlab.train.rundir import (
     check_run_dir,
     nothing_to_resume,
     prepare_run_dir,
+    read_run_json,
     refuse_overwrite_with_resume,
     training_storage_errors,
 )
@@ -357,10 +357,12 @@ def saved_config(run_dir: str | Path) -> TrainConfig:
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise nothing_to_resume(run_dir, "run")
+    fix = "train the run again with --overwrite"
+    record = read_run_json(path, fix)
     try:
-        return TrainConfig.from_dict(json.loads(path.read_text()), complete=True)
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"cannot resume {run_dir}: config.json is damaged ({err})") from None
+        return TrainConfig.from_dict(record, complete=True)
+    except ValueError as err:  # a JSON object, but not a complete recipe
+        raise CheckpointError(f"{path} is damaged ({err}); {fix}") from None
 
 
 def recipe_changes(saved: TrainConfig, requested: TrainConfig, names: Iterable[str]) -> list[str]:

@@ -2,8 +2,11 @@
 storage failures (a full disk, read-only storage) worded as one line.
 
 A run directory holds ``config.json``, ``metrics.csv``, ``curves.png``, ``confusion.png``,
-``checkpoints/``, and where asked for ``report.html`` and ``tensorboard/``; while a process trains it, also
-``.lock``. The lock is an ``fcntl.flock`` on ``.lock`` (which holds the PID of its holder), taken before an
+``checkpoints/``, and where asked for ``report.html``, ``tensorboard/``, ``data_manifest.json`` (an image
+folder's files), ``colour_pca.json`` and ``inspect/`` (``cnnlab show``'s pictures); while a process trains
+it, also ``.lock``. A folder is a run only when its ``config.json`` or a checkpoint manifest says so
+(:func:`holds_run`): ``--overwrite`` replaces those files of a run and nothing else, and never writes into
+a folder that holds anything but is no run. The lock is an ``fcntl.flock`` on ``.lock`` (which holds the PID of its holder), taken before an
 old run is replaced and kept until training returns; the operating system drops it when its process dies,
 even by SIGKILL, so it is never stale (the file of a killed process stays, empty of meaning, and is reused).
 The holder removes the file as it releases the lock; every taker checks, once locked, that the path still
@@ -26,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.data.imagefolder import MANIFEST_FILE, recorded_rows
-from cnnlab.errors import CheckpointError, DataError, UsageError
-from cnnlab.fileio import atomic_write_text
+from cnnlab.errors import CheckpointError, UsageError, few
+from cnnlab.fileio import TEMP_SUFFIX, atomic_write_text
 
 RUN_FILES = (
     "config.json", "metrics.csv", "results.json", "curves.png", "confusion.png", "checkpoints", "report.html",
-    "tensorboard",
+    "tensorboard", "data_manifest.json", "colour_pca.json", "inspect",
 )  # fmt: skip
 LOCK_FILE = ".lock"
 METRIC_FIELDS = (
@@ -43,12 +46,38 @@ STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCE
 
 
 def holds_run(run_dir: Path) -> bool:
-    """Whether ``run_dir`` holds a cnnlab run (a config, metrics or any checkpoint file)."""
+    """Whether ``run_dir`` is recognisably a cnnlab run: its ``config.json`` reads as a cnnlab recipe, or
+    ``checkpoints/`` holds a cnnlab checkpoint manifest. A file that merely shares a run file's name (a
+    user's own ``config.json`` or ``metrics.csv``) does not make one, so ``--overwrite`` never replaces it."""
+    from cnnlab.train.checkpoint import FORMAT
+    from cnnlab.train.config import TrainConfig
+
     run_dir = Path(run_dir)
-    return (
-        (run_dir / "config.json").exists()
-        or (run_dir / "metrics.csv").exists()
-        or any((run_dir / "checkpoints").glob("*"))
+    try:
+        TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+        return True
+    except (OSError, ValueError, TypeError):  # missing, unreadable, not JSON, not a recipe
+        pass
+    for manifest in (run_dir / "checkpoints").glob("*.json"):
+        try:
+            record = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and record.get("format") == FORMAT:
+            return True
+    return False
+
+
+def foreign_entries(folder: Path) -> list[str]:
+    """The names in ``folder`` (sorted) other than what a training process leaves before it has written its
+    run: the lock file and temporary files. Empty for a folder that does not exist."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.name != LOCK_FILE and not (p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX))
     )
 
 
@@ -74,9 +103,15 @@ def check_run_dir(run_dir: Path, *, overwrite: bool = False, resume: bool = Fals
                 f"nothing to resume in {run_dir}: no checkpoints/last.json there (it stopped before its first "
                 "checkpoint); start it again with --overwrite"
             )
-    elif holds_run(run_dir) and not overwrite:
+    elif holds_run(run_dir):
+        if not overwrite:
+            raise UsageError(
+                f"run directory {run_dir} already exists; use --overwrite to replace it or --resume to continue it"
+            )
+    elif foreign_entries(run_dir):  # a folder that was never a run (an image folder, a mistyped --name)
         raise UsageError(
-            f"run directory {run_dir} already exists; use --overwrite to replace it or --resume to continue it"
+            f"{run_dir} is not a cnnlab run (it holds {few(foreign_entries(run_dir))}): a run goes only into a new "
+            "or empty folder, or over an earlier run with --overwrite; choose another --out or --name"
         )
 
 
@@ -139,6 +174,14 @@ def storage_errors(what: str, *, hint: Callable[[], str] | str = "") -> Iterator
         raise CheckpointError(
             f"{what}{where}: {err.strerror or err}{'; ' + advice if advice else ''}"
         ) from None
+
+
+def output_storage_errors(what: str, option: str) -> contextlib.AbstractContextManager:
+    """:func:`storage_errors` for a command's output (a report, an exported model, pictures): ``what`` names
+    it ("the report"), ``option`` the flag that puts it elsewhere (``-o``, ``--out``)."""
+    return storage_errors(
+        f"cannot write {what}", hint=f"free space or make it writable, or choose another {option}"
+    )
 
 
 def training_storage_errors(run_dir: Path) -> contextlib.AbstractContextManager:
@@ -281,6 +324,21 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
         return [{k: (float(v) if v != "" else None) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
+def read_run_json(path: Path, fix: str) -> dict[str, Any]:
+    """A run's JSON file (``config.json``, ``results.json``, ``colour_pca.json``) as the object it holds, or a
+    :class:`CheckpointError` naming the file, what is wrong and ``fix`` (what to do): the one reader of them,
+    so that an empty or damaged file is one line wherever it is read."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+        if not isinstance(record, dict):
+            raise ValueError(f"a JSON {type(record).__name__}, not an object")
+    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        what = "empty" if isinstance(err, ValueError) and not path.read_bytes().strip() else "damaged"
+        raise CheckpointError(f"{path} is {what} ({err}); {fix}") from None
+    return record
+
+
 class RunFiles:
     """The files of one run directory, in their formats: ``config.json``, ``metrics.csv`` and
     ``curves.png`` (after every epoch), ``results.json`` (the final report), ``checkpoints/`` and, for an image
@@ -314,10 +372,7 @@ class RunFiles:
         path = self.run_dir / "colour_pca.json"
         if not path.is_file():
             return None
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError) as err:
-            raise CheckpointError(f"{path} is damaged ({err}); delete it to recompute it") from None
+        return read_run_json(path, "delete it to recompute it")
 
     def write_data_manifest(self, manifest: dict[str, Any]) -> None:
         """An image folder's files (relative path, label, split, size, mtime_ns), as ``data_manifest.json``."""
@@ -328,14 +383,9 @@ class RunFiles:
         path = self.run_dir / MANIFEST_FILE
         if not path.is_file():
             return None
-        try:
-            manifest = json.loads(path.read_text())
-        except (OSError, ValueError) as err:
-            raise DataError(
-                f"{path} is damaged ({err}); the run's record of its image folder's files and splits cannot be read"
-            ) from None
-        if not isinstance(manifest, dict):
-            raise DataError(f"{path} is damaged (a JSON {type(manifest).__name__}, not an object)")
+        manifest = read_run_json(
+            path, "the run's record of its image folder's files and splits cannot be read"
+        )
         recorded_rows(manifest, str(path))  # the rows are read where they are compared; refused here first
         return manifest
 
