@@ -558,6 +558,28 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(
 
 
 @pytest.mark.usefixtures("no_curves")
+def test_ctrl_c_after_the_last_step_says_the_run_is_finishing_not_stopping(
+    tmp_path: Path, tiny, capsys
+) -> None:
+    """A signal after the last training step cannot cut the run short: it completes, and says so."""
+    cfg = recipe(epochs=2, max_steps_per_epoch=2)
+    stops = []
+
+    def signal_after(row: dict) -> None:
+        if row["epoch"] == 2:
+            signal.raise_signal(signal.SIGINT)  # during the last epoch's bookkeeping, before the test report
+            stops.append(trainer.stop_requested)
+
+    trainer = Trainer(cfg, tmp_path / "run", data=tiny, progress=False, on_epoch=signal_after)
+    result = trainer.fit()
+    out = capsys.readouterr().out
+    assert stops == [True] and result.status == "completed" and result.test_acc is not None
+    assert (
+        "training is done; finishing the run's evaluation" in out and "stopping after this batch" not in out
+    )
+
+
+@pytest.mark.usefixtures("no_curves")
 def test_googlenet_trains_with_its_auxiliary_heads(tmp_path: Path, tiny) -> None:
     cfg = recipe(model="googlenet", epochs=1, batch_size=8, eval_batch_size=100, pad_to=80, max_steps_per_epoch=2,
                  model_options={"aux_logits": True})  # fmt: skip

@@ -424,6 +424,7 @@ class Trainer:
         self.start_epoch, self.skip_steps, self.partial = 0, 0, None
         self.best_accuracy = -1.0
         self.stop_requested = False  # set by request_stop (a signal) on this rank, at any moment
+        self.training_done = False  # the last epoch's steps are taken: a stop no longer cuts the run short
         self.stopping = False  # the stop every rank agreed on, after a step or an epoch
         # Only now that data, model and optimiser are valid is an old run replaced (or the folder made),
         # by rank 0 alone; the other ranks read the checkpoint they resume from once it is there.
@@ -843,6 +844,11 @@ class Trainer:
                 raise KeyboardInterrupt
             self.request_stop()
             who = f"rank {self.dist.rank}: " if self.dist.active else ""
+            if self.training_done:  # the run ends anyway, complete: say so rather than promise a stop
+                tqdm.write(
+                    f"{who}training is done; finishing the run's evaluation (Ctrl-C again to abort at once)"
+                )
+                return
             tqdm.write(
                 f"{who}stopping after this batch and saving a checkpoint (Ctrl-C again to abort at once)"
             )
@@ -886,6 +892,7 @@ class Trainer:
                     row: dict[str, Any] = {"epoch": epoch + 1, **self.train_epoch(epoch)}
                 except _Stopped:
                     return self._result("interrupted")
+                self.training_done = epoch + 1 == self.cfg.epochs
                 if self.val_loader is not None:
                     val = self.evaluate(self.val_loader)
                     row.update(val_loss=val.loss, val_acc=val.accuracy)
