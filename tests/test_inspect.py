@@ -279,14 +279,12 @@ def test_a_single_epoch_is_one_whole_tick_not_a_range_of_fractions() -> None:
         assert all([t.get_text() for t in ax.get_xticklabels()] == ["1"] for ax in fig.axes)
 
 
-@pytest.mark.parametrize("command", ["report", "export", "filters", "cam"])
+@pytest.mark.parametrize("command", ["report", "export", "model-file", "filters", "cam"])
 def test_read_only_storage_is_one_line_exit_1_for_every_output(
     tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, no_verify, command: str
 ) -> None:
     """Report, ONNX export, filter and Grad-CAM pictures: storage that refuses the write is one line naming
     the file (not the hidden temporary), exit 1, no traceback, and no mislabelled export failure."""
-    if command == "export":
-        pytest.importorskip("onnx")
     image = tmp_path / "shoe.png"
     Image.fromarray((np.arange(28 * 28).reshape(28, 28) % 256).astype(np.uint8)).save(image)
     out = tmp_path / "out"
@@ -298,10 +296,16 @@ def test_read_only_storage_is_one_line_exit_1_for_every_output(
     argv = {
         "report": ["report", str(tiny_run), "-o", str(out / "r.html")],
         "export": ["export", str(tiny_run), "--format", "onnx", "-o", str(out / "m.onnx")],
+        "model-file": ["export", str(tiny_run), "--format", "safetensors", "-o", str(out / "m.safetensors")],
         "filters": ["show", "filters", str(tiny_run), "--out", str(out)],
         "cam": ["show", "cam", str(tiny_run), str(image), "--out", str(out)],
     }[command]
-    written = {"report": "r.html", "export": "m.onnx", "filters": "filters-features.conv1.png"}
+    written = {
+        "report": "r.html",
+        "export": "m.onnx",
+        "model-file": "m.safetensors",
+        "filters": "filters-features.conv1.png",
+    }
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("cnnlab: error: cannot write the "), err

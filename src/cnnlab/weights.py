@@ -683,14 +683,13 @@ def save_model_file(model: nn.Module, card: ModelCard, out: str | Path, overwrit
     """Write ``model``'s weights with ``card`` as the header: the self-describing file :func:`load_model`,
     :func:`load_weights` and ``cnnlab predict``/``evaluate`` read. An existing file needs ``overwrite``."""
     from cnnlab.train.checkpoint import save_weights
+    from cnnlab.train.rundir import output_storage_errors
 
     out = Path(out)
     if out.exists() and not overwrite:
         raise UsageError(f"{out} exists; pass --overwrite (overwrite=True) to replace it")
     if out.suffix != ".safetensors":
         raise UsageError(f"a model file is named *.safetensors, got {out.name}")
-    try:
+    with output_storage_errors("the model file", "--out"):
         save_weights(out, model, card.header())
-    except OSError as err:
-        raise CheckpointError(f"cannot write {out}: {err.strerror or err}") from None
     return out
