@@ -221,3 +221,10 @@ def test_a_runs_weights_file_named_directly_is_checked_against_the_manifest_besi
     Image.new("L", (28, 28), 128).save(run / "grey.png")
     assert main(["predict", str(weights), str(run / "grey.png")]) == 1
     assert "SHA-256 does not match its manifest" in capsys.readouterr().err
+    # the same file as MODEL --weights FILE: to evaluate, predict or start training from
+    for argv in (
+        ["evaluate", "lecture-simple", "--weights", str(weights)],
+        ["predict", "lecture-simple", "--weights", str(weights), str(run / "grey.png")],
+    ):
+        assert main(argv) == 1, argv
+        assert "SHA-256 does not match its manifest" in capsys.readouterr().err

@@ -606,11 +606,11 @@ def test_a_failed_overwrite_leaves_the_old_run_and_no_half_made_folder(tmp_path:
 @pytest.mark.parametrize(
     ("settings", "fix"),
     [
-        ({}, "zero-pad the images to that size with --pad-to 32 (pad_to=)"),
-        ({"pad_to": 30}, "use --pad-to 32 or more (pad_to=)"),
+        ({}, "zero-pad the images to that size with --pad-to 32 (pad_to=32)"),
+        ({"pad_to": 30}, "use --pad-to 32 or more (pad_to=32)"),
         (
             {"input_size": 24},
-            "use --input-size 32 or more (input_size=), and --pad-to if the images are smaller",
+            "use --input-size 32 or more (input_size=32), and --pad-to if the images are smaller",
         ),
     ],
 )

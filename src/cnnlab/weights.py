@@ -162,10 +162,11 @@ def resolve_weight_file(path: str | Path) -> tuple[Path, str | None]:
     """The weights file ``path`` names, and the SHA-256 it must have (None: nothing to check it against).
 
     ``path`` is a weight file, or a run directory (its selected checkpoint) or checkpoint manifest, whose
-    manifest records the SHA-256 of its weights.
+    manifest records the SHA-256 of its weights; a run's weights file has its manifest beside it.
     """
     path = Path(path)
-    if path.is_dir() or (path.suffix == ".json" and path.is_file()):
+    if path.is_dir() or (path.suffix in (".json", ".safetensors") and path.is_file()):
+        # a run's weights file named directly is checked against the manifest beside it, as a run is
         from cnnlab.train.evaluation import resolve_weights
 
         return resolve_weights(path)

@@ -272,10 +272,10 @@ def input_too_small_fix(cfg: TrainConfig, smallest: int) -> str:
     """What to change when the network's input is below ``smallest``: the crop size the run asked for, the
     padding it asked for, or else padding of the stored images."""
     if cfg.input_size is not None:
-        return f"use --input-size {smallest} or more (input_size=), and --pad-to if the images are smaller"
+        return f"use --input-size {smallest} or more (input_size={smallest}), and --pad-to if the images are smaller"
     if cfg.pad_to is not None:
-        return f"use --pad-to {smallest} or more (pad_to=)"
-    return f"zero-pad the images to that size with --pad-to {smallest} (pad_to=)"
+        return f"use --pad-to {smallest} or more (pad_to={smallest})"
+    return f"zero-pad the images to that size with --pad-to {smallest} (pad_to={smallest})"
 
 
 def build_model_for_data(cfg: TrainConfig, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
