@@ -510,6 +510,16 @@ def test_a_member_folder_that_is_no_run_is_refused_even_with_overwrite(
         assert main(["compare", "lecture-simple", "--out", str(out), *flags, *recipe]) == 2
         assert f"{out / 'lecture-simple'} is not a cnnlab run (it holds notes.txt)" in capsys.readouterr().err
     assert sorted(p.name for p in out.rglob("*")) == ["lecture-simple", "notes.txt"]
+    # a folder with other things in it (an image dataset's class folders): not an experiment to write into
+    images = tmp_path / "images"
+    (images / "cat").mkdir(parents=True)
+    for flags in ([], ["--overwrite"]):
+        assert main(["compare", "lecture-simple", "--out", str(images), *flags, *recipe]) == 2
+        assert f"{images} is not an experiment folder (it holds cat)" in capsys.readouterr().err
+    argv = ["experiment", "degradation", "--depths", "8", "8", "--out", str(tmp_path / "deg"), *recipe]
+    assert main(argv) == 2
+    assert "--depths lists 8 twice; give each depth once" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cmp", "images"]
 
 
 def test_resume_where_there_is_no_experiment_is_refused_as_a_run_is(tmp_path: Path, capsys) -> None:

@@ -196,6 +196,9 @@ def degradation(
     refuse_set_fields("degradation", cfg, recipe_config(), {}, SETS_OPTIONS)
     if not depths:
         raise UsageError("give at least one depth, e.g. --depths 20 56")
+    twice = next((d for d in depths if list(depths).count(d) > 1), None)
+    if twice is not None:  # as compare and transfer refuse theirs: a repeat is a slip, not a wish
+        raise UsageError(f"--depths lists {twice} twice; give each depth once")
     names = {}
     for kind in kinds:
         if kind not in KINDS:

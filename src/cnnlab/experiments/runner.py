@@ -24,7 +24,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from cnnlab.errors import UsageError
+from cnnlab.errors import UsageError, few
 from cnnlab.train import distributed
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.engine import (
@@ -40,6 +40,7 @@ from cnnlab.train.rundata import load_config_data
 from cnnlab.train.rundir import (
     RunFiles,
     check_run_dir,
+    foreign_entries,
     holds_run,
     nothing_to_resume,
     read_metrics,
@@ -127,6 +128,13 @@ def run_members(
         )
     if resume and not started:  # a mistyped --out would otherwise start a fresh experiment unnoticed
         raise nothing_to_resume(out, "experiment")
+    # an image folder, a mistyped --out: never written into (a member's folder gets the run's own check)
+    others = [entry for entry in foreign_entries(out) if entry not in names]
+    if not started and others:
+        raise UsageError(
+            f"{out} is not an experiment folder (it holds {few(others)}): an experiment goes into "
+            "a new or empty folder, or over an earlier one of its kind with --overwrite; choose another --out"
+        )
     progress = progress and distributed.current().is_main  # data-parallel: rank 0 alone reports and writes
     # an entry point: process-wide settings for every member, the caller's back at the end (cpu_settings)
     with cpu_settings(members[0][1].threads):
