@@ -204,7 +204,7 @@ def test_bn_recalibrate_recomputes_the_statistics_over_the_training_split(
 
 
 def test_a_runs_weights_file_named_directly_is_checked_against_the_manifest_beside_it(
-    run: Path, capsys
+    run: Path, capsys, monkeypatch
 ) -> None:
     """Naming `checkpoints/best.N.weights.safetensors` must not skip the SHA-256 that naming the run checks."""
     best = json.loads((run / "checkpoints" / "best.json").read_text())
@@ -221,7 +221,15 @@ def test_a_runs_weights_file_named_directly_is_checked_against_the_manifest_besi
     Image.new("L", (28, 28), 128).save(run / "grey.png")
     assert main(["predict", str(weights), str(run / "grey.png")]) == 1
     assert "SHA-256 does not match its manifest" in capsys.readouterr().err
-    # the same file as MODEL --weights FILE: to evaluate, predict or start training from
+    # the same file, intact, as MODEL --weights FILE: its plot does not replace the run's own
+    weights.write_bytes(bytes(content[:-10]) + bytes([content[-10] ^ 1]) + bytes(content[-9:]))
+    (run / "confusion.png").write_bytes(b"the run's own plot")
+    monkeypatch.chdir(run.parent)
+    assert main(["evaluate", "lecture-simple", "--weights", str(weights)]) == 0
+    assert (run / "confusion.png").read_bytes() == b"the run's own plot"
+    assert (run.parent / "confusion.png").is_file()
+    weights.write_bytes(bytes(content))
+    # the damaged file as MODEL --weights FILE: to evaluate, predict or start training from
     for argv in (
         ["evaluate", "lecture-simple", "--weights", str(weights)],
         ["predict", "lecture-simple", "--weights", str(weights), str(run / "grey.png")],

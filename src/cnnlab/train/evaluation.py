@@ -334,7 +334,10 @@ def model_with_weights(
         ) from None
     net = net.to(dev, memory_format=torch.channels_last).eval()
     header = {"num_classes": len(classes), "input_shape": [chans, h, w], "classes": classes}
-    choice = CheckpointChoice(file, sha256, file.name, None, _run_dir_of(file.parent))
+    # its plot goes beside the file, but never into a run whose checkpoint it is: evaluated on other data
+    # here, it would replace the run's own confusion.png
+    where = Path.cwd() if file.parent.name == "checkpoints" and holds_run(file.parent.parent) else file.parent
+    choice = CheckpointChoice(file, sha256, file.name, None, where)
     return SavedModel(net, cfg, header, data, dev, choice)
 
 
