@@ -14,7 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from cnnlab.analysis import summarize
 from cnnlab.errors import UsageError
 from cnnlab.models import count_params, create_model, list_models, model_info
-from cnnlab.models.layers import ShapeOnlyNorm, meta_call
+from cnnlab.models.layers import ShapeOnlyNorm, SkipFillsOnMeta, meta_call
 
 ALL_MODELS = list_models()
 
@@ -117,3 +117,20 @@ def test_model_rows_are_library_data_the_cli_only_prints() -> None:
     assert model_rows("alexnet", trace=True) == [row]  # counted again, the same
     with pytest.raises(UsageError, match="no model matches 'alexnt'.*close matches: alexnet"):
         model_rows("alexnt")
+
+
+def test_a_meta_build_skips_the_fills_and_keeps_every_shape() -> None:
+    """create_model on the meta device skips random and constant fills (SkipFillsOnMeta), which only meta
+    tensors see: the meta build has the CPU build's parameter names, shapes and dtypes, and a CPU tensor
+    filled under the mode gets its values."""
+    torch.manual_seed(0)
+    cpu = create_model("resnet20-cifar", depth=8)
+    meta = meta_model("resnet20-cifar", depth=8)
+    assert [(n, p.shape, p.dtype) for n, p in cpu.state_dict().items()] == [
+        (n, p.shape, p.dtype) for n, p in meta.state_dict().items()
+    ]
+    assert all(p.is_meta for p in meta.state_dict().values())
+    with SkipFillsOnMeta():
+        values = torch.zeros(3).normal_()
+        shape = torch.empty(2, 3, device="meta").uniform_()
+    assert values.abs().sum() > 0 and shape.shape == (2, 3) and shape.is_meta

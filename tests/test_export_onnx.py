@@ -7,7 +7,8 @@ logits' scale (the largest ratio measured: 3e-6, resnet164-cifar).
 
 Depth and width variants are exported through a stand-in (test_models_registry.STAND_INS): a model of the same
 family with the same layer types, so every family and every layer type is exported; resnet1202-cifar alone took
-over two minutes. The per-model export runs in test_models_registry.test_every_run_model_runs_exports_and_fine_tunes,
+over two minutes. The deep CIFAR nets are exported at the shallowest depth of their own unit
+(test_models_registry.SHALLOW). The per-model export runs in test_models_registry.test_every_run_model_runs_exports_and_fine_tunes,
 on the one build of each model that its other runtime checks use too.
 """
 

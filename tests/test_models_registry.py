@@ -1,7 +1,8 @@
 """One parametrised test over the whole registry, as torchvision and timm do.
 
 For every registered model with other class and channel counts the output has the right shape, holds no
-NaN, and every parameter receives a gradient. Heavy models run at their smallest valid input. (That its
+NaN, and every parameter receives a gradient. Heavy models run at their smallest valid input, deep CIFAR nets
+at the shallowest depth of their own unit (SHALLOW). (That its
 parameter count at its defaults equals the figure pinned in its metadata, from the paper or derived by
 hand, see docs/models.md, is checked on the meta build that tests/test_analysis_registry.py traces.)
 """
@@ -41,6 +42,14 @@ STAND_INS = {
 }  # fmt: skip
 #: the models the runtime checks run: every registered model but the stood-in variants
 RUN_MODELS = [n for n in ALL_MODELS if n not in STAND_INS]
+#: Deep CIFAR nets whose runtime checks build them at the shallowest depth of their own unit (the ``depth``
+#: option: one unit per stage, or one layer per dense block): the same layer types and the same variant's code
+#: (gating, scaling, pre-activation), repeated fewer times (test_a_shallow_build_has_the_layer_types_of_the_
+#: full_one). They are traced at their own depth on the meta device (tests/test_analysis_registry.py) and
+#: trained at it in tests/test_recipes.py.
+SHALLOW = {name: {"depth": 8} for name in RUN_MODELS if re.fullmatch(r"(preact-)?resnet110-cifar.*", name)}
+SHALLOW |= {"resnet164-cifar": {"depth": 11}, "preact-resnet164-cifar": {"depth": 11}}
+SHALLOW |= {"densenet-bc-100-12": {"depth": 10}, "densenet-40-12": {"depth": 7}}
 
 
 def smallest_side(name: str) -> int:
@@ -50,10 +59,24 @@ def smallest_side(name: str) -> int:
 
 
 def smallest_model(name: str, **kwargs) -> tuple[torch.nn.Module, int]:
-    """The model built for its smallest valid square input, and that size."""
+    """The model built for its smallest valid square input (and at its :data:`SHALLOW` depth), and that size."""
     size = smallest_side(name)
     options = {"img_size": size} if "img_size" in model_info(name).options() else {}
-    return create_model(name, **kwargs, **options), size
+    return create_model(name, **kwargs, **options, **SHALLOW.get(name, {})), size
+
+
+def layer_types(model: torch.nn.Module) -> set[str]:
+    """The class names of ``model``'s modules."""
+    return {type(m).__name__ for m in model.modules()}
+
+
+@pytest.mark.parametrize("name", SHALLOW)
+def test_a_shallow_build_has_the_layer_types_of_the_full_one(name: str) -> None:
+    """On the meta device: the shallow build holds every module type of the full one, and is shallower."""
+    with torch.device("meta"):
+        full, shallow = create_model(name), create_model(name, **SHALLOW[name])
+    assert layer_types(shallow) == layer_types(full)
+    assert len(list(shallow.modules())) < len(list(full.modules())) / 4
 
 
 @pytest.mark.parametrize(("name", "stand_in"), STAND_INS.items())
@@ -134,13 +157,13 @@ def layer_variety_representatives() -> list[str]:
 def test_trains_under_cpu_bf16_autocast(name: str) -> None:
     """``--amp bf16`` on a CPU: bf16 activations, fp32 weights and gradients. bf16 is opt-in, and on a
     CPU without AMX its convolutions are emulated (a minute for wrn-40-10), so one model per family
-    and layer set stands for the rest."""
+    and layer set stands for the rest, the deep CIFAR nets at their :data:`SHALLOW` depth."""
     torch.manual_seed(0)
     # at least 32x32 and 4 images: at 1x1 with two images, batch norm sees two values per channel
     # that bf16 can round to the same number, so the variance is zero and its gradient overflows
     size = max(smallest_side(name), 32)
     options = {"img_size": size} if "img_size" in model_info(name).options() else {}
-    model = create_model(name, num_classes=5, in_chans=3, **options)
+    model = create_model(name, num_classes=5, in_chans=3, **options, **SHALLOW.get(name, {}))
     model = model.train().to(memory_format=torch.channels_last)
     x = torch.randn(4, 3, size, size).contiguous(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -10,6 +10,7 @@ derived independently of the code.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import re
 from collections.abc import Callable
@@ -17,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from cnnlab.errors import InputTooSmallError, UsageError, unknown_choice
-from cnnlab.models.layers import FeatureExtractor
+from cnnlab.models.layers import FeatureExtractor, SkipFillsOnMeta
 from cnnlab.zoo_table import ZOO_TABLE
 
 Builder = Callable[..., nn.Module]
@@ -294,8 +296,10 @@ def create_model(
     kwargs = {**info.default_options, **options, "num_classes": num_classes, "in_chans": in_chans}
     if drop_rate is not None:
         kwargs["drop_rate"] = drop_rate
+    on_meta = torch.get_default_device().type == "meta"  # names and shapes only: fills are skipped
     try:
-        model = info.builder(**kwargs)
+        with SkipFillsOnMeta() if on_meta else contextlib.nullcontext():
+            model = info.builder(**kwargs)
     except InputTooSmallError as err:  # a builder names its configuration (vgg-a); the user typed ``name``
         raise err.naming(name) from None
     except UsageError:
