@@ -185,6 +185,11 @@ def test_an_interrupted_compare_resumes_without_retraining_the_finished_member(
         ("lecture-simple", "completed"),
         ("lecture-residual", "interrupted"),
     ]
+    # the member stopped in its first epoch has no time per epoch: "-" (null), not 0
+    rows = json.loads((out / "comparison.json").read_text())["rows"]
+    assert rows[1]["seconds_per_epoch"] is None and rows[1]["images_per_s"] is None
+    assert rows[0]["seconds_per_epoch"] > 0 and rows[0]["images_per_s"] > 0
+    assert (out / "comparison.md").read_text().splitlines()[3].endswith("| - | - | - | - | - |")
     first = _files(out / "lecture-simple")
 
     assert main(["compare", *models, "--out", str(out), "--resume", *recipe]) == 0

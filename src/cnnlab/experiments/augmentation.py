@@ -24,6 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cnnlab.cells import percent
 from cnnlab.experiments.runner import refuse_set_fields, run_members
 from cnnlab.fileio import atomic_write_text
 from cnnlab.train.config import TrainConfig
@@ -93,12 +94,11 @@ class AugmentationResult:
 
     def markdown(self) -> str:
         """The table in Markdown."""
-        pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
         views = " | ".join(f"test acc ({v})" for v in TEST_VIEWS)
         lines = [f"| training augmentation | val acc | {views} |", "|---|---|" + "---|" * len(TEST_VIEWS)]
         for r in self.rows():
-            cells = " | ".join(pct(r[f"test_acc_{v}"]) for v in TEST_VIEWS)
-            lines.append(f"| {r['variant']} | {pct(r['val_acc'])} | {cells} |")
+            cells = " | ".join(percent(r[f"test_acc_{v}"]) for v in TEST_VIEWS)
+            lines.append(f"| {r['variant']} | {percent(r['val_acc'])} | {cells} |")
         return "\n".join(lines)
 
 

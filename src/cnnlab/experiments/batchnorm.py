@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cnnlab.cells import percent
 from cnnlab.errors import UsageError
 from cnnlab.experiments.runner import refuse_set_fields, run_members
 from cnnlab.fileio import atomic_write_text
@@ -96,10 +97,9 @@ class BatchNormResult:
 
     def markdown(self) -> str:
         """The table in Markdown."""
-        pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
         target = self.target()
         lines = [
-            f"Validation accuracy every {self.eval_every} steps; Inception's best: {pct(target)}. "
+            f"Validation accuracy every {self.eval_every} steps; Inception's best: {percent(target)}. "
             "Test accuracy: the selected checkpoint (best validation accuracy), measured once.",
             "",
             "| net | lr | best val acc | steps to match Inception | test acc |",
@@ -112,7 +112,7 @@ class BatchNormResult:
                 else f"{r['steps_to_match_inception']:,}"
             )
             lines.append(
-                f"| {r['net']} | {r['lr']:g} | {pct(r['best_val_acc'])} | {steps} | {pct(r['test_acc'])} |"
+                f"| {r['net']} | {r['lr']:g} | {percent(r['best_val_acc'])} | {steps} | {percent(r['test_acc'])} |"
             )
         return "\n".join(lines)
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cnnlab.cells import figure, percent
 from cnnlab.errors import UsageError
 from cnnlab.experiments.runner import run_members
 from cnnlab.fileio import atomic_write_text
@@ -43,11 +44,9 @@ class Comparison:
 
     def rows(self) -> list[dict[str, Any]]:
         """One dict per model: parameters, the selected checkpoint's validation and test accuracy, mean
-        seconds per epoch, images/s."""
+        seconds per epoch, images/s (None for a run interrupted in its first epoch)."""
         rows = []
         for run in self.runs:
-            history = run.history
-            n = max(len(history), 1)
             rows.append(
                 {
                     "model": run.config.model,
@@ -57,9 +56,9 @@ class Comparison:
                     "test_acc": run.results.get("test_acc"),
                     "checkpoint": run.results.get("checkpoint"),
                     "checkpoint_epoch": run.results.get("epoch"),
-                    "seconds_per_epoch": sum(r["epoch_seconds"] for r in history) / n,
-                    "images_per_s": sum(r["train_images_per_s"] for r in history) / n,
-                    "epochs": len(history),
+                    "seconds_per_epoch": run.epoch_mean("epoch_seconds"),
+                    "images_per_s": run.epoch_mean("train_images_per_s"),
+                    "epochs": len(run.history),
                     "status": run.status,
                 }
             )
@@ -83,7 +82,7 @@ class Comparison:
 
     def seeds_markdown(self) -> str:
         """Mean ± standard deviation over seeds, one row per model."""
-        pm = lambda m, s: "-" if m is None else f"{100 * m:.2f}%" + ("" if s is None else f" ± {100 * s:.2f}")  # noqa: E731
+        pm = lambda m, s: percent(m) + ("" if m is None or s is None else f" ± {100 * s:.2f}")  # noqa: E731
         lines = ["| model | runs | val acc (mean ± std) | test acc (mean ± std) |", "|---|---|---|---|"]
         for r in self.seed_rows():
             lines.append(
@@ -102,14 +101,13 @@ class Comparison:
         """The table of every run in Markdown."""
         lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
         for r in self.rows():
-            acc = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
             checkpoint = (
                 "-" if r["checkpoint"] is None else f"{r['checkpoint']} (epoch {r['checkpoint_epoch']})"
             )
             name = r["model"] if self.seeds == 1 else f"{r['model']} (seed {r['seed']})"
             lines.append(
-                f"| {name} | {r['params']:,} | {acc(r['val_acc'])} | {acc(r['test_acc'])} | {checkpoint} "
-                f"| {r['seconds_per_epoch']:.1f} | {r['images_per_s']:.0f} |"
+                f"| {name} | {r['params']:,} | {percent(r['val_acc'])} | {percent(r['test_acc'])} | {checkpoint} "
+                f"| {figure(r['seconds_per_epoch'], '.1f')} | {figure(r['images_per_s'], '.0f')} |"
             )
         return "\n".join(lines)
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cnnlab.cells import figure, percent
 from cnnlab.errors import UsageError
 from cnnlab.experiments.runner import refuse_set_fields, run_members
 from cnnlab.fileio import atomic_write_text
@@ -79,7 +80,7 @@ class DegradationResult:
                 row["best_val_error"] = 1 - max(r["val_acc"] for r in run.history)
             # the test split is measured once, on the selected checkpoint (best validation accuracy)
             row["selected_test_error"] = None if run.test_acc is None else 1 - run.test_acc
-            row["seconds_per_epoch"] = sum(r["epoch_seconds"] for r in run.history) / len(run.history)
+            row["seconds_per_epoch"] = run.epoch_mean("epoch_seconds")
             rows.append(row)
         return rows
 
@@ -132,11 +133,11 @@ class DegradationResult:
             "|---" * (len(columns) + 3) + "|",
         ]
         for r in self.rows():
-            errors = ["-" if r[c] is None else f"{100 * r[c]:.2f}%" for c in columns]
+            errors = [percent(r[c]) for c in columns]
             lines.append(
                 f"| {r['model']} | {r['params']:,} | "
                 + " | ".join(errors)
-                + f" | {r['seconds_per_epoch']:.1f} |"
+                + f" | {figure(r['seconds_per_epoch'], '.1f')} |"
             )
         return "\n".join(lines) + f"\n\n{self.verdict()}"
 

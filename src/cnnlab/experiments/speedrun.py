@@ -21,6 +21,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from cnnlab.cells import figure, percent
 from cnnlab.experiments.compare import compare
 from cnnlab.fileio import atomic_write_text
 from cnnlab.train.config import TrainConfig
@@ -84,8 +85,7 @@ class SpeedrunResult:
 
     def markdown(self) -> str:
         """The table in Markdown: a row per seed, then the mean."""
-        pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
-        sec = lambda v: "-" if v is None else f"{v:.0f} s"  # noqa: E731
+        sec = lambda v: figure(v, ".0f", " s")  # noqa: E731
         marks = " | ".join(f"to {m:g}% val" for m in self.marks)
         lines = [
             f"| seed | epochs | wall time | val acc | test acc | {marks} |",
@@ -94,7 +94,7 @@ class SpeedrunResult:
         for r in self.rows():
             times = " | ".join(sec(t) for t in r["time_to_val_acc"].values())
             lines.append(
-                f"| {r['seed']} | {r['epochs']} | {sec(r['wall_s'])} | {pct(r['val_acc'])} | {pct(r['test_acc'])} "
+                f"| {r['seed']} | {r['epochs']} | {sec(r['wall_s'])} | {percent(r['val_acc'])} | {percent(r['test_acc'])} "
                 f"| {times} |"
             )
         s = self.summary()
@@ -102,7 +102,7 @@ class SpeedrunResult:
             spread = lambda m, d, f: "-" if m is None else f(m) + ("" if d is None else f" ± {f(d)}")  # noqa: E731
             lines.append(
                 f"| mean of {s['runs']} | | {spread(s['wall_s_mean'], s['wall_s_std'], sec)} | | "
-                f"{spread(s['test_acc_mean'], s['test_acc_std'], pct)} |" + " |" * len(self.marks)
+                f"{spread(s['test_acc_mean'], s['test_acc_std'], percent)} |" + " |" * len(self.marks)
             )
         return "\n".join(lines)
 

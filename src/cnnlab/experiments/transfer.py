@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from cnnlab.cells import percent
 from cnnlab.errors import UsageError
 from cnnlab.experiments.runner import refuse_set_fields, run_members
 from cnnlab.fileio import atomic_write_text
@@ -94,16 +95,15 @@ class TransferResult:
 
     def markdown(self) -> str:
         """The table: test accuracy on B for each n, with baseA on A for reference."""
-        shown = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
         lines = [
             f"A = classes {list(self.halves[0])}, B = classes {list(self.halves[1])}; "
-            f"baseA (on A) {shown(self.accuracy('baseA'))}, baseB (on B) {shown(self.accuracy('baseB'))}",
+            f"baseA (on A) {percent(self.accuracy('baseA'))}, baseB (on B) {percent(self.accuracy('baseB'))}",
             "",
             "| n | " + " | ".join(KINDS) + " |",
             "|---" * (len(KINDS) + 1) + "|",
         ]
         for row in self.rows():
-            lines.append(f"| {row['n']} | " + " | ".join(shown(row[k]) for k in KINDS) + " |")
+            lines.append(f"| {row['n']} | " + " | ".join(percent(row[k]) for k in KINDS) + " |")
         return "\n".join(lines)
 
 

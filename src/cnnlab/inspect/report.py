@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnlab.cells import figure, percent
 from cnnlab.errors import UsageError
 from cnnlab.fileio import atomic_write_text
 from cnnlab.train.rundir import ensure_writable_dir, output_storage_errors, read_run_json
@@ -213,10 +214,6 @@ def _figure(fig: Any, alt: str) -> str:
     return f'<div class="figure">{_img(figure_png(fig, dpi=90), alt)}</div>'
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
-
-
 def _table(heads: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[bool]) -> str:
     def cell(tag: str, text: str, num: bool) -> str:
         return f"<{tag}{' class=num' if num else ''}>{text}</{tag}>"
@@ -241,13 +238,13 @@ def _comparison_section(views: Sequence[RunView]) -> str:
         rows.append(
             [
                 f'<a href="#{v.anchor}">{html.escape(v.run_dir.name)}</a>',
-                f"<b>{_pct(v.results.get('test_acc'))}</b>",
-                _pct(v.results.get("val_acc")),
+                f"<b>{percent(v.results.get('test_acc'))}</b>",
+                percent(v.results.get("val_acc")),
                 f"{r.get('params', 0):,}",
                 str(r.get("epochs", len(v.metrics))),
                 f"{html.escape(str(v.results.get('checkpoint')))} (epoch {v.results.get('epoch')})",
-                f"{r.get('seconds_per_epoch', 0):.1f}",
-                f"{r.get('images_per_s', 0):,.0f}",
+                figure(r.get("seconds_per_epoch"), ".1f"),
+                figure(r.get("images_per_s"), ",.0f"),
                 html.escape(str(v.config.get("model"))),
             ]
         )
@@ -309,8 +306,8 @@ def _run_section(v: RunView) -> str:
     params = v.summary.totals.params
     stats = "".join(
         [
-            _stat(_pct(r.get("test_acc")), f"test accuracy ({r.get('test_images', '?')} images)"),
-            _stat(_pct(r.get("val_acc")), "validation accuracy"),
+            _stat(percent(r.get("test_acc")), f"test accuracy ({r.get('test_images', '?')} images)"),
+            _stat(percent(r.get("val_acc")), "validation accuracy"),
             _stat(f"{r.get('checkpoint')} @ {r.get('epoch')}", "selected checkpoint (epoch)"),
             _stat(f"{params:,}", "parameters"),
         ]
@@ -395,7 +392,7 @@ def render_report(views: Sequence[RunView], title: str | None = None) -> str:
     nav = ""
     if len(views) > 1:
         links = "".join(
-            f'<li><a href="#{v.anchor}">{html.escape(v.run_dir.name)}</a>: test {_pct(v.results.get("test_acc"))}</li>'
+            f'<li><a href="#{v.anchor}">{html.escape(v.run_dir.name)}</a>: test {percent(v.results.get("test_acc"))}</li>'
             for v in views
         )
         nav = f'<nav><ul><li><a href="#compare">side by side</a></li>{links}</ul></nav>'

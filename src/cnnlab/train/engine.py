@@ -242,6 +242,11 @@ class RunResult:
         """Test accuracy of the selected checkpoint (None until the run has completed)."""
         return self.results.get("test_acc")
 
+    def epoch_mean(self, key: str) -> float | None:
+        """The mean of ``key`` (``epoch_seconds``, ``train_images_per_s``) over the completed epochs; None
+        before the first (a run interrupted in it), so that tables show no figure rather than zero."""
+        return sum(r[key] for r in self.history) / len(self.history) if self.history else None
+
 
 def sized_options(model: str, options: dict[str, Any], size: tuple[int, int]) -> dict[str, Any]:
     """``options`` with ``img_size`` set to the images' ``size`` (H, W) where the model's head is sized from it
