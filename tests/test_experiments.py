@@ -563,3 +563,30 @@ def test_a_repeated_member_is_refused_in_the_experiments_own_words(tmp_path: Pat
     with pytest.raises(UsageError, match="member a appears twice"):
         run_members(tmp_path / "r", [("a", TrainConfig()), ("a", TrainConfig())], table="t.json")
     assert not any(tmp_path.iterdir())
+
+
+def test_resuming_an_experiment_with_other_members_is_refused(
+    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch
+) -> None:
+    """members.json holds the members an experiment started with: --resume with a member added or dropped is
+    one usage error that names the change, and leaves the folder as it was; the same members resume."""
+    from cnnlab.experiments.runner import MEMBERS_FILE, run_members
+
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    cfg = TrainConfig(
+        model="lecture-simple", epochs=1, batch_size=64, max_steps_per_epoch=1, data_dir=str(tiny_dataset_dir)
+    )
+    member = [("lecture-simple", cfg)]
+    run_members(tmp_path, member, table="t.json", progress=False)
+    assert json.loads((tmp_path / MEMBERS_FILE).read_text()) == {"members": ["lecture-simple"]}
+    before = _files(tmp_path / "lecture-simple")
+    added = [*member, ("lecture-residual", dataclasses.replace(cfg, model="lecture-residual"))]
+    with pytest.raises(
+        UsageError, match=r"whose members are lecture-simple, but the command adds lecture-residual;"
+    ):
+        run_members(tmp_path, added, table="t.json", resume=True, progress=False)
+    other = [("lecture-residual", dataclasses.replace(cfg, model="lecture-residual"))]
+    with pytest.raises(UsageError, match="adds lecture-residual; drops lecture-simple; resume it as it was"):
+        run_members(tmp_path, other, table="t.json", resume=True, progress=False)
+    assert _files(tmp_path / "lecture-simple") == before and not (tmp_path / "lecture-residual").exists()
+    assert run_members(tmp_path, member, table="t.json", resume=True, progress=False).status == "completed"

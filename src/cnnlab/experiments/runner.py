@@ -12,6 +12,7 @@ The rules every experiment shares:
 * every member is checked on the data (its recipe, its model for the images' shape) before the first
   trains and before anything is written or replaced: a usage error leaves the folder as it was;
 * ``resume`` where there is no experiment (no table, no member's run) is refused: a mistyped folder;
+  so is ``resume`` with other members than the experiment was started with (:data:`MEMBERS_FILE`);
 * the dataset is loaded once and shared by every member, and the process-wide CPU settings are
   applied once, for the experiment (:func:`cnnlab.train.engine.cpu_settings`: the caller's back at its end);
 * Ctrl-C stops the member after its batch and saves its checkpoint; the experiment stops there with
@@ -21,10 +22,12 @@ The rules every experiment shares:
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cnnlab.errors import UsageError, few
+from cnnlab.fileio import atomic_write_text
 from cnnlab.train import distributed
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.engine import (
@@ -51,6 +54,10 @@ from cnnlab.train.rundir import (
 
 #: Settings whose command-line flag is not the field's name with dashes (``cnnlab train``'s flags).
 FLAGS = {"init": "--weights", "init_from": "--weights-from", "model_options": "--model-option"}
+
+#: The experiment's member names in training order, written before the first member trains: ``--resume``
+#: continues those members, and a member it does not hold (a model added to the command) is refused.
+MEMBERS_FILE = "members.json"
 
 #: What to tell the user after an interrupted experiment.
 RESUME_HINT = "interrupted: checkpoint saved; continue with the same command and --resume"
@@ -121,13 +128,17 @@ def run_members(
     out = Path(out_dir)
     refuse_file_in_the_way(out)  # before the data loads: the user's mistake, found without any work
     tables = [table] if isinstance(table, str) else list(table)
-    started = any((out / t).exists() for t in tables) or any(holds_run(out / name) for name in names)
+    started = any((out / t).exists() for t in [*tables, MEMBERS_FILE]) or any(
+        holds_run(out / n) for n in names
+    )
     if started and not (overwrite or resume):
         raise UsageError(
             f"experiment folder {out} already exists; use --overwrite to replace it or --resume to continue it"
         )
     if resume and not started:  # a mistyped --out would otherwise start a fresh experiment unnoticed
         raise nothing_to_resume(out, "experiment")
+    if resume:
+        refuse_other_members(out, names)
     # an image folder, a mistyped --out: never written into (a member's folder gets the run's own check)
     others = [entry for entry in foreign_entries(out) if entry not in names]
     if not started and others:
@@ -168,6 +179,7 @@ def run_members(
             check_recipe_on_data(cfg, data, steps_per_epoch)
         if distributed.current().is_main:
             ensure_writable_dir(out)
+            atomic_write_text(out / MEMBERS_FILE, json.dumps({"members": names}, indent=2) + "\n")
         for name, cfg in members:
             run_dir = out / name
             if finished.get(name) is not None:
@@ -189,6 +201,33 @@ def run_members(
                 result.status = "interrupted"  # a stop in a member's last step ends the experiment after it
                 break
         return result
+
+
+def refuse_other_members(out: Path, names: Sequence[str]) -> None:
+    """Refuse to resume the experiment in ``out`` with members other than those it was started with (its
+    :data:`MEMBERS_FILE`; an experiment started before that file existed is not checked)."""
+    if not (out / MEMBERS_FILE).is_file():
+        return
+    started = read_run_json(
+        out / MEMBERS_FILE,
+        "delete it to resume without checking the members, or start again with --overwrite",
+    ).get("members")
+    if not isinstance(started, list) or sorted(started) == sorted(names):
+        return
+    added = [n for n in names if n not in started]
+    dropped = [n for n in started if n not in names]
+    change = "; ".join(
+        part
+        for part in (
+            f"adds {', '.join(added)}" if added else "",
+            f"drops {', '.join(dropped)}" if dropped else "",
+        )
+        if part
+    )
+    raise UsageError(
+        f"--resume continues the experiment in {out}, whose members are {', '.join(started)}, but the command "
+        f"{change}; resume it as it was started, or start the new one in another --out (or here with --overwrite)"
+    )
 
 
 def finished_run(run_dir: Path, cfg: TrainConfig) -> tuple[RunResult, tuple[int, ...]] | None:
