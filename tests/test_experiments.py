@@ -282,7 +282,7 @@ def test_transfer_trains_every_member_and_its_table_comes_from_the_runs(
 
 
 def test_batchnorm_trains_the_five_variants_and_its_table_comes_from_the_runs(
-    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, no_curves
+    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, capsys, no_curves
 ) -> None:
     monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
     out = tmp_path / "bn"
@@ -311,6 +311,18 @@ def test_batchnorm_trains_the_five_variants_and_its_table_comes_from_the_runs(
     assert (out / "batchnorm.png").stat().st_size > 1000 and "| BN-x30 | 0.3 |" in (
         out / "batchnorm.md"
     ).read_text()
+    # resumed with another --eval-every: named by that flag, not by the setting it makes
+    changed = [*argv[:5], "1", *argv[6:], "--resume"]
+    capsys.readouterr()
+    assert main(changed) == 2
+    err = capsys.readouterr().err
+    assert "asks for another: --eval-every 2 -> 1. Drop those flags" in err and err.count("\n") == 1, err
+    fewer = [*argv[:3], "2", *argv[4:], "--resume"]  # 2 steps where 4 were trained
+    assert main(fewer) == 2
+    err = capsys.readouterr().err
+    assert (
+        "has already trained 4 steps (2 evaluations, one every 2); resume it with 4 steps or more" in err
+    ), err
 
 
 def test_augmentation_trains_three_variants_and_its_table_comes_from_the_runs(

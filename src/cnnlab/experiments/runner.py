@@ -154,7 +154,10 @@ def run_members(
             for name, cfg in members:
                 if (out / name / "config.json").is_file():
                     saved = saved_config(out / name)
-                    changes = recipe_changes(saved, cfg, [f.name for f in dataclasses.fields(TrainConfig)])
+                    fields = [f.name for f in dataclasses.fields(TrainConfig)]
+                    # the steps per epoch were asked for by the experiment's flag (batchnorm's --eval-every)
+                    labels = {"max_steps_per_epoch": steps_per_epoch[1]} if steps_per_epoch else {}
+                    changes = recipe_changes(saved, cfg, fields, labels)
                     if changes:
                         raise UsageError(
                             f"--resume continues {out / name} with its saved recipe, but the experiment asks for "

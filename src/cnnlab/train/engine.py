@@ -24,7 +24,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -370,10 +370,14 @@ def saved_config(run_dir: str | Path) -> TrainConfig:
         raise CheckpointError(f"{path} is damaged ({err}); {fix}") from None
 
 
-def recipe_changes(saved: TrainConfig, requested: TrainConfig, names: Iterable[str]) -> list[str]:
-    """``name: saved -> requested`` for each of ``names`` (settings a user asked for) that --resume would ignore."""
+def recipe_changes(
+    saved: TrainConfig, requested: TrainConfig, names: Iterable[str], labels: Mapping[str, str] | None = None
+) -> list[str]:
+    """``name saved -> requested`` for each of ``names`` (settings a user asked for) that --resume would ignore;
+    ``labels`` names a setting by the flag the user set it through (max_steps_per_epoch by --eval-every)."""
+    labels = labels or {}
     return [
-        f"{name} {getattr(saved, name)!r} -> {getattr(requested, name)!r}"
+        f"{labels.get(name, name)} {getattr(saved, name)!r} -> {getattr(requested, name)!r}"
         for name in names
         if name not in RESUME_MAY_CHANGE
         and name != "model"
@@ -657,6 +661,12 @@ class Trainer:
                 "must see the run directory at the same path (shared storage) to resume"
             ) from None
         if state["epoch"] > self.cfg.epochs:
+            if self.required_steps:  # an experiment that counts steps (batchnorm's --steps, --eval-every)
+                steps = state["epoch"] * self.required_steps[0]
+                raise UsageError(
+                    f"{self.run_dir} has already trained {steps} steps ({state['epoch']} evaluations, one every "
+                    f"{self.required_steps[0]}); resume it with {steps} steps or more"
+                )
             raise UsageError(
                 f"{self.run_dir} has already trained {state['epoch']} epochs; resume it with --epochs "
                 f"{state['epoch']} or more"
