@@ -279,6 +279,26 @@ def test_a_checkpoint_without_the_preparation_record_of_an_image_folder_says_so(
         run_dataset_info("imagefolder:/x", {"classes": ["a", "b"]})
 
 
+def test_skipped_images_are_one_warning_with_their_count_and_pillow_says_nothing(tmp_path: Path) -> None:
+    """A file that is no image and a TIFF cut inside its tags (Pillow warns "Corrupt EXIF data" reading them):
+    the first load (headers read, then images decoded) gives one warning counting both, the cached load the
+    same one, and none of Pillow's own."""
+    import warnings
+
+    root = write_folder(tmp_path / "f")
+    (root / "dog" / "099.png").write_text("not an image")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "cat" / "098.tif")
+    tiff = (root / "cat" / "098.tif").read_bytes()
+    (root / "cat" / "098.tif").write_bytes(tiff[:20])
+    for _ in range(2):  # decoded, then from the cache
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            data = load_dataset(str(root), bad_images="skip", progress=False)
+        messages = [str(w.message) for w in caught]
+        assert len(messages) == 1 and messages[0].startswith("skipped 2 unreadable images"), messages
+        assert len(data.train) + len(data.test) == 8
+
+
 def test_evaluating_a_weight_file_on_a_folder_takes_the_bad_image_policy_its_error_names(
     tmp_path: Path, capsys
 ) -> None:

@@ -33,6 +33,7 @@ images, a symbolic-link loop and images of several sizes without ``image_size`` 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import errno
 import json
 import os
@@ -301,13 +302,24 @@ def image_array(image: Any, size: int | None, chans: int) -> np.ndarray:
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 
+@contextlib.contextmanager
+def pil_warnings_ignored() -> Iterator[None]:
+    """Pillow's own warnings silenced while a chunk of images is read (in a worker process, or here, one chunk
+    after another): they concern metadata cnnlab does not read ("Corrupt EXIF data" from a truncated TIFF's
+    tags); an image whose pixels cannot be read is a BadImage, reported once with the others."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+        yield
+
+
 def _probe_chunk(paths: Sequence[str], max_pixels: int) -> list[tuple[int, int, str] | str]:
     out: list[tuple[int, int, str] | str] = []
-    for p in paths:
-        try:
-            out.append(probe_image(p, max_pixels))
-        except BadImage as err:
-            out.append(str(err))
+    with pil_warnings_ignored():
+        for p in paths:
+            try:
+                out.append(probe_image(p, max_pixels))
+            except BadImage as err:
+                out.append(str(err))
     return out
 
 
@@ -322,17 +334,18 @@ def _decode_chunk(
     h, w = (size, size) if isinstance(size, int) else size  # type: ignore[misc]
     out = np.zeros((len(paths), chans, h, w), dtype=np.uint8)
     bad = []
-    for i, p in enumerate(paths):
-        try:
-            image = decode_image(p, resize, chans, max_pixels)
-            if image.shape[1:] != (h, w):
-                raise BadImage(
-                    f"{image.shape[2]}x{image.shape[1]} pixels, unlike the other images' {w}x{h}; "
-                    "pass --image-size S to resize them all"
-                )
-            out[i] = image
-        except BadImage as err:
-            bad.append((i, str(err)))
+    with pil_warnings_ignored():
+        for i, p in enumerate(paths):
+            try:
+                image = decode_image(p, resize, chans, max_pixels)
+                if image.shape[1:] != (h, w):
+                    raise BadImage(
+                        f"{image.shape[2]}x{image.shape[1]} pixels, unlike the other images' {w}x{h}; "
+                        "pass --image-size S to resize them all"
+                    )
+                out[i] = image
+            except BadImage as err:
+                bad.append((i, str(err)))
     return out, bad
 
 
@@ -411,11 +424,13 @@ def resolve_settings(
     max_pixels: int = MAX_IMAGE_PIXELS,
     workers: int | None = None,
     progress: bool = True,
+    warn: bool = True,
 ) -> tuple[DecodeSettings, list[tuple[str, str]]]:
     """The decode settings (the defaults from the images' headers where not given) and the unreadable files.
 
     Only headers are read, and only where a default needs them: the size (without ``image_size``) and the
-    channels (without ``in_chans``).
+    channels (without ``in_chans``). An unreadable header is an error under ``bad_images="error"``, else a
+    warning unless ``warn`` is False (a caller that decodes next warns once for every bad image).
     """
     if in_chans is not None and in_chans not in (1, 3):
         raise UsageError(
@@ -437,7 +452,8 @@ def resolve_settings(
                 continue
             sizes.setdefault((r[1], r[0]), path)
             grey = grey and r[2] in GREY_MODES
-        _report_bad(bad, bad_images)
+        if warn or bad_images == "error":
+            _report_bad(bad, bad_images)
     if image_size is None:
         if len(sizes) > 1:
             (s1, p1), (s2, p2) = list(sizes.items())[:2]
@@ -511,6 +527,7 @@ def decode_folder(
         max_pixels=max_pixels,
         workers=workers,
         progress=progress,
+        warn=False,
     )
     paths = scan.paths()
     workers = default_workers(len(paths)) if workers is None else workers
