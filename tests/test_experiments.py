@@ -577,28 +577,38 @@ def test_a_repeated_member_is_refused_in_the_experiments_own_words(tmp_path: Pat
     assert not any(tmp_path.iterdir())
 
 
-def test_resuming_an_experiment_with_other_members_is_refused(
+def test_resuming_an_experiment_that_leaves_out_a_member_is_refused_and_one_added_is_trained_with_a_warning(
     tmp_path: Path, tiny_dataset_dir: Path, monkeypatch
 ) -> None:
-    """members.json holds the members an experiment started with: --resume with a member added or dropped is
-    one usage error that names the change, and leaves the folder as it was; the same members resume."""
+    """members.json holds the members an experiment started with: --resume without one of them is one usage
+    error that names it and leaves the folder as it was (its table would lose that run); --resume with one
+    more (a model, a seed) trains only the new one, and says so."""
     from cnnlab.experiments.runner import MEMBERS_FILE, run_members
 
     monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
     cfg = TrainConfig(
         model="lecture-simple", epochs=1, batch_size=64, max_steps_per_epoch=1, data_dir=str(tiny_dataset_dir)
     )
-    member = [("lecture-simple", cfg)]
-    run_members(tmp_path, member, table="t.json", progress=False)
+    simple, residual = (
+        ("lecture-simple", cfg),
+        ("lecture-residual", dataclasses.replace(cfg, model="lecture-residual")),
+    )
+    run_members(tmp_path, [simple], table="t.json", progress=False)
     assert json.loads((tmp_path / MEMBERS_FILE).read_text()) == {"members": ["lecture-simple"]}
-    before = _files(tmp_path / "lecture-simple")
-    added = [*member, ("lecture-residual", dataclasses.replace(cfg, model="lecture-residual"))]
+    first = _files(tmp_path / "lecture-simple")
     with pytest.raises(
-        UsageError, match=r"whose members are lecture-simple, but the command adds lecture-residual;"
+        UsageError, match=r"whose members are lecture-simple, but the command leaves out lecture-simple;"
     ):
-        run_members(tmp_path, added, table="t.json", resume=True, progress=False)
-    other = [("lecture-residual", dataclasses.replace(cfg, model="lecture-residual"))]
-    with pytest.raises(UsageError, match="adds lecture-residual; drops lecture-simple; resume it as it was"):
-        run_members(tmp_path, other, table="t.json", resume=True, progress=False)
-    assert _files(tmp_path / "lecture-simple") == before and not (tmp_path / "lecture-residual").exists()
-    assert run_members(tmp_path, member, table="t.json", resume=True, progress=False).status == "completed"
+        run_members(tmp_path, [residual], table="t.json", resume=True, progress=False)
+    assert _files(tmp_path / "lecture-simple") == first and not (tmp_path / "lecture-residual").exists()
+    with pytest.warns(
+        UserWarning, match="adding lecture-residual to the experiment in .* which started with lecture-simple"
+    ):
+        runs = run_members(tmp_path, [simple, residual], table="t.json", resume=True, progress=False)
+    assert runs.status == "completed" and list(runs.runs) == ["lecture-simple", "lecture-residual"]
+    assert _files(tmp_path / "lecture-simple") == first  # read, not trained again
+    assert json.loads((tmp_path / MEMBERS_FILE).read_text()) == {
+        "members": ["lecture-simple", "lecture-residual"]
+    }
+    with pytest.raises(UsageError, match="leaves out lecture-residual"):
+        run_members(tmp_path, [simple], table="t.json", resume=True, progress=False)

@@ -12,7 +12,8 @@ The rules every experiment shares:
 * every member is checked on the data (its recipe, its model for the images' shape) before the first
   trains and before anything is written or replaced: a usage error leaves the folder as it was;
 * ``resume`` where there is no experiment (no table, no member's run) is refused: a mistyped folder;
-  so is ``resume`` with other members than the experiment was started with (:data:`MEMBERS_FILE`);
+  so is ``resume`` that leaves out a member the experiment started with (:data:`MEMBERS_FILE`); one that
+  adds a member trains it, with a warning;
 * the dataset is loaded once and shared by every member, and the process-wide CPU settings are
   applied once, for the experiment (:func:`cnnlab.train.engine.cpu_settings`: the caller's back at its end);
 * Ctrl-C stops the member after its batch and saves its checkpoint; the experiment stops there with
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -56,7 +58,7 @@ from cnnlab.train.rundir import (
 FLAGS = {"init": "--weights", "init_from": "--weights-from", "model_options": "--model-option"}
 
 #: The experiment's member names in training order, written before the first member trains: ``--resume``
-#: continues those members, and a member it does not hold (a model added to the command) is refused.
+#: continues those members (and trains one the command adds, saying so); leaving one out is refused.
 MEMBERS_FILE = "members.json"
 
 #: What to tell the user after an interrupted experiment.
@@ -138,7 +140,7 @@ def run_members(
     if resume and not started:  # a mistyped --out would otherwise start a fresh experiment unnoticed
         raise nothing_to_resume(out, "experiment")
     if resume:
-        refuse_other_members(out, names)
+        check_resumed_members(out, names)
     # an image folder, a mistyped --out: never written into (a member's folder gets the run's own check)
     others = [entry for entry in foreign_entries(out) if entry not in names]
     if not started and others:
@@ -206,31 +208,30 @@ def run_members(
         return result
 
 
-def refuse_other_members(out: Path, names: Sequence[str]) -> None:
-    """Refuse to resume the experiment in ``out`` with members other than those it was started with (its
-    :data:`MEMBERS_FILE`; an experiment started before that file existed is not checked)."""
+def check_resumed_members(out: Path, names: Sequence[str]) -> None:
+    """Resuming the experiment in ``out`` (its :data:`MEMBERS_FILE`; one started before that file existed is not
+    checked): a member it started with and the command leaves out is refused, since its table would lose that
+    run unnoticed; a member the command adds (another seed, another model) is trained, with a warning saying so."""
     if not (out / MEMBERS_FILE).is_file():
         return
     started = read_run_json(
         out / MEMBERS_FILE,
         "delete it to resume without checking the members, or start again with --overwrite",
     ).get("members")
-    if not isinstance(started, list) or sorted(started) == sorted(names):
+    if not isinstance(started, list):
         return
-    added = [n for n in names if n not in started]
     dropped = [n for n in started if n not in names]
-    change = "; ".join(
-        part
-        for part in (
-            f"adds {', '.join(added)}" if added else "",
-            f"drops {', '.join(dropped)}" if dropped else "",
+    if dropped:
+        raise UsageError(
+            f"--resume continues the experiment in {out}, whose members are {', '.join(started)}, but the command "
+            f"leaves out {', '.join(dropped)}; name every member it started with (a new one may be added)"
         )
-        if part
-    )
-    raise UsageError(
-        f"--resume continues the experiment in {out}, whose members are {', '.join(started)}, but the command "
-        f"{change}; resume it as it was started, or start the new one in another --out (or here with --overwrite)"
-    )
+    added = [n for n in names if n not in started]
+    if added:
+        warnings.warn(
+            f"adding {', '.join(added)} to the experiment in {out}, which started with {', '.join(started)}",
+            stacklevel=3,
+        )
 
 
 def finished_run(run_dir: Path, cfg: TrainConfig) -> tuple[RunResult, tuple[int, ...]] | None:
