@@ -300,3 +300,46 @@ def test_sigterm_on_one_rank_stops_all_with_a_checkpoint(tmp_path, tiny_dataset_
     assert "Traceback" not in err
     epochs = len(read_metrics(tmp_path / "lecture-simple" / "metrics.csv"))
     assert 1 <= epochs < 500
+
+
+@pytest.mark.parametrize(("rank0_says", "expected"), [("0", 0), ("130", 130), (None, 130)])
+def test_a_stop_the_launcher_raises_on_exits_as_rank_0_ended(monkeypatch, capsys, rank0_says, expected):
+    """Ctrl-C reaches torch's launcher and the ranks together; the launcher raises without their statuses. A run
+    past its last step (its final evaluation) completes all the same: rank 0's own status (written where
+    report_status_to_launcher is told) makes the exit 0, not 130; a stopped run, or no word, stays 130."""
+    import torch.distributed.launcher.api as launcher_api
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
+    from cnnlab.train import distributed
+
+    def fake_launch(config, entrypoint):
+        def run(*args):
+            if rank0_says is not None:  # as rank 0's entry point does at its end
+                monkeypatch.setenv("RANK", "0")
+                distributed.report_status_to_launcher(int(rank0_says))
+            raise SignalException("interrupted", signal.SIGINT)
+
+        return run
+
+    monkeypatch.setattr(launcher_api, "elastic_launch", fake_launch)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # launch sets it for its ranks: restored after
+    status_env = distributed.STATUS_FILE_ENV
+    assert distributed.launch(2, ["train", "lecture-simple"]) == expected
+    assert ("cnnlab: interrupted" in capsys.readouterr().err) == (expected == 130)
+    assert status_env not in os.environ  # the launcher's file is gone with its variable
+
+
+def test_only_rank_0_of_a_launched_job_reports_its_status(tmp_path, monkeypatch):
+    from cnnlab.train import distributed
+
+    path = tmp_path / "status"
+    monkeypatch.setenv(distributed.STATUS_FILE_ENV, str(path))
+    monkeypatch.setenv("RANK", "1")
+    distributed.report_status_to_launcher(0)
+    assert not path.exists() and distributed.launched_status(str(path)) is None
+    monkeypatch.setenv("RANK", "0")
+    distributed.report_status_to_launcher(2)
+    assert distributed.launched_status(str(path)) == 2
+    monkeypatch.delenv(distributed.STATUS_FILE_ENV)
+    distributed.report_status_to_launcher(0)  # a job torchrun started: nothing to write
+    assert distributed.launched_status(str(path)) == 2

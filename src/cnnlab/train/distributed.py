@@ -31,8 +31,10 @@ import contextlib
 import datetime
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -241,6 +243,29 @@ def setup_process(device: str = "auto", threads: int | None = None) -> DistConte
 FOLLOWER_GRACE_S = 10.0
 
 
+#: Where :func:`launch` asks rank 0 to write its exit status. torch's launcher, stopped by Ctrl-C or SIGTERM,
+#: raises without the ranks' statuses, and a rank in its final evaluation finishes its run all the same.
+STATUS_FILE_ENV = "CNNLAB_LAUNCH_STATUS_FILE"
+
+
+def report_status_to_launcher(status: int) -> None:
+    """Rank 0 of a job :func:`launch` started writes the command's exit status where the launcher reads it."""
+    path = os.environ.get(STATUS_FILE_ENV)
+    if path and os.environ.get("RANK") == "0":
+        with contextlib.suppress(OSError):  # the launcher then reports the interrupt as it is
+            with open(path, "w") as f:
+                f.write(str(status))
+
+
+def launched_status(path: str) -> int | None:
+    """The exit status rank 0 wrote to ``path`` (:func:`report_status_to_launcher`), None if it wrote none."""
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
 def leave_process_group(status: int, follows_peer: bool = False) -> None:
     """Leave the process group at the end of the command (the entry point's call), ``status`` its exit status.
 
@@ -250,6 +275,7 @@ def leave_process_group(status: int, follows_peer: bool = False) -> None:
     has written everything it writes with atomic renames before this point); one that stopped only
     because a peer failed (``follows_peer``) first gives that peer :data:`FOLLOWER_GRACE_S` seconds.
     """
+    report_status_to_launcher(status)
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return
     if status == 0:
@@ -309,7 +335,8 @@ def launch(nproc: int, argv: Sequence[str], *, shutdown_timeout: int = 30) -> in
 
     A rank that fails or dies makes the agent stop the others (SIGTERM, then SIGKILL after
     ``shutdown_timeout`` seconds); that is reported as one line naming the rank, and exit 1
-    (130 when the ranks stopped on Ctrl-C or SIGTERM).
+    (130 when the ranks stopped on Ctrl-C or SIGTERM, 0 when rank 0 says its run completed all the same:
+    a stop in the last step or the final evaluation lets the run finish).
     """
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -335,13 +362,20 @@ def launch(nproc: int, argv: Sequence[str], *, shutdown_timeout: int = 30) -> in
     # the agent's own log lines (a rank's exit code, the signals it sends) repeat what the ranks and
     # _report_failure say in one line each
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    status_dir = tempfile.mkdtemp(prefix="cnnlab-launch-")
+    status_file = os.environ[STATUS_FILE_ENV] = os.path.join(status_dir, "rank0-status")
     try:
         elastic_launch(config, sys.executable)("-u", "-m", "cnnlab", *argv)
     except ChildFailedError as err:
         return _report_failure(err)
     except SignalException:  # Ctrl-C or SIGTERM reached the agent: the ranks stop and save, as asked
+        if launched_status(status_file) == 0:  # they were past their last step: the run completed
+            return 0
         print("cnnlab: interrupted", file=sys.stderr)
         return 130
+    finally:
+        os.environ.pop(STATUS_FILE_ENV, None)
+        shutil.rmtree(status_dir, ignore_errors=True)
     return 0
 
 
