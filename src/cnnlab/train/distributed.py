@@ -360,8 +360,9 @@ def launch(nproc: int, argv: Sequence[str], *, shutdown_timeout: int = 30) -> in
     # then gives each rank its share of the cores through torch.set_num_threads).
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     # the agent's own log lines (a rank's exit code, the signals it sends) repeat what the ranks and
-    # _report_failure say in one line each
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    # _report_failure say in one line each; each of torch's elastic modules sets its own logger's level
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith("torch.distributed.elastic")]:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     status_dir = tempfile.mkdtemp(prefix="cnnlab-launch-")
     status_file = os.environ[STATUS_FILE_ENV] = os.path.join(status_dir, "rank0-status")
     try:
