@@ -95,8 +95,11 @@ def test_exit_status_rule(monkeypatch, capsys, raised: BaseException, status: in
          "(see 'cnnlab data list --help')"),
         (["train", "lecture-simple", "--epochs", "x"], "cnnlab train: error: argument --epochs: invalid int value"),
         # a prefix of a flag is a typo, not the flag (`--epoch 1` trained the default epochs' worth before)
-        (["train", "lecture-simple", "--epoch", "1"], "cnnlab train: error: unrecognized arguments: --epoch 1"),
+        (["train", "lecture-simple", "--epoch", "1"], "cnnlab train: error: unrecognized arguments: --epoch 1; "
+         "--epoch is not short for --epochs: flags are never abbreviated (see 'cnnlab train --help')"),
         (["data", "stats", "x/", "--image-s", "8"], "cnnlab data stats: error: unrecognized arguments: --image-s"),
+        (["data", "export", "fashion-mnist", "--form", "imagefolder", "xx"], "cnnlab data export: error: "
+         "unrecognized arguments: --form xx; --form is not short for --format: flags are never abbreviated"),
     ],
 )  # fmt: skip
 def test_an_option_a_command_does_not_take_is_named_by_that_command(

@@ -80,6 +80,20 @@ def one_line_warnings() -> None:
     warnings.showwarning = show
 
 
+def unrecognized(parser: argparse.ArgumentParser, unknown: Sequence[str]) -> str:
+    """argparse's ``unrecognized arguments: ...``, and for a flag that begins one of the command's own (flags
+    are never abbreviated), which one was meant: ``--form`` -> ``did you mean --format?``."""
+    flags = [flag for action in parser._actions for flag in action.option_strings if flag.startswith("--")]
+    meant = {
+        token: [flag for flag in flags if flag.startswith(token)]
+        for token in unknown
+        if token.startswith("--") and "=" not in token
+    }
+    hints = [f"{token} is not short for {' or '.join(found)}" for token, found in meant.items() if found]
+    said = f"unrecognized arguments: {' '.join(unknown)}"
+    return said if not hints else f"{said}; {'; '.join(hints)}: flags are never abbreviated"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cnnlab`` console script; returns the exit status."""
     one_line_warnings()
@@ -87,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     command_parser = vars(args).pop("command_parser", parser)
     if unknown:  # named by the command that does not take them: `cnnlab evaluate: error: ...`
-        command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        command_parser.error(unrecognized(command_parser, unknown))
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what --nproc hands on to its processes
     status, follows_peer = run_command(args)
     if "cnnlab.train.distributed" in sys.modules:  # leave the process group this entry point joined
