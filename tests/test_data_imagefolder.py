@@ -297,6 +297,12 @@ def test_skipped_images_are_one_warning_with_their_count_and_pillow_says_nothing
         messages = [str(w.message) for w in caught]
         assert len(messages) == 1 and messages[0].startswith("skipped 2 unreadable images"), messages
         assert len(data.train) + len(data.test) == 8
+    # every reader goes through decode_image (predict, show): its BadImage, and no word from Pillow
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(imf.BadImage):
+            imf.decode_image(root / "cat" / "098.tif", None, 3)
+    assert caught == []
 
 
 def test_evaluating_a_weight_file_on_a_folder_takes_the_bad_image_policy_its_error_names(

@@ -241,12 +241,22 @@ def to_eight_bit(image: Any) -> Any:
     return Image.fromarray((np.clip(array.astype(np.int64), 0, 65535) >> 8).astype(np.uint8), "L")
 
 
+@contextlib.contextmanager
+def pil_warnings_ignored() -> Iterator[None]:
+    """Pillow's own warnings silenced while an image is read: they concern metadata cnnlab does not read
+    ("Corrupt EXIF data" from a truncated TIFF's tags); an image whose pixels cannot be read is a BadImage,
+    which every reader (training, predict, show) reports in its own one line."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+        yield
+
+
 def probe_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int, int, str]:
     """(width, height, mode) from the header; BadImage if unreadable or over ``max_pixels``."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with pil_warnings_ignored(), Image.open(path) as image:
             width, height = image.size
             mode = image.mode
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
@@ -268,7 +278,7 @@ def decode_image(
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with pil_warnings_ignored(), Image.open(path) as image:
             width, height = image.size
             if width * height > max_pixels:
                 raise BadImage(
@@ -302,24 +312,13 @@ def image_array(image: Any, size: int | None, chans: int) -> np.ndarray:
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 
-@contextlib.contextmanager
-def pil_warnings_ignored() -> Iterator[None]:
-    """Pillow's own warnings silenced while a chunk of images is read (in a worker process, or here, one chunk
-    after another): they concern metadata cnnlab does not read ("Corrupt EXIF data" from a truncated TIFF's
-    tags); an image whose pixels cannot be read is a BadImage, reported once with the others."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
-        yield
-
-
 def _probe_chunk(paths: Sequence[str], max_pixels: int) -> list[tuple[int, int, str] | str]:
     out: list[tuple[int, int, str] | str] = []
-    with pil_warnings_ignored():
-        for p in paths:
-            try:
-                out.append(probe_image(p, max_pixels))
-            except BadImage as err:
-                out.append(str(err))
+    for p in paths:
+        try:
+            out.append(probe_image(p, max_pixels))
+        except BadImage as err:
+            out.append(str(err))
     return out
 
 
@@ -334,18 +333,17 @@ def _decode_chunk(
     h, w = (size, size) if isinstance(size, int) else size  # type: ignore[misc]
     out = np.zeros((len(paths), chans, h, w), dtype=np.uint8)
     bad = []
-    with pil_warnings_ignored():
-        for i, p in enumerate(paths):
-            try:
-                image = decode_image(p, resize, chans, max_pixels)
-                if image.shape[1:] != (h, w):
-                    raise BadImage(
-                        f"{image.shape[2]}x{image.shape[1]} pixels, unlike the other images' {w}x{h}; "
-                        "pass --image-size S to resize them all"
-                    )
-                out[i] = image
-            except BadImage as err:
-                bad.append((i, str(err)))
+    for i, p in enumerate(paths):
+        try:
+            image = decode_image(p, resize, chans, max_pixels)
+            if image.shape[1:] != (h, w):
+                raise BadImage(
+                    f"{image.shape[2]}x{image.shape[1]} pixels, unlike the other images' {w}x{h}; "
+                    "pass --image-size S to resize them all"
+                )
+            out[i] = image
+        except BadImage as err:
+            bad.append((i, str(err)))
     return out, bad
 
 
