@@ -51,6 +51,24 @@ def test_evaluate_names_the_selected_checkpoint_best_else_last(run: Path) -> Non
     assert "checkpoint last (epoch 2)" in evaluate_checkpoint(run, which="best").report()  # the CLI's default
 
 
+def test_a_run_stopped_in_its_first_epoch_is_evaluated_at_its_mid_epoch_checkpoint_and_says_so(
+    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch: pytest.MonkeyPatch, interrupt_after
+) -> None:
+    """No best checkpoint because no epoch ended (it has a validation split): not "no validation split"."""
+    from cnnlab.train import Trainer
+
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    monkeypatch.setattr(plots, "plot_curves", lambda *args, **kwargs: None)
+    cfg = TrainConfig(model="lecture-simple", epochs=1, batch_size=64, eval_batch_size=256, threads=1,
+                      max_steps_per_epoch=3, val_fraction=0.2, data_dir=str(tiny_dataset_dir))  # fmt: skip
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    interrupt_after(trainer, 1)
+    assert trainer.fit().status == "interrupted"
+    report = evaluate_checkpoint(tmp_path / "run").report()
+    assert "checkpoint last (epoch 0)" in report and "it stopped in its first epoch" in report
+    assert "no validation split" not in report
+
+
 def test_evaluate_on_a_comparison_folder_lists_its_runs(run: Path, capsys) -> None:
     comparison = run.parent / "cmp"
     comparison.mkdir()

@@ -17,7 +17,7 @@ from cnnlab.train.checkpoint import load_weights, read_manifest
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.engine import EvalResult, build_model_for_data, configure_cpu, evaluate, select_device
 from cnnlab.train.plots import plot_confusion
-from cnnlab.train.rundir import RunFiles, holds_run
+from cnnlab.train.rundir import RunFiles, holds_run, read_run_json
 from cnnlab.train.transfer import BATCH_NORMS
 
 
@@ -129,6 +129,13 @@ def resolve_checkpoint(path: str | Path, which: str | None = None) -> Checkpoint
                 raise UsageError(f"{path} is {kind} of runs, not a run; name one of its runs: {listed}")
             raise UsageError(f"no run in {path}: it has no checkpoints/{name}.json; name a run directory")
         choice = resolve_checkpoint(folder / f"{name}.json")
+        config = path / "config.json"
+        if note and choice.epoch == 0 and config.is_file():  # stopped before its first epoch ended
+            if read_run_json(config, "fix or delete it").get("val_fraction", 0) > 0:
+                note = (
+                    "the run has no best checkpoint yet: it stopped in its first epoch, before its first "
+                    "validation, so this is a mid-epoch checkpoint; finish the run with --resume"
+                )
         choice.note = note
         return choice
     if path.suffix == ".json":
