@@ -8,6 +8,13 @@ from cnnlab.cli.common import add_command, add_command_group, report_experiment
 from cnnlab.cli.train import add_recipe_args, config_from_args, on_rank_zero
 from cnnlab.errors import UsageError
 
+#: --resume of an experiment: it rebuilds its members from the command line, so the command must be the same
+EXPERIMENT_RESUME_HELP = (
+    "continue the experiment in --out: give the command that started it, with the same flags, plus --resume "
+    "(a recipe flag that differs from a member's saved recipe is refused); finished members are read, not "
+    "trained again, an interrupted one continues from its last checkpoint, and a member added is trained"
+)
+
 
 def _degradation(args: argparse.Namespace) -> int:
     from cnnlab.experiments.degradation import degradation, recipe_config
@@ -97,7 +104,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--seeds", type=int, default=1, help="runs with seeds --seed, --seed + 1, ... (default: 1)"
     )
     s.add_argument("--out", default="runs/speedrun", help="folder of the speedrun (default: runs/speedrun)")
-    add_recipe_args(s, defaults=recipe_config(recipe("speedrun").settings()))
+    add_recipe_args(
+        s, defaults=recipe_config(recipe("speedrun").settings()), resume_help=EXPERIMENT_RESUME_HELP
+    )
 
     experiments = add_command_group(
         subparsers,
@@ -121,7 +130,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     d.add_argument("--depths", type=int, nargs="+", default=[20, 56], help="depths 6n+2 (default: 20 56)")
     d.add_argument("--out", default="runs/degradation", help="experiment folder (default: runs/degradation)")
-    add_recipe_args(d, defaults=recipe_config(RECIPE))
+    add_recipe_args(d, defaults=recipe_config(RECIPE), resume_help=EXPERIMENT_RESUME_HELP)
 
     t = add_command(
         experiments,
@@ -144,7 +153,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     t.add_argument("--n", type=int, nargs="+", help="the n to chop at (default: every layer but the last)")
     t.add_argument("--out", default="runs/transfer", help="experiment folder (default: runs/transfer)")
-    add_recipe_args(t)
+    add_recipe_args(t, resume_help=EXPERIMENT_RESUME_HELP)
 
     from cnnlab.train.recipes import BATCHNORM as BN_RECIPE
 
@@ -178,7 +187,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default: 100)",
     )
     b.add_argument("--out", default="runs/batchnorm", help="experiment folder (default: runs/batchnorm)")
-    add_recipe_args(b, defaults=recipe_config(BN_RECIPE))
+    add_recipe_args(b, defaults=recipe_config(BN_RECIPE), resume_help=EXPERIMENT_RESUME_HELP)
 
     a = add_command(
         experiments,
@@ -195,4 +204,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument(
         "--out", default="runs/augmentation", help="experiment folder (default: runs/augmentation)"
     )
-    add_recipe_args(a)
+    add_recipe_args(a, resume_help=EXPERIMENT_RESUME_HELP)

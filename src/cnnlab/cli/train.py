@@ -214,6 +214,11 @@ def add_recipe_args(
     parser: argparse.ArgumentParser,
     defaults: TrainConfig = DEFAULTS,
     recipe_help: str = "a paper's recipe (cnnlab recipes) under the flags given; 'none': the defaults shown",
+    resume_help: str = (
+        "continue the run in its directory from its last checkpoint with its saved recipe: only --epochs, "
+        "--device and --threads may differ (a new --epochs recomputes the schedule for the new length, so "
+        "only a run continued within its original length ends as an uninterrupted one would)"
+    ),
 ) -> None:
     """The training-recipe flags shared by ``train``, ``compare`` and the experiments.
 
@@ -264,9 +269,7 @@ def add_recipe_args(
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in its directory from its last checkpoint with its saved recipe: only --epochs, "
-        "--device and --threads may differ (a new --epochs recomputes the schedule for the new length, so "
-        "only a run continued within its original length ends as an uninterrupted one would)",
+        help=resume_help,
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     # Under torchrun (or --nproc) the entry point joins the process group before the command runs.

@@ -27,7 +27,7 @@ def read_image(path: str | Path, channels: int, size: tuple[int, int]) -> np.nda
     """
     from PIL import Image
 
-    from cnnlab.data.imagefolder import BadImage, decode_image
+    from cnnlab.data.imagefolder import IMAGE_EXTENSIONS, BadImage, decode_image
 
     path = Path(path)
     if not path.is_file():
@@ -35,7 +35,10 @@ def read_image(path: str | Path, channels: int, size: tuple[int, int]) -> np.nda
     try:
         array = decode_image(path, None, channels)
     except BadImage as err:
-        raise DataError(f"cannot read {path} as an image ({err}); give a PNG or JPEG file") from None
+        kinds = ", ".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+        raise DataError(
+            f"cannot read {path} as an image ({err}); give an intact image file ({kinds})"
+        ) from None
     if array.shape[1:] != tuple(size):
         mode = "L" if channels == 1 else "RGB"
         image = Image.fromarray(array[0] if channels == 1 else array.transpose(1, 2, 0), mode)
