@@ -186,9 +186,16 @@ def test_report_holds_the_runs_figures_inline_and_its_numbers(
 def test_report_refuses_a_run_that_has_not_completed(tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.json").write_text("{}")
-    with pytest.raises(UsageError, match="has not completed"):
+    with pytest.raises(
+        UsageError, match=r"has not completed \(no results.json\): finish it with `cnnlab train"
+    ):
         write_report(tmp_path / "run", tmp_path / "r.html")
     assert main(["report", str(tmp_path / "nothing"), "-o", str(tmp_path / "r.html")]) == 2
+    (tmp_path / "members.json").write_text('{"members": ["run"]}')  # a member of an experiment
+    with pytest.raises(
+        UsageError, match=f"finish it with the command that started the experiment in {tmp_path}, plus"
+    ):
+        write_report(tmp_path / "run", tmp_path / "r.html")
 
 
 def test_show_commands_write_pngs_and_print_their_paths(tiny_run: Path, tmp_path: Path, capsys) -> None:

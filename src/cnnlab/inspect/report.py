@@ -78,11 +78,16 @@ def runs_of(paths: Sequence[str | Path]) -> list[Path]:
             found.extend(_in_training_order(path, members))
         else:
             raise UsageError(f"{path} is not a run directory (no config.json) nor a folder of runs")
+    from cnnlab.experiments.runner import MEMBERS_FILE
+
     for run in found:
         if not (run / "results.json").is_file():
-            raise UsageError(
-                f"{run} has not completed (no results.json): finish it with `cnnlab train ... --resume` first"
+            finish = (  # a member of an experiment (compare, experiment NAME) is finished by the experiment
+                f"the command that started the experiment in {run.parent}, plus --resume"
+                if (run.parent / MEMBERS_FILE).is_file()
+                else "`cnnlab train ... --resume`"
             )
+            raise UsageError(f"{run} has not completed (no results.json): finish it with {finish} first")
     if len(set(map(Path.resolve, found))) != len(found):
         raise UsageError("a run is named twice; name each run once")
     return found
