@@ -311,6 +311,13 @@ def test_batchnorm_trains_the_five_variants_and_its_table_comes_from_the_runs(
     assert (out / "batchnorm.png").stat().st_size > 1000 and "| BN-x30 | 0.3 |" in (
         out / "batchnorm.md"
     ).read_text()
+    # resumed with --resume alone: every flag left out takes the value it started with (flags.json); one given,
+    # even at its default, is taken as given
+    capsys.readouterr()
+    assert main(["experiment", "batchnorm", "--out", str(out), "--resume", "--quiet"]) == 0
+    assert "| BN-x30 | 0.3 |" in capsys.readouterr().out
+    assert main(["experiment", "batchnorm", "--out", str(out), "--resume", "--eval-every", "100"]) == 2
+    assert "--steps 4 is not a multiple of --eval-every 100" in capsys.readouterr().err  # not the saved 2
     # resumed with another --eval-every: named by that flag, not by the setting it makes
     changed = [*argv[:5], "1", *argv[6:], "--resume"]
     capsys.readouterr()

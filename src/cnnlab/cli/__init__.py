@@ -103,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:  # named by the command that does not take them: `cnnlab evaluate: error: ...`
         command_parser.error(unrecognized(command_parser, unknown))
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what --nproc hands on to its processes
+    args.command_parser = command_parser  # the flags it declares (an experiment's resume reads them)
     status, follows_peer = run_command(args)
     if "cnnlab.train.distributed" in sys.modules:  # leave the process group this entry point joined
         sys.modules["cnnlab.train.distributed"].leave_process_group(status, follows_peer)

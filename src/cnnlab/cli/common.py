@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -117,3 +118,51 @@ def report_experiment(markdown: str, files: dict[str, Path], status: str) -> int
         print(RESUME_HINT)
         return 130
     return 0
+
+
+#: The flags an experiment (``compare``, ``experiment NAME``) started with, written beside its table: its
+#: ``--resume`` takes each flag the command leaves out from there, so "the same command" may be just --resume.
+FLAGS_FILE = "flags.json"
+#: flags that say how to run this command, not what the experiment is
+UNRECORDED_FLAGS = frozenset({"help", "out", "resume", "overwrite", "quiet", "report"})
+
+
+def experiment_flags(args: argparse.Namespace) -> dict[str, object]:
+    """The values of the command's own flags (``args.command_parser``'s), but :data:`UNRECORDED_FLAGS`."""
+    actions = args.command_parser._actions  # argparse keeps a parser's arguments in this list only
+    return {
+        a.dest: getattr(args, a.dest)
+        for a in actions
+        if a.option_strings and a.dest not in UNRECORDED_FLAGS and hasattr(args, a.dest)
+    }
+
+
+def save_experiment_flags(args: argparse.Namespace, out: str | Path) -> None:
+    """Write :data:`FLAGS_FILE` in the experiment folder ``out`` (after the experiment ran, completed or not)."""
+    from cnnlab.fileio import atomic_write_text
+
+    if Path(out).is_dir():
+        atomic_write_text(
+            Path(out) / FLAGS_FILE, json.dumps({"flags": experiment_flags(args)}, indent=2) + "\n"
+        )
+
+
+def resume_with_saved_flags(args: argparse.Namespace, out: str | Path) -> None:
+    """With ``--resume``, each flag of the command not on its command line (``args.argv``) takes the value the
+    experiment in ``out`` started with (:data:`FLAGS_FILE`; an experiment without one needs the whole command again). A flag
+    given anew keeps its value, and the experiment refuses it where it changes a member's recipe."""
+    from cnnlab.train.rundir import read_run_json
+
+    path = Path(out) / FLAGS_FILE
+    if not getattr(args, "resume", False) or not path.is_file():
+        return
+    saved = read_run_json(path, "delete it and give the whole command again with --resume").get("flags", {})
+    words = getattr(args, "argv", [])
+    given = {
+        a.dest
+        for a in args.command_parser._actions  # as in experiment_flags
+        if any(w == flag or w.startswith(flag + "=") for w in words for flag in a.option_strings)
+    }
+    for dest, value in saved.items() if isinstance(saved, dict) else ():
+        if dest not in UNRECORDED_FLAGS and dest not in given and hasattr(args, dest):
+            setattr(args, dest, value)

@@ -4,27 +4,35 @@ from __future__ import annotations
 
 import argparse
 
-from cnnlab.cli.common import add_command, add_command_group, report_experiment
+from cnnlab.cli.common import (
+    add_command,
+    add_command_group,
+    report_experiment,
+    resume_with_saved_flags,
+    save_experiment_flags,
+)
 from cnnlab.cli.train import add_recipe_args, config_from_args, on_rank_zero
 from cnnlab.errors import UsageError
 
-#: --resume of an experiment: it rebuilds its members from the command line, so the command must be the same
+#: --resume of an experiment: it rebuilds its members from its flags, those it started with where left out
 EXPERIMENT_RESUME_HELP = (
-    "continue the experiment in --out: give the command that started it, with the same flags, plus --resume "
-    "(a recipe flag that differs from a member's saved recipe is refused); finished members are read, not "
-    "trained again, an interrupted one continues from its last checkpoint, and a member added is trained"
+    "continue the experiment in --out: a flag left out takes the value it started with, and one given anew "
+    "that changes a member's recipe is refused; finished members are read, not trained again, an interrupted "
+    "one continues from its last checkpoint, and a member added (a depth, a seed) is trained"
 )
 
 
 def _degradation(args: argparse.Namespace) -> int:
     from cnnlab.experiments.degradation import degradation, recipe_config
 
+    resume_with_saved_flags(args, args.out)
     cfg = config_from_args(args, "plain20-cifar", base=recipe_config())
     result = degradation(
         args.depths, cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet
     )
     if not on_rank_zero():  # data-parallel: rank 0 reports for the job
         return 0
+    save_experiment_flags(args, args.out)
     return report_experiment(
         result.markdown(), {"table": result.table, "figure": result.figure}, result.status
     )
@@ -33,11 +41,14 @@ def _degradation(args: argparse.Namespace) -> int:
 def _transfer(args: argparse.Namespace) -> int:
     from cnnlab.experiments.transfer import transfer
 
+    resume_with_saved_flags(args, args.out)
     cfg = config_from_args(args, args.model)
     result = transfer(
         cfg, args.out, split=args.split, ns=args.n, overwrite=args.overwrite, resume=args.resume,
         progress=not args.quiet,
     )  # fmt: skip
+    if on_rank_zero():  # data-parallel: rank 0 writes
+        save_experiment_flags(args, args.out)
     return report_experiment(
         result.markdown(), {"table": result.table, "figure": result.figure}, result.status
     )
@@ -46,11 +57,14 @@ def _transfer(args: argparse.Namespace) -> int:
 def _batchnorm(args: argparse.Namespace) -> int:
     from cnnlab.experiments.batchnorm import batchnorm, recipe_config
 
+    resume_with_saved_flags(args, args.out)
     cfg = config_from_args(args, args.model, base=recipe_config())
     result = batchnorm(
         cfg, args.out, steps=args.steps, eval_every=args.eval_every, overwrite=args.overwrite, resume=args.resume,
         progress=not args.quiet,
     )  # fmt: skip
+    if on_rank_zero():  # data-parallel: rank 0 writes
+        save_experiment_flags(args, args.out)
     return report_experiment(
         result.markdown(), {"table": result.table, "figure": result.figure}, result.status
     )
@@ -59,10 +73,13 @@ def _batchnorm(args: argparse.Namespace) -> int:
 def _augmentation(args: argparse.Namespace) -> int:
     from cnnlab.experiments.augmentation import augmentation
 
+    resume_with_saved_flags(args, args.out)
     cfg = config_from_args(args, args.model)
     result = augmentation(
         cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet
     )
+    if on_rank_zero():  # data-parallel: rank 0 writes
+        save_experiment_flags(args, args.out)
     return report_experiment(
         result.markdown(), {"table": result.table, "figure": result.figure}, result.status
     )
@@ -71,6 +88,7 @@ def _augmentation(args: argparse.Namespace) -> int:
 def _speedrun(args: argparse.Namespace) -> int:
     from cnnlab.experiments.speedrun import speedrun, speedrun_for
 
+    resume_with_saved_flags(args, args.out)
     run = speedrun_for(args.dataset)
     if getattr(args, "data", None) not in (None, args.dataset):
         raise UsageError(f"the speedrun's dataset is {args.dataset}; drop --data {args.data}")
@@ -79,6 +97,8 @@ def _speedrun(args: argparse.Namespace) -> int:
     result = speedrun(
         cfg, args.out, seeds=args.seeds, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet
     )
+    if on_rank_zero():  # data-parallel: rank 0 writes
+        save_experiment_flags(args, args.out)
     return report_experiment(
         result.markdown(), {"table": result.table, "figure": result.figure}, result.status
     )

@@ -14,6 +14,8 @@ from cnnlab.cli.common import (
     class_list,
     model_options,
     report_experiment,
+    resume_with_saved_flags,
+    save_experiment_flags,
 )
 from cnnlab.data.views import AUGMENTATIONS, TTA_MODES
 from cnnlab.errors import UsageError
@@ -459,6 +461,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from cnnlab.experiments.compare import compare
 
+    resume_with_saved_flags(args, args.out)
     cfg = config_from_args(args, args.models[0])
     if args.resume:  # the saved recipe, with the same refusal of changed flags as `train --resume`
         started = [m for m in args.models if (Path(args.out) / m / "config.json").is_file()]
@@ -472,6 +475,7 @@ def _compare(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if not on_rank_zero():  # data-parallel: rank 0 reports for the job
         return 0
+    save_experiment_flags(args, args.out)
     files = {"table": comparison.table_path, "plot": comparison.plot_path}
     if args.report and comparison.status == "completed":
         from cnnlab.inspect import write_report
