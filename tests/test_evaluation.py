@@ -243,7 +243,9 @@ def test_a_runs_weights_file_named_directly_is_checked_against_the_manifest_besi
     weights.write_bytes(bytes(content[:-10]) + bytes([content[-10] ^ 1]) + bytes(content[-9:]))
     (run / "confusion.png").write_bytes(b"the run's own plot")
     monkeypatch.chdir(run.parent)
+    capsys.readouterr()
     assert main(["evaluate", "lecture-simple", "--weights", str(weights)]) == 0
+    assert f"(epoch {best['epoch']})" in capsys.readouterr().out  # from the manifest beside it
     assert (run / "confusion.png").read_bytes() == b"the run's own plot"
     assert (run.parent / "confusion.png").is_file()
     weights.write_bytes(bytes(content))

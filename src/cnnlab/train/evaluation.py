@@ -344,7 +344,9 @@ def model_with_weights(
     # its plot goes beside the file, but never into a run whose checkpoint it is: evaluated on other data
     # here, it would replace the run's own confusion.png
     where = Path.cwd() if file.parent.name == "checkpoints" and holds_run(file.parent.parent) else file.parent
-    choice = CheckpointChoice(file, sha256, file.name, None, where)
+    beside = manifest_beside(file)  # a run's weights file: its manifest records the epoch
+    epoch = read_manifest(beside).get("epoch") if beside is not None else None
+    choice = CheckpointChoice(file, sha256, file.name, epoch, where)
     return SavedModel(net, cfg, header, data, dev, choice)
 
 
