@@ -617,5 +617,11 @@ def test_resuming_an_experiment_that_leaves_out_a_member_is_refused_and_one_adde
     assert json.loads((tmp_path / MEMBERS_FILE).read_text()) == {
         "members": ["lecture-simple", "lecture-residual"]
     }
+    # resumed with the members in another order: the record keeps the order they came in
+    run_members(tmp_path, [residual, simple], table="t.json", resume=True, progress=False)
+    assert json.loads((tmp_path / MEMBERS_FILE).read_text())["members"] == [
+        "lecture-simple",
+        "lecture-residual",
+    ]
     with pytest.raises(UsageError, match="leaves out lecture-residual"):
         run_members(tmp_path, [simple], table="t.json", resume=True, progress=False)

@@ -139,8 +139,8 @@ def run_members(
         )
     if resume and not started:  # a mistyped --out would otherwise start a fresh experiment unnoticed
         raise nothing_to_resume(out, "experiment")
-    if resume:
-        check_resumed_members(out, names)
+    # what members.json will say: those the experiment started with, in their order, then any the command adds
+    recorded_members = check_resumed_members(out, names) if resume else list(names)
     # an image folder, a mistyped --out: never written into (a member's folder gets the run's own check)
     others = [entry for entry in foreign_entries(out) if entry not in names]
     if not started and others:
@@ -184,7 +184,7 @@ def run_members(
             check_recipe_on_data(cfg, data, steps_per_epoch)
         if distributed.current().is_main:
             ensure_writable_dir(out)
-            atomic_write_text(out / MEMBERS_FILE, json.dumps({"members": names}, indent=2) + "\n")
+            atomic_write_text(out / MEMBERS_FILE, json.dumps({"members": recorded_members}, indent=2) + "\n")
         for name, cfg in members:
             run_dir = out / name
             if finished.get(name) is not None:
@@ -208,18 +208,19 @@ def run_members(
         return result
 
 
-def check_resumed_members(out: Path, names: Sequence[str]) -> None:
+def check_resumed_members(out: Path, names: Sequence[str]) -> list[str]:
     """Resuming the experiment in ``out`` (its :data:`MEMBERS_FILE`; one started before that file existed is not
     checked): a member it started with and the command leaves out is refused, since its table would lose that
-    run unnoticed; a member the command adds (another seed, another model) is trained, with a warning saying so."""
+    run unnoticed; a member the command adds (another seed, another model) is trained, with a warning saying so.
+    Returns the members to record: those it started with, in their order, then those added."""
     if not (out / MEMBERS_FILE).is_file():
-        return
+        return list(names)
     started = read_run_json(
         out / MEMBERS_FILE,
         "delete it to resume without checking the members, or start again with --overwrite",
     ).get("members")
     if not isinstance(started, list):
-        return
+        return list(names)
     dropped = [n for n in started if n not in names]
     if dropped:
         raise UsageError(
@@ -232,6 +233,7 @@ def check_resumed_members(out: Path, names: Sequence[str]) -> None:
             f"adding {', '.join(added)} to the experiment in {out}, which started with {', '.join(started)}",
             stacklevel=3,
         )
+    return [*started, *added]
 
 
 def finished_run(run_dir: Path, cfg: TrainConfig) -> tuple[RunResult, tuple[int, ...]] | None:
