@@ -296,6 +296,7 @@ def test_skipped_images_are_one_warning_with_their_count_and_pillow_says_nothing
             data = load_dataset(str(root), bad_images="skip", progress=False)
         messages = [str(w.message) for w in caught]
         assert len(messages) == 1 and messages[0].startswith("skipped 2 unreadable images"), messages
+        assert "cat/098.tif: not a readable image (" in messages[0]  # as the header pass words it
         assert len(data.train) + len(data.test) == 8
     # every reader goes through decode_image (predict, show): its BadImage, and no word from Pillow
     with warnings.catch_warnings(record=True) as caught:

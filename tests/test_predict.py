@@ -208,7 +208,7 @@ def test_not_an_image_and_other_bad_input_are_one_line_errors(
     bad.write_text("not a picture")
     assert main(["predict", str(padded_run), str(bad)]) == 1  # a file that is not what it claims
     err = capsys.readouterr().err
-    assert err.startswith(f"cnnlab: error: {bad} cannot be decoded as an image: corrupt or truncated image (")
+    assert err.startswith(f"cnnlab: error: {bad} cannot be decoded as an image: not a readable image (")
     assert err.count("\n") == 1
     (tmp_path / "empty").mkdir()
     assert main(["predict", str(padded_run), str(tmp_path / "empty")]) == 2

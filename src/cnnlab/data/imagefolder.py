@@ -289,7 +289,9 @@ def decode_image(
             return image_array(image, size, chans)
     except BadImage:
         raise
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+    except UnidentifiedImageError as err:  # no header Pillow knows: worded as probe_image words it
+        raise BadImage(f"not a readable image ({err})") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise BadImage(f"corrupt or truncated image ({err})") from None
 
 
