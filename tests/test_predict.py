@@ -210,6 +210,18 @@ def test_not_an_image_and_other_bad_input_are_one_line_errors(
     err = capsys.readouterr().err
     assert err.startswith(f"cnnlab: error: {bad} cannot be decoded as an image: not a readable image (")
     assert err.count("\n") == 1
+    # --bad-images skip: the readable images are predicted, the others counted in one warning
+    Image.fromarray(np.full((28, 28), 128, np.uint8)).save(tmp_path / "grey.png")
+    assert main(["predict", str(padded_run), str(tmp_path), "--bad-images", "skip"]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 1 and out.startswith(str(tmp_path / "grey.png"))
+    assert err.startswith(
+        f"cnnlab: warning: skipped 1 unreadable image (first: {bad}: not a readable image ("
+    )
+    assert err.count("\n") == 1
+    assert main(["predict", str(padded_run), str(bad), "--bad-images", "skip"]) == 1
+    assert "none of the 1 images can be decoded" in capsys.readouterr().err
+    (tmp_path / "grey.png").unlink()
     (tmp_path / "empty").mkdir()
     assert main(["predict", str(padded_run), str(tmp_path / "empty")]) == 2
     assert "holds no image files" in capsys.readouterr().err
@@ -263,7 +275,7 @@ def test_predict_a_published_file_with_its_references_options_and_normalisation(
 
     predictor = load_predictor("resnet18", tmp_path / "r18.pth", "torchvision:resnet18")
     assert predictor.card.mean == IMAGENET_MEAN and predictor.card.num_classes == 10  # the file's classes
-    (x,) = prepared_batches(decode_images([photo], predictor.card), predictor.card)
+    (x,) = prepared_batches(decode_images([photo], predictor.card)[0], predictor.card)
     with torch.no_grad():
         expected = torch.softmax(from_reference("torchvision", "resnet18", state).eval()(x), dim=1)
     (prediction,) = predict(

@@ -102,17 +102,24 @@ def image_names(images: Sequence[Any]) -> list[Path | str]:
     return [item if isinstance(item, Path) else f"image {index}" for index, item in enumerate(images)]
 
 
-def decode_images(images: Sequence[Any], card: ModelCard) -> torch.Tensor:
+def decode_images(
+    images: Sequence[Any], card: ModelCard, bad_images: str = "error"
+) -> tuple[torch.Tensor, list[int]]:
     """uint8 ``[N, C, H, W]`` at the card's image channels and size, decoded as an image folder decodes
-    its files (:func:`cnnlab.data.imagefolder.decode_image`: shorter side resized, centre crop); ``images``
-    are paths or PIL images (:func:`collect_images`). A file that is not a readable image, or an image of
-    another size for a non-square model input, is a :class:`UsageError` naming it."""
-    from cnnlab.data.imagefolder import BadImage, decode_image, image_array
+    its files (:func:`cnnlab.data.imagefolder.decode_image`: shorter side resized, centre crop), and the
+    indices in ``images`` (paths or PIL images: :func:`collect_images`) of the images it holds.
 
+    A file that is not a readable image is a :class:`DataError` naming it, or with ``bad_images="skip"`` left
+    out, with one warning counting them; an image of another size for a non-square model input is a
+    :class:`UsageError` naming it."""
+    from cnnlab.data.catalog import check_bad_images
+    from cnnlab.data.imagefolder import BadImage, decode_image, image_array, report_bad_images
+
+    check_bad_images(bad_images)
     height, width = card.image_size
     side = height if height == width else None
-    arrays = []
-    for name, item in zip(image_names(images), images):
+    arrays, kept, bad = [], [], []
+    for index, (name, item) in enumerate(zip(image_names(images), images)):
         try:
             array = (
                 decode_image(item, side, card.image_chans)
@@ -120,13 +127,20 @@ def decode_images(images: Sequence[Any], card: ModelCard) -> torch.Tensor:
                 else image_array(item, side, card.image_chans)
             )
         except BadImage as err:
-            raise DataError(f"{name} cannot be decoded as an image: {err}") from None  # a failure: exit 1
+            if bad_images == "error":  # a failure: exit 1
+                raise DataError(f"{name} cannot be decoded as an image: {err}") from None
+            bad.append((str(name), str(err)))
+            continue
         if array.shape[1:] != (height, width):
             raise UsageError(
                 f"{name} is {array.shape[2]}x{array.shape[1]}; this model takes {width}x{height} images"
             )
         arrays.append(array)
-    return torch.from_numpy(np.stack(arrays))
+        kept.append(index)
+    if not arrays:
+        raise DataError(f"none of the {len(images)} images can be decoded (first: {bad[0][0]}: {bad[0][1]})")
+    report_bad_images(bad, "skip")
+    return torch.from_numpy(np.stack(arrays)), kept
 
 
 def prepared_batches(images: torch.Tensor, card: ModelCard, batch_size: int = 64) -> Iterable[torch.Tensor]:
@@ -256,6 +270,7 @@ def predict(
     weights: str | Path | None = None,
     weights_from: str = "cnnlab",
     model_options: dict[str, Any] | None = None,
+    bad_images: str = "error",
     **card_settings: Any,
 ) -> list[Prediction]:
     """Top-``topk`` classes (softmax probabilities) of each image in ``inputs`` (files, folders, and images held
@@ -265,6 +280,8 @@ def predict(
 
     ``tta``: a test-time mode of :data:`cnnlab.data.views.TTA_MODES` (``flip``, ``10crop``, ``multiscale``
     with ``scales`` ...): the softmax posteriors of its views are averaged, as ``cnnlab evaluate --tta`` does.
+    ``bad_images="skip"``: a file that is not a readable image is left out (one warning counts them) instead
+    of stopping the prediction (:func:`decode_images`).
     """
     check_positive("topk", topk)
     images = collect_images(inputs)
@@ -292,9 +309,10 @@ def predict(
             return torch.softmax(predictor.run(x).float(), dim=1)
 
     k = min(topk, card.num_classes)
-    names = image_names(images)
+    decoded, kept = decode_images(images, card, bad_images)
+    names = [image_names(images)[i] for i in kept]
     predictions: list[Prediction] = []
-    for x in prepared_batches(decode_images(images, card), card, batch_size):
+    for x in prepared_batches(decoded, card, batch_size):
         values, indices = posteriors(x).topk(k, dim=1)
         for v, i in zip(values.tolist(), indices.tolist()):
             name = names[len(predictions)]

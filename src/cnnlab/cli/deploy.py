@@ -71,7 +71,8 @@ def _predict(args: argparse.Namespace) -> int:
     predictions = predict(
         args.model, args.images, topk=args.topk, batch_size=args.batch_size, tta=args.tta,
         scales=args.scales or (), weights=args.weights, weights_from=args.weights_from or "cnnlab",
-        model_options={**model_options(args), **({"in_chans": args.in_chans} if args.in_chans else {})}, **card,
+        model_options={**model_options(args), **({"in_chans": args.in_chans} if args.in_chans else {})},
+        bad_images=args.bad_images, **card,
     )  # fmt: skip
     print(format_predictions(predictions, args.format))
     return 0
@@ -122,6 +123,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--topk", type=_positive, default=5, help="classes shown per image (default: 5)")
     p.add_argument("--format", choices=OUTPUT_FORMATS, default="table", help="output (default: table)")
     p.add_argument("--batch-size", type=_positive, default=64, help="images per forward pass (default: 64)")
+    p.add_argument(
+        "--bad-images",
+        choices=("error", "skip"),
+        default="error",
+        help="a file that is not a readable image: stop with an error, or leave it out with one warning "
+        "(default: error)",
+    )
     p.add_argument(
         "--tta",
         choices=tuple(TTA_MODES),

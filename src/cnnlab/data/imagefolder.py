@@ -402,7 +402,9 @@ class DecodeSettings:
     image_size: int | None
 
 
-def _report_bad(bad: list[tuple[str, str]], policy: str) -> None:
+def report_bad_images(bad: Sequence[tuple[str, str]], policy: str) -> None:
+    """The one report of unreadable images ``bad`` (path, reason): a DataError naming the first under
+    ``policy`` "error", else one warning with their count."""
     if not bad:
         return
     if policy == "error":
@@ -453,7 +455,7 @@ def resolve_settings(
             sizes.setdefault((r[1], r[0]), path)
             grey = grey and r[2] in GREY_MODES
         if warn or bad_images == "error":
-            _report_bad(bad, bad_images)
+            report_bad_images(bad, bad_images)
     if image_size is None:
         if len(sizes) > 1:
             (s1, p1), (s2, p2) = list(sizes.items())[:2]
@@ -516,7 +518,7 @@ def decode_folder(
     if hit is not None:
         array, meta = hit
         bad = [tuple(b) for b in meta.get("bad", [])]
-        _report_bad(bad, bad_images)  # type: ignore[arg-type]
+        report_bad_images(bad, bad_images)  # type: ignore[arg-type]
         s = meta["settings"]
         return array, DecodeSettings(s["height"], s["width"], s["chans"], s["image_size"]), bad  # type: ignore[return-value]
     settings, bad = resolve_settings(
@@ -553,14 +555,14 @@ def decode_folder(
             out[start : start + len(decoded)] = decoded
             bad.extend((paths[start + i], reason) for i, reason in failures)
             if bad_images == "error" and bad:
-                _report_bad(bad, "error")  # before decoding the rest; the temporary file is removed
+                report_bad_images(bad, "error")  # before decoding the rest; the temporary file is removed
         out.flush()
         del out
         digest = sha256_file(tmp)
     bad.extend((p, "unreadable header") for p in known_bad if p not in {b[0] for b in bad})
     record = {"sha256": digest, "settings": settings.__dict__, "bad": bad, "root": str(scan.root.resolve())}
     atomic_write_text(image_cache_dir() / f"{key}.json", json.dumps(record))
-    _report_bad(bad, bad_images)
+    report_bad_images(bad, bad_images)
     array = np.load(npy, mmap_mode="c", allow_pickle=False)
     return array, settings, bad
 
