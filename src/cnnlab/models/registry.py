@@ -296,7 +296,8 @@ def create_model(
     kwargs = {**info.default_options, **options, "num_classes": num_classes, "in_chans": in_chans}
     if drop_rate is not None:
         kwargs["drop_rate"] = drop_rate
-    on_meta = torch.get_default_device().type == "meta"  # names and shapes only: fills are skipped
+    # built under torch.device("meta") (torch.get_default_device needs torch 2.3): names and shapes only
+    on_meta = torch.empty(()).is_meta
     try:
         with SkipFillsOnMeta() if on_meta else contextlib.nullcontext():
             model = info.builder(**kwargs)
