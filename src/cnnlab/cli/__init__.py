@@ -82,7 +82,7 @@ def one_line_warnings() -> None:
 
 def unrecognized(parser: argparse.ArgumentParser, unknown: Sequence[str]) -> str:
     """argparse's ``unrecognized arguments: ...``, and for a flag that begins one of the command's own (flags
-    are never abbreviated), which one was meant: ``--form`` -> ``did you mean --format?``."""
+    are never abbreviated), which one it is not short for: ``--form is not short for --format``."""
     flags = [flag for action in parser._actions for flag in action.option_strings if flag.startswith("--")]
     meant = {
         token: [flag for flag in flags if flag.startswith(token)]

@@ -149,8 +149,8 @@ def save_experiment_flags(args: argparse.Namespace, out: str | Path) -> None:
 
 def resume_with_saved_flags(args: argparse.Namespace, out: str | Path) -> None:
     """With ``--resume``, each flag of the command not on its command line (``args.argv``) takes the value the
-    experiment in ``out`` started with (:data:`FLAGS_FILE`; an experiment without one needs the whole command again). A flag
-    given anew keeps its value, and the experiment refuses it where it changes a member's recipe."""
+    experiment in ``out`` was given (:data:`FLAGS_FILE`; one without that file needs the whole command again).
+    A flag given anew keeps its value, and the experiment refuses it where it changes a member's recipe."""
     from cnnlab.train.rundir import read_run_json
 
     path = Path(out) / FLAGS_FILE
