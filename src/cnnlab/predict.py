@@ -310,7 +310,8 @@ def predict(
 
     k = min(topk, card.num_classes)
     decoded, kept = decode_images(images, card, bad_images)
-    names = [image_names(images)[i] for i in kept]
+    every_name = image_names(images)
+    names = [every_name[i] for i in kept]
     predictions: list[Prediction] = []
     for x in prepared_batches(decoded, card, batch_size):
         values, indices = posteriors(x).topk(k, dim=1)

@@ -16,6 +16,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+from cnnlab.cli.common import flag_actions
 from cnnlab.errors import CnnlabError
 
 # Subcommand modules, in the order `cnnlab --help` lists them.
@@ -83,7 +84,9 @@ def one_line_warnings() -> None:
 def unrecognized(parser: argparse.ArgumentParser, unknown: Sequence[str]) -> str:
     """argparse's ``unrecognized arguments: ...``, and for a flag that begins one of the command's own (flags
     are never abbreviated), which one it is not short for: ``--form is not short for --format``."""
-    flags = [flag for action in parser._actions for flag in action.option_strings if flag.startswith("--")]
+    flags = [
+        flag for action in flag_actions(parser) for flag in action.option_strings if flag.startswith("--")
+    ]
     meant = {
         token: [flag for flag in flags if flag.startswith(token)]
         for token in unknown

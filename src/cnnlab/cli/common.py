@@ -127,21 +127,27 @@ FLAGS_FILE = "flags.json"
 UNRECORDED_FLAGS = frozenset({"help", "out", "resume", "overwrite", "quiet", "report"})
 
 
+def flag_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """The parser's flags (its arguments with option strings, ``--epochs``), not its positionals."""
+    return [a for a in parser._actions if a.option_strings]  # argparse keeps its arguments in this list only
+
+
 def experiment_flags(args: argparse.Namespace) -> dict[str, object]:
     """The values of the command's own flags (``args.command_parser``'s), but :data:`UNRECORDED_FLAGS`."""
-    actions = args.command_parser._actions  # argparse keeps a parser's arguments in this list only
     return {
         a.dest: getattr(args, a.dest)
-        for a in actions
-        if a.option_strings and a.dest not in UNRECORDED_FLAGS and hasattr(args, a.dest)
+        for a in flag_actions(args.command_parser)
+        if a.dest not in UNRECORDED_FLAGS and hasattr(args, a.dest)
     }
 
 
 def save_experiment_flags(args: argparse.Namespace, out: str | Path) -> None:
-    """Write :data:`FLAGS_FILE` in the experiment folder ``out`` (after the experiment ran, completed or not)."""
+    """Write :data:`FLAGS_FILE` in the experiment folder ``out`` (after the experiment ran, completed or not);
+    in a data-parallel job rank 0 alone writes."""
+    from cnnlab.cli.train import on_rank_zero
     from cnnlab.fileio import atomic_write_text
 
-    if Path(out).is_dir():
+    if on_rank_zero() and Path(out).is_dir():
         atomic_write_text(
             Path(out) / FLAGS_FILE, json.dumps({"flags": experiment_flags(args)}, indent=2) + "\n"
         )
@@ -160,7 +166,7 @@ def resume_with_saved_flags(args: argparse.Namespace, out: str | Path) -> None:
     words = getattr(args, "argv", [])
     given = {
         a.dest
-        for a in args.command_parser._actions  # as in experiment_flags
+        for a in flag_actions(args.command_parser)
         if any(w == flag or w.startswith(flag + "=") for w in words for flag in a.option_strings)
     }
     for dest, value in saved.items() if isinstance(saved, dict) else ():

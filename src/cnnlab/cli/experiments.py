@@ -47,8 +47,7 @@ def _transfer(args: argparse.Namespace) -> int:
         cfg, args.out, split=args.split, ns=args.n, overwrite=args.overwrite, resume=args.resume,
         progress=not args.quiet,
     )  # fmt: skip
-    if on_rank_zero():  # data-parallel: rank 0 writes
-        save_experiment_flags(args, args.out)
+    save_experiment_flags(args, args.out)
     return report_experiment(
         result.markdown(), {"table": result.table, "figure": result.figure}, result.status
     )
@@ -63,8 +62,7 @@ def _batchnorm(args: argparse.Namespace) -> int:
         cfg, args.out, steps=args.steps, eval_every=args.eval_every, overwrite=args.overwrite, resume=args.resume,
         progress=not args.quiet,
     )  # fmt: skip
-    if on_rank_zero():  # data-parallel: rank 0 writes
-        save_experiment_flags(args, args.out)
+    save_experiment_flags(args, args.out)
     return report_experiment(
         result.markdown(), {"table": result.table, "figure": result.figure}, result.status
     )
@@ -78,8 +76,7 @@ def _augmentation(args: argparse.Namespace) -> int:
     result = augmentation(
         cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet
     )
-    if on_rank_zero():  # data-parallel: rank 0 writes
-        save_experiment_flags(args, args.out)
+    save_experiment_flags(args, args.out)
     return report_experiment(
         result.markdown(), {"table": result.table, "figure": result.figure}, result.status
     )
@@ -97,8 +94,7 @@ def _speedrun(args: argparse.Namespace) -> int:
     result = speedrun(
         cfg, args.out, seeds=args.seeds, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet
     )
-    if on_rank_zero():  # data-parallel: rank 0 writes
-        save_experiment_flags(args, args.out)
+    save_experiment_flags(args, args.out)
     return report_experiment(
         result.markdown(), {"table": result.table, "figure": result.figure}, result.status
     )
