@@ -323,7 +323,7 @@ def test_batchnorm_trains_the_five_variants_and_its_table_comes_from_the_runs(
     capsys.readouterr()
     assert main(changed) == 2
     err = capsys.readouterr().err
-    assert "asks for another: --eval-every 2 -> 1. Drop those flags" in err and err.count("\n") == 1, err
+    assert "asks for another: --eval-every 2 -> 1. Drop that flag," in err and err.count("\n") == 1, err
     fewer = [*argv[:3], "2", *argv[4:], "--resume"]  # 2 steps where 4 were trained
     assert main(fewer) == 2
     err = capsys.readouterr().err
@@ -604,7 +604,9 @@ def test_resuming_an_experiment_that_leaves_out_a_member_is_refused_and_one_adde
     assert json.loads((tmp_path / MEMBERS_FILE).read_text()) == {"members": ["lecture-simple"]}
     first = _files(tmp_path / "lecture-simple")
     with pytest.raises(
-        UsageError, match=r"whose members are lecture-simple, but the command leaves out lecture-simple;"
+        UsageError,
+        match=r"whose members are lecture-simple, but the command leaves out lecture-simple and has "
+        r"lecture-residual instead; name every",
     ):
         run_members(tmp_path, [residual], table="t.json", resume=True, progress=False)
     assert _files(tmp_path / "lecture-simple") == first and not (tmp_path / "lecture-residual").exists()
@@ -623,5 +625,23 @@ def test_resuming_an_experiment_that_leaves_out_a_member_is_refused_and_one_adde
         "lecture-simple",
         "lecture-residual",
     ]
-    with pytest.raises(UsageError, match="leaves out lecture-residual"):
+    with pytest.raises(UsageError, match=r"leaves out lecture-residual; name every member .*added\)$"):
         run_members(tmp_path, [simple], table="t.json", resume=True, progress=False)
+
+
+def test_compare_resume_with_fewer_seeds_names_seeds(tmp_path, tiny_dataset_dir, monkeypatch):
+    """A comparison started with --seeds 2 and resumed with --seeds 1 is refused in words that name --seeds:
+    its members are <model>-seed<S>, and one seed names the model's run without the suffix."""
+    from cnnlab.experiments.compare import compare
+
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    cfg = TrainConfig(
+        model="lecture-simple", epochs=1, batch_size=64, max_steps_per_epoch=1, data_dir=str(tiny_dataset_dir)
+    )
+    compare(["lecture-simple"], cfg, tmp_path, seeds=2, progress=False)
+    with pytest.raises(
+        UsageError,
+        match=r"leaves out lecture-simple-seed0, lecture-simple-seed1 and has lecture-simple instead; .*"
+        r"resume with the --seeds and --seed it started with",
+    ):
+        compare(["lecture-simple"], cfg, tmp_path, seeds=1, resume=True, progress=False)

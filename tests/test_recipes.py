@@ -117,6 +117,35 @@ def test_explicit_settings_override_the_recipe_and_the_config_says_which_came_fr
         config_with_recipe("alexnte", {})
 
 
+@pytest.mark.parametrize(
+    ("command", "module", "function"),
+    [
+        (["experiment", "batchnorm"], "cnnlab.experiments.batchnorm", "batchnorm"),
+        (["experiment", "degradation"], "cnnlab.experiments.degradation", "degradation"),
+    ],
+)
+def test_recipe_none_in_an_experiment_is_the_defaults_its_help_shows(
+    command: list[str], module: str, function: str, monkeypatch
+) -> None:
+    """``--recipe none`` means "the defaults shown"; an experiment shows its own recipe's values, not
+    TrainConfig's, so that is what it trains with (lr, batch size, epochs as ``--help`` lists them)."""
+    import importlib
+
+    seen: list[TrainConfig] = []
+
+    def capture(*args, **kwargs):
+        seen.append(next(a for a in args if isinstance(a, TrainConfig)))
+        raise SystemExit(0)  # the config is all this test needs: nothing trains
+
+    monkeypatch.setattr(importlib.import_module(module), function, capture)
+    for extra in ([], ["--recipe", "none"]):
+        with pytest.raises(SystemExit):
+            main([*command, *extra, "--out", "unused"])
+    shown, none = seen
+    assert none == shown and none.recipe is None
+    assert (none.lr, none.batch_size) != (TrainConfig().lr, TrainConfig().batch_size)
+
+
 def test_cli_train_uses_the_models_recipe_and_records_it(
     tmp_path: Path, tiny_dataset_dir: Path, monkeypatch
 ) -> None:

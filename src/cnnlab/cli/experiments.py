@@ -121,7 +121,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--out", default="runs/speedrun", help="folder of the speedrun (default: runs/speedrun)")
     add_recipe_args(
-        s, defaults=recipe_config(recipe("speedrun").settings()), resume_help=EXPERIMENT_RESUME_HELP
+        s,
+        defaults=recipe_config(recipe("speedrun").settings()),
+        recipe_help="a recipe (cnnlab recipes) in place of the speedrun's, under the flags given; 'none': "
+        "TrainConfig's defaults (cnnlab train's without a recipe), not the defaults shown",
+        resume_help=EXPERIMENT_RESUME_HELP,
     )
 
     experiments = add_command_group(

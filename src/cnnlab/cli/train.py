@@ -305,16 +305,19 @@ def given_settings(args: argparse.Namespace) -> dict[str, object]:
 def config_from_args(
     args: argparse.Namespace, model: str, base: TrainConfig = DEFAULTS, recipe: str | None = None
 ) -> TrainConfig:
-    """``base`` (TrainConfig's defaults), overridden by the flags actually given.
+    """``base`` (the defaults the command's ``--help`` shows: TrainConfig's, or an experiment's recipe),
+    overridden by the flags actually given.
 
     With ``--recipe NAME`` (or ``recipe``, the caller's default: ``train`` passes the model's own), the
-    named recipe replaces ``base`` and the config records which values came from it."""
-    from cnnlab.train.recipes import config_with_recipe
+    named recipe replaces ``base`` and the config records which values came from it; ``--recipe none``
+    is ``base`` itself, as the flag's help says."""
+    from cnnlab.train.recipes import NO_RECIPE, config_with_recipe
 
     name = getattr(args, "recipe_name", None) or recipe
-    if name is not None:
+    if name is not None and name != NO_RECIPE:
         return config_with_recipe(name, given_settings(args), model=model).validate()
-    return dataclasses.replace(base, model=model, **given_settings(args)).validate()
+    given = given_settings(args)
+    return dataclasses.replace(base, model=model, **given, recipe=None, recipe_fields=()).validate()
 
 
 def resumed_config(args: argparse.Namespace, model: str, run_dir: Path) -> TrainConfig:

@@ -112,13 +112,15 @@ def run_members(
     resume: bool = False,
     progress: bool = True,
     steps_per_epoch: tuple[int, str] | None = None,
+    members_hint: str = "",
 ) -> ExperimentRuns:
     """Train each ``(name, config)`` of ``members`` into ``<out_dir>/<name>/``, in order (see the module's rules).
 
     ``table`` is the file name of the experiment's own results in ``out_dir`` (or several names, for an
     experiment built on another); with one of them or any member's run there, the folder is refused
     unless ``overwrite`` or ``resume``. ``steps_per_epoch``: (N, the flag asking for it) where every epoch
-    of every member must be exactly N steps (:class:`cnnlab.train.engine.Trainer`).
+    of every member must be exactly N steps (:class:`cnnlab.train.engine.Trainer`). ``members_hint``: how the
+    experiment names its members (the flags that decide them), said when ``resume`` leaves one out.
     """
     refuse_overwrite_with_resume(overwrite, resume)
     names = [name for name, _ in members]
@@ -140,7 +142,7 @@ def run_members(
     if resume and not started:  # a mistyped --out would otherwise start a fresh experiment unnoticed
         raise nothing_to_resume(out, "experiment")
     # what members.json will say: those the experiment started with, in their order, then any the command adds
-    recorded_members = check_resumed_members(out, names) if resume else list(names)
+    recorded_members = check_resumed_members(out, names, members_hint) if resume else list(names)
     # an image folder, a mistyped --out: never written into (a member's folder gets the run's own check)
     others = [entry for entry in foreign_entries(out) if entry not in names]
     if not started and others:
@@ -161,9 +163,10 @@ def run_members(
                     labels = {"max_steps_per_epoch": steps_per_epoch[1]} if steps_per_epoch else {}
                     changes = recipe_changes(saved, cfg, fields, labels)
                     if changes:
+                        drop = "that flag" if len(changes) == 1 else "those flags"
                         raise UsageError(
                             f"--resume continues {out / name} with its saved recipe, but the experiment asks for "
-                            f"another: {'; '.join(changes)}. Drop those flags, or start again with --overwrite"
+                            f"another: {'; '.join(changes)}. Drop {drop}, or start again with --overwrite"
                         )
         finished = {name: finished_run(out / name, cfg) for name, cfg in members} if resume else {}
         to_train = [(name, cfg) for name, cfg in members if finished.get(name) is None]
@@ -208,10 +211,11 @@ def run_members(
         return result
 
 
-def check_resumed_members(out: Path, names: Sequence[str]) -> list[str]:
+def check_resumed_members(out: Path, names: Sequence[str], hint: str = "") -> list[str]:
     """Resuming the experiment in ``out`` (its :data:`MEMBERS_FILE`; one started before that file existed is not
     checked): a member it started with and the command leaves out is refused, since its table would lose that
-    run unnoticed; a member the command adds (another seed, another model) is trained, with a warning saying so.
+    run unnoticed (the refusal names the members the command has instead, and ``hint``: how the experiment
+    names them); a member the command adds (another seed, another model) is trained, with a warning saying so.
     Returns the members to record: those it started with, in their order, then those added."""
     if not (out / MEMBERS_FILE).is_file():
         return list(names)
@@ -222,12 +226,14 @@ def check_resumed_members(out: Path, names: Sequence[str]) -> list[str]:
     if not isinstance(started, list):
         return list(names)
     dropped = [n for n in started if n not in names]
+    added = [n for n in names if n not in started]
     if dropped:
+        instead = f" and has {', '.join(added)} instead" if added else ""
         raise UsageError(
             f"--resume continues the experiment in {out}, whose members are {', '.join(started)}, but the command "
-            f"leaves out {', '.join(dropped)}; name every member it started with (a new one may be added)"
+            f"leaves out {', '.join(dropped)}{instead}; name every member it started with (a new one may be "
+            f"added){'; ' + hint if hint else ''}"
         )
-    added = [n for n in names if n not in started]
     if added:
         warnings.warn(
             f"adding {', '.join(added)} to the experiment in {out}, which started with {', '.join(started)}",
