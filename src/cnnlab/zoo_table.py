@@ -1460,8 +1460,8 @@ ZOO_TABLE: dict[str, dict[str, Any]] = {
     },
     "speedrun-fmnist": {
         "family": "speedrun",
-        "params": 295_048,
-        "macs": 17_754_752,
+        "params": 292_656,
+        "macs": 15_891_968,
         "input": "1x28x28",
         "classes": 10,
         "paper": "cnnlab speedrun, after K. Jordan 2024, airbench (94% on CIFAR-10 in 3.29 s on one A100)",
