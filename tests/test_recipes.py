@@ -363,3 +363,20 @@ def test_the_fixed_batch_protocol_fails_a_model_that_does_not_learn() -> None:
     assert losses == [before] * steps and after == before and not learned(before, after)
     before, after, losses = fit_fixed_batch("nin-cifar", {}, cut_gradients)
     assert after != before and abs(after - before) < MIN_FALL * before / 100 and not learned(before, after)
+
+
+def test_resume_with_the_same_sequence_model_option_is_not_a_change(
+    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, capsys
+) -> None:
+    """``--model-option widths=8,16,16,16`` parses to a tuple and config.json saves a list: giving the same flag
+    again on ``--resume`` is the same recipe, and another value is still refused."""
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    common = ["--data-dir", str(tiny_dataset_dir), "--max-steps-per-epoch", "1", "--quiet", "--threads", "1"]
+    common += ["--out", str(tmp_path), "--train-subset", "64", "--batch-size", "32"]
+    widths = ["--model-option", "widths=8,16,16,16"]
+    assert main(["train", "speedrun-fmnist", "--epochs", "1", *widths, *common]) == 0
+    assert main(["train", "speedrun-fmnist", "--epochs", "2", *widths, *common, "--resume"]) == 0
+    capsys.readouterr()
+    other = ["--model-option", "widths=8,16,16,32"]
+    assert main(["train", "speedrun-fmnist", "--epochs", "3", *other, *common, "--resume"]) == 2
+    assert "model_options" in capsys.readouterr().err

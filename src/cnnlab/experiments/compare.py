@@ -153,7 +153,7 @@ def compare(
         resume=resume,
         progress=progress,
         members_hint="with --seeds 2 or more, each model's runs are <model>-seed<S>, one per seed from --seed, "
-        "so resume with the --seeds and --seed it started with (more seeds add runs)",
+        "so resume with the --seeds and --seed it started with (from 2 seeds up, more seeds add runs)",
     )
     runs = list(experiment.runs.values())
     split = "val" if cfg.val_fraction > 0 else "train"

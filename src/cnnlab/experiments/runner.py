@@ -214,8 +214,8 @@ def run_members(
 def check_resumed_members(out: Path, names: Sequence[str], hint: str = "") -> list[str]:
     """Resuming the experiment in ``out`` (its :data:`MEMBERS_FILE`; one started before that file existed is not
     checked): a member it started with and the command leaves out is refused, since its table would lose that
-    run unnoticed (the refusal names the members the command has instead, and ``hint``: how the experiment
-    names them); a member the command adds (another seed, another model) is trained, with a warning saying so.
+    run unnoticed (the refusal names the members the command has instead, and then ``hint``: how the
+    experiment names them); a member the command adds (another seed, another model) is trained, with a warning saying so.
     Returns the members to record: those it started with, in their order, then those added."""
     if not (out / MEMBERS_FILE).is_file():
         return list(names)
@@ -232,7 +232,7 @@ def check_resumed_members(out: Path, names: Sequence[str], hint: str = "") -> li
         raise UsageError(
             f"--resume continues the experiment in {out}, whose members are {', '.join(started)}, but the command "
             f"leaves out {', '.join(dropped)}{instead}; name every member it started with (a new one may be "
-            f"added){'; ' + hint if hint else ''}"
+            f"added){'; ' + hint if hint and added else ''}"
         )
     if added:
         warnings.warn(

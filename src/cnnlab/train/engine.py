@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import signal
 import threading
@@ -376,12 +377,12 @@ def recipe_changes(
     """``name saved -> requested`` for each of ``names`` (settings a user asked for) that --resume would ignore;
     ``labels`` names a setting by the flag the user set it through (max_steps_per_epoch by --eval-every)."""
     labels = labels or {}
+    # compared as config.json stores them: a tuple given anew (--model-option widths=16,32) equals the list saved
+    stored = json.loads(json.dumps(saved.to_dict())), json.loads(json.dumps(requested.to_dict()))
     return [
         f"{labels.get(name, name)} {getattr(saved, name)!r} -> {getattr(requested, name)!r}"
         for name in names
-        if name not in RESUME_MAY_CHANGE
-        and name != "model"
-        and getattr(saved, name) != getattr(requested, name)
+        if name not in RESUME_MAY_CHANGE and name != "model" and stored[0][name] != stored[1][name]
     ]
 
 
