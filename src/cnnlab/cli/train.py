@@ -259,7 +259,7 @@ def add_recipe_args(
         choices=("bf16", "fp16"),
         default=None,
         help="mixed precision, opt-in: bf16 autocast (the default of --amp; about 2x faster on CPUs with AMX "
-        "bf16 units and on CUDA) or fp16 autocast with gradient scaling (CUDA); weights, gradients and "
+        "bf16 units, and on CUDA for large models only) or fp16 autocast with gradient scaling (CUDA); weights, gradients and "
         "losses stay fp32 (default: off, fp32 on every machine)",
     )
     group.add_argument("--no-amp", dest="amp", action="store_const", const="fp32", help="fp32 (the default)")
