@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from cnnlab.cli import main
 from cnnlab.errors import UsageError
@@ -519,6 +520,12 @@ def test_a_bad_member_is_refused_before_any_member_trains_and_the_folder_stays_a
     assert main(argv) == 2
     assert "model 'lecture-simple' has no option 'batch_norm'" in capsys.readouterr().err
     assert not bn.exists()
+    # CUDA asked for where there is none: refused before members.json or any member's folder is written
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    gpu = tmp_path / "gpu"
+    assert main(["compare", "lecture-simple", "--out", str(gpu), *recipe, "--device", "cuda"]) == 2
+    assert "device cuda was asked for, but no CUDA GPU is available" in capsys.readouterr().err
+    assert not gpu.exists()
 
 
 def test_a_member_folder_that_is_no_run_is_refused_even_with_overwrite(
@@ -645,3 +652,27 @@ def test_compare_resume_with_fewer_seeds_names_seeds(tmp_path, tiny_dataset_dir,
         r"resume with the --seeds and --seed it started with",
     ):
         compare(["lecture-simple"], cfg, tmp_path, seeds=1, resume=True, progress=False)
+
+
+def test_compare_resumed_with_more_seeds_keeps_its_one_seed_run_and_adds_the_others(
+    tmp_path, tiny_dataset_dir, monkeypatch
+):
+    """A comparison started with one seed holds that run in <model>/: --resume with --seeds 2 continues it
+    there (read, not trained again) and trains <model>-seed1 beside it, saying so."""
+    from cnnlab.experiments.compare import compare
+
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    cfg = TrainConfig(
+        model="lecture-simple", epochs=1, batch_size=64, max_steps_per_epoch=1, data_dir=str(tiny_dataset_dir)
+    )
+    compare(["lecture-simple"], cfg, tmp_path, seeds=1, progress=False)
+    first = _files(tmp_path / "lecture-simple")
+    with pytest.warns(UserWarning, match="adding lecture-simple-seed1 to the experiment"):
+        result = compare(["lecture-simple"], cfg, tmp_path, seeds=2, resume=True, progress=False)
+    assert _files(tmp_path / "lecture-simple") == first  # read, not trained again
+    assert [r.config.seed for r in result.runs] == [0, 1]
+    assert json.loads((tmp_path / "members.json").read_text())["members"] == [
+        "lecture-simple",
+        "lecture-simple-seed1",
+    ]
+    assert (tmp_path / "lecture-simple-seed1" / "results.json").is_file()

@@ -20,7 +20,7 @@ from typing import Any
 
 from cnnlab.cells import figure, percent
 from cnnlab.errors import UsageError
-from cnnlab.experiments.runner import run_members
+from cnnlab.experiments.runner import run_members, started_members
 from cnnlab.fileio import atomic_write_text
 from cnnlab.models import model_info
 from cnnlab.train import distributed
@@ -140,8 +140,14 @@ def compare(
     if seeds == 1:
         members = [(name, dataclasses.replace(cfg, model=name)) for name in models]
     else:  # <model>-seed<S>/ for seeds cfg.seed .. cfg.seed + seeds - 1
+        # A comparison started with one seed holds that seed's run in <model>/: resuming it with more
+        # seeds continues that run there (its config says which seed it is) and adds the others.
+        single = set(started_members(out)) & set(models) if resume else set()
         members = [
-            (f"{name}-seed{cfg.seed + k}", dataclasses.replace(cfg, model=name, seed=cfg.seed + k))
+            (
+                name if name in single and k == 0 else f"{name}-seed{cfg.seed + k}",
+                dataclasses.replace(cfg, model=name, seed=cfg.seed + k),
+            )
             for name in models
             for k in range(seeds)
         ]
@@ -153,7 +159,7 @@ def compare(
         resume=resume,
         progress=progress,
         members_hint="with --seeds 2 or more, each model's runs are <model>-seed<S>, one per seed from --seed, "
-        "so resume with the --seeds and --seed it started with (from 2 seeds up, more seeds add runs)",
+        "so resume with the --seeds and --seed it started with (more seeds add runs)",
     )
     runs = list(experiment.runs.values())
     split = "val" if cfg.val_fraction > 0 else "train"

@@ -217,13 +217,8 @@ def check_resumed_members(out: Path, names: Sequence[str], hint: str = "") -> li
     run unnoticed (the refusal names the members the command has instead, and then ``hint``: how the
     experiment names them); a member the command adds (another seed, another model) is trained, with a warning saying so.
     Returns the members to record: those it started with, in their order, then those added."""
-    if not (out / MEMBERS_FILE).is_file():
-        return list(names)
-    started = read_run_json(
-        out / MEMBERS_FILE,
-        "delete it to resume without checking the members, or start again with --overwrite",
-    ).get("members")
-    if not isinstance(started, list):
+    started = started_members(out)
+    if not started:
         return list(names)
     dropped = [n for n in started if n not in names]
     added = [n for n in names if n not in started]
@@ -240,6 +235,18 @@ def check_resumed_members(out: Path, names: Sequence[str], hint: str = "") -> li
             stacklevel=3,
         )
     return [*started, *added]
+
+
+def started_members(out: Path) -> list[str]:
+    """The members the experiment in ``out`` started with, in order (its :data:`MEMBERS_FILE`); empty where
+    there is none (a new folder, or an experiment started before that file existed)."""
+    if not (out / MEMBERS_FILE).is_file():
+        return []
+    started = read_run_json(
+        out / MEMBERS_FILE,
+        "delete it to resume without checking the members, or start again with --overwrite",
+    ).get("members")
+    return [str(name) for name in started] if isinstance(started, list) else []
 
 
 def finished_run(run_dir: Path, cfg: TrainConfig) -> tuple[RunResult, tuple[int, ...]] | None:
