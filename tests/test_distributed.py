@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,7 @@ def two_rank_scenarios(rank: int, port: int, data_dir: str, out: str) -> None:
 
     plots.plot_curves = lambda *args, **kwargs: None  # as the no_curves fixture: matplotlib is slow
     distributed.setup_process("cpu", threads=1)  # what the CLI does, as the entry point
+    status = 1
     try:
         data = load_dataset("fashion-mnist", data_dir=data_dir, verify=False)
         root = Path(out)
@@ -98,8 +100,12 @@ def two_rank_scenarios(rank: int, port: int, data_dir: str, out: str) -> None:
             cut.step = StopAfter(cut, 2)
         assert cut.fit().status == "interrupted"
         Trainer(TWO, root / "cut", data=data, progress=False, resume=True).fit()
+        status = 0
+    except BaseException:
+        traceback.print_exc()  # leave_process_group ends the process before the error could propagate
+        raise
     finally:
-        distributed.leave_process_group(0)
+        distributed.leave_process_group(status)  # as the CLI's entry point ends: exits with the status
 
 
 @pytest.fixture(scope="module")
@@ -343,3 +349,30 @@ def test_only_rank_0_of_a_launched_job_reports_its_status(tmp_path, monkeypatch)
     monkeypatch.delenv(distributed.STATUS_FILE_ENV)
     distributed.report_status_to_launcher(0)  # a job torchrun started: nothing to write
     assert distributed.launched_status(str(path)) == 2
+
+
+LEAVING_RANK = """
+import atexit, os, sys, torch
+from cnnlab.train import distributed
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[1], RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
+torch.distributed.init_process_group("gloo", world_size=1, rank=0)
+tensor = torch.ones(3)
+torch.distributed.all_reduce(tensor)
+del tensor  # gloo's worker thread may still hold it: it must not be released during interpreter shutdown
+atexit.register(lambda: print("interpreter shutdown", flush=True))
+print("unflushed output", end="")
+distributed.leave_process_group(int(sys.argv[2]))
+print("returned")
+"""
+
+
+@pytest.mark.parametrize("status", [0, 1])
+def test_a_rank_leaves_its_group_without_the_interpreters_shutdown(status):
+    """A rank ends in leave_process_group: the group left, its output flushed, the process exited with the
+    status at once, never through Python's shutdown (where a gloo thread releasing a tensor aborts it)."""
+    done = subprocess.run(
+        [sys.executable, "-c", LEAVING_RANK, str(free_port()), str(status)],
+        capture_output=True, text=True, env=cli_env(), timeout=60,
+    )  # fmt: skip
+    assert done.returncode == status, done.stderr
+    assert done.stdout == "unflushed output"

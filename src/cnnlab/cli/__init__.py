@@ -98,7 +98,8 @@ def unrecognized(parser: argparse.ArgumentParser, unknown: Sequence[str]) -> str
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``cnnlab`` console script; returns the exit status."""
+    """Entry point of the ``cnnlab`` console script; returns the exit status (a rank of a data-parallel job
+    exits with it instead: :func:`cnnlab.train.distributed.leave_process_group`)."""
     one_line_warnings()
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
@@ -108,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what --nproc hands on to its processes
     args.command_parser = command_parser  # the flags it declares (an experiment's resume reads them)
     status, follows_peer = run_command(args)
-    if "cnnlab.train.distributed" in sys.modules:  # leave the process group this entry point joined
+    if "cnnlab.train.distributed" in sys.modules:  # leave the process group this entry point joined, and exit
         sys.modules["cnnlab.train.distributed"].leave_process_group(status, follows_peer)
     return status
 

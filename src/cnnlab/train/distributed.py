@@ -267,20 +267,25 @@ def launched_status(path: str) -> int | None:
 
 
 def leave_process_group(status: int, follows_peer: bool = False) -> None:
-    """Leave the process group at the end of the command (the entry point's call), ``status`` its exit status.
+    """End a rank: leave the process group and exit the process with ``status`` (the entry point's last call;
+    it returns only where this process joined no group).
 
-    After a failure the peers may already be gone, and gloo's teardown then aborts the process
-    ("terminate called without an active exception", SIGABRT), which the launcher would report as a
-    crash of this rank. A failing rank therefore exits at once with its status, output flushed (rank 0
-    has written everything it writes with atomic renames before this point); one that stopped only
-    because a peer failed (``follows_peer``) first gives that peer :data:`FOLLOWER_GRACE_S` seconds.
+    A rank never goes through the interpreter's shutdown. gloo's worker threads release the tensors of the
+    last collectives a moment after the collective returns; one that releases a tensor Python created while
+    the interpreter shuts down cannot take the GIL and aborts the process ("terminate called without an
+    active exception", SIGABRT), which the launcher reports as a crash of that rank; seen on loaded
+    machines. After a failure the peers may be gone too, and gloo's teardown aborts the same way. So a rank
+    that completed destroys the group (every rank got here after the same last collective), a failing
+    rank leaves it as it is, and each then flushes its output and logs and exits at once (``os._exit``: rank
+    0 has written every file with atomic renames before this point). One that stopped only because a
+    peer failed (``follows_peer``) first gives that peer :data:`FOLLOWER_GRACE_S` seconds to exit first.
     """
     report_status_to_launcher(status)
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return
     if status == 0:
         torch.distributed.destroy_process_group()
-        return
+    logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     if follows_peer:
