@@ -246,11 +246,13 @@ def test_resuming_an_experiment_with_another_recipe_is_refused(
 
     monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")  # generated files, not the official ones
     cfg = TrainConfig(
-        model="lecture-simple", epochs=1, batch_size=64, max_steps_per_epoch=2, data_dir=str(tiny_dataset_dir)
-    )
+        model="lecture-simple", epochs=1, batch_size=64, max_steps_per_epoch=2, data_dir=str(tiny_dataset_dir),
+        recipe="speedrun", recipe_fields=("batch_size", "lr"),
+    )  # fmt: skip
     run_members(tmp_path, [("lecture-simple", cfg)], table="t.json", progress=False)
-    changed = dataclasses.replace(cfg, lr=0.1)
-    with pytest.raises(UsageError, match="asks for another: lr 0.05 -> 0.1"):
+    # --lr given over the recipe's: named once, as the user set it (recipe_fields only records the override)
+    changed = dataclasses.replace(cfg, lr=0.1, recipe_fields=("batch_size",))
+    with pytest.raises(UsageError, match=r"asks for another: lr 0.05 -> 0.1\. Drop that flag"):
         run_members(tmp_path, [("lecture-simple", changed)], table="t.json", resume=True, progress=False)
 
 

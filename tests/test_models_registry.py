@@ -198,8 +198,15 @@ def test_a_switch_option_takes_a_bool_and_refuses_text() -> None:
     for text in ("false", "no"):
         with pytest.raises(UsageError, match="two_tower is a switch: give True or False"):
             create_model("alexnet", two_tower=text)
-    with pytest.raises(UsageError, match=re.escape("img_size takes int | tuple[int, int], not text")):
+    # said as one types it on the command line, not as Python's annotation
+    with pytest.raises(
+        UsageError, match="img_size takes a whole number or 2 comma-separated whole numbers, not text"
+    ):
         create_model("lecture-simple", img_size="32")
+    with pytest.raises(
+        UsageError, match=re.escape("widths takes comma-separated whole numbers (e.g. 16,32,64)")
+    ):
+        create_model("speedrun-fmnist", widths="abc")
 
 
 def test_switch_words_on_the_command_line_are_bools() -> None:

@@ -673,7 +673,7 @@ def test_constructing_a_trainer_leaves_the_process_settings_alone(tmp_path: Path
         (["--crop-padding", "100000"], "one training batch of"),
         (
             ["--model-option", "img_size=abc"],
-            "option img_size takes int | tuple[int, int], not text: got 'abc'",
+            "option img_size takes a whole number or 2 comma-separated whole numbers, not text: got 'abc'",
         ),
         (["--warmup-epochs", "0.5"], "warmup_epochs does not apply to the onecycle schedule"),
         (["--warmup-mode", "constant"], "warmup_mode constant shapes a warm-up, and warmup_epochs is 0"),

@@ -102,7 +102,7 @@ def _speedrun(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``speedrun`` and ``experiment degradation``, ``transfer``, ``batchnorm`` and ``augmentation``."""
-    from cnnlab.train.recipes import SPEEDRUNS, recipe, recipe_config
+    from cnnlab.train.recipes import EXPERIMENT_SETS, SPEEDRUNS, recipe, recipe_config
 
     s = add_command(
         subparsers,
@@ -173,7 +173,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     t.add_argument("--n", type=int, nargs="+", help="the n to chop at (default: every layer but the last)")
     t.add_argument("--out", default="runs/transfer", help="experiment folder (default: runs/transfer)")
-    add_recipe_args(t, resume_help=EXPERIMENT_RESUME_HELP)
+    add_recipe_args(t, resume_help=EXPERIMENT_RESUME_HELP, set_by=EXPERIMENT_SETS["transfer"])
 
     from cnnlab.train.recipes import BATCHNORM as BN_RECIPE
 
@@ -207,7 +207,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default: 100)",
     )
     b.add_argument("--out", default="runs/batchnorm", help="experiment folder (default: runs/batchnorm)")
-    add_recipe_args(b, defaults=recipe_config(BN_RECIPE), resume_help=EXPERIMENT_RESUME_HELP)
+    add_recipe_args(
+        b,
+        defaults=recipe_config(BN_RECIPE),
+        resume_help=EXPERIMENT_RESUME_HELP,
+        set_by=EXPERIMENT_SETS["batchnorm"],
+    )
 
     a = add_command(
         experiments,
@@ -224,4 +229,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument(
         "--out", default="runs/augmentation", help="experiment folder (default: runs/augmentation)"
     )
-    add_recipe_args(a, resume_help=EXPERIMENT_RESUME_HELP)
+    add_recipe_args(a, resume_help=EXPERIMENT_RESUME_HELP, set_by=EXPERIMENT_SETS["augmentation"])

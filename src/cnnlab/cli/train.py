@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from cnnlab.cli.common import (
@@ -221,12 +222,21 @@ def add_recipe_args(
         "--device and --threads may differ (a new --epochs recomputes the schedule for the new length, so "
         "only a run continued within its original length ends as an uninterrupted one would)"
     ),
+    set_by: Mapping[str, str] | None = None,
 ) -> None:
     """The training-recipe flags shared by ``train``, ``compare`` and the experiments.
 
     ``defaults`` is the record training starts from (an experiment passes its recipe), so the
-    defaults that ``--help`` shows are the ones used when no ``--recipe`` is given.
+    defaults that ``--help`` shows are the ones used when no ``--recipe`` is given. ``set_by``: the
+    settings an experiment sets itself (TrainConfig field -> how), whose flags it refuses: their help
+    says so instead of showing a default.
     """
+    set_by = set_by or {}
+
+    def described(fieldname: str, text: str) -> str:
+        how = set_by.get(fieldname)
+        return f"set by the experiment ({how}); refused here" if how else text
+
     group = parser.add_argument_group("recipe")
     group.add_argument(
         "--recipe",
@@ -240,7 +250,7 @@ def add_recipe_args(
             dest=fieldname,
             type=kind,
             default=None,
-            help=_with_default(text, getattr(defaults, fieldname)),
+            help=described(fieldname, _with_default(text, getattr(defaults, fieldname))),
         )
     for flag, fieldname, text in SWITCHES:
         value = getattr(defaults, fieldname)
@@ -249,7 +259,7 @@ def add_recipe_args(
             dest=fieldname,
             action=argparse.BooleanOptionalAction,
             default=None,
-            help=text if "(default: " in text else f"{text} (default: {_shown(value)})",
+            help=described(fieldname, text if "(default: " in text else f"{text} (default: {_shown(value)})"),
         )
     group.add_argument(
         "--amp",

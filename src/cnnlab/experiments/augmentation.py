@@ -29,6 +29,7 @@ from cnnlab.experiments.runner import refuse_set_fields, run_members
 from cnnlab.fileio import atomic_write_text
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.engine import RunResult
+from cnnlab.train.recipes import EXPERIMENT_SETS
 
 #: (name, settings) of the training-time variants (Chatfield et al. 2014 section 3.1 / slide 004).
 VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -38,11 +39,7 @@ VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 #: What the experiment sets itself, and how (refused when a config asks for another value).
-SETS = {
-    "flip": "per variant",
-    "augment": "the custom pipeline, none, whose crops and flips are the variants",
-    "eval_tta": "the test views: centre and 10 crops",
-}
+SETS = EXPERIMENT_SETS["augmentation"]
 
 #: Test-time views (Chatfield et al. 2014 section 3.1): the centre, and 10 crops.
 TEST_VIEWS = ("centre", "10crop")

@@ -27,7 +27,7 @@ from cnnlab.experiments.runner import refuse_set_fields, run_members
 from cnnlab.fileio import atomic_write_text
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.engine import RunResult
-from cnnlab.train.recipes import BATCHNORM
+from cnnlab.train.recipes import BATCHNORM, EXPERIMENT_SETS
 
 #: (name, lr multiplier, model options): Ioffe & Szegedy 2015 section 4.2.1 and figure 2.
 VARIANTS: tuple[tuple[str, float, dict[str, Any]], ...] = (
@@ -42,7 +42,7 @@ RECIPE = BATCHNORM  # the experiment's defaults (cnnlab.train.recipes)
 
 #: What the experiment sets itself from ``steps`` and ``eval_every`` (refused when a config asks for another
 #: value); ``lr`` stays the base lr that the variants multiply (section 4.2.1).
-SETS = {"epochs": "from --steps and --eval-every", "max_steps_per_epoch": "--eval-every: one evaluation each"}
+SETS = EXPERIMENT_SETS["batchnorm"]
 #: The model options that make the variants (figure 2): refused when a config sets them.
 SETS_OPTIONS = {"batch_norm": "per net", "activation": "per net"}
 

@@ -31,6 +31,7 @@ from cnnlab.models import create_model
 from cnnlab.models.layers import paper_layers
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.engine import RunResult
+from cnnlab.train.recipes import EXPERIMENT_SETS
 
 #: Named class splits (A, B), as the paper's man-made vs natural ImageNet halves (section 4.2).
 SPLITS: dict[str, dict[str, tuple[tuple[int, ...], tuple[int, ...]]]] = {
@@ -42,13 +43,7 @@ SPLITS: dict[str, dict[str, tuple[tuple[int, ...], tuple[int, ...]]]] = {
 }
 KINDS = ("BnB", "BnB+", "AnB", "AnB+")
 #: What the experiment sets itself per member (Yosinski et al. 2014 section 2): refused when a config asks for another.
-SETS = {
-    "classes": "the halves A and B of the split",
-    "init": "baseA's or baseB's weights",
-    "init_from": "its own runs",
-    "freeze": "the first n layers of BnB and AnB",
-    "reinit_above": "n",
-}
+SETS = EXPERIMENT_SETS["transfer"]
 
 
 def class_halves(

@@ -241,8 +241,27 @@ def checked_option_value(info: ModelInfo, key: str, value: Any) -> Any:
             return bool(value)
         raise UsageError(f"model {info.name!r} option {key} is a switch: give True or False, got {value!r}")
     if isinstance(value, str) and "str" not in kinds:
-        raise UsageError(f"model {info.name!r} option {key} takes {annotation}, not text: got {value!r}")
+        wanted = " or ".join(dict.fromkeys(kind_in_words(kind) for kind in sorted(kinds) if kind != "None"))
+        raise UsageError(
+            f"model {info.name!r} option {key} takes {wanted or annotation}, not text: got {value!r}"
+        )
     return value
+
+
+def kind_in_words(kind: str) -> str:
+    """An option's annotation as a user types it on the command line (``Sequence[int]`` -> comma-separated whole
+    numbers), for errors; an annotation not listed here is said as written."""
+    number = {"int": "whole number", "float": "number"}
+    if kind in number:
+        return f"a {number[kind]}"
+    any_length = re.fullmatch(r"(?:Sequence|tuple|list)\[(int|float)(?:, \.\.\.)?\]", kind)
+    if any_length:
+        return f"comma-separated {number[any_length.group(1)]}s (e.g. {'16,32,64' if any_length.group(1) == 'int' else '0.5,1.0'})"
+    items = re.fullmatch(r"tuple\[(.*)\]", kind)
+    parts = items.group(1).split(", ") if items else []
+    if len(parts) > 1 and len(set(parts)) == 1 and parts[0] in number:
+        return f"{len(parts)} comma-separated {number[parts[0]]}s"
+    return kind
 
 
 def require_registered(name: str, where: str | Path) -> None:

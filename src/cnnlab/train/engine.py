@@ -380,10 +380,13 @@ def recipe_changes(
     labels = labels or {}
     # compared as config.json stores them: a tuple given anew (--model-option widths=16,32) equals the list saved
     stored = json.loads(json.dumps(saved.to_dict())), json.loads(json.dumps(requested.to_dict()))
+    # recipe_fields only records which settings came from the recipe: a flag that changes one of them is
+    # named by its own line, and the same values reached another way train the same run
+    skipped = {*RESUME_MAY_CHANGE, "model", "recipe_fields"}
     return [
         f"{labels.get(name, name)} {getattr(saved, name)!r} -> {getattr(requested, name)!r}"
         for name in names
-        if name not in RESUME_MAY_CHANGE and name != "model" and stored[0][name] != stored[1][name]
+        if name not in skipped and stored[0][name] != stored[1][name]
     ]
 
 

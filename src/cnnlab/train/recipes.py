@@ -465,6 +465,30 @@ BATCHNORM: dict[str, Any] = {
     "batch_size": 32,
 }
 
+#: What each experiment sets itself (TrainConfig field -> how): a config that asks for another value is
+#: refused (cnnlab.experiments.runner.refuse_set_fields), and the experiment's --help says so at the flag.
+EXPERIMENT_SETS: dict[str, dict[str, str]] = {
+    # per variant (Chatfield et al. 2014 section 3.1)
+    "augmentation": {
+        "flip": "per variant",
+        "augment": "the custom pipeline, none, whose crops and flips are the variants",
+        "eval_tta": "the test views: centre and 10 crops",
+    },
+    # the epochs are steps / eval_every, each of eval_every steps; lr stays the base lr the variants multiply
+    "batchnorm": {
+        "epochs": "from --steps and --eval-every",
+        "max_steps_per_epoch": "--eval-every: one evaluation each",
+    },
+    # per member (Yosinski et al. 2014 section 2)
+    "transfer": {
+        "classes": "the halves A and B of the split",
+        "init": "baseA's or baseB's weights",
+        "init_from": "its own runs",
+        "freeze": "the first n layers of BnB and AnB",
+        "reinit_above": "n",
+    },
+}
+
 # He et al. 2016 section 4.2 (CIFAR-10): the degradation experiment's defaults. Without the recipe's
 # zero-init of the residual branches, which the paper did not use: plain and residual nets start alike.
 DEGRADATION: dict[str, Any] = {**RECIPES["resnet-cifar"].settings(), "zero_init_residual": False}
