@@ -102,7 +102,11 @@ def test_speedrun_cli_trains_each_seed_and_its_table_comes_from_the_runs(
         assert row["epochs"] == 1 and set(row["time_to_val_acc"]) == {"90", "91", "92", "93", "94"}
     mean = sum(r["test_acc"] for r in saved["rows"]) / 2
     assert saved["summary"]["test_acc_mean"] == pytest.approx(mean)
-    assert f"{100 * mean:.2f}%" in printed and "| mean of 2 |" in (out / "speedrun.md").read_text()
+    table = (out / "speedrun.md").read_text()
+    assert f"{100 * mean:.2f}%" in printed and "| mean of 2 |" in table
+    # what was trained heads the table: another precision, recipe or width reads differently
+    caption = "speedrun-fmnist on fashion-mnist: recipe speedrun, fp32, 1 epoch of batch 50\n"
+    assert table.startswith(caption) and caption in printed
     assert (out / "speedrun.png").stat().st_size > 1000
 
 
@@ -119,3 +123,14 @@ def test_a_speedrun_folder_is_not_replaced_without_overwrite(tmp_path: Path, cap
     assert main(["speedrun", "fashion-mnist", "--out", str(out), "--epochs", "1"]) == 2
     assert "already exists; use --overwrite" in capsys.readouterr().err
     assert (out / "speedrun.json").read_text() == "{}"
+
+
+def test_a_speedrun_stopped_before_its_first_epoch_says_so_instead_of_an_empty_table(tmp_path: Path) -> None:
+    from cnnlab.experiments.speedrun import SpeedrunResult
+
+    cfg = TrainConfig(model="speedrun-fmnist", amp="bf16", model_options={"widths": (8, 16, 32, 64)})
+    result = SpeedrunResult([], (93.0,), tmp_path / "t.md", tmp_path / "f.png", "interrupted", config=cfg)
+    assert result.markdown() == (
+        "speedrun-fmnist on fashion-mnist: recipe none, bf16, 10 epochs of batch 128, model options "
+        "widths=8,16,32,64\n\nNo epoch of any seed has finished yet: nothing to tabulate."
+    )

@@ -54,6 +54,8 @@ class SpeedrunResult:
     table: Path
     figure: Path
     status: str = "completed"
+    #: the seeds' shared recipe (their seed aside), said above the table
+    config: TrainConfig | None = None
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per seed: epochs, wall time, the selected checkpoint's validation and test accuracy,
@@ -83,8 +85,26 @@ class SpeedrunResult:
             summary[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
         return summary
 
+    def caption(self) -> str:
+        """What was trained: the net, data, recipe, precision, schedule length and model options, so that two
+        tables of other settings never look alike."""
+        cfg = self.config
+        if cfg is None:
+            return ""
+        options = ", ".join(
+            f"{k}={','.join(map(str, v)) if isinstance(v, list | tuple) else v}"
+            for k, v in cfg.model_options.items()
+        )
+        return (
+            f"{cfg.model} on {cfg.data}: recipe {cfg.recipe or 'none'}, {cfg.amp}, {cfg.epochs} epoch{'s' * (cfg.epochs != 1)} of batch "
+            f"{cfg.batch_size}" + (f", model options {options}" if options else "")
+        )
+
     def markdown(self) -> str:
-        """The table in Markdown: a row per seed, then the mean."""
+        """The table in Markdown under its caption: a row per seed, then the mean."""
+        caption = self.caption() + "\n\n" if self.config is not None else ""
+        if not self.runs:
+            return caption + "No epoch of any seed has finished yet: nothing to tabulate."
         sec = lambda v: figure(v, ".0f", " s")  # noqa: E731
         marks = " | ".join(f"to {m:g}% val" for m in self.marks)
         lines = [
@@ -104,7 +124,7 @@ class SpeedrunResult:
                 f"| mean of {s['runs']} | | {spread(s['wall_s_mean'], s['wall_s_std'], sec)} | | "
                 f"{spread(s['test_acc_mean'], s['test_acc_std'], percent)} |" + " |" * len(self.marks)
             )
-        return "\n".join(lines)
+        return caption + "\n".join(lines)
 
 
 def speedrun(
@@ -129,7 +149,9 @@ def speedrun(
         tables=["speedrun.json"],
     )  # fmt: skip
     runs = [run for run in comparison.runs if run.history]
-    result = SpeedrunResult(runs, tuple(marks), out / "speedrun.md", out / "speedrun.png", comparison.status)
+    result = SpeedrunResult(
+        runs, tuple(marks), out / "speedrun.md", out / "speedrun.png", comparison.status, config=cfg
+    )
     from cnnlab.train.plots import plot_time_to_accuracy
 
     plot_time_to_accuracy(
