@@ -218,14 +218,16 @@ def test_nproc_refuses_before_any_process_starts_what_its_ranks_would_refuse(
     from cnnlab.train import distributed
 
     monkeypatch.setattr(distributed, "launch", lambda *a: pytest.fail("launched"))
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     common = ["--data-dir", str(tiny_dataset_dir), "--out", str(tmp_path), "--epochs", "1"]
-    for extra, said in [
-        (["--nproc", "3"], "the batch size 128 is the global batch, shared equally by 3 processes"),
-        (["--nproc", "2", "--cpu-shards", "2"], distributed.SHARDS_WITH_RANKS),
-        (["--nproc", "4"], "--nproc 4 is more processes than this machine's 2 cores"),
+    for cores, extra, said in [
+        (4, ["--nproc", "3"], "the batch size 128 is the global batch, shared equally by 3 processes"),
+        (2, ["--nproc", "2", "--cpu-shards", "2"], distributed.SHARDS_WITH_RANKS),
+        (2, ["--nproc", "4"], "--nproc 4 is more processes than this machine's 2 cores"),
+        # the cores first: a batch fitted to 3 processes would only meet that refusal next
+        (2, ["--nproc", "3"], "--nproc 3 is more processes than this machine's 2 cores"),
     ]:
+        monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
         assert main(["train", "lecture-simple", *common, *extra]) == 2, extra
         err = capsys.readouterr().err
         assert said in err and err.count("\n") == 1, err

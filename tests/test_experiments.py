@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -408,6 +409,19 @@ SET_BY_THE_EXPERIMENT = [
         ["degradation", "--depths", "8", "--epochs", "1", "--model-option", "plain=false"],
         "the degradation experiment sets the model option plain itself",
     ),
+    # given with the value the experiment would use: refused all the same (it would mean nothing)
+    (
+        ["augmentation", "--epochs", "1", "--no-flip"],
+        "the augmentation experiment sets flip itself (per variant); drop --no-flip",
+    ),
+    (
+        ["augmentation", "--epochs", "1", "--eval-tta=center"],
+        "sets eval_tta itself (the test views: centre and 10 crops); drop --eval-tta",
+    ),
+    (
+        ["batchnorm", "--steps", "2", "--eval-every", "2", "--epochs", "1"],
+        "sets epochs itself (from --steps and --eval-every); drop --epochs",
+    ),
 ]
 
 
@@ -619,6 +633,12 @@ def test_resuming_an_experiment_that_leaves_out_a_member_is_refused_and_one_adde
     ):
         run_members(tmp_path, [residual], table="t.json", resume=True, progress=False)
     assert _files(tmp_path / "lecture-simple") == first and not (tmp_path / "lecture-residual").exists()
+    # one that adds a member but is refused (another recipe) says nothing of adding it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UsageError, match="asks for another: lr 0.05 -> 0.1"):
+            changed = [(name, dataclasses.replace(c, lr=0.1)) for name, c in (simple, residual)]
+            run_members(tmp_path, changed, table="t.json", resume=True, progress=False)
     with pytest.warns(
         UserWarning, match="adding lecture-residual to the experiment in .* which started with lecture-simple"
     ):
@@ -636,6 +656,13 @@ def test_resuming_an_experiment_that_leaves_out_a_member_is_refused_and_one_adde
     ]
     with pytest.raises(UsageError, match=r"leaves out lecture-residual; name every member .*added\)$"):
         run_members(tmp_path, [simple], table="t.json", resume=True, progress=False)
+    # a resume that trains nothing still refuses a device this machine lacks, before it writes anything
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    before = _tree(tmp_path)
+    on_gpu = [(name, dataclasses.replace(c, device="cuda")) for name, c in (simple, residual)]
+    with pytest.raises(UsageError, match="device cuda was asked for, but no CUDA GPU is available"):
+        run_members(tmp_path, on_gpu, table="t.json", resume=True, progress=False)
+    assert _tree(tmp_path) == before
 
 
 def test_compare_resume_with_fewer_seeds_names_seeds(tmp_path, tiny_dataset_dir, monkeypatch):

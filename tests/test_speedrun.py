@@ -105,7 +105,7 @@ def test_speedrun_cli_trains_each_seed_and_its_table_comes_from_the_runs(
     table = (out / "speedrun.md").read_text()
     assert f"{100 * mean:.2f}%" in printed and "| mean of 2 |" in table
     # what was trained heads the table: another precision, recipe or width reads differently
-    caption = "speedrun-fmnist on fashion-mnist: recipe speedrun, fp32, 1 epoch of batch 50\n"
+    caption = "speedrun-fmnist on fashion-mnist: recipe speedrun, fp32, 1 epoch of batch 50, at most 3 steps per epoch\n"
     assert table.startswith(caption) and caption in printed
     assert (out / "speedrun.png").stat().st_size > 1000
 

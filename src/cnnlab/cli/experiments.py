@@ -102,7 +102,7 @@ def _speedrun(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``speedrun`` and ``experiment degradation``, ``transfer``, ``batchnorm`` and ``augmentation``."""
-    from cnnlab.train.recipes import EXPERIMENT_SETS, SPEEDRUNS, recipe, recipe_config
+    from cnnlab.train.recipes import SPEEDRUNS, recipe, recipe_config
 
     s = add_command(
         subparsers,
@@ -173,7 +173,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     t.add_argument("--n", type=int, nargs="+", help="the n to chop at (default: every layer but the last)")
     t.add_argument("--out", default="runs/transfer", help="experiment folder (default: runs/transfer)")
-    add_recipe_args(t, resume_help=EXPERIMENT_RESUME_HELP, set_by=EXPERIMENT_SETS["transfer"])
+    add_recipe_args(t, resume_help=EXPERIMENT_RESUME_HELP, experiment="transfer")
 
     from cnnlab.train.recipes import BATCHNORM as BN_RECIPE
 
@@ -211,7 +211,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         b,
         defaults=recipe_config(BN_RECIPE),
         resume_help=EXPERIMENT_RESUME_HELP,
-        set_by=EXPERIMENT_SETS["batchnorm"],
+        experiment="batchnorm",
     )
 
     a = add_command(
@@ -229,4 +229,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument(
         "--out", default="runs/augmentation", help="experiment folder (default: runs/augmentation)"
     )
-    add_recipe_args(a, resume_help=EXPERIMENT_RESUME_HELP, set_by=EXPERIMENT_SETS["augmentation"])
+    add_recipe_args(a, resume_help=EXPERIMENT_RESUME_HELP, experiment="augmentation")

@@ -13,6 +13,7 @@ from cnnlab.cli.common import (
     add_model_option_arg,
     add_weights_from_arg,
     class_list,
+    flag_actions,
     model_options,
     report_experiment,
     resume_with_saved_flags,
@@ -222,16 +223,21 @@ def add_recipe_args(
         "--device and --threads may differ (a new --epochs recomputes the schedule for the new length, so "
         "only a run continued within its original length ends as an uninterrupted one would)"
     ),
-    set_by: Mapping[str, str] | None = None,
+    experiment: str | None = None,
 ) -> None:
     """The training-recipe flags shared by ``train``, ``compare`` and the experiments.
 
     ``defaults`` is the record training starts from (an experiment passes its recipe), so the
-    defaults that ``--help`` shows are the ones used when no ``--recipe`` is given. ``set_by``: the
-    settings an experiment sets itself (TrainConfig field -> how), whose flags it refuses: their help
-    says so instead of showing a default.
+    defaults that ``--help`` shows are the ones used when no ``--recipe`` is given. ``experiment``: the
+    experiment whose command this is; the flags of the settings it sets itself
+    (:data:`cnnlab.train.recipes.EXPERIMENT_SETS`) are refused when given (:func:`config_from_args`),
+    and their help says so instead of showing a default.
     """
-    set_by = set_by or {}
+    from cnnlab.train.recipes import EXPERIMENT_SETS
+
+    set_by: Mapping[str, str] = EXPERIMENT_SETS[experiment] if experiment else {}
+    if set_by:
+        parser.set_defaults(set_by_experiment=experiment)
 
     def described(fieldname: str, text: str) -> str:
         how = set_by.get(fieldname)
@@ -323,11 +329,33 @@ def config_from_args(
     is ``base`` itself, as the flag's help says."""
     from cnnlab.train.recipes import NO_RECIPE, config_with_recipe
 
+    refuse_flags_the_experiment_sets(args)
     name = getattr(args, "recipe_name", None) or recipe
     if name is not None and name != NO_RECIPE:
         return config_with_recipe(name, given_settings(args), model=model).validate()
     given = given_settings(args)
     return dataclasses.replace(base, model=model, **given, recipe=None, recipe_fields=()).validate()
+
+
+def refuse_flags_the_experiment_sets(args: argparse.Namespace) -> None:
+    """An experiment's command refuses a flag of a setting the experiment sets itself whenever it is given,
+    also with the value the experiment would use: it would be recorded as the user's and mean nothing."""
+    experiment = getattr(args, "set_by_experiment", None)
+    if not experiment:
+        return
+    from cnnlab.train.recipes import EXPERIMENT_SETS
+
+    for fieldname, how in EXPERIMENT_SETS[experiment].items():
+        if getattr(args, fieldname, None) is None:
+            continue
+        strings = next(
+            (a.option_strings for a in flag_actions(args.command_parser) if a.dest == fieldname),
+            ["--" + fieldname.replace("_", "-")],
+        )
+        typed = [s for s in strings for w in getattr(args, "argv", []) if w == s or w.startswith(s + "=")]
+        raise UsageError(
+            f"the {experiment} experiment sets {fieldname} itself ({how}); drop {(typed or strings)[0]}"
+        )
 
 
 def resumed_config(args: argparse.Namespace, model: str, run_dir: Path) -> TrainConfig:

@@ -40,6 +40,7 @@ from cnnlab.train.engine import (
     ensure_writable_dir,
     recipe_changes,
     saved_config,
+    select_device,
 )
 from cnnlab.train.rundata import load_config_data
 from cnnlab.train.rundir import (
@@ -131,6 +132,8 @@ def run_members(
         raise UsageError(f"member {twice} appears twice in the experiment; each member needs its own folder")
     out = Path(out_dir)
     refuse_file_in_the_way(out)  # before the data loads: the user's mistake, found without any work
+    for _, cfg in members:  # every member's, a finished one's too: a resume that trains nothing writes tables
+        select_device(cfg.device)
     tables = [table] if isinstance(table, str) else list(table)
     started = any((out / t).exists() for t in [*tables, MEMBERS_FILE]) or any(
         holds_run(out / n) for n in names
@@ -143,6 +146,8 @@ def run_members(
         raise nothing_to_resume(out, "experiment")
     # what members.json will say: those the experiment started with, in their order, then any the command adds
     recorded_members = check_resumed_members(out, names, members_hint) if resume else list(names)
+    started_with = started_members(out) if resume else []
+    added = [name for name in recorded_members if name not in started_with] if started_with else []
     # an image folder, a mistyped --out: never written into (a member's folder gets the run's own check)
     others = [entry for entry in foreign_entries(out) if entry not in names]
     if not started and others:
@@ -185,6 +190,11 @@ def run_members(
             if distributed.current().is_main:
                 check_run_dir(out / name, overwrite=overwrite, resume=can_resume)
             check_recipe_on_data(cfg, data, steps_per_epoch)
+        if added:  # said once every check has passed (a refused command adds nothing)
+            warnings.warn(
+                f"adding {', '.join(added)} to the experiment in {out}, which started with {', '.join(started_with)}",
+                stacklevel=2,
+            )
         if distributed.current().is_main:
             ensure_writable_dir(out)
             atomic_write_text(out / MEMBERS_FILE, json.dumps({"members": recorded_members}, indent=2) + "\n")
@@ -215,7 +225,8 @@ def check_resumed_members(out: Path, names: Sequence[str], hint: str = "") -> li
     """Resuming the experiment in ``out`` (its :data:`MEMBERS_FILE`; one started before that file existed is not
     checked): a member it started with and the command leaves out is refused, since its table would lose that
     run unnoticed (the refusal names the members the command has instead, and then ``hint``: how the
-    experiment names them); a member the command adds (another seed, another model) is trained, with a warning saying so.
+    experiment names them); a member the command adds (another seed, another model) is trained, and
+    :func:`run_members` says so once its checks have passed.
     Returns the members to record: those it started with, in their order, then those added."""
     started = started_members(out)
     if not started:
@@ -228,11 +239,6 @@ def check_resumed_members(out: Path, names: Sequence[str], hint: str = "") -> li
             f"--resume continues the experiment in {out}, whose members are {', '.join(started)}, but the command "
             f"leaves out {', '.join(dropped)}{instead}; name every member it started with (a new one may be "
             f"added){'; ' + hint if hint and added else ''}"
-        )
-    if added:
-        warnings.warn(
-            f"adding {', '.join(added)} to the experiment in {out}, which started with {', '.join(started)}",
-            stacklevel=3,
         )
     return [*started, *added]
 

@@ -95,9 +95,13 @@ class SpeedrunResult:
             f"{k}={','.join(map(str, v)) if isinstance(v, list | tuple) else v}"
             for k, v in cfg.model_options.items()
         )
+        # a budget cut short (a subset, capped epochs) must not read like the full recipe in a table of times
+        budget = (f", {cfg.train_subset} training images" if cfg.train_subset else "") + (
+            f", at most {cfg.max_steps_per_epoch} steps per epoch" if cfg.max_steps_per_epoch else ""
+        )
         return (
             f"{cfg.model} on {cfg.data}: recipe {cfg.recipe or 'none'}, {cfg.amp}, {cfg.epochs} epoch{'s' * (cfg.epochs != 1)} of batch "
-            f"{cfg.batch_size}" + (f", model options {options}" if options else "")
+            f"{cfg.batch_size}{budget}" + (f", model options {options}" if options else "")
         )
 
     def markdown(self) -> str:

@@ -323,15 +323,16 @@ SHARDS_WITH_RANKS = "cpu_shards and data-parallel processes (torchrun, --nproc) 
 def check_launch(cfg: Any, nproc: int) -> None:
     """Refuse, before any process starts, a ``--nproc`` job that its ranks would each refuse: a global batch
     they cannot share, CPU shards beside the ranks, more ranks than this machine's cores with no GPU."""
-    check_world(cfg.batch_size, nproc)
-    if (cfg.cpu_shards or 1) > 1:
-        raise UsageError(SHARDS_WITH_RANKS)
+    # the number of processes first: a batch fitted to a number this machine cannot run helps nobody
     cores = os.cpu_count() or 1
     if nproc > cores and not torch.cuda.is_available():
         raise UsageError(
             f"--nproc {nproc} is more processes than this machine's {cores} cores; each rank needs a core "
             f"of its own, so use at most {cores}"
         )
+    if (cfg.cpu_shards or 1) > 1:
+        raise UsageError(SHARDS_WITH_RANKS)
+    check_world(cfg.batch_size, nproc)
 
 
 def launch(nproc: int, argv: Sequence[str], *, shutdown_timeout: int = 30) -> int:

@@ -323,13 +323,12 @@ def check_recipe_on_data(
 ) -> tuple[int, int, int]:
     """Refuse a recipe that cannot train on ``data`` (a loaded :class:`cnnlab.data.DatasetSplits`) the way
     :class:`Trainer` would, without training or writing anything: its settings, the data view it asks for
-    (classes, padding, crops), epochs of at least ``steps_per_epoch`` batches (as :class:`Trainer`'s), its
-    device (CUDA asked for where there is none) and its model for that view's input shape, built on the
-    meta device (no memory, no arithmetic). Returns that input shape (C, H, W).
+    (classes, padding, crops), epochs of at least ``steps_per_epoch`` batches (as :class:`Trainer`'s) and
+    its model for that view's input shape, built on the meta device (no memory, no arithmetic). Returns
+    that input shape (C, H, W).
 
     An experiment checks every member with it first, so that a bad member fails before any other trains."""
     cfg = cfg.validate()
-    select_device(cfg.device)
     run_data = prepare_run_data(cfg, torch.device("cpu"), False, data)
     refuse_short_epochs(len(run_data.train_loader), cfg.batch_size, run_data.train_images, steps_per_epoch)
     with torch.device("meta"):
