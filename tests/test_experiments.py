@@ -253,7 +253,7 @@ def test_resuming_an_experiment_with_another_recipe_is_refused(
     run_members(tmp_path, [("lecture-simple", cfg)], table="t.json", progress=False)
     # --lr given over the recipe's: named once, as the user set it (recipe_fields only records the override)
     changed = dataclasses.replace(cfg, lr=0.1, recipe_fields=("batch_size",))
-    with pytest.raises(UsageError, match=r"asks for another: lr 0.05 -> 0.1\. Drop that flag"):
+    with pytest.raises(UsageError, match=r"asks for another: --lr 0.05 -> 0.1\. Drop that flag"):
         run_members(tmp_path, [("lecture-simple", changed)], table="t.json", resume=True, progress=False)
 
 
@@ -636,7 +636,7 @@ def test_resuming_an_experiment_that_leaves_out_a_member_is_refused_and_one_adde
     # one that adds a member but is refused (another recipe) says nothing of adding it
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with pytest.raises(UsageError, match="asks for another: lr 0.05 -> 0.1"):
+        with pytest.raises(UsageError, match="asks for another: --lr 0.05 -> 0.1"):
             changed = [(name, dataclasses.replace(c, lr=0.1)) for name, c in (simple, residual)]
             run_members(tmp_path, changed, table="t.json", resume=True, progress=False)
     with pytest.warns(

@@ -204,7 +204,8 @@ def test_a_switch_option_takes_a_bool_and_refuses_text() -> None:
     ):
         create_model("lecture-simple", img_size="32")
     with pytest.raises(
-        UsageError, match=re.escape("widths takes comma-separated whole numbers (e.g. 16,32,64)")
+        UsageError,
+        match=re.escape("widths takes comma-separated whole numbers (e.g. its default, 16,32,64,128)"),
     ):
         create_model("speedrun-fmnist", widths="abc")
 

@@ -379,4 +379,4 @@ def test_resume_with_the_same_sequence_model_option_is_not_a_change(
     capsys.readouterr()
     other = ["--model-option", "widths=8,16,16,32"]
     assert main(["train", "speedrun-fmnist", "--epochs", "3", *other, *common, "--resume"]) == 2
-    assert "model_options" in capsys.readouterr().err
+    assert "--model-option {" in capsys.readouterr().err

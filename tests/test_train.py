@@ -502,7 +502,7 @@ def test_cli_resume_refuses_changed_recipe_flags_and_accepts_more_epochs(
     capsys.readouterr()
     assert main([*base, "--resume", "--lr", "0.1", "--max-steps-per-epoch", "1"]) == 2
     err = capsys.readouterr().err
-    assert "these flags differ from it: lr 0.05 -> 0.1; max_steps_per_epoch 2 -> 1" in err
+    assert "these flags differ from it: --lr 0.05 -> 0.1; --max-steps-per-epoch 2 -> 1" in err
     assert (tmp_path / "lecture-simple" / "config.json").read_text() == config  # nothing changed
     assert main([*base, "--resume", "--batch-size", "64", "--epochs", "2"]) == 0  # same value: fine
     assert json.loads((tmp_path / "lecture-simple" / "config.json").read_text())["epochs"] == 2

@@ -82,7 +82,7 @@ class Comparison:
 
     def seeds_markdown(self) -> str:
         """Mean ± standard deviation over seeds, one row per model."""
-        pm = lambda m, s: percent(m) + ("" if m is None or s is None else f" ± {100 * s:.2f}")  # noqa: E731
+        pm = lambda m, s: percent(m) + ("" if m is None or s is None else f" ± {percent(s)}")  # noqa: E731
         lines = ["| model | runs | val acc (mean ± std) | test acc (mean ± std) |", "|---|---|---|---|"]
         for r in self.seed_rows():
             lines.append(

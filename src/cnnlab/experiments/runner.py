@@ -31,7 +31,7 @@ from pathlib import Path
 from cnnlab.errors import UsageError, few
 from cnnlab.fileio import atomic_write_text
 from cnnlab.train import distributed
-from cnnlab.train.config import TrainConfig
+from cnnlab.train.config import TrainConfig, flag_for
 from cnnlab.train.engine import (
     RunResult,
     Trainer,
@@ -55,20 +55,12 @@ from cnnlab.train.rundir import (
     refuse_overwrite_with_resume,
 )
 
-#: Settings whose command-line flag is not the field's name with dashes (``cnnlab train``'s flags).
-FLAGS = {"init": "--weights", "init_from": "--weights-from", "model_options": "--model-option"}
-
 #: The experiment's member names in training order, written before the first member trains: ``--resume``
 #: continues those members (and trains one the command adds, saying so); leaving one out is refused.
 MEMBERS_FILE = "members.json"
 
 #: What to tell the user after an interrupted experiment.
 RESUME_HINT = "interrupted: checkpoint saved; continue with the same command and --resume"
-
-
-def flag_for(field: str) -> str:
-    """The command-line flag of TrainConfig ``field`` (``crop_padding`` -> ``--crop-padding``)."""
-    return FLAGS.get(field, "--" + field.replace("_", "-"))
 
 
 def refuse_set_fields(

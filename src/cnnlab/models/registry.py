@@ -242,6 +242,14 @@ def checked_option_value(info: ModelInfo, key: str, value: Any) -> Any:
         raise UsageError(f"model {info.name!r} option {key} is a switch: give True or False, got {value!r}")
     if isinstance(value, str) and "str" not in kinds:
         wanted = " or ".join(dict.fromkeys(kind_in_words(kind) for kind in sorted(kinds) if kind != "None"))
+        default = parameter.default
+        if (
+            wanted
+            and isinstance(default, list | tuple)
+            and default
+            and all(isinstance(v, int | float) for v in default)
+        ):
+            wanted += f" (e.g. its default, {','.join(map(str, default))})"
         raise UsageError(
             f"model {info.name!r} option {key} takes {wanted or annotation}, not text: got {value!r}"
         )
@@ -256,7 +264,7 @@ def kind_in_words(kind: str) -> str:
         return f"a {number[kind]}"
     any_length = re.fullmatch(r"(?:Sequence|tuple|list)\[(int|float)(?:, \.\.\.)?\]", kind)
     if any_length:
-        return f"comma-separated {number[any_length.group(1)]}s (e.g. {'16,32,64' if any_length.group(1) == 'int' else '0.5,1.0'})"
+        return f"comma-separated {number[any_length.group(1)]}s"
     items = re.fullmatch(r"tuple\[(.*)\]", kind)
     parts = items.group(1).split(", ") if items else []
     if len(parts) > 1 and len(set(parts)) == 1 and parts[0] in number:

@@ -44,6 +44,20 @@ MAX_THREADS = 4096
 FLOAT32_MAX = 3.4028234663852886e38
 
 
+#: Settings whose command-line flag is not the field's name with dashes (``cnnlab train``'s flags).
+FLAGS = {
+    "init": "--weights",
+    "init_from": "--weights-from",
+    "model_options": "--model-option",
+    "recipe": "--recipe",
+}
+
+
+def flag_for(field: str) -> str:
+    """The command-line flag of TrainConfig ``field`` (``crop_padding`` -> ``--crop-padding``), for messages."""
+    return FLAGS.get(field, "--" + field.replace("_", "-"))
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run; saved as ``config.json`` in the run directory.

@@ -43,7 +43,7 @@ from cnnlab.models.layers import init_glorot, init_he
 from cnnlab.models.residual import full_shortcut_units, zero_init_residual_branches
 from cnnlab.train import distributed
 from cnnlab.train.checkpoint import restore_rng_state
-from cnnlab.train.config import TrainConfig
+from cnnlab.train.config import TrainConfig, flag_for
 from cnnlab.train.optim import LRSchedule, build_optimizer
 from cnnlab.train.precision import autocast, cpu_bf16_instructions, cpu_name, precision_note
 from cnnlab.train.rundata import prepare_run_data
@@ -372,10 +372,15 @@ def saved_config(run_dir: str | Path) -> TrainConfig:
 
 
 def recipe_changes(
-    saved: TrainConfig, requested: TrainConfig, names: Iterable[str], labels: Mapping[str, str] | None = None
+    saved: TrainConfig,
+    requested: TrainConfig,
+    names: Iterable[str],
+    labels: Mapping[str, str] | None = None,
+    by_flag: bool = True,
 ) -> list[str]:
-    """``name saved -> requested`` for each of ``names`` (settings a user asked for) that --resume would ignore;
-    ``labels`` names a setting by the flag the user set it through (max_steps_per_epoch by --eval-every)."""
+    """``--flag saved -> requested`` for each of ``names`` (settings a user asked for) that --resume would ignore,
+    each named by its flag (by its TrainConfig field without ``by_flag``: a Python caller's config); ``labels``
+    names a setting by another flag the user set it through (max_steps_per_epoch by --eval-every)."""
     labels = labels or {}
     # compared as config.json stores them: a tuple given anew (--model-option widths=16,32) equals the list saved
     stored = json.loads(json.dumps(saved.to_dict())), json.loads(json.dumps(requested.to_dict()))
@@ -383,7 +388,7 @@ def recipe_changes(
     # named by its own line, and the same values reached another way train the same run
     skipped = {*RESUME_MAY_CHANGE, "model", "recipe_fields"}
     return [
-        f"{labels.get(name, name)} {getattr(saved, name)!r} -> {getattr(requested, name)!r}"
+        f"{labels.get(name, flag_for(name) if by_flag else name)} {getattr(saved, name)!r} -> {getattr(requested, name)!r}"
         for name in names
         if name not in skipped and stored[0][name] != stored[1][name]
     ]
@@ -602,7 +607,7 @@ class Trainer:
             raise UsageError(
                 f"{self.run_dir} is a run of {saved.model!r}, not {cfg.model!r}; resume it with that model"
             )
-        changes = recipe_changes(saved, cfg, [f.name for f in dataclasses.fields(TrainConfig)])
+        changes = recipe_changes(saved, cfg, [f.name for f in dataclasses.fields(TrainConfig)], by_flag=False)
         if changes:  # the CLI and the experiments refuse these first, in their own words; a script gets this
             raise UsageError(
                 f"resume continues {self.run_dir} with its saved recipe, but the config asks for another: "
