@@ -72,7 +72,8 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 128
     accum_steps: int = 1  # compute each batch's gradient in this many micro-batches (memory; same update)
-    eval_batch_size: int = 1000
+    # evaluation batches small enough for the CPU's caches: 1.2-1.7x faster fp32 evaluation than 1000 (docs/training.md)
+    eval_batch_size: int = 256
     # optimiser (weight decay never applies to norm and bias parameters)
     optimizer: str = "sgd"
     lr: float = 0.05
