@@ -28,6 +28,7 @@ from cnnlab.train.config import (
     WARMUP_MODES,
     WEIGHT_INITS,
     TrainConfig,
+    flag_for,
 )
 
 DEFAULTS = TrainConfig()
@@ -350,7 +351,7 @@ def refuse_flags_the_experiment_sets(args: argparse.Namespace) -> None:
             continue
         strings = next(
             (a.option_strings for a in flag_actions(args.command_parser) if a.dest == fieldname),
-            ["--" + fieldname.replace("_", "-")],
+            [flag_for(fieldname)],
         )
         typed = [s for s in strings for w in getattr(args, "argv", []) if w == s or w.startswith(s + "=")]
         raise UsageError(
