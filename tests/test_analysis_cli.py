@@ -146,6 +146,11 @@ def test_paper_tables_small_ones(capsys) -> None:
         (["rf", "foo3", "--size", "8"], 2, "cannot read layer 'foo3'"),
         (["rf", "foo3,conv3"], 2, "cannot read layer 'foo3'"),
         (
+            ["rf", "lecture-simple", "--size", "32"],
+            2,
+            "--size is for layer lists; give a model its input with --input CxHxW",
+        ),
+        (
             ["cost", "conv", "--in", "0", "--out", "32", "--kernel", "5", "--size", "28"],
             2,
             "--in must be greater than 0",

@@ -151,6 +151,15 @@ def test_cli_fetch_reports_server_error_in_one_line(server, loopback_dataset, tm
     assert not (tmp_path / NAME).exists()  # no empty directory left behind
 
 
+@pytest.mark.parametrize("mirror", ["not-a-url", "ftp://example.org/data/"])
+def test_cli_fetch_refuses_a_mirror_that_is_no_http_or_file_url(loopback_dataset, tmp_path, capsys, mirror):
+    argv = ["data", "fetch", NAME, "--mirror", mirror, "--data-dir", str(tmp_path), "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"cnnlab: error: --mirror must be an http://, https:// or file:// URL, got {mirror!r}\n"
+    assert not any(tmp_path.iterdir())
+
+
 def test_cli_fetch_then_check(server, loopback_dataset, tmp_path, capsys):
     _serve(server, loopback_dataset[1])
     assert (

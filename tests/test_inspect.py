@@ -181,6 +181,9 @@ def test_report_holds_the_runs_figures_inline_and_its_numbers(
     assert '<table class="confusion">' in page and "Ankle boot" in page
     with pytest.raises(UsageError, match="already exists; use --overwrite"):
         write_report(tiny_run, out)
+    # a mistyped run is said first, not the report an earlier command left
+    with pytest.raises(UsageError, match=f"no run directory at {tmp_path / 'nonexistent'}"):
+        write_report(tmp_path / "nonexistent", out)
 
 
 def test_report_refuses_a_run_that_has_not_completed(tmp_path: Path) -> None:

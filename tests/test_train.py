@@ -606,7 +606,7 @@ def test_a_failed_overwrite_leaves_the_old_run_and_no_half_made_folder(tmp_path:
 @pytest.mark.parametrize(
     ("settings", "fix"),
     [
-        ({}, "zero-pad the images to that size with --pad-to 32 (pad_to=32)"),
+        ({}, "zero-pad the images to a square of 32 with --pad-to 32 (pad_to=32)"),
         ({"pad_to": 30}, "use --pad-to 32 or more (pad_to=32)"),
         (
             {"input_size": 24},
@@ -625,6 +625,17 @@ def test_an_input_too_small_names_the_model_as_typed_and_the_fix_for_the_option_
     assert str(err.value) == (
         f"input 1x{side}x{side} is too small for vgg11: the smallest input that works is 1x32x32; {fix}"
     )
+
+
+def test_the_padding_named_for_images_too_small_covers_their_longer_side() -> None:
+    """28x1 images too narrow for a net of 16: --pad-to 16 would be refused (padding never crops)."""
+    from cnnlab.train.engine import input_too_small_fix
+
+    assert (
+        input_too_small_fix(TrainConfig(), 16, 28)
+        == "zero-pad the images to a square of 28 with --pad-to 28 (pad_to=28)"
+    )
+    assert input_too_small_fix(TrainConfig(pad_to=20), 16, 28) == "use --pad-to 28 or more (pad_to=28)"
 
 
 @pytest.mark.usefixtures("no_curves")

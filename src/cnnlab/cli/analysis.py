@@ -82,13 +82,24 @@ def _cost(args: argparse.Namespace) -> int:
     return 0
 
 
+def names_a_model(spec: str) -> bool:
+    """Whether ``spec`` is a registry model's name (``lecture-simple``, ``resnet8-cifar``), not a layer list."""
+    from cnnlab.models import model_info
+
+    try:
+        model_info(spec)
+    except UsageError:
+        return False
+    return True
+
+
 def _rf(args: argparse.Namespace) -> int:
     from cnnlab.analysis.receptive import parse_layers, receptive_fields
 
     spec = args.target
     # a layer list: by its first word, or by what only a layer list takes (--size, commas)
     looks_like_layers = spec.lower().startswith(("conv", "pool")) or args.size is not None or "," in spec
-    if looks_like_layers and ".py" not in spec:
+    if looks_like_layers and ".py" not in spec and not names_a_model(spec):
         if args.input is not None:
             raise UsageError("--input is for models; give a layer list the input side with --size N")
         if model_options(args):

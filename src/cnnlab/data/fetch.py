@@ -18,6 +18,7 @@ import hashlib
 import http.client
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -198,6 +199,8 @@ def fetch_dataset(
     info: DatasetInfo = dataset_info(name)
     target = Path(data_dir) if data_dir is not None else default_fetch_dir()
     target = target / name
+    if mirror and urllib.parse.urlsplit(mirror).scheme not in ("http", "https", "file"):
+        raise UsageError(f"--mirror must be an http://, https:// or file:// URL, got {mirror!r}")
     mirrors = [mirror] if mirror else list(info.mirrors)
     if not mirrors:
         raise UsageError(f"dataset {name!r} has no known mirror; pass --mirror URL")

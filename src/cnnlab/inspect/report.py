@@ -431,13 +431,14 @@ def write_report(
     An existing ``out`` is replaced only with ``overwrite``.
     """
     out = Path(out)
+    # the runs first: a mistyped run is the mistake to hear of, not the report left from an earlier one
+    run_dirs = runs_of([runs] if isinstance(runs, (str, Path)) else list(runs))
     if out.exists() and not overwrite:
         raise UsageError(f"{out} already exists; use --overwrite to replace it")
     if out.exists() and out.is_dir():
         raise UsageError(f"{out} is a directory; name the report's file, e.g. {out / 'report.html'}")
-    runs = [runs] if isinstance(runs, (str, Path)) else list(runs)
     ensure_writable_dir(out.parent)  # read-only storage: say so before evaluating every run
-    views = [collect_run(run, device=device, data_dir=data_dir) for run in runs_of(runs)]
+    views = [collect_run(run, device=device, data_dir=data_dir) for run in run_dirs]
     with output_storage_errors("the report", "-o"):
         atomic_write_text(out, render_report(views))
     return out

@@ -274,14 +274,16 @@ def zero_init_note(model: str, zeroed: int) -> str:
     )
 
 
-def input_too_small_fix(cfg: TrainConfig, smallest: int) -> str:
+def input_too_small_fix(cfg: TrainConfig, smallest: int, largest_side: int = 0) -> str:
     """What to change when the network's input is below ``smallest``: the crop size the run asked for, the
-    padding it asked for, or else padding of the stored images."""
+    padding it asked for, or else padding of the stored images (to a square no smaller than their
+    ``largest_side``, since padding never crops)."""
     if cfg.input_size is not None:
         return f"use --input-size {smallest} or more (input_size={smallest}), and --pad-to if the images are smaller"
+    side = max(smallest, largest_side)
     if cfg.pad_to is not None:
-        return f"use --pad-to {smallest} or more (pad_to={smallest})"
-    return f"zero-pad the images to that size with --pad-to {smallest} (pad_to={smallest})"
+        return f"use --pad-to {side} or more (pad_to={side})"
+    return f"zero-pad the images to a square of {side} with --pad-to {side} (pad_to={side})"
 
 
 def build_model_for_data(cfg: TrainConfig, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
@@ -294,7 +296,7 @@ def build_model_for_data(cfg: TrainConfig, num_classes: int, input_shape: tuple[
         )
         check_input_size(model, input_shape)
     except InputTooSmallError as err:
-        raise UsageError(f"{err}; {input_too_small_fix(cfg, err.smallest)}") from None
+        raise UsageError(f"{err}; {input_too_small_fix(cfg, err.smallest, max(input_shape[1:]))}") from None
     if cfg.weight_init != "model":  # a recipe's named deviation from the paper's initialisation
         redraw = WEIGHT_REDRAWS[cfg.weight_init]
         redraw(model)
