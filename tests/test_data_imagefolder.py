@@ -171,6 +171,11 @@ def test_bad_images_error_naming_the_file_or_are_skipped_and_counted(tmp_path: P
         load_dataset(str(root), progress=False)
     with pytest.raises(UsageError, match="unknown --bad-images value"):
         load_dataset(str(root), bad_images="ignore", progress=False)
+    # a class left with no image once its unreadable ones are skipped: refused as an empty class folder
+    (root / "owl").mkdir()
+    (root / "owl" / "001.png").write_bytes(good[:40])
+    with pytest.raises(DataError, match="class owl has no readable image"), pytest.warns(UserWarning):
+        load_dataset(str(root), bad_images="skip", progress=False)
 
 
 def test_a_decompression_bomb_is_refused_naming_the_file(tmp_path: Path) -> None:

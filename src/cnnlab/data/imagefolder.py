@@ -27,7 +27,8 @@ loader asks for them (no disk cache).
 Bad input is a one-line :class:`DataError` naming the file (``bad_images="error"``, the default), or
 skipped with a warning giving the count (``bad_images="skip"``): a corrupt or truncated file, one over
 :data:`MAX_IMAGE_PIXELS` (a decompression bomb), a broken link. An empty class folder, a folder with no
-images, a symbolic-link loop and images of several sizes without ``image_size`` are errors either way.
+images, a class whose every image is unreadable, a symbolic-link loop and images of several sizes
+without ``image_size`` are errors either way.
 """
 
 from __future__ import annotations
@@ -870,6 +871,13 @@ def load_image_folder(
     files = [scan.files[i] for i in keep]
     if not files:
         raise DataError(f"{root}: none of its {n} images can be read")
+    readable = {f.label for f in files}
+    lost = [name for label, name in enumerate(scan.classes) if label not in readable]
+    if lost:  # as an empty class folder: a class the model would have to predict but never sees
+        raise DataError(
+            f"{root}: class {lost[0]} has no readable image (each was skipped as unreadable); add readable "
+            "images or remove its folder"
+        )
     labels = torch.tensor([f.label for f in files], dtype=torch.int64)
     kept = torch.tensor(keep, dtype=torch.int64)
 
