@@ -182,3 +182,13 @@ def test_weights_from_a_reference_completes_the_model_options() -> None:
         "branch5x5_kernel": 3, "batch_norm": True, "lrn": True, "bn_eps": 1e-3, "pool4_kernel": 2,
         "transform_input": True, "aux_logits": False,
     }  # fmt: skip
+
+
+def test_reinit_above_without_weights_names_the_flag_the_docs_teach(
+    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    with pytest.raises(
+        UsageError, match="--reinit-above applies to weights loaded with --weights; give --weights too"
+    ):
+        Trainer(_cfg(tiny_dataset_dir, reinit_above=2), tmp_path / "run", progress=False)

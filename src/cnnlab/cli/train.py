@@ -601,7 +601,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         dest="reinit_above",
         type=int,
         metavar="N",
-        help="after --init, re-initialise the layers above the N-th (the model's own initialisation)",
+        help="after --weights, re-initialise the layers above the N-th (the model's own initialisation)",
     )
     p.add_argument(
         "--nproc",

@@ -134,7 +134,7 @@ class TrainConfig:
         "cnnlab"  # its key map: cnnlab, torchvision, timm, or SOURCE:NAME (cnnlab.weights.load_weights)
     )
     freeze: tuple[str, ...] = ()  # ("N",): the first N conv/fc layers; else module-name patterns
-    reinit_above: int | None = None  # re-initialise the conv/fc layers after the first N (after --init)
+    reinit_above: int | None = None  # re-initialise the conv/fc layers after the first N (after --weights)
     classes: tuple[int, ...] = ()  # train on these classes only, relabelled 0..k-1 (cnnlab.data.class_subset)
     weight_init: str = "model"  # one of WEIGHT_INITS: the model's own initialisation, "he" or "glorot"
     # every residual branch starts at zero (cnnlab.models.residual.zero_init_residual_branches)

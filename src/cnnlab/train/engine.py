@@ -711,7 +711,7 @@ class Trainer:
             self.init_weights = saved.get("init_weights")
             notes = [n for n in saved.get("init_notes", []) if n.startswith("init: ")]
         elif cfg.reinit_above is not None and not cfg.init:
-            raise UsageError("--reinit-above applies to weights loaded with --init; give --init too")
+            raise UsageError("--reinit-above applies to weights loaded with --weights; give --weights too")
         frozen = freeze(self.model, cfg.freeze)
         if frozen:
             norms = any(
