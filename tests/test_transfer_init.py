@@ -192,3 +192,27 @@ def test_reinit_above_without_weights_names_the_flag_the_docs_teach(
         UsageError, match="--reinit-above applies to weights loaded with --weights; give --weights too"
     ):
         Trainer(_cfg(tiny_dataset_dir, reinit_above=2), tmp_path / "run", progress=False)
+
+
+def test_a_kept_classifier_trained_on_other_classes_is_warned_of(
+    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch
+) -> None:
+    """Same count, other class names: output k would be read as the data's class k without a word."""
+    import warnings
+
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    Trainer(_cfg(tiny_dataset_dir, classes=(0, 1, 2, 3, 4)), tmp_path / "a", progress=False).fit()
+    init = str(tmp_path / "a")
+    with pytest.warns(
+        UserWarning,
+        match=r"trained on other classes \(its class 0 is 'T-shirt/top', the data's is 'Sandal'\).*--reinit-above 7",
+    ):
+        Trainer(_cfg(tiny_dataset_dir, classes=(5, 6, 7, 8, 9), init=init), tmp_path / "b", progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same classes, or the classifier re-initialised: nothing to say
+        Trainer(_cfg(tiny_dataset_dir, classes=(0, 1, 2, 3, 4), init=init), tmp_path / "c", progress=False)
+        Trainer(
+            _cfg(tiny_dataset_dir, classes=(5, 6, 7, 8, 9), init=init, reinit_above=4),
+            tmp_path / "d",
+            progress=False,
+        )

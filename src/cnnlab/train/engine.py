@@ -703,7 +703,7 @@ class Trainer:
         if cfg.init and not resume:
             from cnnlab.weights import weight_file_sha256
 
-            notes = apply_init(self.model, cfg.init, cfg.reinit_above, cfg.init_from)
+            notes = apply_init(self.model, cfg.init, cfg.reinit_above, cfg.init_from, classes=self.classes)
             file, sha256 = weight_file_sha256(cfg.init)
             self.init_weights = {"file": str(file), "source": cfg.init_from, "sha256": sha256}
         elif cfg.init and resume:  # the checkpoint holds the weights; keep the record of where they came from

@@ -14,6 +14,7 @@ re-initialised, with a message.
 from __future__ import annotations
 
 import fnmatch
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,7 +54,11 @@ def _check_layer_count(model: nn.Module, n: int, what: str) -> None:
 
 
 def apply_init(
-    model: nn.Module, source: str | Path, reinit_above: int | None = None, weights_from: str = "cnnlab"
+    model: nn.Module,
+    source: str | Path,
+    reinit_above: int | None = None,
+    weights_from: str = "cnnlab",
+    classes: Sequence[str] | None = None,
 ) -> list[str]:
     """Load the weights at ``source`` into ``model`` (as built, freshly initialised); return what was done.
 
@@ -61,7 +66,8 @@ def apply_init(
     cnnlab's own files, torchvision's or timm's), a run directory or a checkpoint manifest. A classifier with
     another class count is left as initialised, with a message; any other difference is a
     :class:`UsageError` naming the key and both shapes. With ``reinit_above`` N, the layers above the N-th
-    keep their fresh initialisation (the model's own, as its paper says).
+    keep their fresh initialisation (the model's own, as its paper says). ``classes``: the data's class
+    names; a kept classifier whose file names other classes (or the same in another order) is warned of.
     """
     from cnnlab.weights import load_weights
 
@@ -71,6 +77,24 @@ def apply_init(
     shown = source if weights_from == "cnnlab" else f"{source} ({weights_from})"
     notes = [f"init: {report.loaded} tensors from {shown}"]
     notes += [f"init: {message}" for message in report.messages]
+    layer_count = len(paper_layers(model))
+    file_classes = report.header.get("classes")
+    classifier_kept = not report.dropped and (reinit_above is None or reinit_above >= layer_count)
+    if (
+        classifier_kept
+        and classes is not None
+        and isinstance(file_classes, list)
+        and len(file_classes) == len(classes)
+        and [str(c) for c in file_classes] != list(classes)
+    ):
+        # same count, other names or order: output k would be read as the data's class k without a word
+        mismatch = next(i for i, (a, b) in enumerate(zip(file_classes, classes)) if str(a) != b)
+        message = (
+            f"the file's classifier was trained on other classes (its class {mismatch} is "
+            f"{file_classes[mismatch]!r}, the data's is {classes[mismatch]!r}); output k is read as the data's "
+            f"class k: re-initialise the classifier with --reinit-above {layer_count - 1} unless that is meant"
+        )
+        warnings.warn(message, stacklevel=2)
     if reinit_above is not None:
         _check_layer_count(model, reinit_above, "--reinit-above")
         kept = set(_layer_modules(model, reinit_above))
