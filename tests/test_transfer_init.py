@@ -216,3 +216,10 @@ def test_a_kept_classifier_trained_on_other_classes_is_warned_of(
             tmp_path / "d",
             progress=False,
         )
+
+
+def test_reinit_above_0_which_would_discard_every_loaded_weight_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(
+        UsageError, match="reinit_above 0 re-initialises every layer, which discards all the loaded"
+    ):
+        TrainConfig(init=str(tmp_path / "a.safetensors"), reinit_above=0).validate()

@@ -128,7 +128,9 @@ def decode_images(
             )
         except BadImage as err:
             if bad_images == "error":  # a failure: exit 1
-                raise DataError(f"{name} cannot be decoded as an image: {err}") from None
+                raise DataError(
+                    f"{name} cannot be decoded as an image: {err}; fix or remove it, or pass --bad-images skip"
+                ) from None
             bad.append((str(name), str(err)))
             continue
         if array.shape[1:] != (height, width):

@@ -277,6 +277,11 @@ class TrainConfig:
                 raise UsageError(f"{key} is set by the training settings ({flag}), not as a model option")
         if self.reinit_above is not None:
             _whole("reinit_above", self.reinit_above, 0)
+            if self.reinit_above == 0:  # every layer fresh: the loaded weights would all be discarded
+                raise UsageError(
+                    "reinit_above 0 re-initialises every layer, which discards all the loaded weights; "
+                    "keep at least the first layer (1), or train without weights"
+                )
         if not isinstance(self.init_from, str) or not self.init_from:
             raise UsageError(f"init_from must name a weight source, got {self.init_from!r}")
         for index in self.classes:
