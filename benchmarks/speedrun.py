@@ -49,7 +49,7 @@ from cnnlab.data import load_dataset
 from cnnlab.errors import CnnlabError
 from cnnlab.experiments.speedrun import speedrun, speedrun_config
 from cnnlab.train import TrainConfig, train
-from cnnlab.train.engine import configure_cpu
+from cnnlab.train.engine import configure_process
 from cnnlab.train.plots import plot_time_to_accuracy
 from cnnlab.train.precision import cpu_bf16_instructions
 
@@ -163,7 +163,7 @@ def measure_precision(
 def main(argv: list[str] | None = None) -> int:
     """Measure the yardstick and the runs, print the table and the verdicts, write the JSON and the figure."""
     args = parse_args(argv)
-    configure_cpu(None)  # the entry point sets the process-wide CPU settings, as `cnnlab` does
+    configure_process(None)  # the entry point sets the process-wide CPU settings, as `cnnlab` does
     try:
         data = load_dataset("fashion-mnist", data_dir=args.data_dir)
     except CnnlabError as err:  # time to accuracy means nothing on synthetic images

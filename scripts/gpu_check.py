@@ -190,9 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     from cnnlab.data import load_dataset
     from cnnlab.models import list_models
     from cnnlab.train import TrainConfig
-    from cnnlab.train.engine import configure_cpu
+    from cnnlab.train.engine import configure_process
 
-    configure_cpu(None)  # this script is an entry point
+    configure_process(None)  # this script is an entry point
     report: dict[str, Any] = {
         "device": torch.cuda.get_device_name(0),
         "gpus": gpus,

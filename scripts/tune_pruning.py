@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from cnnlab.data.loader import epoch_generator
 from cnnlab.experiments.speedrun import speedrun_config
 from cnnlab.train import Trainer
-from cnnlab.train.engine import cpu_settings
+from cnnlab.train.engine import process_settings
 from cnnlab.train.optim import LRSchedule
 
 
@@ -65,7 +65,7 @@ def main() -> None:
         threads=args.threads,
         train_subset=args.train_subset,
     )
-    with cpu_settings(cfg.threads):
+    with process_settings(cfg.threads):
         trainer = Trainer(cfg, args.out, overwrite=True, progress=False)
         loader, model, optimizer = trainer.train_loader, trainer.model, trainer.optimizer
         images, labels = loader.images, loader.labels

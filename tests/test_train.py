@@ -762,6 +762,30 @@ def test_a_run_too_short_for_batch_norms_running_statistics_warns(tmp_path: Path
     assert opened("lecture-simple", 3) == []  # no batch norm
 
 
+def test_an_fp32_run_computes_in_fp32_on_cuda_too_and_gives_the_callers_tf32_flags_back(
+    tmp_path: Path, tiny, no_curves
+) -> None:
+    """cuDNN runs fp32 convolutions in TF32 by PyTorch's default: a run labelled fp32 turns that off for
+    itself (the flags are plain process settings, so this is checked without a GPU)."""
+    seen: list[tuple[bool, bool]] = []
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        train(
+            recipe(epochs=1, train_subset=64),
+            tmp_path / "run",
+            data=tiny,
+            progress=False,
+            on_epoch=lambda row: seen.append(
+                (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+            ),
+        )
+        assert seen == [(False, False)]
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
 def test_train_gives_the_caller_its_threads_denormal_flushing_and_random_state_back(
     tmp_path: Path, tiny, no_curves
 ) -> None:

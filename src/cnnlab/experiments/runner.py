@@ -15,7 +15,7 @@ The rules every experiment shares:
   so is ``resume`` that leaves out a member the experiment started with (:data:`MEMBERS_FILE`); one that
   adds a member trains it, with a warning;
 * the dataset is loaded once and shared by every member, and the process-wide CPU settings are
-  applied once, for the experiment (:func:`cnnlab.train.engine.cpu_settings`: the caller's back at its end);
+  applied once, for the experiment (:func:`cnnlab.train.engine.process_settings`: the caller's back at its end);
 * Ctrl-C stops the member after its batch and saves its checkpoint; the experiment stops there with
   status ``interrupted``, and the caller writes its partial table (:data:`RESUME_HINT` says how to go on).
 """
@@ -36,8 +36,8 @@ from cnnlab.train.engine import (
     RunResult,
     Trainer,
     check_recipe_on_data,
-    cpu_settings,
     ensure_writable_dir,
+    process_settings,
     recipe_changes,
     saved_config,
     select_device,
@@ -148,8 +148,8 @@ def run_members(
             "a new or empty folder, or over an earlier one of its kind with --overwrite; choose another --out"
         )
     progress = progress and distributed.current().is_main  # data-parallel: rank 0 alone reports and writes
-    # an entry point: process-wide settings for every member, the caller's back at the end (cpu_settings)
-    with cpu_settings(members[0][1].threads):
+    # an entry point: process-wide settings for every member, the caller's back at the end (process_settings)
+    with process_settings(members[0][1].threads):
         result = ExperimentRuns({})
         if resume:  # one refusal of a changed recipe for every experiment, as `train --resume` has
             for name, cfg in members:

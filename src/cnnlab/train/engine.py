@@ -97,15 +97,19 @@ def select_device(name: str = "auto") -> torch.device:
     return device
 
 
-def configure_cpu(threads: int | None) -> None:
-    """Flush denormals (slow paths on x86 once weights get tiny) and set the thread count.
+def configure_process(threads: int | None) -> None:
+    """Flush denormals (slow paths on x86 once weights get tiny), set the thread count, and keep fp32 as
+    fp32 on CUDA: cuDNN's convolutions run in TF32 (10-bit mantissas) by PyTorch's default, which would
+    make a run labelled fp32 compute in lower precision on a GPU (bf16 and fp16 stay opt-in, ``--amp``).
 
     Process-wide settings: the entry points (:func:`train`, ``compare``, the experiments, the CLI)
-    apply them, for the length of the call (:func:`cpu_settings`); :class:`Trainer` does not.
+    apply them, for the length of the call (:func:`process_settings`); :class:`Trainer` does not.
     """
     torch.set_flush_denormal(True)
     if threads:
         torch.set_num_threads(threads)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def flushes_denormals() -> bool:
@@ -114,19 +118,21 @@ def flushes_denormals() -> bool:
 
 
 @contextlib.contextmanager
-def cpu_settings(threads: int | None) -> Iterator[None]:
-    """:func:`configure_cpu` for the length of a library call, and the caller's settings back afterwards:
-    thread count, denormal flushing and torch's CPU random number generator (the run seeds it), so that a
-    notebook's later cells compute as they did before the call."""
+def process_settings(threads: int | None) -> Iterator[None]:
+    """:func:`configure_process` for the length of a library call, and the caller's settings back
+    afterwards: thread count, denormal flushing, TF32 on CUDA and torch's CPU random number generator
+    (the run seeds it), so that a notebook's later cells compute as they did before the call."""
     threads_before, flushing_before = torch.get_num_threads(), flushes_denormals()
+    tf32_before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     # the CPU generator only: saving every GPU's would open a CUDA context on each from every process
     with torch.random.fork_rng(devices=[]):
         try:
-            configure_cpu(threads)
+            configure_process(threads)
             yield
         finally:
             torch.set_num_threads(threads_before)
             torch.set_flush_denormal(flushing_before)
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32_before
 
 
 # ------------------------------------------------------------------------------------- evaluation
@@ -1025,8 +1031,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, **options: Any) -> RunResult:
     """Train ``cfg`` into ``run_dir``; returns the :class:`RunResult`. ``options`` are :class:`Trainer`'s
     keywords (``overwrite``, ``resume``, ``progress``, ``data``, ``on_epoch``, ``tensorboard``).
 
-    An entry point: it applies the process-wide CPU settings (:func:`configure_cpu`) for the run and gives
-    the caller's back when it returns (:func:`cpu_settings`).
+    An entry point: it applies the process-wide settings (:func:`configure_process`) for the run and gives
+    the caller's back when it returns (:func:`process_settings`).
     """
-    with cpu_settings(cfg.threads):
+    with process_settings(cfg.threads):
         return Trainer(cfg, run_dir, **options).fit()

@@ -15,7 +15,7 @@ from cnnlab.errors import CheckpointError, UsageError, unknown_choice
 from cnnlab.models.registry import require_registered
 from cnnlab.train.checkpoint import load_weights, read_manifest
 from cnnlab.train.config import TrainConfig
-from cnnlab.train.engine import EvalResult, build_model_for_data, configure_cpu, evaluate, select_device
+from cnnlab.train.engine import EvalResult, build_model_for_data, configure_process, evaluate, select_device
 from cnnlab.train.plots import plot_confusion
 from cnnlab.train.rundir import RunFiles, holds_run, read_run_json
 from cnnlab.train.transfer import BATCH_NORMS
@@ -307,7 +307,7 @@ def model_with_weights(
     if data_dir is not None:
         cfg.data_dir = data_dir
     file, sha256 = weight_file_sha256(weights)
-    configure_cpu(cfg.threads)
+    configure_process(cfg.threads)
     dev = select_device(device)
     if data is None:
         data = load_config_data(cfg)
@@ -390,7 +390,7 @@ def load_saved_model(
     cfg = check_training_header(choice.weights, header)
     if data_dir is not None:
         cfg.data_dir = data_dir
-    configure_cpu(cfg.threads)
+    configure_process(cfg.threads)
     dev = select_device(device)
     # an image folder must still hold the files the run recorded: its splits are the run's, or refused
     recorded = RunFiles(choice.run_dir).read_data_manifest() if with_data or data is not None else None
