@@ -33,6 +33,8 @@ PLAIN = TrainConfig(
     threads=1, eval_batch_size=50,
 )  # fmt: skip
 TWO = dataclasses.replace(PLAIN, accum_steps=2)  # the two-process run of PLAIN
+# data pruning: the ranks add up their images' losses, so both choose the one process's subsets
+PRUNED = dataclasses.replace(PLAIN, epochs=3, prune=0.5)
 # A batch-norm net: equal to one process only with --sync-bn. NCHW: with channels_last, one process
 # against itself in NCHW already differs by 4.5e-5 in conv1 after these 3 steps (layout, not ranks).
 NORMED = TrainConfig(
@@ -94,6 +96,7 @@ def two_rank_scenarios(rank: int, port: int, data_dir: str, out: str) -> None:
         root = Path(out)
         Trainer(TWO, root / "plain", data=data, progress=False).fit()
         Trainer(NORMED, root / "normed", data=data, progress=False).fit()
+        Trainer(dataclasses.replace(PRUNED, accum_steps=2), root / "pruned", data=data, progress=False).fit()
         # the same run, stopped by rank 1 alone in the middle of its first epoch, then resumed
         cut = Trainer(TWO, root / "cut", data=data, progress=False)
         if rank == 1:
@@ -141,6 +144,16 @@ def test_two_processes_give_the_one_process_update(two_ranks, tiny_dataset_dir, 
         assert row2["train_loss"] == pytest.approx(row1["train_loss"], rel=1e-5)
         assert row2["val_loss"] == pytest.approx(row1["val_loss"], rel=1e-5)
     assert two[-1]["test_acc"] == one[-1]["test_acc"]
+
+
+def test_two_processes_prune_as_one_process(two_ranks, tiny_dataset_dir, tmp_path, no_curves):
+    single = one_process(PRUNED, tmp_path / "pruned", tiny_dataset_dir)
+    two, one = read_metrics(two_ranks / "pruned" / "metrics.csv"), read_metrics(single / "metrics.csv")
+    seen = [round(float(r["train_images_per_s"]) * float(r["epoch_seconds"])) for r in one]
+    assert seen == [201, 100, 100]  # the epochs after the first: the 100 highest-loss images
+    for row2, row1 in zip(two, one, strict=True):
+        assert row2["train_acc"] == row1["train_acc"] and row2["val_acc"] == row1["val_acc"]
+    assert_same_weights(last_weights(two_ranks / "pruned"), last_weights(single))
 
 
 def test_sync_bn_gives_the_one_process_update(two_ranks, tiny_dataset_dir, tmp_path, no_curves):

@@ -105,6 +105,19 @@ RECIPE = (
     ("--grad-clip", "grad_clip", float, "clip the gradient norm to this value"),
     ("--drop-rate", "drop_rate", float, "dropout before the classifier (default: the model's own)"),
     (
+        "--prune",
+        "prune",
+        float,
+        "data pruning by training loss: after a full first epoch, each epoch trains on this share of the "
+        "training images, those of highest loss when last seen (e.g. 0.5; default: all of them)",
+    ),
+    (
+        "--prune-random",
+        "prune_random",
+        float,
+        "with --prune: the share of each epoch's images drawn at random from the others instead (default 0.1)",
+    ),
+    (
         "--weight-init",
         "weight_init",
         str,

@@ -28,9 +28,11 @@ def rank_part(start: int, stop: int, rank: int, world_size: int) -> tuple[int, i
     return first, first + count + (1 if rank < extra else 0)
 
 
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """A generator determined by (seed, epoch) alone, well mixed for neighbouring values."""
-    state = np.random.SeedSequence([seed & 0xFFFFFFFF, epoch & 0xFFFFFFFF]).generate_state(2, np.uint32)
+def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
+    """A generator determined by (seed, epoch) alone, well mixed for neighbouring values; ``stream`` > 0
+    gives another, independent one for the same (seed, epoch) (0: the loader's own)."""
+    entropy = [seed & 0xFFFFFFFF, epoch & 0xFFFFFFFF] + ([stream] if stream else [])
+    state = np.random.SeedSequence(entropy).generate_state(2, np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
@@ -41,6 +43,9 @@ class BatchLoader:
     ``out_chans``: repeat a single channel, e.g. 3 for models built for RGB. ``mean``/``std``: per input
     channel (one value is broadcast). Each ``iter()`` runs the epoch set by :meth:`set_epoch` and then
     advances it by one, so a training loop works with or without calling ``set_epoch``.
+
+    ``subset`` (settable between epochs): indices of the split's images that the next epochs iterate
+    over, in place of all of them (data pruning, :mod:`cnnlab.train.pruning`); None: the whole split.
     """
 
     def __init__(
@@ -75,6 +80,7 @@ class BatchLoader:
         self.device = torch.device(device)
         self.channels_last = channels_last
         self.epoch = 0
+        self.subset: torch.Tensor | None = None
         in_chans, height, width = images.shape[1:]
         self.out_chans = out_chans or in_chans
         if self.out_chans != in_chans and in_chans != 1:
@@ -118,8 +124,8 @@ class BatchLoader:
 
     @property
     def num_samples(self) -> int:
-        """Samples in the split (all of them, including a dropped last partial batch)."""
-        return len(self.labels)
+        """Samples of an epoch: the split's (or the subset's), including a dropped last partial batch."""
+        return len(self.labels) if self.subset is None else len(self.subset)
 
     def __len__(self) -> int:
         rounding = math.floor if self.drop_last else math.ceil
@@ -158,11 +164,24 @@ class BatchLoader:
         x = torch.addcmul(self.shift, batch, self.scale)  # uint8 -> float32, scaled and shifted, one kernel
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
+    def _order(self, generator: torch.Generator) -> torch.Tensor | None:
+        """The split's indices in the epoch's order (the generator's first draw); None: in stored order."""
+        order = torch.randperm(self.num_samples, generator=generator) if self.shuffle else None
+        if self.subset is None:
+            return order
+        return self.subset if order is None else self.subset[order]
+
+    def epoch_indices(self, epoch: int) -> torch.Tensor:
+        """The split's indices of epoch ``epoch``'s images, in the order it yields them (global batch
+        ``i`` is positions :meth:`global_batch` ``(i)``; a rank's part of it, :func:`rank_part`)."""
+        order = self._order(epoch_generator(self.seed, epoch))
+        return torch.arange(self.num_samples) if order is None else order
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch, n = self.epoch, self.num_samples
         self.epoch += 1
         generator = epoch_generator(self.seed, epoch)
-        order = torch.randperm(n, generator=generator) if self.shuffle else None
+        order = self._order(generator)
         # All of the epoch's randomness is drawn up front, per position in the epoch's order.
         draws = draw(self.augment, n, self.canvas, generator, int(self.images.shape[1]))
         for batch_index in range(len(self)):

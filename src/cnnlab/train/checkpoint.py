@@ -206,7 +206,9 @@ def save_checkpoint(
     The previous checkpoint of that name stays whole until the new manifest replaces it; a failure to
     write (full disk, read-only storage) is a :class:`CheckpointError` saying so. ``rank_rng``: the
     random streams of every rank of a data-parallel run (``{"cpu": [...], "cuda": [...]}``, by rank),
-    saved beside this process's so that each rank resumes its own.
+    saved beside this process's so that each rank resumes its own. ``state["tensors"]``: the run's own
+    tensors by name (data pruning's loss table), saved in the state file, not its JSON header, and
+    returned by :func:`load_checkpoint` under the same key.
     """
     folder = Path(folder)
     manifest_path = folder / f"{name}.json"
@@ -228,9 +230,12 @@ def save_checkpoint(
                 for rank, rng in enumerate(states):
                     if rank:  # rank 0's are this process's, saved above
                         tensors[f"rng.{kind}.rank{rank}"] = rng
+            header_state = dict(state or {})
+            for extra, tensor in header_state.pop("tensors", {}).items():  # a run's own, e.g. data pruning's
+                tensors[f"extra.{extra}"] = tensor.contiguous()
             files["state"] = f"{name}.{number}.state.safetensors"
             digests["state"] = _write_tensors(
-                folder / files["state"], tensors, {"optimizer": opt_meta, **(state or {})}
+                folder / files["state"], tensors, {"optimizer": opt_meta, **header_state}
             )
         manifest = {"format": FORMAT, **header, "files": files, "sha256": digests}
         if state and isinstance(state.get("epoch"), int):
@@ -370,6 +375,9 @@ def load_checkpoint(
             torch.set_rng_state(tensors["rng.torch"])
     except RuntimeError as err:
         raise CheckpointError(f"checkpoint file {state_path} is damaged: {err}") from None
+    meta["tensors"] = {
+        key.removeprefix("extra."): t for key, t in tensors.items() if key.startswith("extra.")
+    }
     meta["rng_state"] = {
         "cpu": tensors["rng.torch"],
         "cuda": [tensors[k] for k in sorted(tensors) if re.fullmatch(r"rng\.cuda\.\d+", k)],

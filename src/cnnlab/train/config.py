@@ -28,7 +28,7 @@ ADDED_LATER: dict[str, Any] = {
     "augment": "none", "input_size": None, "scale_range": None, "image_size": None, "bad_images": "error",
     "recipe": None, "recipe_fields": (), "init": None, "freeze": (), "reinit_above": None, "classes": (),
     "sync_bn": False, "weight_init": "model", "init_from": "cnnlab", "eval_tta": "center",
-    "warmup_mode": "linear", "zero_init_residual": False,
+    "warmup_mode": "linear", "zero_init_residual": False, "prune": None, "prune_random": 0.1,
 }  # fmt: skip
 MAX_SEED = 2**63 - 1
 #: warmup_mode's choices: a linear ramp from lr/W to lr over the W warm-up steps (Goyal et al. 2017
@@ -103,6 +103,10 @@ class TrainConfig:
     # image and its mirror, cnnlab.train.tta) - twice the evaluation's cost, used by the speedrun recipe
     eval_tta: str = "center"
     aux_loss: bool = True  # use the model's auxiliary heads in the loss (GoogLeNet: 0.3 each)
+    # data pruning (cnnlab.train.pruning): after the first epoch, each epoch trains on this share of the
+    # training split, the images of highest loss when last seen, prune_random of them drawn at random
+    prune: float | None = None
+    prune_random: float = 0.1
     # data
     val_fraction: float = (
         0.1  # held out of the training set (seeded); selects the checkpoint. 0: the last epoch
@@ -184,7 +188,7 @@ class TrainConfig:
         if self.amp not in PRECISIONS:
             raise unknown_choice("precision", str(self.amp), PRECISIONS)
         for name in ("lr", "momentum", "weight_decay", "gamma", "label_smoothing", "min_lr_ratio",
-                     "warmup_epochs", "val_fraction", "grad_clip", "drop_rate"):  # fmt: skip
+                     "warmup_epochs", "val_fraction", "grad_clip", "drop_rate", "prune", "prune_random"):  # fmt: skip
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 raise UsageError(f"{name} must be a finite number, got {value}")
@@ -234,6 +238,19 @@ class TrainConfig:
             )
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise UsageError(f"grad_clip must be greater than 0, got {self.grad_clip}")
+        if self.prune is not None:
+            if not 0.0 < self.prune < 1.0:
+                raise UsageError(
+                    f"prune is the share of the training images each epoch after the first trains on, in (0, 1), "
+                    f"got {self.prune}"
+                )
+            if self.schedule in ("step", "multistep"):
+                raise UsageError(
+                    f"the {self.schedule} schedule counts epochs in steps, which pruned epochs change; with prune, "
+                    "choose onecycle, cosine, constant or plateau"
+                )
+        if not 0.0 <= self.prune_random < 1.0:
+            raise UsageError(f"prune_random must be in [0, 1), got {self.prune_random}")
         if self.drop_rate is not None and not 0.0 <= self.drop_rate < 1.0:
             raise UsageError(f"drop_rate must be in [0, 1), got {self.drop_rate}")
         if any(m < 1 or m > self.epochs for m in self.milestones) or list(self.milestones) != sorted(

@@ -88,11 +88,11 @@ class DistContext:
             torch.distributed.all_reduce(tensor)
         return tensor.tolist()
 
-    def sum_tensors_(self, *tensors: torch.Tensor) -> None:
-        """Sum each tensor over the ranks, in place."""
+    def sum_tensors_(self, *tensors: torch.Tensor, what: str = "summing the evaluation") -> None:
+        """Sum each tensor over the ranks, in place (``what``: the collective, named if it fails)."""
         if not self.active:
             return
-        with collective("summing the evaluation"):
+        with collective(what):
             for tensor in tensors:
                 moved = tensor.to(self.device)
                 torch.distributed.all_reduce(moved)

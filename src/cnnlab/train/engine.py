@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from cnnlab.data.augment import ColourPCA
 from cnnlab.data.catalog import preparation_header
+from cnnlab.data.loader import rank_part
 from cnnlab.errors import CheckpointError, InputTooSmallError, TrainingDiverged, UsageError
 from cnnlab.models import check_input_size, count_params, create_model, model_info
 from cnnlab.models.layers import init_glorot, init_he
@@ -46,6 +47,7 @@ from cnnlab.train.checkpoint import restore_rng_state
 from cnnlab.train.config import TrainConfig, flag_for
 from cnnlab.train.optim import LRSchedule, build_optimizer
 from cnnlab.train.precision import autocast, cpu_bf16_instructions, cpu_name, precision_note
+from cnnlab.train.pruning import LossPruning, epoch_sizes
 from cnnlab.train.rundata import prepare_run_data
 from cnnlab.train.rundir import (
     RunFiles,
@@ -535,19 +537,35 @@ class Trainer:
             if self.progress:
                 tqdm.write(self.init_notes[-1])
         self.num_params = count_params(self.model)
-        self.steps_per_epoch = len(self.train_loader)
-        last_start, last_stop = self.train_loader.global_batch(self.steps_per_epoch - 1)
-        if last_stop - last_start < self.dist.world_size:  # a rank would have no image of it: left out
-            self.steps_per_epoch -= 1
+        self.steps_per_epoch = self._steps_for(self.train_loader.num_samples)
         if self.steps_per_epoch < 1:
             raise UsageError(
                 f"{self.train_images} training images cannot be shared by {self.dist.world_size} processes; "
                 "use fewer processes or more images"
             )
         refuse_short_epochs(self.steps_per_epoch, cfg.batch_size, self.train_images, self.required_steps)
+        self.pruning: LossPruning | None = None
+        self.epoch_order: torch.Tensor | None = None  # a pruned epoch's images in order (train_epoch)
+        if cfg.prune is not None:
+            if self.required_steps:
+                raise UsageError(
+                    f"{self.required_steps[1]} needs epochs of equal length, which --prune changes"
+                )
+            self.pruning = LossPruning(self.train_loader.num_samples, cfg.prune, cfg.prune_random, cfg.seed)
+        # steps of each epoch: all of them the same, but for pruned epochs
+        cap = cfg.max_steps_per_epoch
+        self.epoch_steps = [
+            min(self._steps_for(size), cap or size)
+            for size in epoch_sizes(self.train_loader.num_samples, cfg.epochs, cfg.prune)
+        ]
+        if min(self.epoch_steps, default=1) < 1:
+            raise UsageError(
+                f"--prune {cfg.prune} leaves too few training images for {self.dist.world_size} processes; "
+                "prune less or use fewer processes"
+            )
         if cfg.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_steps_per_epoch)
-        total_steps = self.steps_per_epoch * cfg.epochs
+        total_steps = sum(self.epoch_steps)
         start_share = batch_norm_start_share(self.model, total_steps)
         if start_share > STALE_BATCH_NORM and not cfg.init and self.dist.is_main:
             warnings.warn(
@@ -559,8 +577,17 @@ class Trainer:
                 stacklevel=3,
             )
         self.optimizer = build_optimizer(self.model, cfg)
-        self.schedule = LRSchedule(self.optimizer, cfg, self.steps_per_epoch)
+        self.schedule = LRSchedule(self.optimizer, cfg, self.steps_per_epoch, total_steps=total_steps)
         self.shards = self._shards()
+
+    def _steps_for(self, samples: int) -> int:
+        """Steps of an epoch of ``samples`` images: whole batches and the last part, left out when some rank
+        would have no image of it (``max_steps_per_epoch`` not applied)."""
+        size, ranks = self.cfg.batch_size, self.dist.world_size
+        steps = math.ceil(samples / size)
+        if steps and samples - (steps - 1) * size < ranks:
+            steps -= 1
+        return steps
 
     def _shards(self) -> CoreShards | None:
         """The CPU batch shards to train with (None: plain operation-level threading, the default)."""
@@ -601,6 +628,8 @@ class Trainer:
         images = f"{self.train_images:,} training images"
         if cfg.max_steps_per_epoch and self.steps_per_epoch == cfg.max_steps_per_epoch:
             images += f" ({self.steps_per_epoch} step{'s' * (self.steps_per_epoch != 1)} of them per epoch)"
+        if cfg.prune is not None:
+            images += f" ({cfg.prune:.0%} of them, the highest-loss, in each epoch after the first)"
         return (
             f"{cfg.model} on {cfg.data}: {self.device} ({where}), {precision_note(self.amp, self.device)}, "
             f"{threads}, {mode}, batch {cfg.batch_size}, {images}, {selection}"
@@ -656,6 +685,8 @@ class Trainer:
             "best_accuracy": self.best_accuracy,
             "grad_scaler": self.step.scaler.state_dict() if self.step.scaler is not None else None,
         }
+        if name == "last" and self.pruning is not None:  # the loss table, and the epoch's so far
+            state["tensors"] = self.pruning.state_tensors()
         optimizer = self.optimizer if name == "last" else None
         return self.files.save_checkpoint(name, self.model, self.header(), optimizer, state, rank_rng)
 
@@ -695,6 +726,8 @@ class Trainer:
         self.start_epoch = state["epoch"]
         self.skip_steps = state["step_in_epoch"]
         self.partial = state["partial"]
+        if self.pruning is not None:
+            self.pruning.load_state_tensors(state.get("tensors", {}), str(self.files.manifest("last")))
         if self.step.scaler is not None and state.get("grad_scaler"):
             self.step.scaler.load_state_dict(state["grad_scaler"])
         if self.dist.is_main:
@@ -748,7 +781,7 @@ class Trainer:
     def _batches(self, epoch: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
         self.train_loader.set_epoch(epoch)
         for step, (x, y) in enumerate(self.train_loader):
-            if step >= self.steps_per_epoch:
+            if step >= self.epoch_steps[epoch]:
                 return
             yield step, x, y
 
@@ -769,8 +802,13 @@ class Trainer:
             "lr": self.schedule.lr,
         }
         skip, self.skip_steps, self.partial = self.skip_steps, 0, None
+        # a pruned epoch's images (cnnlab.train.pruning), and where each batch's are: their losses rank them
+        self.epoch_order = None
+        if self.pruning is not None:
+            self.train_loader.subset = self.pruning.subset(epoch)
+            self.epoch_order = self.train_loader.epoch_indices(epoch)
         bar = tqdm(
-            total=self.steps_per_epoch,
+            total=self.epoch_steps[epoch],
             initial=skip,
             desc=f"epoch {epoch + 1}/{self.cfg.epochs}",
             unit="batch",
@@ -782,6 +820,8 @@ class Trainer:
         with self.shards.coordinating() if self.shards else contextlib.nullcontext():
             self._train_steps(epoch, skip, totals, bar, start)
         bar.close()
+        if self.pruning is not None:
+            self.pruning.end_epoch(self.dist)
         seconds = totals["seconds"] + time.perf_counter() - start
         return {
             "lr": totals.get("lr", self.schedule.lr),
@@ -816,11 +856,14 @@ class Trainer:
                     f"loss became {loss_value} at epoch {epoch + 1}, step {step + 1}; {kept}. Lower the learning "
                     f"rate (now {self.schedule.lr:.3g}) or set --grad-clip"
                 )
+            if self.epoch_order is not None and self.step.last_losses is not None:
+                lo, hi = rank_part(first, stop, self.dist.rank, self.dist.world_size)
+                self.pruning.record(self.epoch_order[lo:hi], self.step.last_losses)
             totals["loss"] += loss_value * (stop - first)
             totals["correct"] += correct
             totals["seen"] += stop - first
             bar.update(1)
-            if step % 10 == 0 or step + 1 == self.steps_per_epoch:
+            if step % 10 == 0 or step + 1 == self.epoch_steps[epoch]:
                 elapsed = totals["seconds"] + time.perf_counter() - start
                 bar.set_postfix(
                     loss=f"{totals['loss'] / totals['seen']:.4f}",
@@ -828,7 +871,7 @@ class Trainer:
                     img_s=f"{totals['seen'] / max(elapsed, 1e-9):.0f}",
                 )
             self.stopping = self.stopping or stopping
-            if self.stopping and step + 1 < self.steps_per_epoch:
+            if self.stopping and step + 1 < self.epoch_steps[epoch]:
                 totals["seconds"] += time.perf_counter() - start
                 bar.close()
                 self.save("last", epoch, step_in_epoch=step + 1, partial=totals)

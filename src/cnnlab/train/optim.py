@@ -77,11 +77,19 @@ class LRSchedule:
     ONECYCLE_DIV = 25.0
     ONECYCLE_FINAL_DIV = 1e4
 
-    def __init__(self, optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> None:
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        cfg: TrainConfig,
+        steps_per_epoch: int,
+        total_steps: int | None = None,
+    ) -> None:
+        """``total_steps``: the run's steps, where epochs differ in length (data pruning); default
+        ``cfg.epochs * steps_per_epoch``. Warm-ups count epochs in ``steps_per_epoch`` steps."""
         self.optimizer = optimizer
         self.cfg = cfg
         self.steps_per_epoch = steps_per_epoch
-        self.total_steps = cfg.epochs * steps_per_epoch
+        self.total_steps = cfg.epochs * steps_per_epoch if total_steps is None else total_steps
         self.warmup_steps = 0 if cfg.schedule == "onecycle" else round(cfg.warmup_epochs * steps_per_epoch)
         self.step = 0
         self.per_step = self._per_step_scheduler()

@@ -87,19 +87,33 @@ class TrainStep:
         self.scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.checked_unused = False
+        # data pruning (cnnlab.train.pruning) ranks images by their loss: each step keeps its images'
+        self.record_losses = cfg.prune is not None
+        self.last_losses: torch.Tensor | None = None  # the last step's per-image losses (record_losses)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean loss (fp32) and logits of one (micro-)batch, under the run's autocast."""
+        loss, logits, _ = self.loss_terms(x, y)
+        return loss, logits
+
+    def loss_terms(
+        self, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """:meth:`loss`, and (``record_losses``) each image's main-head loss, detached."""
         smoothing = self.cfg.label_smoothing
         with autocast(self.device, self.cfg.amp):
             if not self.aux_weights:
                 logits, aux = self.forward(x), []
             else:  # through DDP, which must see every output; in one process, as the model gives them
                 logits, aux = self.ddp(x) if self.ddp is not None else self.model.forward_aux(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
+            if self.record_losses:
+                per_image = F.cross_entropy(logits.float(), y, label_smoothing=smoothing, reduction="none")
+                loss = per_image.mean()
+            else:
+                per_image, loss = None, F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
             for weight, aux_logits in zip(self.aux_weights, aux):
                 loss = loss + weight * F.cross_entropy(aux_logits.float(), y, label_smoothing=smoothing)
-        return loss, logits
+        return loss, logits, None if per_image is None else per_image.detach()
 
     def __call__(
         self, x: torch.Tensor, y: torch.Tensor, meanwhile: Callable[[], Any], total: int | None = None
@@ -111,7 +125,7 @@ class TrainStep:
         training); the loss returned is then this rank's share of the global batch's mean loss.
         """
         self.optimizer.zero_grad(set_to_none=True)
-        loss, correct, upcoming = 0.0, 0, None
+        loss, correct, upcoming, per_image = 0.0, 0, None, []
         # As many micro-batches on every rank (the smallest rank part bounds them): with --sync-bn each
         # one is a collective all ranks must join.
         smallest = (total // self.dist.world_size) if total else len(y)
@@ -122,10 +136,12 @@ class TrainStep:
             # DDP all-reduces the gradients in the last micro-batch's backward only.
             deferred = self.ddp.no_sync() if self.ddp is not None and not final else contextlib.nullcontext()
             with deferred:
-                part_loss, part_correct, fetched = self._gradients(
+                part_loss, part_correct, fetched, part_losses = self._gradients(
                     xs, ys, total or len(y), meanwhile if final else None
                 )
             loss, correct, upcoming = loss + part_loss, correct + part_correct, fetched
+            per_image += part_losses
+        self.last_losses = torch.cat(per_image) if per_image else None
         if not math.isfinite(loss):
             return loss, correct, upcoming
         self._warn_unused_once()
@@ -143,33 +159,43 @@ class TrainStep:
 
     def _gradients(
         self, x: torch.Tensor, y: torch.Tensor, batch: int, meanwhile: Callable[[], Any] | None
-    ) -> tuple[float, int, Any]:
-        """Add this micro-batch's share of the batch gradient to ``.grad``; return its loss share and correct count."""
+    ) -> tuple[float, int, Any, list[torch.Tensor]]:
+        """Add this micro-batch's share of the batch gradient to ``.grad``; return its loss share, correct
+        count, ``meanwhile()`` and (``record_losses``) its per-image losses, in order."""
         if self.shards is None or len(y) < self.shards.workers:  # too small to split
-            loss, logits = self.loss(x, y)
+            loss, logits, per_image = self.loss_terms(x, y)
             loss = loss * (len(y) / batch)
             # DDP divides the ranks' summed gradients by their number: multiplied back here.
             averaged = loss * self.dist.world_size if self.ddp is not None else loss
             (self.scaler.scale(averaged) if self.scaler is not None else averaged).backward()
-            return loss.item(), int((logits.argmax(1) == y).sum()), meanwhile() if meanwhile else None
+            correct = int((logits.argmax(1) == y).sum())
+            return (
+                loss.item(),
+                correct,
+                meanwhile() if meanwhile else None,
+                [] if per_image is None else [per_image],
+            )
         slices = zip(x.tensor_split(self.shards.workers), y.tensor_split(self.shards.workers))
         futures = self.shards.submit(self._shard_gradients, [(xs, ys, batch) for xs, ys in slices])
         upcoming = meanwhile() if meanwhile else None
         parts = [future.result() for future in futures]
-        for _, _, grads in parts:  # a fixed order, so the sum is the same on every run
+        for _, _, grads, _ in parts:  # a fixed order, so the sum is the same on every run
             for param, grad in zip(self.params, grads):
                 if grad is not None:
                     param.grad = grad if param.grad is None else param.grad.add_(grad)
-        return sum(p[0] for p in parts), sum(p[1] for p in parts), upcoming
+        per_image = [p[3] for p in parts if p[3] is not None]
+        return sum(p[0] for p in parts), sum(p[1] for p in parts), upcoming, per_image
 
-    def _shard_gradients(self, x: torch.Tensor, y: torch.Tensor, batch: int) -> tuple[float, int, list]:
-        """On a shard worker: this slice's loss share, correct count and gradients (not yet in ``.grad``:
-        the workers run at once, so the caller adds them in order)."""
-        loss, logits = self.loss(x, y)
+    def _shard_gradients(
+        self, x: torch.Tensor, y: torch.Tensor, batch: int
+    ) -> tuple[float, int, list, torch.Tensor | None]:
+        """On a shard worker: this slice's loss share, correct count, gradients (not yet in ``.grad``:
+        the workers run at once, so the caller adds them in order) and per-image losses."""
+        loss, logits, per_image = self.loss_terms(x, y)
         loss = loss * (len(y) / batch)
         scaled = self.scaler.scale(loss) if self.scaler is not None else loss
         grads = torch.autograd.grad(scaled, self.params, allow_unused=True)
-        return loss.item(), int((logits.argmax(1) == y).sum()), list(grads)
+        return loss.item(), int((logits.argmax(1) == y).sum()), list(grads), per_image
 
     def _warn_unused_once(self) -> None:
         """After the first step's backward: name every trainable parameter that got no gradient."""
