@@ -70,7 +70,9 @@ def test_a_pruned_run_trains_fewer_images_after_the_first_epoch_over_one_whole_c
     rows: list[dict] = []
     trainer = Trainer(PRUNED, tmp_path / "run", data=tiny, progress=False, on_epoch=rows.append)
     assert trainer.epoch_steps == [7, 4, 4]  # 200 images, then 100, in batches of 32
-    assert "50% of them, the highest-loss, in each epoch after the first" in trainer.describe()
+    assert "(50% of them in each epoch after the first: the highest-loss, 20% of those drawn at random" in (
+        trainer.describe()
+    )
     trainer.fit()
     seen = [round(row["train_images_per_s"] * row["epoch_seconds"]) for row in rows]
     assert seen == [200, 100, 100]
@@ -124,7 +126,7 @@ def test_per_image_losses_are_the_same_in_micro_batches_and_cpu_shards(tmp_path:
 @pytest.mark.parametrize(
     "bad, message",
     [
-        ({"prune": 1.0}, "prune is the share of the training images"),
+        ({"prune": 1.5}, "prune is the share of the training images"),
         ({"prune": 0.0}, "prune is the share of the training images"),
         ({"prune": float("nan")}, "prune must be a finite number"),
         ({"prune_random": 1.0}, r"prune_random must be in \[0, 1\)"),
@@ -139,7 +141,7 @@ def test_bad_pruning_settings_are_usage_errors(bad: dict, message: str) -> None:
 def test_cli_refuses_a_prune_share_outside_0_1_in_one_line(capsys) -> None:
     assert main(["train", "lecture-simple", "--prune", "1.5"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "prune" in err and "(0, 1)" in err
+    assert len(err.splitlines()) == 1 and "prune" in err and "(0, 1]" in err
 
 
 def test_configs_saved_before_data_pruning_existed_still_load_complete() -> None:
@@ -147,3 +149,40 @@ def test_configs_saved_before_data_pruning_existed_still_load_complete() -> None
     del saved["prune"], saved["prune_random"]
     cfg = TrainConfig.from_dict(saved, complete=True)
     assert cfg.prune is None and cfg.prune_random == 0.1
+
+
+def test_prune_1_turns_a_recipes_pruning_off_and_prune_random_alone_is_refused(tmp_path: Path, tiny) -> None:
+    off = TrainConfig(
+        **{**PRUNED.to_dict(), "prune": 1.0, "prune_random": 0.1, "schedule": "step"}
+    ).validate()
+    assert not off.prunes
+    trainer = Trainer(off, tmp_path / "off", data=tiny, progress=False)
+    assert trainer.pruning is None and trainer.epoch_steps == [7, 7, 7]
+    trainer.run_lock.release()
+    with pytest.raises(UsageError, match="prune_random shapes data pruning, which is off"):
+        TrainConfig(**{**PRUNED.to_dict(), "prune": None, "prune_random": 0.3}).validate()
+    # the speedrun recipe's own pruning, turned off from the command line
+    from cnnlab.experiments.speedrun import speedrun_config
+
+    assert speedrun_config("fashion-mnist").prunes and not speedrun_config("fashion-mnist", prune=1.0).prunes
+
+
+def test_an_experiment_of_equal_epochs_refuses_pruning_before_it_writes_anything(tmp_path: Path) -> None:
+    out = tmp_path / "bn"
+    assert (
+        main(["experiment", "batchnorm", "--prune", "0.5", "--out", str(out), "--train-subset", "256"]) == 2
+    )
+    assert not out.exists()
+
+
+def test_the_speedrun_caption_says_the_pruning_it_timed() -> None:
+    from cnnlab.experiments.speedrun import SpeedrunResult, speedrun_config
+
+    def caption(**given) -> str:
+        return SpeedrunResult(
+            [], (93.0,), Path("t.md"), Path("f.png"), config=speedrun_config("fashion-mnist", **given)
+        ).caption()
+
+    assert "pruned to 50% after the first epoch (10% of it random)" in caption()
+    assert "pruned to 30% after the first epoch (20% of it random)" in caption(prune=0.3, prune_random=0.2)
+    assert "pruned" not in caption(prune=1.0)

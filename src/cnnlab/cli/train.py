@@ -109,13 +109,14 @@ RECIPE = (
         "prune",
         float,
         "data pruning by training loss: after a full first epoch, each epoch trains on this share of the "
-        "training images, those of highest loss when last seen (e.g. 0.5; default: all of them)",
+        "training images, those of highest loss when last seen (e.g. 0.5; 1: all of them, turning off a "
+        "recipe's pruning)",
     ),
     (
         "--prune-random",
         "prune_random",
         float,
-        "with --prune: the share of each epoch's images drawn at random from the others instead (default 0.1)",
+        "with --prune: the share of each epoch's images drawn at random from the others instead",
     ),
     (
         "--weight-init",

@@ -99,6 +99,10 @@ class SpeedrunResult:
         budget = (f", {cfg.train_subset} training images" if cfg.train_subset else "") + (
             f", at most {cfg.max_steps_per_epoch} steps per epoch" if cfg.max_steps_per_epoch else ""
         )
+        if (
+            cfg.prunes and cfg.epochs > 1
+        ):  # what the run pays for: pruned epochs train on a share of the images
+            budget += f", pruned to {100 * cfg.prune:g}% after the first epoch ({100 * cfg.prune_random:g}% of it random)"
         return (
             f"{cfg.model} on {cfg.data}: recipe {cfg.recipe or 'none'}, {cfg.amp}, {cfg.epochs} epoch{'s' * (cfg.epochs != 1)} of batch "
             f"{cfg.batch_size}{budget}" + (f", model options {options}" if options else "")

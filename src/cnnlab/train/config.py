@@ -31,6 +31,8 @@ ADDED_LATER: dict[str, Any] = {
     "warmup_mode": "linear", "zero_init_residual": False, "prune": None, "prune_random": 0.1,
 }  # fmt: skip
 MAX_SEED = 2**63 - 1
+#: the default share of a pruned epoch's images drawn at random from the others (cnnlab.train.pruning)
+PRUNE_RANDOM = 0.1
 #: warmup_mode's choices: a linear ramp from lr/W to lr over the W warm-up steps (Goyal et al. 2017
 #: Sec. 2.2), or lr x CONSTANT_WARMUP_FACTOR throughout them (He et al. 2016a Sec. 4.2: 0.01, then back to 0.1)
 WARMUP_MODES = ("linear", "constant")
@@ -105,8 +107,8 @@ class TrainConfig:
     aux_loss: bool = True  # use the model's auxiliary heads in the loss (GoogLeNet: 0.3 each)
     # data pruning (cnnlab.train.pruning): after the first epoch, each epoch trains on this share of the
     # training split, the images of highest loss when last seen, prune_random of them drawn at random
-    prune: float | None = None
-    prune_random: float = 0.1
+    prune: float | None = None  # 1: every image every epoch (turns a recipe's pruning off)
+    prune_random: float = 0.1  # PRUNE_RANDOM
     # data
     val_fraction: float = (
         0.1  # held out of the training set (seeded); selects the checkpoint. 0: the last epoch
@@ -239,18 +241,22 @@ class TrainConfig:
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise UsageError(f"grad_clip must be greater than 0, got {self.grad_clip}")
         if self.prune is not None:
-            if not 0.0 < self.prune < 1.0:
+            if not 0.0 < self.prune <= 1.0:
                 raise UsageError(
-                    f"prune is the share of the training images each epoch after the first trains on, in (0, 1), "
-                    f"got {self.prune}"
+                    f"prune is the share of the training images each epoch after the first trains on, in (0, 1] "
+                    f"(1: every image, no pruning), got {self.prune}"
                 )
-            if self.schedule in ("step", "multistep"):
+            if self.prunes and self.schedule in ("step", "multistep"):
                 raise UsageError(
                     f"the {self.schedule} schedule counts epochs in steps, which pruned epochs change; with prune, "
-                    "choose onecycle, cosine, constant or plateau"
+                    "choose onecycle, cosine, constant or plateau (or set prune to 1: no pruning)"
                 )
         if not 0.0 <= self.prune_random < 1.0:
             raise UsageError(f"prune_random must be in [0, 1), got {self.prune_random}")
+        if not self.prunes and self.prune_random != PRUNE_RANDOM and "prune_random" not in self.recipe_fields:
+            raise UsageError(
+                "prune_random shapes data pruning, which is off: set prune too, or leave prune_random out"
+            )
         if self.drop_rate is not None and not 0.0 <= self.drop_rate < 1.0:
             raise UsageError(f"drop_rate must be in [0, 1), got {self.drop_rate}")
         if any(m < 1 or m > self.epochs for m in self.milestones) or list(self.milestones) != sorted(
@@ -307,6 +313,11 @@ class TrainConfig:
             raise UsageError(f"classes must name each class once, got {list(self.classes)}")
         # one class is refused with the data (rundata), after the indices are checked against its classes
         return self
+
+    @property
+    def prunes(self) -> bool:
+        """Whether later epochs train on a share of the images (data pruning, ``prune`` below 1)."""
+        return self.prune is not None and self.prune < 1.0
 
     def augmentation(self, pca: Any = None) -> Any:
         """The training :class:`cnnlab.data.augment.Augment` of this recipe (``pca``: alexnet's colour PCA)."""

@@ -328,6 +328,12 @@ def refuse_short_epochs(batches: int, batch_size: int, images: int, required: tu
     )
 
 
+def refuse_pruned_epochs(cfg: TrainConfig, required: tuple[int, str] | None) -> None:
+    """UsageError where an experiment counts steps as epochs x N (``required``) and ``cfg`` prunes epochs."""
+    if cfg.prunes and required:
+        raise UsageError(f"{required[1]} needs epochs of equal length, which --prune changes; drop --prune")
+
+
 def check_recipe_on_data(
     cfg: TrainConfig, data: Any, steps_per_epoch: tuple[int, str] | None = None
 ) -> tuple[int, int, int]:
@@ -341,6 +347,7 @@ def check_recipe_on_data(
     cfg = cfg.validate()
     run_data = prepare_run_data(cfg, torch.device("cpu"), False, data)
     refuse_short_epochs(len(run_data.train_loader), cfg.batch_size, run_data.train_images, steps_per_epoch)
+    refuse_pruned_epochs(cfg, steps_per_epoch)
     with torch.device("meta"):
         build_model_for_data(cfg, len(run_data.classes), run_data.input_shape)
     return run_data.input_shape
@@ -544,19 +551,18 @@ class Trainer:
                 "use fewer processes or more images"
             )
         refuse_short_epochs(self.steps_per_epoch, cfg.batch_size, self.train_images, self.required_steps)
+        refuse_pruned_epochs(cfg, self.required_steps)
         self.pruning: LossPruning | None = None
         self.epoch_order: torch.Tensor | None = None  # a pruned epoch's images in order (train_epoch)
-        if cfg.prune is not None:
-            if self.required_steps:
-                raise UsageError(
-                    f"{self.required_steps[1]} needs epochs of equal length, which --prune changes"
-                )
+        if cfg.prunes:
             self.pruning = LossPruning(self.train_loader.num_samples, cfg.prune, cfg.prune_random, cfg.seed)
         # steps of each epoch: all of them the same, but for pruned epochs
         cap = cfg.max_steps_per_epoch
         self.epoch_steps = [
             min(self._steps_for(size), cap or size)
-            for size in epoch_sizes(self.train_loader.num_samples, cfg.epochs, cfg.prune)
+            for size in epoch_sizes(
+                self.train_loader.num_samples, cfg.epochs, cfg.prune if cfg.prunes else None
+            )
         ]
         if min(self.epoch_steps, default=1) < 1:
             raise UsageError(
@@ -628,8 +634,11 @@ class Trainer:
         images = f"{self.train_images:,} training images"
         if cfg.max_steps_per_epoch and self.steps_per_epoch == cfg.max_steps_per_epoch:
             images += f" ({self.steps_per_epoch} step{'s' * (self.steps_per_epoch != 1)} of them per epoch)"
-        if cfg.prune is not None:
-            images += f" ({cfg.prune:.0%} of them, the highest-loss, in each epoch after the first)"
+        if cfg.prunes:
+            images += (
+                f" ({100 * cfg.prune:g}% of them in each epoch after the first: the highest-loss, "
+                f"{100 * cfg.prune_random:g}% of those drawn at random from the rest)"
+            )
         return (
             f"{cfg.model} on {cfg.data}: {self.device} ({where}), {precision_note(self.amp, self.device)}, "
             f"{threads}, {mode}, batch {cfg.batch_size}, {images}, {selection}"

@@ -88,7 +88,7 @@ class TrainStep:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.checked_unused = False
         # data pruning (cnnlab.train.pruning) ranks images by their loss: each step keeps its images'
-        self.record_losses = cfg.prune is not None
+        self.record_losses = cfg.prunes
         self.last_losses: torch.Tensor | None = None  # the last step's per-image losses (record_losses)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
