@@ -560,9 +560,7 @@ class Trainer:
         cap = cfg.max_steps_per_epoch
         self.epoch_steps = [
             min(self._steps_for(size), cap or size)
-            for size in epoch_sizes(
-                self.train_loader.num_samples, cfg.epochs, cfg.prune if cfg.prunes else None
-            )
+            for size in epoch_sizes(self.train_loader.num_samples, cfg.epochs, cfg.prune)
         ]
         if min(self.epoch_steps, default=1) < 1:
             raise UsageError(

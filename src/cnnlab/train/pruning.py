@@ -42,6 +42,7 @@ class LossPruning:
 
     def __init__(self, total: int, prune: float, random_share: float, seed: int) -> None:
         self.total, self.prune, self.random_share, self.seed = total, prune, random_share, seed
+        self.size = epoch_sizes(total, 2, prune)[1]  # images of every epoch after the first
         self.last_loss = torch.full((total,), math.inf)  # never seen: first in line
         self.epoch_loss = torch.zeros(total)
         self.epoch_seen = torch.zeros(total)
@@ -50,10 +51,9 @@ class LossPruning:
         """Sorted indices of epoch ``epoch``'s images (None: all of them, the first epoch)."""
         if epoch == 0:
             return None
-        size = epoch_sizes(self.total, 2, self.prune)[1]
-        drawn_count = round(self.random_share * size)
+        drawn_count = round(self.random_share * self.size)
         order = torch.argsort(self.last_loss, descending=True, stable=True)
-        hard, rest = order[: size - drawn_count], order[size - drawn_count :]
+        hard, rest = order[: self.size - drawn_count], order[self.size - drawn_count :]
         draw = torch.randperm(len(rest), generator=epoch_generator(self.seed, epoch, PRUNING_STREAM))
         return torch.cat([hard, rest[draw[:drawn_count]]]).sort().values
 
