@@ -22,9 +22,11 @@ def test_the_speedrun_net_is_registered_with_its_own_recipe_and_the_recipe_is_da
     run = SPEEDRUNS["fashion-mnist"]
     assert model_info(run.model).recipe == run.recipe == "speedrun"
     settings = recipe("speedrun").settings()
-    assert settings["eval_tta"] == "flip" and settings["flip"] and settings["label_smoothing"] > 0
+    assert (settings["eval_tta"], settings["test_tta"]) == ("center", "flip-shift")
+    assert settings["flip"] and settings["label_smoothing"] > 0
     cfg = speedrun_config("fashion-mnist", epochs=2)
-    assert (cfg.model, cfg.recipe, cfg.epochs, cfg.eval_tta) == ("speedrun-fmnist", "speedrun", 2, "flip")
+    assert (cfg.model, cfg.recipe, cfg.epochs) == ("speedrun-fmnist", "speedrun", 2)
+    assert (cfg.eval_tta, cfg.test_tta) == ("center", "flip-shift")
     assert "epochs" not in cfg.recipe_fields  # given, so not the recipe's
     model = create_model("speedrun-fmnist", num_classes=3, in_chans=3)
     assert model(torch.randn(2, 3, 28, 28)).shape == (2, 3)
@@ -90,7 +92,7 @@ def test_speedrun_cli_trains_each_seed_and_its_table_comes_from_the_runs(
     assert main(argv) == 0
     printed = capsys.readouterr().out
     saved = json.loads((out / "speedrun.json").read_text())
-    assert saved["config"]["recipe"] == "speedrun" and saved["config"]["eval_tta"] == "flip"
+    assert saved["config"]["recipe"] == "speedrun" and saved["config"]["test_tta"] == "flip-shift"
     assert [r["seed"] for r in saved["rows"]] == [0, 1]
     for row in saved["rows"]:
         run_dir = out / f"speedrun-fmnist-seed{row['seed']}"
@@ -134,3 +136,77 @@ def test_a_speedrun_stopped_before_its_first_epoch_says_so_instead_of_an_empty_t
         "speedrun-fmnist on fashion-mnist: recipe none, bf16, 10 epochs of batch 128, model options "
         "widths=8,16,32,64\n\nNo epoch of any seed has finished yet: nothing to tabulate."
     )
+
+
+def test_flip_shift_evaluation_averages_six_views_moved_one_pixel_with_edges_repeated() -> None:
+    from cnnlab.train.tta import averaged_posteriors, shifted, view_count
+
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 1, 5, 6), torch.randint(0, 3, (8,))
+    model = LeftHalf()
+
+    def moved(image: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+        """Each output pixel reads the input pixel ``rows`` up and ``cols`` left, clamped into the image."""
+        height, width = image.shape[-2:]
+        r = (torch.arange(height) - rows).clamp(0, height - 1)
+        c = (torch.arange(width) - cols).clamp(0, width - 1)
+        return image[..., r[:, None], c[None, :]]
+
+    views = [moved(x, rows, cols) for rows, cols in ((0, 0), (1, 1), (-1, -1))]
+    assert torch.equal(views[1][..., 1:, 1:], x[..., :-1, :-1])  # down-right by one, content intact
+    for rows, cols in ((1, 1), (-1, -1), (1, -1), (0, 1)):
+        assert torch.equal(shifted(x, rows, cols), moved(x, rows, cols)), (rows, cols)
+    expected = sum(model(v).softmax(1) + model(v.flip(-1)).softmax(1) for v in views) / 6
+    got = averaged_posteriors(model, x, "flip-shift", (5, 6))
+    assert torch.allclose(got, expected, atol=1e-6) and view_count("flip-shift", ()) == 6
+    shift = evaluate(model, [(x, y)], 3, torch.device("cpu"), tta="flip-shift")
+    assert shift.accuracy == int((expected.argmax(1) == y).sum()) / 8
+    with pytest.raises(UsageError, match="unknown final test's test-time mode 'shift'"):
+        TrainConfig(test_tta="shift").validate()
+
+
+def test_test_tta_sets_the_final_tests_views_and_validation_keeps_eval_tta(
+    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, no_curves
+) -> None:
+    from cnnlab.train import engine
+
+    monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
+    seen: list[str] = []
+    real = engine.evaluate
+
+    def recording(*args, tta: str = "center", **kwargs):
+        seen.append(tta)
+        return real(*args, tta=tta, **kwargs)
+
+    monkeypatch.setattr(engine, "evaluate", recording)
+    cfg = speedrun_config(
+        "fashion-mnist", data_dir=str(tiny_dataset_dir), epochs=2, batch_size=50, max_steps_per_epoch=2,
+        threads=1, eval_tta="center", test_tta="flip-shift",
+    )  # fmt: skip
+    result = engine.train(cfg, tmp_path / "run", progress=False)
+    assert seen == ["center", "center", "flip-shift"]  # two validations, one test
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["test_views"] == "flip-shift"
+    assert result.results["test_acc"] is not None
+
+
+def test_speedrun_runs_as_data_parallel_processes_and_rank_0_alone_reports(
+    tmp_path: Path, tiny_dataset_dir: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "sr"
+    src = str(Path(__file__).parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1", "CNNLAB_NO_VERIFY": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "cnnlab", "speedrun", "fashion-mnist", "--nproc", "2", "--data-dir",
+         str(tiny_dataset_dir), "--out", str(out), "--epochs", "2", "--batch-size", "50",
+         "--max-steps-per-epoch", "2", "--quiet"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("| seed | epochs |") == 1  # one table: rank 0's
+    (row,) = json.loads((out / "speedrun.json").read_text())["rows"]
+    results = json.loads((out / "speedrun-fmnist" / "results.json").read_text())
+    assert results["processes"] == 2 and row["test_acc"] == results["test_acc"]

@@ -64,9 +64,9 @@ def test_the_test_split_is_evaluated_once_on_the_checkpoint_the_validation_split
     evaluated = []
     original = Trainer.evaluate
 
-    def spy(self, loader):
+    def spy(self, loader, tta=None):
         evaluated.append("test" if loader is self.test_loader else "val")
-        return original(self, loader)
+        return original(self, loader, tta)
 
     monkeypatch.setattr(Trainer, "evaluate", spy)
     result = train(recipe(epochs=3), tmp_path / "run", data=tiny, progress=False)

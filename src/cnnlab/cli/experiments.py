@@ -11,7 +11,7 @@ from cnnlab.cli.common import (
     resume_with_saved_flags,
     save_experiment_flags,
 )
-from cnnlab.cli.train import add_recipe_args, config_from_args, on_rank_zero
+from cnnlab.cli.train import add_nproc_arg, add_recipe_args, config_from_args, launched, on_rank_zero
 from cnnlab.errors import UsageError
 
 #: --resume of an experiment: it rebuilds its members from its flags, those it started with where left out
@@ -90,10 +90,15 @@ def _speedrun(args: argparse.Namespace) -> int:
     if getattr(args, "data", None) not in (None, args.dataset):
         raise UsageError(f"the speedrun's dataset is {args.dataset}; drop --data {args.data}")
     args.data = args.dataset
+    status = launched(args, lambda: config_from_args(args, run.model, recipe=run.recipe))
+    if status is not None:
+        return status
     cfg = config_from_args(args, run.model, recipe=run.recipe)
     result = speedrun(
         cfg, args.out, seeds=args.seeds, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet
     )
+    if not on_rank_zero():  # data-parallel: rank 0 reports for the job
+        return 0
     save_experiment_flags(args, args.out)
     return report_experiment(
         result.markdown(), {"table": result.table, "figure": result.figure}, result.status
@@ -127,6 +132,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "TrainConfig's defaults (cnnlab train's without a recipe), not the defaults shown",
         resume_help=EXPERIMENT_RESUME_HELP,
     )
+    add_nproc_arg(s)
 
     experiments = add_command_group(
         subparsers,

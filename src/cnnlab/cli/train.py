@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from cnnlab.cli.common import (
@@ -151,7 +151,14 @@ RECIPE = (
         "--eval-tta",
         "eval_tta",
         str,
-        "views validation and the final test average: center, or flip (each image and its mirror image)",
+        "views validation and the final test average: center, flip (each image and its mirror image) or "
+        "flip-shift (those and both moved one pixel down-right and up-left: six views)",
+    ),
+    (
+        "--test-tta",
+        "test_tta",
+        str,
+        "the final test's views alone, as --eval-tta (default: --eval-tta's)",
     ),
     (
         "--val-fraction",
@@ -413,18 +420,41 @@ def run_dir_for(out: str, name: str | None, model: str) -> Path:
     return Path(out) / name
 
 
-def _train(args: argparse.Namespace) -> int:
+def add_nproc_arg(parser: argparse.ArgumentParser) -> None:
+    """``--nproc``: run the command as that many data-parallel processes (see :func:`launched`)."""
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        help="train in this many data-parallel processes on this machine (DDP through torch's elastic "
+        "launcher, as torchrun --nproc-per-node; gloo on CPUs, NCCL on GPUs): --batch-size stays the "
+        "global batch and must divide by it; see docs/distributed.md (default: 1, one process)",
+    )
+
+
+def launched(args: argparse.Namespace, config: Callable[[], TrainConfig]) -> int | None:
+    """With ``--nproc N`` (N > 1) outside a data-parallel job: check ``config()`` (the run's settings)
+    as each rank would, then run this command line as N ranks and return the job's exit status; else
+    None, and this process runs the command itself."""
     if args.nproc is not None and args.nproc < 1:
         raise UsageError(f"--nproc must be at least 1, got {args.nproc}")
-    if args.nproc is not None and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        from cnnlab.train.distributed import check_launch, launch
+    if args.nproc is None or args.nproc == 1 or "WORLD_SIZE" in os.environ:
+        return None
+    from cnnlab.train.distributed import check_launch, launch
 
-        if not args.resume:  # refused before any process starts: the recipe's batch and settings
-            from cnnlab.models import model_info
+    if not args.resume:  # refused before any process starts: the recipe's batch and settings
+        check_launch(config(), args.nproc)
+    return launch(args.nproc, args.argv)  # this process becomes the elastic agent of N ranks
 
-            check_launch(config_from_args(args, args.model, recipe=model_info(args.model).recipe), args.nproc)
 
-        return launch(args.nproc, args.argv)  # this process becomes the elastic agent of N ranks
+def _train(args: argparse.Namespace) -> int:
+    def config() -> TrainConfig:
+        from cnnlab.models import model_info
+
+        return config_from_args(args, args.model, recipe=model_info(args.model).recipe)
+
+    status = launched(args, config)
+    if status is not None:
+        return status
     from cnnlab.train import train
     from cnnlab.train.rundir import refuse_overwrite_with_resume
 
@@ -617,13 +647,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="after --weights, re-initialise the layers above the N-th (the model's own initialisation)",
     )
-    p.add_argument(
-        "--nproc",
-        type=int,
-        help="train in this many data-parallel processes on this machine (DDP through torch's elastic "
-        "launcher, as torchrun --nproc-per-node; gloo on CPUs, NCCL on GPUs): --batch-size stays the "
-        "global batch and must divide by it; see docs/distributed.md (default: 1, one process)",
-    )
+    add_nproc_arg(p)
     _add_view_args(p, tensorboard=True)
 
     p = add_command(

@@ -18,6 +18,8 @@ AUGMENTATIONS: dict[str, str] = {
 TTA_MODES: dict[str, str] = {
     "center": "the centre crop of the input size (what training validates on)",
     "flip": "the centre crop and its mirror image, softmax averaged",
+    "flip-shift": "the centre crop, its copies moved one pixel down-right and up-left (edge pixels repeated), "
+    "and the three's mirror images, softmax averaged (airbench's translations, Jordan 2024)",
     "5crop": "four corner crops and the centre crop, softmax averaged (Chatfield et al. 2014)",
     "10crop": "the five crops and their mirror images, softmax averaged (Krizhevsky et al. 2012 Sec. 4.1)",
     "multiscale": "centre crop and its mirror image at each --scales shorter side, softmax averaged",

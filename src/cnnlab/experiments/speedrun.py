@@ -24,6 +24,7 @@ from typing import Any
 from cnnlab.cells import figure, percent
 from cnnlab.experiments.compare import compare
 from cnnlab.fileio import atomic_write_text
+from cnnlab.train import distributed
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.engine import RunResult
 from cnnlab.train.recipes import SPEEDRUNS, config_with_recipe, speedrun_for
@@ -160,6 +161,8 @@ def speedrun(
     result = SpeedrunResult(
         runs, tuple(marks), out / "speedrun.md", out / "speedrun.png", comparison.status, config=cfg
     )
+    if not distributed.current().is_main:  # data-parallel: rank 0 alone writes
+        return result
     from cnnlab.train.plots import plot_time_to_accuracy
 
     plot_time_to_accuracy(

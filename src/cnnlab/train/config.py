@@ -29,6 +29,7 @@ ADDED_LATER: dict[str, Any] = {
     "recipe": None, "recipe_fields": (), "init": None, "freeze": (), "reinit_above": None, "classes": (),
     "sync_bn": False, "weight_init": "model", "init_from": "cnnlab", "eval_tta": "center",
     "warmup_mode": "linear", "zero_init_residual": False, "prune": None, "prune_random": 0.1,
+    "test_tta": None,
 }  # fmt: skip
 MAX_SEED = 2**63 - 1
 #: the default share of a pruned epoch's images drawn at random from the others (cnnlab.train.pruning)
@@ -38,7 +39,7 @@ PRUNE_RANDOM = 0.1
 WARMUP_MODES = ("linear", "constant")
 CONSTANT_WARMUP_FACTOR = 0.1
 #: eval_tta's choices: test-time modes of cnnlab.train.tta that need no scales and keep the input size
-EVAL_TTA_MODES = ("center", "flip")
+EVAL_TTA_MODES = ("center", "flip", "flip-shift")
 # What config.json records beside the settings (Trainer.config_record): read back, they are left out.
 RECORDED = ("frozen", "init_notes", "init_weights")
 MAX_EPOCHS = 1_000_000
@@ -101,9 +102,12 @@ class TrainConfig:
     augment: str = "none"  # a training pipeline of cnnlab.data.augment (cifar, alexnet, vgg, inception ...)
     input_size: int | None = None  # the square crop the network sees, when smaller than the stored images
     scale_range: tuple[int, int] | None = None  # vgg augmentation: shorter side S in [Smin, Smax]
-    # the views validation and the final test average (softmax posteriors): "center", or "flip" (the
-    # image and its mirror, cnnlab.train.tta) - twice the evaluation's cost, used by the speedrun recipe
+    # the views validation and the final test average (softmax posteriors): "center", "flip" (the image
+    # and its mirror, cnnlab.train.tta: twice the evaluation's cost) or "flip-shift" (six views)
     eval_tta: str = "center"
+    # the final test's views alone, where they differ from validation's (None: eval_tta): the speedrun
+    # recipe validates every epoch on the centre crop and tests once on six views
+    test_tta: str | None = None
     aux_loss: bool = True  # use the model's auxiliary heads in the loss (GoogLeNet: 0.3 each)
     # data pruning (cnnlab.train.pruning): after the first epoch, each epoch trains on this share of the
     # training split, the images of highest loss when last seen, prune_random of them drawn at random
@@ -174,6 +178,8 @@ class TrainConfig:
             raise unknown_choice("weight initialisation", self.weight_init, WEIGHT_INITS)
         if self.eval_tta not in EVAL_TTA_MODES:
             raise unknown_choice("evaluation test-time mode", self.eval_tta, EVAL_TTA_MODES)
+        if self.test_tta is not None and self.test_tta not in EVAL_TTA_MODES:
+            raise unknown_choice("final test's test-time mode", self.test_tta, EVAL_TTA_MODES)
         _whole("epochs", self.epochs, 1)
         if self.epochs > MAX_EPOCHS:
             raise UsageError(f"epochs must be at most {MAX_EPOCHS:,}, got {self.epochs}")

@@ -887,8 +887,9 @@ class Trainer:
 
     # -- the run --------------------------------------------------------------------------------
 
-    def evaluate(self, loader: Any) -> EvalResult:
-        """:func:`evaluate` the model on ``loader`` with this run's device and shards, in fp32.
+    def evaluate(self, loader: Any, tta: str | None = None) -> EvalResult:
+        """:func:`evaluate` the model on ``loader`` with this run's device and shards, in fp32, averaging
+        the views ``tta`` (default: the run's ``eval_tta``).
 
         Always fp32, even when training in bf16: the metrics are those of the weights as saved,
         the same figures ``cnnlab evaluate`` gives for the checkpoint.
@@ -898,7 +899,7 @@ class Trainer:
         with self.shards.coordinating() if self.shards else contextlib.nullcontext():
             return evaluate(
                 self.model, loader, len(self.classes), self.device, shards=self.shards, dist=self.dist,
-                tta=self.cfg.eval_tta,
+                tta=tta or self.cfg.eval_tta,
             )  # fmt: skip
 
     def _agreed_stop(self) -> bool:
@@ -1017,7 +1018,8 @@ class Trainer:
             if self.dist.is_main:
                 self.files.load_checkpoint("best", self.model)  # weights only
             self.dist.broadcast_state(self.model)  # the other ranks evaluate rank 0's weights
-        test = self.evaluate(self.test_loader)
+        test_tta = self.cfg.test_tta or self.cfg.eval_tta
+        test = self.evaluate(self.test_loader, test_tta)
         row = self.history[epoch - 1]
         row.update(test_loss=test.loss, test_acc=test.accuracy, selected=1)
         results = {
@@ -1031,6 +1033,7 @@ class Trainer:
             "test_loss": test.loss,
             "test_acc": test.accuracy,
             "test_images": int(test.confusion.sum()),
+            "test_views": test_tta,
             "precision": self.amp,
             "device": str(self.device),
             "cpu": cpu_name(),
