@@ -389,6 +389,7 @@ SET_BY_THE_EXPERIMENT = [
     ),
     (["augmentation", "--augment", "cifar", "--epochs", "1"], "sets augment itself"),
     (["augmentation", "--eval-tta", "flip", "--epochs", "1"], "sets eval_tta itself"),
+    (["augmentation", "--test-tta", "flip-shift", "--epochs", "1"], "sets test_tta itself"),
     (
         ["transfer", "--model", "lecture-simple", "--classes", "0,1,2", "--n", "1", "--epochs", "1"],
         "the transfer experiment sets classes itself (the halves A and B of the split); drop --classes",

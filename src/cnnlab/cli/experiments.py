@@ -226,7 +226,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         _augmentation,
         help="no augmentation vs flips vs crops and flips (Chatfield et al. 2014)",
         description="Train MODEL three times: without augmentation, with random flips, and with random crops "
-        "(--crop-padding: the crops variant's padding, 4 when 0) and flips; it sets --flip, --augment and --eval-tta "
+        "(--crop-padding: the crops variant's padding, 4 when 0) and flips; it sets --flip, --augment, --eval-tta and --test-tta "
         "itself. Table and figure of validation accuracy, and test accuracy of each "
         "selected checkpoint with centre (whole-image) and 10-crop evaluation (Chatfield et al. section 3.2). "
         "The budget: --epochs, --train-subset, --max-steps-per-epoch.",

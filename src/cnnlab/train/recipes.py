@@ -490,6 +490,7 @@ EXPERIMENT_SETS: dict[str, dict[str, str]] = {
         "flip": "per variant",
         "augment": "the custom pipeline, none, whose crops and flips are the variants",
         "eval_tta": "the test views: centre and 10 crops",
+        "test_tta": "the test views: centre and 10 crops",
     },
     # the epochs are steps / eval_every, each of eval_every steps; lr stays the base lr the variants multiply
     "batchnorm": {
