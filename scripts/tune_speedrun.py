@@ -1,7 +1,9 @@
 """Variants of the speedrun recipe, measured at equal cost (a developer's tuning loop, not part of CI).
 
 Each variant is one run of the speedrun's net and recipe in cnnlab's engine (its loaders, net,
-optimiser and flip evaluation), with three levers, of which the engine has the first:
+optimiser and validation views: the recipe's ``eval_tta``, flip views until the recipe took the centre
+crop; ``{"config": {"eval_tta": "flip"}}`` measures as before), with three levers, of which the engine
+has the first:
 
 * ``keep`` and ``random_share``: data pruning, as the engine's ``prune`` and ``prune_random``
   (:mod:`cnnlab.train.pruning`, whose subsets this loop takes; variants measured before it was in the
