@@ -161,7 +161,7 @@ def test_flip_shift_evaluation_averages_six_views_moved_one_pixel_with_edges_rep
     assert torch.allclose(got, expected, atol=1e-6) and view_count("flip-shift", ()) == 6
     shift = evaluate(model, [(x, y)], 3, torch.device("cpu"), tta="flip-shift")
     assert shift.accuracy == int((expected.argmax(1) == y).sum()) / 8
-    with pytest.raises(UsageError, match="unknown final test's test-time mode 'shift'"):
+    with pytest.raises(UsageError, match="unknown test view mode 'shift'. Did you mean 'flip-shift'"):
         TrainConfig(test_tta="shift").validate()
 
 

@@ -179,7 +179,7 @@ class TrainConfig:
         if self.eval_tta not in EVAL_TTA_MODES:
             raise unknown_choice("evaluation test-time mode", self.eval_tta, EVAL_TTA_MODES)
         if self.test_tta is not None and self.test_tta not in EVAL_TTA_MODES:
-            raise unknown_choice("final test's test-time mode", self.test_tta, EVAL_TTA_MODES)
+            raise unknown_choice("test view mode", self.test_tta, EVAL_TTA_MODES)
         _whole("epochs", self.epochs, 1)
         if self.epochs > MAX_EPOCHS:
             raise UsageError(f"epochs must be at most {MAX_EPOCHS:,}, got {self.epochs}")
