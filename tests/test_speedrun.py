@@ -210,3 +210,14 @@ def test_speedrun_runs_as_data_parallel_processes_and_rank_0_alone_reports(
     (row,) = json.loads((out / "speedrun.json").read_text())["rows"]
     results = json.loads((out / "speedrun-fmnist" / "results.json").read_text())
     assert results["processes"] == 2 and row["test_acc"] == results["test_acc"]
+
+
+def test_speedrun_help_shows_the_recipes_test_views_as_the_one_default(capsys) -> None:
+    """A flag whose help says what leaving it unset means shows the recipe's value in its place."""
+    with pytest.raises(SystemExit):
+        main(["speedrun", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "as --eval-tta (default: flip-shift)" in text and "--eval-tta's" not in text
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "as --eval-tta (default: --eval-tta's)" in " ".join(capsys.readouterr().out.split())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -231,9 +232,12 @@ def _shown(value: object) -> str:
 
 
 def _with_default(text: str, value: object) -> str:
-    """A flag's help with its default, unless the text says what an unset value (None, ()) means."""
-    described = value in (None, ()) and "(default: " in text
-    return text if described else f"{text} (default: {_shown(value)})"
+    """A flag's help with its default. A text that ends by saying what an unset value (None, ()) means
+    keeps that while the value is unset; a value set (by an experiment's recipe) takes its place."""
+    unset_meaning = re.search(r" \(default: [^()]*\)$", text)
+    if unset_meaning and value in (None, ()):
+        return text
+    return f"{text[: unset_meaning.start()] if unset_meaning else text} (default: {_shown(value)})"
 
 
 def add_recipe_args(
