@@ -137,6 +137,41 @@ def test_a_save_that_fails_at_any_write_leaves_the_previous_checkpoint_whole(tmp
         assert load_checkpoint(folder_k / "last.json", restored, trained(small_model()))["epoch"] == 1
 
 
+def test_restored_momentum_buffers_keep_a_channels_last_weights_layout_so_fused_steps_continue_exactly(
+    tmp_path: Path,
+) -> None:
+    """Saved tensors come back contiguous; torch's fused CPU step walks a buffer as if laid out like its
+    weight, so without the restored layout a resumed run would drift from the uninterrupted one."""
+
+    def conv_model() -> torch.nn.Module:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(16, 2))
+        model.model_name = "small-conv"
+        return model.to(memory_format=torch.channels_last)
+
+    def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, seed: int) -> None:
+        torch.manual_seed(seed)
+        optimizer.zero_grad()
+        model(torch.randn(5, 3, 4, 4).contiguous(memory_format=torch.channels_last)).sum().backward()
+        optimizer.step()
+
+    def fused(model: torch.nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, fused=True)
+
+    straight = conv_model()
+    optimizer = fused(straight)
+    step(straight, optimizer, 1)
+    save_checkpoint(tmp_path, "last", straight, {"model": "small-conv"}, optimizer, state(1))
+    step(straight, optimizer, 2)
+    resumed = conv_model()
+    resumed_optimizer = fused(resumed)
+    load_checkpoint(tmp_path / "last.json", resumed, resumed_optimizer)
+    weight = resumed[0].weight
+    assert resumed_optimizer.state[weight]["momentum_buffer"].stride() == weight.stride()
+    step(resumed, resumed_optimizer, 2)
+    assert torch.equal(resumed[0].weight, straight[0].weight)
+
+
 def test_a_save_removes_the_files_of_the_previous_one_and_leftovers_of_a_killed_one(tmp_path: Path) -> None:
     model = small_model()
     optimizer = trained(model)

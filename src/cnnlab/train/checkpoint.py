@@ -160,6 +160,16 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torc
                     f"{name} of parameter {index} has shape {tuple(value.shape)}, the parameter {shape}"
                 )
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    # Saved tensors come back contiguous; a channels_last weight's momentum buffer must get its
+    # weight's strides again, as torch 2.13's fused CPU kernels walk buffer and weight as one flat array.
+    for param, values in optimizer.state.items():
+        for name, value in values.items():
+            if (
+                isinstance(value, torch.Tensor)
+                and value.shape == param.shape
+                and value.stride() != param.stride()
+            ):
+                values[name] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def _files_of(folder: Path, name: str) -> list[tuple[Path, int]]:

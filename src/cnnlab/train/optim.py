@@ -34,10 +34,10 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """SGD (momentum, optionally Nesterov) or AdamW over :func:`param_groups`.
 
-    The multi-tensor (``foreach``) implementation, which torch picks by default on CUDA only: on
-    CPU it takes the lecture-inception step from 0.8 ms to 0.5 ms. (The fused kernel is faster
-    still, 0.14 ms, but with torch 2.13 a run resumed from a checkpoint then no longer matches the
-    uninterrupted run, which tests/test_train.py checks.)
+    The fused kernel where torch has one (CPU and CUDA, torch >= 2.4), else the multi-tensor
+    (``foreach``) one, else the per-parameter loop. On CPU the fused step is about 3x faster than the
+    multi-tensor one (resnet18: 3.7 ms against 12 ms; torch's default there is the slower loop). A
+    resumed run stays exact because the checkpoint restores each buffer's memory layout.
     """
     groups = param_groups(model, cfg.weight_decay)
     if cfg.optimizer == "sgd":
@@ -45,10 +45,12 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         kind: type[torch.optim.Optimizer] = torch.optim.SGD
     else:
         options, kind = dict(lr=cfg.lr, betas=cfg.betas), torch.optim.AdamW
-    try:
-        return kind(groups, foreach=True, **options)
-    except (RuntimeError, TypeError, ValueError):  # not available for this torch, device or dtype
-        return kind(groups, **options)
+    for implementation in ({"fused": True}, {"foreach": True}):
+        try:
+            return kind(groups, **implementation, **options)
+        except (RuntimeError, TypeError, ValueError):  # not available for this torch, device or dtype
+            continue
+    return kind(groups, **options)
 
 
 # Schedules whose shape depends on the run's length: a resumed run with another --epochs rebuilds them.
