@@ -137,8 +137,15 @@ def test_a_save_that_fails_at_any_write_leaves_the_previous_checkpoint_whole(tmp
         assert load_checkpoint(folder_k / "last.json", restored, trained(small_model()))["epoch"] == 1
 
 
-def test_restored_momentum_buffers_keep_a_channels_last_weights_layout_so_fused_steps_continue_exactly(
-    tmp_path: Path,
+FUSED_OPTIMIZERS = {
+    "sgd": lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, fused=True),
+    "adamw": lambda params: torch.optim.AdamW(params, lr=0.01, fused=True),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(FUSED_OPTIMIZERS))
+def test_restored_optimizer_state_keeps_a_channels_last_weights_layout_so_fused_steps_continue_exactly(
+    tmp_path: Path, kind: str
 ) -> None:
     """Saved tensors come back contiguous; torch's fused CPU step walks a buffer as if laid out like its
     weight, so without the restored layout a resumed run would drift from the uninterrupted one."""
@@ -155,19 +162,17 @@ def test_restored_momentum_buffers_keep_a_channels_last_weights_layout_so_fused_
         model(torch.randn(5, 3, 4, 4).contiguous(memory_format=torch.channels_last)).sum().backward()
         optimizer.step()
 
-    def fused(model: torch.nn.Module) -> torch.optim.Optimizer:
-        return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, fused=True)
-
     straight = conv_model()
-    optimizer = fused(straight)
+    optimizer = FUSED_OPTIMIZERS[kind](straight.parameters())
     step(straight, optimizer, 1)
     save_checkpoint(tmp_path, "last", straight, {"model": "small-conv"}, optimizer, state(1))
     step(straight, optimizer, 2)
     resumed = conv_model()
-    resumed_optimizer = fused(resumed)
+    resumed_optimizer = FUSED_OPTIMIZERS[kind](resumed.parameters())
     load_checkpoint(tmp_path / "last.json", resumed, resumed_optimizer)
     weight = resumed[0].weight
-    assert resumed_optimizer.state[weight]["momentum_buffer"].stride() == weight.stride()
+    buffers = [v for v in resumed_optimizer.state[weight].values() if v.shape == weight.shape]
+    assert buffers and all(buffer.stride() == weight.stride() for buffer in buffers)
     step(resumed, resumed_optimizer, 2)
     assert torch.equal(resumed[0].weight, straight[0].weight)
 

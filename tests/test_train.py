@@ -21,7 +21,7 @@ from cnnlab.cli import main
 from cnnlab.data import load_dataset
 from cnnlab.errors import CheckpointError, TrainingDiverged, UsageError
 from cnnlab.train import TrainConfig, Trainer, precision, train
-from cnnlab.train.optim import LRSchedule, param_groups
+from cnnlab.train.optim import LRSchedule, build_optimizer, param_groups
 
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr")
 
@@ -331,6 +331,14 @@ def test_weight_decay_skips_norm_and_bias_parameters() -> None:
     decay, no_decay = param_groups(model, 5e-4)
     assert {p.ndim for p in decay["params"]} == {2, 4} and decay["weight_decay"] == 5e-4
     assert len(no_decay["params"]) == 4 and no_decay["weight_decay"] == 0.0
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_the_optimiser_takes_torchs_fused_step_on_cpu(optimizer: str) -> None:
+    """About 3x faster than the multi-tensor step (docs/training.md); the checkpoint keeps resumes exact."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
+    built = build_optimizer(model, TrainConfig(model="lecture-simple", optimizer=optimizer))
+    assert all(group["fused"] for group in built.param_groups)
 
 
 def test_auxiliary_heads_enter_the_loss_with_their_weights(tmp_path: Path, tiny) -> None:
