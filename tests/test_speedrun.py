@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -107,8 +108,13 @@ def test_speedrun_cli_trains_each_seed_and_its_table_comes_from_the_runs(
     table = (out / "speedrun.md").read_text()
     assert f"{100 * mean:.2f}%" in printed and "| mean of 2 |" in table
     # what was trained heads the table: another precision, recipe or width reads differently
-    caption = "speedrun-fmnist on fashion-mnist: recipe speedrun, fp32, 1 epoch of batch 50, at most 3 steps per epoch\n"
+    caption = (
+        "speedrun-fmnist on fashion-mnist: recipe speedrun, fp32, 1 epoch of batch 50, at most 3 steps per epoch, "
+        "tested on flip-shift views\n"
+    )
     assert table.startswith(caption) and caption in printed
+    assert [r["processes"] for r in saved["rows"]] == [1, 1] and "| seed | epochs | processes |" in table
+    assert "| 0 | 1 | 1 |" in table and "do not compare" not in table
     assert (out / "speedrun.png").stat().st_size > 1000
 
 
@@ -136,6 +142,28 @@ def test_a_speedrun_stopped_before_its_first_epoch_says_so_instead_of_an_empty_t
         "speedrun-fmnist on fashion-mnist: recipe none, bf16, 10 epochs of batch 128, model options "
         "widths=8,16,32,64\n\nNo epoch of any seed has finished yet: nothing to tabulate."
     )
+
+
+def test_seeds_run_on_different_process_counts_are_said_not_to_compare(tmp_path: Path) -> None:
+    """A resume with another --nproc: the table shows each seed's processes and says its times differ in kind."""
+    from cnnlab.experiments.speedrun import SpeedrunResult
+    from cnnlab.train.engine import RunResult
+
+    cfg = speedrun_config("fashion-mnist")
+    history = [{"epoch": 1, "val_acc": 0.9, "elapsed_s": 60.0}]
+    runs = [
+        RunResult(
+            tmp_path / str(seed),
+            dataclasses.replace(cfg, seed=seed),
+            history,
+            1,
+            results={"test_acc": 0.9, "val_acc": 0.9, "processes": processes},
+        )  # fmt: skip
+        for seed, processes in ((0, 2), (1, 1))
+    ]
+    table = SpeedrunResult(runs, (90.0,), tmp_path / "t.md", tmp_path / "f.png", config=cfg).markdown()
+    assert "| 0 | 1 | 2 | 60 s |" in table and "| 1 | 1 | 1 | 60 s |" in table
+    assert table.endswith("The seeds ran on 1 and 2 processes: their wall times do not compare.")
 
 
 def test_flip_shift_evaluation_averages_six_views_moved_one_pixel_with_edges_repeated() -> None:
@@ -187,6 +215,12 @@ def test_test_tta_sets_the_final_tests_views_and_validation_keeps_eval_tta(
     assert seen == ["center", "center", "flip-shift"]  # two validations, one test
     assert json.loads((tmp_path / "run" / "results.json").read_text())["test_views"] == "flip-shift"
     assert result.results["test_acc"] is not None
+    # evaluate's default, the centre crop, says that the run's own test figure averaged other views
+    from cnnlab.train.evaluation import evaluate_checkpoint
+
+    report = evaluate_checkpoint(tmp_path / "run", plot=False).report()
+    assert "centre crop; the run's own test figures average its flip-shift views (--tta flip-shift)" in report
+    assert "average its" not in evaluate_checkpoint(tmp_path / "run", split="val", plot=False).report()
 
 
 def test_speedrun_runs_as_data_parallel_processes_and_rank_0_alone_reports(
@@ -210,6 +244,10 @@ def test_speedrun_runs_as_data_parallel_processes_and_rank_0_alone_reports(
     (row,) = json.loads((out / "speedrun.json").read_text())["rows"]
     results = json.loads((out / "speedrun-fmnist" / "results.json").read_text())
     assert results["processes"] == 2 and row["test_acc"] == results["test_acc"]
+    # every rank meets the existing folder; rank 0 alone says so
+    again = subprocess.run(done.args, capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 2 and again.stderr.count("cnnlab: error:") == 1, again.stderr
+    assert "already exists; use --overwrite" in again.stderr
 
 
 def test_speedrun_help_shows_the_recipes_test_views_as_the_one_default(capsys) -> None:

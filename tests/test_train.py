@@ -21,7 +21,7 @@ from cnnlab.cli import main
 from cnnlab.data import load_dataset
 from cnnlab.errors import CheckpointError, TrainingDiverged, UsageError
 from cnnlab.train import TrainConfig, Trainer, precision, train
-from cnnlab.train.optim import LRSchedule, build_optimizer, param_groups
+from cnnlab.train.optim import FUSED_MIN_PARAMS, LRSchedule, build_optimizer, param_groups
 
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr")
 
@@ -334,11 +334,15 @@ def test_weight_decay_skips_norm_and_bias_parameters() -> None:
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
-def test_the_optimiser_takes_torchs_fused_step_on_cpu(optimizer: str) -> None:
-    """About 3x faster than the multi-tensor step (docs/training.md); the checkpoint keeps resumes exact."""
-    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
-    built = build_optimizer(model, TrainConfig(model="lecture-simple", optimizer=optimizer))
-    assert all(group["fused"] for group in built.param_groups)
+def test_a_large_model_takes_the_fused_step_and_a_small_one_the_multi_tensor_step(optimizer: str) -> None:
+    """The fused step pays where the update is bound by memory, the multi-tensor one on small nets
+    (docs/training.md); the checkpoint keeps resumes exact with either."""
+    cfg = TrainConfig(model="lecture-simple", optimizer=optimizer)
+    small = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
+    large = torch.nn.Linear(1000, 1000)  # 1,001,000 parameters, in two groups (weight; bias)
+    assert sum(p.numel() for p in large.parameters()) >= FUSED_MIN_PARAMS
+    assert all(group["foreach"] and not group["fused"] for group in build_optimizer(small, cfg).param_groups)
+    assert all(group["fused"] for group in build_optimizer(large, cfg).param_groups)
 
 
 def test_auxiliary_heads_enter_the_loss_with_their_weights(tmp_path: Path, tiny) -> None:
@@ -543,7 +547,7 @@ def test_missing_dataset_says_how_to_get_it(tmp_path: Path, capsys, monkeypatch)
 
 
 def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(
-    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch
+    tmp_path: Path, tiny_dataset_dir: Path, monkeypatch, capsys
 ) -> None:
     env = {**os.environ, "CNNLAB_NO_VERIFY": "1", "PYTHONUNBUFFERED": "1"}
     argv = [sys.executable, "-m", "cnnlab", "train", "lecture-simple", "--data-dir", str(tiny_dataset_dir),
@@ -562,7 +566,12 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(
     # the exit status 130 and the signal needed a process; resuming is the same code in this one (no second
     # interpreter and torch import to wait for)
     monkeypatch.setenv("CNNLAB_NO_VERIFY", "1")
-    assert main([*argv[3:-5], "--epochs", "2", "--batch-size", "64", "--resume", "--quiet"]) == 0
+    assert main([*argv[3:-5], "--epochs", "2", "--batch-size", "64", "--resume"]) == 0
+    said = capsys.readouterr().out
+    assert (
+        f"resumed from {tmp_path / 'lecture-simple' / 'checkpoints' / 'last.json'}: " in said
+    )  # not a fresh start
+    assert " of 2 epochs done" in said
 
 
 @pytest.mark.usefixtures("no_curves")

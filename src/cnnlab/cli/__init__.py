@@ -15,9 +15,13 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from cnnlab.cli.common import flag_actions
 from cnnlab.errors import CnnlabError
+
+if TYPE_CHECKING:  # torch-free at import: `cnnlab --help` and `cnnlab models` never load torch
+    from cnnlab.train.distributed import DeferredError
 
 # Subcommand modules, in the order `cnnlab --help` lists them.
 COMMAND_MODULES = (
@@ -108,33 +112,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         command_parser.error(unrecognized(command_parser, unknown))
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what --nproc hands on to its processes
     args.command_parser = command_parser  # the flags it declares (an experiment's resume reads them)
-    status, follows_peer = run_command(args)
+    status, deferred = run_command(args)
     if "cnnlab.train.distributed" in sys.modules:  # leave the process group this entry point joined, and exit
-        sys.modules["cnnlab.train.distributed"].leave_process_group(status, follows_peer)
+        sys.modules["cnnlab.train.distributed"].leave_process_group(status, deferred)
     return status
 
 
-def run_command(args: argparse.Namespace) -> tuple[int, bool]:
-    """Run the parsed command: its exit status, and whether it stopped only because another rank of its
-    data-parallel job failed. A user's mistake or a failure is one line on stderr."""
+def run_command(args: argparse.Namespace) -> tuple[int, DeferredError | None]:
+    """Run the parsed command: its exit status, and the error line a rank of a data-parallel job holds
+    back until the launcher has had time to stop it (else None). A user's mistake or a failure is
+    one line on stderr."""
     try:
         if getattr(args, "joins_process_group", False) and "WORLD_SIZE" in os.environ:
             # A rank of a torchrun (or --nproc) job: process-wide setup belongs here, the entry point.
             from cnnlab.train.distributed import setup_process
 
             setup_process(getattr(args, "device", None) or "auto", getattr(args, "threads", None))
-        return int(args.func(args) or 0), False
+        return int(args.func(args) or 0), None
     except CnnlabError as err:
         # one write per line: the ranks of a data-parallel job share stderr, and print() writes the
         # newline separately, so two ranks' lines could interleave
-        sys.stderr.write(f"cnnlab: error: {err}\n")
-        return err.exit_code, getattr(err, "follows_peer", False)
+        line = f"cnnlab: error: {err}\n"
+        if "cnnlab.train.distributed" in sys.modules:
+            deferred = sys.modules["cnnlab.train.distributed"].deferred_error(line, err)
+            if deferred is not None:  # said later, unless the launcher stops this rank first
+                return err.exit_code, deferred
+        sys.stderr.write(line)
+        return err.exit_code, None
     except KeyboardInterrupt:
         print("cnnlab: interrupted", file=sys.stderr)
-        return 130, False
+        return 130, None
     except BrokenPipeError:  # `cnnlab models | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0, False
+        return 0, None
 
 
 if __name__ == "__main__":

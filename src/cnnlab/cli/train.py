@@ -20,7 +20,7 @@ from cnnlab.cli.common import (
     resume_with_saved_flags,
     save_experiment_flags,
 )
-from cnnlab.data.views import AUGMENTATIONS, TTA_MODES
+from cnnlab.data.views import AUGMENTATIONS, TTA_MODES, views_said
 from cnnlab.errors import UsageError
 from cnnlab.train.config import (
     CONSTANT_WARMUP_FACTOR,
@@ -497,7 +497,7 @@ def _train(args: argparse.Namespace) -> int:
         return 130
     r = result.results
     print(
-        f"done: {cfg.model}, {len(result.history)} epoch{'s' * (len(result.history) != 1)}; test accuracy {100 * r['test_acc']:.2f}% "
+        f"done: {cfg.model}, {len(result.history)} epoch{'s' * (len(result.history) != 1)}; test accuracy {100 * r['test_acc']:.2f}%{views_said(r.get('test_views'))} "
         f"({r['checkpoint']} checkpoint, epoch {r['epoch']}, selected by {r['selection']}); run directory {run_dir}"
     )
     if args.report:

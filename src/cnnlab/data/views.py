@@ -26,3 +26,9 @@ TTA_MODES: dict[str, str] = {
     "dense": "fully-connected layers as convolutions over the whole image and its mirror image, class "
     "scores averaged spatially, at each --scales shorter side (Simonyan & Zisserman 2015 Sec. 3.2)",
 }
+
+
+def views_said(mode: str | None) -> str:
+    """`` on MODE views`` for a figure measured under test-time views other than the centre crop, else
+    nothing: appended to an accuracy so that it is not mistaken for the centre crop's."""
+    return "" if mode in (None, "center") else f" on {mode} views"

@@ -182,7 +182,7 @@ def run_members(
             if distributed.current().is_main:
                 check_run_dir(out / name, overwrite=overwrite, resume=can_resume)
             check_recipe_on_data(cfg, data, steps_per_epoch)
-        if added:  # said once every check has passed (a refused command adds nothing)
+        if added and distributed.current().is_main:  # once every check has passed, by rank 0 alone
             warnings.warn(
                 f"adding {', '.join(added)} to the experiment in {out}, which started with {', '.join(started_with)}",
                 stacklevel=2,

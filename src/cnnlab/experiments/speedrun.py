@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.cells import figure, percent
+from cnnlab.data.views import views_said
 from cnnlab.experiments.compare import compare
 from cnnlab.fileio import atomic_write_text
 from cnnlab.train import distributed
@@ -67,6 +68,7 @@ class SpeedrunResult:
                 {
                     "seed": run.config.seed,
                     "epochs": len(run.history),
+                    "processes": run.results.get("processes"),  # data-parallel ranks: wall time depends on it
                     "wall_s": run.history[-1].get("elapsed_s") if run.history else None,
                     "val_acc": run.results.get("val_acc"),
                     "test_acc": run.results.get("test_acc"),
@@ -104,10 +106,14 @@ class SpeedrunResult:
             cfg.prunes and cfg.epochs > 1
         ):  # what the run pays for: pruned epochs train on a share of the images
             budget += f", pruned to {100 * cfg.prune:g}% after the first epoch ({100 * cfg.prune_random:g}% of it random)"
+        tested = views_said(
+            cfg.views_of("test")
+        )  # " on flip-shift views": the test figures are not the centre crop's
         return (
             f"{cfg.model} on {cfg.data}: recipe {cfg.recipe or 'none'}, {cfg.amp}, {cfg.epochs} epoch{'s' * (cfg.epochs != 1)} of batch "
             f"{cfg.batch_size}{budget}" + (f", model options {options}" if options else "")
-        )
+            + (f", tested{tested}" if tested else "")
+        )  # fmt: skip
 
     def markdown(self) -> str:
         """The table in Markdown under its caption: a row per seed, then the mean."""
@@ -117,22 +123,28 @@ class SpeedrunResult:
         sec = lambda v: figure(v, ".0f", " s")  # noqa: E731
         marks = " | ".join(f"to {m:g}% val" for m in self.marks)
         lines = [
-            f"| seed | epochs | wall time | val acc | test acc | {marks} |",
-            "|---|---|---|---|---|" + "---|" * len(self.marks),
+            f"| seed | epochs | processes | wall time | val acc | test acc | {marks} |",
+            "|---|---|---|---|---|---|" + "---|" * len(self.marks),
         ]
         for r in self.rows():
             times = " | ".join(sec(t) for t in r["time_to_val_acc"].values())
             lines.append(
-                f"| {r['seed']} | {r['epochs']} | {sec(r['wall_s'])} | {percent(r['val_acc'])} | {percent(r['test_acc'])} "
+                f"| {r['seed']} | {r['epochs']} | {figure(r['processes'], 'd')} | {sec(r['wall_s'])} | {percent(r['val_acc'])} | {percent(r['test_acc'])} "
                 f"| {times} |"
             )
         s = self.summary()
         if s["runs"] > 1:
             spread = lambda m, d, f: "-" if m is None else f(m) + ("" if d is None else f" ± {f(d)}")  # noqa: E731
             lines.append(
-                f"| mean of {s['runs']} | | {spread(s['wall_s_mean'], s['wall_s_std'], sec)} | | "
+                f"| mean of {s['runs']} | | | {spread(s['wall_s_mean'], s['wall_s_std'], sec)} | | "
                 f"{spread(s['test_acc_mean'], s['test_acc_std'], percent)} |" + " |" * len(self.marks)
             )
+        counts = sorted({r["processes"] for r in self.rows() if r["processes"] is not None})
+        if len(counts) > 1:  # a resume with another --nproc: say so rather than average unlike times
+            lines += [
+                "",
+                f"The seeds ran on {' and '.join(map(str, counts))} processes: their wall times do not compare.",
+            ]
         return caption + "\n".join(lines)
 
 

@@ -325,6 +325,11 @@ class TrainConfig:
         """Whether later epochs train on a share of the images (data pruning, ``prune`` below 1)."""
         return self.prune is not None and self.prune < 1.0
 
+    def views_of(self, split: str) -> str:
+        """The test-time mode this recipe evaluates ``split`` with: ``test_tta`` (else ``eval_tta``) for
+        the final test, ``eval_tta`` for validation."""
+        return (self.test_tta or self.eval_tta) if split == "test" else self.eval_tta
+
     def augmentation(self, pca: Any = None) -> Any:
         """The training :class:`cnnlab.data.augment.Augment` of this recipe (``pca``: alexnet's colour PCA)."""
         from cnnlab.data.augment import Augment

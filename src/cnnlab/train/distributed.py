@@ -241,6 +241,37 @@ def setup_process(device: str = "auto", threads: int | None = None) -> DistConte
 # How long a rank that stops because another failed waits before exiting, so that the failing rank
 # (which prints why) exits first and the launcher stops this one (a SIGTERM it does not count).
 FOLLOWER_GRACE_S = 10.0
+# How long a rank other than 0 holds back a usage error: the ranks check the same command line, so rank 0
+# almost always meets the same error, says it and exits, and the launcher stops this rank before it
+# repeats the line. An error of this rank's own is said after the wait.
+REPEAT_GRACE_S = 3.0
+
+
+@dataclass(frozen=True)
+class DeferredError:
+    """An error line a rank says only after ``wait_s`` seconds, unless the launcher has stopped it by then."""
+
+    line: str
+    wait_s: float
+
+    def say(self) -> None:
+        """Wait, then write the line (one write: the ranks share stderr)."""
+        time.sleep(self.wait_s)
+        sys.stderr.write(self.line)
+        sys.stderr.flush()
+
+
+def deferred_error(line: str, err: BaseException) -> DeferredError | None:
+    """How a rank of a multi-process job holds back ``line`` (the error ``err`` ends it with), or None
+    (say it now): a rank stopped only because a peer failed waits for the peer's own line; a rank other
+    than 0 waits for rank 0 to say the usage error they share."""
+    if not launched_by_torchrun():
+        return None
+    if getattr(err, "follows_peer", False):
+        return DeferredError(line, FOLLOWER_GRACE_S)
+    if isinstance(err, UsageError) and os.environ.get("RANK") != "0":
+        return DeferredError(line, REPEAT_GRACE_S)
+    return None
 
 
 #: Where :func:`launch` asks rank 0 to write its exit status. torch's launcher, stopped by Ctrl-C or SIGTERM,
@@ -266,9 +297,9 @@ def launched_status(path: str) -> int | None:
         return None
 
 
-def leave_process_group(status: int, follows_peer: bool = False) -> None:
+def leave_process_group(status: int, deferred: DeferredError | None = None) -> None:
     """End a rank: leave the process group and exit the process with ``status`` (the entry point's last call;
-    it returns only where this process joined no group).
+    it returns only where this process joined no group), after saying ``deferred`` (:func:`deferred_error`).
 
     A rank never goes through the interpreter's shutdown. gloo's worker threads release the tensors of the
     last collectives a moment after the collective returns; one that releases a tensor Python created while
@@ -277,20 +308,22 @@ def leave_process_group(status: int, follows_peer: bool = False) -> None:
     machines. After a failure the peers may be gone too, and gloo's teardown aborts the same way. So a rank
     that completed destroys the group (every rank got here after the same last collective), a failing
     rank leaves it as it is, and each then flushes its output and logs and exits at once (``os._exit``: rank
-    0 has written every file with atomic renames before this point). One that stopped only because a
-    peer failed (``follows_peer``) first gives that peer :data:`FOLLOWER_GRACE_S` seconds to exit first.
+    0 has written every file with atomic renames before this point). One that holds its error back waits
+    first: a rank that stopped only because a peer failed gives that peer :data:`FOLLOWER_GRACE_S` seconds
+    to exit first and say why, and the launcher then stops this rank before its own line.
     """
     report_status_to_launcher(status)
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return
-    if status == 0:
-        torch.distributed.destroy_process_group()
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    if follows_peer:
-        time.sleep(FOLLOWER_GRACE_S)
-    os._exit(status)
+    joined = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if joined:
+        if status == 0:
+            torch.distributed.destroy_process_group()
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    if deferred is not None:
+        deferred.say()
+    if joined:
+        os._exit(status)
 
 
 def rank_seed(seed: int, rank: int) -> int:

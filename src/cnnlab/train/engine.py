@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from cnnlab.data.augment import ColourPCA
 from cnnlab.data.catalog import preparation_header
 from cnnlab.data.loader import rank_part
+from cnnlab.data.views import views_said
 from cnnlab.errors import CheckpointError, InputTooSmallError, TrainingDiverged, UsageError
 from cnnlab.models import check_input_size, count_params, create_model, model_info
 from cnnlab.models.layers import init_glorot, init_he
@@ -547,7 +548,8 @@ class Trainer:
         self.steps_per_epoch = self._steps_for(self.train_loader.num_samples)
         if self.steps_per_epoch < 1:
             raise UsageError(
-                f"{self.train_images} training images cannot be shared by {self.dist.world_size} processes; "
+                f"{self.train_images} training image{'s' * (self.train_images != 1)} cannot be shared by "
+                f"{self.dist.world_size} processes; "
                 "use fewer processes or more images"
             )
         refuse_short_epochs(self.steps_per_epoch, cfg.batch_size, self.train_images, self.required_steps)
@@ -952,6 +954,14 @@ class Trainer:
         """
         if self.progress:
             tqdm.write(self.describe())
+            if self.start_epoch or self.skip_steps:
+                within = (
+                    f", step {self.skip_steps} of epoch {self.start_epoch + 1}" if self.skip_steps else ""
+                )
+                tqdm.write(
+                    f"resumed from {self.files.manifest('last')}: {self.start_epoch} of {self.cfg.epochs} "
+                    f"epochs done{within}"
+                )
         # The run's random stream (dropout, stochastic depth): seeded for a new run, the saved one when
         # resuming, so that a resumed run continues exactly. Set here, when the run starts, not before.
         # Each rank has its own stream (rank 0's is the one-process stream), saved and restored per rank.
@@ -1018,7 +1028,7 @@ class Trainer:
             if self.dist.is_main:
                 self.files.load_checkpoint("best", self.model)  # weights only
             self.dist.broadcast_state(self.model)  # the other ranks evaluate rank 0's weights
-        test_tta = self.cfg.test_tta or self.cfg.eval_tta
+        test_tta = self.cfg.views_of("test")
         test = self.evaluate(self.test_loader, test_tta)
         row = self.history[epoch - 1]
         row.update(test_loss=test.loss, test_acc=test.accuracy, selected=1)
@@ -1049,7 +1059,7 @@ class Trainer:
             self.tensorboard.close()
         if self.progress:
             tqdm.write(
-                f"test accuracy {100 * test.accuracy:.2f}% ({name} checkpoint, epoch {epoch}, "
+                f"test accuracy {100 * test.accuracy:.2f}%{views_said(test_tta)} ({name} checkpoint, epoch {epoch}, "
                 f"selected by {results['selection']})"
             )
         return results

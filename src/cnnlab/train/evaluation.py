@@ -480,6 +480,10 @@ def evaluate_checkpoint(
         )
         note = f"{note}; {recalibrated}" if note else recalibrated
     result = evaluate(model, loader, header["num_classes"], dev, keep_outputs=keep_outputs)
+    if weights is None and (views := cfg.views_of(split)) != "center":
+        # the run's own figure for this split averaged other views: say so, rather than differ silently
+        other = f"centre crop; the run's own {split} figures average its {views} views (--tta {views})"
+        note = f"{note}; {other}" if note else other
     classes = saved.classes
     out = Path(out_dir) if out_dir else choice.run_dir
     png, warnings = None, []
