@@ -465,7 +465,12 @@ def test_cli_train_evaluate_and_compare(tmp_path: Path, tiny_dataset_dir: Path, 
     [
         (["train", "lecture-simpel"], 2, "unknown model 'lecture-simpel'. Did you mean 'lecture-simple'"),
         (["train", "lecture-simple", "--data", "fashion-mnst"], 2, "unknown dataset 'fashion-mnst'"),
-        (["train", "lecture-simple", "--epochs", "0"], 2, "epochs must be a whole number"),
+        (["train", "lecture-simple", "--epochs", "0"], 2, "error: --epochs must be a whole number"),
+        (
+            ["train", "lecture-simple", "--label-smoothing", "1"],
+            2,
+            "error: --label-smoothing must be in [0, 1)",
+        ),
         (["train", "lecture-simple", "--lr", "-1"], 2, "learning rate must be greater than 0"),
         (["train", "lecture-simple", "--optimizer", "rmsprop"], 2, "unknown optimizer 'rmsprop'"),
         (["train", "lecture-simple", "--val-fraction", "1"], 2, "validation fraction must be in [0, 1)"),
@@ -489,8 +494,9 @@ def test_cli_user_errors_are_one_line(
         (["--name", "../elsewhere"], "--name must be a single folder name"),
         (["--in-chans", "100000"], "would take"),
         (["--pad-to", "100000"], "would take"),
-        (["--lr", "inf"], "lr must be a finite number"),
-        (["--warmup-epochs", "nan"], "warmup_epochs must be a finite number"),
+        (["--lr", "inf"], "--lr must be a finite number"),
+        (["--warmup-epochs", "nan"], "--warmup-epochs must be a finite number"),
+        (["--seed", "-1"], "--seed must be a whole number"),
     ],
 )
 def test_cli_refuses_impossible_recipes_before_training(
@@ -696,18 +702,24 @@ def test_constructing_a_trainer_leaves_the_process_settings_alone(tmp_path: Path
     "flags, message",
     [
         (["--lr", "1e300"], "lr must be at most 3.4e+38"),
-        (["--weight-decay", "1e300"], "weight_decay must be at most"),
+        (["--weight-decay", "1e300"], "--weight-decay must be at most"),
         (["--threads", str(2**70)], "threads must be at most 4096"),
         (["--crop-padding", "100000"], "one training batch of"),
         (
             ["--model-option", "img_size=abc"],
             "option img_size takes a whole number or 2 comma-separated whole numbers, not text: got 'abc'",
         ),
-        (["--warmup-epochs", "0.5"], "warmup_epochs does not apply to the onecycle schedule"),
-        (["--warmup-mode", "constant"], "warmup_mode constant shapes a warm-up, and warmup_epochs is 0"),
+        (["--warmup-epochs", "0.5"], "--warmup-epochs does not apply to the onecycle schedule"),
+        (
+            ["--warmup-mode", "constant"],
+            "--warmup-mode constant shapes a warm-up, and --warmup-epochs is 0: set --warmup-epochs above 0",
+        ),
         (["--epochs", str(2**70)], "epochs must be at most"),
         (["--overwrite", "--resume"], "--overwrite and --resume contradict each other"),
-        (["--augment", "vgg", "--crop-padding", "2"], "crop_padding applies to the none (custom) and cifar"),
+        (
+            ["--augment", "vgg", "--crop-padding", "2"],
+            "--crop-padding applies to the none (custom) and cifar",
+        ),
         (["--augment", "crops"], "the crops augmentation needs an input size below the stored image size"),
         (["--input-size", "29"], "input_size 29 is larger than the 28x28 images"),
         (

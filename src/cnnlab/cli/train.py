@@ -357,10 +357,27 @@ def config_from_args(
 
     refuse_flags_the_experiment_sets(args)
     name = getattr(args, "recipe_name", None) or recipe
-    if name is not None and name != NO_RECIPE:
-        return config_with_recipe(name, given_settings(args), model=model).validate()
     given = given_settings(args)
-    return dataclasses.replace(base, model=model, **given, recipe=None, recipe_fields=()).validate()
+    try:
+        if name is not None and name != NO_RECIPE:
+            return config_with_recipe(name, given, model=model).validate()
+        return dataclasses.replace(base, model=model, **given, recipe=None, recipe_fields=()).validate()
+    except UsageError as err:
+        raise UsageError(as_flags(str(err), args, given)) from None
+
+
+def as_flags(message: str, args: argparse.Namespace, given: Mapping[str, object]) -> str:
+    """A refusal from :meth:`TrainConfig.validate`, which names fields as Python callers write them, in the
+    command's flags: ``warmup_mode`` -> ``--warmup-mode`` for every field with a flag in the command, and a
+    leading one-word field the user gave (``epochs must be ...`` -> ``--epochs must be ...``; elsewhere such a
+    word is plain English)."""
+    parser = getattr(args, "command_parser", None)
+    flags = {
+        a.dest: a.option_strings[0] for a in (flag_actions(parser) if parser else []) if a.option_strings
+    }
+    named = re.sub(r"\b[a-z]+(?:_[a-z0-9]+)+\b", lambda m: flags.get(m.group(), m.group()), message)
+    first, space, rest = named.partition(" ")
+    return f"{flags.get(first, flag_for(first))}{space}{rest}" if first in given else named
 
 
 def refuse_flags_the_experiment_sets(args: argparse.Namespace) -> None:
