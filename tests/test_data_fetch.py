@@ -111,7 +111,7 @@ def test_failed_download_leaves_no_file(server, loopback_dataset, tmp_path, defe
         del server.routes[route]
     with pytest.raises(DataError, match=message) as err:
         fetch_dataset(NAME, tmp_path, server.base + "/good/", progress=False, timeout=5)
-    assert target in str(err.value)
+    assert target in str(err.value) and "was not written" in str(err.value)  # names what is not there
     directory = tmp_path / NAME
     leftovers = sorted(p.name for p in directory.iterdir()) if directory.exists() else []
     assert target not in leftovers and not [n for n in leftovers if n.endswith(".part")]

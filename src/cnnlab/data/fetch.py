@@ -145,9 +145,9 @@ def download_file(
                         digest.update(chunk)
                         bar.update(len(chunk))
         except urllib.error.HTTPError as err:
-            raise DataError(f"{url}: HTTP {err.code} {err.reason}") from None
+            raise DataError(f"{url}: HTTP {err.code} {err.reason}; {dest} was not written") from None
         except urllib.error.URLError as err:
-            raise DataError(f"{url}: cannot connect ({err.reason})") from None
+            raise DataError(f"{url}: cannot connect ({err.reason}); {dest} was not written") from None
         except http.client.IncompleteRead as err:
             raise DataError(
                 f"{url}: download truncated (connection closed after {received + len(err.partial)} bytes); "
