@@ -103,6 +103,13 @@ def two_rank_scenarios(rank: int, port: int, data_dir: str, out: str) -> None:
             cut.step = StopAfter(cut, 2)
         assert cut.fit().status == "interrupted"
         Trainer(TWO, root / "cut", data=data, progress=False, resume=True).fit()
+        # and the pruned one: the checkpoint must hold both ranks' losses of the epoch so far
+        pruned = dataclasses.replace(PRUNED, accum_steps=2)
+        cut = Trainer(pruned, root / "pruned-cut", data=data, progress=False)
+        if rank == 1:
+            cut.step = StopAfter(cut, 2)
+        assert cut.fit().status == "interrupted"
+        Trainer(pruned, root / "pruned-cut", data=data, progress=False, resume=True).fit()
         status = 0
     except BaseException:
         traceback.print_exc()  # leave_process_group ends the process before the error could propagate
@@ -162,18 +169,21 @@ def test_sync_bn_gives_the_one_process_update(two_ranks, tiny_dataset_dir, tmp_p
     assert_same_weights(last_weights(two_ranks / "normed"), last_weights(single))
 
 
-def test_interrupted_and_resumed_ends_as_uninterrupted(two_ranks):
+@pytest.mark.parametrize(
+    "whole_run, cut_run, epochs", [("plain", "cut", TWO.epochs), ("pruned", "pruned-cut", PRUNED.epochs)]
+)
+def test_interrupted_and_resumed_ends_as_uninterrupted(two_ranks, whole_run: str, cut_run: str, epochs: int):
     timing = ("epoch_seconds", "train_images_per_s", "elapsed_s")
     whole, cut = (
-        read_metrics(two_ranks / "plain" / "metrics.csv"),
-        read_metrics(two_ranks / "cut" / "metrics.csv"),
+        read_metrics(two_ranks / whole_run / "metrics.csv"),
+        read_metrics(two_ranks / cut_run / "metrics.csv"),
     )
-    assert len(whole) == len(cut) == TWO.epochs
+    assert len(whole) == len(cut) == epochs
     for a, b in zip(whole, cut):
         assert {k: v for k, v in a.items() if k not in timing} == {
             k: v for k, v in b.items() if k not in timing
         }
-    assert_same_weights(last_weights(two_ranks / "plain"), last_weights(two_ranks / "cut"))
+    assert_same_weights(last_weights(two_ranks / whole_run), last_weights(two_ranks / cut_run))
 
 
 # ------------------------------------------------------------------------------------------ data

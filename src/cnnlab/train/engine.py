@@ -683,6 +683,10 @@ class Trainer:
         writes (the other ranks return None).
         """
         rank_rng = self._rank_rng_states() if name == "last" and self.dist.active else None
+        # the loss table, and the epoch's losses so far from every rank (a collective: before rank 0 goes on alone)
+        pruning = (
+            self.pruning.state_tensors(self.dist) if name == "last" and self.pruning is not None else None
+        )
         if not self.dist.is_main:
             return None
         state = {
@@ -694,8 +698,8 @@ class Trainer:
             "best_accuracy": self.best_accuracy,
             "grad_scaler": self.step.scaler.state_dict() if self.step.scaler is not None else None,
         }
-        if name == "last" and self.pruning is not None:  # the loss table, and the epoch's so far
-            state["tensors"] = self.pruning.state_tensors()
+        if pruning is not None:
+            state["tensors"] = pruning
         optimizer = self.optimizer if name == "last" else None
         return self.files.save_checkpoint(name, self.model, self.header(), optimizer, state, rank_rng)
 
@@ -736,7 +740,9 @@ class Trainer:
         self.skip_steps = state["step_in_epoch"]
         self.partial = state["partial"]
         if self.pruning is not None:
-            self.pruning.load_state_tensors(state.get("tensors", {}), str(self.files.manifest("last")))
+            self.pruning.load_state_tensors(
+                state.get("tensors", {}), str(self.files.manifest("last")), self.dist
+            )
         if self.step.scaler is not None and state.get("grad_scaler"):
             self.step.scaler.load_state_dict(state["grad_scaler"])
         if self.dist.is_main:

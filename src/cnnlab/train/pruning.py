@@ -70,12 +70,19 @@ class LossPruning:
         self.epoch_loss.zero_()
         self.epoch_seen.zero_()
 
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        """The table and the epoch's held losses, for a checkpoint (names: :data:`STATE_TENSORS`)."""
-        return dict(zip(STATE_TENSORS, (self.last_loss, self.epoch_loss, self.epoch_seen)))
+    def state_tensors(self, dist: DistContext = SINGLE) -> dict[str, torch.Tensor]:
+        """The table and the epoch's held losses of every rank, for a checkpoint (names:
+        :data:`STATE_TENSORS`). Every rank of a data-parallel run calls it: each holds the losses of its
+        own part of the batches, and the checkpoint (rank 0's) must hold them all."""
+        held = [self.epoch_loss.clone(), self.epoch_seen.clone()]
+        dist.sum_tensors_(*held, what="gathering the epoch's training losses for the checkpoint")
+        return dict(zip(STATE_TENSORS, (self.last_loss, *held)))
 
-    def load_state_tensors(self, tensors: dict[str, torch.Tensor], source: str) -> None:
-        """Restore :meth:`state_tensors` from a checkpoint (``source`` names it in errors)."""
+    def load_state_tensors(
+        self, tensors: dict[str, torch.Tensor], source: str, dist: DistContext = SINGLE
+    ) -> None:
+        """Restore :meth:`state_tensors` from a checkpoint (``source`` names it in errors). The epoch's held
+        losses go to rank 0 alone, as :meth:`end_epoch` sums the ranks' and would count them again."""
         for name, into in zip(STATE_TENSORS, (self.last_loss, self.epoch_loss, self.epoch_seen)):
             saved = tensors.get(name)
             if saved is None or saved.shape != into.shape:
@@ -83,4 +90,4 @@ class LossPruning:
                     f"{source} has no data-pruning state for {self.total} training images ({name}); it was "
                     "saved by a run without --prune or with other data"
                 )
-            into.copy_(saved)
+            into.copy_(saved if dist.is_main or into is self.last_loss else torch.zeros_like(saved))
