@@ -271,6 +271,18 @@ def test_a_rank_that_refuses_the_run_stops_every_rank(tmp_path, tiny_dataset_dir
     assert "--overwrite" in errors[0] and "Traceback" not in done.stderr
 
 
+def test_an_error_every_rank_meets_is_said_once(tmp_path, tiny_dataset_dir):
+    """Missing data fails every rank alike (exit 1): rank 0 says it; rank 1 holds its line back and is stopped."""
+    (tmp_path / "empty").mkdir()
+    done = subprocess.run(
+        cnnlab_command(tmp_path, tmp_path / "empty", "--epochs", "1"),
+        capture_output=True, text=True, env=cli_env(), timeout=60,
+    )  # fmt: skip
+    errors = [line for line in done.stderr.splitlines() if line.startswith("cnnlab: error:")]
+    assert done.returncode == 1 and len(errors) == 1, done.stderr
+    assert "not found in --data-dir" in errors[0] and "Traceback" not in done.stderr
+
+
 def rank_pid(launcher: int, rank: int) -> int | None:
     """The PID of the worker of ``rank`` among ``launcher``'s children, once it runs."""
     children = Path(f"/proc/{launcher}/task/{launcher}/children")
@@ -334,7 +346,8 @@ def test_sigterm_on_one_rank_stops_all_with_a_checkpoint(tmp_path, tiny_dataset_
 def test_a_stop_the_launcher_raises_on_exits_as_rank_0_ended(monkeypatch, capsys, rank0_says, expected):
     """Ctrl-C reaches torch's launcher and the ranks together; the launcher raises without their statuses. A run
     past its last step (its final evaluation) completes all the same: rank 0's own status (written where
-    report_status_to_launcher is told) makes the exit 0, not 130; a stopped run, or no word, stays 130."""
+    report_status_to_launcher is told) makes the exit 0, not 130; a stopped run, or no word, stays 130, and
+    the launcher says "interrupted" only where rank 0 has said nothing."""
     import torch.distributed.launcher.api as launcher_api
     from torch.distributed.elastic.multiprocessing.api import SignalException
 
@@ -353,7 +366,8 @@ def test_a_stop_the_launcher_raises_on_exits_as_rank_0_ended(monkeypatch, capsys
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # launch sets it for its ranks: restored after
     status_env = distributed.STATUS_FILE_ENV
     assert distributed.launch(2, ["train", "lecture-simple"]) == expected
-    assert ("cnnlab: interrupted" in capsys.readouterr().err) == (expected == 130)
+    # one closing line: rank 0's own ("interrupted: checkpoint saved in ..."), else the launcher's
+    assert ("cnnlab: interrupted" in capsys.readouterr().err) == (rank0_says is None)
     assert status_env not in os.environ  # the launcher's file is gone with its variable
 
 

@@ -146,4 +146,4 @@ def test_cli_cpu_shards_flag(tmp_path: Path, tiny_dataset_dir: Path, capsys) -> 
         "--epochs", "1", "--cpu-shards", "0", "--out", str(tmp_path / "run"),
     ])  # fmt: skip
     assert code == 2
-    assert "cpu_shards must be a whole number of at least 1" in capsys.readouterr().err
+    assert "error: --cpu-shards must be a whole number of at least 1" in capsys.readouterr().err

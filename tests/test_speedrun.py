@@ -164,6 +164,12 @@ def test_seeds_run_on_different_process_counts_are_said_not_to_compare(tmp_path:
     table = SpeedrunResult(runs, (90.0,), tmp_path / "t.md", tmp_path / "f.png", config=cfg).markdown()
     assert "| 0 | 1 | 2 | 60 s |" in table and "| 1 | 1 | 1 | 60 s |" in table
     assert table.endswith("The seeds ran on 1 and 2 processes: their wall times do not compare.")
+    result = SpeedrunResult(runs, (90.0,), tmp_path / "t.md", tmp_path / "f.png", config=cfg)
+    summary = result.summary()  # no mean of unlike times, in the table or the JSON
+    assert (
+        summary["processes"] == [1, 2] and summary["wall_s_mean"] is None and summary["test_acc_mean"] == 0.9
+    )
+    assert "| mean of 2 | | | - | | 90.00% ± 0.00% |" in table
 
 
 def test_flip_shift_evaluation_averages_six_views_moved_one_pixel_with_edges_repeated() -> None:
@@ -219,8 +225,11 @@ def test_test_tta_sets_the_final_tests_views_and_validation_keeps_eval_tta(
     from cnnlab.train.evaluation import evaluate_checkpoint
 
     report = evaluate_checkpoint(tmp_path / "run", plot=False).report()
-    assert "centre crop; the run's own test figures average its flip-shift views (--tta flip-shift)" in report
-    assert "average its" not in evaluate_checkpoint(tmp_path / "run", split="val", plot=False).report()
+    assert (
+        "centre crop; the run measured its test split on flip-shift views (--tta flip-shift does too)"
+        in report
+    )
+    assert "views" not in evaluate_checkpoint(tmp_path / "run", split="val", plot=False).report()
 
 
 def test_speedrun_runs_as_data_parallel_processes_and_rank_0_alone_reports(

@@ -148,6 +148,8 @@ def test_cnnlab_evaluate_tta_prints_one_accuracy_per_mode(cropped_run: Path, cap
     main(["evaluate", str(cropped_run)])
     plain = capsys.readouterr().out
     assert f"accuracy {rows['center'][3]}" in plain
+    checkpoint = next(line for line in plain.splitlines() if line.startswith("checkpoint "))
+    assert checkpoint.split(":")[0] in out  # the same checkpoint, named with its epoch
     tta = evaluate_tta_checkpoint(cropped_run, ["5crop"])
     assert tta.rows[0].views == 5 and 0.0 <= tta.rows[0].result.accuracy <= 1.0
 

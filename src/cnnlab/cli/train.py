@@ -370,7 +370,9 @@ def as_flags(message: str, args: argparse.Namespace, given: Mapping[str, object]
     """A refusal from :meth:`TrainConfig.validate`, which names fields as Python callers write them, in the
     command's flags: ``warmup_mode`` -> ``--warmup-mode`` for every field with a flag in the command, and a
     leading one-word field the user gave (``epochs must be ...`` -> ``--epochs must be ...``; elsewhere such a
-    word is plain English)."""
+    word is plain English). A message about a --model-option key keeps the key as the user wrote it."""
+    if "model option" in message:
+        return message
     parser = getattr(args, "command_parser", None)
     flags = {
         a.dest: a.option_strings[0] for a in (flag_actions(parser) if parser else []) if a.option_strings
@@ -687,7 +689,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run directory, checkpoints/NAME.json, a .weights.safetensors or exported model file; with --weights, "
         "a model name",
     )
-    p.add_argument("--split", choices=("test", "val", "train"), default="test")
+    p.add_argument(
+        "--split",
+        choices=("test", "val", "train"),
+        default="test",
+        help="which split of the run's data: its test split, the validation split it held out, or the training "
+        "split (all of it, also for a run trained on a --train-subset) (default: test)",
+    )
     p.add_argument(
         "--checkpoint",
         choices=("best", "last"),
@@ -703,7 +711,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="recompute batch-norm statistics over the whole training split before evaluating (BN-Inception's "
         "test-time statistics, Ioffe & Szegedy 2015 section 3.1)",
     )
-    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--device", default="auto", help="where to evaluate: auto, cpu, cuda or cuda:N (default: auto)"
+    )
     p.add_argument(
         "--tta",
         nargs="+",
@@ -740,9 +750,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run directories, manifests or weights files, or one folder of runs",
     )
     p.add_argument("--weights", help="one weight per run, e.g. 1,2,1 (default: equal)")
-    p.add_argument("--split", choices=("test", "val"), default="test")
+    p.add_argument("--split", choices=("test", "val"), default="test", help="which split (default: test)")
     p.add_argument("--data-dir", help="folder holding the dataset files")
-    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--device", default="auto", help="where to evaluate: auto, cpu, cuda or cuda:N (default: auto)"
+    )
     p = add_command(
         subparsers,
         "compare",

@@ -81,9 +81,12 @@ class SpeedrunResult:
     def summary(self) -> dict[str, Any]:
         """Mean and sample standard deviation over the finished seeds of test accuracy and wall time."""
         done = [r for r in self.rows() if r["test_acc"] is not None]
-        summary: dict[str, Any] = {"runs": len(done)}
+        counts = sorted({r["processes"] for r in self.rows() if r["processes"] is not None})
+        summary: dict[str, Any] = {"runs": len(done), "processes": counts}
         for key in ("test_acc", "wall_s"):
             values = [r[key] for r in done if r[key] is not None]
+            if key == "wall_s" and len(counts) > 1:  # seeds on other process counts: no mean of unlike times
+                values = []
             summary[f"{key}_mean"] = statistics.fmean(values) if values else None
             summary[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
         return summary
@@ -99,7 +102,7 @@ class SpeedrunResult:
             for k, v in cfg.model_options.items()
         )
         # a budget cut short (a subset, capped epochs) must not read like the full recipe in a table of times
-        budget = (f", {cfg.train_subset} training images" if cfg.train_subset else "") + (
+        budget = (f", {cfg.train_subset:,} training images" if cfg.train_subset else "") + (
             f", at most {cfg.max_steps_per_epoch} steps per epoch" if cfg.max_steps_per_epoch else ""
         )
         if (
@@ -139,12 +142,9 @@ class SpeedrunResult:
                 f"| mean of {s['runs']} | | | {spread(s['wall_s_mean'], s['wall_s_std'], sec)} | | "
                 f"{spread(s['test_acc_mean'], s['test_acc_std'], percent)} |" + " |" * len(self.marks)
             )
-        counts = sorted({r["processes"] for r in self.rows() if r["processes"] is not None})
-        if len(counts) > 1:  # a resume with another --nproc: say so rather than average unlike times
-            lines += [
-                "",
-                f"The seeds ran on {' and '.join(map(str, counts))} processes: their wall times do not compare.",
-            ]
+        if len(s["processes"]) > 1:  # a resume with another --nproc: say so, and average no wall times
+            counts = " and ".join(map(str, s["processes"]))
+            lines += ["", f"The seeds ran on {counts} processes: their wall times do not compare."]
         return caption + "\n".join(lines)
 
 

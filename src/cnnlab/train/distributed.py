@@ -202,6 +202,13 @@ def current() -> DistContext:
     return DistContext(torch.distributed.get_rank(), world, local, device)
 
 
+def no_cuda(device: str) -> UsageError:
+    """The refusal of a CUDA ``device`` on a machine without a CUDA GPU."""
+    return UsageError(
+        f"device {device} was asked for, but no CUDA GPU is available; use --device cpu or auto"
+    )
+
+
 def setup_process(device: str = "auto", threads: int | None = None) -> DistContext:
     """Join the process group torchrun describes (an entry point's call; a no-op outside torchrun).
 
@@ -217,7 +224,7 @@ def setup_process(device: str = "auto", threads: int | None = None) -> DistConte
     use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if use_cuda:
         if not torch.cuda.is_available():
-            raise UsageError(f"device {device} was asked for, but no CUDA GPU is available; use --device cpu")
+            raise no_cuda(device)
         if local >= torch.cuda.device_count():
             raise UsageError(
                 f"local rank {local} has no GPU: this node has {torch.cuda.device_count()}; "
@@ -241,9 +248,9 @@ def setup_process(device: str = "auto", threads: int | None = None) -> DistConte
 # How long a rank that stops because another failed waits before exiting, so that the failing rank
 # (which prints why) exits first and the launcher stops this one (a SIGTERM it does not count).
 FOLLOWER_GRACE_S = 10.0
-# How long a rank other than 0 holds back a usage error: the ranks check the same command line, so rank 0
-# almost always meets the same error, says it and exits, and the launcher stops this rank before it
-# repeats the line. An error of this rank's own is said after the wait.
+# How long a rank other than 0 holds back its error: the ranks check the same command line and read the
+# same data, so rank 0 almost always meets the same error, says it and exits, and the launcher stops this
+# rank before it repeats the line. An error of this rank's own is said after the wait.
 REPEAT_GRACE_S = 3.0
 
 
@@ -264,12 +271,12 @@ class DeferredError:
 def deferred_error(line: str, err: BaseException) -> DeferredError | None:
     """How a rank of a multi-process job holds back ``line`` (the error ``err`` ends it with), or None
     (say it now): a rank stopped only because a peer failed waits for the peer's own line; a rank other
-    than 0 waits for rank 0 to say the usage error they share."""
+    than 0 waits for rank 0 to say the error they share (a mistyped flag, missing data)."""
     if not launched_by_torchrun():
         return None
     if getattr(err, "follows_peer", False):
         return DeferredError(line, FOLLOWER_GRACE_S)
-    if isinstance(err, UsageError) and os.environ.get("RANK") != "0":
+    if os.environ.get("RANK") != "0":
         return DeferredError(line, REPEAT_GRACE_S)
     return None
 
@@ -350,7 +357,7 @@ def check_world(batch_size: int, world_size: int) -> None:
 
 
 #: the refusal of CPU shards inside a data-parallel job (each rank already has its share of the cores)
-SHARDS_WITH_RANKS = "cpu_shards and data-parallel processes (torchrun, --nproc) do not combine; choose one"
+SHARDS_WITH_RANKS = "CPU batch shards (--cpu-shards) and data-parallel processes (torchrun, --nproc) do not combine; choose one"
 
 
 def check_launch(cfg: Any, nproc: int) -> None:
@@ -409,9 +416,11 @@ def launch(nproc: int, argv: Sequence[str], *, shutdown_timeout: int = 30) -> in
     except ChildFailedError as err:
         return _report_failure(err)
     except SignalException:  # Ctrl-C or SIGTERM reached the agent: the ranks stop and save, as asked
-        if launched_status(status_file) == 0:  # they were past their last step: the run completed
+        ended = launched_status(status_file)
+        if ended == 0:  # they were past their last step: the run completed
             return 0
-        print("cnnlab: interrupted", file=sys.stderr)
+        if ended != 130:  # rank 0, stopped as asked, has said where its checkpoint is; else say this much
+            print("cnnlab: interrupted", file=sys.stderr)
         return 130
     finally:
         os.environ.pop(STATUS_FILE_ENV, None)

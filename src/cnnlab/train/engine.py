@@ -89,9 +89,7 @@ def select_device(name: str = "auto") -> torch.device:
     if device is None or device.type not in ("cpu", "cuda"):
         raise UsageError(f"cannot train or evaluate on device {name!r}; use auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(
-            f"device {name} was asked for, but no CUDA GPU is available; use --device cpu or auto"
-        )
+        raise distributed.no_cuda(name)
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise UsageError(
             f"device {name} was asked for, but this machine has {torch.cuda.device_count()} CUDA GPU(s); "
@@ -934,15 +932,12 @@ class Trainer:
             if self.stop_requested:
                 raise KeyboardInterrupt
             self.request_stop()
-            who = f"rank {self.dist.rank}: " if self.dist.active else ""
-            if self.training_done:  # the run ends anyway, complete: say so rather than promise a stop
-                tqdm.write(
-                    f"{who}training is done; finishing the run's evaluation (Ctrl-C again to abort at once)"
-                )
+            if not self.dist.is_main:  # the ranks stop together (a vote each step): rank 0 speaks for them
                 return
-            tqdm.write(
-                f"{who}stopping after this batch and saving a checkpoint (Ctrl-C again to abort at once)"
-            )
+            if self.training_done:  # the run ends anyway, complete: say so rather than promise a stop
+                tqdm.write("training is done; finishing the run's evaluation (Ctrl-C again to abort at once)")
+                return
+            tqdm.write("stopping after this batch and saving a checkpoint (Ctrl-C again to abort at once)")
 
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:

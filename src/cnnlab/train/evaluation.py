@@ -481,8 +481,8 @@ def evaluate_checkpoint(
         note = f"{note}; {recalibrated}" if note else recalibrated
     result = evaluate(model, loader, header["num_classes"], dev, keep_outputs=keep_outputs)
     if weights is None and (views := cfg.views_of(split)) != "center":
-        # the run's own figure for this split averaged other views: say so, rather than differ silently
-        other = f"centre crop; the run's own {split} figures average its {views} views (--tta {views})"
+        # the run measured this split on other views: say so, rather than differ from its figures silently
+        other = f"centre crop; the run measured its {split} split on {views} views (--tta {views} does too)"
         note = f"{note}; {other}" if note else other
     classes = saved.classes
     out = Path(out_dir) if out_dir else choice.run_dir
@@ -521,13 +521,15 @@ class TTAEvaluation:
     input_shape: tuple[int, int, int]
     stored_size: tuple[int, int]
     rows: list[Any]  # cnnlab.train.tta.TTAResult
+    epoch: int | None = None
 
     def report(self) -> str:
         """A table: mode, views per image, accuracy, loss."""
         c, h, w = self.input_shape
+        epoch = f" (epoch {self.epoch})" if self.epoch is not None else ""
         lines = [
             f"{self.model} on {self.data} ({self.split} split, {int(self.rows[0].result.confusion.sum())} images), "
-            f"checkpoint {self.checkpoint}: {self.weights}",
+            f"checkpoint {self.checkpoint}{epoch}: {self.weights}",
             f"input {h}x{w} from images stored at {self.stored_size[0]}x{self.stored_size[1]}; posteriors averaged over views",
             "",
             f"{'mode':<11} {'views':>5} {'scales':<12} {'accuracy':>9} {'loss':>8}",
@@ -582,5 +584,6 @@ def evaluate_tta_checkpoint(
         for mode in modes
     ]
     return TTAEvaluation(
-        cfg.model, cfg.data, split, loaded.choice.name, loaded.choice.weights, shape, loader.stored_size, rows
-    )
+        cfg.model, cfg.data, split, loaded.choice.name, loaded.choice.weights, shape, loader.stored_size, rows,
+        epoch=loaded.choice.epoch,
+    )  # fmt: skip
