@@ -109,9 +109,8 @@ class SpeedrunResult:
             cfg.prunes and cfg.epochs > 1
         ):  # what the run pays for: pruned epochs train on a share of the images
             budget += f", pruned to {100 * cfg.prune:g}% after the first epoch ({100 * cfg.prune_random:g}% of it random)"
-        tested = views_said(
-            cfg.views_of("test")
-        )  # " on flip-shift views": the test figures are not the centre crop's
+        # " on flip-shift views": the test figures are not the centre crop's
+        tested = views_said(cfg.views_of("test"))
         return (
             f"{cfg.model} on {cfg.data}: recipe {cfg.recipe or 'none'}, {cfg.amp}, {cfg.epochs} epoch{'s' * (cfg.epochs != 1)} of batch "
             f"{cfg.batch_size}{budget}" + (f", model options {options}" if options else "")

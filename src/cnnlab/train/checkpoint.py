@@ -161,7 +161,7 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torc
                 )
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     # Saved tensors come back contiguous; a channels_last weight's momentum buffer must get its
-    # weight's strides again, as torch 2.13's fused CPU kernels walk buffer and weight as one flat array.
+    # weight's strides again, as torch 2.13's fused CPU kernels assume a buffer laid out as its weight.
     for param, values in optimizer.state.items():
         for name, value in values.items():
             if (
