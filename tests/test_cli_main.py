@@ -123,3 +123,21 @@ def test_a_class_list_with_a_gap_or_nothing_in_it_is_refused() -> None:
     for text in ("0,,1", "", " ", "0,1,"):
         with pytest.raises(argparse.ArgumentTypeError, match="expected class indices"):
             class_list(text)
+
+
+def test_an_error_names_settings_by_the_commands_flags_but_leaves_paths_and_model_option_keys() -> None:
+    import argparse
+
+    from cnnlab.cli import build_parser
+    from cnnlab.cli.common import named_as_flags
+
+    parser = build_parser()
+    train = parser._subparsers._group_actions[0].choices["train"]
+    args = argparse.Namespace(command_parser=train)
+    assert named_as_flags("pad_to=20 is too small; or pad them with pad_to.", args) == (
+        "--pad-to=20 is too small; or pad them with --pad-to."
+    )
+    assert named_as_flags("no file /srv/data_dir/pad_to here", args) == "no file /srv/data_dir/pad_to here"
+    assert named_as_flags("not_a_flag stays", args) == "not_a_flag stays"
+    kept = "in_chans is set by the training settings (--in-chans), not as a model option"
+    assert named_as_flags(kept, args) == kept

@@ -497,6 +497,7 @@ def test_cli_user_errors_are_one_line(
         (["--lr", "inf"], "--lr must be a finite number"),
         (["--warmup-epochs", "nan"], "--warmup-epochs must be a finite number"),
         (["--seed", "-1"], "--seed must be a whole number"),
+        (["--pad-to", "20"], "--pad-to=20 is smaller than the 28x28 images"),  # the engine's words, in flags
     ],
 )
 def test_cli_refuses_impossible_recipes_before_training(
@@ -721,7 +722,7 @@ def test_constructing_a_trainer_leaves_the_process_settings_alone(tmp_path: Path
             "--crop-padding applies to the none (custom) and cifar",
         ),
         (["--augment", "crops"], "the crops augmentation needs an input size below the stored image size"),
-        (["--input-size", "29"], "input_size 29 is larger than the 28x28 images"),
+        (["--input-size", "29"], "--input-size 29 is larger than the 28x28 images"),
         (
             ["--augment", "vgg", "--input-size", "20", "--scale-range", "16,30"],
             "needs Smin >= the input size 20",

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from cnnlab.cli.common import flag_actions
+from cnnlab.cli.common import flag_actions, named_as_flags
 from cnnlab.errors import CnnlabError
 
 if TYPE_CHECKING:  # torch-free at import: `cnnlab --help` and `cnnlab models` never load torch
@@ -132,7 +132,7 @@ def run_command(args: argparse.Namespace) -> tuple[int, DeferredError | None]:
     except CnnlabError as err:
         # one write per line: the ranks of a data-parallel job share stderr, and print() writes the
         # newline separately, so two ranks' lines could interleave
-        line = f"cnnlab: error: {err}\n"
+        line = f"cnnlab: error: {named_as_flags(str(err), args)}\n"
         if "cnnlab.train.distributed" in sys.modules:
             deferred = sys.modules["cnnlab.train.distributed"].deferred_error(line, err)
             if deferred is not None:  # said later, unless the launcher stops this rank first

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -130,6 +131,21 @@ UNRECORDED_FLAGS = frozenset({"help", "out", "resume", "overwrite", "quiet", "re
 def flag_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
     """The parser's flags (its arguments with option strings, ``--epochs``), not its positionals."""
     return [a for a in parser._actions if a.option_strings]  # argparse keeps its arguments in this list only
+
+
+# A snake_case name standing alone: not part of a path or of a longer name.
+SNAKE_NAME = re.compile(r"(?<![\w/.-])[a-z]+(?:_[a-z0-9]+)+(?![\w/])")
+
+
+def named_as_flags(message: str, args: argparse.Namespace) -> str:
+    """An error message in the command's terms: each snake_case setting the library names as Python
+    callers write it (``pad_to``) becomes the command's flag for it (``--pad-to``), unless the message
+    names that flag already (it then speaks to both: ``build it with in_chans=3 (--in-chans 3)``)."""
+    parser = getattr(args, "command_parser", None)
+    if parser is None:
+        return message
+    flags = {a.dest: a.option_strings[0] for a in flag_actions(parser) if a.option_strings[0] not in message}
+    return SNAKE_NAME.sub(lambda m: flags.get(m.group(), m.group()), message)
 
 
 def experiment_flags(args: argparse.Namespace) -> dict[str, object]:

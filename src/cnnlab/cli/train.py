@@ -16,6 +16,7 @@ from cnnlab.cli.common import (
     class_list,
     flag_actions,
     model_options,
+    named_as_flags,
     report_experiment,
     resume_with_saved_flags,
     save_experiment_flags,
@@ -367,19 +368,14 @@ def config_from_args(
 
 
 def as_flags(message: str, args: argparse.Namespace, given: Mapping[str, object]) -> str:
-    """A refusal from :meth:`TrainConfig.validate`, which names fields as Python callers write them, in the
-    command's flags: ``warmup_mode`` -> ``--warmup-mode`` for every field with a flag in the command, and a
-    leading one-word field the user gave (``epochs must be ...`` -> ``--epochs must be ...``; elsewhere such a
-    word is plain English). A message about a --model-option key keeps the key as the user wrote it."""
-    if "model option" in message:
-        return message
-    parser = getattr(args, "command_parser", None)
-    flags = {
-        a.dest: a.option_strings[0] for a in (flag_actions(parser) if parser else []) if a.option_strings
-    }
-    named = re.sub(r"\b[a-z]+(?:_[a-z0-9]+)+\b", lambda m: flags.get(m.group(), m.group()), message)
+    """A refusal from :meth:`TrainConfig.validate` in the command's flags (:func:`named_as_flags`), its
+    leading one-word field too where the user gave it (``epochs must be ...`` -> ``--epochs must be ...``;
+    elsewhere such a word is plain English)."""
+    named = named_as_flags(message, args)
     first, space, rest = named.partition(" ")
-    return f"{flags.get(first, flag_for(first))}{space}{rest}" if first in given else named
+    if first not in given or flag_for(first) in named:
+        return named
+    return f"{flag_for(first)}{space}{rest}"
 
 
 def refuse_flags_the_experiment_sets(args: argparse.Namespace) -> None:
