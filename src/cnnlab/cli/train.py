@@ -177,7 +177,12 @@ RECIPE = (
         "train, validate and test on these classes only, relabelled 0..k-1 in the order given, e.g. 0,1,2,3,4 "
         "(default: all classes)",
     ),
-    ("--pad-to", "pad_to", int, "zero-pad images to this size (e.g. 32 for CIFAR-shaped nets)"),
+    (
+        "--pad-to",
+        "pad_to",
+        int,
+        "zero-pad images to this size (e.g. 32 for CIFAR-shaped nets) (default: no padding)",
+    ),
     (
         "--in-chans",
         "in_chans",
