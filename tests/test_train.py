@@ -713,7 +713,7 @@ def test_constructing_a_trainer_leaves_the_process_settings_alone(tmp_path: Path
         (["--warmup-epochs", "0.5"], "--warmup-epochs does not apply to the onecycle schedule"),
         (
             ["--warmup-mode", "constant"],
-            "--warmup-mode constant shapes a warm-up, and --warmup-epochs is 0: set --warmup-epochs above 0",
+            "--warmup-mode constant shapes a warm-up, and --warmup-epochs is 0: set --warmup-epochs above 0, or leave --warmup-mode out",
         ),
         (["--epochs", str(2**70)], "epochs must be at most"),
         (["--overwrite", "--resume"], "--overwrite and --resume contradict each other"),
