@@ -42,11 +42,11 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     Which of torch's implementations depends on the model's size, a property of the command (not of the
     machine), since the two round differently in the last bit. A model of :data:`FUSED_MIN_PARAMS` or more
     takes the fused kernel, one pass over each weight, gradient and buffer: its update is bound by memory
-    (vgg11 at 64x64: 76 ms multi-tensor against 23 ms fused on a 2-core Xeon; densenet121 49 against 34
-    ms). A smaller one takes the multi-tensor (``foreach``) step: the fused CPU kernel starts a parallel
-    region for every tensor, which costs more than the arithmetic of a small net's update when the
-    OpenMP threads sleep between regions (lecture-residual with ``OMP_WAIT_POLICY=PASSIVE``: 0.76 ms
-    fused against 0.11 ms, 4% of a training epoch). Either beats torch's default on CPU, a loop over
+    (vgg11 at 64x64: 75 ms multi-tensor against 22 ms fused on a 2-core Xeon; densenet121 45 against 32
+    ms; docs/training.md). A smaller one takes the multi-tensor (``foreach``) step: the fused CPU kernel
+    starts a parallel region for every tensor, which costs more than the arithmetic of a small net's
+    update when the OpenMP threads sleep between regions (lecture-residual with ``OMP_WAIT_POLICY=PASSIVE``:
+    0.81 ms fused against 0.15 ms, about 4% of a training epoch). Either beats torch's default on CPU, a loop over
     the parameters. A resumed run stays exact with both: the checkpoint restores each buffer's layout.
     """
     groups = param_groups(model, cfg.weight_decay)
